@@ -1,0 +1,92 @@
+//! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRL.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use x509_parser::prelude::FromDer;
+
+use super::pem_response;
+use crate::app::AppState;
+use crate::pki::pem;
+use crate::problem::ApiError;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/trust-bundle", get(trust_bundle))
+        .route("/api/v1/ca-chain", get(ca_chain))
+        .route("/api/v1/spiffe-bundle", get(spiffe_bundle))
+        .route("/api/v1/crl", get(crl_der))
+        .route("/api/v1/crl.pem", get(crl_pem))
+}
+
+async fn trust_bundle(State(s): State<Arc<AppState>>) -> Response {
+    let body: String = s.ca.roots.iter().map(|r| pem("CERTIFICATE", r)).collect();
+    pem_response("application/pem-certificate-chain", body)
+}
+
+async fn ca_chain(State(s): State<Arc<AppState>>) -> Response {
+    let body: String = s.ca.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
+    pem_response("application/pem-certificate-chain", body)
+}
+
+/// The SPIFFE trust bundle (a JWK set with `use: x509-svid` keys).
+async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut keys = Vec::new();
+    for root in &s.ca.roots {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(root)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("root does not parse: {e}")))?;
+        let point = cert.public_key().subject_public_key.data.as_ref();
+        let (crv, len) = match point.len() {
+            65 => ("P-256", 32),
+            97 => ("P-384", 48),
+            _ => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "root key is not P-256 or P-384"
+                )));
+            }
+        };
+        keys.push(serde_json::json!({
+            "use": "x509-svid",
+            "kty": "EC",
+            "crv": crv,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..1 + len]),
+            "y": URL_SAFE_NO_PAD.encode(&point[1 + len..]),
+            "x5c": [STANDARD.encode(root)],
+        }));
+    }
+    let crl_number = s.db.crl().await?.map(|c| c.number).unwrap_or(0);
+    let body = serde_json::json!({ "keys": keys, "spiffe_sequence": crl_number, "spiffe_refresh_hint": 300 });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+async fn crl_der(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let crl =
+        s.db.crl()
+            .await?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],
+        crl.der,
+    )
+        .into_response())
+}
+
+async fn crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let crl =
+        s.db.crl()
+            .await?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
+    Ok(pem_response(
+        "application/x-pem-file",
+        pem("X509 CRL", &crl.der),
+    ))
+}

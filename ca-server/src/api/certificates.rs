@@ -1,0 +1,223 @@
+//! Certificate listing, lookup and revocation.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::identities::{Page, page_limit};
+use super::normalize_serial;
+use crate::app::{AppState, now, parse_rfc3339, rfc3339};
+use crate::auth::Caller;
+use crate::db::{CertFilter, CertRow, RevokeOutcome};
+use crate::pki::{Reason, pem};
+use crate::problem::{ApiError, Json, Query};
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/certificates", get(list))
+        .route("/api/v1/certificates/{serial}", get(one))
+        .route("/api/v1/certificates/{serial}/revoke", post(revoke))
+}
+
+#[derive(Serialize)]
+struct CertView {
+    serial: String,
+    identity: String,
+    status: &'static str,
+    not_before: String,
+    not_after: String,
+    key_sha256: String,
+    issued_at: String,
+    issued_via: String,
+    authorized_by: String,
+    revoked_at: Option<String>,
+    revocation_reason: Option<String>,
+    revoked_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+}
+
+fn view(c: CertRow, now: i64) -> CertView {
+    let status = if c.revoked_at.is_some() {
+        "revoked"
+    } else if c.not_after <= now {
+        "expired"
+    } else {
+        "valid"
+    };
+    CertView {
+        status,
+        not_before: rfc3339(c.not_before),
+        not_after: rfc3339(c.not_after),
+        issued_at: rfc3339(c.issued_at),
+        revoked_at: c.revoked_at.map(rfc3339),
+        certificate: c.der.as_deref().map(|d| pem("CERTIFICATE", d)),
+        serial: c.serial,
+        identity: c.identity_id,
+        key_sha256: c.key_sha256,
+        issued_via: c.issued_via,
+        authorized_by: c.authorized_by,
+        revocation_reason: c.revocation_reason,
+        revoked_by: c.revoked_by,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    identity: Option<String>,
+    serial: Option<String>,
+    status: Option<String>,
+    expires_before: Option<String>,
+    expires_after: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+fn time_param(name: &str, v: Option<String>) -> Result<Option<i64>, ApiError> {
+    v.map(|s| {
+        parse_rfc3339(&s)
+            .ok_or_else(|| ApiError::InvalidField(format!("{name} must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+/// Administrators list any certificates; everyone else only their own.
+async fn list(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Page<CertView>>, ApiError> {
+    let identity = match (caller.is_admin(), q.identity) {
+        (true, id) => id,
+        (false, Some(id)) if id != caller.identity.id => {
+            return Err(ApiError::Forbidden(
+                "only administrators may list other identities' certificates".into(),
+            ));
+        }
+        (false, _) => Some(caller.identity.id.clone()),
+    };
+    let status = q.status.unwrap_or_else(|| "any".into());
+    if !["any", "valid", "revoked", "expired"].contains(&status.as_str()) {
+        return Err(ApiError::InvalidField(
+            "status must be one of: any, valid, revoked, expired".into(),
+        ));
+    }
+    let serial = q
+        .serial
+        .map(|s| {
+            normalize_serial(&s).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))
+        })
+        .transpose()?;
+    let limit = page_limit(q.limit)?;
+    let filter = CertFilter {
+        identity,
+        serial,
+        status,
+        expires_before: time_param("expires_before", q.expires_before)?,
+        expires_after: time_param("expires_after", q.expires_after)?,
+        after: q.after.unwrap_or_default(),
+        limit,
+    };
+    let t = now().unix_timestamp();
+    let rows = s.db.list_certificates(&filter, t).await?;
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.serial.clone()))
+        .flatten();
+    Ok(axum::Json(Page {
+        items: rows.into_iter().map(|r| view(r, t)).collect(),
+        next_after,
+    }))
+}
+
+async fn one(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(serial): Path<String>,
+) -> Result<axum::Json<CertView>, ApiError> {
+    let serial = normalize_serial(&serial)
+        .ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
+    match s.db.certificate(&serial).await? {
+        Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => {
+            Ok(axum::Json(view(c, now().unix_timestamp())))
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no certificate {serial} that you may see"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    serial: String,
+    reason: &'static str,
+    revoked_at: String,
+    crl_number: i64,
+}
+
+/// The holder (with any of its valid certificates) or an administrator revokes a certificate.
+async fn revoke(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(serial): Path<String>,
+    Json(r): Json<RevokeRequest>,
+) -> Result<axum::Json<Revoked>, ApiError> {
+    let serial = normalize_serial(&serial)
+        .ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
+    let reason = match r.reason.as_deref() {
+        None => Reason::Unspecified,
+        Some(name) => Reason::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Reason::ALL.iter().map(|(_, n)| *n).collect();
+            ApiError::InvalidField(format!(
+                "reason '{name}' is not one of: {}",
+                names.join(", ")
+            ))
+        })?,
+    };
+    let cert = s.db.certificate(&serial).await?;
+    let cert = match cert {
+        Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => c,
+        Some(_) => {
+            return Err(ApiError::Forbidden(
+                "you may revoke only your own certificates".into(),
+            ));
+        }
+        None => {
+            return Err(ApiError::NotFound(format!(
+                "no certificate with serial {serial}"
+            )));
+        }
+    };
+    if cert.revoked_at.is_some() {
+        return Err(ApiError::AlreadyRevoked);
+    }
+    match s
+        .db
+        .revoke(&s.ca, &serial, reason, &caller.identity.id, now())
+        .await?
+    {
+        RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
+        RevokeOutcome::Revoked {
+            revoked_at,
+            crl_number,
+        } => {
+            tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
+            Ok(axum::Json(Revoked {
+                serial,
+                reason: reason.name(),
+                revoked_at: rfc3339(revoked_at),
+                crl_number,
+            }))
+        }
+    }
+}

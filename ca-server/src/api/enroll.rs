@@ -1,0 +1,188 @@
+//! Enrollment (CSR + one-time secret) and renewal (CSR over mTLS).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use identity::{IdentityId, IdentityKind, SpiffeId};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{AppState, now, rfc3339};
+use crate::auth::Caller;
+use crate::commit::{CommitError, Job, Precondition};
+use crate::csr::{CsrError, check_csr_pem};
+use crate::db::IdentityRow;
+use crate::pki::{LeafSubject, pem};
+use crate::problem::{ApiError, Json};
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/renew", post(renew))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    id: String,
+    secret: String,
+    csr: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    csr: String,
+}
+
+/// A newly issued certificate.
+#[derive(Serialize)]
+struct Issued {
+    serial: String,
+    spiffe_id: String,
+    not_before: String,
+    not_after: String,
+    /// The leaf, PEM.
+    certificate: String,
+    /// The issuing intermediate(s), PEM.
+    chain: String,
+}
+
+impl From<CsrError> for ApiError {
+    fn from(e: CsrError) -> Self {
+        match e {
+            CsrError::Malformed(m) => ApiError::InvalidCsr(m),
+            CsrError::BadSignature => ApiError::CsrSignature,
+            e @ CsrError::WeakSignature(_) => ApiError::UnsupportedKey(e.to_string()),
+            CsrError::UnsupportedKey(m) => ApiError::UnsupportedKey(m),
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::SecretUsedUp => ApiError::SecretUsedUp,
+            CommitError::Revoked => ApiError::CertificateRevoked,
+            CommitError::Database(m) => ApiError::Internal(anyhow::anyhow!("issuance batch: {m}")),
+            CommitError::Stopped => ApiError::Busy,
+        }
+    }
+}
+
+async fn enroll(
+    State(s): State<Arc<AppState>>,
+    Json(req): Json<EnrollRequest>,
+) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
+    let id = IdentityId::parse(&req.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
+    let key = check_csr_pem(&req.csr)?;
+    let ident = s.db.identity(id.as_str()).await?;
+    let hash = ident.as_ref().and_then(|i| i.secret_hash.clone());
+    if !s.hasher.verify(req.secret, hash.clone()).await? {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let (Some(ident), Some(hash)) = (ident, hash) else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let t = now();
+    if ident.status != "active" {
+        return Err(ApiError::IdentityDisabled);
+    }
+    if ident
+        .secret_expires_at
+        .is_none_or(|e| e <= t.unix_timestamp())
+    {
+        return Err(ApiError::SecretExpired);
+    }
+    if ident.enrollments_left <= 0 {
+        return Err(ApiError::SecretUsedUp);
+    }
+    let precondition = Precondition::ConsumeSecret {
+        secret_hash: hash,
+        now: t.unix_timestamp(),
+    };
+    let authorized_by = format!("secret:{}", ident.registered_by);
+    issue(&s, &ident, &key, "enroll", authorized_by, precondition).await
+}
+
+async fn renew(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Json(req): Json<RenewRequest>,
+) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
+    let key = check_csr_pem(&req.csr)?;
+    let precondition = Precondition::NotRevoked {
+        serial: caller.serial.clone(),
+    };
+    issue(
+        &s,
+        &caller.identity,
+        &key,
+        "renew",
+        format!("renew:{}", caller.serial),
+        precondition,
+    )
+    .await
+}
+
+/// Signs a leaf for `ident` and stores it; answers only once it is durable.
+async fn issue(
+    s: &AppState,
+    ident: &IdentityRow,
+    key: &crate::csr::CheckedKey,
+    via: &'static str,
+    authorized_by: String,
+    precondition: Precondition,
+) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
+    let kind: IdentityKind = ident
+        .kind
+        .parse()
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored kind")))?;
+    let spiffe_id = SpiffeId {
+        trust_domain: s.trust_domain.clone(),
+        kind,
+        id: IdentityId::parse(&ident.id)
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored id")))?,
+    };
+    let ips: Vec<IpAddr> = ident
+        .ip_addresses
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let validity = match kind {
+        IdentityKind::Participant => s.ca.policy.participant_validity,
+        IdentityKind::Node => s.ca.policy.node_validity,
+    };
+    let subject = LeafSubject {
+        spiffe_id: &spiffe_id,
+        dns_names: &ident.dns_names,
+        ip_addresses: &ips,
+        validity,
+    };
+    let t = now();
+    let cert =
+        s.ca.issue_leaf(&subject, key, t)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    let issued = Issued {
+        serial: cert.serial_hex.clone(),
+        spiffe_id: spiffe_id.to_string(),
+        not_before: rfc3339(cert.not_before),
+        not_after: rfc3339(cert.not_after),
+        certificate: pem("CERTIFICATE", &cert.der),
+        chain: s.ca.chain().iter().map(|c| pem("CERTIFICATE", c)).collect(),
+    };
+    let job = Job {
+        identity: ident.id.clone(),
+        cert,
+        issued_via: via,
+        authorized_by,
+        issued_at: t.unix_timestamp(),
+        precondition,
+    };
+    s.committer.store(job).await?;
+    tracing::info!(identity = %spiffe_id, serial = %issued.serial, via, "certificate issued");
+    Ok((StatusCode::CREATED, axum::Json(issued)))
+}

@@ -1,0 +1,24 @@
+//! Liveness and readiness.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::app::AppState;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+}
+
+/// Ready when the database answers.
+async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    match s.db.meta("trust_domain").await {
+        Ok(Some(_)) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+}

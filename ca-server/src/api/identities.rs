@@ -1,0 +1,329 @@
+//! Registration (admins and registrars) and identity lookup.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use identity::{IdentityId, IdentityKind, SpiffeId};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{AppState, now, rfc3339};
+use crate::auth::{Caller, ROLES};
+use crate::db::{IdentityFilter, IdentityRow, NewIdentity};
+use crate::problem::{ApiError, Json, Query};
+use crate::secrets::new_secret;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/identities", get(list).post(register))
+        .route("/api/v1/identities/{id}", get(one))
+}
+
+fn default_kind() -> String {
+    "participant".into()
+}
+fn one_use() -> i64 {
+    1
+}
+fn one_day() -> i64 {
+    86_400
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    id: String,
+    #[serde(rename = "type", default = "default_kind")]
+    kind: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    attributes: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    #[serde(default)]
+    ip_addresses: Vec<String>,
+    #[serde(default = "one_use")]
+    max_enrollments: i64,
+    #[serde(default = "one_day")]
+    secret_ttl_seconds: i64,
+}
+
+#[derive(Serialize)]
+struct Registered {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    spiffe_id: String,
+    roles: Vec<String>,
+    /// Shown once; the CA keeps only its argon2id hash.
+    secret: String,
+    secret_expires_at: String,
+    max_enrollments: i64,
+}
+
+/// An identity as the API shows it (never its secret hash).
+#[derive(Serialize)]
+pub(super) struct IdentityView {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    spiffe_id: String,
+    roles: Vec<String>,
+    attributes: serde_json::Map<String, serde_json::Value>,
+    dns_names: Vec<String>,
+    ip_addresses: Vec<String>,
+    status: String,
+    enrollments_left: i64,
+    secret_expires_at: Option<String>,
+    registered_by: String,
+    created_at: String,
+}
+
+pub(super) fn spiffe_id_of(s: &AppState, kind: &str, id: &str) -> String {
+    format!("spiffe://{}/{}/{}", s.trust_domain, kind, id)
+}
+
+fn view(s: &AppState, i: IdentityRow) -> IdentityView {
+    IdentityView {
+        spiffe_id: spiffe_id_of(s, &i.kind, &i.id),
+        secret_expires_at: i.secret_expires_at.map(rfc3339),
+        created_at: rfc3339(i.created_at),
+        id: i.id,
+        kind: i.kind,
+        roles: i.roles,
+        attributes: i.attributes,
+        dns_names: i.dns_names,
+        ip_addresses: i.ip_addresses,
+        status: i.status,
+        enrollments_left: i.enrollments_left,
+        registered_by: i.registered_by,
+    }
+}
+
+fn valid_dns_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Checks a registration against the caller's rights and the field rules, before anything is written.
+fn check_registration(
+    caller: &Caller,
+    r: &RegisterRequest,
+) -> Result<(IdentityId, IdentityKind), ApiError> {
+    caller.require_any(&["admin", "registrar"])?;
+    let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
+    let kind: IdentityKind = r
+        .kind
+        .parse()
+        .map_err(|e| ApiError::InvalidField(format!("type: {e}")))?;
+    for (i, role) in r.roles.iter().enumerate() {
+        if !ROLES.contains(&role.as_str()) {
+            return Err(ApiError::InvalidField(format!(
+                "role '{role}' is not one of: {}",
+                ROLES.join(", ")
+            )));
+        }
+        if r.roles[..i].contains(role) {
+            return Err(ApiError::InvalidField(format!(
+                "role '{role}' is listed twice"
+            )));
+        }
+    }
+    if kind != IdentityKind::Node && !(r.dns_names.is_empty() && r.ip_addresses.is_empty()) {
+        return Err(ApiError::InvalidField(
+            "only node identities may have dns_names or ip_addresses".into(),
+        ));
+    }
+    if r.dns_names.len() + r.ip_addresses.len() > 16 {
+        return Err(ApiError::InvalidField(
+            "at most 16 dns_names and ip_addresses together".into(),
+        ));
+    }
+    if let Some(d) = r.dns_names.iter().find(|d| !valid_dns_name(d)) {
+        return Err(ApiError::InvalidField(format!(
+            "dns_names: '{d}' is not a DNS name"
+        )));
+    }
+    if let Some(ip) = r
+        .ip_addresses
+        .iter()
+        .find(|ip| ip.parse::<IpAddr>().is_err())
+    {
+        return Err(ApiError::InvalidField(format!(
+            "ip_addresses: '{ip}' is not an IP address"
+        )));
+    }
+    if r.attributes.len() > 32
+        || r.attributes.iter().any(|(k, v)| {
+            IdentityId::parse(k).is_err()
+                || k.len() > 64
+                || !v.as_str().is_some_and(|s| s.len() <= 256)
+        })
+    {
+        return Err(ApiError::InvalidField(
+            "attributes: at most 32, names of [a-zA-Z0-9._-] up to 64 characters, string values up to 256".into(),
+        ));
+    }
+    if !(1..=100).contains(&r.max_enrollments) {
+        return Err(ApiError::InvalidField(
+            "max_enrollments must be from 1 to 100".into(),
+        ));
+    }
+    if !(60..=30 * 86_400).contains(&r.secret_ttl_seconds) {
+        return Err(ApiError::InvalidField(
+            "secret_ttl_seconds must be from 60 to 2592000 (30 days)".into(),
+        ));
+    }
+    if !caller.is_admin() && (kind != IdentityKind::Participant || !r.roles.is_empty()) {
+        return Err(ApiError::Forbidden(
+            "registrars may register participants without roles only".into(),
+        ));
+    }
+    Ok((id, kind))
+}
+
+async fn register(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Json(r): Json<RegisterRequest>,
+) -> Result<(StatusCode, axum::Json<Registered>), ApiError> {
+    let (id, kind) = check_registration(&caller, &r)?;
+    if s.db.identity(id.as_str()).await?.is_some() {
+        return Err(ApiError::IdentityExists);
+    }
+    let secret = new_secret();
+    let hash = s.hasher.hash(secret.clone()).await?;
+    let t = now().unix_timestamp();
+    let new = NewIdentity {
+        id: id.to_string(),
+        kind: kind.as_str().into(),
+        roles: r.roles.clone(),
+        attributes: r.attributes,
+        dns_names: r.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        ip_addresses: r
+            .ip_addresses
+            .iter()
+            .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| ip.to_string())
+            .collect(),
+        secret_hash: Some(hash),
+        secret_expires_at: Some(t + r.secret_ttl_seconds),
+        enrollments_left: r.max_enrollments,
+        registered_by: caller.identity.id.clone(),
+        created_at: t,
+    };
+    if !s.db.register(&new).await? {
+        return Err(ApiError::IdentityExists);
+    }
+    let spiffe_id = SpiffeId {
+        trust_domain: s.trust_domain.clone(),
+        kind,
+        id,
+    };
+    tracing::info!(identity = %spiffe_id, by = %caller.identity.id, "identity registered");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Registered {
+            id: new.id,
+            kind: new.kind,
+            spiffe_id: spiffe_id.to_string(),
+            roles: new.roles,
+            secret,
+            secret_expires_at: rfc3339(t + r.secret_ttl_seconds),
+            max_enrollments: r.max_enrollments,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    role: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Page<T> {
+    pub(super) items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub(super) next_after: Option<String>,
+}
+
+/// Page size bounds.
+pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let l = limit.unwrap_or(100);
+    if (1..=1000).contains(&l) {
+        Ok(l)
+    } else {
+        Err(ApiError::InvalidField(
+            "limit must be from 1 to 1000".into(),
+        ))
+    }
+}
+
+async fn list(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Page<IdentityView>>, ApiError> {
+    caller.require_any(&["admin", "registrar"])?;
+    if let Some(k) = &q.kind {
+        k.parse::<IdentityKind>()
+            .map_err(|e| ApiError::InvalidField(format!("type: {e}")))?;
+    }
+    if let Some(r) = &q.role
+        && !ROLES.contains(&r.as_str())
+    {
+        return Err(ApiError::InvalidField(format!(
+            "role '{r}' is not one of: {}",
+            ROLES.join(", ")
+        )));
+    }
+    let limit = page_limit(q.limit)?;
+    let filter = IdentityFilter {
+        kind: q.kind,
+        role: q.role,
+        registered_by: (!caller.is_admin()).then(|| caller.identity.id.clone()),
+        after: q.after.unwrap_or_default(),
+        limit,
+    };
+    let rows = s.db.list_identities(&filter).await?;
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(axum::Json(Page {
+        items: rows.into_iter().map(|r| view(&s, r)).collect(),
+        next_after,
+    }))
+}
+
+async fn one(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<IdentityView>, ApiError> {
+    let row = s.db.identity(&id).await?;
+    let visible = |r: &IdentityRow| {
+        caller.is_admin() || r.id == caller.identity.id || r.registered_by == caller.identity.id
+    };
+    match row {
+        Some(r) if visible(&r) => Ok(axum::Json(view(&s, r))),
+        _ => Err(ApiError::NotFound(format!(
+            "no identity '{id}' that you may see"
+        ))),
+    }
+}

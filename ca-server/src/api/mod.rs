@@ -1,0 +1,90 @@
+//! The HTTP API: one router per feature, merged here. Handlers extract, call the core, map.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use crate::app::AppState;
+use crate::problem::problem;
+
+mod bundle;
+mod certificates;
+mod enroll;
+mod health;
+mod identities;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(bundle::router())
+        .merge(enroll::router())
+        .merge(identities::router())
+        .merge(certificates::router())
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such endpoint",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A PEM response with the given media type.
+fn pem_response(media_type: &'static str, body: String) -> axum::response::Response {
+    ([(axum::http::header::CONTENT_TYPE, media_type)], body).into_response()
+}
+
+/// Normalises a serial as people paste it (`0A:1B`, `0x0a1b`, `0A1B`) to lowercase hex
+/// without leading zero bytes.
+pub(crate) fn normalize_serial(s: &str) -> Option<String> {
+    let s = s
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    if s.is_empty() || s.len() > 42 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let s = s.trim_start_matches('0');
+    if s.is_empty() {
+        return None;
+    }
+    Some(if s.len() % 2 == 1 {
+        format!("0{s}")
+    } else {
+        s.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serials_normalise() {
+        use super::normalize_serial as n;
+        assert_eq!(n("00A1:B2").as_deref(), Some("a1b2"));
+        assert_eq!(n("0x0abc").as_deref(), Some("0abc"));
+        assert_eq!(n("ABC").as_deref(), Some("0abc"));
+        assert_eq!(n("00"), None);
+        assert_eq!(n("xyz"), None);
+        assert_eq!(n(""), None);
+    }
+}

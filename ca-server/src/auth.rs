@@ -1,0 +1,91 @@
+//! Who is calling: the mTLS client certificate, checked against the CA's own records on every
+//! request (so a revocation is effective on the very next request, on every replica, whatever
+//! the TLS session state).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum_server::tls::TlsInfo;
+use identity::SpiffeId;
+
+use crate::app::AppState;
+use crate::db::IdentityRow;
+use crate::problem::ApiError;
+
+/// Roles an identity may hold.
+pub const ROLES: [&str; 3] = ["admin", "registrar", "publisher"];
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The caller's identity record.
+    pub identity: IdentityRow,
+    /// The identity named by the certificate.
+    pub spiffe_id: SpiffeId,
+    /// Serial of the certificate it presented.
+    pub serial: String,
+}
+
+impl Caller {
+    /// Whether the caller is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.identity.has_role("admin")
+    }
+
+    /// Fails unless the caller has one of `roles`.
+    pub fn require_any(&self, roles: &[&str]) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.identity.has_role(r)) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this call needs one of the roles: {}",
+                roles.join(", ")
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let leaf = parts
+            .extensions
+            .get::<Arc<TlsInfo>>()
+            .and_then(|info| info.peer_certificates.first().cloned())
+            .ok_or(ApiError::ClientCertRequired)?;
+        let info =
+            identity::profile::check_leaf(&leaf).map_err(|_| ApiError::CertificateUnknown)?;
+        if info.spiffe_id.trust_domain != state.trust_domain {
+            return Err(ApiError::CertificateUnknown);
+        }
+        let (cert, identity) = state
+            .db
+            .cert_with_holder(&info.serial_hex)
+            .await?
+            .ok_or(ApiError::CertificateUnknown)?;
+        if cert.der.as_deref() != Some(leaf.as_slice())
+            || cert.identity_id != info.spiffe_id.id.as_str()
+        {
+            return Err(ApiError::CertificateUnknown);
+        }
+        if cert.revoked_at.is_some() {
+            return Err(ApiError::CertificateRevoked);
+        }
+        if cert.not_after <= crate::app::now().unix_timestamp() {
+            return Err(ApiError::CertificateExpired);
+        }
+        if identity.status != "active" {
+            return Err(ApiError::IdentityDisabled);
+        }
+        Ok(Caller {
+            identity,
+            spiffe_id: info.spiffe_id,
+            serial: cert.serial,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! Configuration: defaults, then `DIR/ca.toml`, then `BSN_CA_*` environment variables, then
+//! command-line flags (each later layer wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use identity::TrustDomain;
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use crate::pki::Policy;
+
+/// The files of a CA data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    /// Paths under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    fn f(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    /// `ca.toml`: written last by init, so its presence means "initialised".
+    pub fn config(&self) -> PathBuf {
+        self.f("ca.toml")
+    }
+    /// Root certificate.
+    pub fn root_cert(&self) -> PathBuf {
+        self.f("root.pem")
+    }
+    /// Sealed root key (not needed to serve; may be moved offline).
+    pub fn root_key(&self) -> PathBuf {
+        self.f("root.key.sealed")
+    }
+    /// Intermediate certificate.
+    pub fn intermediate_cert(&self) -> PathBuf {
+        self.f("intermediate.pem")
+    }
+    /// Sealed intermediate key.
+    pub fn intermediate_key(&self) -> PathBuf {
+        self.f("intermediate.key.sealed")
+    }
+    /// The server's TLS certificate chain (leaf, intermediate).
+    pub fn tls_cert(&self) -> PathBuf {
+        self.f("tls.pem")
+    }
+    /// The server's TLS key (0600).
+    pub fn tls_key(&self) -> PathBuf {
+        self.f("tls.key")
+    }
+    /// What clients trust: the root certificates.
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.f("trust-bundle.pem")
+    }
+    /// The default SQLite database.
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.f("ca.db").display())
+    }
+}
+
+/// The settings file, `DIR/ca.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The SPIFFE trust domain (fixed at init).
+    pub trust_domain: String,
+    /// Listen address (default 127.0.0.1:8443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Database URL (default: SQLite in the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Participant certificate lifetime in days (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_validity_days: Option<i64>,
+    /// Node certificate lifetime in days (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_validity_days: Option<i64>,
+    /// CRL lifetime in hours (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_validity_hours: Option<i64>,
+    /// argon2id hashes run at once (default: number of CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_parallelism: Option<usize>,
+}
+
+/// The resolved configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub paths: Paths,
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Issuance policy.
+    pub policy: Policy,
+    /// argon2id parallelism.
+    pub hash_parallelism: usize,
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(format!("BSN_CA_{key}"))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+fn env_num<T: std::str::FromStr>(key: &str, file: Option<T>) -> anyhow::Result<Option<T>> {
+    match env(key) {
+        Some(v) => {
+            Ok(Some(v.parse().map_err(|_| {
+                anyhow::anyhow!("BSN_CA_{key}={v} is not a number")
+            })?))
+        }
+        None => Ok(file),
+    }
+}
+
+impl Config {
+    /// Reads `dir/ca.toml` and applies environment variables and flags.
+    pub fn load(
+        dir: &Path,
+        listen: Option<String>,
+        database_url: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let paths = Paths::new(dir);
+        let text = std::fs::read_to_string(paths.config()).with_context(|| {
+            format!(
+                "{} not found: run `ca-server init --data-dir {} --trust-domain NAME` first",
+                paths.config().display(),
+                dir.display()
+            )
+        })?;
+        let file: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("reading {}", paths.config().display()))?;
+        let trust_domain =
+            TrustDomain::parse(&file.trust_domain).context("trust_domain in ca.toml")?;
+        let listen = listen
+            .or_else(|| env("LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen address '{listen}' (expected IP:PORT)"))?;
+        let database_url = database_url
+            .or_else(|| env("DATABASE_URL"))
+            .or(file.database_url)
+            .unwrap_or_else(|| paths.sqlite_url());
+        let days = |key, v: Option<i64>, default: i64| -> anyhow::Result<Duration> {
+            let d = env_num(key, v)?.unwrap_or(default);
+            if !(1..=3650).contains(&d) {
+                bail!("{key} must be from 1 to 3650 days");
+            }
+            Ok(Duration::days(d))
+        };
+        let crl_hours = env_num("CRL_VALIDITY_HOURS", file.crl_validity_hours)?.unwrap_or(24);
+        if !(1..=24 * 30).contains(&crl_hours) {
+            bail!("crl_validity_hours must be from 1 to 720");
+        }
+        let policy = Policy {
+            participant_validity: days(
+                "PARTICIPANT_VALIDITY_DAYS",
+                file.participant_validity_days,
+                90,
+            )?,
+            node_validity: days("NODE_VALIDITY_DAYS", file.node_validity_days, 30)?,
+            crl_validity: Duration::hours(crl_hours),
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let hash_parallelism = env_num("HASH_PARALLELISM", file.hash_parallelism)?
+            .unwrap_or(cpus)
+            .clamp(1, 64);
+        Ok(Self {
+            paths,
+            trust_domain,
+            listen,
+            database_url,
+            policy,
+            hash_parallelism,
+        })
+    }
+}
+
+/// Where the CA passphrase comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PassphraseArgs {
+    /// Read the CA key passphrase from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Use the publicly known development passphrase. Never for a real CA.
+    #[arg(long)]
+    pub insecure_dev_passphrase: bool,
+}
+
+impl PassphraseArgs {
+    /// The passphrase: `--passphrase-file`, else `BSN_CA_PASSPHRASE`, else the development one if
+    /// explicitly asked for.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        let p = if let Some(f) = &self.passphrase_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading passphrase file {}", f.display()))?;
+            text.lines().next().unwrap_or_default().to_string()
+        } else if let Ok(p) = std::env::var("BSN_CA_PASSPHRASE") {
+            p
+        } else if self.insecure_dev_passphrase {
+            crate::keystore::DEV_PASSPHRASE.to_string()
+        } else {
+            bail!(
+                "no CA passphrase: set BSN_CA_PASSPHRASE, or pass --passphrase-file FILE \
+                 (or --insecure-dev-passphrase for a throwaway development CA)"
+            );
+        };
+        if p.chars().count() < crate::keystore::MIN_PASSPHRASE {
+            bail!(
+                "the CA passphrase must be at least {} characters",
+                crate::keystore::MIN_PASSPHRASE
+            );
+        }
+        Ok(p)
+    }
+}

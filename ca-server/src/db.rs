@@ -1,0 +1,612 @@
+//! The CA's store: one code path over sqlx's `Any` driver for SQLite (default) and PostgreSQL,
+//! with a migration set per backend. Only plain column types are used (TEXT, BIGINT, BLOB/BYTEA),
+//! which `Any` maps the same way on both.
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL` (every commit is fsynced);
+//! PostgreSQL with its default `synchronous_commit=on`.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use time::OffsetDateTime;
+
+use crate::pki::{Ca, Reason, RevokedEntry};
+
+static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A database failure (connection, SQL, constraint) that is not the client's fault.
+pub type DbError = sqlx::Error;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    /// The backend.
+    pub backend: Backend,
+}
+
+/// An identity as stored.
+#[derive(Debug, Clone)]
+pub struct IdentityRow {
+    /// Id.
+    pub id: String,
+    /// `participant` or `node`.
+    pub kind: String,
+    /// Roles (admin, registrar, publisher).
+    pub roles: Vec<String>,
+    /// Free-form attributes.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// DNS SANs for node certificates.
+    pub dns_names: Vec<String>,
+    /// IP SANs for node certificates.
+    pub ip_addresses: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// argon2id PHC string of the enrollment secret, if one was issued.
+    pub secret_hash: Option<String>,
+    /// When the enrollment secret expires.
+    pub secret_expires_at: Option<i64>,
+    /// Enrollments left on the secret.
+    pub enrollments_left: i64,
+    /// Who registered it.
+    pub registered_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl IdentityRow {
+    /// Whether the identity has this role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A certificate as stored (without its DER unless asked).
+#[derive(Debug, Clone)]
+pub struct CertRow {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Holder.
+    pub identity_id: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// SHA-256 of the SPKI.
+    pub key_sha256: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// `enroll`, `renew` or `init`.
+    pub issued_via: String,
+    /// Who authorised it (the secret's registrar, or the renewing certificate's serial).
+    pub authorized_by: String,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason name, if revoked.
+    pub revocation_reason: Option<String>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// DER, when the query asked for it.
+    pub der: Option<Vec<u8>>,
+}
+
+/// Filters for listing certificates.
+#[derive(Debug, Default, Clone)]
+pub struct CertFilter {
+    /// Only this holder.
+    pub identity: Option<String>,
+    /// Only this serial.
+    pub serial: Option<String>,
+    /// `valid`, `revoked`, `expired`, or `any`.
+    pub status: String,
+    /// not_after <= this.
+    pub expires_before: Option<i64>,
+    /// not_after >= this.
+    pub expires_after: Option<i64>,
+    /// Serials greater than this (cursor).
+    pub after: String,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Filters for listing identities.
+#[derive(Debug, Default, Clone)]
+pub struct IdentityFilter {
+    /// `participant` or `node`.
+    pub kind: Option<String>,
+    /// Has this role.
+    pub role: Option<String>,
+    /// Registered by this identity.
+    pub registered_by: Option<String>,
+    /// Ids greater than this (cursor).
+    pub after: String,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// A new identity to register.
+#[derive(Debug, Clone)]
+pub struct NewIdentity {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Attributes.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<String>,
+    /// Enrollment secret hash, if any.
+    pub secret_hash: Option<String>,
+    /// Secret expiry.
+    pub secret_expires_at: Option<i64>,
+    /// Uses.
+    pub enrollments_left: i64,
+    /// Registrar.
+    pub registered_by: String,
+    /// Now.
+    pub created_at: i64,
+}
+
+/// The CRL as stored.
+#[derive(Debug, Clone)]
+pub struct CrlRow {
+    /// CRL number.
+    pub number: i64,
+    /// Unix seconds.
+    pub this_update: i64,
+    /// Unix seconds.
+    pub next_update: i64,
+    /// DER.
+    pub der: Vec<u8>,
+}
+
+/// The outcome of a revocation attempt.
+#[derive(Debug)]
+pub enum RevokeOutcome {
+    /// Revoked; the CRL with this number lists it.
+    Revoked {
+        /// Unix seconds.
+        revoked_at: i64,
+        /// The new CRL's number.
+        crl_number: i64,
+    },
+    /// It was revoked already.
+    AlreadyRevoked,
+}
+
+macro_rules! cert_columns {
+    () => {
+        "serial, identity_id, not_before, not_after, key_sha256, issued_at, issued_via, \
+         authorized_by, revoked_at, revocation_reason, revoked_by"
+    };
+}
+
+impl Db {
+    /// Connects (creating a SQLite file if missing) and applies this backend's migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(sqlx::Error::Configuration(
+                "database URL must start with sqlite: or postgres:".into(),
+            ));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let db = Self { pool, backend };
+        match backend {
+            Backend::Sqlite => SQLITE.run(&db.pool).await?,
+            Backend::Postgres => POSTGRES.run(&db.pool).await?,
+        }
+        Ok(db)
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
+        self.pool.begin().await
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// A value from the CA's metadata.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, DbError> {
+        sqlx::query_scalar("SELECT v FROM ca_meta WHERE k = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Writes a metadata value, failing if it exists (so initialisation cannot run twice).
+    pub async fn insert_meta(
+        tx: &mut Transaction<'static, Any>,
+        key: &str,
+        value: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO ca_meta (k, v) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts an identity; `false` if the id is taken.
+    pub async fn insert_identity(
+        exec: &mut Transaction<'static, Any>,
+        n: &NewIdentity,
+    ) -> Result<bool, DbError> {
+        let r = sqlx::query(
+            "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, secret_hash, \
+             secret_expires_at, enrollments_left, registered_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&n.id)
+        .bind(&n.kind)
+        .bind(json(&n.roles))
+        .bind(json(&n.attributes))
+        .bind(json(&n.dns_names))
+        .bind(json(&n.ip_addresses))
+        .bind(n.secret_hash.as_deref())
+        .bind(n.secret_expires_at)
+        .bind(n.enrollments_left)
+        .bind(&n.registered_by)
+        .bind(n.created_at)
+        .execute(&mut **exec)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Registers an identity in its own transaction; `false` if the id is taken.
+    pub async fn register(&self, n: &NewIdentity) -> Result<bool, DbError> {
+        let mut tx = self.begin().await?;
+        let inserted = Self::insert_identity(&mut tx, n).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// One identity.
+    pub async fn identity(&self, id: &str) -> Result<Option<IdentityRow>, DbError> {
+        let row = sqlx::query(IDENTITY_SELECT_ONE)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| identity_row(&r)).transpose()
+    }
+
+    /// A page of identities.
+    pub async fn list_identities(&self, f: &IdentityFilter) -> Result<Vec<IdentityRow>, DbError> {
+        let role_pattern = f.role.as_ref().map(|r| format!("%\"{r}\"%"));
+        let rows = sqlx::query(IDENTITY_LIST)
+            .bind(f.kind.as_deref())
+            .bind(role_pattern)
+            .bind(f.registered_by.as_deref())
+            .bind(&f.after)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(identity_row).collect()
+    }
+
+    /// The certificate with this serial and its holder, for authenticating an mTLS caller.
+    pub async fn cert_with_holder(
+        &self,
+        serial: &str,
+    ) -> Result<Option<(CertRow, IdentityRow)>, DbError> {
+        let row = sqlx::query(CALLER_SELECT)
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((cert_row(&r, true)?, identity_row(&r)?)))
+            .transpose()
+    }
+
+    /// One certificate with its DER.
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertRow>, DbError> {
+        let sql = concat!(
+            "SELECT ",
+            cert_columns!(),
+            ", der FROM certificates WHERE serial = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| cert_row(&r, true)).transpose()
+    }
+
+    /// A page of certificates (without DER).
+    pub async fn list_certificates(
+        &self,
+        f: &CertFilter,
+        now: i64,
+    ) -> Result<Vec<CertRow>, DbError> {
+        let sql = concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates \
+             WHERE (CAST($1 AS TEXT) IS NULL OR identity_id = $1) \
+               AND (CAST($2 AS TEXT) IS NULL OR serial = $2) \
+               AND ($3 = 'any' OR ($3 = 'revoked' AND revoked_at IS NOT NULL) \
+                    OR ($3 = 'valid' AND revoked_at IS NULL AND not_after > $4) \
+                    OR ($3 = 'expired' AND revoked_at IS NULL AND not_after <= $4)) \
+               AND (CAST($5 AS BIGINT) IS NULL OR not_after <= $5) \
+               AND (CAST($6 AS BIGINT) IS NULL OR not_after >= $6) \
+               AND serial > $7 \
+             ORDER BY serial LIMIT $8"
+        );
+        let rows = sqlx::query(sql)
+            .bind(f.identity.as_deref())
+            .bind(f.serial.as_deref())
+            .bind(&f.status)
+            .bind(now)
+            .bind(f.expires_before)
+            .bind(f.expires_after)
+            .bind(&f.after)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| cert_row(r, false)).collect()
+    }
+
+    /// Counts of identities and certificates (for operators and tests: "nothing was written").
+    pub async fn counts(&self) -> Result<(i64, i64), DbError> {
+        let i: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities")
+            .fetch_one(&self.pool)
+            .await?;
+        let c: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((i, c))
+    }
+
+    /// The current CRL.
+    pub async fn crl(&self) -> Result<Option<CrlRow>, DbError> {
+        let row = sqlx::query("SELECT number, this_update, next_update, der FROM crl WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(CrlRow {
+                number: r.try_get(0)?,
+                this_update: r.try_get(1)?,
+                next_update: r.try_get(2)?,
+                der: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Writes the first CRL (number 1) at initialisation.
+    pub async fn insert_first_crl(
+        tx: &mut Transaction<'static, Any>,
+        ca: &Ca,
+        now: OffsetDateTime,
+    ) -> Result<(), anyhow::Error> {
+        let der = ca.sign_crl(1, now, &[])?;
+        sqlx::query(
+            "INSERT INTO crl (id, number, this_update, next_update, der) VALUES (1, 1, $1, $2, $3)",
+        )
+        .bind(now.unix_timestamp())
+        .bind((now + ca.policy.crl_validity).unix_timestamp())
+        .bind(der)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes a certificate and re-signs the CRL in the same transaction. The CRL row is
+    /// locked first, so concurrent revocations (from any replica) get consecutive CRL numbers
+    /// and each CRL lists every revocation committed before it.
+    pub async fn revoke(
+        &self,
+        ca: &Ca,
+        serial: &str,
+        reason: Reason,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<RevokeOutcome, anyhow::Error> {
+        let mut tx = self.begin().await?;
+        let number: i64 =
+            sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
+                .fetch_one(&mut *tx)
+                .await?;
+        let at = now.unix_timestamp();
+        let r = sqlx::query(
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, revoked_by = $4 \
+             WHERE serial = $1 AND revoked_at IS NULL",
+        )
+        .bind(serial)
+        .bind(at)
+        .bind(reason.name())
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        Self::resign_crl(&mut tx, ca, number, now).await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked {
+            revoked_at: at,
+            crl_number: number,
+        })
+    }
+
+    /// Re-signs the CRL if more than half of its lifetime has passed (any replica may do it;
+    /// the row lock makes only one succeed per period). Returns the new number if it did.
+    pub async fn refresh_crl_if_due(
+        &self,
+        ca: &Ca,
+        now: OffsetDateTime,
+    ) -> Result<Option<i64>, anyhow::Error> {
+        let half = ca.policy.crl_validity.whole_seconds() / 2;
+        let mut tx = self.begin().await?;
+        let number: Option<i64> = sqlx::query_scalar(
+            "UPDATE crl SET number = number + 1 WHERE id = 1 AND next_update - $1 <= $2 RETURNING number",
+        )
+        .bind(half)
+        .bind(now.unix_timestamp())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(number) = number else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        Self::resign_crl(&mut tx, ca, number, now).await?;
+        tx.commit().await?;
+        Ok(Some(number))
+    }
+
+    async fn resign_crl(
+        tx: &mut Transaction<'static, Any>,
+        ca: &Ca,
+        number: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), anyhow::Error> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial",
+        )
+        .bind(now.unix_timestamp())
+        .fetch_all(&mut **tx)
+        .await?;
+        let revoked = rows
+            .iter()
+            .map(|r| {
+                let reason: Option<String> = r.try_get(2)?;
+                Ok(RevokedEntry {
+                    serial_hex: r.try_get(0)?,
+                    revoked_at: r.try_get(1)?,
+                    reason: reason
+                        .as_deref()
+                        .and_then(Reason::parse)
+                        .unwrap_or(Reason::Unspecified),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let der = ca.sign_crl(number, now, &revoked)?;
+        sqlx::query("UPDATE crl SET this_update = $1, next_update = $2, der = $3 WHERE id = 1")
+            .bind(now.unix_timestamp())
+            .bind((now + ca.policy.crl_validity).unix_timestamp())
+            .bind(der)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+macro_rules! identity_columns {
+    () => {
+        "i.id, i.kind, i.roles, i.attributes, i.dns_names, i.ip_addresses, i.status, \
+         i.secret_hash, i.secret_expires_at, i.enrollments_left, i.registered_by, i.created_at"
+    };
+}
+
+const IDENTITY_SELECT_ONE: &str = concat!(
+    "SELECT ",
+    identity_columns!(),
+    " FROM identities i WHERE i.id = $1"
+);
+
+const IDENTITY_LIST: &str = concat!(
+    "SELECT ",
+    identity_columns!(),
+    " FROM identities i \
+     WHERE (CAST($1 AS TEXT) IS NULL OR i.kind = $1) \
+       AND (CAST($2 AS TEXT) IS NULL OR i.roles LIKE $2) \
+       AND (CAST($3 AS TEXT) IS NULL OR i.registered_by = $3) \
+       AND i.id > $4 ORDER BY i.id LIMIT $5"
+);
+
+const CALLER_SELECT: &str = concat!(
+    "SELECT c.serial, c.identity_id, c.not_before, c.not_after, c.key_sha256, c.issued_at, c.issued_via, \
+     c.authorized_by, c.revoked_at, c.revocation_reason, c.revoked_by, c.der, ",
+    identity_columns!(),
+    " FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1"
+);
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Reads identity columns by name (they may follow other columns in a join).
+fn identity_row(r: &AnyRow) -> Result<IdentityRow, sqlx::Error> {
+    Ok(IdentityRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        roles: parse_json(&r.try_get::<String, _>("roles")?)?,
+        attributes: parse_json(&r.try_get::<String, _>("attributes")?)?,
+        dns_names: parse_json(&r.try_get::<String, _>("dns_names")?)?,
+        ip_addresses: parse_json(&r.try_get::<String, _>("ip_addresses")?)?,
+        status: r.try_get("status")?,
+        secret_hash: r.try_get("secret_hash")?,
+        secret_expires_at: r.try_get("secret_expires_at")?,
+        enrollments_left: r.try_get("enrollments_left")?,
+        registered_by: r.try_get("registered_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn cert_row(r: &AnyRow, with_der: bool) -> Result<CertRow, sqlx::Error> {
+    Ok(CertRow {
+        serial: r.try_get("serial")?,
+        identity_id: r.try_get("identity_id")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        key_sha256: r.try_get("key_sha256")?,
+        issued_at: r.try_get("issued_at")?,
+        issued_via: r.try_get("issued_via")?,
+        authorized_by: r.try_get("authorized_by")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        revoked_by: r.try_get("revoked_by")?,
+        der: if with_der {
+            Some(r.try_get("der")?)
+        } else {
+            None
+        },
+    })
+}

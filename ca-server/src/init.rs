@@ -1,0 +1,270 @@
+//! `ca-server init`: a new CA in a data directory.
+//!
+//! Crash story: key and certificate files are written first, then one database transaction
+//! records the CA (metadata, bootstrap administrator, the server's own certificate, CRL 1), and
+//! `ca.toml` is written last. A crash before the commit leaves no database record, and init can
+//! simply run again (it rewrites the files). A crash after the commit but before `ca.toml` leaves
+//! a database that init refuses to overwrite; the operator removes it and runs init again,
+//! since nothing was issued to anyone yet.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use identity::{IdentityId, IdentityKind, SpiffeId, TrustDomain};
+use rcgen::{KeyPair, PublicKeyData};
+use time::{Duration, OffsetDateTime};
+
+use crate::config::{FileConfig, Paths};
+use crate::csr::check_spki_der;
+use crate::db::{Db, NewIdentity};
+use crate::pki::{Ca, CaSigner, IssuedCert, LeafSubject, Policy, new_hierarchy, pem};
+use crate::{keystore, secrets};
+
+/// The bootstrap administrator's id.
+pub const ADMIN_ID: &str = "admin";
+/// The identity of the CA server's own TLS certificate.
+pub const SERVER_ID: &str = "ca";
+/// How long the bootstrap administrator's secret stays valid.
+pub const ADMIN_SECRET_TTL: Duration = Duration::days(7);
+/// Lifetime of the server's TLS certificate; `serve` renews it when less than a third is left.
+pub const SERVER_CERT_VALIDITY: Duration = Duration::days(90);
+
+/// What `init` was asked to do.
+#[derive(Debug, Clone)]
+pub struct InitOptions<'a> {
+    /// Data directory.
+    pub dir: &'a Path,
+    /// Trust domain.
+    pub trust_domain: &'a str,
+    /// CA key passphrase.
+    pub passphrase: &'a str,
+    /// Database URL (default: SQLite in the data directory).
+    pub database_url: Option<String>,
+    /// Extra DNS names for the server certificate.
+    pub dns_names: Vec<String>,
+    /// Listen address to record in ca.toml.
+    pub listen: Option<String>,
+}
+
+/// What `init` made that the operator must see.
+#[derive(Debug)]
+pub struct InitOutcome {
+    /// The bootstrap administrator's one-time enrollment secret.
+    pub admin_secret: String,
+    /// When it expires.
+    pub admin_secret_expires_at: OffsetDateTime,
+}
+
+/// Creates the CA. Refuses if the directory or database already holds one.
+pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
+    let paths = Paths::new(o.dir);
+    if paths.config().exists() {
+        bail!(
+            "{} already holds a CA ({} exists); refusing to overwrite it",
+            o.dir.display(),
+            paths.config().display()
+        );
+    }
+    let td = TrustDomain::parse(o.trust_domain).context("--trust-domain")?;
+    for d in &o.dns_names {
+        if d.is_empty()
+            || d.len() > 253
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            bail!("--dns {d}: not a DNS name");
+        }
+    }
+    create_private_dir(o.dir)?;
+    let url = o.database_url.clone().unwrap_or_else(|| paths.sqlite_url());
+    let db = Db::connect(&url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&url)))?;
+    if db.meta("trust_domain").await?.is_some() {
+        bail!(
+            "the database at {} already holds a CA; refusing to overwrite it",
+            redact(&url)
+        );
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let h = new_hierarchy(td.as_str(), now)?;
+    write_file(
+        &paths.root_key(),
+        keystore::seal(o.passphrase, "root", &h.root_key_pkcs8)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(
+        &paths.intermediate_key(),
+        keystore::seal(o.passphrase, "intermediate", &h.intermediate_key_pkcs8)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(
+        &paths.root_cert(),
+        pem("CERTIFICATE", &h.root_der).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &paths.trust_bundle(),
+        pem("CERTIFICATE", &h.root_der).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &paths.intermediate_cert(),
+        pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
+        0o644,
+    )?;
+    let signer = CaSigner::software(KeyPair::try_from(h.intermediate_key_pkcs8.as_slice())?);
+    let ca = Ca::new(
+        vec![h.root_der.clone().into()],
+        h.intermediate_der.clone().into(),
+        signer,
+        Policy::default(),
+    )?;
+
+    let mut dns = vec!["localhost".to_string()];
+    dns.extend(o.dns_names.iter().map(|d| d.to_ascii_lowercase()));
+    let ips = vec!["127.0.0.1".to_string(), "::1".to_string()];
+    let (server_cert, server_key) = issue_server_cert(&ca, &td, &dns, &ips, now)?;
+    write_server_tls(&paths, &ca, &server_cert, &server_key)?;
+
+    let admin_secret = secrets::new_secret();
+    let admin_hash = secrets::Hasher::new(1).hash(admin_secret.clone()).await?;
+    let expires = now + ADMIN_SECRET_TTL;
+    let t = now.unix_timestamp();
+    let mut tx = db.begin().await?;
+    Db::insert_meta(&mut tx, "trust_domain", td.as_str()).await?;
+    Db::insert_meta(
+        &mut tx,
+        "intermediate_sha256",
+        &crate::pki::sha256_hex(&h.intermediate_der),
+    )
+    .await?;
+    let base = NewIdentity {
+        id: ADMIN_ID.into(),
+        kind: "participant".into(),
+        roles: vec!["admin".into()],
+        attributes: Default::default(),
+        dns_names: vec![],
+        ip_addresses: vec![],
+        secret_hash: Some(admin_hash),
+        secret_expires_at: Some(expires.unix_timestamp()),
+        enrollments_left: 1,
+        registered_by: "init".into(),
+        created_at: t,
+    };
+    Db::insert_identity(&mut tx, &base).await?;
+    let server = NewIdentity {
+        id: SERVER_ID.into(),
+        kind: "node".into(),
+        roles: vec![],
+        dns_names: dns,
+        ip_addresses: ips,
+        secret_hash: None,
+        secret_expires_at: None,
+        enrollments_left: 0,
+        ..base
+    };
+    Db::insert_identity(&mut tx, &server).await?;
+    crate::commit::insert_cert(&mut tx, SERVER_ID, &server_cert, "init", "init", t).await?;
+    Db::insert_first_crl(&mut tx, &ca, now).await?;
+    tx.commit().await?;
+    db.close().await;
+
+    let file = FileConfig {
+        trust_domain: td.to_string(),
+        database_url: o.database_url,
+        listen: o.listen,
+        ..Default::default()
+    };
+    write_file(
+        &paths.config(),
+        toml::to_string_pretty(&file)?.as_bytes(),
+        0o600,
+    )?;
+    Ok(InitOutcome {
+        admin_secret,
+        admin_secret_expires_at: expires,
+    })
+}
+
+/// Issues the CA server's own TLS certificate (identity `spiffe://<td>/node/ca`) with a new key.
+pub fn issue_server_cert(
+    ca: &Ca,
+    td: &TrustDomain,
+    dns: &[String],
+    ips: &[String],
+    now: OffsetDateTime,
+) -> anyhow::Result<(IssuedCert, KeyPair)> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let checked = check_spki_der(&key.subject_public_key_info())?;
+    let spiffe_id = SpiffeId {
+        trust_domain: td.clone(),
+        kind: IdentityKind::Node,
+        id: IdentityId::parse(SERVER_ID)?,
+    };
+    let ips: Vec<std::net::IpAddr> = ips.iter().filter_map(|i| i.parse().ok()).collect();
+    let subject = LeafSubject {
+        spiffe_id: &spiffe_id,
+        dns_names: dns,
+        ip_addresses: &ips,
+        validity: SERVER_CERT_VALIDITY,
+    };
+    Ok((ca.issue_leaf(&subject, &checked, now)?, key))
+}
+
+/// Writes the server's TLS chain and key (atomically, key 0600).
+pub fn write_server_tls(
+    paths: &Paths,
+    ca: &Ca,
+    cert: &IssuedCert,
+    key: &KeyPair,
+) -> anyhow::Result<()> {
+    let mut chain = pem("CERTIFICATE", &cert.der);
+    for c in ca.chain() {
+        chain.push_str(&pem("CERTIFICATE", &c));
+    }
+    write_file(&paths.tls_key(), key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&paths.tls_cert(), chain.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Writes a file atomically (temporary file, fsync, rename) with the given mode.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,36 @@
+//! The BSN CA and identity service.
+//!
+//! Features:
+//! - CA initialisation: root and issuing intermediate (ECDSA P-256, path length 0), keys sealed
+//!   at rest with an argon2id-derived key and ChaCha20-Poly1305, the server's own certificate,
+//!   a bootstrap administrator ([`init`]).
+//! - Registration of participants and nodes by administrators and registrars with one-time,
+//!   expiring, use-limited enrollment secrets stored as argon2id hashes ([`api`], [`secrets`]).
+//! - Enrollment with a PKCS#10 CSR and a secret; renewal over mTLS (rekey allowed). Every leaf
+//!   follows the SPIFFE X509-SVID profile whatever the CSR asks for ([`pki`], [`csr`]).
+//! - Revocation by the holder or an administrator with an RFC 5280 reason; the CRL is re-signed
+//!   in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
+//!   SPIFFE bundle.
+//! - Group commit of issuances: concurrent requests share one durable transaction ([`commit`]).
+//! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
+//! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
+//!
+//! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
+//! certificates), no certificateHold (every revocation is final), no ACME, no HSM backend yet
+//! (the signer interface [`pki::CaSigner`] is where one goes), no intermediate rotation command.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod commit;
+pub mod config;
+pub mod csr;
+pub mod db;
+pub mod init;
+pub mod keystore;
+pub mod pki;
+pub mod problem;
+pub mod secrets;
+pub mod serve;

@@ -1,0 +1,501 @@
+//! The issuance core: CA hierarchy generation, leaf issuance by the leaf profile, CRL signing.
+//!
+//! Pure: no I/O. The signing key sits behind [`CaSigner`], so an HSM or KMS backend can be added
+//! by implementing rcgen's `SigningKey` without touching issuance.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use identity::SpiffeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm,
+    SigningKey,
+};
+use ring::rand::SecureRandom;
+use rustls_pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+use crate::csr::CheckedKey;
+
+/// Errors of the issuance core. Each one is a bug or a broken CA, never bad client input.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused to build or sign.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The system random generator failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+/// A CA signing key: anything rcgen can sign with. Today a software key decrypted at start-up.
+#[derive(Clone)]
+pub struct CaSigner(Arc<dyn SigningKey + Send + Sync>);
+
+impl CaSigner {
+    /// Wraps a software key pair.
+    pub fn software(key: KeyPair) -> Self {
+        Self(Arc::new(key))
+    }
+}
+
+impl PublicKeyData for CaSigner {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl SigningKey for CaSigner {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
+
+/// Validity and other knobs of issuance.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Lifetime of participant certificates.
+    pub participant_validity: Duration,
+    /// Lifetime of node certificates.
+    pub node_validity: Duration,
+    /// Lifetime of each CRL (nextUpdate - thisUpdate); it is re-signed at half of this.
+    pub crl_validity: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            participant_validity: Duration::days(90),
+            node_validity: Duration::days(30),
+            crl_validity: Duration::hours(24),
+        }
+    }
+}
+
+/// Certificates are back-dated this much to tolerate clock skew between CA and verifiers.
+pub const BACKDATE: Duration = Duration::seconds(60);
+
+/// What a leaf is issued for; all of it comes from the CA's records, never from the request.
+#[derive(Debug)]
+pub struct LeafSubject<'a> {
+    /// The identity named by the one URI SAN.
+    pub spiffe_id: &'a SpiffeId,
+    /// DNS SANs (nodes only).
+    pub dns_names: &'a [String],
+    /// IP SANs (nodes only).
+    pub ip_addresses: &'a [IpAddr],
+    /// Lifetime.
+    pub validity: Duration,
+}
+
+/// A freshly signed certificate and the facts about it that the database keeps.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// Serial, lowercase hex without leading zeros.
+    pub serial_hex: String,
+    /// The DER certificate.
+    pub der: Vec<u8>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// SHA-256 of the subject public key info, lowercase hex.
+    pub key_sha256: String,
+}
+
+/// A revoked certificate as listed in a CRL.
+#[derive(Debug, Clone)]
+pub struct RevokedEntry {
+    /// Serial, lowercase hex.
+    pub serial_hex: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// RFC 5280 reason.
+    pub reason: Reason,
+}
+
+/// RFC 5280 CRL reason codes that a revocation request may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// unspecified (0)
+    Unspecified,
+    /// keyCompromise (1)
+    KeyCompromise,
+    /// cACompromise (2)
+    CaCompromise,
+    /// affiliationChanged (3)
+    AffiliationChanged,
+    /// superseded (4)
+    Superseded,
+    /// cessationOfOperation (5)
+    CessationOfOperation,
+    /// privilegeWithdrawn (9)
+    PrivilegeWithdrawn,
+}
+
+impl Reason {
+    /// Every accepted reason with its RFC 5280 name.
+    pub const ALL: [(Reason, &'static str); 7] = [
+        (Reason::Unspecified, "unspecified"),
+        (Reason::KeyCompromise, "keyCompromise"),
+        (Reason::CaCompromise, "cACompromise"),
+        (Reason::AffiliationChanged, "affiliationChanged"),
+        (Reason::Superseded, "superseded"),
+        (Reason::CessationOfOperation, "cessationOfOperation"),
+        (Reason::PrivilegeWithdrawn, "privilegeWithdrawn"),
+    ];
+
+    /// Parses an RFC 5280 reason name (case-insensitive, so `keycompromise` works too).
+    /// certificateHold is refused: holds are not supported, every revocation is final.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|(r, _)| *r)
+    }
+
+    /// The RFC 5280 name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("unspecified")
+    }
+
+    fn rcgen(self) -> RevocationReason {
+        match self {
+            Reason::Unspecified => RevocationReason::Unspecified,
+            Reason::KeyCompromise => RevocationReason::KeyCompromise,
+            Reason::CaCompromise => RevocationReason::CaCompromise,
+            Reason::AffiliationChanged => RevocationReason::AffiliationChanged,
+            Reason::Superseded => RevocationReason::Superseded,
+            Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+            Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+        }
+    }
+}
+
+/// The issuing side of the CA: the active intermediate and the roots above it.
+pub struct Ca {
+    /// Root certificates (the trust bundle).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// The active issuing intermediate.
+    pub intermediate: CertificateDer<'static>,
+    issuer: Issuer<'static, CaSigner>,
+    /// Issuance policy.
+    pub policy: Policy,
+}
+
+impl Ca {
+    /// Builds the issuing CA from its stored certificate and its signing key.
+    pub fn new(
+        roots: Vec<CertificateDer<'static>>,
+        intermediate: CertificateDer<'static>,
+        signer: CaSigner,
+        policy: Policy,
+    ) -> Result<Self, PkiError> {
+        let issuer = Issuer::from_ca_cert_der(&intermediate, signer)?;
+        Ok(Self {
+            roots,
+            intermediate,
+            issuer,
+            policy,
+        })
+    }
+
+    /// Issues a leaf by the BSN leaf profile for `key`, at `now`.
+    pub fn issue_leaf(
+        &self,
+        subject: &LeafSubject<'_>,
+        key: &CheckedKey,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let mut p = CertificateParams::default();
+        let not_before = now - BACKDATE;
+        let not_after = now + subject.validity;
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let serial = random_serial()?;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::OrganizationName,
+            subject.spiffe_id.trust_domain.as_str(),
+        );
+        dn.push(
+            DnType::OrganizationalUnitName,
+            subject.spiffe_id.kind.as_str(),
+        );
+        dn.push(DnType::CommonName, subject.spiffe_id.id.as_str());
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        let mut sans = vec![SanType::URI(subject.spiffe_id.to_string().try_into()?)];
+        for d in subject.dns_names {
+            sans.push(SanType::DnsName(d.as_str().try_into()?));
+        }
+        sans.extend(
+            subject
+                .ip_addresses
+                .iter()
+                .map(|ip| SanType::IpAddress(*ip)),
+        );
+        p.subject_alt_names = sans;
+        let cert = p.signed_by(&key.rcgen_spki, &self.issuer)?;
+        Ok(IssuedCert {
+            serial_hex: identity::profile::hex_lower(strip_zeros(&serial)),
+            der: cert.der().to_vec(),
+            not_before: not_before.unix_timestamp(),
+            not_after: not_after.unix_timestamp(),
+            key_sha256: sha256_hex(&key.spki_der),
+        })
+    }
+
+    /// Signs a full CRL with the given number over `revoked`.
+    pub fn sign_crl(
+        &self,
+        number: i64,
+        this_update: OffsetDateTime,
+        revoked: &[RevokedEntry],
+    ) -> Result<Vec<u8>, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(
+                        &hex::decode(&r.serial_hex).map_err(|_| PkiError::Random)?,
+                    ),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                        .unwrap_or(this_update),
+                    reason_code: Some(r.reason.rcgen()),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + self.policy.crl_validity,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+
+    /// The chain a leaf holder presents after its leaf: the intermediate.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.intermediate.clone()]
+    }
+}
+
+/// A new CA hierarchy, made once at initialisation.
+pub struct NewHierarchy {
+    /// Root certificate.
+    pub root_der: Vec<u8>,
+    /// Root key, PKCS#8 DER.
+    pub root_key_pkcs8: Vec<u8>,
+    /// Intermediate certificate.
+    pub intermediate_der: Vec<u8>,
+    /// Intermediate key, PKCS#8 DER.
+    pub intermediate_key_pkcs8: Vec<u8>,
+}
+
+/// Generates a root (10 years) and an issuing intermediate (path length 0, 5 years), ECDSA P-256.
+pub fn new_hierarchy(trust_domain: &str, now: OffsetDateTime) -> Result<NewHierarchy, PkiError> {
+    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut root = ca_params(trust_domain, "Root CA", now, Duration::days(3650))?;
+    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    let root_der = root.self_signed(&root_key)?.der().to_vec();
+    let root_issuer = Issuer::new(root, &root_key);
+
+    let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut inter = ca_params(trust_domain, "Issuing CA 1", now, Duration::days(1825))?;
+    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter.use_authority_key_identifier_extension = true;
+    let intermediate_der = inter.signed_by(&inter_key, &root_issuer)?.der().to_vec();
+    Ok(NewHierarchy {
+        root_key_pkcs8: root_key.serialize_der(),
+        root_der,
+        intermediate_key_pkcs8: inter_key.serialize_der(),
+        intermediate_der,
+    })
+}
+
+fn ca_params(
+    trust_domain: &str,
+    cn: &str,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    p.not_before = now - BACKDATE;
+    p.not_after = now + validity;
+    p.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, trust_domain);
+    dn.push(DnType::CommonName, format!("{trust_domain} {cn}"));
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    Ok(p)
+}
+
+/// A random positive 128-bit serial (16 random bytes behind a zero byte, so it is positive).
+fn random_serial() -> Result<[u8; 17], PkiError> {
+    let mut s = [0u8; 17];
+    ring::rand::SystemRandom::new()
+        .fill(&mut s[1..])
+        .map_err(|_| PkiError::Random)?;
+    if s[1..].iter().all(|&b| b == 0) {
+        s[16] = 1;
+    }
+    Ok(s)
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    &b[b.iter().take_while(|&&x| x == 0).count()..]
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+/// PEM of one DER object.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csr::check_spki_der;
+    use identity::profile::check_leaf;
+    use rcgen::PublicKeyData;
+
+    fn test_ca() -> Ca {
+        let now = OffsetDateTime::now_utc();
+        let h = new_hierarchy("example.org", now).unwrap();
+        let key = KeyPair::try_from(h.intermediate_key_pkcs8.as_slice()).unwrap();
+        Ca::new(
+            vec![h.root_der.into()],
+            h.intermediate_der.into(),
+            CaSigner::software(key),
+            Policy::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn leaves_follow_the_profile_and_verify() {
+        let ca = test_ca();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let checked = check_spki_der(&key.subject_public_key_info()).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/node/n1").unwrap();
+        let dns = vec!["n1.example.org".to_string()];
+        let ips = vec!["127.0.0.1".parse().unwrap()];
+        let now = OffsetDateTime::now_utc();
+        let subj = LeafSubject {
+            spiffe_id: &id,
+            dns_names: &dns,
+            ip_addresses: &ips,
+            validity: Duration::days(30),
+        };
+        let leaf = ca.issue_leaf(&subj, &checked, now).unwrap();
+        let info = check_leaf(&leaf.der).unwrap();
+        assert_eq!(info.spiffe_id, id);
+        assert_eq!(info.serial_hex, leaf.serial_hex);
+        assert_eq!(info.not_after - info.not_before, 30 * 86400 + 60);
+        // The SPKI in the certificate is exactly the requested key (rcgen#448 guard: P-384).
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
+        assert_eq!(
+            parsed.public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
+        let bundle = identity::verify::TrustBundle::from_der(ca.roots.clone()).unwrap();
+        let chain = [leaf.der.clone().into(), ca.intermediate.clone()];
+        bundle
+            .verify_client(&chain, now.unix_timestamp() as u64, &[])
+            .unwrap();
+    }
+
+    #[test]
+    fn serials_are_random_positive_and_unique() {
+        let ca = test_ca();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let checked = check_spki_der(&key.subject_public_key_info()).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/participant/p").unwrap();
+        let subj = LeafSubject {
+            spiffe_id: &id,
+            dns_names: &[],
+            ip_addresses: &[],
+            validity: Duration::days(1),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            // Same key every time: rcgen's default would derive the same serial from it.
+            let leaf = ca
+                .issue_leaf(&subj, &checked, OffsetDateTime::now_utc())
+                .unwrap();
+            assert!(leaf.serial_hex.len() >= 20);
+            assert!(seen.insert(leaf.serial_hex));
+        }
+    }
+
+    #[test]
+    fn crl_lists_revoked_serials() {
+        let ca = test_ca();
+        let now = OffsetDateTime::now_utc();
+        let entry = RevokedEntry {
+            serial_hex: "0badc0de".into(),
+            revoked_at: now.unix_timestamp(),
+            reason: Reason::KeyCompromise,
+        };
+        let der = ca.sign_crl(7, now, &[entry]).unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+        assert_eq!(crl.crl_number().map(|n| n.to_string()), Some("7".into()));
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, vec!["0badc0de".to_string()]);
+        let (_, inter) = x509_parser::parse_x509_certificate(&ca.intermediate).unwrap();
+        crl.verify_signature(inter.public_key()).unwrap();
+    }
+
+    #[test]
+    fn reasons_parse_by_rfc5280_name() {
+        assert_eq!(Reason::parse("keyCompromise"), Some(Reason::KeyCompromise));
+        assert_eq!(Reason::parse("KEYCOMPROMISE"), Some(Reason::KeyCompromise));
+        assert_eq!(Reason::parse("certificateHold"), None);
+        assert_eq!(Reason::parse("removeFromCRL"), None);
+        for (r, n) in Reason::ALL {
+            assert_eq!(Reason::parse(n), Some(r));
+        }
+    }
+}

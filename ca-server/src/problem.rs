@@ -1,0 +1,236 @@
+//! The service's one error type and its RFC 9457 `application/problem+json` rendering.
+//!
+//! Every `type` is `urn:bsn:problem:<slug>`; the slugs are part of the API and never change.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or query is not what the endpoint takes (syntax, unknown or missing fields).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A field has a value outside its rules (id syntax, unknown role, bad reason...).
+    #[error("{0}")]
+    InvalidField(String),
+    /// The CSR is malformed.
+    #[error("{0}")]
+    InvalidCsr(String),
+    /// The CSR's self-signature does not verify.
+    #[error("the CSR signature does not verify with the CSR's public key")]
+    CsrSignature,
+    /// The key type, size or point is not accepted.
+    #[error("{0}")]
+    UnsupportedKey(String),
+    /// Unknown identity or wrong secret (deliberately not told apart).
+    #[error("unknown identity or wrong enrollment secret")]
+    InvalidCredentials,
+    /// The enrollment secret expired.
+    #[error("the enrollment secret has expired; ask your registrar for a new one")]
+    SecretExpired,
+    /// The enrollment secret has no uses left.
+    #[error("the enrollment secret has been used up; ask your registrar for a new one")]
+    SecretUsedUp,
+    /// The call needs a client certificate and none was presented.
+    #[error("this call needs a client certificate issued by this CA (mTLS)")]
+    ClientCertRequired,
+    /// The client certificate is not one this CA issued and recorded.
+    #[error("the client certificate is not known to this CA")]
+    CertificateUnknown,
+    /// The client certificate (or the one being renewed) is revoked.
+    #[error("the client certificate has been revoked")]
+    CertificateRevoked,
+    /// The client certificate has expired.
+    #[error("the client certificate has expired; enroll again")]
+    CertificateExpired,
+    /// The identity is disabled.
+    #[error("the identity is disabled")]
+    IdentityDisabled,
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The identity id is taken.
+    #[error("an identity with this id already exists")]
+    IdentityExists,
+    /// The certificate was revoked before.
+    #[error("the certificate is already revoked")]
+    AlreadyRevoked,
+    /// The body is larger than the endpoint accepts.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// The body is not JSON.
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// Too much expensive work is queued.
+    #[error("the server is busy; retry shortly")]
+    Busy,
+    /// A failure that is not the client's; details go to the log, not the client.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// HTTP status, stable slug and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::InvalidRequest(_) => (S::BAD_REQUEST, "invalid-request", "Invalid request"),
+            Self::InvalidField(_) => (S::BAD_REQUEST, "invalid-field", "Invalid field value"),
+            Self::InvalidCsr(_) => (
+                S::BAD_REQUEST,
+                "invalid-csr",
+                "Malformed certificate signing request",
+            ),
+            Self::CsrSignature => (
+                S::BAD_REQUEST,
+                "csr-signature-invalid",
+                "CSR signature does not verify",
+            ),
+            Self::UnsupportedKey(_) => (
+                S::BAD_REQUEST,
+                "unsupported-key",
+                "Unsupported or invalid public key",
+            ),
+            Self::InvalidCredentials => (
+                S::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid enrollment credentials",
+            ),
+            Self::SecretExpired => (
+                S::UNAUTHORIZED,
+                "secret-expired",
+                "Enrollment secret expired",
+            ),
+            Self::SecretUsedUp => (
+                S::UNAUTHORIZED,
+                "secret-used-up",
+                "Enrollment secret used up",
+            ),
+            Self::ClientCertRequired => (
+                S::UNAUTHORIZED,
+                "client-certificate-required",
+                "Client certificate required",
+            ),
+            Self::CertificateUnknown => (
+                S::UNAUTHORIZED,
+                "certificate-unknown",
+                "Unknown client certificate",
+            ),
+            Self::CertificateRevoked => (
+                S::UNAUTHORIZED,
+                "certificate-revoked",
+                "Certificate revoked",
+            ),
+            Self::CertificateExpired => (
+                S::UNAUTHORIZED,
+                "certificate-expired",
+                "Certificate expired",
+            ),
+            Self::IdentityDisabled => (S::FORBIDDEN, "identity-disabled", "Identity disabled"),
+            Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
+            Self::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            Self::IdentityExists => (S::CONFLICT, "identity-exists", "Identity already exists"),
+            Self::AlreadyRevoked => (
+                S::CONFLICT,
+                "already-revoked",
+                "Certificate already revoked",
+            ),
+            Self::PayloadTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "JSON body required",
+            ),
+            Self::Busy => (S::SERVICE_UNAVAILABLE, "busy", "Server busy"),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+/// Renders a problem document.
+pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:bsn:problem:{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        problem(status, slug, title, &self.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<crate::secrets::Busy> for ApiError {
+    fn from(_: crate::secrets::Busy) -> Self {
+        Self::Busy
+    }
+}
+
+/// `axum::Json` whose rejections are problem documents.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(r))
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query` whose rejections are problem documents.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| ApiError::InvalidRequest(e.body_text()))
+    }
+}

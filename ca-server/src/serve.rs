@@ -1,0 +1,193 @@
+//! `ca-server serve`: load the CA, check it matches its database, and serve HTTPS.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, bail};
+use rcgen::KeyPair;
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::app::{AppState, now};
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::db::Db;
+use crate::init::{SERVER_CERT_VALIDITY, SERVER_ID, issue_server_cert, redact, write_server_tls};
+use crate::pki::{Ca, CaSigner};
+use crate::secrets::Hasher;
+
+/// Loads everything and serves until SIGINT/SIGTERM. Prints `ca-server listening on https://ADDR`
+/// on stdout once it accepts connections.
+pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
+    let p = &cfg.paths;
+    let read = |path: std::path::PathBuf| {
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let roots: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(p.trust_bundle())?)
+            .collect::<Result<_, _>>()
+            .context("trust-bundle.pem")?;
+    let intermediate = CertificateDer::from_pem_slice(&read(p.intermediate_cert())?)
+        .context("intermediate.pem")?;
+    let sealed =
+        String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
+    let key_der = crate::keystore::open(&passphrase, "intermediate", &sealed)?;
+    let signer =
+        CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?);
+    let ca = Ca::new(roots, intermediate, signer, cfg.policy)?;
+
+    let db = Db::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&cfg.database_url)))?;
+    match db.meta("trust_domain").await? {
+        Some(td) if td == cfg.trust_domain.as_str() => {}
+        Some(td) => bail!(
+            "the database belongs to trust domain '{td}', not '{}'",
+            cfg.trust_domain
+        ),
+        None => bail!(
+            "the database {} holds no CA: run `ca-server init` with it first",
+            redact(&cfg.database_url)
+        ),
+    }
+    let expected = crate::pki::sha256_hex(&ca.intermediate);
+    if db.meta("intermediate_sha256").await?.as_deref() != Some(expected.as_str()) {
+        bail!(
+            "the database was initialised with a different intermediate CA than {}",
+            p.intermediate_cert().display()
+        );
+    }
+
+    renew_server_cert_if_due(&cfg, &ca, &db).await?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(p.tls_cert())?)
+        .collect::<Result<_, _>>()
+        .context("tls.pem")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(p.tls_key())?).context("tls.key")?;
+    let tls = tls_config(&ca, chain, key)?;
+
+    let state = Arc::new(AppState {
+        committer: Committer::start(db.clone()),
+        hasher: Hasher::new(cfg.hash_parallelism),
+        trust_domain: cfg.trust_domain.clone(),
+        db: db.clone(),
+        ca,
+    });
+    tokio::spawn(refresh_crl(state.clone()));
+    let app = crate::api::router(state);
+
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.graceful_shutdown(Some(StdDuration::from_secs(10)));
+    });
+    let server = axum_server::bind_rustls(
+        cfg.listen,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+    )
+    .handle(handle.clone())
+    .serve(app.into_make_service());
+    let announce = async {
+        if let Some(addr) = handle.listening().await {
+            println!("ca-server listening on https://{addr}");
+            tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
+        }
+    };
+    let (served, ()) = tokio::join!(server, announce);
+    served.context("server")?;
+    db.close().await;
+    Ok(())
+}
+
+/// The server's TLS configuration: client certificates requested and, when presented, verified
+/// against the roots; no session resumption, so every connection is a full handshake.
+pub fn tls_config(
+    ca: &Ca,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for r in &ca.roots {
+        roots.add(r.clone())?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("server certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.session_storage = Arc::new(NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
+    Ok(cfg)
+}
+
+/// Re-issues the server's TLS certificate when a third or less of its lifetime is left (or it is
+/// missing), recording it like any other certificate.
+async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Result<()> {
+    let p = &cfg.paths;
+    let remaining = std::fs::read(p.tls_cert())
+        .ok()
+        .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
+        .and_then(|der| identity::profile::check_leaf(&der).ok())
+        .map(|leaf| leaf.not_after - now().unix_timestamp());
+    if remaining.is_some_and(|r| r > SERVER_CERT_VALIDITY.whole_seconds() / 3)
+        && p.tls_key().exists()
+    {
+        return Ok(());
+    }
+    let server = db
+        .identity(SERVER_ID)
+        .await?
+        .context("the server identity is missing from the database")?;
+    let t = now();
+    let (cert, key) = issue_server_cert(
+        ca,
+        &cfg.trust_domain,
+        &server.dns_names,
+        &server.ip_addresses,
+        t,
+    )?;
+    let mut tx = db.begin().await?;
+    crate::commit::insert_cert(
+        &mut tx,
+        SERVER_ID,
+        &cert,
+        "renew",
+        "serve",
+        t.unix_timestamp(),
+    )
+    .await?;
+    tx.commit().await?;
+    write_server_tls(p, ca, &cert, &key)?;
+    tracing::info!(serial = %cert.serial_hex, "renewed the server's TLS certificate");
+    Ok(())
+}
+
+/// Keeps the CRL fresh: re-signs it when half its lifetime has passed.
+async fn refresh_crl(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(StdDuration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match state.db.refresh_crl_if_due(&state.ca, now()).await {
+            Ok(Some(n)) => tracing::info!(crl_number = n, "CRL re-signed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "CRL refresh failed; will retry"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,195 @@
+//! An HTTPS client of the CA API that turns problem documents into typed errors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Serialize;
+use serde_json::Value;
+
+/// What went wrong talking to the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA answered with a problem document.
+    #[error("{title} ({status}): {detail}")]
+    Problem {
+        /// HTTP status.
+        status: u16,
+        /// The problem's stable slug (the part after `urn:bsn:problem:`).
+        slug: String,
+        /// Title.
+        title: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The CA could not be reached or the TLS handshake failed.
+    #[error("cannot reach the CA at {url}: {reason}")]
+    Transport {
+        /// Base URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A local file or argument problem.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// A configured client.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A rustls client configuration trusting `bundle_pem` and, if given, authenticating with a
+/// certificate chain and key (PEM).
+pub fn tls_config(
+    bundle_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(bundle_pem) {
+        let c = c.map_err(|e| ClientError::Local(format!("CA bundle: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| ClientError::Local(format!("CA bundle: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Local(
+            "the CA bundle holds no certificate".into(),
+        ));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Local(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ClientError::Local(format!("certificate file: {e}")))?;
+            if chain.is_empty() {
+                return Err(ClientError::Local(
+                    "the certificate file holds no certificate".into(),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|e| ClientError::Local(format!("key file: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Local(format!("certificate and key do not match: {e}")))?
+        }
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+impl Api {
+    /// A client of the CA at `base` (such as `https://127.0.0.1:8443`).
+    pub fn new(base: &str, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Local(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// A client from files: the CA bundle and, optionally, a certificate and key.
+    pub fn from_files(
+        base: &str,
+        bundle: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Self, ClientError> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", p.display())))
+        };
+        let bundle = read(bundle)?;
+        let tls = match identity {
+            Some((c, k)) => tls_config(&bundle, Some((&read(c)?, &read(k)?)))?,
+            None => tls_config(&bundle, None)?,
+        };
+        Self::new(base, tls)
+    }
+
+    /// POSTs JSON and returns the JSON answer.
+    pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Value, ClientError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
+    }
+
+    /// GETs raw bytes (PEM, DER).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(problem(resp).await);
+        }
+        Ok(resp.bytes().await.map_err(|e| self.transport(e))?.to_vec())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(problem(resp).await);
+        }
+        resp.json().await.map_err(|e| self.transport(e))
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        let mut reason = e.to_string();
+        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        while let Some(s) = src {
+            reason.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        ClientError::Transport {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+}
+
+async fn problem(resp: reqwest::Response) -> ClientError {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    ClientError::Problem {
+        status,
+        slug: field("type")
+            .trim_start_matches("urn:bsn:problem:")
+            .to_string(),
+        title: if v.is_null() {
+            format!("HTTP {status}")
+        } else {
+            field("title")
+        },
+        detail: if v.is_null() { text } else { field("detail") },
+    }
+}

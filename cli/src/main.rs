@@ -1,0 +1,479 @@
+//! `bsn`: the command line for participants, registrars and administrators.
+//!
+//! Exit codes: 0 success; 1 local problem (files, arguments); 2 usage; 3 refused by the CA
+//! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
+//! or failing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bsn::client::{Api, ClientError};
+use bsn::files::{KeyType, csr_pem, generate_key, load_key, write_credentials};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "bsn", version, about = "BSN identity and ledger command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct CaArgs {
+    /// The CA's URL, such as https://127.0.0.1:8443.
+    #[arg(long, env = "BSN_CA", value_name = "URL")]
+    ca: String,
+    /// The CA's trust bundle (trust-bundle.pem from the CA operator).
+    #[arg(long, env = "BSN_CA_BUNDLE", value_name = "FILE")]
+    ca_bundle: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct IdentityArgs {
+    /// Your certificate (cert.pem written by `bsn enroll`).
+    #[arg(long, env = "BSN_CERT", value_name = "FILE")]
+    cert: PathBuf,
+    /// Your private key (key.pem written by `bsn enroll`).
+    #[arg(long, env = "BSN_KEY", value_name = "FILE")]
+    key: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll with a one-time secret: make a key here, get a certificate, write key.pem, cert.pem, chain.pem.
+    Enroll {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// Your identity id (given by your registrar).
+        #[arg(long)]
+        id: String,
+        /// Your one-time enrollment secret.
+        #[arg(long, env = "BSN_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Directory for key.pem, cert.pem and chain.pem.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Key type.
+        #[arg(long, value_enum, default_value = "p256")]
+        key_type: KeyType,
+        /// Overwrite an existing key.pem in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Renew your certificate over mTLS (same key, or a new one with --rekey).
+    Renew {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// Generate a new key.
+        #[arg(long)]
+        rekey: bool,
+        /// Key type for --rekey.
+        #[arg(long, value_enum, default_value = "p256")]
+        key_type: KeyType,
+        /// Where to write the new files (default: the directory of --cert).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a certificate (your own, or any as an administrator).
+    Revoke {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// Serial of the certificate to revoke, hex.
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, privilegeWithdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Register an identity (administrators and registrars); prints its one-time secret.
+    Register {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The new identity's id ([a-zA-Z0-9._-], up to 128 characters).
+        #[arg(long)]
+        id: String,
+        /// participant or node.
+        #[arg(long = "type", default_value = "participant")]
+        kind: String,
+        /// Roles: admin, registrar, publisher (repeatable; administrators only).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Attributes as NAME=VALUE (repeatable).
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
+        /// DNS names for a node certificate (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// IP addresses for a node certificate (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        /// How many times the secret may be used.
+        #[arg(long, default_value_t = 1)]
+        max_enrollments: i64,
+        /// Secret lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        secret_ttl: i64,
+    },
+    /// List identities (administrators: all; registrars: those they registered).
+    Identities {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// participant or node.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only identities with this role.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List certificates (administrators: any; others: their own).
+    Certificates {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// Only this identity's.
+        #[arg(long)]
+        identity: Option<String>,
+        /// any, valid, revoked or expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this serial.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Expiring before this RFC 3339 time.
+        #[arg(long)]
+        expires_before: Option<String>,
+        /// Expiring after this RFC 3339 time.
+        #[arg(long)]
+        expires_after: Option<String>,
+    },
+}
+
+/// An error and the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+    hint: Option<&'static str>,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let (code, hint) = match &e {
+            ClientError::Local(_) => (1, None),
+            ClientError::Transport { .. } => (
+                5,
+                Some(
+                    "check --ca (the URL and port) and --ca-bundle (the CA's trust-bundle.pem), and that the CA is running",
+                ),
+            ),
+            ClientError::Problem { slug, status, .. } => match slug.as_str() {
+                "invalid-credentials" => (
+                    3,
+                    Some("check --id and --secret; secrets are case-sensitive and single-use"),
+                ),
+                "secret-expired" | "secret-used-up" => (
+                    3,
+                    Some("ask your registrar to register you again for a new secret"),
+                ),
+                "certificate-revoked" | "certificate-expired" => (
+                    3,
+                    Some("this certificate can no longer be used; enroll again with a new secret"),
+                ),
+                "client-certificate-required" | "certificate-unknown" => (
+                    3,
+                    Some("pass --cert and --key with a certificate issued by this CA"),
+                ),
+                "forbidden" => (
+                    3,
+                    Some("this needs a role you do not have (admin or registrar)"),
+                ),
+                "invalid-csr" | "csr-signature-invalid" | "unsupported-key" => {
+                    (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
+                }
+                "busy" => (5, Some("the CA is busy; try again in a moment")),
+                _ if *status >= 500 => (5, None),
+                _ => (4, None),
+            },
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+            hint,
+        }
+    }
+}
+
+fn local(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: message.to_string(),
+        hint: None,
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            if let Some(h) = f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn api(ca: &CaArgs, me: Option<&IdentityArgs>) -> Result<Api, Failure> {
+    Ok(Api::from_files(
+        &ca.ca,
+        &ca.ca_bundle,
+        me.map(|m| (m.cert.as_path(), m.key.as_path())),
+    )?)
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn print_issued(v: &Value, dir: &Path) {
+    println!("certificate issued for {}", str_field(v, "spiffe_id"));
+    println!("serial: {}", str_field(v, "serial"));
+    println!("valid until: {}", str_field(v, "not_after"));
+    println!(
+        "wrote {}, {} and {}",
+        dir.join("key.pem").display(),
+        dir.join("cert.pem").display(),
+        dir.join("chain.pem").display()
+    );
+}
+
+async fn run(cmd: Command) -> Result<(), Failure> {
+    match cmd {
+        Command::Enroll {
+            ca,
+            id,
+            secret,
+            out,
+            key_type,
+            force,
+        } => {
+            if out.join("key.pem").exists() && !force {
+                return Err(local(format!(
+                    "{} exists; pass --force to replace it, or choose another --out",
+                    out.join("key.pem").display()
+                )));
+            }
+            let key = generate_key(key_type).map_err(local)?;
+            let csr = csr_pem(&key).map_err(local)?;
+            let v = api(&ca, None)?
+                .post(
+                    "/api/v1/enroll",
+                    &json!({ "id": id, "secret": secret, "csr": csr }),
+                )
+                .await?;
+            write_credentials(
+                &out,
+                Some(&key.serialize_pem()),
+                str_field(&v, "certificate"),
+                str_field(&v, "chain"),
+            )
+            .map_err(|e| local(format!("writing {}: {e}", out.display())))?;
+            print_issued(&v, &out);
+        }
+        Command::Renew {
+            ca,
+            me,
+            rekey,
+            key_type,
+            out,
+        } => {
+            let key = if rekey {
+                generate_key(key_type).map_err(local)?
+            } else {
+                let pem = std::fs::read_to_string(&me.key)
+                    .map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
+                load_key(&pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?
+            };
+            let csr = csr_pem(&key).map_err(local)?;
+            let v = api(&ca, Some(&me))?
+                .post("/api/v1/renew", &json!({ "csr": csr }))
+                .await?;
+            let dir = out.unwrap_or_else(|| {
+                me.cert
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            let key_pem = key.serialize_pem();
+            write_credentials(
+                &dir,
+                Some(&key_pem),
+                str_field(&v, "certificate"),
+                str_field(&v, "chain"),
+            )
+            .map_err(|e| local(format!("writing {}: {e}", dir.display())))?;
+            print_issued(&v, &dir);
+        }
+        Command::Revoke {
+            ca,
+            me,
+            serial,
+            reason,
+        } => {
+            let path = format!("/api/v1/certificates/{}/revoke", serial.trim());
+            let v = api(&ca, Some(&me))?
+                .post(&path, &json!({ "reason": reason }))
+                .await?;
+            println!(
+                "revoked {} ({}) at {}",
+                str_field(&v, "serial"),
+                str_field(&v, "reason"),
+                str_field(&v, "revoked_at")
+            );
+            println!(
+                "CRL number {}",
+                v.get("crl_number")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default()
+            );
+        }
+        Command::Register {
+            ca,
+            me,
+            id,
+            kind,
+            roles,
+            attrs,
+            dns,
+            ips,
+            max_enrollments,
+            secret_ttl,
+        } => {
+            let mut attributes = serde_json::Map::new();
+            for a in attrs {
+                let (k, v) = a
+                    .split_once('=')
+                    .ok_or_else(|| local(format!("--attr {a}: expected NAME=VALUE")))?;
+                attributes.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            let body = json!({
+                "id": id, "type": kind, "roles": roles, "attributes": attributes, "dns_names": dns,
+                "ip_addresses": ips, "max_enrollments": max_enrollments, "secret_ttl_seconds": secret_ttl,
+            });
+            let v = api(&ca, Some(&me))?
+                .post("/api/v1/identities", &body)
+                .await?;
+            println!("registered {}", str_field(&v, "spiffe_id"));
+            println!("enrollment secret: {}", str_field(&v, "secret"));
+            println!(
+                "(expires {}, {} use(s); it is shown only now)",
+                str_field(&v, "secret_expires_at"),
+                max_enrollments
+            );
+        }
+        Command::Identities { ca, me, kind, role } => {
+            let mut q = vec![];
+            kind.map(|k| q.push(("type", k)));
+            role.map(|r| q.push(("role", r)));
+            list(&api(&ca, Some(&me))?, "/api/v1/identities", q, |i| {
+                format!(
+                    "{}\t{}\t{}\t{}",
+                    str_field(i, "id"),
+                    str_field(i, "type"),
+                    str_field(i, "status"),
+                    roles_of(i)
+                )
+            })
+            .await?;
+        }
+        Command::Certificates {
+            ca,
+            me,
+            identity,
+            status,
+            serial,
+            expires_before,
+            expires_after,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [
+                ("identity", identity),
+                ("status", status),
+                ("serial", serial),
+                ("expires_before", expires_before),
+                ("expires_after", expires_after),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            list(&api(&ca, Some(&me))?, "/api/v1/certificates", q, |c| {
+                format!(
+                    "{}\t{}\t{}\t{}",
+                    str_field(c, "serial"),
+                    str_field(c, "identity"),
+                    str_field(c, "status"),
+                    str_field(c, "not_after")
+                )
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn roles_of(v: &Value) -> String {
+    v.get("roles")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// Prints every page of a listing, one line per item.
+async fn list(
+    api: &Api,
+    path: &str,
+    mut q: Vec<(&str, String)>,
+    line: impl Fn(&Value) -> String,
+) -> Result<(), Failure> {
+    loop {
+        let v = api.get(path, &q).await?;
+        for item in v
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!("{}", line(item));
+        }
+        match v.get("next_after").and_then(Value::as_str) {
+            Some(next) => {
+                q.retain(|(k, _)| *k != "after");
+                q.push(("after", next.to_string()));
+            }
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The shared identity library of the BSN network.
+//!
+//! Features:
+//! - [`names`]: SPIFFE-style identity names (`spiffe://<trust-domain>/participant/<id>` and
+//!   `spiffe://<trust-domain>/node/<name>`), built only through parsers, so a value of these
+//!   types is always valid.
+//! - [`profile`]: checks that a certificate follows the BSN leaf profile (the SPIFFE X509-SVID
+//!   profile: one URI SAN, not a CA, digitalSignature, clientAuth and serverAuth) and reads the
+//!   identity and serial out of it.
+//! - [`verify`]: a trust bundle and chain verification of a leaf against it (rustls-webpki), with
+//!   an optional set of revoked serials.
+//!
+//! Non-features: this crate does no I/O (no files, sockets or clocks: the caller passes the
+//! time), issues nothing (issuance lives in `ca-server`), and has no server code.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod names;
+pub mod profile;
+pub mod verify;
+
+pub use names::{IdentityId, IdentityKind, SpiffeId, TrustDomain};

@@ -1,0 +1,205 @@
+//! Identity names. Each type is constructed only by parsing, so holding one means it is valid.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The trust domain is empty, too long or has characters outside `[a-z0-9._-]`.
+    #[error("trust domain must be 1-255 characters of a-z, 0-9, '.', '-' or '_'")]
+    TrustDomain,
+    /// The id is empty, too long, `.`/`..`, or has characters outside `[a-zA-Z0-9._-]`.
+    #[error("id must be 1-128 characters of a-z, A-Z, 0-9, '.', '-' or '_' (and not '.' or '..')")]
+    Id,
+    /// The kind is neither `participant` nor `node`.
+    #[error("identity type must be 'participant' or 'node'")]
+    Kind,
+    /// The URI is not `spiffe://<trust-domain>/<participant|node>/<id>`.
+    #[error("not a BSN SPIFFE ID (expected spiffe://<trust-domain>/<participant|node>/<id>)")]
+    SpiffeId,
+}
+
+/// A SPIFFE trust domain, such as `example.org`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    /// Parses a trust domain (the SPIFFE rule: lowercase letters, digits, `.`, `-`, `_`).
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::TrustDomain)
+        }
+    }
+
+    /// The trust domain as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An opaque, stable identity id: one SPIFFE path segment (`[a-zA-Z0-9._-]`, 1 to 128 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityId(String);
+
+impl IdentityId {
+    /// Parses an id.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Id)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an identity is: a participant (person, organisation or its app) or a city node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityKind {
+    /// A person or organisation, and the applications acting for it.
+    Participant,
+    /// A city node.
+    Node,
+}
+
+impl IdentityKind {
+    /// The path segment of this kind in a SPIFFE ID.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Participant => "participant",
+            Self::Node => "node",
+        }
+    }
+}
+
+impl FromStr for IdentityKind {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        match s {
+            "participant" => Ok(Self::Participant),
+            "node" => Ok(Self::Node),
+            _ => Err(NameError::Kind),
+        }
+    }
+}
+
+/// A full identity name: `spiffe://<trust-domain>/<kind>/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpiffeId {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Participant or node.
+    pub kind: IdentityKind,
+    /// The id within its kind.
+    pub id: IdentityId,
+}
+
+impl SpiffeId {
+    /// Parses `spiffe://<trust-domain>/<participant|node>/<id>`, and nothing looser (no query,
+    /// fragment, port, user info, trailing slash or extra segment).
+    pub fn parse(uri: &str) -> Result<Self, NameError> {
+        let rest = uri.strip_prefix("spiffe://").ok_or(NameError::SpiffeId)?;
+        let mut parts = rest.split('/');
+        let (Some(td), Some(kind), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(NameError::SpiffeId);
+        };
+        Ok(Self {
+            trust_domain: TrustDomain::parse(td).map_err(|_| NameError::SpiffeId)?,
+            kind: kind.parse().map_err(|_| NameError::SpiffeId)?,
+            id: IdentityId::parse(id).map_err(|_| NameError::SpiffeId)?,
+        })
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spiffe://{}/{}/{}",
+            self.trust_domain.0,
+            self.kind.as_str(),
+            self.id.0
+        )
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for IdentityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_ids_round_trip() {
+        let s = "spiffe://example.org/participant/alice_01.x-y";
+        let id = SpiffeId::parse(s).unwrap();
+        assert_eq!(id.kind, IdentityKind::Participant);
+        assert_eq!(id.id.as_str(), "alice_01.x-y");
+        assert_eq!(id.to_string(), s);
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/node/n1").unwrap().kind,
+            IdentityKind::Node
+        );
+    }
+
+    #[test]
+    fn loose_spiffe_ids_are_refused() {
+        for bad in [
+            "spiffe://Example.org/participant/a",
+            "spiffe://example.org/participant/a/",
+            "spiffe://example.org/participant/a/b",
+            "spiffe://example.org/admin/a",
+            "spiffe://example.org/participant/..",
+            "spiffe://example.org:443/participant/a",
+            "spiffe://user@example.org/participant/a",
+            "spiffe://example.org/participant/a?x",
+            "spiffe://example.org/participant/a%20b",
+            "https://example.org/participant/a",
+            "spiffe:///participant/a",
+            "",
+        ] {
+            assert_eq!(SpiffeId::parse(bad), Err(NameError::SpiffeId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_follow_the_spiffe_segment_rule() {
+        assert!(IdentityId::parse("a").is_ok());
+        assert!(IdentityId::parse(&"a".repeat(128)).is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"a".repeat(129)] {
+            assert_eq!(IdentityId::parse(bad), Err(NameError::Id), "{bad}");
+        }
+        assert!(TrustDomain::parse("bsn.example-1_x").is_ok());
+        assert!(TrustDomain::parse("BSN").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Trust bundles and verification of a client or server certificate chain against one.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use std::time::Duration;
+use webpki::{
+    EndEntityCert, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+
+use crate::profile::{Leaf, ProfileError, check_leaf};
+
+/// Why a certificate chain was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The trust bundle has no usable root certificate.
+    #[error("trust bundle holds no usable root certificate")]
+    EmptyBundle,
+    /// A PEM or DER input could not be read.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+    /// The chain does not verify (unknown issuer, bad signature, expired, wrong usage, revoked...).
+    #[error("certificate chain rejected: {0}")]
+    Chain(String),
+    /// The chain verifies but the leaf does not follow the BSN leaf profile.
+    #[error("leaf does not follow the BSN profile: {0}")]
+    Profile(#[from] ProfileError),
+}
+
+/// The set of root certificates a participant, node or auditor trusts.
+#[derive(Debug, Clone)]
+pub struct TrustBundle {
+    roots: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+impl TrustBundle {
+    /// Reads a bundle of PEM `CERTIFICATE` blocks.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, VerifyError> {
+        let roots = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        Self::from_der(roots)
+    }
+
+    /// Builds a bundle from DER root certificates.
+    pub fn from_der(roots: Vec<CertificateDer<'static>>) -> Result<Self, VerifyError> {
+        let anchors = roots
+            .iter()
+            .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if anchors.is_empty() {
+            return Err(VerifyError::EmptyBundle);
+        }
+        Ok(Self { roots, anchors })
+    }
+
+    /// The root certificates.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// Verifies `chain` (leaf first, then intermediates) for client authentication at
+    /// `now_unix`, checks the leaf profile, and, when `crls` is not empty, checks the leaf
+    /// against them (a leaf whose issuer has no CRL in the set is refused).
+    pub fn verify_client(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now_unix: u64,
+        crls: &[CertificateRevocationListDer<'_>],
+    ) -> Result<Leaf, VerifyError> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or(VerifyError::Malformed("empty chain".into()))?;
+        let ee =
+            EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let parsed: Vec<webpki::CertRevocationList<'_>> = crls
+            .iter()
+            .map(|c| webpki::BorrowedCertRevocationList::from_der(c).map(Into::into))
+            .collect::<Result<_, _>>()
+            .map_err(|e| VerifyError::Malformed(format!("CRL: {e}")))?;
+        let refs: Vec<&webpki::CertRevocationList<'_>> = parsed.iter().collect();
+        let revocation = if refs.is_empty() {
+            None
+        } else {
+            Some(
+                RevocationOptionsBuilder::new(&refs)
+                    .map_err(|e| VerifyError::Malformed(format!("CRL: {e:?}")))?
+                    .with_depth(RevocationCheckDepth::EndEntity)
+                    .with_status_policy(UnknownStatusPolicy::Deny)
+                    .build(),
+            )
+        };
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            intermediates,
+            UnixTime::since_unix_epoch(Duration::from_secs(now_unix)),
+            KeyUsage::client_auth(),
+            revocation,
+            None,
+        )
+        .map_err(|e| VerifyError::Chain(format!("{e:?}")))?;
+        Ok(check_leaf(leaf)?)
+    }
+}
