@@ -49,17 +49,13 @@ impl Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let leaf = parts
             .extensions
             .get::<Arc<TlsInfo>>()
             .and_then(|info| info.peer_certificates.first().cloned())
             .ok_or(ApiError::ClientCertRequired)?;
-        let info =
-            identity::profile::check_leaf(&leaf).map_err(|_| ApiError::CertificateUnknown)?;
+        let info = identity::profile::check_leaf(&leaf).map_err(|_| ApiError::CertificateUnknown)?;
         if info.spiffe_id.trust_domain != state.trust_domain {
             return Err(ApiError::CertificateUnknown);
         }
@@ -68,9 +64,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .cert_with_holder(&info.serial_hex)
             .await?
             .ok_or(ApiError::CertificateUnknown)?;
-        if cert.der.as_deref() != Some(leaf.as_slice())
-            || cert.identity_id != info.spiffe_id.id.as_str()
-        {
+        if cert.der.as_deref() != Some(leaf.as_slice()) || cert.identity_id != info.spiffe_id.id.as_str() {
             return Err(ApiError::CertificateUnknown);
         }
         if cert.revoked_at.is_some() {

@@ -87,10 +87,7 @@ impl Committer {
     /// Stores one certificate; returns once it is durable, or why it was not stored.
     pub async fn store(&self, job: Job) -> Result<(), CommitError> {
         let (reply, wait) = oneshot::channel();
-        self.tx
-            .send((job, reply))
-            .await
-            .map_err(|_| CommitError::Stopped)?;
+        self.tx.send((job, reply)).await.map_err(|_| CommitError::Stopped)?;
         wait.await.map_err(|_| CommitError::Stopped)?
     }
 }
@@ -114,10 +111,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>) {
     }
 }
 
-async fn write_batch(
-    db: &Db,
-    batch: &[(Job, Reply)],
-) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
+async fn write_batch(db: &Db, batch: &[(Job, Reply)]) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     for (job, _) in batch {

@@ -76,15 +76,15 @@ pub struct FileConfig {
     /// Database URL (default: SQLite in the data directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
-    /// Participant certificate lifetime in days (default 90).
+    /// Participant certificate lifetime, such as `90d` or `12h` (default 90d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub participant_validity_days: Option<i64>,
-    /// Node certificate lifetime in days (default 30).
+    pub participant_validity: Option<String>,
+    /// Node certificate lifetime (default 30d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_validity_days: Option<i64>,
-    /// CRL lifetime in hours (default 24).
+    pub node_validity: Option<String>,
+    /// CRL lifetime (default 24h); the CRL is re-signed when half of it has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crl_validity_hours: Option<i64>,
+    pub crl_validity: Option<String>,
     /// argon2id hashes run at once (default: number of CPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_parallelism: Option<usize>,
@@ -108,29 +108,22 @@ pub struct Config {
 }
 
 fn env(key: &str) -> Option<String> {
-    std::env::var(format!("BSN_CA_{key}"))
-        .ok()
-        .filter(|v| !v.is_empty())
+    std::env::var(format!("BSN_CA_{key}")).ok().filter(|v| !v.is_empty())
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, file: Option<T>) -> anyhow::Result<Option<T>> {
     match env(key) {
-        Some(v) => {
-            Ok(Some(v.parse().map_err(|_| {
-                anyhow::anyhow!("BSN_CA_{key}={v} is not a number")
-            })?))
-        }
+        Some(v) => Ok(Some(
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("BSN_CA_{key}={v} is not a number"))?,
+        )),
         None => Ok(file),
     }
 }
 
 impl Config {
     /// Reads `dir/ca.toml` and applies environment variables and flags.
-    pub fn load(
-        dir: &Path,
-        listen: Option<String>,
-        database_url: Option<String>,
-    ) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, listen: Option<String>, database_url: Option<String>) -> anyhow::Result<Self> {
         let paths = Paths::new(dir);
         let text = std::fs::read_to_string(paths.config()).with_context(|| {
             format!(
@@ -139,10 +132,9 @@ impl Config {
                 dir.display()
             )
         })?;
-        let file: FileConfig = toml::from_str(&text)
-            .with_context(|| format!("reading {}", paths.config().display()))?;
-        let trust_domain =
-            TrustDomain::parse(&file.trust_domain).context("trust_domain in ca.toml")?;
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("reading {}", paths.config().display()))?;
+        let trust_domain = TrustDomain::parse(&file.trust_domain).context("trust_domain in ca.toml")?;
         let listen = listen
             .or_else(|| env("LISTEN"))
             .or(file.listen)
@@ -154,29 +146,32 @@ impl Config {
             .or_else(|| env("DATABASE_URL"))
             .or(file.database_url)
             .unwrap_or_else(|| paths.sqlite_url());
-        let days = |key, v: Option<i64>, default: i64| -> anyhow::Result<Duration> {
-            let d = env_num(key, v)?.unwrap_or(default);
-            if !(1..=3650).contains(&d) {
-                bail!("{key} must be from 1 to 3650 days");
+        let lifetime = |key: &str,
+                        file: Option<String>,
+                        default: &str,
+                        min: Duration,
+                        max: Duration|
+         -> anyhow::Result<Duration> {
+            let text = env(key).or(file).unwrap_or_else(|| default.into());
+            let d = parse_duration(&text).with_context(|| format!("{} = '{text}'", key.to_ascii_lowercase()))?;
+            if d < min || d > max {
+                bail!("{} = '{text}' must be from {min} to {max}", key.to_ascii_lowercase());
             }
-            Ok(Duration::days(d))
+            Ok(d)
         };
-        let crl_hours = env_num("CRL_VALIDITY_HOURS", file.crl_validity_hours)?.unwrap_or(24);
-        if !(1..=24 * 30).contains(&crl_hours) {
-            bail!("crl_validity_hours must be from 1 to 720");
-        }
+        let (second, day) = (Duration::seconds(1), Duration::days(1));
         let policy = Policy {
-            participant_validity: days(
-                "PARTICIPANT_VALIDITY_DAYS",
-                file.participant_validity_days,
-                90,
+            participant_validity: lifetime(
+                "PARTICIPANT_VALIDITY",
+                file.participant_validity,
+                "90d",
+                second,
+                day * 3650,
             )?,
-            node_validity: days("NODE_VALIDITY_DAYS", file.node_validity_days, 30)?,
-            crl_validity: Duration::hours(crl_hours),
+            node_validity: lifetime("NODE_VALIDITY", file.node_validity, "30d", second, day * 3650)?,
+            crl_validity: lifetime("CRL_VALIDITY", file.crl_validity, "24h", Duration::minutes(2), day * 30)?,
         };
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hash_parallelism = env_num("HASH_PARALLELISM", file.hash_parallelism)?
             .unwrap_or(cpus)
             .clamp(1, 64);
@@ -188,6 +183,22 @@ impl Config {
             policy,
             hash_parallelism,
         })
+    }
+}
+
+/// Parses a duration such as `90d`, `12h`, `30m` or `45s`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("expected a number followed by s, m, h or d"))?;
+    match unit {
+        "s" => Ok(Duration::seconds(n)),
+        "m" => Ok(Duration::minutes(n)),
+        "h" => Ok(Duration::hours(n)),
+        "d" => Ok(Duration::days(n)),
+        _ => bail!("expected a number followed by s, m, h or d"),
     }
 }
 
@@ -207,8 +218,8 @@ impl PassphraseArgs {
     /// explicitly asked for.
     pub fn resolve(&self) -> anyhow::Result<String> {
         let p = if let Some(f) = &self.passphrase_file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading passphrase file {}", f.display()))?;
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
             text.lines().next().unwrap_or_default().to_string()
         } else if let Ok(p) = std::env::var("BSN_CA_PASSPHRASE") {
             p

@@ -6,8 +6,7 @@
 
 use ring::agreement;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
 };
 use x509_parser::prelude::{FromDer, X509CertificationRequest};
 use x509_parser::public_key::PublicKey;
@@ -75,15 +74,10 @@ pub fn check_csr_pem(pem: &str) -> Result<CheckedKey, CsrError> {
     use rustls_pki_types::CertificateSigningRequestDer;
     use rustls_pki_types::pem::PemObject;
     if pem.len() > MAX_CSR_PEM {
-        return Err(CsrError::Malformed(format!(
-            "CSR is larger than {MAX_CSR_PEM} bytes"
-        )));
+        return Err(CsrError::Malformed(format!("CSR is larger than {MAX_CSR_PEM} bytes")));
     }
-    let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
-        CsrError::Malformed(format!(
-            "expected one PEM 'CERTIFICATE REQUEST' block ({e})"
-        ))
-    })?;
+    let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| CsrError::Malformed(format!("expected one PEM 'CERTIFICATE REQUEST' block ({e})")))?;
     check_csr_der(der.as_ref())
 }
 
@@ -114,9 +108,7 @@ pub fn check_spki_der(der: &[u8]) -> Result<CheckedKey, CsrError> {
     let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
         .map_err(|e| CsrError::Malformed(format!("not a SubjectPublicKeyInfo: {e}")))?;
     if !rest.is_empty() {
-        return Err(CsrError::Malformed(
-            "trailing bytes after the public key".into(),
-        ));
+        return Err(CsrError::Malformed("trailing bytes after the public key".into()));
     }
     check_spki_parsed(&spki, true)
 }
@@ -131,10 +123,7 @@ const ACCEPTED_CSR_SIGNATURES: &[&str] = &[
     "1.2.840.113549.1.1.10", // RSASSA-PSS
 ];
 
-fn check_spki_parsed(
-    spki: &SubjectPublicKeyInfo<'_>,
-    validate_point: bool,
-) -> Result<CheckedKey, CsrError> {
+fn check_spki_parsed(spki: &SubjectPublicKeyInfo<'_>, validate_point: bool) -> Result<CheckedKey, CsrError> {
     let alg = &spki.algorithm.algorithm;
     let point = spki.subject_public_key.data.as_ref();
     let kind = if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
@@ -155,21 +144,15 @@ fn check_spki_parsed(
             )));
         };
         if point.len() != len || point[0] != 4 {
-            return Err(CsrError::UnsupportedKey(
-                "EC point must be uncompressed".into(),
-            ));
+            return Err(CsrError::UnsupportedKey("EC point must be uncompressed".into()));
         }
         if validate_point && !ec_point_is_valid(ecdh, point) {
-            return Err(CsrError::UnsupportedKey(
-                "EC point is not on the curve".into(),
-            ));
+            return Err(CsrError::UnsupportedKey("EC point is not on the curve".into()));
         }
         kind
     } else if *alg == OID_SIG_ED25519 {
         if point.len() != 32 {
-            return Err(CsrError::UnsupportedKey(
-                "Ed25519 key must be 32 bytes".into(),
-            ));
+            return Err(CsrError::UnsupportedKey("Ed25519 key must be 32 bytes".into()));
         }
         KeyKind::Ed25519
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
@@ -243,15 +226,9 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_tampering() {
-        assert!(matches!(
-            check_csr_pem("hello"),
-            Err(CsrError::Malformed(_))
-        ));
+        assert!(matches!(check_csr_pem("hello"), Err(CsrError::Malformed(_))));
         let cert_pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
-        assert!(matches!(
-            check_csr_pem(cert_pem),
-            Err(CsrError::Malformed(_))
-        ));
+        assert!(matches!(check_csr_pem(cert_pem), Err(CsrError::Malformed(_))));
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::new(vec!["a.example".to_string()]).unwrap();
         p.distinguished_name.push(rcgen::DnType::CommonName, "aaaa");
@@ -259,10 +236,7 @@ mod tests {
         let pos = der.windows(4).position(|w| w == b"aaaa").unwrap();
         let mut tampered = der.clone();
         tampered[pos] = b'b';
-        assert_eq!(
-            check_csr_der(&tampered).unwrap_err(),
-            CsrError::BadSignature
-        );
+        assert_eq!(check_csr_der(&tampered).unwrap_err(), CsrError::BadSignature);
         assert!(check_csr_der(&der).is_ok());
     }
 

@@ -256,11 +256,7 @@ impl Db {
     }
 
     /// Writes a metadata value, failing if it exists (so initialisation cannot run twice).
-    pub async fn insert_meta(
-        tx: &mut Transaction<'static, Any>,
-        key: &str,
-        value: &str,
-    ) -> Result<(), DbError> {
+    pub async fn insert_meta(tx: &mut Transaction<'static, Any>, key: &str, value: &str) -> Result<(), DbError> {
         sqlx::query("INSERT INTO ca_meta (k, v) VALUES ($1, $2)")
             .bind(key)
             .bind(value)
@@ -270,10 +266,7 @@ impl Db {
     }
 
     /// Inserts an identity; `false` if the id is taken.
-    pub async fn insert_identity(
-        exec: &mut Transaction<'static, Any>,
-        n: &NewIdentity,
-    ) -> Result<bool, DbError> {
+    pub async fn insert_identity(exec: &mut Transaction<'static, Any>, n: &NewIdentity) -> Result<bool, DbError> {
         let r = sqlx::query(
             "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, secret_hash, \
              secret_expires_at, enrollments_left, registered_by, created_at) \
@@ -327,38 +320,23 @@ impl Db {
     }
 
     /// The certificate with this serial and its holder, for authenticating an mTLS caller.
-    pub async fn cert_with_holder(
-        &self,
-        serial: &str,
-    ) -> Result<Option<(CertRow, IdentityRow)>, DbError> {
+    pub async fn cert_with_holder(&self, serial: &str) -> Result<Option<(CertRow, IdentityRow)>, DbError> {
         let row = sqlx::query(CALLER_SELECT)
             .bind(serial)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((cert_row(&r, true)?, identity_row(&r)?)))
-            .transpose()
+        row.map(|r| Ok((cert_row(&r, true)?, identity_row(&r)?))).transpose()
     }
 
     /// One certificate with its DER.
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertRow>, DbError> {
-        let sql = concat!(
-            "SELECT ",
-            cert_columns!(),
-            ", der FROM certificates WHERE serial = $1"
-        );
-        let row = sqlx::query(sql)
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = concat!("SELECT ", cert_columns!(), ", der FROM certificates WHERE serial = $1");
+        let row = sqlx::query(sql).bind(serial).fetch_optional(&self.pool).await?;
         row.map(|r| cert_row(&r, true)).transpose()
     }
 
     /// A page of certificates (without DER).
-    pub async fn list_certificates(
-        &self,
-        f: &CertFilter,
-        now: i64,
-    ) -> Result<Vec<CertRow>, DbError> {
+    pub async fn list_certificates(&self, f: &CertFilter, now: i64) -> Result<Vec<CertRow>, DbError> {
         let sql = concat!(
             "SELECT ",
             cert_columns!(),
@@ -421,14 +399,12 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<(), anyhow::Error> {
         let der = ca.sign_crl(1, now, &[])?;
-        sqlx::query(
-            "INSERT INTO crl (id, number, this_update, next_update, der) VALUES (1, 1, $1, $2, $3)",
-        )
-        .bind(now.unix_timestamp())
-        .bind((now + ca.policy.crl_validity).unix_timestamp())
-        .bind(der)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("INSERT INTO crl (id, number, this_update, next_update, der) VALUES (1, 1, $1, $2, $3)")
+            .bind(now.unix_timestamp())
+            .bind((now + ca.policy.crl_validity).unix_timestamp())
+            .bind(der)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -444,10 +420,9 @@ impl Db {
         now: OffsetDateTime,
     ) -> Result<RevokeOutcome, anyhow::Error> {
         let mut tx = self.begin().await?;
-        let number: i64 =
-            sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
-                .fetch_one(&mut *tx)
-                .await?;
+        let number: i64 = sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
+            .fetch_one(&mut *tx)
+            .await?;
         let at = now.unix_timestamp();
         let r = sqlx::query(
             "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, revoked_by = $4 \
@@ -473,11 +448,7 @@ impl Db {
 
     /// Re-signs the CRL if more than half of its lifetime has passed (any replica may do it;
     /// the row lock makes only one succeed per period). Returns the new number if it did.
-    pub async fn refresh_crl_if_due(
-        &self,
-        ca: &Ca,
-        now: OffsetDateTime,
-    ) -> Result<Option<i64>, anyhow::Error> {
+    pub async fn refresh_crl_if_due(&self, ca: &Ca, now: OffsetDateTime) -> Result<Option<i64>, anyhow::Error> {
         let half = ca.policy.crl_validity.whole_seconds() / 2;
         let mut tx = self.begin().await?;
         let number: Option<i64> = sqlx::query_scalar(
@@ -516,10 +487,7 @@ impl Db {
                 Ok(RevokedEntry {
                     serial_hex: r.try_get(0)?,
                     revoked_at: r.try_get(1)?,
-                    reason: reason
-                        .as_deref()
-                        .and_then(Reason::parse)
-                        .unwrap_or(Reason::Unspecified),
+                    reason: reason.as_deref().and_then(Reason::parse).unwrap_or(Reason::Unspecified),
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -541,11 +509,7 @@ macro_rules! identity_columns {
     };
 }
 
-const IDENTITY_SELECT_ONE: &str = concat!(
-    "SELECT ",
-    identity_columns!(),
-    " FROM identities i WHERE i.id = $1"
-);
+const IDENTITY_SELECT_ONE: &str = concat!("SELECT ", identity_columns!(), " FROM identities i WHERE i.id = $1");
 
 const IDENTITY_LIST: &str = concat!(
     "SELECT ",
@@ -603,10 +567,6 @@ fn cert_row(r: &AnyRow, with_der: bool) -> Result<CertRow, sqlx::Error> {
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
         revoked_by: r.try_get("revoked_by")?,
-        der: if with_der {
-            Some(r.try_get("der")?)
-        } else {
-            None
-        },
+        der: if with_der { Some(r.try_get("der")?) } else { None },
     })
 }

@@ -68,12 +68,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
     }
     let td = TrustDomain::parse(o.trust_domain).context("--trust-domain")?;
     for d in &o.dns_names {
-        if d.is_empty()
-            || d.len() > 253
-            || !d
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
+        if d.is_empty() || d.len() > 253 || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             bail!("--dns {d}: not a DNS name");
         }
     }
@@ -101,16 +96,8 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         keystore::seal(o.passphrase, "intermediate", &h.intermediate_key_pkcs8)?.as_bytes(),
         0o600,
     )?;
-    write_file(
-        &paths.root_cert(),
-        pem("CERTIFICATE", &h.root_der).as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        &paths.trust_bundle(),
-        pem("CERTIFICATE", &h.root_der).as_bytes(),
-        0o644,
-    )?;
+    write_file(&paths.root_cert(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
+    write_file(&paths.trust_bundle(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
     write_file(
         &paths.intermediate_cert(),
         pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
@@ -179,11 +166,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         listen: o.listen,
         ..Default::default()
     };
-    write_file(
-        &paths.config(),
-        toml::to_string_pretty(&file)?.as_bytes(),
-        0o600,
-    )?;
+    write_file(&paths.config(), toml::to_string_pretty(&file)?.as_bytes(), 0o600)?;
     Ok(InitOutcome {
         admin_secret,
         admin_secret_expires_at: expires,
@@ -216,12 +199,7 @@ pub fn issue_server_cert(
 }
 
 /// Writes the server's TLS chain and key (atomically, key 0600).
-pub fn write_server_tls(
-    paths: &Paths,
-    ca: &Ca,
-    cert: &IssuedCert,
-    key: &KeyPair,
-) -> anyhow::Result<()> {
+pub fn write_server_tls(paths: &Paths, ca: &Ca, cert: &IssuedCert, key: &KeyPair) -> anyhow::Result<()> {
     let mut chain = pem("CERTIFICATE", &cert.der);
     for c in ca.chain() {
         chain.push_str(&pem("CERTIFICATE", &c));

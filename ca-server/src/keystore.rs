@@ -41,21 +41,13 @@ struct Sealed {
     ciphertext: String,
 }
 
-fn derive(
-    passphrase: &str,
-    salt: &[u8],
-    m: u32,
-    t: u32,
-    p: u32,
-) -> Result<LessSafeKey, KeystoreError> {
-    let params =
-        argon2::Params::new(m, t, p, Some(32)).map_err(|e| KeystoreError::Kdf(e.to_string()))?;
+fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<LessSafeKey, KeystoreError> {
+    let params = argon2::Params::new(m, t, p, Some(32)).map_err(|e| KeystoreError::Kdf(e.to_string()))?;
     let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = [0u8; 32];
     a2.hash_password_into(passphrase.as_bytes(), salt, &mut key)
         .map_err(|e| KeystoreError::Kdf(e.to_string()))?;
-    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key)
-        .map_err(|_| KeystoreError::Kdf("aead key".into()))?;
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key).map_err(|_| KeystoreError::Kdf("aead key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -65,19 +57,13 @@ pub fn seal(passphrase: &str, label: &str, secret: &[u8]) -> Result<String, Keys
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
-    rng.fill(&mut salt)
-        .map_err(|_| KeystoreError::Kdf("random".into()))?;
-    rng.fill(&mut nonce)
-        .map_err(|_| KeystoreError::Kdf("random".into()))?;
+    rng.fill(&mut salt).map_err(|_| KeystoreError::Kdf("random".into()))?;
+    rng.fill(&mut nonce).map_err(|_| KeystoreError::Kdf("random".into()))?;
     let (m, t, p) = (65536, 3, 1);
     let key = derive(passphrase, &salt, m, t, p)?;
     let mut buf = secret.to_vec();
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad(label)),
-        &mut buf,
-    )
-    .map_err(|_| KeystoreError::Kdf("seal".into()))?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(label)), &mut buf)
+        .map_err(|_| KeystoreError::Kdf("seal".into()))?;
     let sealed = Sealed {
         version: 1,
         kdf: "argon2id".into(),
@@ -94,18 +80,14 @@ pub fn seal(passphrase: &str, label: &str, secret: &[u8]) -> Result<String, Keys
 
 /// Opens a sealed key.
 pub fn open(passphrase: &str, label: &str, sealed: &str) -> Result<Vec<u8>, KeystoreError> {
-    let s: Sealed =
-        serde_json::from_str(sealed).map_err(|e| KeystoreError::Format(e.to_string()))?;
+    let s: Sealed = serde_json::from_str(sealed).map_err(|e| KeystoreError::Format(e.to_string()))?;
     if s.version != 1 || s.kdf != "argon2id" || s.aead != "chacha20-poly1305" {
         return Err(KeystoreError::Format(format!(
             "version {} {}/{}",
             s.version, s.kdf, s.aead
         )));
     }
-    let dec = |v: &str| {
-        B64.decode(v)
-            .map_err(|e| KeystoreError::Format(e.to_string()))
-    };
+    let dec = |v: &str| B64.decode(v).map_err(|e| KeystoreError::Format(e.to_string()));
     let salt = dec(&s.salt)?;
     let nonce: [u8; 12] = dec(&s.nonce)?
         .try_into()
@@ -113,11 +95,7 @@ pub fn open(passphrase: &str, label: &str, sealed: &str) -> Result<Vec<u8>, Keys
     let mut buf = dec(&s.ciphertext)?;
     let key = derive(passphrase, &salt, s.m_cost, s.t_cost, s.p_cost)?;
     let plain = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(label)),
-            &mut buf,
-        )
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(label)), &mut buf)
         .map_err(|_| KeystoreError::Decrypt)?;
     Ok(plain.to_vec())
 }

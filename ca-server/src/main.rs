@@ -67,18 +67,12 @@ enum Command {
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BSN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BSN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -94,16 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_init(
-    dir: &std::path::Path,
-    trust_domain: &str,
-    o: &ca_server::init::InitOutcome,
-    listen: &str,
-) {
-    println!(
-        "CA initialised in {} for trust domain {trust_domain}",
-        dir.display()
-    );
+fn print_init(dir: &std::path::Path, trust_domain: &str, o: &ca_server::init::InitOutcome, listen: &str) {
+    println!("CA initialised in {} for trust domain {trust_domain}", dir.display());
     println!("trust bundle: {}", dir.join("trust-bundle.pem").display());
     println!("bootstrap administrator id: admin");
     println!("admin enrollment secret: {}", o.admin_secret);
@@ -160,9 +146,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let pass = ca_server::keystore::DEV_PASSPHRASE;
             if !ca_server::config::Paths::new(&data_dir).config().exists() {
-                eprintln!(
-                    "warning: development CA with a publicly known passphrase; never use it for real identities"
-                );
+                eprintln!("warning: development CA with a publicly known passphrase; never use it for real identities");
                 let o = init(InitOptions {
                     dir: &data_dir,
                     trust_domain: &trust_domain,

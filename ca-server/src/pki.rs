@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use identity::SpiffeId;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm,
-    SigningKey,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use ring::rand::SecureRandom;
 use rustls_pki_types::CertificateDer;
@@ -224,34 +223,20 @@ impl Ca {
         let serial = random_serial()?;
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::OrganizationName,
-            subject.spiffe_id.trust_domain.as_str(),
-        );
-        dn.push(
-            DnType::OrganizationalUnitName,
-            subject.spiffe_id.kind.as_str(),
-        );
+        dn.push(DnType::OrganizationName, subject.spiffe_id.trust_domain.as_str());
+        dn.push(DnType::OrganizationalUnitName, subject.spiffe_id.kind.as_str());
         dn.push(DnType::CommonName, subject.spiffe_id.id.as_str());
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::Sha256;
         let mut sans = vec![SanType::URI(subject.spiffe_id.to_string().try_into()?)];
         for d in subject.dns_names {
             sans.push(SanType::DnsName(d.as_str().try_into()?));
         }
-        sans.extend(
-            subject
-                .ip_addresses
-                .iter()
-                .map(|ip| SanType::IpAddress(*ip)),
-        );
+        sans.extend(subject.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
         p.subject_alt_names = sans;
         let cert = p.signed_by(&key.rcgen_spki, &self.issuer)?;
         Ok(IssuedCert {
@@ -274,11 +259,8 @@ impl Ca {
             .iter()
             .map(|r| {
                 Ok(RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(
-                        &hex::decode(&r.serial_hex).map_err(|_| PkiError::Random)?,
-                    ),
-                    revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at)
-                        .unwrap_or(this_update),
+                    serial_number: SerialNumber::from_slice(&hex::decode(&r.serial_hex).map_err(|_| PkiError::Random)?),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at).unwrap_or(this_update),
                     reason_code: Some(r.reason.rcgen()),
                     invalidity_date: None,
                 })
@@ -433,15 +415,10 @@ mod tests {
         assert_eq!(info.not_after - info.not_before, 30 * 86400 + 60);
         // The SPKI in the certificate is exactly the requested key (rcgen#448 guard: P-384).
         let (_, parsed) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
-        assert_eq!(
-            parsed.public_key().raw,
-            key.subject_public_key_info().as_slice()
-        );
+        assert_eq!(parsed.public_key().raw, key.subject_public_key_info().as_slice());
         let bundle = identity::verify::TrustBundle::from_der(ca.roots.clone()).unwrap();
         let chain = [leaf.der.clone().into(), ca.intermediate.clone()];
-        bundle
-            .verify_client(&chain, now.unix_timestamp() as u64, &[])
-            .unwrap();
+        bundle.verify_client(&chain, now.unix_timestamp() as u64, &[]).unwrap();
     }
 
     #[test]
@@ -459,9 +436,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2000 {
             // Same key every time: rcgen's default would derive the same serial from it.
-            let leaf = ca
-                .issue_leaf(&subj, &checked, OffsetDateTime::now_utc())
-                .unwrap();
+            let leaf = ca.issue_leaf(&subj, &checked, OffsetDateTime::now_utc()).unwrap();
             assert!(leaf.serial_hex.len() >= 20);
             assert!(seen.insert(leaf.serial_hex));
         }

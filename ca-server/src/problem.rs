@@ -83,70 +83,26 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) => (S::BAD_REQUEST, "invalid-request", "Invalid request"),
             Self::InvalidField(_) => (S::BAD_REQUEST, "invalid-field", "Invalid field value"),
-            Self::InvalidCsr(_) => (
-                S::BAD_REQUEST,
-                "invalid-csr",
-                "Malformed certificate signing request",
-            ),
-            Self::CsrSignature => (
-                S::BAD_REQUEST,
-                "csr-signature-invalid",
-                "CSR signature does not verify",
-            ),
-            Self::UnsupportedKey(_) => (
-                S::BAD_REQUEST,
-                "unsupported-key",
-                "Unsupported or invalid public key",
-            ),
-            Self::InvalidCredentials => (
-                S::UNAUTHORIZED,
-                "invalid-credentials",
-                "Invalid enrollment credentials",
-            ),
-            Self::SecretExpired => (
-                S::UNAUTHORIZED,
-                "secret-expired",
-                "Enrollment secret expired",
-            ),
-            Self::SecretUsedUp => (
-                S::UNAUTHORIZED,
-                "secret-used-up",
-                "Enrollment secret used up",
-            ),
+            Self::InvalidCsr(_) => (S::BAD_REQUEST, "invalid-csr", "Malformed certificate signing request"),
+            Self::CsrSignature => (S::BAD_REQUEST, "csr-signature-invalid", "CSR signature does not verify"),
+            Self::UnsupportedKey(_) => (S::BAD_REQUEST, "unsupported-key", "Unsupported or invalid public key"),
+            Self::InvalidCredentials => (S::UNAUTHORIZED, "invalid-credentials", "Invalid enrollment credentials"),
+            Self::SecretExpired => (S::UNAUTHORIZED, "secret-expired", "Enrollment secret expired"),
+            Self::SecretUsedUp => (S::UNAUTHORIZED, "secret-used-up", "Enrollment secret used up"),
             Self::ClientCertRequired => (
                 S::UNAUTHORIZED,
                 "client-certificate-required",
                 "Client certificate required",
             ),
-            Self::CertificateUnknown => (
-                S::UNAUTHORIZED,
-                "certificate-unknown",
-                "Unknown client certificate",
-            ),
-            Self::CertificateRevoked => (
-                S::UNAUTHORIZED,
-                "certificate-revoked",
-                "Certificate revoked",
-            ),
-            Self::CertificateExpired => (
-                S::UNAUTHORIZED,
-                "certificate-expired",
-                "Certificate expired",
-            ),
+            Self::CertificateUnknown => (S::UNAUTHORIZED, "certificate-unknown", "Unknown client certificate"),
+            Self::CertificateRevoked => (S::UNAUTHORIZED, "certificate-revoked", "Certificate revoked"),
+            Self::CertificateExpired => (S::UNAUTHORIZED, "certificate-expired", "Certificate expired"),
             Self::IdentityDisabled => (S::FORBIDDEN, "identity-disabled", "Identity disabled"),
             Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
             Self::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             Self::IdentityExists => (S::CONFLICT, "identity-exists", "Identity already exists"),
-            Self::AlreadyRevoked => (
-                S::CONFLICT,
-                "already-revoked",
-                "Certificate already revoked",
-            ),
-            Self::PayloadTooLarge => (
-                S::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-            ),
+            Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
+            Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             Self::UnsupportedMediaType => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -209,9 +165,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::BytesRejection(r))
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
+            Err(JsonRejection::BytesRejection(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge)
             }
             Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
@@ -224,10 +178,7 @@ pub struct Query<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))

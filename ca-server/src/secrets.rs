@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
-use base64::Engine;
 use ring::rand::SecureRandom;
 use tokio::sync::Semaphore;
 
@@ -36,17 +35,9 @@ impl Hasher {
         }
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Busy> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
         let _queued = self.waiting.clone().try_acquire_owned().map_err(|_| Busy)?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Busy)?;
+        let _running = self.running.clone().acquire_owned().await.map_err(|_| Busy)?;
         tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
     }
 
@@ -63,11 +54,7 @@ impl Hasher {
         let ok = self
             .run(move || {
                 PasswordHash::new(&hash)
-                    .map(|h| {
-                        argon2::Argon2::default()
-                            .verify_password(secret.as_bytes(), &h)
-                            .is_ok()
-                    })
+                    .map(|h| argon2::Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
                     .unwrap_or(false)
             })
             .await?;
@@ -82,11 +69,41 @@ fn hash_blocking(secret: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A new random secret: 256 bits, base64url without padding (43 characters).
+/// Length of a secret: 43 characters of 62 give 256 bits.
+pub const SECRET_LEN: usize = 43;
+
+/// A new random secret of letters and digits only, so it can never be mistaken for a command
+/// line flag (a base64url secret may start with `-`) and survives copy and paste intact.
 pub fn new_secret() -> String {
-    let mut b = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("system random generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let rng = ring::rand::SystemRandom::new();
+    let mut out = String::with_capacity(SECRET_LEN);
+    while out.len() < SECRET_LEN {
+        let mut buf = [0u8; 64];
+        rng.fill(&mut buf).expect("system random generator failed");
+        // 248 = 4 * 62: rejecting larger bytes keeps every character equally likely.
+        for b in buf.into_iter().filter(|&b| b < 248) {
+            if out.len() < SECRET_LEN {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: base64url secrets starting with '-' were read as flags by `bsn enroll --secret`.
+    #[test]
+    fn secrets_are_alphanumeric_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5000 {
+            let s = new_secret();
+            assert_eq!(s.len(), SECRET_LEN);
+            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()), "{s}");
+            assert!(seen.insert(s));
+        }
+    }
 }

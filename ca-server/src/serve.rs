@@ -5,9 +5,12 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{Context, bail};
 use rcgen::KeyPair;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::app::{AppState, now};
 use crate::commit::Committer;
@@ -21,20 +24,14 @@ use crate::secrets::Hasher;
 /// on stdout once it accepts connections.
 pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
     let p = &cfg.paths;
-    let read = |path: std::path::PathBuf| {
-        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-    };
-    let roots: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&read(p.trust_bundle())?)
-            .collect::<Result<_, _>>()
-            .context("trust-bundle.pem")?;
-    let intermediate = CertificateDer::from_pem_slice(&read(p.intermediate_cert())?)
-        .context("intermediate.pem")?;
-    let sealed =
-        String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
+    let read = |path: std::path::PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(p.trust_bundle())?)
+        .collect::<Result<_, _>>()
+        .context("trust-bundle.pem")?;
+    let intermediate = CertificateDer::from_pem_slice(&read(p.intermediate_cert())?).context("intermediate.pem")?;
+    let sealed = String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
     let key_der = crate::keystore::open(&passphrase, "intermediate", &sealed)?;
-    let signer =
-        CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?);
+    let signer = CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?);
     let ca = Ca::new(roots, intermediate, signer, cfg.policy)?;
 
     let db = Db::connect(&cfg.database_url)
@@ -113,9 +110,10 @@ pub fn tls_config(
     for r in &ca.roots {
         roots.add(r.clone())?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
+    let verifier = Arc::new(ExpiredToApplication(inner));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -127,6 +125,64 @@ pub fn tls_config(
     Ok(cfg)
 }
 
+/// Verifies client certificates like webpki, except that an expired leaf is let through the
+/// handshake when its chain verifies at the leaf's own notAfter: the request is then refused by
+/// [`crate::auth::Caller`] with a `certificate-expired` problem document that tells the user what
+/// to do, rather than a bare TLS alert. Everything else (unknown issuer, bad signature, wrong
+/// usage) still fails the handshake.
+#[derive(Debug)]
+struct ExpiredToApplication(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ExpiredToApplication {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.0.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                let not_after = identity::profile::check_leaf(end_entity)
+                    .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?
+                    .not_after;
+                let at = UnixTime::since_unix_epoch(StdDuration::from_secs(not_after.saturating_sub(1).max(0) as u64));
+                self.0.verify_client_cert(end_entity, intermediates, at)
+            }
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// Re-issues the server's TLS certificate when a third or less of its lifetime is left (or it is
 /// missing), recording it like any other certificate.
 async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Result<()> {
@@ -136,9 +192,7 @@ async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Res
         .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
         .and_then(|der| identity::profile::check_leaf(&der).ok())
         .map(|leaf| leaf.not_after - now().unix_timestamp());
-    if remaining.is_some_and(|r| r > SERVER_CERT_VALIDITY.whole_seconds() / 3)
-        && p.tls_key().exists()
-    {
+    if remaining.is_some_and(|r| r > SERVER_CERT_VALIDITY.whole_seconds() / 3) && p.tls_key().exists() {
         return Ok(());
     }
     let server = db
@@ -146,23 +200,9 @@ async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Res
         .await?
         .context("the server identity is missing from the database")?;
     let t = now();
-    let (cert, key) = issue_server_cert(
-        ca,
-        &cfg.trust_domain,
-        &server.dns_names,
-        &server.ip_addresses,
-        t,
-    )?;
+    let (cert, key) = issue_server_cert(ca, &cfg.trust_domain, &server.dns_names, &server.ip_addresses, t)?;
     let mut tx = db.begin().await?;
-    crate::commit::insert_cert(
-        &mut tx,
-        SERVER_ID,
-        &cert,
-        "renew",
-        "serve",
-        t.unix_timestamp(),
-    )
-    .await?;
+    crate::commit::insert_cert(&mut tx, SERVER_ID, &cert, "renew", "serve", t.unix_timestamp()).await?;
     tx.commit().await?;
     write_server_tls(p, ca, &cert, &key)?;
     tracing::info!(serial = %cert.serial_hex, "renewed the server's TLS certificate");
@@ -184,8 +224,7 @@ async fn refresh_crl(state: Arc<AppState>) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}

@@ -45,10 +45,7 @@ pub struct Api {
 
 /// A rustls client configuration trusting `bundle_pem` and, if given, authenticating with a
 /// certificate chain and key (PEM).
-pub fn tls_config(
-    bundle_pem: &[u8],
-    identity: Option<(&[u8], &[u8])>,
-) -> Result<rustls::ClientConfig, ClientError> {
+pub fn tls_config(bundle_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(bundle_pem) {
@@ -58,9 +55,7 @@ pub fn tls_config(
             .map_err(|e| ClientError::Local(format!("CA bundle: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(ClientError::Local(
-            "the CA bundle holds no certificate".into(),
-        ));
+        return Err(ClientError::Local("the CA bundle holds no certificate".into()));
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -73,12 +68,10 @@ pub fn tls_config(
                 .collect::<Result<_, _>>()
                 .map_err(|e| ClientError::Local(format!("certificate file: {e}")))?;
             if chain.is_empty() {
-                return Err(ClientError::Local(
-                    "the certificate file holds no certificate".into(),
-                ));
+                return Err(ClientError::Local("the certificate file holds no certificate".into()));
             }
-            let key = PrivateKeyDer::from_pem_slice(key_pem)
-                .map_err(|e| ClientError::Local(format!("key file: {e}")))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ClientError::Local(format!("key file: {e}")))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| ClientError::Local(format!("certificate and key do not match: {e}")))?
@@ -105,15 +98,9 @@ impl Api {
     }
 
     /// A client from files: the CA bundle and, optionally, a certificate and key.
-    pub fn from_files(
-        base: &str,
-        bundle: &Path,
-        identity: Option<(&Path, &Path)>,
-    ) -> Result<Self, ClientError> {
-        let read = |p: &Path| {
-            std::fs::read(p)
-                .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", p.display())))
-        };
+    pub fn from_files(base: &str, bundle: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, ClientError> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| ClientError::Local(format!("cannot read {}: {e}", p.display())));
         let bundle = read(bundle)?;
         let tls = match identity {
             Some((c, k)) => tls_config(&bundle, Some((&read(c)?, &read(k)?)))?,
@@ -174,17 +161,10 @@ async fn problem(resp: reqwest::Response) -> ClientError {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     ClientError::Problem {
         status,
-        slug: field("type")
-            .trim_start_matches("urn:bsn:problem:")
-            .to_string(),
+        slug: field("type").trim_start_matches("urn:bsn:problem:").to_string(),
         title: if v.is_null() {
             format!("HTTP {status}")
         } else {

@@ -52,12 +52,7 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// Writes `key.pem` (0600), `cert.pem` (leaf then chain, ready for `curl --cert`) and
 /// `chain.pem` (the intermediates) into `dir`. The key is written only when given.
-pub fn write_credentials(
-    dir: &Path,
-    key_pem: Option<&str>,
-    leaf_pem: &str,
-    chain_pem: &str,
-) -> std::io::Result<()> {
+pub fn write_credentials(dir: &Path, key_pem: Option<&str>, leaf_pem: &str, chain_pem: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     if let Some(k) = key_pem {
         write_file(&dir.join("key.pem"), k.as_bytes(), 0o600)?;

@@ -181,22 +181,17 @@ impl From<ClientError> for Failure {
                     3,
                     Some("check --id and --secret; secrets are case-sensitive and single-use"),
                 ),
-                "secret-expired" | "secret-used-up" => (
-                    3,
-                    Some("ask your registrar to register you again for a new secret"),
-                ),
+                "secret-expired" | "secret-used-up" => {
+                    (3, Some("ask your registrar to register you again for a new secret"))
+                }
                 "certificate-revoked" | "certificate-expired" => (
                     3,
                     Some("this certificate can no longer be used; enroll again with a new secret"),
                 ),
-                "client-certificate-required" | "certificate-unknown" => (
-                    3,
-                    Some("pass --cert and --key with a certificate issued by this CA"),
-                ),
-                "forbidden" => (
-                    3,
-                    Some("this needs a role you do not have (admin or registrar)"),
-                ),
+                "client-certificate-required" | "certificate-unknown" => {
+                    (3, Some("pass --cert and --key with a certificate issued by this CA"))
+                }
+                "forbidden" => (3, Some("this needs a role you do not have (admin or registrar)")),
                 "invalid-csr" | "csr-signature-invalid" | "unsupported-key" => {
                     (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
                 }
@@ -283,10 +278,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             let key = generate_key(key_type).map_err(local)?;
             let csr = csr_pem(&key).map_err(local)?;
             let v = api(&ca, None)?
-                .post(
-                    "/api/v1/enroll",
-                    &json!({ "id": id, "secret": secret, "csr": csr }),
-                )
+                .post("/api/v1/enroll", &json!({ "id": id, "secret": secret, "csr": csr }))
                 .await?;
             write_credentials(
                 &out,
@@ -331,16 +323,9 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             .map_err(|e| local(format!("writing {}: {e}", dir.display())))?;
             print_issued(&v, &dir);
         }
-        Command::Revoke {
-            ca,
-            me,
-            serial,
-            reason,
-        } => {
+        Command::Revoke { ca, me, serial, reason } => {
             let path = format!("/api/v1/certificates/{}/revoke", serial.trim());
-            let v = api(&ca, Some(&me))?
-                .post(&path, &json!({ "reason": reason }))
-                .await?;
+            let v = api(&ca, Some(&me))?.post(&path, &json!({ "reason": reason })).await?;
             println!(
                 "revoked {} ({}) at {}",
                 str_field(&v, "serial"),
@@ -349,9 +334,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             );
             println!(
                 "CRL number {}",
-                v.get("crl_number")
-                    .and_then(Value::as_i64)
-                    .unwrap_or_default()
+                v.get("crl_number").and_then(Value::as_i64).unwrap_or_default()
             );
         }
         Command::Register {
@@ -377,9 +360,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 "id": id, "type": kind, "roles": roles, "attributes": attributes, "dns_names": dns,
                 "ip_addresses": ips, "max_enrollments": max_enrollments, "secret_ttl_seconds": secret_ttl,
             });
-            let v = api(&ca, Some(&me))?
-                .post("/api/v1/identities", &body)
-                .await?;
+            let v = api(&ca, Some(&me))?.post("/api/v1/identities", &body).await?;
             println!("registered {}", str_field(&v, "spiffe_id"));
             println!("enrollment secret: {}", str_field(&v, "secret"));
             println!(
@@ -442,12 +423,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
 fn roles_of(v: &Value) -> String {
     v.get("roles")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
         .unwrap_or_default()
 }
 
@@ -460,12 +436,7 @@ async fn list(
 ) -> Result<(), Failure> {
     loop {
         let v = api.get(path, &q).await?;
-        for item in v
-            .get("items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
             println!("{}", line(item));
         }
         match v.get("next_after").and_then(Value::as_str) {

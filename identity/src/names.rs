@@ -55,13 +55,8 @@ impl IdentityId {
             && s.len() <= 128
             && s != "."
             && s != ".."
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(NameError::Id)
-        }
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok { Ok(Self(s.to_owned())) } else { Err(NameError::Id) }
     }
 
     /// The id as text.
@@ -118,9 +113,7 @@ impl SpiffeId {
     pub fn parse(uri: &str) -> Result<Self, NameError> {
         let rest = uri.strip_prefix("spiffe://").ok_or(NameError::SpiffeId)?;
         let mut parts = rest.split('/');
-        let (Some(td), Some(kind), Some(id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(td), Some(kind), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(NameError::SpiffeId);
         };
         Ok(Self {
@@ -166,10 +159,7 @@ mod tests {
         assert_eq!(id.kind, IdentityKind::Participant);
         assert_eq!(id.id.as_str(), "alice_01.x-y");
         assert_eq!(id.to_string(), s);
-        assert_eq!(
-            SpiffeId::parse("spiffe://td/node/n1").unwrap().kind,
-            IdentityKind::Node
-        );
+        assert_eq!(SpiffeId::parse("spiffe://td/node/n1").unwrap().kind, IdentityKind::Node);
     }
 
     #[test]

@@ -3,9 +3,7 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use std::time::Duration;
-use webpki::{
-    EndEntityCert, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{EndEntityCert, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
 
 use crate::profile::{Leaf, ProfileError, check_leaf};
 
@@ -72,8 +70,7 @@ impl TrustBundle {
         let (leaf, intermediates) = chain
             .split_first()
             .ok_or(VerifyError::Malformed("empty chain".into()))?;
-        let ee =
-            EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let ee = EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let parsed: Vec<webpki::CertRevocationList<'_>> = crls
             .iter()
             .map(|c| webpki::BorrowedCertRevocationList::from_der(c).map(Into::into))

@@ -1,1 +1,370 @@
-//! placeholder
+//! The harness for end-to-end tests: it runs the real `ca-server` and `bsn` binaries in
+//! throwaway directories, on SQLite or (with `BSN_TEST_DATABASE=postgres`) on a fresh
+//! PostgreSQL database per CA, and talks to them like a user does.
+//!
+//! PostgreSQL runs never fall back to SQLite: if the server cannot be reached the test fails.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bsn::client::Api;
+use serde_json::{Value, json};
+
+/// The passphrase test CAs use.
+pub const PASSPHRASE: &str = "test-passphrase-not-secret";
+
+/// A built binary of this workspace (same profile as the running test).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run the tests with `cargo test --release --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// Which database the tests run on.
+pub fn backend() -> &'static str {
+    match std::env::var("BSN_TEST_DATABASE").as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("BSN_TEST_DATABASE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A database for one CA: a SQLite file in the CA's directory, or a new PostgreSQL database
+/// that is dropped when this value is.
+pub struct TestDb {
+    /// The URL to give `ca-server`, if not the default SQLite file.
+    pub url: Option<String>,
+    admin: Option<(String, String)>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    /// Creates the database.
+    pub fn new() -> Self {
+        if backend() != "postgres" {
+            return Self { url: None, admin: None };
+        }
+        let base =
+            std::env::var("BSN_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("bsn_test_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        run_pg(&base, &format!("CREATE DATABASE {name}"));
+        Self {
+            url: Some(format!("{base}/{name}")),
+            admin: Some((base, name)),
+        }
+    }
+}
+
+impl Default for TestDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn run_pg(base: &str, sql: &str) {
+    let base = base.to_string();
+    let sql = sql.to_string();
+    // A separate thread with its own runtime, so this works from sync code, async tests and Drop.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for BSN_TEST_DATABASE=postgres: {e}"));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        })
+    })
+    .join()
+    .expect("PostgreSQL setup failed");
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = &self.admin {
+            run_pg(base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// A running test CA.
+pub struct TestCa {
+    /// Its directory (data dir is `dir/ca`).
+    pub dir: tempfile::TempDir,
+    /// HTTPS base URL of the first replica.
+    pub url: String,
+    /// The trust bundle file.
+    pub bundle: PathBuf,
+    /// The bootstrap admin's secret.
+    pub admin_secret: String,
+    /// Environment given to every `ca-server serve`.
+    pub env: Vec<(String, String)>,
+    children: Vec<Child>,
+    admin_dir: Option<PathBuf>,
+    /// The database (dropped after the processes).
+    pub db: TestDb,
+}
+
+/// Spawns `ca-server serve` and waits for its "listening" line; returns the child and its URL.
+pub fn spawn_serve(data_dir: &Path, db: &TestDb, env: &[(String, String)]) -> (Child, String) {
+    let mut cmd = Command::new(bin("ca-server"));
+    cmd.args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    if let Some(u) = &db.url {
+        cmd.args(["--database-url", u]);
+    }
+    cmd.env("BSN_CA_PASSPHRASE", PASSPHRASE)
+        .env("BSN_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ca-server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(u) = line.strip_prefix("ca-server listening on ") {
+                let _ = tx.send(u.to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("ca-server did not start listening within 30 s");
+    (child, url)
+}
+
+impl TestCa {
+    /// Initialises and starts a CA.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Initialises and starts a CA with extra `BSN_CA_*` environment for `serve`.
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("ca");
+        let db = TestDb::new();
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.args(["init", "--data-dir"])
+            .arg(&data)
+            .args(["--trust-domain", "test.example"]);
+        if let Some(u) = &db.url {
+            cmd.args(["--database-url", u]);
+        }
+        let out = cmd.env("BSN_CA_PASSPHRASE", PASSPHRASE).output().unwrap();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let admin_secret = text
+            .lines()
+            .find(|l| l.contains("secret:"))
+            .and_then(|l| l.split_whitespace().last())
+            .expect("init printed no secret")
+            .to_string();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, url) = spawn_serve(&data, &db, &env);
+        TestCa {
+            bundle: data.join("trust-bundle.pem"),
+            url,
+            admin_secret,
+            env,
+            children: vec![child],
+            admin_dir: None,
+            db,
+            dir,
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// Starts another replica on the same data directory and database; returns its URL.
+    pub fn add_replica(&mut self) -> String {
+        let (child, url) = spawn_serve(&self.data_dir(), &self.db, &self.env);
+        self.children.push(child);
+        url
+    }
+
+    /// Kills every replica with SIGKILL.
+    pub fn kill_all(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+
+    /// Restarts the first replica (after `kill_all`), updating `url`.
+    pub fn restart(&mut self) {
+        let (child, url) = spawn_serve(&self.data_dir(), &self.db, &self.env);
+        self.children.push(child);
+        self.url = url;
+    }
+
+    /// Runs `bsn` with `--ca` and `--ca-bundle` appended.
+    pub fn bsn(&self, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--ca".into(),
+            self.url.clone(),
+            "--ca-bundle".into(),
+            self.bundle.display().to_string(),
+        ]);
+        Command::new(bin("bsn")).args(&all).output().unwrap()
+    }
+
+    /// An API client, anonymous or as the identity whose files are in `who`.
+    pub fn api(&self, who: Option<&Path>) -> Api {
+        self.api_at(&self.url, who)
+    }
+
+    /// An API client of a given replica.
+    pub fn api_at(&self, url: &str, who: Option<&Path>) -> Api {
+        let creds = who.map(|d| (d.join("cert.pem"), d.join("key.pem")));
+        Api::from_files(
+            url,
+            &self.bundle,
+            creds.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .unwrap()
+    }
+
+    /// The enrolled bootstrap administrator's directory (enrolled with `bsn` on first use).
+    pub fn admin(&mut self) -> PathBuf {
+        if let Some(d) = &self.admin_dir {
+            return d.clone();
+        }
+        let d = self.dir.path().join("admin");
+        let out = self.bsn(&[
+            "enroll",
+            "--id",
+            "admin",
+            "--secret",
+            &self.admin_secret.clone(),
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "admin enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.admin_dir = Some(d.clone());
+        d
+    }
+
+    /// Registers an identity as admin with extra fields; returns its secret.
+    pub async fn register(&mut self, id: &str, extra: Value) -> String {
+        let admin = self.admin();
+        let mut body = json!({ "id": id });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let v = self
+            .api(Some(&admin))
+            .post("/api/v1/identities", &body)
+            .await
+            .expect("register");
+        v["secret"].as_str().unwrap().to_string()
+    }
+
+    /// Registers and enrolls a participant with `bsn`; returns its credentials directory.
+    pub async fn participant(&mut self, id: &str) -> PathBuf {
+        let secret = self.register(id, json!({})).await;
+        let d = self.dir.path().join(id);
+        let out = self.bsn(&["enroll", "--id", id, "--secret", &secret, "--out", d.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "enroll {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d
+    }
+
+    /// (identities, certificates) as the admin listing API reports them.
+    pub async fn counts(&mut self) -> (usize, usize) {
+        let admin = self.admin();
+        let api = self.api(Some(&admin));
+        let count = |path: &'static str| {
+            let api = api.clone();
+            async move {
+                let mut n = 0;
+                let mut q: Vec<(&str, String)> = vec![("limit", "1000".into())];
+                loop {
+                    let v = api.get(path, &q).await.unwrap();
+                    n += v["items"].as_array().unwrap().len();
+                    match v["next_after"].as_str() {
+                        Some(a) => q = vec![("limit", "1000".into()), ("after", a.into())],
+                        None => return n,
+                    }
+                }
+            }
+        };
+        (count("/api/v1/identities").await, count("/api/v1/certificates").await)
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a command and returns its output, panicking if it cannot start.
+pub fn run(cmd: &str, args: &[&str], cwd: &Path) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// A problem's slug from a client error, for assertions.
+pub fn slug(e: &bsn::client::ClientError) -> String {
+    match e {
+        bsn::client::ClientError::Problem { slug, .. } => slug.clone(),
+        other => format!("not a problem document: {other}"),
+    }
+}

@@ -45,9 +45,7 @@ async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
             65 => ("P-256", 32),
             97 => ("P-384", 48),
             _ => {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "root key is not P-256 or P-384"
-                )));
+                return Err(ApiError::Internal(anyhow::anyhow!("root key is not P-256 or P-384")));
             }
         };
         keys.push(serde_json::json!({
@@ -73,11 +71,7 @@ async fn crl_der(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
         s.db.crl()
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],
-        crl.der,
-    )
-        .into_response())
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/pkix-crl")], crl.der).into_response())
 }
 
 async fn crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -85,8 +79,5 @@ async fn crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
         s.db.crl()
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
-    Ok(pem_response(
-        "application/x-pem-file",
-        pem("X509 CRL", &crl.der),
-    ))
+    Ok(pem_response("application/x-pem-file", pem("X509 CRL", &crl.der)))
 }

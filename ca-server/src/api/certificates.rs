@@ -78,11 +78,8 @@ struct ListQuery {
 }
 
 fn time_param(name: &str, v: Option<String>) -> Result<Option<i64>, ApiError> {
-    v.map(|s| {
-        parse_rfc3339(&s)
-            .ok_or_else(|| ApiError::InvalidField(format!("{name} must be an RFC 3339 time")))
-    })
-    .transpose()
+    v.map(|s| parse_rfc3339(&s).ok_or_else(|| ApiError::InvalidField(format!("{name} must be an RFC 3339 time"))))
+        .transpose()
 }
 
 /// Administrators list any certificates; everyone else only their own.
@@ -108,9 +105,7 @@ async fn list(
     }
     let serial = q
         .serial
-        .map(|s| {
-            normalize_serial(&s).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))
-        })
+        .map(|s| normalize_serial(&s).ok_or_else(|| ApiError::InvalidField("serial must be hex".into())))
         .transpose()?;
     let limit = page_limit(q.limit)?;
     let filter = CertFilter {
@@ -138,15 +133,12 @@ async fn one(
     caller: Caller,
     Path(serial): Path<String>,
 ) -> Result<axum::Json<CertView>, ApiError> {
-    let serial = normalize_serial(&serial)
-        .ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
+    let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     match s.db.certificate(&serial).await? {
         Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => {
             Ok(axum::Json(view(c, now().unix_timestamp())))
         }
-        _ => Err(ApiError::NotFound(format!(
-            "no certificate {serial} that you may see"
-        ))),
+        _ => Err(ApiError::NotFound(format!("no certificate {serial} that you may see"))),
     }
 }
 
@@ -172,45 +164,30 @@ async fn revoke(
     Path(serial): Path<String>,
     Json(r): Json<RevokeRequest>,
 ) -> Result<axum::Json<Revoked>, ApiError> {
-    let serial = normalize_serial(&serial)
-        .ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
+    let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     let reason = match r.reason.as_deref() {
         None => Reason::Unspecified,
         Some(name) => Reason::parse(name).ok_or_else(|| {
             let names: Vec<&str> = Reason::ALL.iter().map(|(_, n)| *n).collect();
-            ApiError::InvalidField(format!(
-                "reason '{name}' is not one of: {}",
-                names.join(", ")
-            ))
+            ApiError::InvalidField(format!("reason '{name}' is not one of: {}", names.join(", ")))
         })?,
     };
     let cert = s.db.certificate(&serial).await?;
     let cert = match cert {
         Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => c,
         Some(_) => {
-            return Err(ApiError::Forbidden(
-                "you may revoke only your own certificates".into(),
-            ));
+            return Err(ApiError::Forbidden("you may revoke only your own certificates".into()));
         }
         None => {
-            return Err(ApiError::NotFound(format!(
-                "no certificate with serial {serial}"
-            )));
+            return Err(ApiError::NotFound(format!("no certificate with serial {serial}")));
         }
     };
     if cert.revoked_at.is_some() {
         return Err(ApiError::AlreadyRevoked);
     }
-    match s
-        .db
-        .revoke(&s.ca, &serial, reason, &caller.identity.id, now())
-        .await?
-    {
+    match s.db.revoke(&s.ca, &serial, reason, &caller.identity.id, now()).await? {
         RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
-        RevokeOutcome::Revoked {
-            revoked_at,
-            crl_number,
-        } => {
+        RevokeOutcome::Revoked { revoked_at, crl_number } => {
             tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
             Ok(axum::Json(Revoked {
                 serial,

@@ -91,10 +91,7 @@ async fn enroll(
     if ident.status != "active" {
         return Err(ApiError::IdentityDisabled);
     }
-    if ident
-        .secret_expires_at
-        .is_none_or(|e| e <= t.unix_timestamp())
-    {
+    if ident.secret_expires_at.is_none_or(|e| e <= t.unix_timestamp()) {
         return Err(ApiError::SecretExpired);
     }
     if ident.enrollments_left <= 0 {
@@ -144,14 +141,9 @@ async fn issue(
     let spiffe_id = SpiffeId {
         trust_domain: s.trust_domain.clone(),
         kind,
-        id: IdentityId::parse(&ident.id)
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored id")))?,
+        id: IdentityId::parse(&ident.id).map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored id")))?,
     };
-    let ips: Vec<IpAddr> = ident
-        .ip_addresses
-        .iter()
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
+    let ips: Vec<IpAddr> = ident.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect();
     let validity = match kind {
         IdentityKind::Participant => s.ca.policy.participant_validity,
         IdentityKind::Node => s.ca.policy.node_validity,

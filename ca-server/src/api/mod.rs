@@ -27,14 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(enroll::router())
         .merge(identities::router())
         .merge(certificates::router())
-        .fallback(|| async {
-            problem(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                "no such endpoint",
-            )
-        })
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             problem(
                 StatusCode::METHOD_NOT_ALLOWED,

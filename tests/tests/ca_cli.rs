@@ -1,0 +1,350 @@
+//! The CA driven by the `bsn` command line, as participants, registrars and operators use it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use bsn_tests::{PASSPHRASE, TestCa, bin};
+use serde_json::json;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+fn field(o: &std::process::Output, prefix: &str) -> String {
+    stdout(o)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' in {}", stdout(o)))
+        .trim()
+        .to_string()
+}
+fn leaf(dir: &std::path::Path) -> identity::profile::Leaf {
+    let pem = std::fs::read(dir.join("cert.pem")).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    identity::profile::check_leaf(&der).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_register_renew_revoke_with_bsn() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let mode = std::fs::metadata(admin.join("key.pem")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key.pem must be private");
+    assert_eq!(
+        leaf(&admin).spiffe_id.to_string(),
+        "spiffe://test.example/participant/admin"
+    );
+
+    let me = |d: &std::path::Path| {
+        vec![
+            d.join("cert.pem").display().to_string(),
+            d.join("key.pem").display().to_string(),
+        ]
+    };
+    let a = me(&admin);
+    let reg = ca.bsn(&[
+        "register", "--cert", &a[0], "--key", &a[1], "--id", "alice", "--attr", "org=acme",
+    ]);
+    assert!(reg.status.success(), "{}", stderr(&reg));
+    let secret = field(&reg, "enrollment secret:");
+
+    let alice = ca.dir.path().join("alice");
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "alice",
+        "--secret",
+        &secret,
+        "--out",
+        alice.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = leaf(&alice);
+    assert_eq!(first.spiffe_id.to_string(), "spiffe://test.example/participant/alice");
+    assert_eq!(field(&out, "serial:"), first.serial_hex);
+    assert_eq!(
+        first.not_after - first.not_before,
+        90 * 86400 + 60,
+        "participants get 90 days (+60 s backdating)"
+    );
+
+    // The secret was for one use.
+    let again = ca.bsn(&[
+        "enroll",
+        "--id",
+        "alice",
+        "--secret",
+        &secret,
+        "--out",
+        ca.dir.path().join("a2").to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("used up") && stderr(&again).contains("hint:"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Renew keeping the key, then with a new key.
+    let al = me(&alice);
+    let key_before = std::fs::read(alice.join("key.pem")).unwrap();
+    let r1 = ca.bsn(&["renew", "--cert", &al[0], "--key", &al[1]]);
+    assert!(r1.status.success(), "{}", stderr(&r1));
+    let second = leaf(&alice);
+    assert_ne!(second.serial_hex, first.serial_hex);
+    assert_eq!(second.spiffe_id, first.spiffe_id);
+    assert_eq!(
+        std::fs::read(alice.join("key.pem")).unwrap(),
+        key_before,
+        "plain renew keeps the key"
+    );
+    let r2 = ca.bsn(&[
+        "renew",
+        "--cert",
+        &al[0],
+        "--key",
+        &al[1],
+        "--rekey",
+        "--key-type",
+        "ed25519",
+    ]);
+    assert!(r2.status.success(), "{}", stderr(&r2));
+    assert_ne!(
+        std::fs::read(alice.join("key.pem")).unwrap(),
+        key_before,
+        "--rekey makes a new key"
+    );
+    let third = leaf(&alice);
+
+    // Alice sees her own three certificates and nobody else's.
+    let list = ca.bsn(&["certificates", "--cert", &al[0], "--key", &al[1]]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let lines: Vec<String> = stdout(&list).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains("\talice\tvalid\t")), "{lines:?}");
+    let others = ca.bsn(&["certificates", "--cert", &al[0], "--key", &al[1], "--identity", "admin"]);
+    assert_eq!(others.status.code(), Some(3));
+
+    // Alice revokes her current certificate; it can no longer renew.
+    let rv = ca.bsn(&[
+        "revoke",
+        "--cert",
+        &al[0],
+        "--key",
+        &al[1],
+        "--serial",
+        &third.serial_hex.to_uppercase(),
+        "--reason",
+        "keyCompromise",
+    ]);
+    assert!(rv.status.success(), "{}", stderr(&rv));
+    assert!(stdout(&rv).contains("keyCompromise"));
+    let dead = ca.bsn(&["renew", "--cert", &al[0], "--key", &al[1]]);
+    assert_eq!(dead.status.code(), Some(3));
+    assert!(stderr(&dead).contains("revoked"), "{}", stderr(&dead));
+
+    let listed = ca.bsn(&[
+        "certificates",
+        "--cert",
+        &a[0],
+        "--key",
+        &a[1],
+        "--identity",
+        "alice",
+        "--status",
+        "revoked",
+    ]);
+    assert_eq!(stdout(&listed).lines().count(), 1, "{}", stdout(&listed));
+    assert!(stdout(&listed).contains(&third.serial_hex));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_say_what_to_do() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    // Unreachable CA.
+    let out = Command::new(bin("bsn"))
+        .args(["enroll", "--id", "x", "--secret", "y", "--out"])
+        .arg(ca.dir.path().join("x"))
+        .args(["--ca", "https://127.0.0.1:1", "--ca-bundle"])
+        .arg(&ca.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stderr(&out).contains("hint: check --ca"), "{}", stderr(&out));
+    // Wrong secret.
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "nobody",
+        "--secret",
+        "wrong",
+        "--out",
+        ca.dir.path().join("n").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("wrong enrollment secret"), "{}", stderr(&out));
+    // Refusing to overwrite a key.
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "admin",
+        "--secret",
+        "x",
+        "--out",
+        admin.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    // A participant without roles cannot register.
+    let p = ca.participant("plain").await;
+    let (c, k) = (p.join("cert.pem"), p.join("key.pem"));
+    let out = ca.bsn(&[
+        "register",
+        "--cert",
+        c.to_str().unwrap(),
+        "--key",
+        k.to_str().unwrap(),
+        "--id",
+        "x2",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("admin, registrar"), "{}", stderr(&out));
+    // Unknown revocation reason.
+    let serial = leaf(&p).serial_hex;
+    let out = ca.bsn(&[
+        "revoke",
+        "--cert",
+        c.to_str().unwrap(),
+        "--key",
+        k.to_str().unwrap(),
+        "--serial",
+        &serial,
+        "--reason",
+        "certificateHold",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("keyCompromise"),
+        "lists the accepted reasons: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrars_register_participants_only() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let secret = ca.register("reg", json!({ "roles": ["registrar"] })).await;
+    let reg = ca.dir.path().join("reg");
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "reg",
+        "--secret",
+        &secret,
+        "--out",
+        reg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api = ca.api(Some(&reg));
+    let v = api.post("/api/v1/identities", &json!({ "id": "p1" })).await.unwrap();
+    assert_eq!(v["spiffe_id"], "spiffe://test.example/participant/p1");
+    for bad in [
+        json!({ "id": "n1", "type": "node" }),
+        json!({ "id": "p2", "roles": ["admin"] }),
+    ] {
+        let e = api.post("/api/v1/identities", &bad).await.unwrap_err();
+        assert_eq!(bsn_tests::slug(&e), "forbidden", "{bad}");
+    }
+    let listed = api.get("/api/v1/identities", &[]).await.unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["p1"], "a registrar sees only whom it registered");
+    // Admins may register nodes with host names; their certificates carry them.
+    let admin_api = ca.api(Some(&admin));
+    let v = admin_api
+        .post(
+            "/api/v1/identities",
+            &json!({ "id": "city1", "type": "node", "dns_names": ["city1.example"], "ip_addresses": ["10.1.2.3"] }),
+        )
+        .await
+        .unwrap();
+    let node = ca.dir.path().join("city1");
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "city1",
+        "--secret",
+        v["secret"].as_str().unwrap(),
+        "--out",
+        node.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(node.join("cert.pem"))
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(
+        text.contains("DNS:city1.example") && text.contains("IP Address:10.1.2.3"),
+        "{text}"
+    );
+    assert!(text.contains("URI:spiffe://test.example/node/city1"), "{text}");
+    assert_eq!(
+        leaf(&node).not_after - leaf(&node).not_before,
+        30 * 86400 + 60,
+        "nodes get 30 days"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_to_overwrite_and_serve_needs_the_passphrase() {
+    let ca = TestCa::start();
+    let again = Command::new(bin("ca-server"))
+        .args(["init", "--data-dir"])
+        .arg(ca.data_dir())
+        .args(["--trust-domain", "other.example"])
+        .env("BSN_CA_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("refusing to overwrite"), "{}", stderr(&again));
+
+    let wrong = Command::new(bin("ca-server"))
+        .args(["serve", "--data-dir"])
+        .arg(ca.data_dir())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(ca.db.url.iter().flat_map(|u| ["--database-url".to_string(), u.clone()]))
+        .env("BSN_CA_PASSPHRASE", "not-the-passphrase")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("wrong passphrase"), "{}", stderr(&wrong));
+
+    let none = Command::new(bin("ca-server"))
+        .args(["init", "--data-dir"])
+        .arg(ca.dir.path().join("fresh"))
+        .args(["--trust-domain", "x.example"])
+        .env_remove("BSN_CA_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("BSN_CA_PASSPHRASE"), "{}", stderr(&none));
+    assert!(!ca.dir.path().join("fresh/ca.toml").exists());
+
+    // Keys at rest are sealed, not PEM.
+    let sealed = std::fs::read_to_string(ca.data_dir().join("intermediate.key.sealed")).unwrap();
+    assert!(sealed.contains("argon2id") && !sealed.contains("PRIVATE KEY"));
+}

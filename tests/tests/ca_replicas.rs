@@ -1,0 +1,115 @@
+//! Several replicas on one database, concurrent issuance, and restarts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bsn_tests::TestCa;
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_issue_concurrently_without_duplicate_serials() {
+    let mut ca = TestCa::start();
+    let second = ca.add_replica();
+    let holder = ca.participant("load").await;
+    let apis = [ca.api(Some(&holder)), ca.api_at(&second, Some(&holder))];
+    let n = 400;
+    let csrs: Vec<String> = (0..n)
+        .map(|_| {
+            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            CertificateParams::default()
+                .serialize_request(&k)
+                .unwrap()
+                .pem()
+                .unwrap()
+        })
+        .collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for (i, csr) in csrs.into_iter().enumerate() {
+        let api = apis[i % 2].clone();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let v = api.post("/api/v1/renew", &json!({ "csr": csr })).await.unwrap();
+            let serial = v["serial"].as_str().unwrap().to_string();
+            // The serial reported is the certificate's.
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(v["certificate"].as_str().unwrap().as_bytes())
+                .unwrap();
+            assert_eq!(identity::profile::check_leaf(&der).unwrap().serial_hex, serial);
+            serial
+        }));
+    }
+    let mut serials = HashSet::new();
+    for t in tasks {
+        assert!(serials.insert(t.await.unwrap()), "duplicate serial");
+    }
+    assert_eq!(serials.len(), n);
+    // Every acknowledged certificate is in the shared database, seen from either replica.
+    let admin = ca.admin();
+    for url in [ca.url.clone(), second] {
+        let api = ca.api_at(&url, Some(&admin));
+        let mut stored = HashSet::new();
+        let mut q: Vec<(&str, String)> = vec![("identity", "load".into()), ("limit", "1000".into())];
+        loop {
+            let v = api.get("/api/v1/certificates", &q).await.unwrap();
+            for c in v["items"].as_array().unwrap() {
+                stored.insert(c["serial"].as_str().unwrap().to_string());
+            }
+            match v["next_after"].as_str() {
+                Some(a) => {
+                    q.retain(|(k, _)| *k != "after");
+                    q.push(("after", a.into()));
+                }
+                None => break,
+            }
+        }
+        assert_eq!(stored.len(), n + 1, "the enrollment and {n} renewals");
+        assert!(serials.is_subset(&stored));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_kill_and_restart() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let p = ca.participant("persist").await;
+    let serial = {
+        let v = ca
+            .api(Some(&admin))
+            .get("/api/v1/certificates", &[("identity", "persist".into())])
+            .await
+            .unwrap();
+        v["items"][0]["serial"].as_str().unwrap().to_string()
+    };
+    let r = ca
+        .api(Some(&admin))
+        .post(
+            &format!("/api/v1/certificates/{serial}/revoke"),
+            &json!({"reason": "superseded"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["crl_number"], 2);
+    ca.kill_all();
+    ca.restart();
+    // The revocation, the CRL number and the admin's certificate all survived SIGKILL.
+    let e = ca
+        .api(Some(&p))
+        .post("/api/v1/renew", &json!({ "csr": "x" }))
+        .await
+        .unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "certificate-revoked");
+    let c = ca
+        .api(Some(&admin))
+        .get(&format!("/api/v1/certificates/{serial}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(c["status"], "revoked");
+    assert_eq!(c["revocation_reason"], "superseded");
+    let crl = ca.api(None).get_bytes("/api/v1/crl").await.unwrap();
+    let (_, parsed) = x509_parser::parse_x509_crl(&crl).unwrap();
+    assert_eq!(parsed.crl_number().map(|n| n.to_string()), Some("2".into()));
+    assert_eq!(parsed.iter_revoked_certificates().count(), 1);
+}
