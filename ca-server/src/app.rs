@@ -20,6 +20,11 @@ pub struct AppState {
     pub hasher: Hasher,
     /// The trust domain.
     pub trust_domain: TrustDomain,
+    /// Recently read identity records (renewal builds certificates from them; the batch
+    /// transaction re-checks what matters).
+    pub identities: IdentityCache,
+    /// Counters served at `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The current time (one place, so it is easy to find every use of the clock).
@@ -40,4 +45,54 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
+}
+
+/// A small time-bounded cache of identity records. Only used where the database re-checks the
+/// record inside the writing transaction, so a stale entry can cost a retry, never a wrong answer.
+pub struct IdentityCache {
+    map: std::sync::RwLock<
+        std::collections::HashMap<String, (std::sync::Arc<crate::db::IdentityRow>, std::time::Instant)>,
+    >,
+    ttl: std::time::Duration,
+}
+
+impl IdentityCache {
+    /// Most entries kept; past this the cache starts over.
+    const MAX: usize = 100_000;
+
+    /// An empty cache whose entries live for `ttl`.
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            map: Default::default(),
+            ttl,
+        }
+    }
+
+    /// The identity, from the cache or the database.
+    pub async fn get(
+        &self,
+        db: &crate::db::Db,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<crate::db::IdentityRow>>, sqlx::Error> {
+        if let Some((row, at)) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(row.clone()));
+        }
+        let Some(row) = db.identity(id).await? else {
+            return Ok(None);
+        };
+        let row = std::sync::Arc::new(row);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(id.to_string(), (row.clone(), std::time::Instant::now()));
+        Ok(Some(row))
+    }
+
+    /// Forgets an identity.
+    pub fn invalidate(&self, id: &str) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
 }

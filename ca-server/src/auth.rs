@@ -83,3 +83,41 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         })
     }
 }
+
+/// The client certificate as the TLS handshake verified it (chain to our roots), read without
+/// touching the database. Only for calls whose writing transaction re-checks the certificate and
+/// its holder against the records (renewal).
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The identity the certificate names.
+    pub spiffe_id: SpiffeId,
+    /// Its serial.
+    pub serial: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Presented {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let info = parts
+            .extensions
+            .get::<Arc<TlsInfo>>()
+            .and_then(|info| {
+                info.peer_certificates
+                    .first()
+                    .map(|leaf| identity::profile::check_leaf(leaf))
+            })
+            .ok_or(ApiError::ClientCertRequired)?
+            .map_err(|_| ApiError::CertificateUnknown)?;
+        if info.spiffe_id.trust_domain != state.trust_domain {
+            return Err(ApiError::CertificateUnknown);
+        }
+        if info.not_after <= crate::app::now().unix_timestamp() {
+            return Err(ApiError::CertificateExpired);
+        }
+        Ok(Presented {
+            spiffe_id: info.spiffe_id,
+            serial: info.serial_hex,
+        })
+    }
+}

@@ -8,9 +8,13 @@
 //! precondition fails is answered with that failure and writes nothing, without affecting the
 //! others.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::Db;
+use crate::metrics::Metrics;
+
+use crate::db::{Backend, Db};
 use crate::pki::IssuedCert;
 
 /// The most certificates written in one transaction.
@@ -27,10 +31,16 @@ pub enum Precondition {
         /// Unix seconds.
         now: i64,
     },
-    /// Renewal: the certificate with this serial is not revoked.
-    NotRevoked {
+    /// Renewal: the certificate that authenticated it is on record for this identity,
+    /// unrevoked and unexpired at `now`; the identity is active; and its host names are still the
+    /// ones the new certificate was issued with (they may have come from a cache).
+    Renewal {
         /// Serial of the certificate that authenticated the renewal.
         serial: String,
+        /// Unix seconds.
+        now: i64,
+        /// `dns_names` and `ip_addresses` as JSON, as used to issue.
+        sans: (String, String),
     },
 }
 
@@ -57,9 +67,21 @@ pub enum CommitError {
     /// The secret was used up, expired or replaced meanwhile.
     #[error("enrollment secret is used up or expired")]
     SecretUsedUp,
-    /// The renewing certificate was revoked meanwhile.
+    /// The renewing certificate is revoked.
     #[error("certificate was revoked")]
     Revoked,
+    /// The renewing certificate is not on record for this identity.
+    #[error("certificate unknown")]
+    Unknown,
+    /// The renewing certificate has expired.
+    #[error("certificate expired")]
+    Expired,
+    /// The identity is disabled.
+    #[error("identity disabled")]
+    Disabled,
+    /// The identity's record changed since the certificate was built; build it again.
+    #[error("identity record changed")]
+    Stale,
     /// The database failed; nothing of the batch was stored.
     #[error("database: {0}")]
     Database(String),
@@ -78,9 +100,9 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer task.
-    pub fn start(db: Db) -> Self {
+    pub fn start(db: Db, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(db, rx));
+        tokio::spawn(writer(db, rx, metrics));
         Self { tx }
     }
 
@@ -92,12 +114,22 @@ impl Committer {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>) {
+async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = match write_batch(&db, &batch).await {
-            Ok(results) => results,
+        let started = std::time::Instant::now();
+        let outcome = write_batch(&db, &batch).await;
+        Metrics::add(&metrics.batch_micros, started.elapsed().as_micros() as u64);
+        let results = match outcome {
+            Ok(results) => {
+                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                Metrics::add(&metrics.batches, 1);
+                Metrics::add(&metrics.certificates, ok);
+                Metrics::add(&metrics.refused, results.len() as u64 - ok);
+                results
+            }
             Err(e) => {
+                Metrics::add(&metrics.batch_failures, 1);
                 tracing::error!(error = %e, size = batch.len(), "issuance batch failed; nothing stored");
                 batch
                     .iter()
@@ -113,7 +145,39 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>) {
 
 async fn write_batch(db: &Db, batch: &[(Job, Reply)]) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
     let mut tx = db.begin().await?;
+    // Renewals: one query reads the authenticating certificates and their holders.
+    let serials: Vec<&str> = batch
+        .iter()
+        .filter_map(|(j, _)| match &j.precondition {
+            Precondition::Renewal { serial, .. } => Some(serial.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut on_record = std::collections::HashMap::new();
+    for chunk in serials.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "SELECT c.serial, c.identity_id, c.revoked_at, c.not_after, i.status, i.dns_names, i.ip_addresses \
+             FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial IN ({})",
+            placeholders(db.backend, 1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            use sqlx::Row;
+            let facts = OnRecord {
+                identity: row.try_get(1)?,
+                revoked: row.try_get::<Option<i64>, _>(2)?.is_some(),
+                not_after: row.try_get(3)?,
+                active: row.try_get::<String, _>(4)? == "active",
+                sans: (row.try_get(5)?, row.try_get(6)?),
+            };
+            on_record.insert(row.try_get::<String, _>(0)?, facts);
+        }
+    }
     let mut results = Vec::with_capacity(batch.len());
+    let mut accepted = Vec::with_capacity(batch.len());
     for (job, _) in batch {
         let ok = match &job.precondition {
             Precondition::ConsumeSecret { secret_hash, now } => {
@@ -133,59 +197,107 @@ async fn write_batch(db: &Db, batch: &[(Job, Reply)]) -> Result<Vec<Result<(), C
                     Err(CommitError::SecretUsedUp)
                 }
             }
-            Precondition::NotRevoked { serial } => {
-                let revoked: Option<Option<i64>> =
-                    sqlx::query_scalar("SELECT revoked_at FROM certificates WHERE serial = $1")
-                        .bind(serial)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if matches!(revoked, Some(None)) {
-                    Ok(())
-                } else {
-                    Err(CommitError::Revoked)
-                }
-            }
+            Precondition::Renewal { serial, now, sans } => match on_record.get(serial) {
+                Some(r) if r.identity != job.identity => Err(CommitError::Unknown),
+                None => Err(CommitError::Unknown),
+                Some(r) if r.revoked => Err(CommitError::Revoked),
+                Some(r) if r.not_after <= *now => Err(CommitError::Expired),
+                Some(r) if !r.active => Err(CommitError::Disabled),
+                Some(r) if r.sans != *sans => Err(CommitError::Stale),
+                Some(_) => Ok(()),
+            },
         };
         if ok.is_ok() {
-            insert_cert(
-                &mut tx,
-                &job.identity,
-                &job.cert,
-                job.issued_via,
-                &job.authorized_by,
-                job.issued_at,
-            )
-            .await?;
+            accepted.push(job.row());
         }
         results.push(ok);
     }
+    insert_certs(&mut tx, db.backend, &accepted).await?;
     tx.commit().await?;
     Ok(results)
 }
 
-/// Inserts one certificate row (also used by initialisation for the server's own certificate).
-pub async fn insert_cert(
+/// What the database says about a renewing certificate and its holder.
+struct OnRecord {
+    identity: String,
+    revoked: bool,
+    not_after: i64,
+    active: bool,
+    sans: (String, String),
+}
+
+/// Rows per multi-row statement (9 parameters a row stays far below both databases' limits).
+const INSERT_CHUNK: usize = 256;
+
+/// Placeholders for `n` parameters starting at number `first`: `$first, $first+1, ...` on
+/// PostgreSQL, anonymous `?` on SQLite, whose parser looks each named `$N` up in a list of the
+/// names seen so far (quadratic in a statement with thousands of parameters).
+fn placeholders(backend: Backend, first: usize, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => vec!["?"; n].join(", "),
+        Backend::Postgres => (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+const INSERT_CERT: &str = "INSERT INTO certificates (serial, identity_id, not_before, not_after, der, key_sha256, \
+     issued_at, issued_via, authorized_by) VALUES ";
+
+/// One certificate row to insert.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCert<'a> {
+    /// Holder.
+    pub identity: &'a str,
+    /// The certificate.
+    pub cert: &'a IssuedCert,
+    /// `enroll`, `renew` or `init`.
+    pub issued_via: &'a str,
+    /// Who authorised it.
+    pub authorized_by: &'a str,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
+
+impl Job {
+    fn row(&self) -> NewCert<'_> {
+        NewCert {
+            identity: &self.identity,
+            cert: &self.cert,
+            issued_via: self.issued_via,
+            authorized_by: &self.authorized_by,
+            issued_at: self.issued_at,
+        }
+    }
+}
+
+/// Inserts certificate rows, many per statement (also used by initialisation and by the server
+/// for its own certificate).
+pub async fn insert_certs(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    identity: &str,
-    cert: &IssuedCert,
-    issued_via: &str,
-    authorized_by: &str,
-    issued_at: i64,
+    backend: Backend,
+    rows: &[NewCert<'_>],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO certificates (serial, identity_id, not_before, not_after, der, key_sha256, issued_at, \
-         issued_via, authorized_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&cert.serial_hex)
-    .bind(identity)
-    .bind(cert.not_before)
-    .bind(cert.not_after)
-    .bind(&cert.der)
-    .bind(&cert.key_sha256)
-    .bind(issued_at)
-    .bind(issued_via)
-    .bind(authorized_by)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(backend, i * 9 + 1, 9)))
+            .collect();
+        let sql = format!("{INSERT_CERT}{}", values.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(&r.cert.serial_hex)
+                .bind(r.identity)
+                .bind(r.cert.not_before)
+                .bind(r.cert.not_after)
+                .bind(&r.cert.der)
+                .bind(&r.cert.key_sha256)
+                .bind(r.issued_at)
+                .bind(r.issued_via)
+                .bind(r.authorized_by);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }

@@ -237,9 +237,15 @@ impl Db {
         Ok(db)
     }
 
-    /// Starts a transaction.
+    /// Starts a (writing) transaction. On SQLite it is `BEGIN IMMEDIATE`, which takes the write
+    /// lock at once and waits for it under the busy timeout: a deferred transaction that reads
+    /// first and writes later fails with "database is locked" instead of waiting when another
+    /// process (a second replica) is writing.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Closes the pool (waits for connections to be returned).
@@ -528,7 +534,8 @@ const CALLER_SELECT: &str = concat!(
     " FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1"
 );
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+/// The stored JSON text of a value (the renewal precondition compares these texts).
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 

@@ -15,6 +15,7 @@ use identity::{IdentityId, IdentityKind, SpiffeId, TrustDomain};
 use rcgen::{KeyPair, PublicKeyData};
 use time::{Duration, OffsetDateTime};
 
+use crate::commit::NewCert;
 use crate::config::{FileConfig, Paths};
 use crate::csr::check_spki_der;
 use crate::db::{Db, NewIdentity};
@@ -155,7 +156,14 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         ..base
     };
     Db::insert_identity(&mut tx, &server).await?;
-    crate::commit::insert_cert(&mut tx, SERVER_ID, &server_cert, "init", "init", t).await?;
+    let row = NewCert {
+        identity: SERVER_ID,
+        cert: &server_cert,
+        issued_via: "init",
+        authorized_by: "init",
+        issued_at: t,
+    };
+    crate::commit::insert_certs(&mut tx, db.backend, &[row]).await?;
     Db::insert_first_crl(&mut tx, &ca, now).await?;
     tx.commit().await?;
     db.close().await;

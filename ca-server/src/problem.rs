@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The identity id is taken.
     #[error("an identity with this id already exists")]
     IdentityExists,
+    /// The identity's record changed while the request was handled; retrying will work.
+    #[error("the identity's record changed while the certificate was being issued; retry")]
+    IdentityChanged,
     /// The certificate was revoked before.
     #[error("the certificate is already revoked")]
     AlreadyRevoked,
@@ -102,6 +105,7 @@ impl ApiError {
             Self::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             Self::IdentityExists => (S::CONFLICT, "identity-exists", "Identity already exists"),
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
+            Self::IdentityChanged => (S::CONFLICT, "identity-changed", "Identity changed during the request"),
             Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             Self::UnsupportedMediaType => (
                 S::UNSUPPORTED_MEDIA_TYPE,

@@ -14,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::app::{AppState, now};
 use crate::commit::Committer;
+use crate::commit::NewCert;
 use crate::config::Config;
 use crate::db::Db;
 use crate::init::{SERVER_CERT_VALIDITY, SERVER_ID, issue_server_cert, redact, write_server_tls};
@@ -63,8 +64,11 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
     let key = PrivateKeyDer::from_pem_slice(&read(p.tls_key())?).context("tls.key")?;
     let tls = tls_config(&ca, chain, key)?;
 
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AppState {
-        committer: Committer::start(db.clone()),
+        committer: Committer::start(db.clone(), metrics.clone()),
+        identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
+        metrics,
         hasher: Hasher::new(cfg.hash_parallelism),
         trust_domain: cfg.trust_domain.clone(),
         db: db.clone(),
@@ -202,7 +206,14 @@ async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Res
     let t = now();
     let (cert, key) = issue_server_cert(ca, &cfg.trust_domain, &server.dns_names, &server.ip_addresses, t)?;
     let mut tx = db.begin().await?;
-    crate::commit::insert_cert(&mut tx, SERVER_ID, &cert, "renew", "serve", t.unix_timestamp()).await?;
+    let row = NewCert {
+        identity: SERVER_ID,
+        cert: &cert,
+        issued_via: "renew",
+        authorized_by: "serve",
+        issued_at: t.unix_timestamp(),
+    };
+    crate::commit::insert_certs(&mut tx, db.backend, &[row]).await?;
     tx.commit().await?;
     write_server_tls(p, ca, &cert, &key)?;
     tracing::info!(serial = %cert.serial_hex, "renewed the server's TLS certificate");

@@ -20,7 +20,10 @@ pub const PASSPHRASE: &str = "test-passphrase-not-secret";
 /// A built binary of this workspace (same profile as the running test).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -62,6 +65,35 @@ impl TestDb {
         Self {
             url: Some(format!("{base}/{name}")),
             admin: Some((base, name)),
+        }
+    }
+
+    /// On PostgreSQL, checks that the CA really keeps its records in this database (the
+    /// trust domain row `init` writes), and leaves a marker in `$BSN_TEST_MARKER_DIR` so CI can
+    /// prove the PostgreSQL run executed.
+    fn confirm_used(&self) {
+        let Some((base, name)) = &self.admin else { return };
+        let url = format!("{base}/{name}");
+        let found = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, String>("SELECT v FROM ca_meta WHERE k = 'trust_domain'")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            })
+        })
+        .join()
+        .expect("reading the test database");
+        assert_eq!(found, "test.example", "the CA did not write to its PostgreSQL database");
+        if let Ok(dir) = std::env::var("BSN_TEST_MARKER_DIR") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(Path::new(&dir).join(name), b"postgres").unwrap();
         }
     }
 }
@@ -185,6 +217,7 @@ impl TestCa {
             .and_then(|l| l.split_whitespace().last())
             .expect("init printed no secret")
             .to_string();
+        db.confirm_used();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (child, url) = spawn_serve(&data, &db, &env);
         TestCa {

@@ -387,3 +387,53 @@ async fn an_expired_certificate_is_refused_with_a_clear_problem() {
     })
     .await;
 }
+
+/// Regression: a request refused before its body was read (no client certificate, wrong
+/// content type) had its HTTP/2 stream reset, and curl sometimes printed "Stream error in the
+/// HTTP/2 framing layer" instead of the problem document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refusals_reach_http2_clients_intact() {
+    let ca = TestCa::start();
+    let body = json!({ "csr": "x".repeat(8000) }).to_string();
+    std::fs::write(ca.dir.path().join("body.json"), &body).unwrap();
+    let mut failures = Vec::new();
+    for i in 0..60 {
+        let (ctype, path, want) = if i % 2 == 0 {
+            ("application/json", "renew", "401")
+        } else {
+            ("text/plain", "enroll", "415")
+        };
+        let o = run(
+            "curl",
+            &[
+                "-sS",
+                "--http2",
+                "--cacert",
+                ca.bundle.to_str().unwrap(),
+                "-H",
+                &format!("content-type: {ctype}"),
+                "--data-binary",
+                "@body.json",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{}/api/v1/{path}", ca.url),
+            ],
+            ca.dir.path(),
+        );
+        let code = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !o.status.success() || code != want {
+            failures.push(format!(
+                "{path}: exit {:?}, status {code}: {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 60 refused requests did not reach curl intact: {failures:?}",
+        failures.len()
+    );
+}

@@ -95,9 +95,15 @@ async fn state_survives_a_kill_and_restart() {
     ca.kill_all();
     ca.restart();
     // The revocation, the CRL number and the admin's certificate all survived SIGKILL.
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
     let e = ca
         .api(Some(&p))
-        .post("/api/v1/renew", &json!({ "csr": "x" }))
+        .post("/api/v1/renew", &json!({ "csr": csr }))
         .await
         .unwrap_err();
     assert_eq!(bsn_tests::slug(&e), "certificate-revoked");

@@ -188,6 +188,7 @@ async fn revoke(
     match s.db.revoke(&s.ca, &serial, reason, &caller.identity.id, now()).await? {
         RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
         RevokeOutcome::Revoked { revoked_at, crl_number } => {
+            crate::metrics::Metrics::add(&s.metrics.revocations, 1);
             tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
             Ok(axum::Json(Revoked {
                 serial,

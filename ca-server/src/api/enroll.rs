@@ -11,7 +11,7 @@ use identity::{IdentityId, IdentityKind, SpiffeId};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, now, rfc3339};
-use crate::auth::Caller;
+use crate::auth::Presented;
 use crate::commit::{CommitError, Job, Precondition};
 use crate::csr::{CsrError, check_csr_pem};
 use crate::db::IdentityRow;
@@ -67,6 +67,10 @@ impl From<CommitError> for ApiError {
         match e {
             CommitError::SecretUsedUp => ApiError::SecretUsedUp,
             CommitError::Revoked => ApiError::CertificateRevoked,
+            CommitError::Unknown => ApiError::CertificateUnknown,
+            CommitError::Expired => ApiError::CertificateExpired,
+            CommitError::Disabled => ApiError::IdentityDisabled,
+            CommitError::Stale => ApiError::IdentityChanged,
             CommitError::Database(m) => ApiError::Internal(anyhow::anyhow!("issuance batch: {m}")),
             CommitError::Stopped => ApiError::Busy,
         }
@@ -105,24 +109,39 @@ async fn enroll(
     issue(&s, &ident, &key, "enroll", authorized_by, precondition).await
 }
 
+/// Renewal reads the holder's record from a short-lived cache and leaves every check that
+/// depends on the database (certificate on record, unrevoked, unexpired, identity active and
+/// unchanged) to the batch transaction that stores the new certificate.
 async fn renew(
     State(s): State<Arc<AppState>>,
-    caller: Caller,
+    me: Presented,
     Json(req): Json<RenewRequest>,
 ) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
     let key = check_csr_pem(&req.csr)?;
-    let precondition = Precondition::NotRevoked {
-        serial: caller.serial.clone(),
-    };
-    issue(
-        &s,
-        &caller.identity,
-        &key,
-        "renew",
-        format!("renew:{}", caller.serial),
-        precondition,
-    )
-    .await
+    let id = me.spiffe_id.id.as_str();
+    let mut retried = false;
+    loop {
+        let ident = s.identities.get(&s.db, id).await?.ok_or(ApiError::CertificateUnknown)?;
+        if ident.kind != me.spiffe_id.kind.as_str() {
+            return Err(ApiError::CertificateUnknown);
+        }
+        if ident.status != "active" {
+            return Err(ApiError::IdentityDisabled);
+        }
+        let sans = (crate::db::json(&ident.dns_names), crate::db::json(&ident.ip_addresses));
+        let precondition = Precondition::Renewal {
+            serial: me.serial.clone(),
+            now: now().unix_timestamp(),
+            sans,
+        };
+        match issue(&s, &ident, &key, "renew", format!("renew:{}", me.serial), precondition).await {
+            Err(ApiError::IdentityChanged) if !retried => {
+                s.identities.invalidate(id);
+                retried = true;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Signs a leaf for `ident` and stores it; answers only once it is durable.

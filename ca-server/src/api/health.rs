@@ -13,6 +13,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
 }
 
 /// Ready when the database answers.
@@ -21,4 +22,12 @@ async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
         Ok(Some(_)) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
     }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(s): State<Arc<AppState>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }

@@ -37,7 +37,24 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(read_whole_body))
         .with_state(state)
+}
+
+/// Reads the whole request body (up to [`MAX_BODY`]) before routing. Handlers often answer
+/// without reading the body (a refused client certificate, a wrong content type); over HTTP/2
+/// hyper then resets the unread stream, and clients such as curl may report that reset
+/// ("stream error") instead of the problem document. Bodies here are small, so reading them
+/// first costs one copy.
+async fn read_whole_body(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => crate::problem::ApiError::PayloadTooLarge.into_response(),
+    }
 }
 
 /// A PEM response with the given media type.

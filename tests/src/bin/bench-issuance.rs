@@ -1,0 +1,181 @@
+//! Issuance throughput over HTTPS: a real `ca-server` (SQLite by default, PostgreSQL with
+//! `BSN_TEST_DATABASE=postgres`), concurrent mTLS clients renewing with CSRs prepared beforehand,
+//! every certificate durably committed before its response. Prints certificates/second next to
+//! the single-core ECDSA P-256 sign+verify rate (ring) measured in the same run.
+//!
+//! `cargo run --release -p bsn-tests --bin bench-issuance -- [--requests N] [--concurrency N] [--connections N]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bsn_tests::TestCa;
+use clap::Parser;
+use rcgen::{CertificateParams, KeyPair};
+use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
+
+#[derive(Parser)]
+struct Args {
+    /// Certificates to issue in the measured run.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// TLS connections (HTTP/2) the requests are spread over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+/// Single-core ECDSA P-256 sign+verify pairs per second with ring.
+fn crypto_baseline() -> f64 {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let public =
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, kp.public_key().as_ref().to_vec());
+    let msg = [7u8; 256];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        let sig = kp.sign(&rng, &msg).unwrap();
+        public.verify(&msg, sig.as_ref()).unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    eprintln!("measuring the crypto baseline (2 s, one core)...");
+    let baseline = crypto_baseline();
+
+    eprintln!("starting a CA on {}...", bsn_tests::backend());
+    let mut ca = TestCa::start();
+    let holder = ca.participant("bench").await;
+    eprintln!("preparing {} CSRs...", args.requests + 1000);
+    let bodies: Vec<Vec<u8>> = (0..args.requests + 1000)
+        .map(|_| {
+            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let csr = CertificateParams::default()
+                .serialize_request(&k)
+                .unwrap()
+                .pem()
+                .unwrap();
+            serde_json::to_vec(&serde_json::json!({ "csr": csr })).unwrap()
+        })
+        .collect();
+    let bundle = std::fs::read(&ca.bundle).unwrap();
+    let cert = std::fs::read(holder.join("cert.pem")).unwrap();
+    let key = std::fs::read(holder.join("key.pem")).unwrap();
+    let clients: Vec<reqwest::Client> = (0..args.connections)
+        .map(|_| {
+            let tls = bsn::client::tls_config(&bundle, Some((&cert, &key))).unwrap();
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let url = format!("{}/api/v1/renew", ca.url);
+
+    let run = |bodies: Vec<Vec<u8>>| {
+        let clients = clients.clone();
+        let url = url.clone();
+        async move {
+            let queue = Arc::new(std::sync::Mutex::new(bodies));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..args.concurrency {
+                let client = clients[w % clients.len()].clone();
+                let (queue, url) = (queue.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let Some(body) = queue.lock().unwrap().pop() else {
+                            return lat;
+                        };
+                        let t = Instant::now();
+                        let resp = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap_or_default());
+                        resp.bytes().await.unwrap();
+                        lat.push(t.elapsed());
+                    }
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            (start.elapsed(), all)
+        }
+    };
+    let mut bodies = bodies;
+    let measured = bodies.split_off(1000);
+    eprintln!("warming up with 1000 renewals...");
+    run(bodies).await;
+    eprintln!(
+        "issuing {} certificates with {} in flight over {} connections...",
+        args.requests, args.concurrency, args.connections
+    );
+    let (elapsed, mut lat) = run(measured).await;
+    lat.sort();
+    let rate = args.requests as f64 / elapsed.as_secs_f64();
+    println!("backend: {}", bsn_tests::backend());
+    println!(
+        "issued: {} certificates in {:.2} s (durable, one transaction per batch)",
+        args.requests,
+        elapsed.as_secs_f64()
+    );
+    println!("throughput: {rate:.0} certificates/s");
+    println!(
+        "latency: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    println!("baseline: {baseline:.0} ECDSA P-256 sign+verify pairs/s on one core (ring)");
+    println!(
+        "ratio: {:.2} certificates per single-core sign+verify pair",
+        rate / baseline
+    );
+    let metrics = reqwest::Client::builder()
+        .tls_backend_preconfigured(bsn::client::tls_config(&bundle, None).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", ca.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (batches, certs, secs) = (
+        metric("bsn_ca_issuance_batches_total"),
+        metric("bsn_ca_certificates_issued_total"),
+        metric("bsn_ca_issuance_batch_seconds_total"),
+    );
+    println!(
+        "batching: {batches:.0} batches, {:.1} certificates per batch, {:.2} ms per batch transaction",
+        certs / batches.max(1.0),
+        secs * 1e3 / batches.max(1.0)
+    );
+    ca.kill_all();
+}
