@@ -14,6 +14,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
 }
 
 /// Ready when the database answers.
@@ -30,4 +31,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> ([(axum::http::HeaderName, &
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
+}
+
+/// The OpenAPI document describing this API.
+pub(super) const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }

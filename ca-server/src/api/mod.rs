@@ -87,6 +87,31 @@ pub(crate) fn normalize_serial(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_covers_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::health::OPENAPI).unwrap();
+        let mut documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+        documented.sort();
+        let mut routed: Vec<String> = [
+            "health.rs",
+            "bundle.rs",
+            "enroll.rs",
+            "identities.rs",
+            "certificates.rs",
+        ]
+        .iter()
+        .flat_map(|f| {
+            let src = std::fs::read_to_string(format!("{}/src/api/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            src.match_indices(".route(\"")
+                .map(|(i, _)| src[i + 8..].split('"').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
+
     #[test]
     fn serials_normalise() {
         use super::normalize_serial as n;
