@@ -370,9 +370,10 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             );
         }
         Command::Identities { ca, me, kind, role } => {
-            let mut q = vec![];
-            kind.map(|k| q.push(("type", k)));
-            role.map(|r| q.push(("role", r)));
+            let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
             list(&api(&ca, Some(&me))?, "/api/v1/identities", q, |i| {
                 format!(
                     "{}\t{}\t{}\t{}",

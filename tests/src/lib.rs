@@ -340,6 +340,27 @@ impl TestCa {
         d
     }
 
+    /// (identities, certificates) counted in the CA's database itself.
+    pub async fn db_counts(&self) -> (i64, i64) {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = self
+            .db
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("ca.db").display()));
+        let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let i: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        (i, n)
+    }
+
     /// (identities, certificates) as the admin listing API reports them.
     pub async fn counts(&mut self) -> (usize, usize) {
         let admin = self.admin();

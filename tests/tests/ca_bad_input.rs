@@ -372,20 +372,27 @@ async fn reqwest_raw(ca: &TestCa) -> (u16, String) {
 async fn an_expired_certificate_is_refused_with_a_clear_problem() {
     let mut ca = TestCa::start_with(&[("BSN_CA_PARTICIPANT_VALIDITY", "3s")]);
     let eve = ca.participant("eve").await;
-    let api = ca.api(Some(&eve));
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let body = json!({ "csr": csr_with(&key, "e") });
-    eventually("eve's 3-second certificate to expire", Duration::from_secs(20), || {
-        let (api, body) = (api.clone(), body.clone());
-        async move {
-            match api.post("/api/v1/renew", &body).await {
-                Ok(_) => None,
-                Err(e) if slug(&e) == "certificate-expired" => Some(()),
-                Err(e) => panic!("expected certificate-expired, got {e}"),
-            }
-        }
+    let not_after = {
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(eve.join("cert.pem")).unwrap();
+        let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        identity::profile::check_leaf(&der).unwrap().not_after
+    };
+    let before = ca.db_counts().await;
+    eventually("the clock to pass eve's notAfter", Duration::from_secs(20), || async {
+        (time::OffsetDateTime::now_utc().unix_timestamp() > not_after).then_some(())
     })
     .await;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let r = ca
+        .api(Some(&eve))
+        .post("/api/v1/renew", &json!({ "csr": csr_with(&key, "e") }))
+        .await;
+    expect(r, "certificate-expired", "renew with an expired certificate").await;
+    assert_eq!(ca.db_counts().await, before, "nothing was written");
 }
 
 /// Regression: a request refused before its body was read (no client certificate, wrong

@@ -156,7 +156,7 @@ fn check_registration(caller: &Caller, r: &RegisterRequest) -> Result<(IdentityI
     if r.attributes.len() > 32
         || r.attributes
             .iter()
-            .any(|(k, v)| IdentityId::parse(k).is_err() || k.len() > 64 || !v.as_str().is_some_and(|s| s.len() <= 256))
+            .any(|(k, v)| IdentityId::parse(k).is_err() || k.len() > 64 || v.as_str().is_none_or(|s| s.len() > 256))
     {
         return Err(ApiError::InvalidField(
             "attributes: at most 32, names of [a-zA-Z0-9._-] up to 64 characters, string values up to 256".into(),
