@@ -20,6 +20,12 @@ use crate::pki::IssuedCert;
 /// The most certificates written in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
+/// A batch smaller than this waits [`GATHER_DELAY`] for more requests before it is written.
+const GATHER_BELOW: usize = 64;
+
+/// How long a small batch waits for company (the latency it may add to one issuance).
+const GATHER_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// What must still hold when the certificate is written.
 #[derive(Debug)]
 pub enum Precondition {
@@ -117,6 +123,17 @@ impl Committer {
 async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() < GATHER_BELOW {
+            // Like PostgreSQL's commit_delay: a moment's wait lets concurrent requests share
+            // this transaction's fsync and index page writes.
+            tokio::time::sleep(GATHER_DELAY).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let outcome = write_batch(&db, &batch).await;
         Metrics::add(&metrics.batch_micros, started.elapsed().as_micros() as u64);

@@ -24,6 +24,9 @@ struct Args {
     /// TLS connections (HTTP/2) the requests are spread over.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Also measure enrollment with one-time secrets (argon2id-bound) with this many identities.
+    #[arg(long, default_value_t = 200)]
+    enrollments: usize,
 }
 
 /// Single-core ECDSA P-256 sign+verify pairs per second with ring.
@@ -177,5 +180,57 @@ async fn main() {
         certs / batches.max(1.0),
         secs * 1e3 / batches.max(1.0)
     );
+    if args.enrollments > 0 {
+        eprintln!("registering {} identities for the enrollment run...", args.enrollments);
+        let admin = ca.admin();
+        let admin_api = ca.api(Some(&admin));
+        let mut secrets = Vec::new();
+        for i in 0..args.enrollments {
+            let v = admin_api
+                .post("/api/v1/identities", &serde_json::json!({ "id": format!("e{i}") }))
+                .await
+                .unwrap();
+            secrets.push((format!("e{i}"), v["secret"].as_str().unwrap().to_string()));
+        }
+        let anon = ca.api(None);
+        let start = Instant::now();
+        let tasks: Vec<_> = secrets
+            .into_iter()
+            .zip(bodies_for_enroll(args.enrollments))
+            .map(|((id, secret), csr)| {
+                let anon = anon.clone();
+                tokio::spawn(async move {
+                    anon.post(
+                        "/api/v1/enroll",
+                        &serde_json::json!({ "id": id, "secret": secret, "csr": csr }),
+                    )
+                    .await
+                    .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let e = start.elapsed().as_secs_f64();
+        println!(
+            "enrollment with one-time secrets: {} in {e:.2} s, {:.0}/s (bound by argon2id verification, OWASP parameters)",
+            args.enrollments,
+            args.enrollments as f64 / e
+        );
+    }
     ca.kill_all();
+}
+
+fn bodies_for_enroll(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            CertificateParams::default()
+                .serialize_request(&k)
+                .unwrap()
+                .pem()
+                .unwrap()
+        })
+        .collect()
 }
