@@ -294,6 +294,35 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Replaces an identity's enrollment secret (the old one stops working at once); `false` if
+    /// there is no such identity.
+    pub async fn set_secret(&self, id: &str, hash: &str, expires_at: i64, uses: i64) -> Result<bool, DbError> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query(
+            "UPDATE identities SET secret_hash = $2, secret_expires_at = $3, enrollments_left = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(expires_at)
+        .bind(uses)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Sets an identity's status (`active` or `disabled`); `false` if there is no such identity.
+    pub async fn set_status(&self, id: &str, status: &str) -> Result<bool, DbError> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query("UPDATE identities SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Registers an identity in its own transaction; `false` if the id is taken.
     pub async fn register(&self, n: &NewIdentity) -> Result<bool, DbError> {
         let mut tx = self.begin().await?;

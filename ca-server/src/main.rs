@@ -50,6 +50,16 @@ enum Command {
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
+    /// Operator recovery: issue a new one-time secret for the bootstrap administrator `admin`
+    /// (for instance when the one printed by init expired unused). Needs access to the database.
+    AdminSecret {
+        /// The CA's data directory.
+        #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Database URL, if not the one in ca.toml.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
     /// Development: initialise ./bsn-data with the insecure development passphrase if needed, then serve.
     Dev {
         /// Data directory.
@@ -138,6 +148,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pass = passphrase.resolve()?;
             let cfg = Config::load(&data_dir, listen, database_url)?;
             ca_server::serve::serve(cfg, pass).await
+        }
+        Command::AdminSecret { data_dir, database_url } => {
+            let cfg = Config::load(&data_dir, None, database_url)?;
+            let db = ca_server::db::Db::connect(&cfg.database_url).await?;
+            let secret = ca_server::secrets::new_secret();
+            let hash = ca_server::secrets::Hasher::new(1).hash(secret.clone()).await?;
+            let expires = time::OffsetDateTime::now_utc() + ca_server::init::ADMIN_SECRET_TTL;
+            if !db
+                .set_secret(ca_server::init::ADMIN_ID, &hash, expires.unix_timestamp(), 1)
+                .await?
+            {
+                anyhow::bail!("this CA has no 'admin' identity");
+            }
+            db.close().await;
+            println!("admin enrollment secret: {secret}");
+            println!(
+                "(one use, expires {}; the previous admin secret no longer works)",
+                expires
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            );
+            Ok(())
         }
         Command::Dev {
             data_dir,

@@ -122,6 +122,42 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         secret_ttl: i64,
     },
+    /// Issue a new one-time enrollment secret for an identity (the old one stops working).
+    ResetSecret {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The identity.
+        #[arg(long)]
+        id: String,
+        /// How many times the secret may be used.
+        #[arg(long, default_value_t = 1)]
+        max_enrollments: i64,
+        /// Secret lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        secret_ttl: i64,
+    },
+    /// Disable an identity (administrators): it can no longer enroll, renew or call the CA.
+    Disable {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The identity.
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled identity again (administrators).
+    Enable {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The identity.
+        #[arg(long)]
+        id: String,
+    },
     /// List identities (administrators: all; registrars: those they registered).
     Identities {
         #[command(flatten)]
@@ -192,6 +228,8 @@ impl From<ClientError> for Failure {
                     (3, Some("pass --cert and --key with a certificate issued by this CA"))
                 }
                 "forbidden" => (3, Some("this needs a role you do not have (admin or registrar)")),
+                "identity-disabled" => (3, Some("an administrator has disabled this identity; ask one to enable it")),
+                "identity-changed" => (4, Some("the identity changed while the request ran; run the command again")),
                 "invalid-csr" | "csr-signature-invalid" | "unsupported-key" => {
                     (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
                 }
@@ -369,6 +407,26 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 max_enrollments
             );
         }
+        Command::ResetSecret {
+            ca,
+            me,
+            id,
+            max_enrollments,
+            secret_ttl,
+        } => {
+            let body = json!({ "max_enrollments": max_enrollments, "secret_ttl_seconds": secret_ttl });
+            let v = api(&ca, Some(&me))?
+                .post(&format!("/api/v1/identities/{id}/secret"), &body)
+                .await?;
+            println!("enrollment secret: {}", str_field(&v, "secret"));
+            println!(
+                "(expires {}, {} use(s); it is shown only now)",
+                str_field(&v, "secret_expires_at"),
+                max_enrollments
+            );
+        }
+        Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
+        Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
         Command::Identities { ca, me, kind, role } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
                 .into_iter()
@@ -418,6 +476,14 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             .await?;
         }
     }
+    Ok(())
+}
+
+async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> Result<(), Failure> {
+    let v = api(ca, Some(me))?
+        .post(&format!("/api/v1/identities/{id}/{action}"), &json!({}))
+        .await?;
+    println!("{} is now {}", str_field(&v, "id"), str_field(&v, "status"));
     Ok(())
 }
 

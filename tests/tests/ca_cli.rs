@@ -348,3 +348,121 @@ async fn init_refuses_to_overwrite_and_serve_needs_the_passphrase() {
     let sealed = std::fs::read_to_string(ca.data_dir().join("intermediate.key.sealed")).unwrap();
     assert!(sealed.contains("argon2id") && !sealed.contains("PRIVATE KEY"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_secrets_disabled_identities_and_admin_recovery() {
+    let mut ca = TestCa::start();
+    // Operator recovery: a new admin secret replaces the one init printed.
+    let mut cmd = Command::new(bin("ca-server"));
+    cmd.args(["admin-secret", "--data-dir"]).arg(ca.data_dir());
+    if let Some(u) = &ca.db.url {
+        cmd.args(["--database-url", u]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_admin_secret = field(&out, "admin enrollment secret:");
+    let old = ca.bsn(&[
+        "enroll",
+        "--id",
+        "admin",
+        "--secret",
+        &ca.admin_secret.clone(),
+        "--out",
+        ca.dir.path().join("old").to_str().unwrap(),
+    ]);
+    assert_eq!(old.status.code(), Some(3), "the replaced secret no longer works");
+    ca.admin_secret = new_admin_secret;
+    let admin = ca.admin();
+    let a = [
+        admin.join("cert.pem").display().to_string(),
+        admin.join("key.pem").display().to_string(),
+    ];
+
+    // A lost secret is replaced; the old one stops working.
+    let lost = ca.register("frank", json!({})).await;
+    let reset = ca.bsn(&["reset-secret", "--cert", &a[0], "--key", &a[1], "--id", "frank"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let fresh = field(&reset, "enrollment secret:");
+    let frank = ca.dir.path().join("frank");
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "frank",
+        "--secret",
+        &lost,
+        "--out",
+        frank.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = ca.bsn(&[
+        "enroll",
+        "--id",
+        "frank",
+        "--secret",
+        &fresh,
+        "--out",
+        frank.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let f = [
+        frank.join("cert.pem").display().to_string(),
+        frank.join("key.pem").display().to_string(),
+    ];
+
+    // Disabled: no renewal, no API; enabled again: renewal works.
+    let out = ca.bsn(&["disable", "--cert", &a[0], "--key", &a[1], "--id", "frank"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("frank is now disabled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ca.bsn(&["renew", "--cert", &f[0], "--key", &f[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("disabled"), "{}", stderr(&out));
+    let out = ca.bsn(&["certificates", "--cert", &f[0], "--key", &f[1]]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = ca.bsn(&["enable", "--cert", &a[0], "--key", &a[1], "--id", "frank"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ca.bsn(&["renew", "--cert", &f[0], "--key", &f[1]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Bad input: unknown identity, self-disable, a registrar reaching beyond its own.
+    let out = ca.bsn(&["disable", "--cert", &a[0], "--key", &a[1], "--id", "nobody"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = ca.bsn(&["disable", "--cert", &a[0], "--key", &a[1], "--id", "admin"]);
+    assert_eq!(out.status.code(), Some(3));
+    let reg_secret = ca.register("reg", json!({ "roles": ["registrar"] })).await;
+    let reg = ca.dir.path().join("reg");
+    assert!(
+        ca.bsn(&[
+            "enroll",
+            "--id",
+            "reg",
+            "--secret",
+            &reg_secret,
+            "--out",
+            reg.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let r = [
+        reg.join("cert.pem").display().to_string(),
+        reg.join("key.pem").display().to_string(),
+    ];
+    let before = ca.db_counts().await;
+    let out = ca.bsn(&["reset-secret", "--cert", &r[0], "--key", &r[1], "--id", "frank"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "frank was registered by admin, not by reg: {}",
+        stderr(&out)
+    );
+    let out = ca.bsn(&["disable", "--cert", &r[0], "--key", &r[1], "--id", "frank"]);
+    assert_eq!(out.status.code(), Some(3), "only administrators disable");
+    assert_eq!(ca.db_counts().await, before);
+    // Frank's secret was not replaced by the refused call: his identity still shows it used up.
+    let v = ca.api(Some(&admin)).get("/api/v1/identities/frank", &[]).await.unwrap();
+    assert_eq!(v["enrollments_left"], 0);
+    assert_eq!(v["status"], "active");
+}

@@ -20,6 +20,9 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/identities", get(list).post(register))
         .route("/api/v1/identities/{id}", get(one))
+        .route("/api/v1/identities/{id}/secret", axum::routing::post(reset_secret))
+        .route("/api/v1/identities/{id}/disable", axum::routing::post(disable))
+        .route("/api/v1/identities/{id}/enable", axum::routing::post(enable))
 }
 
 fn default_kind() -> String {
@@ -306,4 +309,122 @@ async fn one(
         Some(r) if visible(&r) => Ok(axum::Json(view(&s, r))),
         _ => Err(ApiError::NotFound(format!("no identity '{id}' that you may see"))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRequest {
+    #[serde(default = "one_use")]
+    max_enrollments: i64,
+    #[serde(default = "one_day")]
+    secret_ttl_seconds: i64,
+}
+
+#[derive(Serialize)]
+struct NewSecret {
+    id: String,
+    /// Shown once; the CA keeps only its argon2id hash.
+    secret: String,
+    secret_expires_at: String,
+    max_enrollments: i64,
+}
+
+/// Loads an identity the caller manages: administrators manage all, registrars those they
+/// registered (and never administrators or registrars).
+async fn managed(s: &AppState, caller: &Caller, id: &str) -> Result<IdentityRow, ApiError> {
+    caller.require_any(&["admin", "registrar"])?;
+    let row =
+        s.db.identity(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no identity '{id}'")))?;
+    if caller.is_admin() {
+        return Ok(row);
+    }
+    if row.registered_by != caller.identity.id {
+        return Err(ApiError::NotFound(format!("no identity '{id}' that you registered")));
+    }
+    if !row.roles.is_empty() {
+        return Err(ApiError::Forbidden(
+            "registrars may not manage identities with roles".into(),
+        ));
+    }
+    Ok(row)
+}
+
+/// Issues a new one-time enrollment secret (for a lost or expired one); the old one stops working.
+async fn reset_secret(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(r): Json<SecretRequest>,
+) -> Result<axum::Json<NewSecret>, ApiError> {
+    if !(1..=100).contains(&r.max_enrollments) {
+        return Err(ApiError::InvalidField("max_enrollments must be from 1 to 100".into()));
+    }
+    if !(1..=30 * 86_400).contains(&r.secret_ttl_seconds) {
+        return Err(ApiError::InvalidField(
+            "secret_ttl_seconds must be from 1 to 2592000 (30 days)".into(),
+        ));
+    }
+    let row = managed(&s, &caller, &id).await?;
+    if row.id == crate::init::SERVER_ID {
+        return Err(ApiError::Forbidden(
+            "the CA server's own identity does not enroll".into(),
+        ));
+    }
+    let secret = new_secret();
+    let hash = s.hasher.hash(secret.clone()).await?;
+    let expires = now().unix_timestamp() + r.secret_ttl_seconds;
+    if !s.db.set_secret(&row.id, &hash, expires, r.max_enrollments).await? {
+        return Err(ApiError::NotFound(format!("no identity '{id}'")));
+    }
+    tracing::info!(identity = %row.id, by = %caller.identity.id, "enrollment secret reset");
+    Ok(axum::Json(NewSecret {
+        id: row.id,
+        secret,
+        secret_expires_at: rfc3339(expires),
+        max_enrollments: r.max_enrollments,
+    }))
+}
+
+async fn disable(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<IdentityView>, ApiError> {
+    set_status(&s, &caller, &id, "disabled").await
+}
+
+async fn enable(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<IdentityView>, ApiError> {
+    set_status(&s, &caller, &id, "active").await
+}
+
+/// Administrators disable or re-enable an identity. A disabled identity can neither enroll nor
+/// renew nor call the API; its certificates stay valid until revoked.
+async fn set_status(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: &str,
+) -> Result<axum::Json<IdentityView>, ApiError> {
+    caller.require_any(&["admin"])?;
+    if id == caller.identity.id {
+        return Err(ApiError::Forbidden(
+            "administrators cannot disable or enable themselves".into(),
+        ));
+    }
+    if !s.db.set_status(id, status).await? {
+        return Err(ApiError::NotFound(format!("no identity '{id}'")));
+    }
+    s.identities.invalidate(id);
+    tracing::info!(identity = %id, status, by = %caller.identity.id, "identity status changed");
+    let row =
+        s.db.identity(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no identity '{id}'")))?;
+    Ok(axum::Json(view(s, row)))
 }
