@@ -23,6 +23,8 @@ pub struct AppState {
     /// Recently read identity records (renewal builds certificates from them; the batch
     /// transaction re-checks what matters).
     pub identities: IdentityCache,
+    /// The issuance log's checkpoint signer.
+    pub log: std::sync::Arc<crate::log::LogSigner>,
     /// Counters served at `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log::{Appended, LogError, LogSigner, NewLeaf, Receipt};
 use crate::metrics::Metrics;
+use identity::logleaf::LogLeaf;
 
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, placeholders};
 use crate::pki::IssuedCert;
 
 /// The most certificates written in one transaction.
@@ -88,7 +90,7 @@ pub enum CommitError {
     /// The identity's record changed since the certificate was built; build it again.
     #[error("identity record changed")]
     Stale,
-    /// The database failed; nothing of the batch was stored.
+    /// The database or the log failed; nothing of the batch was stored.
     #[error("database: {0}")]
     Database(String),
     /// The writer has stopped (shutting down).
@@ -96,7 +98,7 @@ pub enum CommitError {
     Stopped,
 }
 
-type Reply = oneshot::Sender<Result<(), CommitError>>;
+type Reply = oneshot::Sender<Result<Receipt, CommitError>>;
 
 /// The handle handlers use to store certificates.
 #[derive(Clone)]
@@ -106,21 +108,22 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer task.
-    pub fn start(db: Db, metrics: Arc<Metrics>) -> Self {
+    pub fn start(db: Db, log: Arc<LogSigner>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(db, rx, metrics));
+        tokio::spawn(writer(db, log, rx, metrics));
         Self { tx }
     }
 
-    /// Stores one certificate; returns once it is durable, or why it was not stored.
-    pub async fn store(&self, job: Job) -> Result<(), CommitError> {
+    /// Stores one certificate and its log leaf; returns the log receipt once both are durable,
+    /// or why nothing was stored.
+    pub async fn store(&self, job: Job) -> Result<Receipt, CommitError> {
         let (reply, wait) = oneshot::channel();
         self.tx.send((job, reply)).await.map_err(|_| CommitError::Stopped)?;
         wait.await.map_err(|_| CommitError::Stopped)?
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metrics>) {
+async fn writer(db: Db, log: Arc<LogSigner>, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if batch.len() < GATHER_BELOW {
@@ -135,7 +138,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metri
             }
         }
         let started = std::time::Instant::now();
-        let outcome = write_batch(&db, &batch).await;
+        let outcome = write_batch(&db, &log, &batch).await;
         Metrics::add(&metrics.batch_micros, started.elapsed().as_micros() as u64);
         let results = match outcome {
             Ok(results) => {
@@ -160,7 +163,11 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<(Job, Reply)>, metrics: Arc<Metri
     }
 }
 
-async fn write_batch(db: &Db, batch: &[(Job, Reply)]) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
+async fn write_batch(
+    db: &Db,
+    log: &LogSigner,
+    batch: &[(Job, Reply)],
+) -> Result<Vec<Result<Receipt, CommitError>>, LogError> {
     let mut tx = db.begin().await?;
     // Renewals: one query reads the authenticating certificates and their holders.
     let serials: Vec<&str> = batch
@@ -229,9 +236,21 @@ async fn write_batch(db: &Db, batch: &[(Job, Reply)]) -> Result<Vec<Result<(), C
         }
         results.push(ok);
     }
-    insert_certs(&mut tx, db.backend, &accepted).await?;
+    let appended = record_certs(&mut tx, db.backend, log, &accepted).await?;
     tx.commit().await?;
-    Ok(results)
+    let mut next = 0;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map(|()| {
+                next += 1;
+                appended
+                    .as_ref()
+                    .map(|a| a.receipt(next - 1))
+                    .expect("accepted jobs were logged")
+            })
+        })
+        .collect())
 }
 
 /// What the database says about a renewing certificate and its holder.
@@ -246,21 +265,8 @@ struct OnRecord {
 /// Rows per multi-row statement (9 parameters a row stays far below both databases' limits).
 const INSERT_CHUNK: usize = 256;
 
-/// Placeholders for `n` parameters starting at number `first`: `$first, $first+1, ...` on
-/// PostgreSQL, anonymous `?` on SQLite, whose parser looks each named `$N` up in a list of the
-/// names seen so far (quadratic in a statement with thousands of parameters).
-fn placeholders(backend: Backend, first: usize, n: usize) -> String {
-    match backend {
-        Backend::Sqlite => vec!["?"; n].join(", "),
-        Backend::Postgres => (first..first + n)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
-
 const INSERT_CERT: &str = "INSERT INTO certificates (serial, identity_id, not_before, not_after, der, key_sha256, \
-     issued_at, issued_via, authorized_by) VALUES ";
+     issued_at, issued_via, authorized_by, log_index) VALUES ";
 
 /// One certificate row to insert.
 #[derive(Debug, Clone, Copy)]
@@ -289,20 +295,51 @@ impl Job {
     }
 }
 
-/// Inserts certificate rows, many per statement (also used by initialisation and by the server
-/// for its own certificate).
-pub async fn insert_certs(
+/// Records certificates: appends one issuance leaf each to the log and inserts the certificate
+/// rows with their leaf index, in the caller's transaction. This is the only way certificates are
+/// written, so none exists without its leaf. `None` when `rows` is empty.
+pub async fn record_certs(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
+    log: &LogSigner,
     rows: &[NewCert<'_>],
-) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
+) -> Result<Option<Appended>, LogError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let leaves = rows
+        .iter()
+        .map(|r| {
+            let leaf = LogLeaf::Issuance {
+                time: r.issued_at.max(0) as u64,
+                identity: r.cert.spiffe_id.clone(),
+                serial: r.cert.serial_hex.clone(),
+                authorized_by: r.authorized_by.to_string(),
+                not_before: r.cert.not_before,
+                not_after: r.cert.not_after,
+                key_sha256: hex::decode(&r.cert.key_sha256)
+                    .ok()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or_else(|| LogError::Corrupt("key hash".into()))?,
+                certificate: r.cert.der.clone(),
+            };
+            Ok(NewLeaf {
+                bytes: leaf.encode().map_err(|e| LogError::Corrupt(e.to_string()))?,
+                kind: "issuance",
+                serial: r.cert.serial_hex.clone(),
+                identity: r.identity.to_string(),
+                at: r.issued_at,
+            })
+        })
+        .collect::<Result<Vec<_>, LogError>>()?;
+    let appended = crate::log::append(tx, backend, log, &leaves, true).await?;
+    for (chunk_no, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(backend, i * 9 + 1, 9)))
+            .map(|i| format!("({})", placeholders(backend, i * 10 + 1, 10)))
             .collect();
         let sql = format!("{INSERT_CERT}{}", values.join(", "));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
+        for (i, r) in chunk.iter().enumerate() {
             q = q
                 .bind(&r.cert.serial_hex)
                 .bind(r.identity)
@@ -312,9 +349,10 @@ pub async fn insert_certs(
                 .bind(&r.cert.key_sha256)
                 .bind(r.issued_at)
                 .bind(r.issued_via)
-                .bind(r.authorized_by);
+                .bind(r.authorized_by)
+                .bind((appended.first + (chunk_no * INSERT_CHUNK + i) as u64) as i64);
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(Some(appended))
 }

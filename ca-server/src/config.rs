@@ -54,6 +54,14 @@ impl Paths {
     pub fn tls_key(&self) -> PathBuf {
         self.f("tls.key")
     }
+    /// The sealed issuance-log key.
+    pub fn log_key(&self) -> PathBuf {
+        self.f("log.key.sealed")
+    }
+    /// The log's verifier key (signed-note vkey).
+    pub fn log_vkey(&self) -> PathBuf {
+        self.f("log.vkey")
+    }
     /// What clients trust: the root certificates.
     pub fn trust_bundle(&self) -> PathBuf {
         self.f("trust-bundle.pem")
@@ -85,6 +93,9 @@ pub struct FileConfig {
     /// CRL lifetime (default 24h); the CRL is re-signed when half of it has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crl_validity: Option<String>,
+    /// The issuance log's origin and checkpoint key name (default `<trust_domain>/log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
     /// argon2id hashes run at once (default: number of CPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_parallelism: Option<usize>,
@@ -105,6 +116,8 @@ pub struct Config {
     pub policy: Policy,
     /// argon2id parallelism.
     pub hash_parallelism: usize,
+    /// The issuance log's origin.
+    pub log_origin: String,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -175,6 +188,9 @@ impl Config {
         let hash_parallelism = env_num("HASH_PARALLELISM", file.hash_parallelism)?
             .unwrap_or(cpus)
             .clamp(1, 64);
+        let log_origin = env("LOG_ORIGIN")
+            .or(file.log_origin)
+            .unwrap_or_else(|| format!("{trust_domain}/log"));
         Ok(Self {
             paths,
             trust_domain,
@@ -182,6 +198,7 @@ impl Config {
             database_url,
             policy,
             hash_parallelism,
+            log_origin,
         })
     }
 }

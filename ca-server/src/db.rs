@@ -176,6 +176,21 @@ pub struct CrlRow {
     pub der: Vec<u8>,
 }
 
+/// A revocation to record.
+#[derive(Debug, Clone, Copy)]
+pub struct Revocation<'a> {
+    /// The CA's trust domain (for the log leaf's SPIFFE ID).
+    pub trust_domain: &'a str,
+    /// Serial, lowercase hex.
+    pub serial: &'a str,
+    /// RFC 5280 reason.
+    pub reason: Reason,
+    /// Who revokes.
+    pub by: &'a str,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
 /// The outcome of a revocation attempt.
 #[derive(Debug)]
 pub enum RevokeOutcome {
@@ -185,6 +200,8 @@ pub enum RevokeOutcome {
         revoked_at: i64,
         /// The new CRL's number.
         crl_number: i64,
+        /// The revocation's log receipt.
+        receipt: crate::log::Receipt,
     },
     /// It was revoked already.
     AlreadyRevoked,
@@ -235,6 +252,11 @@ impl Db {
             Backend::Postgres => POSTGRES.run(&db.pool).await?,
         }
         Ok(db)
+    }
+
+    /// A connection from the pool (for reads that run several statements).
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Any>, DbError> {
+        self.pool.acquire().await
     }
 
     /// Starts a (writing) transaction. On SQLite it is `BEGIN IMMEDIATE`, which takes the write
@@ -443,17 +465,22 @@ impl Db {
         Ok(())
     }
 
-    /// Revokes a certificate and re-signs the CRL in the same transaction. The CRL row is
-    /// locked first, so concurrent revocations (from any replica) get consecutive CRL numbers
-    /// and each CRL lists every revocation committed before it.
+    /// Revokes a certificate, appends the revocation to the issuance log and re-signs the CRL,
+    /// all in one transaction. The CRL row is locked first, so concurrent revocations (from any
+    /// replica) get consecutive CRL numbers and each CRL lists every revocation committed before it.
     pub async fn revoke(
         &self,
         ca: &Ca,
-        serial: &str,
-        reason: Reason,
-        by: &str,
-        now: OffsetDateTime,
+        log: &crate::log::LogSigner,
+        r: &Revocation<'_>,
     ) -> Result<RevokeOutcome, anyhow::Error> {
+        let Revocation {
+            trust_domain,
+            serial,
+            reason,
+            by,
+            now,
+        } = *r;
         let mut tx = self.begin().await?;
         let number: i64 = sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
             .fetch_one(&mut *tx)
@@ -473,11 +500,38 @@ impl Db {
             tx.rollback().await?;
             return Ok(RevokeOutcome::AlreadyRevoked);
         }
+        // The revocation is a log leaf too, in the same transaction.
+        let holder = sqlx::query("SELECT c.identity_id, i.kind FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1")
+            .bind(serial)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (id, kind): (String, String) = (holder.try_get(0)?, holder.try_get(1)?);
+        let leaf = identity::logleaf::LogLeaf::Revocation {
+            time: at.max(0) as u64,
+            identity: format!("spiffe://{trust_domain}/{kind}/{id}"),
+            serial: serial.to_string(),
+            authorized_by: by.to_string(),
+            reason: reason.code(),
+        };
+        let new = crate::log::NewLeaf {
+            bytes: leaf.encode()?,
+            kind: "revocation",
+            serial: serial.to_string(),
+            identity: id,
+            at,
+        };
+        let appended = crate::log::append(&mut tx, self.backend, log, &[new], true).await?;
+        sqlx::query("UPDATE certificates SET revocation_log_index = $2 WHERE serial = $1")
+            .bind(serial)
+            .bind(appended.first as i64)
+            .execute(&mut *tx)
+            .await?;
         Self::resign_crl(&mut tx, ca, number, now).await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked {
             revoked_at: at,
             crl_number: number,
+            receipt: appended.receipt(0),
         })
     }
 
@@ -562,6 +616,19 @@ const CALLER_SELECT: &str = concat!(
     identity_columns!(),
     " FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1"
 );
+
+/// Placeholders for `n` parameters starting at number `first`: `$first, $first+1, ...` on
+/// PostgreSQL, anonymous `?` on SQLite, whose parser looks each named `$N` up in a list of the
+/// names seen so far (quadratic in a statement with thousands of parameters).
+pub(crate) fn placeholders(backend: Backend, first: usize, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => vec!["?"; n].join(", "),
+        Backend::Postgres => (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
 
 /// The stored JSON text of a value (the renewal precondition compares these texts).
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {

@@ -19,6 +19,7 @@ use crate::commit::NewCert;
 use crate::config::{FileConfig, Paths};
 use crate::csr::check_spki_der;
 use crate::db::{Db, NewIdentity};
+use crate::log::LogSigner;
 use crate::pki::{Ca, CaSigner, IssuedCert, LeafSubject, Policy, new_hierarchy, pem};
 use crate::{keystore, secrets};
 
@@ -46,6 +47,8 @@ pub struct InitOptions<'a> {
     pub dns_names: Vec<String>,
     /// Listen address to record in ca.toml.
     pub listen: Option<String>,
+    /// The issuance log's origin (default `<trust domain>/log`).
+    pub log_origin: Option<String>,
 }
 
 /// What `init` made that the operator must see.
@@ -104,6 +107,15 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
         0o644,
     )?;
+    let log_origin = o.log_origin.clone().unwrap_or_else(|| format!("{td}/log"));
+    let log_key = LogSigner::generate()?;
+    let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
+    write_file(
+        &paths.log_key(),
+        keystore::seal(o.passphrase, "log", &log_key)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(&paths.log_vkey(), format!("{}\n", log.vkey()).as_bytes(), 0o644)?;
     let signer = CaSigner::software(KeyPair::try_from(h.intermediate_key_pkcs8.as_slice())?);
     let ca = Ca::new(
         vec![h.root_der.clone().into()],
@@ -130,6 +142,8 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         &crate::pki::sha256_hex(&h.intermediate_der),
     )
     .await?;
+    Db::insert_meta(&mut tx, "log_vkey", &log.vkey()).await?;
+    crate::log::create(&mut tx, &log).await?;
     let base = NewIdentity {
         id: ADMIN_ID.into(),
         kind: "participant".into(),
@@ -163,7 +177,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         authorized_by: "init",
         issued_at: t,
     };
-    crate::commit::insert_certs(&mut tx, db.backend, &[row]).await?;
+    crate::commit::record_certs(&mut tx, db.backend, &log, &[row]).await?;
     Db::insert_first_crl(&mut tx, &ca, now).await?;
     tx.commit().await?;
     db.close().await;

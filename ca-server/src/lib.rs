@@ -30,6 +30,7 @@ pub mod csr;
 pub mod db;
 pub mod init;
 pub mod keystore;
+pub mod log;
 pub mod metrics;
 pub mod pki;
 pub mod problem;

@@ -33,6 +33,10 @@ enum Command {
         /// Listen address to record in ca.toml.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// The issuance log's origin and key name (default `<trust domain>/log`): the log's public
+        /// URL prefix without the scheme.
+        #[arg(long, value_name = "ORIGIN")]
+        log_origin: Option<String>,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
@@ -123,6 +127,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dns,
             database_url,
             listen,
+            log_origin,
             passphrase,
         } => {
             let pass = passphrase.resolve()?;
@@ -134,6 +139,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 database_url,
                 dns_names: dns,
                 listen,
+                log_origin,
             })
             .await?;
             print_init(&data_dir, &trust_domain, &o, &shown_listen);
@@ -186,6 +192,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     database_url: None,
                     dns_names: vec![],
                     listen: None,
+                    log_origin: None,
                 })
                 .await?;
                 print_init(&data_dir, &trust_domain, &o, &listen);

@@ -95,6 +95,8 @@ pub struct LeafSubject<'a> {
 /// A freshly signed certificate and the facts about it that the database keeps.
 #[derive(Debug, Clone)]
 pub struct IssuedCert {
+    /// The SPIFFE ID it names.
+    pub spiffe_id: String,
     /// Serial, lowercase hex without leading zeros.
     pub serial_hex: String,
     /// The DER certificate.
@@ -165,6 +167,11 @@ impl Reason {
             .find(|(r, _)| *r == self)
             .map(|(_, n)| *n)
             .unwrap_or("unspecified")
+    }
+
+    /// The RFC 5280 reason code.
+    pub fn code(self) -> u8 {
+        self.rcgen() as u8
     }
 
     fn rcgen(self) -> RevocationReason {
@@ -240,6 +247,7 @@ impl Ca {
         p.subject_alt_names = sans;
         let cert = p.signed_by(&key.rcgen_spki, &self.issuer)?;
         Ok(IssuedCert {
+            spiffe_id: subject.spiffe_id.to_string(),
             serial_hex: identity::profile::hex_lower(strip_zeros(&serial)),
             der: cert.der().to_vec(),
             not_before: not_before.unix_timestamp(),

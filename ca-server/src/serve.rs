@@ -18,6 +18,7 @@ use crate::commit::NewCert;
 use crate::config::Config;
 use crate::db::Db;
 use crate::init::{SERVER_CERT_VALIDITY, SERVER_ID, issue_server_cert, redact, write_server_tls};
+use crate::log::LogSigner;
 use crate::pki::{Ca, CaSigner};
 use crate::secrets::Hasher;
 
@@ -57,7 +58,25 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         );
     }
 
-    renew_server_cert_if_due(&cfg, &ca, &db).await?;
+    let sealed_log = String::from_utf8(read(p.log_key())?).context("log.key.sealed")?;
+    let log = LogSigner::new(
+        &cfg.log_origin,
+        &crate::keystore::open(&passphrase, "log", &sealed_log)?,
+    )?;
+    if db.meta("log_vkey").await?.as_deref() != Some(log.vkey().as_str()) {
+        bail!(
+            "the database's issuance log was signed with another key or origin than {} and '{}'",
+            p.log_key().display(),
+            cfg.log_origin
+        );
+    }
+    let size = crate::log::self_check(&mut *db.acquire().await?, &log)
+        .await
+        .context("the issuance log failed its start-up self-check; refusing to sign anything")?;
+    tracing::info!(size, origin = %cfg.log_origin, "issuance log verified");
+    let log = Arc::new(log);
+
+    renew_server_cert_if_due(&cfg, &ca, &db, &log).await?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(p.tls_cert())?)
         .collect::<Result<_, _>>()
         .context("tls.pem")?;
@@ -66,7 +85,8 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
 
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AppState {
-        committer: Committer::start(db.clone(), metrics.clone()),
+        committer: Committer::start(db.clone(), log.clone(), metrics.clone()),
+        log,
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
         metrics,
         hasher: Hasher::new(cfg.hash_parallelism),
@@ -189,7 +209,7 @@ impl ClientCertVerifier for ExpiredToApplication {
 
 /// Re-issues the server's TLS certificate when a third or less of its lifetime is left (or it is
 /// missing), recording it like any other certificate.
-async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Result<()> {
+async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db, log: &LogSigner) -> anyhow::Result<()> {
     let p = &cfg.paths;
     let remaining = std::fs::read(p.tls_cert())
         .ok()
@@ -213,7 +233,7 @@ async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db) -> anyhow::Res
         authorized_by: "serve",
         issued_at: t.unix_timestamp(),
     };
-    crate::commit::insert_certs(&mut tx, db.backend, &[row]).await?;
+    crate::commit::record_certs(&mut tx, db.backend, log, &[row]).await?;
     tx.commit().await?;
     write_server_tls(p, ca, &cert, &key)?;
     tracing::info!(serial = %cert.serial_hex, "renewed the server's TLS certificate");

@@ -228,8 +228,14 @@ impl From<ClientError> for Failure {
                     (3, Some("pass --cert and --key with a certificate issued by this CA"))
                 }
                 "forbidden" => (3, Some("this needs a role you do not have (admin or registrar)")),
-                "identity-disabled" => (3, Some("an administrator has disabled this identity; ask one to enable it")),
-                "identity-changed" => (4, Some("the identity changed while the request ran; run the command again")),
+                "identity-disabled" => (
+                    3,
+                    Some("an administrator has disabled this identity; ask one to enable it"),
+                ),
+                "identity-changed" => (
+                    4,
+                    Some("the identity changed while the request ran; run the command again"),
+                ),
                 "invalid-csr" | "csr-signature-invalid" | "unsupported-key" => {
                     (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
                 }

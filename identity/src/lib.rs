@@ -10,11 +10,14 @@
 //! - [`verify`]: a trust bundle and chain verification of a leaf against it (rustls-webpki), with
 //!   an optional set of revoked serials.
 //!
+//! - [`logleaf`]: the issuance log's canonical leaf encoding (issuance and revocation events).
+//!
 //! Non-features: this crate does no I/O (no files, sockets or clocks: the caller passes the
 //! time), issues nothing (issuance lives in `ca-server`), and has no server code.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod logleaf;
 pub mod names;
 pub mod profile;
 pub mod verify;

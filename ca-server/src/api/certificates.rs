@@ -155,6 +155,8 @@ struct Revoked {
     reason: &'static str,
     revoked_at: String,
     crl_number: i64,
+    /// The revocation's place in the issuance log.
+    receipt: crate::log::Receipt,
 }
 
 /// The holder (with any of its valid certificates) or an administrator revokes a certificate.
@@ -185,9 +187,20 @@ async fn revoke(
     if cert.revoked_at.is_some() {
         return Err(ApiError::AlreadyRevoked);
     }
-    match s.db.revoke(&s.ca, &serial, reason, &caller.identity.id, now()).await? {
+    let revocation = crate::db::Revocation {
+        trust_domain: s.trust_domain.as_str(),
+        serial: &serial,
+        reason,
+        by: &caller.identity.id,
+        now: now(),
+    };
+    match s.db.revoke(&s.ca, &s.log, &revocation).await? {
         RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
-        RevokeOutcome::Revoked { revoked_at, crl_number } => {
+        RevokeOutcome::Revoked {
+            revoked_at,
+            crl_number,
+            receipt,
+        } => {
             crate::metrics::Metrics::add(&s.metrics.revocations, 1);
             tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
             Ok(axum::Json(Revoked {
@@ -195,6 +208,7 @@ async fn revoke(
                 reason: reason.name(),
                 revoked_at: rfc3339(revoked_at),
                 crl_number,
+                receipt,
             }))
         }
     }

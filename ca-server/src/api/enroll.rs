@@ -49,6 +49,9 @@ struct Issued {
     certificate: String,
     /// The issuing intermediate(s), PEM.
     chain: String,
+    /// Where the issuance stands in the issuance log, with an inclusion proof and the signed
+    /// checkpoint that covers it.
+    receipt: Option<crate::log::Receipt>,
 }
 
 impl From<CsrError> for ApiError {
@@ -184,6 +187,7 @@ async fn issue(
         not_after: rfc3339(cert.not_after),
         certificate: pem("CERTIFICATE", &cert.der),
         chain: s.ca.chain().iter().map(|c| pem("CERTIFICATE", c)).collect(),
+        receipt: None,
     };
     let job = Job {
         identity: ident.id.clone(),
@@ -193,7 +197,8 @@ async fn issue(
         issued_at: t.unix_timestamp(),
         precondition,
     };
-    s.committer.store(job).await?;
+    let mut issued = issued;
+    issued.receipt = Some(s.committer.store(job).await?);
     tracing::info!(identity = %spiffe_id, serial = %issued.serial, via, "certificate issued");
     Ok((StatusCode::CREATED, axum::Json(issued)))
 }

@@ -15,6 +15,7 @@ mod certificates;
 mod enroll;
 mod health;
 mod identities;
+mod log;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -27,6 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(enroll::router())
         .merge(identities::router())
         .merge(certificates::router())
+        .merge(log::router())
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             problem(
@@ -99,6 +101,7 @@ mod tests {
             "enroll.rs",
             "identities.rs",
             "certificates.rs",
+            "log.rs",
         ]
         .iter()
         .flat_map(|f| {

@@ -1,0 +1,611 @@
+//! The issuance log: an RFC 6962 Merkle tree of issuance and revocation events, kept in the CA's
+//! database, read as C2SP tlog-tiles, with C2SP tlog-checkpoint signed notes (Ed25519).
+//!
+//! The tree math (stored hashes, tree hashes, proofs, tile contents) is `tlog_tiles`, the port of
+//! Go's sumdb/tlog; notes are `signed_note`. This module stores and fetches hashes, sequences
+//! leaves inside the caller's transaction (the same one that stores the certificate), signs
+//! checkpoints, and re-verifies the whole log at start-up.
+//!
+//! Sequencing: [`append`] first updates the single `log_state` row, which locks it (PostgreSQL) or
+//! runs under SQLite's one writer; so at most one transaction at a time extends the tree, whichever
+//! replica runs it, and every checkpoint signed extends the previous one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, HashReader, Tile, node_hash, record_hash, stored_hash_index};
+
+use crate::db::{Backend, placeholders};
+
+/// Tile height of C2SP tlog-tiles.
+pub const TILE_HEIGHT: u8 = 8;
+
+/// Errors of the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The tree math refused (bad index or size).
+    #[error("tree: {0}")]
+    Tree(tlog_tiles::Error),
+    /// A hash the tree needs is missing from storage.
+    #[error("stored hash {0} is missing")]
+    MissingHash(u64),
+    /// Stored data does not match the signed checkpoint.
+    #[error("the stored log does not match its checkpoint: {0}")]
+    Corrupt(String),
+    /// Signing failed or the key is unusable.
+    #[error("log key: {0}")]
+    Key(String),
+}
+
+/// The log's checkpoint signer: an Ed25519 key whose name is the log's origin.
+pub struct LogSigner {
+    origin: String,
+    key: Ed25519KeyPair,
+    id: u32,
+}
+
+impl LogSigner {
+    /// A new random key, PKCS#8 DER.
+    pub fn generate() -> Result<Vec<u8>, LogError> {
+        Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| LogError::Key("cannot generate".into()))
+    }
+
+    /// The signer for `origin` (a schema-less URL prefix such as `example.org/log`).
+    pub fn new(origin: &str, pkcs8: &[u8]) -> Result<Self, LogError> {
+        if !signed_note::is_key_name_valid(origin) {
+            return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
+        }
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| LogError::Key(e.to_string()))?;
+        let id = signed_note::key_id(origin, &Self::typed_public(&key));
+        Ok(Self {
+            origin: origin.to_string(),
+            key,
+            id,
+        })
+    }
+
+    fn typed_public(key: &Ed25519KeyPair) -> Vec<u8> {
+        [&[1u8][..], key.public_key().as_ref()].concat()
+    }
+
+    /// The origin (and key name).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The verifier key in signed-note form: `<name>+<hex key id>+<base64(0x01 || key)>`.
+    pub fn vkey(&self) -> String {
+        format!(
+            "{}+{:08x}+{}",
+            self.origin,
+            self.id,
+            B64.encode(Self::typed_public(&self.key))
+        )
+    }
+
+    /// Signs the checkpoint of a tree.
+    pub fn sign_checkpoint(&self, size: u64, root: Hash) -> Result<String, LogError> {
+        let cp = Checkpoint::new(&self.origin, size, root, "").map_err(|_| LogError::Key("bad checkpoint".into()))?;
+        let mut note = signed_note::Note::new(&cp.to_bytes(), &[]).map_err(|e| LogError::Key(e.to_string()))?;
+        note.add_sigs(&[self]).map_err(|e| LogError::Key(e.to_string()))?;
+        String::from_utf8(note.to_bytes()).map_err(|e| LogError::Key(e.to_string()))
+    }
+
+    /// Verifies a checkpoint note signed by this key and returns its size and root.
+    pub fn open_checkpoint(&self, note: &str) -> Result<(u64, Hash), LogError> {
+        let verifier = signed_note::StandardVerifier::new(&self.vkey()).map_err(|e| LogError::Key(e.to_string()))?;
+        let list = signed_note::VerifierList::new(vec![Box::new(verifier)]);
+        let n = signed_note::Note::from_bytes(note.as_bytes())
+            .map_err(|e| LogError::Corrupt(format!("checkpoint note: {e}")))?;
+        n.verify(&list)
+            .map_err(|e| LogError::Corrupt(format!("checkpoint signature: {e}")))?;
+        let cp = Checkpoint::from_bytes(n.text()).map_err(|_| LogError::Corrupt("checkpoint text".into()))?;
+        if cp.origin() != self.origin {
+            return Err(LogError::Corrupt(format!(
+                "checkpoint origin {} is not {}",
+                cp.origin(),
+                self.origin
+            )));
+        }
+        Ok((cp.size(), *cp.hash()))
+    }
+}
+
+impl signed_note::Signer for LogSigner {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+    fn key_id(&self) -> u32 {
+        self.id
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        Ok(self.key.sign(msg).as_ref().to_vec())
+    }
+}
+
+/// Verifies an Ed25519 signature by the log key (for tests and tools that hold the raw key).
+pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public).verify(msg, sig).is_ok()
+}
+
+/// A [`HashReader`] over hashes fetched so far; it records the ones it lacks, so the caller can
+/// fetch them from the database and run the (synchronous) tree function again.
+#[derive(Default)]
+struct Hashes {
+    known: Mutex<HashMap<u64, Hash>>,
+    missing: Mutex<Vec<u64>>,
+}
+
+impl HashReader for Hashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(indexes.len());
+        for i in indexes {
+            match known.get(i) {
+                Some(h) => out.push(*h),
+                None => missing.push(*i),
+            }
+        }
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(tlog_tiles::Error::IndexesNotInTree)
+        }
+    }
+}
+
+impl Hashes {
+    fn insert(&self, index: u64, h: Hash) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(index, h);
+    }
+
+    /// Runs `f`, fetching whatever hashes it asks for that are not known yet.
+    async fn resolve<T>(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        f: impl Fn(&Self) -> Result<T, tlog_tiles::Error>,
+    ) -> Result<T, LogError> {
+        loop {
+            match f(self) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let mut missing = std::mem::take(&mut *self.missing.lock().unwrap_or_else(|e| e.into_inner()));
+                    if missing.is_empty() {
+                        return Err(LogError::Tree(e));
+                    }
+                    missing.sort_unstable();
+                    missing.dedup();
+                    for chunk in missing.chunks(512) {
+                        let sql = format!(
+                            "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
+                            placeholders(backend, 1, chunk.len())
+                        );
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for i in chunk {
+                            q = q.bind(*i as i64);
+                        }
+                        let rows = q.fetch_all(&mut *conn).await?;
+                        for r in &rows {
+                            let bytes: Vec<u8> = r.try_get(1)?;
+                            let h: [u8; 32] = bytes
+                                .try_into()
+                                .map_err(|_| LogError::Corrupt("stored hash length".into()))?;
+                            self.insert(r.try_get::<i64, _>(0)? as u64, Hash(h));
+                        }
+                        if rows.len() != chunk.len() {
+                            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+                            let lost = chunk
+                                .iter()
+                                .find(|i| !known.contains_key(i))
+                                .copied()
+                                .unwrap_or_default();
+                            return Err(LogError::MissingHash(lost));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A leaf to append, with the columns auditors search by.
+#[derive(Debug, Clone)]
+pub struct NewLeaf {
+    /// Canonical encoding ([`identity::logleaf::LogLeaf::encode`]).
+    pub bytes: Vec<u8>,
+    /// `issuance` or `revocation`.
+    pub kind: &'static str,
+    /// The serial it is about.
+    pub serial: String,
+    /// The holder's id.
+    pub identity: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// What an append produced.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Index of the first appended leaf.
+    pub first: u64,
+    /// The new tree size.
+    pub size: u64,
+    /// The new root.
+    pub root: Hash,
+    /// The signed checkpoint of the new tree.
+    pub checkpoint: String,
+    /// Inclusion proof of each appended leaf in the new tree (when asked for).
+    pub proofs: Vec<Vec<Hash>>,
+}
+
+/// The receipt a client gets with its certificate or revocation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Receipt {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// Size of the tree the proof and checkpoint are for.
+    pub tree_size: u64,
+    /// RFC 6962 inclusion proof, base64 hashes, leaf's sibling first.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint (C2SP tlog-checkpoint note).
+    pub checkpoint: String,
+}
+
+impl Appended {
+    /// The receipt for the `i`-th appended leaf.
+    pub fn receipt(&self, i: usize) -> Receipt {
+        Receipt {
+            leaf_index: self.first + i as u64,
+            tree_size: self.size,
+            inclusion_proof: self
+                .proofs
+                .get(i)
+                .map(|p| p.iter().map(|h| B64.encode(h.0)).collect())
+                .unwrap_or_default(),
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+}
+
+/// Appends leaves inside `tx`, signs the new checkpoint, and returns proofs for the new leaves.
+pub async fn append(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    signer: &LogSigner,
+    leaves: &[NewLeaf],
+    with_proofs: bool,
+) -> Result<Appended, LogError> {
+    let size: i64 = sqlx::query_scalar("UPDATE log_state SET size = size WHERE id = 1 RETURNING size")
+        .fetch_one(&mut **tx)
+        .await?;
+    let size = size as u64;
+    let hashes = Hashes::default();
+    let mut new_hashes = Vec::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        let n = size + i as u64;
+        let stored = hashes
+            .resolve(&mut *tx, backend, |r| tlog_tiles::stored_hashes(n, &leaf.bytes, r))
+            .await?;
+        let base = stored_hash_index(0, n);
+        for (j, h) in stored.into_iter().enumerate() {
+            hashes.insert(base + j as u64, h);
+            new_hashes.push((base + j as u64, h));
+        }
+    }
+    let new_size = size + leaves.len() as u64;
+    let root = hashes
+        .resolve(&mut *tx, backend, |r| tlog_tiles::tree_hash(new_size, r))
+        .await?;
+    let checkpoint = signer.sign_checkpoint(new_size, root)?;
+    let mut proofs = Vec::new();
+    if with_proofs {
+        for i in 0..leaves.len() as u64 {
+            proofs.push(
+                hashes
+                    .resolve(&mut *tx, backend, |r| tlog_tiles::prove_record(new_size, size + i, r))
+                    .await?,
+            );
+        }
+    }
+    for (chunk_no, chunk) in leaves.chunks(256).enumerate() {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(backend, i * 6 + 1, 6)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, l) in chunk.iter().enumerate() {
+            let idx = size + (chunk_no * 256 + i) as u64;
+            q = q
+                .bind(idx as i64)
+                .bind(&l.bytes)
+                .bind(l.kind)
+                .bind(&l.serial)
+                .bind(&l.identity)
+                .bind(l.at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in new_hashes.chunks(512) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(backend, i * 2 + 1, 2)))
+            .collect();
+        let sql = format!("INSERT INTO log_hashes (idx, hash) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, h) in chunk {
+            q = q.bind(*i as i64).bind(h.0.to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    sqlx::query("UPDATE log_state SET size = $1, root = $2, checkpoint = $3 WHERE id = 1")
+        .bind(new_size as i64)
+        .bind(root.0.to_vec())
+        .bind(&checkpoint)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Appended {
+        first: size,
+        size: new_size,
+        root,
+        checkpoint,
+        proofs,
+    })
+}
+
+/// Creates the empty log (size 0, its signed checkpoint) at initialisation.
+pub async fn create(tx: &mut Transaction<'static, Any>, signer: &LogSigner) -> Result<(), LogError> {
+    let checkpoint = signer.sign_checkpoint(0, EMPTY_HASH)?;
+    sqlx::query("INSERT INTO log_state (id, size, root, checkpoint) VALUES (1, 0, $1, $2)")
+        .bind(EMPTY_HASH.0.to_vec())
+        .bind(checkpoint)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The latest checkpoint and its size.
+pub async fn latest(conn: &mut AnyConnection) -> Result<(u64, String), LogError> {
+    let row = sqlx::query("SELECT size, checkpoint FROM log_state WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))
+}
+
+/// The contents of a C2SP tile path below `/log/` (`tile/<L>/<N>[.p/<W>]` or
+/// `tile/entries/<N>[.p/<W>]`), if the path is well formed and within a tree of `size`.
+pub fn parse_tile_path(path: &str, size: u64) -> Option<Tile> {
+    let rest = path.strip_prefix("tile/")?;
+    let (level_str, rest) = rest.split_once('/')?;
+    let (is_data, level) = if level_str == "entries" {
+        (true, 0u8)
+    } else {
+        (
+            false,
+            level_str
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= 63 && l.to_string() == level_str)?,
+        )
+    };
+    let (n_part, width) = match rest.split_once(".p/") {
+        Some((n, w)) => (
+            n,
+            w.parse::<u32>()
+                .ok()
+                .filter(|v| (1..256).contains(v) && v.to_string() == w)?,
+        ),
+        None => (rest, 256),
+    };
+    let mut n: u64 = 0;
+    let parts: Vec<&str> = n_part.split('/').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let digits = if i + 1 < parts.len() { p.strip_prefix('x')? } else { p };
+        if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n = n.checked_mul(1000)?.checked_add(digits.parse::<u64>().ok()?)?;
+    }
+    // The tile (full, or the partial prefix asked for) must lie within the tree. Tiles are
+    // immutable prefixes, so a partial of an older size stays valid.
+    let span = 256u64.checked_pow(u32::from(level))?;
+    let end = n.checked_mul(256)?.checked_add(u64::from(width))?.checked_mul(span)?;
+    if end > size {
+        return None;
+    }
+    Some(Tile::new(TILE_HEIGHT, level, n, width, is_data))
+}
+
+/// The bytes of a tile: hashes for a level tile, length-prefixed leaves for an entries tile.
+pub async fn read_tile(conn: &mut AnyConnection, backend: Backend, tile: Tile) -> Result<Vec<u8>, LogError> {
+    if tile.is_data() {
+        let start = tile.level_index() * 256;
+        let rows = sqlx::query("SELECT leaf FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+            .bind(start as i64)
+            .bind((start + u64::from(tile.width())) as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.len() != tile.width() as usize {
+            return Err(LogError::Corrupt("entries missing".into()));
+        }
+        let mut out = Vec::new();
+        for r in rows {
+            let leaf: Vec<u8> = r.try_get(0)?;
+            out.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            out.extend_from_slice(&leaf);
+        }
+        return Ok(out);
+    }
+    let hashes = Hashes::default();
+    hashes.resolve(conn, backend, |r| tile.read_data(r)).await
+}
+
+/// Re-verifies the log from its leaves: recomputes the root of every stored leaf and compares it
+/// with the stored root and the signed checkpoint. Returns the size.
+pub async fn self_check(conn: &mut AnyConnection, signer: &LogSigner) -> Result<u64, LogError> {
+    let row = sqlx::query("SELECT size, root, checkpoint FROM log_state WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let size = row.try_get::<i64, _>(0)? as u64;
+    let stored_root: Vec<u8> = row.try_get(1)?;
+    let checkpoint: String = row.try_get(2)?;
+    let (cp_size, cp_root) = signer.open_checkpoint(&checkpoint)?;
+    if cp_size != size || cp_root.0.as_slice() != stored_root.as_slice() {
+        return Err(LogError::Corrupt(
+            "the latest checkpoint does not describe the stored tree".into(),
+        ));
+    }
+    let mut range = CompactRange::default();
+    let mut next = 0u64;
+    while next < size {
+        let rows = sqlx::query("SELECT idx, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 10000")
+            .bind(next as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.is_empty() {
+            return Err(LogError::Corrupt(format!("leaves from {next} on are missing")));
+        }
+        for r in rows {
+            let idx = r.try_get::<i64, _>(0)? as u64;
+            if idx != next {
+                return Err(LogError::Corrupt(format!("leaf {next} is missing")));
+            }
+            if idx >= size {
+                return Err(LogError::Corrupt(format!(
+                    "leaf {idx} lies beyond the checkpoint's size {size}"
+                )));
+            }
+            let leaf: Vec<u8> = r.try_get(1)?;
+            range.push(record_hash(&leaf));
+            next += 1;
+        }
+    }
+    if range.root() != cp_root {
+        return Err(LogError::Corrupt(format!(
+            "the root recomputed from {size} leaves differs from the signed checkpoint"
+        )));
+    }
+    Ok(size)
+}
+
+/// The right edge of a tree being built leaf by leaf: perfect subtrees, largest first.
+#[derive(Default)]
+pub struct CompactRange {
+    stack: Vec<(u64, Hash)>,
+}
+
+impl CompactRange {
+    /// Adds the next leaf hash.
+    pub fn push(&mut self, leaf_hash: Hash) {
+        let mut node = (1u64, leaf_hash);
+        while let Some(&(size, h)) = self.stack.last() {
+            if size != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (size * 2, node_hash(h, node.1));
+        }
+        self.stack.push(node);
+    }
+
+    /// The RFC 6962 root of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return EMPTY_HASH;
+        };
+        for &(_, h) in it {
+            acc = node_hash(h, acc);
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct All(Vec<Hash>);
+    impl HashReader for All {
+        fn read_hashes(&self, idx: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+            Ok(idx.iter().map(|i| self.0[*i as usize]).collect())
+        }
+    }
+
+    #[test]
+    fn compact_range_matches_tlog_tiles_for_every_size_to_600() {
+        let mut stored = All(vec![]);
+        let mut range = CompactRange::default();
+        assert_eq!(range.root(), EMPTY_HASH);
+        for n in 0..600u64 {
+            let leaf = n.to_be_bytes();
+            let hs = tlog_tiles::stored_hashes(n, &leaf, &stored).unwrap();
+            stored.0.extend(hs);
+            range.push(record_hash(&leaf));
+            assert_eq!(
+                range.root(),
+                tlog_tiles::tree_hash(n + 1, &stored).unwrap(),
+                "size {}",
+                n + 1
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoints_verify_and_tampering_is_caught() {
+        let key = LogSigner::generate().unwrap();
+        let s = LogSigner::new("example.org/log", &key).unwrap();
+        let note = s.sign_checkpoint(7, record_hash(b"x")).unwrap();
+        assert!(note.starts_with("example.org/log\n7\n"));
+        assert_eq!(s.open_checkpoint(&note).unwrap(), (7, record_hash(b"x")));
+        let forged = note.replacen("\n7\n", "\n8\n", 1);
+        assert!(s.open_checkpoint(&forged).is_err());
+        let other = LogSigner::new("example.org/log", &LogSigner::generate().unwrap()).unwrap();
+        assert!(other.open_checkpoint(&note).is_err());
+        assert!(s.vkey().starts_with("example.org/log+"));
+        signed_note::StandardVerifier::new(&s.vkey()).unwrap();
+    }
+
+    #[test]
+    fn tile_paths_follow_c2sp() {
+        let t = parse_tile_path("tile/0/000", 256).unwrap();
+        assert_eq!((t.level(), t.level_index(), t.width(), t.is_data()), (0, 0, 256, false));
+        let t = parse_tile_path("tile/0/x001/234.p/7", 1234 * 256 + 7).unwrap();
+        assert_eq!((t.level_index(), t.width()), (1234, 7));
+        let t = parse_tile_path("tile/entries/000.p/5", 5).unwrap();
+        assert!(t.is_data());
+        // The spec's example: size 70,000.
+        assert!(parse_tile_path("tile/0/272", 70_000).is_some());
+        assert!(parse_tile_path("tile/0/273.p/112", 70_000).is_some());
+        assert!(parse_tile_path("tile/1/000", 70_000).is_some());
+        assert!(parse_tile_path("tile/1/001.p/17", 70_000).is_some());
+        assert!(parse_tile_path("tile/2/000.p/1", 70_000).is_some());
+        for bad in [
+            "tile/0/273",
+            "tile/0/273.p/113",
+            "tile/0/1",
+            "tile/0/0001",
+            "tile/0/001.p/0",
+            "tile/0/001.p/256",
+            "tile/64/000",
+            "tile/0/x000/x001",
+            "tile/0/000.p/05",
+            "x/0/000",
+            "tile/00/000",
+        ] {
+            assert!(parse_tile_path(bad, 70_000).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The issuance log's leaf encoding, version 1: one canonical binary form for issuance and
+//! revocation events, at most 65,535 bytes (tile entry bundles use 16-bit lengths).
+//!
+//! ```text
+//! u8 version = 1
+//! u8 kind    = 1 (issuance) | 2 (revocation)
+//! u64 time   (Unix seconds, big-endian)
+//! str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by
+//! issuance:   i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
+//! revocation: u8 reason (RFC 5280 code)
+//! ```
+//! `str` and `bytes` are a big-endian u16 length followed by that many bytes. Decoding refuses
+//! anything that would not re-encode to the same bytes (trailing data, bad UTF-8, unknown kind).
+
+/// Largest encoded leaf.
+pub const MAX_LEAF: usize = 65_535;
+
+/// Why bytes are not a v1 leaf.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeafError {
+    /// Wrong version, kind, length or encoding.
+    #[error("malformed log leaf: {0}")]
+    Malformed(&'static str),
+    /// The encoding would exceed 65,535 bytes.
+    #[error("log leaf larger than 65,535 bytes")]
+    TooLarge,
+}
+
+/// An event in the issuance log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogLeaf {
+    /// A certificate was issued.
+    Issuance {
+        /// Unix seconds.
+        time: u64,
+        /// SPIFFE ID of the holder.
+        identity: String,
+        /// Serial, lowercase hex.
+        serial: String,
+        /// What authorised it (`secret:<registrar>`, `renew:<serial>`, `init`).
+        authorized_by: String,
+        /// Unix seconds.
+        not_before: i64,
+        /// Unix seconds.
+        not_after: i64,
+        /// SHA-256 of the subject public key info.
+        key_sha256: [u8; 32],
+        /// The certificate, DER.
+        certificate: Vec<u8>,
+    },
+    /// A certificate was revoked.
+    Revocation {
+        /// Unix seconds.
+        time: u64,
+        /// SPIFFE ID of the holder.
+        identity: String,
+        /// Serial, lowercase hex.
+        serial: String,
+        /// Who revoked it.
+        authorized_by: String,
+        /// RFC 5280 reason code.
+        reason: u8,
+    },
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), LeafError> {
+    let len = u16::try_from(b.len()).map_err(|_| LeafError::TooLarge)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LeafError> {
+        if self.0.len() < n {
+            return Err(LeafError::Malformed("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, LeafError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, LeafError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().map_err(|_| LeafError::Malformed("int"))?,
+        ))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], LeafError> {
+        let n = u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| LeafError::Malformed("len"))?);
+        self.take(n as usize)
+    }
+    fn str(&mut self) -> Result<String, LeafError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| LeafError::Malformed("text is not UTF-8"))
+    }
+}
+
+impl LogLeaf {
+    /// The canonical encoding.
+    pub fn encode(&self) -> Result<Vec<u8>, LeafError> {
+        let mut out = vec![1u8];
+        match self {
+            LogLeaf::Issuance {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                not_before,
+                not_after,
+                key_sha256,
+                certificate,
+            } => {
+                out.push(1);
+                out.extend_from_slice(&time.to_be_bytes());
+                put_bytes(&mut out, identity.as_bytes())?;
+                put_bytes(&mut out, serial.as_bytes())?;
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                out.extend_from_slice(&not_before.to_be_bytes());
+                out.extend_from_slice(&not_after.to_be_bytes());
+                out.extend_from_slice(key_sha256);
+                put_bytes(&mut out, certificate)?;
+            }
+            LogLeaf::Revocation {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                reason,
+            } => {
+                out.push(2);
+                out.extend_from_slice(&time.to_be_bytes());
+                put_bytes(&mut out, identity.as_bytes())?;
+                put_bytes(&mut out, serial.as_bytes())?;
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                out.push(*reason);
+            }
+        }
+        if out.len() > MAX_LEAF {
+            return Err(LeafError::TooLarge);
+        }
+        Ok(out)
+    }
+
+    /// Decodes a leaf, refusing anything but the canonical encoding.
+    pub fn decode(b: &[u8]) -> Result<Self, LeafError> {
+        let mut r = Reader(b);
+        if r.u8()? != 1 {
+            return Err(LeafError::Malformed("unknown version"));
+        }
+        let kind = r.u8()?;
+        let time = r.u64()?;
+        let identity = r.str()?;
+        let serial = r.str()?;
+        let authorized_by = r.str()?;
+        let leaf = match kind {
+            1 => LogLeaf::Issuance {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                not_before: r.u64()? as i64,
+                not_after: r.u64()? as i64,
+                key_sha256: r.take(32)?.try_into().map_err(|_| LeafError::Malformed("key hash"))?,
+                certificate: r.bytes()?.to_vec(),
+            },
+            2 => LogLeaf::Revocation {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                reason: r.u8()?,
+            },
+            _ => return Err(LeafError::Malformed("unknown kind")),
+        };
+        if !r.0.is_empty() {
+            return Err(LeafError::Malformed("trailing bytes"));
+        }
+        Ok(leaf)
+    }
+
+    /// The serial the event is about.
+    pub fn serial(&self) -> &str {
+        match self {
+            LogLeaf::Issuance { serial, .. } | LogLeaf::Revocation { serial, .. } => serial,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_non_canonical_bytes() {
+        let leaves = [
+            LogLeaf::Issuance {
+                time: 1_800_000_000,
+                identity: "spiffe://t/participant/a".into(),
+                serial: "0a1b".into(),
+                authorized_by: "secret:admin".into(),
+                not_before: -5,
+                not_after: 1_900_000_000,
+                key_sha256: [7; 32],
+                certificate: vec![0x30, 0x82, 1, 2],
+            },
+            LogLeaf::Revocation {
+                time: 1,
+                identity: "spiffe://t/node/n".into(),
+                serial: "ff".into(),
+                authorized_by: "admin".into(),
+                reason: 1,
+            },
+        ];
+        for leaf in leaves {
+            let bytes = leaf.encode().unwrap();
+            assert_eq!(LogLeaf::decode(&bytes).unwrap(), leaf);
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(LogLeaf::decode(&longer).is_err());
+            assert!(LogLeaf::decode(&bytes[..bytes.len() - 1]).is_err());
+            let mut v2 = bytes.clone();
+            v2[0] = 2;
+            assert!(LogLeaf::decode(&v2).is_err());
+        }
+        let huge = LogLeaf::Issuance {
+            time: 0,
+            identity: String::new(),
+            serial: String::new(),
+            authorized_by: String::new(),
+            not_before: 0,
+            not_after: 0,
+            key_sha256: [0; 32],
+            certificate: vec![0; 65_500],
+        };
+        assert_eq!(huge.encode(), Err(LeafError::TooLarge));
+    }
+}

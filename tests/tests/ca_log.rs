@@ -1,0 +1,259 @@
+//! The issuance log, checked as an auditor would: signed checkpoints, receipts, tiles and
+//! entries verified independently of the server's word, and tampering detected.
+
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bsn_tests::{PASSPHRASE, TestCa, bin};
+use identity::logleaf::LogLeaf;
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::{Value, json};
+use tlog_tiles::{Checkpoint, Hash, HashReader};
+
+fn csr() -> String {
+    let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    CertificateParams::default()
+        .serialize_request(&k)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+/// Verifies a checkpoint note with the vkey and returns (size, root).
+fn open_checkpoint(vkey: &str, note: &str) -> (u64, Hash) {
+    let v = signed_note::StandardVerifier::new(vkey.trim()).unwrap();
+    let n = signed_note::Note::from_bytes(note.as_bytes()).unwrap();
+    n.verify(&signed_note::VerifierList::new(vec![Box::new(v)]))
+        .expect("checkpoint signature");
+    let cp = Checkpoint::from_bytes(n.text()).unwrap();
+    assert_eq!(cp.origin(), "test.example/log");
+    (cp.size(), *cp.hash())
+}
+
+fn tile_path(level: u8, n: u64, width: u64) -> String {
+    let mut s = format!("{:03}", n % 1000);
+    let mut m = n / 1000;
+    while m > 0 {
+        s = format!("x{:03}/{s}", m % 1000);
+        m /= 1000;
+    }
+    let l = if level == 255 {
+        "entries".to_string()
+    } else {
+        level.to_string()
+    };
+    if width == 256 {
+        format!("/log/tile/{l}/{s}")
+    } else {
+        format!("/log/tile/{l}/{s}.p/{width}")
+    }
+}
+
+/// Every leaf of a tree of `size`, from the entry bundles.
+async fn all_leaves(api: &bsn::client::Api, size: u64) -> Vec<Vec<u8>> {
+    let mut leaves = Vec::new();
+    for n in 0..size.div_ceil(256) {
+        let width = (size - n * 256).min(256);
+        let bundle = api.get_bytes(&tile_path(255, n, width)).await.unwrap();
+        let mut rest = bundle.as_slice();
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            leaves.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    assert_eq!(leaves.len() as u64, size);
+    leaves
+}
+
+struct Stored(Vec<Hash>);
+impl HashReader for Stored {
+    fn read_hashes(&self, idx: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        idx.iter()
+            .map(|i| {
+                self.0
+                    .get(*i as usize)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+fn check_receipt(vkey: &str, receipt: &Value, leaf: &[u8]) {
+    let (size, root) = open_checkpoint(vkey, receipt["checkpoint"].as_str().unwrap());
+    assert_eq!(size, receipt["tree_size"].as_u64().unwrap());
+    let proof: Vec<Hash> = receipt["inclusion_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+        .collect();
+    let index = receipt["leaf_index"].as_u64().unwrap();
+    tlog_tiles::check_record(&proof, size, root, index, tlog_tiles::record_hash(leaf)).expect("inclusion proof");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_tiles_and_checkpoints_verify_independently() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let anon = ca.api(None);
+    let vkey = String::from_utf8(anon.get_bytes("/log/vkey").await.unwrap()).unwrap();
+    assert_eq!(
+        vkey,
+        std::fs::read_to_string(ca.data_dir().join("log.vkey")).unwrap(),
+        "served vkey is the one init wrote"
+    );
+
+    // Issue, renew and revoke; keep every receipt.
+    let secret = ca.register("gina", json!({})).await;
+    let issued = anon
+        .post(
+            "/api/v1/enroll",
+            &json!({ "id": "gina", "secret": secret, "csr": csr() }),
+        )
+        .await
+        .unwrap();
+    let dir = ca.dir.path().join("gina");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut receipts = vec![(
+        issued["receipt"].clone(),
+        issued["serial"].as_str().unwrap().to_string(),
+        "issuance",
+    )];
+    let admin_api = ca.api(Some(&admin));
+    for _ in 0..300 {
+        let v = ca
+            .api(Some(&admin))
+            .post("/api/v1/renew", &json!({ "csr": csr() }))
+            .await
+            .unwrap();
+        receipts.push((
+            v["receipt"].clone(),
+            v["serial"].as_str().unwrap().to_string(),
+            "issuance",
+        ));
+    }
+    let r = admin_api
+        .post(
+            &format!("/api/v1/certificates/{}/revoke", receipts[0].1),
+            &json!({ "reason": "keyCompromise" }),
+        )
+        .await
+        .unwrap();
+    receipts.push((r["receipt"].clone(), receipts[0].1.clone(), "revocation"));
+
+    // The latest checkpoint covers everything: init's server certificate, admin's, gina's, 300
+    // renewals and the revocation.
+    let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+    let (size, root) = open_checkpoint(&vkey, &note);
+    assert_eq!(size, 1 + 1 + 1 + 300 + 1);
+    let leaves = all_leaves(&anon, size).await;
+
+    // Recompute the tree from the entries alone; the hash tiles must agree with it.
+    let mut stored = Stored(vec![]);
+    for (n, leaf) in leaves.iter().enumerate() {
+        let hs = tlog_tiles::stored_hashes(n as u64, leaf, &stored).unwrap();
+        stored.0.extend(hs);
+    }
+    assert_eq!(
+        tlog_tiles::tree_hash(size, &stored).unwrap(),
+        root,
+        "root recomputed from the entries"
+    );
+    let level0 = anon.get_bytes(&tile_path(0, 0, 256)).await.unwrap();
+    let level0b = anon.get_bytes(&tile_path(0, 1, size - 256)).await.unwrap();
+    let tile_hashes: Vec<&[u8]> = level0.chunks(32).chain(level0b.chunks(32)).collect();
+    for (i, leaf) in leaves.iter().enumerate() {
+        assert_eq!(
+            tile_hashes[i],
+            tlog_tiles::record_hash(leaf).0.as_slice(),
+            "tile hash {i}"
+        );
+    }
+    assert!(
+        anon.get_bytes(&tile_path(0, 1, 256)).await.is_err(),
+        "a tile beyond the tree is not served"
+    );
+
+    // Every receipt proves its leaf, and every leaf says what happened.
+    for (receipt, serial, kind) in &receipts {
+        let leaf = &leaves[receipt["leaf_index"].as_u64().unwrap() as usize];
+        check_receipt(&vkey, receipt, leaf);
+        match (LogLeaf::decode(leaf).unwrap(), *kind) {
+            (
+                LogLeaf::Issuance {
+                    serial: s,
+                    identity,
+                    certificate,
+                    ..
+                },
+                "issuance",
+            ) => {
+                assert_eq!(&s, serial);
+                assert!(identity.starts_with("spiffe://test.example/participant/"));
+                assert_eq!(identity::profile::check_leaf(&certificate).unwrap().serial_hex, *serial);
+            }
+            (
+                LogLeaf::Revocation {
+                    serial: s,
+                    reason,
+                    authorized_by,
+                    ..
+                },
+                "revocation",
+            ) => {
+                assert_eq!((&s, reason, authorized_by.as_str()), (serial, 1, "admin"));
+            }
+            (other, k) => panic!("expected {k}, got {other:?}"),
+        }
+    }
+    // Checkpoints only grow: the first receipt's tree is a prefix of the latest.
+    let (first_size, first_root) = open_checkpoint(&vkey, receipts[0].0["checkpoint"].as_str().unwrap());
+    assert_eq!(tlog_tiles::tree_hash(first_size, &stored).unwrap(), first_root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_leaf_stops_the_ca_from_starting() {
+    let mut ca = TestCa::start();
+    ca.participant("hal").await;
+    ca.kill_all();
+    // Flip one byte of a stored leaf, as a disk or an intruder might.
+    {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = ca
+            .db
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", ca.data_dir().join("ca.db").display()));
+        let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM log_entries WHERE idx = 1")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        let mut bad = leaf.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        sqlx::query("UPDATE log_entries SET leaf = $1 WHERE idx = 1")
+            .bind(bad)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let mut cmd = Command::new(bin("ca-server"));
+    cmd.args(["serve", "--data-dir"])
+        .arg(ca.data_dir())
+        .args(["--listen", "127.0.0.1:0"]);
+    if let Some(u) = &ca.db.url {
+        cmd.args(["--database-url", u]);
+    }
+    let out = cmd.env("BSN_CA_PASSPHRASE", PASSPHRASE).output().unwrap();
+    assert!(!out.status.success(), "the CA must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("self-check") && err.contains("differs from the signed checkpoint"),
+        "{err}"
+    );
+}
