@@ -180,42 +180,77 @@ impl Hashes {
             match f(self) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let mut missing = std::mem::take(&mut *self.missing.lock().unwrap_or_else(|e| e.into_inner()));
-                    if missing.is_empty() {
+                    if !self.fetch_missing(conn, backend).await? {
                         return Err(LogError::Tree(e));
-                    }
-                    missing.sort_unstable();
-                    missing.dedup();
-                    for chunk in missing.chunks(512) {
-                        let sql = format!(
-                            "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
-                            placeholders(backend, 1, chunk.len())
-                        );
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for i in chunk {
-                            q = q.bind(*i as i64);
-                        }
-                        let rows = q.fetch_all(&mut *conn).await?;
-                        for r in &rows {
-                            let bytes: Vec<u8> = r.try_get(1)?;
-                            let h: [u8; 32] = bytes
-                                .try_into()
-                                .map_err(|_| LogError::Corrupt("stored hash length".into()))?;
-                            self.insert(r.try_get::<i64, _>(0)? as u64, Hash(h));
-                        }
-                        if rows.len() != chunk.len() {
-                            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-                            let lost = chunk
-                                .iter()
-                                .find(|i| !known.contains_key(i))
-                                .copied()
-                                .unwrap_or_default();
-                            return Err(LogError::MissingHash(lost));
-                        }
                     }
                 }
             }
         }
+    }
+
+    /// Runs `f` for every index in `0..n`, fetching the hashes all of them lack together, so a
+    /// batch costs a few queries rather than one per item.
+    async fn resolve_all<T>(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        n: usize,
+        f: impl Fn(&Self, usize) -> Result<T, tlog_tiles::Error>,
+    ) -> Result<Vec<T>, LogError> {
+        let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        loop {
+            let mut last_err = None;
+            for (i, slot) in out.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+                match f(self, i) {
+                    Ok(v) => *slot = Some(v),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            let Some(e) = last_err else {
+                return Ok(out.into_iter().flatten().collect());
+            };
+            if !self.fetch_missing(conn, backend).await? {
+                return Err(LogError::Tree(e));
+            }
+        }
+    }
+
+    /// Fetches the hashes recorded as missing; `false` if none were (the failure was not a miss).
+    async fn fetch_missing(&self, conn: &mut AnyConnection, backend: Backend) -> Result<bool, LogError> {
+        let mut missing = std::mem::take(&mut *self.missing.lock().unwrap_or_else(|e| e.into_inner()));
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        for chunk in missing.chunks(512) {
+            let sql = format!(
+                "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
+                placeholders(backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for i in chunk {
+                q = q.bind(*i as i64);
+            }
+            let rows = q.fetch_all(&mut *conn).await?;
+            for r in &rows {
+                let bytes: Vec<u8> = r.try_get(1)?;
+                let h: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| LogError::Corrupt("stored hash length".into()))?;
+                self.insert(r.try_get::<i64, _>(0)? as u64, Hash(h));
+            }
+            if rows.len() != chunk.len() {
+                let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+                let lost = chunk
+                    .iter()
+                    .find(|i| !known.contains_key(i))
+                    .copied()
+                    .unwrap_or_default();
+                return Err(LogError::MissingHash(lost));
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -308,16 +343,15 @@ pub async fn append(
         .resolve(&mut *tx, backend, |r| tlog_tiles::tree_hash(new_size, r))
         .await?;
     let checkpoint = signer.sign_checkpoint(new_size, root)?;
-    let mut proofs = Vec::new();
-    if with_proofs {
-        for i in 0..leaves.len() as u64 {
-            proofs.push(
-                hashes
-                    .resolve(&mut *tx, backend, |r| tlog_tiles::prove_record(new_size, size + i, r))
-                    .await?,
-            );
-        }
-    }
+    let proofs = if with_proofs {
+        hashes
+            .resolve_all(&mut *tx, backend, leaves.len(), |r, i| {
+                tlog_tiles::prove_record(new_size, size + i as u64, r)
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
     for (chunk_no, chunk) in leaves.chunks(256).enumerate() {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(backend, i * 6 + 1, 6)))

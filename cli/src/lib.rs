@@ -9,5 +9,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod audit;
 pub mod client;
 pub mod files;

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 local problem (files, arguments); 2 usage; 3 refused by the CA
 //! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
-//! or failing.
+//! or failing; 6 the issuance log failed verification.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -158,6 +158,9 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// Audit the issuance log (no account needed).
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// List identities (administrators: all; registrars: those they registered).
     Identities {
         #[command(flatten)]
@@ -192,6 +195,20 @@ enum Command {
         /// Expiring after this RFC 3339 time.
         #[arg(long)]
         expires_after: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Download the whole log, recompute its root, check the signed checkpoint and every entry:
+    /// each certificate chains to the trust bundle and matches its entry, serials are unique,
+    /// and every revocation refers to a logged issuance. Exit code 6 if anything is wrong.
+    Verify {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// The log's verifier key (log.vkey from the CA operator), obtained out of band.
+        #[arg(long, value_name = "FILE")]
+        log_vkey: PathBuf,
     },
 }
 
@@ -433,6 +450,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         }
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
+        Command::Audit(AuditCmd::Verify { ca, log_vkey }) => audit_verify(&ca, &log_vkey).await?,
         Command::Identities { ca, me, kind, role } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
                 .into_iter()
@@ -491,6 +509,51 @@ async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> R
         .await?;
     println!("{} is now {}", str_field(&v, "id"), str_field(&v, "status"));
     Ok(())
+}
+
+async fn audit_verify(ca: &CaArgs, vkey_file: &Path) -> Result<(), Failure> {
+    let vkey =
+        std::fs::read_to_string(vkey_file).map_err(|e| local(format!("reading {}: {e}", vkey_file.display())))?;
+    let bundle_pem =
+        std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
+    let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
+    let api = api(ca, None)?;
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(&api.get_bytes("/api/v1/ca-chain").await?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| local(format!("CA chain: {e}")))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} entries ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("verifying");
+    let started = std::time::Instant::now();
+    let result = bsn::audit::verify(&api, &vkey, &bundle, &chain, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "log verified: {} entries ({} issuances, {} revocations)",
+                r.size, r.issuances, r.revocations
+            );
+            println!("root {} matches the signed checkpoint", r.root);
+            println!("{:.2} s, {:.0} entries/s", secs, r.size as f64 / secs.max(1e-9));
+            Ok(())
+        }
+        Err(bsn::audit::AuditError::Client(e)) => Err(e.into()),
+        Err(e) => Err(Failure {
+            code: 6,
+            message: e.to_string(),
+            hint: Some("the log does not verify: keep this output as evidence and alert the CA operator"),
+        }),
+    }
 }
 
 fn roles_of(v: &Value) -> String {

@@ -180,6 +180,22 @@ async fn main() {
         certs / batches.max(1.0),
         secs * 1e3 / batches.max(1.0)
     );
+    eprintln!("auditing the whole log with bsn audit verify...");
+    let out = std::process::Command::new(bsn_tests::bin("bsn"))
+        .args(["audit", "verify", "--log-vkey"])
+        .arg(ca.data_dir().join("log.vkey"))
+        .args(["--ca", &ca.url, "--ca-bundle"])
+        .arg(&ca.bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("audit: {line}");
+    }
     if args.enrollments > 0 {
         eprintln!("registering {} identities for the enrollment run...", args.enrollments);
         let admin = ca.admin();

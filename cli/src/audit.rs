@@ -1,0 +1,197 @@
+//! Auditing the CA's issuance log without trusting the CA: verify the signed checkpoint with a
+//! verifier key obtained out of band, download every entry bundle, recompute the RFC 6962 root,
+//! and check every entry: it parses, each issued certificate chains to the trust bundle and
+//! matches its entry, serials are unique, and each revocation refers to a logged issuance.
+
+use std::collections::HashMap;
+
+use identity::logleaf::LogLeaf;
+use identity::verify::TrustBundle;
+use rustls_pki_types::CertificateDer;
+use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, node_hash, record_hash};
+
+use crate::client::{Api, ClientError};
+
+/// Why an audit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Talking to the CA failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The log is not what it claims to be.
+    #[error("log verification failed: {0}")]
+    Invalid(String),
+}
+
+/// What a successful audit saw.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    /// Tree size verified.
+    pub size: u64,
+    /// Its root, base64.
+    pub root: String,
+    /// Issuance entries.
+    pub issuances: u64,
+    /// Revocation entries.
+    pub revocations: u64,
+}
+
+/// Verifies a checkpoint note with a vkey; returns (origin, size, root).
+pub fn open_checkpoint(vkey: &str, note: &[u8]) -> Result<(String, u64, Hash), AuditError> {
+    let bad = |m: String| AuditError::Invalid(m);
+    let verifier = signed_note::StandardVerifier::new(vkey.trim()).map_err(|e| bad(format!("verifier key: {e}")))?;
+    let origin = signed_note::Verifier::name(&verifier).to_string();
+    let n = signed_note::Note::from_bytes(note).map_err(|e| bad(format!("checkpoint note: {e}")))?;
+    n.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|e| bad(format!("checkpoint signature does not verify with the given key: {e}")))?;
+    let cp = Checkpoint::from_bytes(n.text()).map_err(|_| bad("checkpoint text is malformed".into()))?;
+    if cp.origin() != origin {
+        return Err(bad(format!(
+            "checkpoint origin '{}' is not the key's name '{origin}'",
+            cp.origin()
+        )));
+    }
+    Ok((origin, cp.size(), *cp.hash()))
+}
+
+/// The C2SP path of entry bundle `n` with `width` entries.
+pub fn entries_path(n: u64, width: u64) -> String {
+    let mut s = format!("{:03}", n % 1000);
+    let mut m = n / 1000;
+    while m > 0 {
+        s = format!("x{:03}/{s}", m % 1000);
+        m /= 1000;
+    }
+    if width == 256 {
+        format!("/log/tile/entries/{s}")
+    } else {
+        format!("/log/tile/entries/{s}.p/{width}")
+    }
+}
+
+/// The RFC 6962 root built leaf by leaf (right edge of perfect subtrees).
+#[derive(Default)]
+struct Edge(Vec<(u64, Hash)>);
+
+impl Edge {
+    fn push(&mut self, h: Hash) {
+        let mut node = (1u64, h);
+        while let Some(&(size, left)) = self.0.last() {
+            if size != node.0 {
+                break;
+            }
+            self.0.pop();
+            node = (size * 2, node_hash(left, node.1));
+        }
+        self.0.push(node);
+    }
+    fn root(&self) -> Hash {
+        let mut it = self.0.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return EMPTY_HASH;
+        };
+        for &(_, h) in it {
+            acc = node_hash(h, acc);
+        }
+        acc
+    }
+}
+
+/// Audits the whole log. `progress` is called with (entries verified, total).
+pub async fn verify(
+    api: &Api,
+    vkey: &str,
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<AuditReport, AuditError> {
+    let note = api.get_bytes("/log/checkpoint").await?;
+    let (_, size, root) = open_checkpoint(vkey, &note)?;
+    let mut edge = Edge::default();
+    let mut issued: HashMap<String, bool> = HashMap::new();
+    let mut report = AuditReport {
+        size,
+        ..Default::default()
+    };
+    let mut index = 0u64;
+    for n in 0..size.div_ceil(256) {
+        let width = (size - n * 256).min(256);
+        let bytes = api.get_bytes(&entries_path(n, width)).await?;
+        let mut rest = bytes.as_slice();
+        for _ in 0..width {
+            if rest.len() < 2 {
+                return Err(AuditError::Invalid(format!("entry bundle {n} is truncated")));
+            }
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            let leaf = rest
+                .get(2..2 + len)
+                .ok_or_else(|| AuditError::Invalid(format!("entry {index} is truncated")))?;
+            rest = &rest[2 + len..];
+            edge.push(record_hash(leaf));
+            check_entry(index, leaf, bundle, chain, &mut issued, &mut report)?;
+            index += 1;
+        }
+        if !rest.is_empty() {
+            return Err(AuditError::Invalid(format!("entry bundle {n} has trailing bytes")));
+        }
+        progress(index, size);
+    }
+    if edge.root() != root {
+        return Err(AuditError::Invalid(format!(
+            "the root recomputed from {size} entries differs from the signed checkpoint"
+        )));
+    }
+    use base64::Engine;
+    report.root = base64::engine::general_purpose::STANDARD.encode(root.0);
+    Ok(report)
+}
+
+fn check_entry(
+    index: u64,
+    leaf: &[u8],
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+    issued: &mut HashMap<String, bool>,
+    report: &mut AuditReport,
+) -> Result<(), AuditError> {
+    let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
+    match LogLeaf::decode(leaf).map_err(|e| bad(e.to_string()))? {
+        LogLeaf::Issuance {
+            identity,
+            serial,
+            not_before,
+            not_after,
+            certificate,
+            ..
+        } => {
+            let mut full = vec![CertificateDer::from(certificate.as_slice())];
+            full.extend(chain.iter().cloned());
+            // Verified at its own start of validity: a certificate that has expired since was
+            // still correctly issued.
+            let at = (not_before + 60).max(0) as u64;
+            let cert = bundle
+                .verify_client(&full, at, &[])
+                .map_err(|e| bad(format!("certificate does not verify: {e}")))?;
+            if cert.serial_hex != serial
+                || cert.spiffe_id.to_string() != identity
+                || cert.not_after != not_after
+                || cert.not_before != not_before
+            {
+                return Err(bad("the certificate does not match its entry".into()));
+            }
+            if issued.insert(serial.clone(), false).is_some() {
+                return Err(bad(format!("serial {serial} was issued twice")));
+            }
+            report.issuances += 1;
+        }
+        LogLeaf::Revocation { serial, .. } => match issued.get_mut(&serial) {
+            None => return Err(bad(format!("revocation of {serial}, which the log never issued"))),
+            Some(true) => return Err(bad(format!("{serial} revoked twice"))),
+            Some(revoked) => {
+                *revoked = true;
+                report.revocations += 1;
+            }
+        },
+    }
+    Ok(())
+}
