@@ -354,10 +354,10 @@ pub async fn append(
     };
     for (chunk_no, chunk) in leaves.chunks(256).enumerate() {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(backend, i * 6 + 1, 6)))
+            .map(|i| format!("({})", placeholders(backend, i * 7 + 1, 7)))
             .collect();
         let sql = format!(
-            "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at) VALUES {}",
+            "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at, leaf_hash) VALUES {}",
             values.join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -369,7 +369,8 @@ pub async fn append(
                 .bind(l.kind)
                 .bind(&l.serial)
                 .bind(&l.identity)
-                .bind(l.at);
+                .bind(l.at)
+                .bind(record_hash(&l.bytes).0.to_vec());
         }
         q.execute(&mut **tx).await?;
     }
@@ -484,6 +485,37 @@ pub async fn read_tile(conn: &mut AnyConnection, backend: Backend, tile: Tile) -
     }
     let hashes = Hashes::default();
     hashes.resolve(conn, backend, |r| tile.read_data(r)).await
+}
+
+/// An inclusion proof of leaf `index` in the tree of `size` (both within the stored tree).
+pub async fn prove_inclusion(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    size: u64,
+    index: u64,
+) -> Result<Vec<Hash>, LogError> {
+    Hashes::default()
+        .resolve(conn, backend, |r| tlog_tiles::prove_record(size, index, r))
+        .await
+}
+
+/// A consistency proof from the tree of `first` leaves to the tree of `second` leaves.
+pub async fn prove_consistency(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    first: u64,
+    second: u64,
+) -> Result<Vec<Hash>, LogError> {
+    Hashes::default()
+        .resolve(conn, backend, |r| tlog_tiles::prove_tree(second, first, r))
+        .await
+}
+
+/// The root of the tree of `size` leaves (any size up to the stored one).
+pub async fn root_at(conn: &mut AnyConnection, backend: Backend, size: u64) -> Result<Hash, LogError> {
+    Hashes::default()
+        .resolve(conn, backend, |r| tlog_tiles::tree_hash(size, r))
+        .await
 }
 
 /// Re-verifies the log from its leaves: recomputes the root of every stored leaf and compares it

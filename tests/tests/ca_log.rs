@@ -410,3 +410,117 @@ async fn kill_9_during_enrollments_loses_no_acknowledged_certificate() {
         received.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_api_proves_inclusion_and_consistency_and_searches() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let anon = ca.api(None);
+    let vkey = std::fs::read_to_string(ca.data_dir().join("log.vkey")).unwrap();
+    let early = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+    let (early_size, early_root) = open_checkpoint(&vkey, &early);
+    let jo = ca.participant("jo").await;
+    let jo_api = ca.api(Some(&jo));
+    let mut serials = Vec::new();
+    for _ in 0..5 {
+        serials.push(
+            jo_api.post("/api/v1/renew", &json!({ "csr": csr() })).await.unwrap()["serial"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ca.api(Some(&admin))
+        .post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &json!({}))
+        .await
+        .unwrap();
+    let (size, root) = open_checkpoint(
+        &vkey,
+        &String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap(),
+    );
+
+    // Search: jo's enrollment, 5 renewals and 1 revocation, each with its leaf.
+    let v = anon
+        .get("/api/v1/log/entries", &[("identity", "jo".into())])
+        .await
+        .unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    assert_eq!(items.iter().filter(|i| i["kind"] == "revocation").count(), 1);
+    let by_serial = anon
+        .get("/api/v1/log/entries", &[("serial", serials[0].to_uppercase())])
+        .await
+        .unwrap();
+    assert_eq!(
+        by_serial["items"].as_array().unwrap().len(),
+        2,
+        "its issuance and its revocation"
+    );
+    let future = anon
+        .get("/api/v1/log/entries", &[("since", "2999-01-01T00:00:00Z".into())])
+        .await
+        .unwrap();
+    assert!(future["items"].as_array().unwrap().is_empty());
+
+    // Inclusion proofs by index and by leaf hash verify against the signed checkpoint.
+    for item in items {
+        let leaf = B64.decode(item["leaf"].as_str().unwrap()).unwrap();
+        let index = item["index"].as_u64().unwrap();
+        let by_index = anon
+            .get("/api/v1/log/proof/inclusion", &[("index", index.to_string())])
+            .await
+            .unwrap();
+        let leaf_hash = B64.encode(tlog_tiles::record_hash(&leaf).0);
+        let by_hash = anon
+            .get("/api/v1/log/proof/inclusion", &[("leaf_hash", leaf_hash)])
+            .await
+            .unwrap();
+        assert_eq!(by_hash["leaf_index"], index);
+        for p in [by_index, by_hash] {
+            let proof: Vec<Hash> = p["inclusion_proof"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+                .collect();
+            tlog_tiles::check_record(&proof, size, root, index, tlog_tiles::record_hash(&leaf)).expect("inclusion");
+        }
+    }
+    // The early checkpoint is a prefix of the latest one.
+    let c = anon
+        .get("/api/v1/log/proof/consistency", &[("first", early_size.to_string())])
+        .await
+        .unwrap();
+    let proof: Vec<Hash> = c["consistency_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+        .collect();
+    tlog_tiles::check_tree(&proof, size, root, early_size, early_root).expect("consistency");
+
+    // Bad queries get problems.
+    for (path, q) in [
+        ("/api/v1/log/proof/inclusion", vec![("index", size.to_string())]),
+        (
+            "/api/v1/log/proof/inclusion",
+            vec![("index", "0".to_string()), ("leaf_hash", B64.encode([0u8; 32]))],
+        ),
+        (
+            "/api/v1/log/proof/inclusion",
+            vec![("leaf_hash", "not base64!".to_string())],
+        ),
+        ("/api/v1/log/proof/consistency", vec![("first", (size + 1).to_string())]),
+        ("/api/v1/log/proof/consistency", vec![("first", "0".to_string())]),
+        ("/api/v1/log/entries", vec![("since", "yesterday".to_string())]),
+        ("/api/v1/log/entries", vec![("limit", "0".to_string())]),
+    ] {
+        let e = anon.get(path, &q).await.unwrap_err();
+        assert_eq!(bsn_tests::slug(&e), "invalid-field", "{path} {q:?}");
+    }
+    let e = anon
+        .get("/api/v1/log/proof/inclusion", &[("leaf_hash", B64.encode([7u8; 32]))])
+        .await
+        .unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "not-found");
+}

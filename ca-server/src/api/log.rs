@@ -9,13 +9,187 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::AppState;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Query};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/vkey", get(vkey))
         .route("/log/tile/{*path}", get(tile))
+        .route("/api/v1/log/proof/inclusion", get(inclusion))
+        .route("/api/v1/log/proof/consistency", get(consistency))
+        .route("/api/v1/log/entries", get(entries))
+}
+
+fn b64(h: &tlog_tiles::Hash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h.0)
+}
+
+fn log_err(e: crate::log::LogError) -> ApiError {
+    ApiError::Internal(e.into())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    /// The leaf's index, or:
+    index: Option<u64>,
+    /// the leaf's RFC 6962 hash, base64.
+    leaf_hash: Option<String>,
+    /// Tree size (default: the latest).
+    size: Option<u64>,
+}
+
+/// An inclusion proof by leaf index or leaf hash, in the latest tree or one of a given size.
+async fn inclusion(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut conn = s.db.acquire().await?;
+    let (latest, _) = crate::log::latest(&mut conn).await.map_err(log_err)?;
+    let size = q.size.unwrap_or(latest);
+    if size == 0 || size > latest {
+        return Err(ApiError::InvalidField(format!(
+            "size must be from 1 to the log's size {latest}"
+        )));
+    }
+    let index = match (q.index, q.leaf_hash) {
+        (Some(i), None) => i,
+        (None, Some(h)) => {
+            use base64::Engine;
+            let hash = base64::engine::general_purpose::STANDARD
+                .decode(&h)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| ApiError::InvalidField("leaf_hash must be a base64 SHA-256 hash".into()))?;
+            let idx: Option<i64> =
+                sqlx::query_scalar("SELECT idx FROM log_entries WHERE leaf_hash = $1 ORDER BY idx LIMIT 1")
+                    .bind(hash)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            idx.ok_or_else(|| ApiError::NotFound("no leaf with that hash".into()))? as u64
+        }
+        _ => return Err(ApiError::InvalidField("give exactly one of index and leaf_hash".into())),
+    };
+    if index >= size {
+        return Err(ApiError::InvalidField(format!(
+            "index {index} is not in a tree of size {size}"
+        )));
+    }
+    let proof = crate::log::prove_inclusion(&mut conn, s.db.backend, size, index)
+        .await
+        .map_err(log_err)?;
+    let root = crate::log::root_at(&mut conn, s.db.backend, size)
+        .await
+        .map_err(log_err)?;
+    Ok(axum::Json(serde_json::json!({
+        "leaf_index": index,
+        "tree_size": size,
+        "root": b64(&root),
+        "inclusion_proof": proof.iter().map(b64).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    first: u64,
+    /// Default: the latest size.
+    second: Option<u64>,
+}
+
+/// A consistency proof between two tree sizes.
+async fn consistency(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut conn = s.db.acquire().await?;
+    let (latest, _) = crate::log::latest(&mut conn).await.map_err(log_err)?;
+    let second = q.second.unwrap_or(latest);
+    if q.first == 0 || q.first > second || second > latest {
+        return Err(ApiError::InvalidField(format!(
+            "need 1 <= first <= second <= {latest} (the log's size)"
+        )));
+    }
+    let proof = crate::log::prove_consistency(&mut conn, s.db.backend, q.first, second)
+        .await
+        .map_err(log_err)?;
+    Ok(axum::Json(serde_json::json!({
+        "first": q.first,
+        "second": second,
+        "consistency_proof": proof.iter().map(b64).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesQuery {
+    identity: Option<String>,
+    serial: Option<String>,
+    /// RFC 3339; entries at or after.
+    since: Option<String>,
+    /// RFC 3339; entries before.
+    until: Option<String>,
+    /// Entries with a larger index (cursor).
+    after: Option<u64>,
+    limit: Option<i64>,
+}
+
+/// Entries by holder, serial and time, in log order (each with its leaf, to verify).
+async fn entries(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<EntriesQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let time = |name: &str, v: Option<String>| {
+        v.map(|t| {
+            crate::app::parse_rfc3339(&t)
+                .ok_or_else(|| ApiError::InvalidField(format!("{name} must be an RFC 3339 time")))
+        })
+        .transpose()
+    };
+    let (since, until) = (time("since", q.since)?, time("until", q.until)?);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidField("limit must be from 1 to 1000".into()));
+    }
+    let serial = q
+        .serial
+        .map(|s| super::normalize_serial(&s).ok_or_else(|| ApiError::InvalidField("serial must be hex".into())))
+        .transpose()?;
+    let rows = sqlx::query(
+        "SELECT idx, kind, serial, identity, at, leaf FROM log_entries \
+         WHERE (CAST($1 AS TEXT) IS NULL OR identity = $1) AND (CAST($2 AS TEXT) IS NULL OR serial = $2) \
+           AND (CAST($3 AS BIGINT) IS NULL OR at >= $3) AND (CAST($4 AS BIGINT) IS NULL OR at < $4) \
+           AND idx > $5 ORDER BY idx LIMIT $6",
+    )
+    .bind(q.identity.as_deref())
+    .bind(serial.as_deref())
+    .bind(since)
+    .bind(until)
+    .bind(q.after.map(|a| a as i64).unwrap_or(-1))
+    .bind(limit)
+    .fetch_all(&mut *s.db.acquire().await?)
+    .await?;
+    use base64::Engine;
+    use sqlx::Row;
+    let mut items = Vec::new();
+    for r in &rows {
+        items.push(serde_json::json!({
+            "index": r.try_get::<i64, _>(0)?,
+            "kind": r.try_get::<String, _>(1)?,
+            "serial": r.try_get::<String, _>(2)?,
+            "identity": r.try_get::<String, _>(3)?,
+            "at": crate::app::rfc3339(r.try_get::<i64, _>(4)?),
+            "leaf": base64::engine::general_purpose::STANDARD.encode(r.try_get::<Vec<u8>, _>(5)?),
+        }));
+    }
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| items.last().map(|i| i["index"].clone()))
+        .flatten();
+    Ok(axum::Json(
+        serde_json::json!({ "items": items, "next_after": next_after }),
+    ))
 }
 
 /// The latest signed checkpoint (changes with every batch; not cacheable for long).
