@@ -70,7 +70,7 @@ pub fn entries_path(n: u64, width: u64) -> String {
 }
 
 /// The RFC 6962 root built leaf by leaf (right edge of perfect subtrees).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Edge(Vec<(u64, Hash)>);
 
 impl Edge {
@@ -144,6 +144,137 @@ pub async fn verify(
     use base64::Engine;
     report.root = base64::engine::general_purpose::STANDARD.encode(root.0);
     Ok(report)
+}
+
+/// What `follow` remembers between runs: the verified tree's size, root and right edge.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FollowState {
+    /// Verified tree size.
+    pub size: u64,
+    /// Its root, base64.
+    pub root: String,
+    /// The right edge (subtree sizes and base64 hashes), enough to extend the tree.
+    pub edge: Vec<(u64, String)>,
+}
+
+fn b64(h: &Hash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h.0)
+}
+
+fn unb64(s: &str) -> Result<Hash, AuditError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .map(Hash)
+        .ok_or_else(|| AuditError::Invalid("the state file holds a malformed hash".into()))
+}
+
+/// One round of following the log: verifies the latest checkpoint against the state (it must
+/// extend the verified tree: a consistency proof checks out, and the new entries appended to the
+/// stored right edge give the new root), checks each new entry and reports it to `on_entry`,
+/// then advances the state. Returns the number of new entries.
+pub async fn follow_once(
+    api: &Api,
+    vkey: &str,
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+    state: &mut FollowState,
+    on_entry: &mut dyn FnMut(u64, &LogLeaf),
+) -> Result<u64, AuditError> {
+    let note = api.get_bytes("/log/checkpoint").await?;
+    let (_, size, root) = open_checkpoint(vkey, &note)?;
+    let old_root = if state.size == 0 {
+        EMPTY_HASH
+    } else {
+        unb64(&state.root)?
+    };
+    if size < state.size {
+        return Err(AuditError::Invalid(format!(
+            "the log shrank from {} to {size} entries",
+            state.size
+        )));
+    }
+    if size == state.size {
+        if root != old_root {
+            return Err(AuditError::Invalid(format!(
+                "two different roots signed for size {size}: the log forked"
+            )));
+        }
+        return Ok(0);
+    }
+    if state.size > 0 {
+        let v = api
+            .get(
+                "/api/v1/log/proof/consistency",
+                &[("first", state.size.to_string()), ("second", size.to_string())],
+            )
+            .await?;
+        let proof = v["consistency_proof"]
+            .as_array()
+            .ok_or_else(|| AuditError::Invalid("malformed consistency proof".into()))?
+            .iter()
+            .map(|h| unb64(h.as_str().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        tlog_tiles::check_tree(&proof, size, root, state.size, old_root).map_err(|_| {
+            AuditError::Invalid(format!(
+                "checkpoint {size} is not consistent with verified checkpoint {}",
+                state.size
+            ))
+        })?;
+    }
+    let mut edge = Edge(
+        state
+            .edge
+            .iter()
+            .map(|(n, h)| Ok((*n, unb64(h)?)))
+            .collect::<Result<_, AuditError>>()?,
+    );
+    let mut index = state.size;
+    let mut issued = HashMap::new();
+    let mut scratch = AuditReport::default();
+    while index < size {
+        let n = index / 256;
+        let width = (size - n * 256).min(256);
+        let bytes = api.get_bytes(&entries_path(n, width)).await?;
+        let mut rest = bytes.as_slice();
+        for i in 0..width {
+            let len = u16::from_be_bytes([*rest.first().unwrap_or(&0), *rest.get(1).unwrap_or(&0)]) as usize;
+            let leaf = rest
+                .get(2..2 + len)
+                .ok_or_else(|| AuditError::Invalid(format!("entry bundle {n} is truncated")))?;
+            rest = &rest[2 + len..];
+            let at = n * 256 + i;
+            if at < index {
+                continue;
+            }
+            edge.push(record_hash(leaf));
+            check_entry(at, leaf, bundle, chain, &mut issued, &mut scratch).or_else(|e| match e {
+                // A revocation of a certificate issued before this round is expected here.
+                AuditError::Invalid(m) if m.contains("which the log never issued") => Ok(()),
+                e => Err(e),
+            })?;
+            on_entry(
+                at,
+                &LogLeaf::decode(leaf).map_err(|e| AuditError::Invalid(e.to_string()))?,
+            );
+            index += 1;
+        }
+    }
+    if edge.root() != root {
+        return Err(AuditError::Invalid(format!(
+            "the new entries do not extend the verified tree to the signed root of size {size}"
+        )));
+    }
+    let new = size - state.size;
+    *state = FollowState {
+        size,
+        root: b64(&root),
+        edge: edge.0.iter().map(|(n, h)| (*n, b64(h))).collect(),
+    };
+    Ok(new)
 }
 
 fn check_entry(

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 local problem (files, arguments); 2 usage; 3 refused by the CA
 //! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
-//! or failing; 6 the issuance log failed verification.
+//! or failing; 6 the issuance log failed verification; 7 `audit follow` saw a watched identity.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -209,6 +209,27 @@ enum AuditCmd {
         /// The log's verifier key (log.vkey from the CA operator), obtained out of band.
         #[arg(long, value_name = "FILE")]
         log_vkey: PathBuf,
+    },
+    /// Follow the log: verify each new checkpoint extends the last verified one, check and print
+    /// new entries, and exit 7 when an entry names a watched identity (6 on any inconsistency).
+    Follow {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// The log's verifier key, obtained out of band.
+        #[arg(long, value_name = "FILE")]
+        log_vkey: PathBuf,
+        /// Where the last verified checkpoint and tree edge are kept (created if missing).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Identity ids to watch (repeatable).
+        #[arg(long = "watch", value_name = "ID")]
+        watch: Vec<String>,
+        /// Check once and exit, instead of polling.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
     },
 }
 
@@ -451,6 +472,14 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
         Command::Audit(AuditCmd::Verify { ca, log_vkey }) => audit_verify(&ca, &log_vkey).await?,
+        Command::Audit(AuditCmd::Follow {
+            ca,
+            log_vkey,
+            state,
+            watch,
+            once,
+            interval,
+        }) => audit_follow(&ca, &log_vkey, &state, &watch, once, interval).await?,
         Command::Identities { ca, me, kind, role } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
                 .into_iter()
@@ -553,6 +582,78 @@ async fn audit_verify(ca: &CaArgs, vkey_file: &Path) -> Result<(), Failure> {
             message: e.to_string(),
             hint: Some("the log does not verify: keep this output as evidence and alert the CA operator"),
         }),
+    }
+}
+
+async fn audit_follow(
+    ca: &CaArgs,
+    vkey_file: &Path,
+    state_file: &Path,
+    watch: &[String],
+    once: bool,
+    interval: u64,
+) -> Result<(), Failure> {
+    let vkey =
+        std::fs::read_to_string(vkey_file).map_err(|e| local(format!("reading {}: {e}", vkey_file.display())))?;
+    let bundle_pem =
+        std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
+    let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
+    let mut state: bsn::audit::FollowState = match std::fs::read(state_file) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| local(format!("{}: {e}", state_file.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(local(format!("reading {}: {e}", state_file.display()))),
+    };
+    let api = api(ca, None)?;
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(&api.get_bytes("/api/v1/ca-chain").await?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| local(format!("CA chain: {e}")))?;
+    loop {
+        let mut alerts = Vec::new();
+        let result = bsn::audit::follow_once(&api, &vkey, &bundle, &chain, &mut state, &mut |index, leaf| {
+            let (kind, identity, serial) = match leaf {
+                identity::logleaf::LogLeaf::Issuance { identity, serial, .. } => ("issued", identity, serial),
+                identity::logleaf::LogLeaf::Revocation { identity, serial, .. } => ("revoked", identity, serial),
+            };
+            println!("{index}\t{kind}\t{identity}\t{serial}");
+            if watch.iter().any(|w| identity.rsplit('/').next() == Some(w.as_str())) {
+                alerts.push(format!(
+                    "ALERT: entry {index}: {kind} {serial} for watched identity {identity}"
+                ));
+            }
+        })
+        .await;
+        match result {
+            Ok(_) => {
+                let json = serde_json::to_vec_pretty(&state).map_err(local)?;
+                bsn::files::write_file(state_file, &json, 0o644)
+                    .map_err(|e| local(format!("writing {}: {e}", state_file.display())))?;
+            }
+            Err(bsn::audit::AuditError::Client(e)) => return Err(e.into()),
+            Err(e) => {
+                return Err(Failure {
+                    code: 6,
+                    message: e.to_string(),
+                    hint: Some("the log is inconsistent: keep the state file and this output as evidence"),
+                });
+            }
+        }
+        eprintln!("verified up to {} entries", state.size);
+        if !alerts.is_empty() {
+            for a in &alerts {
+                eprintln!("{a}");
+            }
+            return Err(Failure {
+                code: 7,
+                message: format!("{} entries for watched identities", alerts.len()),
+                hint: None,
+            });
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
     }
 }
 

@@ -524,3 +524,61 @@ async fn auditor_api_proves_inclusion_and_consistency_and_searches() {
         .unwrap_err();
     assert_eq!(bsn_tests::slug(&e), "not-found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_follow_checks_growth_alerts_on_watched_identities_and_detects_forks() {
+    let mut ca = TestCa::start();
+    ca.admin();
+    let state = ca.dir.path().join("follow.json");
+    let vkey = ca.data_dir().join("log.vkey");
+    let follow = |ca: &TestCa, extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "follow",
+            "--once",
+            "--log-vkey",
+            vkey.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ca.bsn(&args)
+    };
+    let out = follow(&ca, &["--watch", "kim"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "the server's and admin's certificates"
+    );
+
+    ca.participant("kim").await;
+    let out = follow(&ca, &["--watch", "kim"]);
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\tissued\tspiffe://test.example/participant/kim\t"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ALERT"));
+
+    let out = follow(&ca, &["--watch", "kim"]);
+    assert!(
+        out.status.success(),
+        "nothing new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    // A state that the log does not extend (another root for the same size) is a fork.
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    s["root"] = json!(B64.encode([9u8; 32]));
+    std::fs::write(&state, s.to_string()).unwrap();
+    let out = follow(&ca, &[]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
