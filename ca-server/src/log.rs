@@ -487,15 +487,21 @@ pub async fn read_tile(conn: &mut AnyConnection, backend: Backend, tile: Tile) -
     hashes.resolve(conn, backend, |r| tile.read_data(r)).await
 }
 
-/// An inclusion proof of leaf `index` in the tree of `size` (both within the stored tree).
+/// An inclusion proof of leaf `index` in the tree of `size` (both within the stored tree), and
+/// that tree's root. Both computations record what they miss before either fails, so the hashes
+/// they need come in one query.
 pub async fn prove_inclusion(
     conn: &mut AnyConnection,
     backend: Backend,
     size: u64,
     index: u64,
-) -> Result<Vec<Hash>, LogError> {
+) -> Result<(Vec<Hash>, Hash), LogError> {
     Hashes::default()
-        .resolve(conn, backend, |r| tlog_tiles::prove_record(size, index, r))
+        .resolve(conn, backend, |r| {
+            let proof = tlog_tiles::prove_record(size, index, r);
+            let root = tlog_tiles::tree_hash(size, r);
+            Ok((proof?, root?))
+        })
         .await
 }
 
@@ -508,13 +514,6 @@ pub async fn prove_consistency(
 ) -> Result<Vec<Hash>, LogError> {
     Hashes::default()
         .resolve(conn, backend, |r| tlog_tiles::prove_tree(second, first, r))
-        .await
-}
-
-/// The root of the tree of `size` leaves (any size up to the stored one).
-pub async fn root_at(conn: &mut AnyConnection, backend: Backend, size: u64) -> Result<Hash, LogError> {
-    Hashes::default()
-        .resolve(conn, backend, |r| tlog_tiles::tree_hash(size, r))
         .await
 }
 

@@ -77,10 +77,7 @@ async fn inclusion(
             "index {index} is not in a tree of size {size}"
         )));
     }
-    let proof = crate::log::prove_inclusion(&mut conn, s.db.backend, size, index)
-        .await
-        .map_err(log_err)?;
-    let root = crate::log::root_at(&mut conn, s.db.backend, size)
+    let (proof, root) = crate::log::prove_inclusion(&mut conn, s.db.backend, size, index)
         .await
         .map_err(log_err)?;
     Ok(axum::Json(serde_json::json!({
