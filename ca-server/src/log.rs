@@ -15,9 +15,10 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use identity::tree::CompactRange;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use sqlx::{Any, AnyConnection, Row, Transaction};
-use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, HashReader, Tile, node_hash, record_hash, stored_hash_index};
+use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, HashReader, Tile, record_hash, stored_hash_index};
 
 use crate::db::{Backend, placeholders};
 
@@ -563,39 +564,6 @@ pub async fn self_check(conn: &mut AnyConnection, signer: &LogSigner) -> Result<
         )));
     }
     Ok(size)
-}
-
-/// The right edge of a tree being built leaf by leaf: perfect subtrees, largest first.
-#[derive(Default)]
-pub struct CompactRange {
-    stack: Vec<(u64, Hash)>,
-}
-
-impl CompactRange {
-    /// Adds the next leaf hash.
-    pub fn push(&mut self, leaf_hash: Hash) {
-        let mut node = (1u64, leaf_hash);
-        while let Some(&(size, h)) = self.stack.last() {
-            if size != node.0 {
-                break;
-            }
-            self.stack.pop();
-            node = (size * 2, node_hash(h, node.1));
-        }
-        self.stack.push(node);
-    }
-
-    /// The RFC 6962 root of the leaves pushed so far.
-    pub fn root(&self) -> Hash {
-        let mut it = self.stack.iter().rev();
-        let Some(&(_, mut acc)) = it.next() else {
-            return EMPTY_HASH;
-        };
-        for &(_, h) in it {
-            acc = node_hash(h, acc);
-        }
-        acc
-    }
 }
 
 #[cfg(test)]

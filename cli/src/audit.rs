@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use identity::logleaf::LogLeaf;
+use identity::tree::CompactRange;
 use identity::verify::TrustBundle;
 use rustls_pki_types::CertificateDer;
-use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, node_hash, record_hash};
+use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, record_hash};
 
 use crate::client::{Api, ClientError};
 
@@ -69,34 +70,6 @@ pub fn entries_path(n: u64, width: u64) -> String {
     }
 }
 
-/// The RFC 6962 root built leaf by leaf (right edge of perfect subtrees).
-#[derive(Default, Clone)]
-struct Edge(Vec<(u64, Hash)>);
-
-impl Edge {
-    fn push(&mut self, h: Hash) {
-        let mut node = (1u64, h);
-        while let Some(&(size, left)) = self.0.last() {
-            if size != node.0 {
-                break;
-            }
-            self.0.pop();
-            node = (size * 2, node_hash(left, node.1));
-        }
-        self.0.push(node);
-    }
-    fn root(&self) -> Hash {
-        let mut it = self.0.iter().rev();
-        let Some(&(_, mut acc)) = it.next() else {
-            return EMPTY_HASH;
-        };
-        for &(_, h) in it {
-            acc = node_hash(h, acc);
-        }
-        acc
-    }
-}
-
 /// Audits the whole log. `progress` is called with (entries verified, total).
 pub async fn verify(
     api: &Api,
@@ -107,7 +80,7 @@ pub async fn verify(
 ) -> Result<AuditReport, AuditError> {
     let note = api.get_bytes("/log/checkpoint").await?;
     let (_, size, root) = open_checkpoint(vkey, &note)?;
-    let mut edge = Edge::default();
+    let mut edge = CompactRange::default();
     let mut issued: HashMap<String, bool> = HashMap::new();
     let mut report = AuditReport {
         size,
@@ -225,7 +198,7 @@ pub async fn follow_once(
             ))
         })?;
     }
-    let mut edge = Edge(
+    let mut edge = CompactRange::from_subtrees(
         state
             .edge
             .iter()
@@ -272,7 +245,7 @@ pub async fn follow_once(
     *state = FollowState {
         size,
         root: b64(&root),
-        edge: edge.0.iter().map(|(n, h)| (*n, b64(h))).collect(),
+        edge: edge.subtrees().iter().map(|(n, h)| (*n, b64(h))).collect(),
     };
     Ok(new)
 }

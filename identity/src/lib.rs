@@ -9,8 +9,8 @@
 //!   identity and serial out of it.
 //! - [`verify`]: a trust bundle and chain verification of a leaf against it (rustls-webpki), with
 //!   an optional set of revoked serials.
-//!
 //! - [`logleaf`]: the issuance log's canonical leaf encoding (issuance and revocation events).
+//! - [`tree`]: replaying the issuance log's RFC 6962 tree leaf by leaf (`CompactRange`).
 //!
 //! Non-features: this crate does no I/O (no files, sockets or clocks: the caller passes the
 //! time), issues nothing (issuance lives in `ca-server`), and has no server code.
@@ -20,6 +20,7 @@
 pub mod logleaf;
 pub mod names;
 pub mod profile;
+pub mod tree;
 pub mod verify;
 
 pub use names::{IdentityId, IdentityKind, SpiffeId, TrustDomain};

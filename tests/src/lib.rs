@@ -340,8 +340,8 @@ impl TestCa {
         d
     }
 
-    /// (identities, certificates) counted in the CA's database itself.
-    pub async fn db_counts(&self) -> (i64, i64) {
+    /// A connection to the CA's own database (to count or alter rows behind its back).
+    pub async fn db_conn(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let url = self
@@ -349,7 +349,12 @@ impl TestCa {
             .url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("ca.db").display()));
-        let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::AnyConnection::connect(&url).await.unwrap()
+    }
+
+    /// (identities, certificates) counted in the CA's database itself.
+    pub async fn db_counts(&self) -> (i64, i64) {
+        let mut c = self.db_conn().await;
         let i: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities")
             .fetch_one(&mut c)
             .await
@@ -388,6 +393,16 @@ impl Drop for TestCa {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// A PEM CSR for a fresh P-256 key (the CA takes only the key from it).
+pub fn new_csr() -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.

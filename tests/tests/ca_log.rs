@@ -7,17 +7,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bsn_tests::{PASSPHRASE, TestCa, bin};
 use identity::logleaf::LogLeaf;
-use rcgen::{CertificateParams, KeyPair};
 use serde_json::{Value, json};
 use tlog_tiles::{Checkpoint, Hash, HashReader};
 
 fn csr() -> String {
-    let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    CertificateParams::default()
-        .serialize_request(&k)
-        .unwrap()
-        .pem()
-        .unwrap()
+    bsn_tests::new_csr()
 }
 
 /// Verifies a checkpoint note with the vkey and returns (size, root).
@@ -221,14 +215,7 @@ async fn a_tampered_leaf_stops_the_ca_from_starting() {
     ca.kill_all();
     // Flip one byte of a stored leaf, as a disk or an intruder might.
     {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let url = ca
-            .db
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", ca.data_dir().join("ca.db").display()));
-        let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let mut c = ca.db_conn().await;
         let leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM log_entries WHERE idx = 1")
             .fetch_one(&mut c)
             .await
@@ -264,14 +251,7 @@ fn audit(ca: &TestCa) -> std::process::Output {
 }
 
 async fn tamper_leaf(ca: &TestCa, idx: i64) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let url = ca
-        .db
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", ca.data_dir().join("ca.db").display()));
-    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mut c = ca.db_conn().await;
     let mut leaf: Vec<u8> = sqlx::query_scalar("SELECT leaf FROM log_entries WHERE idx = $1")
         .bind(idx)
         .fetch_one(&mut c)

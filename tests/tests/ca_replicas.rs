@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bsn_tests::TestCa;
-use rcgen::{CertificateParams, KeyPair};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,16 +13,7 @@ async fn two_replicas_issue_concurrently_without_duplicate_serials() {
     let holder = ca.participant("load").await;
     let apis = [ca.api(Some(&holder)), ca.api_at(&second, Some(&holder))];
     let n = 400;
-    let csrs: Vec<String> = (0..n)
-        .map(|_| {
-            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            CertificateParams::default()
-                .serialize_request(&k)
-                .unwrap()
-                .pem()
-                .unwrap()
-        })
-        .collect();
+    let csrs: Vec<String> = (0..n).map(|_| bsn_tests::new_csr()).collect();
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for (i, csr) in csrs.into_iter().enumerate() {
@@ -95,12 +85,7 @@ async fn state_survives_a_kill_and_restart() {
     ca.kill_all();
     ca.restart();
     // The revocation, the CRL number and the admin's certificate all survived SIGKILL.
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let csr = bsn_tests::new_csr();
     let e = ca
         .api(Some(&p))
         .post("/api/v1/renew", &json!({ "csr": csr }))

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bsn_tests::TestCa;
 use clap::Parser;
-use rcgen::{CertificateParams, KeyPair};
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 
 #[derive(Parser)]
@@ -64,12 +63,7 @@ async fn main() {
     eprintln!("preparing {} CSRs...", args.requests + 1000);
     let bodies: Vec<Vec<u8>> = (0..args.requests + 1000)
         .map(|_| {
-            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            let csr = CertificateParams::default()
-                .serialize_request(&k)
-                .unwrap()
-                .pem()
-                .unwrap();
+            let csr = bsn_tests::new_csr();
             serde_json::to_vec(&serde_json::json!({ "csr": csr })).unwrap()
         })
         .collect();
@@ -239,14 +233,5 @@ async fn main() {
 }
 
 fn bodies_for_enroll(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            CertificateParams::default()
-                .serialize_request(&k)
-                .unwrap()
-                .pem()
-                .unwrap()
-        })
-        .collect()
+    (0..n).map(|_| bsn_tests::new_csr()).collect()
 }
