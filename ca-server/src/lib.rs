@@ -12,12 +12,16 @@
 //!   in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
 //!   SPIFFE bundle.
 //! - Group commit of issuances: concurrent requests share one durable transaction ([`commit`]).
+//! - The issuance log ([`log`]): every issuance and revocation is a leaf of an RFC 6962 tree written
+//!   in the same transaction, with Ed25519 C2SP checkpoints, receipts, C2SP tiles, proofs and
+//!   entry search for auditors, and a start-up self-check.
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME, no HSM backend yet
-//! (the signer interface [`pki::CaSigner`] is where one goes), no intermediate rotation command.
+//! (the signer interface [`pki::CaSigner`] is where one goes), no intermediate rotation command,
+//! no witness cosignatures on checkpoints yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
