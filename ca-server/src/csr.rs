@@ -44,18 +44,6 @@ pub enum KeyKind {
     Rsa(usize),
 }
 
-impl KeyKind {
-    /// A short name for listings and logs.
-    pub fn name(self) -> String {
-        match self {
-            Self::EcdsaP256 => "ECDSA P-256".into(),
-            Self::EcdsaP384 => "ECDSA P-384".into(),
-            Self::Ed25519 => "Ed25519".into(),
-            Self::Rsa(bits) => format!("RSA {bits}"),
-        }
-    }
-}
-
 /// A public key that passed policy; the only thing issuance takes from a request.
 #[derive(Debug, Clone)]
 pub struct CheckedKey {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::tree::CompactRange;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, HashReader, Tile, record_hash, stored_hash_index};
 
@@ -78,11 +78,6 @@ impl LogSigner {
         [&[1u8][..], key.public_key().as_ref()].concat()
     }
 
-    /// The origin (and key name).
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// The verifier key in signed-note form: `<name>+<hex key id>+<base64(0x01 || key)>`.
     pub fn vkey(&self) -> String {
         format!(
@@ -131,11 +126,6 @@ impl signed_note::Signer for LogSigner {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
         Ok(self.key.sign(msg).as_ref().to_vec())
     }
-}
-
-/// Verifies an Ed25519 signature by the log key (for tests and tools that hold the raw key).
-pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ED25519, public).verify(msg, sig).is_ok()
 }
 
 /// A [`HashReader`] over hashes fetched so far; it records the ones it lacks, so the caller can

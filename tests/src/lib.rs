@@ -272,6 +272,11 @@ impl TestCa {
         Command::new(bin("bsn")).args(&all).output().unwrap()
     }
 
+    /// Runs `bsn enroll` for `id` with `secret`, writing credentials into `out`.
+    pub fn bsn_enroll(&self, id: &str, secret: &str, out: &Path) -> Output {
+        self.bsn(&["enroll", "--id", id, "--secret", secret, "--out", out.to_str().unwrap()])
+    }
+
     /// An API client, anonymous or as the identity whose files are in `who`.
     pub fn api(&self, who: Option<&Path>) -> Api {
         self.api_at(&self.url, who)
@@ -294,15 +299,7 @@ impl TestCa {
             return d.clone();
         }
         let d = self.dir.path().join("admin");
-        let out = self.bsn(&[
-            "enroll",
-            "--id",
-            "admin",
-            "--secret",
-            &self.admin_secret.clone(),
-            "--out",
-            d.to_str().unwrap(),
-        ]);
+        let out = self.bsn_enroll("admin", &self.admin_secret, &d);
         assert!(
             out.status.success(),
             "admin enroll: {}",
@@ -331,7 +328,7 @@ impl TestCa {
     pub async fn participant(&mut self, id: &str) -> PathBuf {
         let secret = self.register(id, json!({})).await;
         let d = self.dir.path().join(id);
-        let out = self.bsn(&["enroll", "--id", id, "--secret", &secret, "--out", d.to_str().unwrap()]);
+        let out = self.bsn_enroll(id, &secret, &d);
         assert!(
             out.status.success(),
             "enroll {id}: {}",

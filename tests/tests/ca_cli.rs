@@ -55,15 +55,7 @@ async fn enroll_register_renew_revoke_with_bsn() {
     let secret = field(&reg, "enrollment secret:");
 
     let alice = ca.dir.path().join("alice");
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "alice",
-        "--secret",
-        &secret,
-        "--out",
-        alice.to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("alice", &secret, &alice);
     assert!(out.status.success(), "{}", stderr(&out));
     let first = leaf(&alice);
     assert_eq!(first.spiffe_id.to_string(), "spiffe://test.example/participant/alice");
@@ -75,15 +67,7 @@ async fn enroll_register_renew_revoke_with_bsn() {
     );
 
     // The secret was for one use.
-    let again = ca.bsn(&[
-        "enroll",
-        "--id",
-        "alice",
-        "--secret",
-        &secret,
-        "--out",
-        ca.dir.path().join("a2").to_str().unwrap(),
-    ]);
+    let again = ca.bsn_enroll("alice", &secret, &ca.dir.path().join("a2"));
     assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
     assert!(
         stderr(&again).contains("used up") && stderr(&again).contains("hint:"),
@@ -179,27 +163,11 @@ async fn cli_errors_say_what_to_do() {
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("hint: check --ca"), "{}", stderr(&out));
     // Wrong secret.
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "nobody",
-        "--secret",
-        "wrong",
-        "--out",
-        ca.dir.path().join("n").to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("nobody", "wrong", &ca.dir.path().join("n"));
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("wrong enrollment secret"), "{}", stderr(&out));
     // Refusing to overwrite a key.
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "admin",
-        "--secret",
-        "x",
-        "--out",
-        admin.to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("admin", "x", &admin);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     // A participant without roles cannot register.
@@ -243,15 +211,7 @@ async fn registrars_register_participants_only() {
     let admin = ca.admin();
     let secret = ca.register("reg", json!({ "roles": ["registrar"] })).await;
     let reg = ca.dir.path().join("reg");
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "reg",
-        "--secret",
-        &secret,
-        "--out",
-        reg.to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("reg", &secret, &reg);
     assert!(out.status.success(), "{}", stderr(&out));
     let api = ca.api(Some(&reg));
     let v = api.post("/api/v1/identities", &json!({ "id": "p1" })).await.unwrap();
@@ -361,15 +321,7 @@ async fn lost_secrets_disabled_identities_and_admin_recovery() {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let new_admin_secret = field(&out, "admin enrollment secret:");
-    let old = ca.bsn(&[
-        "enroll",
-        "--id",
-        "admin",
-        "--secret",
-        &ca.admin_secret.clone(),
-        "--out",
-        ca.dir.path().join("old").to_str().unwrap(),
-    ]);
+    let old = ca.bsn_enroll("admin", &ca.admin_secret, &ca.dir.path().join("old"));
     assert_eq!(old.status.code(), Some(3), "the replaced secret no longer works");
     ca.admin_secret = new_admin_secret;
     let admin = ca.admin();
@@ -384,25 +336,9 @@ async fn lost_secrets_disabled_identities_and_admin_recovery() {
     assert!(reset.status.success(), "{}", stderr(&reset));
     let fresh = field(&reset, "enrollment secret:");
     let frank = ca.dir.path().join("frank");
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "frank",
-        "--secret",
-        &lost,
-        "--out",
-        frank.to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("frank", &lost, &frank);
     assert_eq!(out.status.code(), Some(3));
-    let out = ca.bsn(&[
-        "enroll",
-        "--id",
-        "frank",
-        "--secret",
-        &fresh,
-        "--out",
-        frank.to_str().unwrap(),
-    ]);
+    let out = ca.bsn_enroll("frank", &fresh, &frank);
     assert!(out.status.success(), "{}", stderr(&out));
     let f = [
         frank.join("cert.pem").display().to_string(),
@@ -433,19 +369,7 @@ async fn lost_secrets_disabled_identities_and_admin_recovery() {
     assert_eq!(out.status.code(), Some(3));
     let reg_secret = ca.register("reg", json!({ "roles": ["registrar"] })).await;
     let reg = ca.dir.path().join("reg");
-    assert!(
-        ca.bsn(&[
-            "enroll",
-            "--id",
-            "reg",
-            "--secret",
-            &reg_secret,
-            "--out",
-            reg.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    assert!(ca.bsn_enroll("reg", &reg_secret, &reg).status.success());
     let r = [
         reg.join("cert.pem").display().to_string(),
         reg.join("key.pem").display().to_string(),
