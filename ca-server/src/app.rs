@@ -25,6 +25,8 @@ pub struct AppState {
     pub identities: IdentityCache,
     /// The issuance log's checkpoint signer.
     pub log: std::sync::Arc<crate::log::LogSigner>,
+    /// The log's upper stored hashes, read once (they never change).
+    pub log_hashes: crate::log::HashCache,
     /// Counters served at `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }

@@ -14,7 +14,7 @@ use crate::db::IdentityRow;
 use crate::problem::ApiError;
 
 /// Roles an identity may hold.
-pub const ROLES: [&str; 3] = ["admin", "registrar", "publisher"];
+pub const ROLES: [&str; 4] = ["admin", "registrar", "publisher", "auditor"];
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -31,6 +31,11 @@ impl Caller {
     /// Whether the caller is an administrator.
     pub fn is_admin(&self) -> bool {
         self.identity.has_role("admin")
+    }
+
+    /// Administrators and auditors may read every certificate record (auditors only read).
+    pub fn reads_all_certificates(&self) -> bool {
+        self.is_admin() || self.identity.has_role("auditor")
     }
 
     /// Fails unless the caller has one of `roles`.

@@ -44,7 +44,7 @@ pub struct IdentityRow {
     pub id: String,
     /// `participant` or `node`.
     pub kind: String,
-    /// Roles (admin, registrar, publisher).
+    /// Roles (admin, registrar, publisher, auditor).
     pub roles: Vec<String>,
     /// Free-form attributes.
     pub attributes: serde_json::Map<String, serde_json::Value>,

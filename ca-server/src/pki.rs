@@ -430,6 +430,55 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_verifier_agrees_with_webpki() {
+        let ca = test_ca();
+        let other = test_ca();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let checked = check_spki_der(&key.subject_public_key_info()).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/participant/p").unwrap();
+        let subj = LeafSubject {
+            spiffe_id: &id,
+            dns_names: &[],
+            ip_addresses: &[],
+            validity: Duration::days(1),
+        };
+        let now = OffsetDateTime::now_utc();
+        let at = now.unix_timestamp() + 60;
+        let bundle = identity::verify::TrustBundle::from_der(ca.roots.clone()).unwrap();
+        let chain = [ca.intermediate.clone()];
+        let mut v = identity::verify::LeafVerifier::new(&bundle, &chain).unwrap();
+        // The first leaf goes through webpki, the rest through the fast path: same answers.
+        for _ in 0..3 {
+            let leaf = ca.issue_leaf(&subj, &checked, now).unwrap();
+            let fast = v.verify(&leaf.der, at).unwrap();
+            let full = bundle
+                .verify_client(&[leaf.der.clone().into(), ca.intermediate.clone()], at as u64, &[])
+                .unwrap();
+            assert_eq!(fast, full);
+        }
+        let leaf = ca.issue_leaf(&subj, &checked, now).unwrap();
+        let mut forged = leaf.der.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(v.verify(&forged, at).is_err(), "a bad signature must be refused");
+        assert!(
+            v.verify(&leaf.der, at + 3 * 86400).is_err(),
+            "an expired leaf must be refused"
+        );
+        let foreign = other.issue_leaf(&subj, &checked, now).unwrap();
+        assert!(v.verify(&foreign.der, at).is_err(), "another CA's leaf must be refused");
+        // A leaf from another hierarchy whose intermediate is offered is still refused (webpki).
+        let chain2 = [ca.intermediate.clone(), other.intermediate.clone()];
+        let mut v2 = identity::verify::LeafVerifier::new(&bundle, &chain2).unwrap();
+        assert!(v2.verify(&foreign.der, at).is_err());
+        assert!(
+            v2.verify(&foreign.der, at).is_err(),
+            "a failed first check must not mark the issuer verified"
+        );
+        assert!(v2.verify(b"not a certificate", at).is_err());
+    }
+
+    #[test]
     fn serials_are_random_positive_and_unique() {
         let ca = test_ca();
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -87,6 +87,7 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         committer: Committer::start(db.clone(), log.clone(), metrics.clone()),
         log,
+        log_hashes: Default::default(),
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
         metrics,
         hasher: Hasher::new(cfg.hash_parallelism),

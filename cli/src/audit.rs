@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use identity::logleaf::LogLeaf;
 use identity::tree::CompactRange;
-use identity::verify::TrustBundle;
+use identity::verify::{LeafVerifier, TrustBundle};
 use rustls_pki_types::CertificateDer;
 use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, record_hash};
 
@@ -35,6 +35,8 @@ pub struct AuditReport {
     pub issuances: u64,
     /// Revocation entries.
     pub revocations: u64,
+    /// Every issued serial, and whether the log revoked it.
+    pub issued: HashMap<String, bool>,
 }
 
 /// Verifies a checkpoint note with a vkey; returns (origin, size, root).
@@ -70,7 +72,119 @@ pub fn entries_path(n: u64, width: u64) -> String {
     }
 }
 
+/// Entry bundles downloaded ahead of the one being verified.
+const PREFETCH: usize = 16;
+/// Entry bundles verified together (in parallel, one slice of entries per core).
+const GROUP: usize = 16;
+
+/// Downloads entry bundles `first..last` of a tree of `size`, in order, keeping up to
+/// [`PREFETCH`] requests in flight, and hands each group of up to [`GROUP`] bundles to `each`
+/// (with the index of its first entry).
+async fn for_each_group(
+    api: &Api,
+    size: u64,
+    first: u64,
+    last: u64,
+    mut each: impl AsyncFnMut(u64, Vec<Vec<u8>>) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut pending = std::collections::VecDeque::new();
+    let mut next = first;
+    let mut group = Vec::with_capacity(GROUP);
+    let mut group_start = first * 256;
+    while next < last || !pending.is_empty() {
+        while next < last && pending.len() < PREFETCH {
+            let (api, n) = (api.clone(), next);
+            let width = (size - n * 256).min(256);
+            pending.push_back(tokio::spawn(
+                async move { api.get_bytes(&entries_path(n, width)).await },
+            ));
+            next += 1;
+        }
+        let Some(handle) = pending.pop_front() else { break };
+        let bytes = handle
+            .await
+            .map_err(|e| AuditError::Invalid(format!("download task failed: {e}")))??;
+        group.push(bytes);
+        let done = last - next + pending.len() as u64 == 0;
+        if group.len() == GROUP || done {
+            let n = group.len() as u64;
+            each(group_start, std::mem::take(&mut group)).await?;
+            group_start += n * 256;
+        }
+    }
+    Ok(())
+}
+
+/// Splits entry bundles (starting at entry `start`) into their entries.
+fn split_bundles(start: u64, bundles: &[Vec<u8>], size: u64) -> Result<Vec<&[u8]>, AuditError> {
+    let mut out = Vec::with_capacity(bundles.len() * 256);
+    for (k, bytes) in bundles.iter().enumerate() {
+        let n = start / 256 + k as u64;
+        let width = (size - n * 256).min(256);
+        let mut rest = bytes.as_slice();
+        for i in 0..width {
+            let index = n * 256 + i;
+            if rest.len() < 2 {
+                return Err(AuditError::Invalid(format!("entry bundle {n} is truncated")));
+            }
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            let leaf = rest
+                .get(2..2 + len)
+                .ok_or_else(|| AuditError::Invalid(format!("entry {index} is truncated")))?;
+            rest = &rest[2 + len..];
+            out.push(leaf);
+        }
+        if !rest.is_empty() {
+            return Err(AuditError::Invalid(format!("entry bundle {n} has trailing bytes")));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes and checks entries `start..` in parallel (one slice per core): each parses, and
+/// each issued certificate verifies against the bundle and matches its entry.
+fn check_entries(
+    start: u64,
+    leaves: &[&[u8]],
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+) -> Result<Vec<LogLeaf>, AuditError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = leaves.len().div_ceil(threads).max(64);
+    let parts: Vec<Result<Vec<LogLeaf>, AuditError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = leaves
+            .chunks(per)
+            .enumerate()
+            .map(|(k, part)| {
+                scope.spawn(move || {
+                    let mut verifier =
+                        LeafVerifier::new(bundle, chain).map_err(|e| AuditError::Invalid(format!("CA chain: {e}")))?;
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, leaf)| check_entry(start + (k * per + i) as u64, leaf, &mut verifier))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(AuditError::Invalid("a verification thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(leaves.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
 /// Audits the whole log. `progress` is called with (entries verified, total).
+///
+/// Bundles are downloaded [`PREFETCH`] ahead; each group is hashed into the tree in order, then
+/// its certificates are verified on every core while the next bundles download.
 pub async fn verify(
     api: &Api,
     vkey: &str,
@@ -86,29 +200,27 @@ pub async fn verify(
         size,
         ..Default::default()
     };
-    let mut index = 0u64;
-    for n in 0..size.div_ceil(256) {
-        let width = (size - n * 256).min(256);
-        let bytes = api.get_bytes(&entries_path(n, width)).await?;
-        let mut rest = bytes.as_slice();
-        for _ in 0..width {
-            if rest.len() < 2 {
-                return Err(AuditError::Invalid(format!("entry bundle {n} is truncated")));
-            }
-            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-            let leaf = rest
-                .get(2..2 + len)
-                .ok_or_else(|| AuditError::Invalid(format!("entry {index} is truncated")))?;
-            rest = &rest[2 + len..];
-            edge.push(record_hash(leaf));
-            check_entry(index, leaf, bundle, chain, &mut issued, true, &mut report)?;
-            index += 1;
+    let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec()));
+    for_each_group(api, size, 0, size.div_ceil(256), async |start, bundles| {
+        let shared = shared.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let leaves = split_bundles(start, &bundles, size)?;
+            let hashes: Vec<Hash> = leaves.iter().map(|l| record_hash(l)).collect();
+            let checked = check_entries(start, &leaves, &shared.0, &shared.1)?;
+            Ok::<_, AuditError>((hashes, checked))
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(format!("verification task failed: {e}")))?;
+        let (hashes, checked) = checked?;
+        let n = hashes.len() as u64;
+        for (i, (h, leaf)) in hashes.into_iter().zip(checked).enumerate() {
+            edge.push(h);
+            record(start + i as u64, &leaf, &mut issued, true, &mut report)?;
         }
-        if !rest.is_empty() {
-            return Err(AuditError::Invalid(format!("entry bundle {n} has trailing bytes")));
-        }
-        progress(index, size);
-    }
+        progress(start + n, size);
+        Ok(())
+    })
+    .await?;
     if edge.root() != root {
         return Err(AuditError::Invalid(format!(
             "the root recomputed from {size} entries differs from the signed checkpoint"
@@ -116,6 +228,7 @@ pub async fn verify(
     }
     use base64::Engine;
     report.root = base64::engine::general_purpose::STANDARD.encode(root.0);
+    report.issued = issued;
     Ok(report)
 }
 
@@ -205,34 +318,34 @@ pub async fn follow_once(
             .map(|(n, h)| Ok((*n, unb64(h)?)))
             .collect::<Result<_, AuditError>>()?,
     );
-    let mut index = state.size;
     let mut issued = HashMap::new();
     let mut scratch = AuditReport::default();
-    while index < size {
-        let n = index / 256;
-        let width = (size - n * 256).min(256);
-        let bytes = api.get_bytes(&entries_path(n, width)).await?;
-        let mut rest = bytes.as_slice();
-        for i in 0..width {
-            let len = u16::from_be_bytes([*rest.first().unwrap_or(&0), *rest.get(1).unwrap_or(&0)]) as usize;
-            let leaf = rest
-                .get(2..2 + len)
-                .ok_or_else(|| AuditError::Invalid(format!("entry bundle {n} is truncated")))?;
-            rest = &rest[2 + len..];
-            let at = n * 256 + i;
-            if at < index {
-                continue;
-            }
-            edge.push(record_hash(leaf));
+    let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec()));
+    let from = state.size;
+    for_each_group(api, size, from / 256, size.div_ceil(256), async |start, bundles| {
+        let shared = shared.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let leaves = split_bundles(start, &bundles, size)?;
+            // The first bundle may hold entries verified in an earlier round.
+            let skip = from.saturating_sub(start) as usize;
+            let new = &leaves[skip.min(leaves.len())..];
+            let hashes: Vec<Hash> = new.iter().map(|l| record_hash(l)).collect();
+            let checked = check_entries(start + skip as u64, new, &shared.0, &shared.1)?;
+            Ok::<_, AuditError>((start + skip as u64, hashes, checked))
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(format!("verification task failed: {e}")))?;
+        let (first, hashes, checked) = checked?;
+        for (i, (h, leaf)) in hashes.into_iter().zip(checked).enumerate() {
+            let at = first + i as u64;
+            edge.push(h);
             // This round sees only the new entries: a revocation may refer to an earlier issuance.
-            check_entry(at, leaf, bundle, chain, &mut issued, false, &mut scratch)?;
-            on_entry(
-                at,
-                &LogLeaf::decode(leaf).map_err(|e| AuditError::Invalid(e.to_string()))?,
-            );
-            index += 1;
+            record(at, &leaf, &mut issued, false, &mut scratch)?;
+            on_entry(at, &leaf);
         }
-    }
+        Ok(())
+    })
+    .await?;
     if edge.root() != root {
         return Err(AuditError::Invalid(format!(
             "the new entries do not extend the verified tree to the signed root of size {size}"
@@ -247,46 +360,53 @@ pub async fn follow_once(
     Ok(new)
 }
 
-fn check_entry(
+/// Decodes one entry and, for an issuance, verifies its certificate (at its own start of
+/// validity: a certificate that has expired since was still correctly issued) and that the
+/// certificate matches the entry.
+fn check_entry(index: u64, leaf: &[u8], verifier: &mut LeafVerifier<'_>) -> Result<LogLeaf, AuditError> {
+    let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
+    let decoded = LogLeaf::decode(leaf).map_err(|e| bad(e.to_string()))?;
+    if let LogLeaf::Issuance {
+        identity,
+        serial,
+        not_before,
+        not_after,
+        certificate,
+        ..
+    } = &decoded
+    {
+        let cert = verifier
+            .verify(certificate, not_before + 60)
+            .map_err(|e| bad(format!("certificate does not verify: {e}")))?;
+        if &cert.serial_hex != serial
+            || &cert.spiffe_id.to_string() != identity
+            || cert.not_after != *not_after
+            || cert.not_before != *not_before
+        {
+            return Err(bad("the certificate does not match its entry".into()));
+        }
+    }
+    Ok(decoded)
+}
+
+/// Books a checked entry in log order: serials are issued once, and (with the complete history)
+/// each revocation refers to an issued, not yet revoked certificate.
+fn record(
     index: u64,
-    leaf: &[u8],
-    bundle: &TrustBundle,
-    chain: &[CertificateDer<'static>],
+    leaf: &LogLeaf,
     issued: &mut HashMap<String, bool>,
     complete_history: bool,
     report: &mut AuditReport,
 ) -> Result<(), AuditError> {
     let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
-    match LogLeaf::decode(leaf).map_err(|e| bad(e.to_string()))? {
-        LogLeaf::Issuance {
-            identity,
-            serial,
-            not_before,
-            not_after,
-            certificate,
-            ..
-        } => {
-            let mut full = vec![CertificateDer::from(certificate.as_slice())];
-            full.extend(chain.iter().cloned());
-            // Verified at its own start of validity: a certificate that has expired since was
-            // still correctly issued.
-            let at = (not_before + 60).max(0) as u64;
-            let cert = bundle
-                .verify_client(&full, at, &[])
-                .map_err(|e| bad(format!("certificate does not verify: {e}")))?;
-            if cert.serial_hex != serial
-                || cert.spiffe_id.to_string() != identity
-                || cert.not_after != not_after
-                || cert.not_before != not_before
-            {
-                return Err(bad("the certificate does not match its entry".into()));
-            }
+    match leaf {
+        LogLeaf::Issuance { serial, .. } => {
             if issued.insert(serial.clone(), false).is_some() {
                 return Err(bad(format!("serial {serial} was issued twice")));
             }
             report.issuances += 1;
         }
-        LogLeaf::Revocation { serial, .. } => match issued.get_mut(&serial) {
+        LogLeaf::Revocation { serial, .. } => match issued.get_mut(serial) {
             None if complete_history => return Err(bad(format!("revocation of {serial}, which the log never issued"))),
             None => report.revocations += 1,
             Some(true) => return Err(bad(format!("{serial} revoked twice"))),
@@ -297,4 +417,78 @@ fn check_entry(
         },
     }
     Ok(())
+}
+
+/// A certificate as the CA's listing shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// `valid`, `expired` or `revoked`.
+    pub status: String,
+}
+
+/// Reads the CA's whole certificate listing (needs an administrator's or auditor's credential).
+/// Read it before the checkpoint you verify: every certificate committed before the listing was
+/// read is then covered by that checkpoint.
+pub async fn fetch_listing(api: &Api, progress: &mut dyn FnMut(u64)) -> Result<Vec<Listed>, AuditError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000".to_string())];
+        if let Some(a) = &after {
+            query.push(("after", a.clone()));
+        }
+        let page = api.get("/api/v1/certificates", &query).await?;
+        let items = page["items"]
+            .as_array()
+            .ok_or_else(|| AuditError::Invalid("the certificate listing is malformed".into()))?;
+        for item in items {
+            out.push(Listed {
+                serial: item["serial"].as_str().unwrap_or_default().to_string(),
+                status: item["status"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        progress(out.len() as u64);
+        match page["next_after"].as_str() {
+            Some(next) if !items.is_empty() => after = Some(next.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Checks the listing against a verified log: every listed certificate has an issuance entry,
+/// and every certificate listed as revoked has a revocation entry. Returns how many were checked.
+pub fn check_listing(listing: &[Listed], report: &AuditReport) -> Result<u64, AuditError> {
+    let mut missing = Vec::new();
+    let mut unlogged_revocations = Vec::new();
+    for c in listing {
+        match report.issued.get(&c.serial) {
+            None => missing.push(c.serial.as_str()),
+            Some(false) if c.status == "revoked" => unlogged_revocations.push(c.serial.as_str()),
+            Some(_) => {}
+        }
+    }
+    let show = |v: &[&str]| {
+        let mut s = v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        if v.len() > 5 {
+            s.push_str(&format!(" and {} more", v.len() - 5));
+        }
+        s
+    };
+    if !missing.is_empty() {
+        return Err(AuditError::Invalid(format!(
+            "{} certificate(s) the CA lists have no issuance entry in the log: {}",
+            missing.len(),
+            show(&missing)
+        )));
+    }
+    if !unlogged_revocations.is_empty() {
+        return Err(AuditError::Invalid(format!(
+            "{} certificate(s) the CA lists as revoked have no revocation entry in the log: {}",
+            unlogged_revocations.len(),
+            show(&unlogged_revocations)
+        )));
+    }
+    Ok(listing.len() as u64)
 }

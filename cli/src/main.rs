@@ -103,7 +103,7 @@ enum Command {
         /// participant or node.
         #[arg(long = "type", default_value = "participant")]
         kind: String,
-        /// Roles: admin, registrar, publisher (repeatable; administrators only).
+        /// Roles: admin, registrar, publisher, auditor (repeatable; administrators only).
         #[arg(long = "role")]
         roles: Vec<String>,
         /// Attributes as NAME=VALUE (repeatable).
@@ -209,6 +209,13 @@ enum AuditCmd {
         /// The log's verifier key (log.vkey from the CA operator), obtained out of band.
         #[arg(long, value_name = "FILE")]
         log_vkey: PathBuf,
+        /// An auditor's or administrator's certificate: also check that every certificate the
+        /// CA lists has an issuance entry, and every one it lists as revoked a revocation entry.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The key of --cert.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
     },
     /// Follow the log: verify each new checkpoint extends the last verified one, check and print
     /// new entries, and exit 7 when an entry names a watched identity (6 on any inconsistency).
@@ -471,7 +478,15 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         }
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
-        Command::Audit(AuditCmd::Verify { ca, log_vkey }) => audit_verify(&ca, &log_vkey).await?,
+        Command::Audit(AuditCmd::Verify {
+            ca,
+            log_vkey,
+            cert,
+            key,
+        }) => {
+            let me = cert.zip(key).map(|(cert, key)| IdentityArgs { cert, key });
+            audit_verify(&ca, &log_vkey, me.as_ref()).await?
+        }
         Command::Audit(AuditCmd::Follow {
             ca,
             log_vkey,
@@ -540,7 +555,7 @@ async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> R
     Ok(())
 }
 
-async fn audit_verify(ca: &CaArgs, vkey_file: &Path) -> Result<(), Failure> {
+async fn audit_verify(ca: &CaArgs, vkey_file: &Path, me: Option<&IdentityArgs>) -> Result<(), Failure> {
     let vkey =
         std::fs::read_to_string(vkey_file).map_err(|e| local(format!("reading {}: {e}", vkey_file.display())))?;
     let bundle_pem =
@@ -557,6 +572,20 @@ async fn audit_verify(ca: &CaArgs, vkey_file: &Path) -> Result<(), Failure> {
         indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} entries ({per_sec}, {eta} left)")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // The listing is read before the checkpoint, so the checkpoint covers all it lists.
+    let listing = match me.map(|me| self::api(ca, Some(me))).transpose()? {
+        Some(as_me) => {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            let listing = bsn::audit::fetch_listing(&as_me, &mut |n| {
+                spinner.set_message(format!("reading the CA's certificate listing: {n}"));
+                spinner.tick();
+            })
+            .await;
+            spinner.finish_and_clear();
+            Some(listing.map_err(audit_failure)?)
+        }
+        None => None,
+    };
     bar.set_message("verifying");
     let started = std::time::Instant::now();
     let result = bsn::audit::verify(&api, &vkey, &bundle, &chain, &mut |done, total| {
@@ -565,23 +594,39 @@ async fn audit_verify(ca: &CaArgs, vkey_file: &Path) -> Result<(), Failure> {
     })
     .await;
     bar.finish_and_clear();
+    let result = result.and_then(|r| {
+        let checked = listing
+            .as_deref()
+            .map(|l| bsn::audit::check_listing(l, &r))
+            .transpose()?;
+        Ok((r, checked))
+    });
     match result {
-        Ok(r) => {
+        Ok((r, listed)) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "log verified: {} entries ({} issuances, {} revocations)",
                 r.size, r.issuances, r.revocations
             );
             println!("root {} matches the signed checkpoint", r.root);
+            if let Some(n) = listed {
+                println!("listing checked: all {n} certificates the CA lists are in the log");
+            }
             println!("{:.2} s, {:.0} entries/s", secs, r.size as f64 / secs.max(1e-9));
             Ok(())
         }
-        Err(bsn::audit::AuditError::Client(e)) => Err(e.into()),
-        Err(e) => Err(Failure {
+        Err(e) => Err(audit_failure(e)),
+    }
+}
+
+fn audit_failure(e: bsn::audit::AuditError) -> Failure {
+    match e {
+        bsn::audit::AuditError::Client(e) => e.into(),
+        e => Failure {
             code: 6,
             message: e.to_string(),
             hint: Some("the log does not verify: keep this output as evidence and alert the CA operator"),
-        }),
+        },
     }
 }
 

@@ -82,17 +82,17 @@ fn time_param(name: &str, v: Option<String>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// Administrators list any certificates; everyone else only their own.
+/// Administrators and auditors list any certificates; everyone else only their own.
 async fn list(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Page<CertView>>, ApiError> {
-    let identity = match (caller.is_admin(), q.identity) {
+    let identity = match (caller.reads_all_certificates(), q.identity) {
         (true, id) => id,
         (false, Some(id)) if id != caller.identity.id => {
             return Err(ApiError::Forbidden(
-                "only administrators may list other identities' certificates".into(),
+                "only administrators and auditors may list other identities' certificates".into(),
             ));
         }
         (false, _) => Some(caller.identity.id.clone()),
@@ -135,7 +135,7 @@ async fn one(
 ) -> Result<axum::Json<CertView>, ApiError> {
     let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     match s.db.certificate(&serial).await? {
-        Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => {
+        Some(c) if caller.reads_all_certificates() || c.identity_id == caller.identity.id => {
             Ok(axum::Json(view(c, now().unix_timestamp())))
         }
         _ => Err(ApiError::NotFound(format!("no certificate {serial} that you may see"))),

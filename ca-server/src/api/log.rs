@@ -77,7 +77,7 @@ async fn inclusion(
             "index {index} is not in a tree of size {size}"
         )));
     }
-    let (proof, root) = crate::log::prove_inclusion(&mut conn, s.db.backend, size, index)
+    let (proof, root) = crate::log::prove_inclusion(&mut conn, s.db.backend, &s.log_hashes, size, index)
         .await
         .map_err(log_err)?;
     Ok(axum::Json(serde_json::json!({
@@ -109,7 +109,7 @@ async fn consistency(
             "need 1 <= first <= second <= {latest} (the log's size)"
         )));
     }
-    let proof = crate::log::prove_consistency(&mut conn, s.db.backend, q.first, second)
+    let proof = crate::log::prove_consistency(&mut conn, s.db.backend, &s.log_hashes, q.first, second)
         .await
         .map_err(log_err)?;
     Ok(axum::Json(serde_json::json!({
@@ -221,7 +221,7 @@ async fn tile(State(s): State<Arc<AppState>>, Path(path): Path<String>) -> Resul
         .map_err(|e| ApiError::Internal(e.into()))?;
     let tile = crate::log::parse_tile_path(&format!("tile/{path}"), size)
         .ok_or_else(|| ApiError::NotFound(format!("no tile 'tile/{path}' in a tree of size {size}")))?;
-    let data = crate::log::read_tile(&mut conn, s.db.backend, tile)
+    let data = crate::log::read_tile(&mut conn, s.db.backend, &s.log_hashes, tile)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((

@@ -1,0 +1,168 @@
+//! `bsn audit verify` throughput: a real CA whose log is grown to N issuance entries (real
+//! certificates signed with the CA's intermediate key, appended with the log's own key and
+//! sequencer), then audited from scratch with the real `bsn` binary over HTTPS. Prints entries/s
+//! next to the machine's ECDSA P-256 verification rate on all cores, measured in the same run:
+//! each logged certificate needs one such verification, so that rate is the ceiling.
+//!
+//! `cargo run --release -p bsn-tests --bin bench-audit -- [--entries 200000]`
+
+use std::time::Instant;
+
+use bsn_tests::{PASSPHRASE, TestCa};
+use clap::Parser;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+#[derive(Parser)]
+struct Args {
+    /// Issuance entries to log.
+    #[arg(long, default_value_t = 200_000)]
+    entries: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let mut ca = TestCa::start();
+    ca.kill_all();
+    let dir = ca.data_dir();
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("root.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let intermediate = CertificateDer::from_pem_file(dir.join("intermediate.pem")).unwrap();
+    let sealed = std::fs::read_to_string(dir.join("intermediate.key.sealed")).unwrap();
+    let key = ca_server::keystore::open(PASSPHRASE, "intermediate", &sealed).unwrap();
+    let signer = ca_server::pki::CaSigner::software(rcgen::KeyPair::try_from(key.as_slice()).unwrap());
+    let issuing = ca_server::pki::Ca::new(roots, intermediate, signer, Default::default()).unwrap();
+    let sealed = std::fs::read_to_string(dir.join("log.key.sealed")).unwrap();
+    let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
+    let log = ca_server::log::LogSigner::new("test.example/log", &key).unwrap();
+    let url = ca
+        .db
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("ca.db").display()));
+    let db = ca_server::db::Db::connect(&url).await.unwrap();
+
+    eprintln!("issuing and logging {} certificates...", args.entries);
+    let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let spki = ca_server::csr::check_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&subject_key)).unwrap();
+    let id = identity::SpiffeId::parse("spiffe://test.example/participant/bench").unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let mut added = 0u64;
+    while added < args.entries {
+        let n = (args.entries - added).min(4096);
+        let leaves: Vec<ca_server::log::NewLeaf> = std::thread::scope(|s| {
+            let per = (n as usize).div_ceil(2);
+            let parts: Vec<_> = (0..2)
+                .map(|k| {
+                    let (issuing, spki, id) = (&issuing, &spki, &id);
+                    s.spawn(move || {
+                        (0..per.min(n as usize - (k * per).min(n as usize)))
+                            .map(|_| {
+                                let subject = ca_server::pki::LeafSubject {
+                                    spiffe_id: id,
+                                    dns_names: &[],
+                                    ip_addresses: &[],
+                                    validity: time::Duration::days(90),
+                                };
+                                let c = issuing.issue_leaf(&subject, spki, now).unwrap();
+                                let leaf = identity::logleaf::LogLeaf::Issuance {
+                                    time: now.unix_timestamp() as u64,
+                                    identity: c.spiffe_id.clone(),
+                                    serial: c.serial_hex.clone(),
+                                    authorized_by: "bench".into(),
+                                    not_before: c.not_before,
+                                    not_after: c.not_after,
+                                    key_sha256: hex::decode(&c.key_sha256).unwrap().try_into().unwrap(),
+                                    certificate: c.der.clone(),
+                                };
+                                ca_server::log::NewLeaf {
+                                    bytes: leaf.encode().unwrap(),
+                                    kind: "issuance",
+                                    serial: c.serial_hex,
+                                    identity: "bench".into(),
+                                    at: now.unix_timestamp(),
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut tx = db.begin().await.unwrap();
+        ca_server::log::append(&mut tx, db.backend, &log, &leaves, false)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        added += n;
+    }
+    let build = started.elapsed();
+    db.close().await;
+    ca.restart();
+
+    let vkey = dir.join("log.vkey");
+    let t = Instant::now();
+    let out = ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()]);
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let size: u64 = text
+        .split("log verified: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("size in the audit output");
+    let rate = size as f64 / took.as_secs_f64();
+
+    // The ceiling: one ECDSA P-256 verification per certificate, on every core.
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let kp = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let msg = [7u8; 600];
+    let sig = kp.sign(&rng, &msg).unwrap();
+    let public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        ring::signature::KeyPair::public_key(&kp).as_ref().to_vec(),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_core = 4000;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| {
+                for _ in 0..per_core {
+                    public.verify(&msg, sig.as_ref()).unwrap();
+                }
+            });
+        }
+    });
+    let verify_rate = (per_core * cores) as f64 / t.elapsed().as_secs_f64();
+
+    println!("backend: {}", bsn_tests::backend());
+    println!(
+        "log size: {size} entries, {} real certificates (built in {:.1} s)",
+        args.entries,
+        build.as_secs_f64()
+    );
+    println!(
+        "bsn audit verify (whole log over HTTPS, every certificate verified): {:.2} s, {:.0} entries/s",
+        took.as_secs_f64(),
+        rate
+    );
+    println!(
+        "baseline: ECDSA P-256 verify on {cores} cores = {verify_rate:.0}/s; audit rate / baseline = {:.2}",
+        rate / verify_rate
+    );
+    ca.kill_all();
+}
