@@ -29,6 +29,22 @@ pub struct AppState {
     pub log_hashes: crate::log::HashCache,
     /// Counters served at `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The membership statement and heartbeat signer.
+    pub membership: crate::registry::MembershipSigner,
+    /// Bumped whenever the change feed may have grown (by this replica at once, by others
+    /// through the feed watcher), waking feed streams.
+    pub feed_wakeup: tokio::sync::watch::Sender<u64>,
+    /// Bounds the feed streams served at once.
+    pub feed_streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Heartbeat interval of feed streams.
+    pub feed_heartbeat: std::time::Duration,
+}
+
+impl AppState {
+    /// Wakes feed streams after a commit that added feed events.
+    pub fn feed_changed(&self) {
+        self.feed_wakeup.send_modify(|v| *v = v.wrapping_add(1));
+    }
 }
 
 /// The current time (one place, so it is easy to find every use of the clock).

@@ -99,6 +99,9 @@ pub struct FileConfig {
     /// argon2id hashes run at once (default: number of CPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_parallelism: Option<usize>,
+    /// How often the change feed sends a signed heartbeat (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_heartbeat: Option<String>,
 }
 
 /// The resolved configuration of `serve`.
@@ -118,6 +121,8 @@ pub struct Config {
     pub hash_parallelism: usize,
     /// The issuance log's origin.
     pub log_origin: String,
+    /// Change feed heartbeat interval.
+    pub feed_heartbeat: std::time::Duration,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -191,6 +196,14 @@ impl Config {
         let log_origin = env("LOG_ORIGIN")
             .or(file.log_origin)
             .unwrap_or_else(|| format!("{trust_domain}/log"));
+        let feed_heartbeat = lifetime(
+            "FEED_HEARTBEAT",
+            file.feed_heartbeat,
+            "5s",
+            second,
+            Duration::minutes(5),
+        )?
+        .unsigned_abs();
         Ok(Self {
             paths,
             trust_domain,
@@ -199,6 +212,7 @@ impl Config {
             policy,
             hash_parallelism,
             log_origin,
+            feed_heartbeat,
         })
     }
 }

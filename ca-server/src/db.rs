@@ -506,6 +506,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let (id, kind): (String, String) = (holder.try_get(0)?, holder.try_get(1)?);
+        let holder_id = id.clone();
         let leaf = identity::logleaf::LogLeaf::Revocation {
             time: at.max(0) as u64,
             identity: format!("spiffe://{trust_domain}/{kind}/{id}"),
@@ -526,6 +527,7 @@ impl Db {
             .bind(appended.first as i64)
             .execute(&mut *tx)
             .await?;
+        crate::registry::feed_revocation(&mut tx, serial, &holder_id, reason.name(), at).await?;
         Self::resign_crl(&mut tx, ca, number, now).await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked {

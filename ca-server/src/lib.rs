@@ -15,13 +15,19 @@
 //! - The issuance log ([`log`]): every issuance and revocation is a leaf of an RFC 6962 tree written
 //!   in the same transaction, with Ed25519 C2SP checkpoints, receipts, C2SP tiles, proofs and
 //!   entry search for auditors, and a start-up self-check.
+//! - The subchain registry ([`registry`]): subchains, hosting nodes, members with roles, join
+//!   requests and approval; every membership change is a revision with a statement signed by the
+//!   CA's membership key (Ed25519) and a leaf in the issuance log; a change feed for ledger nodes
+//!   (membership statements of the subchains a node hosts, and every revocation) as pages or
+//!   server-sent events with signed heartbeats.
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME, no HSM backend yet
 //! (the signer interface [`pki::CaSigner`] is where one goes), no intermediate rotation command,
-//! no witness cosignatures on checkpoints yet.
+//! no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
+//! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
@@ -38,5 +44,6 @@ pub mod log;
 pub mod metrics;
 pub mod pki;
 pub mod problem;
+pub mod registry;
 pub mod secrets;
 pub mod serve;

@@ -65,6 +65,12 @@ pub enum ApiError {
     /// The certificate was revoked before.
     #[error("the certificate is already revoked")]
     AlreadyRevoked,
+    /// The change conflicts with the current state (exists already, already a member...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A feed cursor the feed never handed out (ahead of it, or malformed).
+    #[error("{0}")]
+    InvalidCursor(String),
     /// The body is larger than the endpoint accepts.
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -105,6 +111,8 @@ impl ApiError {
             Self::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             Self::IdentityExists => (S::CONFLICT, "identity-exists", "Identity already exists"),
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
+            Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflicts with the current state"),
+            Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
             Self::IdentityChanged => (S::CONFLICT, "identity-changed", "Identity changed during the request"),
             Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             Self::UnsupportedMediaType => (

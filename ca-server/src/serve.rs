@@ -88,6 +88,12 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         committer: Committer::start(db.clone(), log.clone(), metrics.clone()),
         log,
         log_hashes: Default::default(),
+        membership: crate::registry::MembershipSigner::load_or_create(&db, &passphrase, cfg.trust_domain.as_str())
+            .await
+            .context("loading the membership key")?,
+        feed_wakeup: tokio::sync::watch::channel(0).0,
+        feed_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_FEED_STREAMS)),
+        feed_heartbeat: cfg.feed_heartbeat,
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
         metrics,
         hasher: Hasher::new(cfg.hash_parallelism),
@@ -96,6 +102,7 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         ca,
     });
     tokio::spawn(refresh_crl(state.clone()));
+    tokio::spawn(watch_feed(state.clone()));
     let app = crate::api::router(state);
 
     let handle = axum_server::Handle::new();
@@ -260,5 +267,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Wakes this replica's feed streams when another replica (sharing the database) adds feed
+/// events. Commits made here wake them at once; this catches the others within 100 ms.
+async fn watch_feed(state: Arc<AppState>) {
+    let mut seen = crate::registry::feed_head(&state.db).await.unwrap_or(0);
+    let mut tick = tokio::time::interval(StdDuration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.feed_wakeup.receiver_count() == 0 {
+            continue;
+        }
+        match crate::registry::feed_head(&state.db).await {
+            Ok(head) if head != seen => {
+                seen = head;
+                state.feed_changed();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the change feed's head failed"),
+        }
     }
 }

@@ -35,8 +35,12 @@ pub struct AuditReport {
     pub issuances: u64,
     /// Revocation entries.
     pub revocations: u64,
+    /// Membership change entries.
+    pub memberships: u64,
     /// Every issued serial, and whether the log revoked it.
     pub issued: HashMap<String, bool>,
+    /// Each subchain's latest logged membership revision.
+    pub revisions: HashMap<String, u64>,
 }
 
 /// Verifies a checkpoint note with a vkey; returns (origin, size, root).
@@ -405,6 +409,22 @@ fn record(
                 return Err(bad(format!("serial {serial} was issued twice")));
             }
             report.issuances += 1;
+        }
+        LogLeaf::Membership { subchain, revision, .. } => {
+            let last = report.revisions.get(subchain).copied();
+            let expected = match last {
+                Some(r) => Some(r + 1),
+                None if complete_history => Some(1),
+                None => None,
+            };
+            if expected.is_some_and(|e| e != *revision) {
+                return Err(bad(format!(
+                    "subchain {subchain} jumps to revision {revision} after {}",
+                    last.unwrap_or(0)
+                )));
+            }
+            report.revisions.insert(subchain.clone(), *revision);
+            report.memberships += 1;
         }
         LogLeaf::Revocation { serial, .. } => match issued.get_mut(serial) {
             None if complete_history => return Err(bad(format!("revocation of {serial}, which the log never issued"))),

@@ -115,6 +115,43 @@ impl Api {
             .await
     }
 
+    /// PUTs JSON.
+    pub async fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Value, ClientError> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// PATCHes JSON.
+    pub async fn patch<B: Serialize>(&self, path: &str, body: &B) -> Result<Value, ClientError> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// DELETEs.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    /// Opens a server-sent event stream (no overall timeout); read it with [`EventStream`].
+    pub async fn events(&self, path: &str, query: &[(&str, String)]) -> Result<EventStream, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(std::time::Duration::from_secs(365 * 86_400))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            return Err(problem(resp).await);
+        }
+        Ok(EventStream {
+            resp,
+            buf: String::new(),
+        })
+    }
+
     /// GETs JSON.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query))
@@ -139,6 +176,9 @@ impl Api {
         let resp = req.send().await.map_err(|e| self.transport(e))?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
+        }
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
         }
         resp.json().await.map_err(|e| self.transport(e))
     }
@@ -171,5 +211,65 @@ async fn problem(resp: reqwest::Response) -> ClientError {
             field("title")
         },
         detail: if v.is_null() { text } else { field("detail") },
+    }
+}
+
+/// A server-sent event stream being read.
+pub struct EventStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEvent {
+    /// `event:` (empty if none).
+    pub event: String,
+    /// `id:` (empty if none).
+    pub id: String,
+    /// `data:` lines joined by newlines.
+    pub data: String,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<ServerEvent>, ClientError> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = ServerEvent {
+                    event: String::new(),
+                    id: String::new(),
+                    data: String::new(),
+                };
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = v.trim_start().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = v.trim_start().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    }
+                }
+                if data.is_empty() && ev.event.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                ev.data = data.join("\n");
+                return Ok(Some(ev));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self
+                    .buf
+                    .push_str(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n")),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    return Err(ClientError::Transport {
+                        url: String::new(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
     }
 }

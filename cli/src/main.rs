@@ -658,8 +658,19 @@ async fn audit_follow(
         let mut alerts = Vec::new();
         let result = bsn::audit::follow_once(&api, &vkey, &bundle, &chain, &mut state, &mut |index, leaf| {
             let (kind, identity, serial) = match leaf {
-                identity::logleaf::LogLeaf::Issuance { identity, serial, .. } => ("issued", identity, serial),
-                identity::logleaf::LogLeaf::Revocation { identity, serial, .. } => ("revoked", identity, serial),
+                identity::logleaf::LogLeaf::Issuance { identity, serial, .. } => ("issued", identity, serial.clone()),
+                identity::logleaf::LogLeaf::Revocation { identity, serial, .. } => {
+                    ("revoked", identity, serial.clone())
+                }
+                identity::logleaf::LogLeaf::Membership {
+                    subchain,
+                    revision,
+                    authorized_by,
+                    ..
+                } => {
+                    println!("{index}	membership	{subchain}	revision {revision} by {authorized_by}");
+                    return;
+                }
             };
             println!("{index}\t{kind}\t{identity}\t{serial}");
             if watch.iter().any(|w| identity.rsplit('/').next() == Some(w.as_str())) {

@@ -9,7 +9,10 @@
 //!   identity and serial out of it.
 //! - [`verify`]: a trust bundle and chain verification of a leaf against it (rustls-webpki), with
 //!   an optional set of revoked serials.
-//! - [`logleaf`]: the issuance log's canonical leaf encoding (issuance and revocation events).
+//! - [`logleaf`]: the issuance log's canonical leaf encoding (issuance, revocation and
+//!   membership events).
+//! - [`membership`]: subchain ids, roles, membership statements and feed heartbeats signed by the
+//!   CA's membership key, and their offline verification.
 //! - [`tree`]: replaying the issuance log's RFC 6962 tree leaf by leaf (`CompactRange`).
 //!
 //! Non-features: this crate does no I/O (no files, sockets or clocks: the caller passes the
@@ -18,6 +21,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod logleaf;
+pub mod membership;
 pub mod names;
 pub mod profile;
 pub mod tree;

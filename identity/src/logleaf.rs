@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! u8 version = 1
-//! u8 kind    = 1 (issuance) | 2 (revocation)
+//! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership)
 //! u64 time   (Unix seconds, big-endian)
-//! str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by
-//! issuance:   i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
-//! revocation: u8 reason (RFC 5280 code)
+//! issuance:   str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by,
+//!             i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
+//! revocation: str identity, str serial, str authorised_by, u8 reason (RFC 5280 code)
+//! membership: str subchain, u64 revision, str authorised_by, [32] statement_sha256
 //! ```
+//! A membership leaf commits to the signed statement's payload by its SHA-256 (a statement of a
+//! large subchain does not fit in a leaf).
 //! `str` and `bytes` are a big-endian u16 length followed by that many bytes. Decoding refuses
 //! anything that would not re-encode to the same bytes (trailing data, bad UTF-8, unknown kind).
 
@@ -60,6 +63,19 @@ pub enum LogLeaf {
         authorized_by: String,
         /// RFC 5280 reason code.
         reason: u8,
+    },
+    /// A subchain's membership changed: a new revision and its signed statement.
+    Membership {
+        /// Unix seconds.
+        time: u64,
+        /// The subchain id.
+        subchain: String,
+        /// The new revision.
+        revision: u64,
+        /// Who made the change.
+        authorized_by: String,
+        /// SHA-256 of the signed statement's payload bytes.
+        statement_sha256: [u8; 32],
     },
 }
 
@@ -137,6 +153,20 @@ impl LogLeaf {
                 put_bytes(&mut out, authorized_by.as_bytes())?;
                 out.push(*reason);
             }
+            LogLeaf::Membership {
+                time,
+                subchain,
+                revision,
+                authorized_by,
+                statement_sha256,
+            } => {
+                out.push(3);
+                out.extend_from_slice(&time.to_be_bytes());
+                put_bytes(&mut out, subchain.as_bytes())?;
+                out.extend_from_slice(&revision.to_be_bytes());
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                out.extend_from_slice(statement_sha256);
+            }
         }
         if out.len() > MAX_LEAF {
             return Err(LeafError::TooLarge);
@@ -152,6 +182,22 @@ impl LogLeaf {
         }
         let kind = r.u8()?;
         let time = r.u64()?;
+        if kind == 3 {
+            let leaf = LogLeaf::Membership {
+                time,
+                subchain: r.str()?,
+                revision: r.u64()?,
+                authorized_by: r.str()?,
+                statement_sha256: r
+                    .take(32)?
+                    .try_into()
+                    .map_err(|_| LeafError::Malformed("statement hash"))?,
+            };
+            if !r.0.is_empty() {
+                return Err(LeafError::Malformed("trailing bytes"));
+            }
+            return Ok(leaf);
+        }
         let identity = r.str()?;
         let serial = r.str()?;
         let authorized_by = r.str()?;
@@ -181,10 +227,11 @@ impl LogLeaf {
         Ok(leaf)
     }
 
-    /// The serial the event is about.
+    /// The serial the event is about (empty for a membership change).
     pub fn serial(&self) -> &str {
         match self {
             LogLeaf::Issuance { serial, .. } | LogLeaf::Revocation { serial, .. } => serial,
+            LogLeaf::Membership { .. } => "",
         }
     }
 }
@@ -212,6 +259,13 @@ mod tests {
                 serial: "ff".into(),
                 authorized_by: "admin".into(),
                 reason: 1,
+            },
+            LogLeaf::Membership {
+                time: 2,
+                subchain: "supply-chain".into(),
+                revision: 9,
+                authorized_by: "publisher".into(),
+                statement_sha256: [3; 32],
             },
         ];
         for leaf in leaves {

@@ -58,7 +58,14 @@ async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
         }));
     }
     let crl_number = s.db.crl().await?.map(|c| c.number).unwrap_or(0);
-    let body = serde_json::json!({ "keys": keys, "spiffe_sequence": crl_number, "spiffe_refresh_hint": 300 });
+    // JWK Set members an implementation does not know are ignored (RFC 7517 section 5), so the
+    // membership key rides along for BSN ledger nodes without upsetting SPIFFE libraries.
+    let body = serde_json::json!({
+        "keys": keys,
+        "spiffe_sequence": crl_number,
+        "spiffe_refresh_hint": 300,
+        "bsn_membership_key": { "alg": "Ed25519", "key": s.membership.public().to_base64() },
+    });
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body.to_string(),

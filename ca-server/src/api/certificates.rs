@@ -201,6 +201,7 @@ async fn revoke(
             crl_number,
             receipt,
         } => {
+            s.feed_changed();
             crate::metrics::Metrics::add(&s.metrics.revocations, 1);
             tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
             Ok(axum::Json(Revoked {

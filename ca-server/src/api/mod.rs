@@ -13,9 +13,13 @@ use crate::problem::problem;
 mod bundle;
 mod certificates;
 mod enroll;
+mod feed;
 mod health;
 mod identities;
 mod log;
+mod subchains;
+
+pub use feed::MAX_STREAMS as MAX_FEED_STREAMS;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -29,6 +33,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(identities::router())
         .merge(certificates::router())
         .merge(log::router())
+        .merge(subchains::router())
+        .merge(feed::router())
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             problem(
@@ -102,12 +108,23 @@ mod tests {
             "identities.rs",
             "certificates.rs",
             "log.rs",
+            "subchains.rs",
+            "feed.rs",
         ]
         .iter()
         .flat_map(|f| {
             let src = std::fs::read_to_string(format!("{}/src/api/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            src.match_indices(".route(\"")
-                .map(|(i, _)| src[i + 8..].split('"').next().unwrap().to_string())
+            // `.route(` then the path literal, on the same line or (after rustfmt) the next.
+            src.match_indices(".route(")
+                .map(|(i, _)| {
+                    src[i + 7..]
+                        .trim_start()
+                        .trim_start_matches('"')
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -1,0 +1,403 @@
+//! Subchain membership as the CA states it: roles, membership statements and feed heartbeats,
+//! signed by the CA's membership key (Ed25519) and verified here, offline, by ledger nodes and
+//! auditors.
+//!
+//! A signed document travels as an [`Envelope`]: the exact payload bytes (JSON) and an Ed25519
+//! signature over a per-type context string followed by those bytes. Verifiers check the
+//! signature over the bytes they received, then parse; nothing is re-serialised, so no canonical
+//! JSON is needed, and a statement cannot be passed off as a heartbeat or the reverse.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::names::IdentityId;
+
+/// Signature context of a membership statement.
+pub const STATEMENT_CONTEXT: &[u8] = b"bsn membership statement v1\n";
+/// Signature context of a feed heartbeat.
+pub const HEARTBEAT_CONTEXT: &[u8] = b"bsn feed heartbeat v1\n";
+
+/// What a member may do on a subchain. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads blocks and state.
+    Reader,
+    /// Also submits transactions.
+    Writer,
+    /// Also manages the subchain's members.
+    Admin,
+}
+
+impl Role {
+    /// All roles, weakest first.
+    pub const ALL: [Role; 3] = [Role::Reader, Role::Writer, Role::Admin];
+
+    /// Parses `reader`, `writer` or `admin`.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// The role's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role grants what `needed` grants.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+/// A subchain id: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit (so it
+/// works as a DNS label, a file name and a URL path segment unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SubchainId(String);
+
+impl SubchainId {
+    /// Parses a subchain id.
+    pub fn parse(s: &str) -> Result<Self, StatementError> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(StatementError::Invalid(format!(
+                "subchain id '{s}' must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+            )))
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SubchainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubchainId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SubchainId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One member of a subchain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The participant's identity id.
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// The membership of a subchain at one revision, as the CA signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    /// Always 1.
+    pub version: u8,
+    /// The CA's trust domain.
+    pub trust_domain: String,
+    /// The subchain.
+    pub subchain: SubchainId,
+    /// Revision, starting at 1 and growing by one with each change.
+    pub revision: u64,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Ids of the city nodes that host the subchain (its consenters), sorted.
+    pub nodes: Vec<String>,
+    /// Members, sorted by id, each once.
+    pub members: Vec<Member>,
+}
+
+impl Statement {
+    /// The member's role, if it is a member.
+    pub fn role_of(&self, id: &str) -> Option<Role> {
+        self.members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+            .map(|i| self.members[i].role)
+    }
+
+    /// Whether the node hosts the subchain.
+    pub fn hosted_by(&self, node: &str) -> bool {
+        self.nodes.binary_search_by(|n| n.as_str().cmp(node)).is_ok()
+    }
+
+    fn check(&self) -> Result<(), StatementError> {
+        let bad = |m: &str| Err(StatementError::Invalid(m.to_string()));
+        if self.version != 1 {
+            return bad("unknown statement version");
+        }
+        if self.revision == 0 {
+            return bad("revision must be at least 1");
+        }
+        if !self.members.windows(2).all(|w| w[0].id < w[1].id) {
+            return bad("members must be sorted by id, each once");
+        }
+        if !self.nodes.windows(2).all(|w| w[0] < w[1]) {
+            return bad("nodes must be sorted, each once");
+        }
+        for id in self.members.iter().map(|m| &m.id).chain(&self.nodes) {
+            IdentityId::parse(id).map_err(|e| StatementError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A signed feed heartbeat: "nothing after `cursor` for you as of `at`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The CA's trust domain.
+    pub trust_domain: String,
+    /// The node it was sent to.
+    pub node: String,
+    /// The feed position the node has been sent everything up to.
+    pub cursor: u64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// A signed document: payload bytes and a signature, both base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The payload (JSON), base64.
+    pub payload: String,
+    /// Ed25519 signature over the context followed by the payload, base64.
+    pub signature: String,
+}
+
+/// Why a signed document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    /// Not base64, not JSON, or not the expected shape.
+    #[error("malformed signed document: {0}")]
+    Malformed(String),
+    /// The signature does not verify with the membership key.
+    #[error("signature does not verify with the CA's membership key")]
+    BadSignature,
+    /// Well formed and signed, but its content breaks the rules.
+    #[error("invalid statement: {0}")]
+    Invalid(String),
+}
+
+/// The message an envelope's signature covers.
+pub fn signed_message(context: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + payload.len());
+    m.extend_from_slice(context);
+    m.extend_from_slice(payload);
+    m
+}
+
+/// The CA's membership verification key (raw Ed25519 public key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipKey([u8; 32]);
+
+impl MembershipKey {
+    /// From the raw 32-byte key.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, StatementError> {
+        b.try_into()
+            .map(Self)
+            .map_err(|_| StatementError::Malformed("a membership key is 32 bytes".into()))
+    }
+
+    /// From its base64 form (as the CA serves and writes it).
+    pub fn from_base64(s: &str) -> Result<Self, StatementError> {
+        let b = B64
+            .decode(s.trim())
+            .map_err(|_| StatementError::Malformed("membership key is not base64".into()))?;
+        Self::from_bytes(&b)
+    }
+
+    /// The base64 form.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    /// Checks an envelope's signature under `context` and parses its payload.
+    pub fn open<T: serde::de::DeserializeOwned>(&self, context: &[u8], env: &Envelope) -> Result<T, StatementError> {
+        let payload = B64
+            .decode(&env.payload)
+            .map_err(|_| StatementError::Malformed("payload is not base64".into()))?;
+        let sig = B64
+            .decode(&env.signature)
+            .map_err(|_| StatementError::Malformed("signature is not base64".into()))?;
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, self.0)
+            .verify(&signed_message(context, &payload), &sig)
+            .map_err(|_| StatementError::BadSignature)?;
+        serde_json::from_slice(&payload).map_err(|e| StatementError::Malformed(e.to_string()))
+    }
+
+    /// Verifies a membership statement: signature, shape, and the rules (sorted, unique, valid ids).
+    pub fn verify_statement(&self, env: &Envelope) -> Result<Statement, StatementError> {
+        let s: Statement = self.open(STATEMENT_CONTEXT, env)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Verifies a heartbeat's signature and shape.
+    pub fn verify_heartbeat(&self, env: &Envelope) -> Result<Heartbeat, StatementError> {
+        self.open(HEARTBEAT_CONTEXT, env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::KeyPair;
+
+    fn key() -> (ring::signature::Ed25519KeyPair, MembershipKey) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public = MembershipKey::from_bytes(kp.public_key().as_ref()).unwrap();
+        (kp, public)
+    }
+
+    fn seal(kp: &ring::signature::Ed25519KeyPair, context: &[u8], payload: &[u8]) -> Envelope {
+        Envelope {
+            payload: B64.encode(payload),
+            signature: B64.encode(kp.sign(&signed_message(context, payload))),
+        }
+    }
+
+    fn statement() -> Statement {
+        Statement {
+            version: 1,
+            trust_domain: "example.org".into(),
+            subchain: SubchainId::parse("supply-chain").unwrap(),
+            revision: 3,
+            issued_at: 1_700_000_000,
+            nodes: vec!["beijing-1".into(), "shanghai-1".into()],
+            members: vec![
+                Member {
+                    id: "alice".into(),
+                    role: Role::Admin,
+                },
+                Member {
+                    id: "bob".into(),
+                    role: Role::Reader,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_signed_statement_verifies_and_answers_role_queries() {
+        let (kp, public) = key();
+        let s = statement();
+        let env = seal(&kp, STATEMENT_CONTEXT, &serde_json::to_vec(&s).unwrap());
+        let got = public.verify_statement(&env).unwrap();
+        assert_eq!(got, s);
+        assert_eq!(got.role_of("alice"), Some(Role::Admin));
+        assert_eq!(got.role_of("bob"), Some(Role::Reader));
+        assert_eq!(got.role_of("carol"), None);
+        assert!(got.hosted_by("shanghai-1") && !got.hosted_by("shenzhen-1"));
+        assert!(Role::Admin.allows(Role::Writer) && !Role::Reader.allows(Role::Writer));
+    }
+
+    #[test]
+    fn tampering_in_transit_is_refused() {
+        let (kp, public) = key();
+        let payload = serde_json::to_vec(&statement()).unwrap();
+        let env = seal(&kp, STATEMENT_CONTEXT, &payload);
+        // Promote bob to admin in the payload, keep the signature.
+        let forged = String::from_utf8(payload.clone())
+            .unwrap()
+            .replace(r#"{"id":"bob","role":"reader"}"#, r#"{"id":"bob","role":"admin"}"#);
+        assert_ne!(forged.as_bytes(), payload.as_slice());
+        let tampered = Envelope {
+            payload: B64.encode(forged),
+            signature: env.signature.clone(),
+        };
+        assert_eq!(public.verify_statement(&tampered), Err(StatementError::BadSignature));
+        // Every single-bit flip of the payload or the signature is refused.
+        let raw_sig = B64.decode(&env.signature).unwrap();
+        for i in 0..payload.len() * 8 {
+            let mut p = payload.clone();
+            p[i / 8] ^= 1 << (i % 8);
+            let e = Envelope {
+                payload: B64.encode(&p),
+                signature: env.signature.clone(),
+            };
+            assert!(public.verify_statement(&e).is_err(), "payload bit {i}");
+        }
+        for i in 0..raw_sig.len() * 8 {
+            let mut s = raw_sig.clone();
+            s[i / 8] ^= 1 << (i % 8);
+            let e = Envelope {
+                payload: env.payload.clone(),
+                signature: B64.encode(&s),
+            };
+            assert!(public.verify_statement(&e).is_err(), "signature bit {i}");
+        }
+        // Another key, and a statement signed as a heartbeat, are refused.
+        let (_, other) = key();
+        assert_eq!(other.verify_statement(&env), Err(StatementError::BadSignature));
+        let as_heartbeat = seal(&kp, HEARTBEAT_CONTEXT, &payload);
+        assert_eq!(
+            public.verify_statement(&as_heartbeat),
+            Err(StatementError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signed_but_invalid_statements_are_refused() {
+        let (kp, public) = key();
+        let mut unsorted = statement();
+        unsorted.members.reverse();
+        let mut dup_node = statement();
+        dup_node.nodes = vec!["n".into(), "n".into()];
+        let mut zero = statement();
+        zero.revision = 0;
+        let mut bad_id = statement();
+        bad_id.members[0].id = "alice/../x".into();
+        for s in [unsorted, dup_node, zero, bad_id] {
+            let env = seal(&kp, STATEMENT_CONTEXT, &serde_json::to_vec(&s).unwrap());
+            assert!(
+                matches!(public.verify_statement(&env), Err(StatementError::Invalid(_))),
+                "{s:?}"
+            );
+        }
+        let extra = br#"{"version":1,"trust_domain":"t","subchain":"s","revision":1,"issued_at":0,"nodes":[],"members":[],"admin":true}"#;
+        let env = seal(&kp, STATEMENT_CONTEXT, extra);
+        assert!(matches!(
+            public.verify_statement(&env),
+            Err(StatementError::Malformed(_))
+        ));
+        let bad_role = br#"{"version":1,"trust_domain":"t","subchain":"s","revision":1,"issued_at":0,"nodes":[],"members":[{"id":"a","role":"owner"}]}"#;
+        let env = seal(&kp, STATEMENT_CONTEXT, bad_role);
+        assert!(matches!(
+            public.verify_statement(&env),
+            Err(StatementError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn subchain_ids() {
+        for ok in ["a", "supply-chain", "x1", &"a".repeat(63)] {
+            SubchainId::parse(ok).unwrap();
+        }
+        for bad in ["", "-a", "A", "a_b", "a.b", "a/b", &"a".repeat(64)] {
+            assert!(SubchainId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
