@@ -4,6 +4,8 @@
 //! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
 //! or failing; 6 the issuance log failed verification; 7 `audit follow` saw a watched identity.
 
+mod subchain;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -161,6 +163,25 @@ enum Command {
     /// Audit the issuance log (no account needed).
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Subchains: the directory, creating and managing them, joining, signed statements.
+    #[command(subcommand)]
+    Subchain(subchain::SubchainCmd),
+    /// Your subchains and roles.
+    Memberships {
+        #[command(flatten)]
+        t: subchain::Target,
+    },
+    /// Read the change feed as a city node (membership statements of hosted subchains, revocations).
+    Feed {
+        #[command(flatten)]
+        t: subchain::Target,
+        /// Start after this position (the last seq you processed).
+        #[arg(long, default_value_t = 0)]
+        cursor: u64,
+        /// Keep following (server-sent events) instead of reading what is there.
+        #[arg(long)]
+        follow: bool,
+    },
     /// List identities (administrators: all; registrars: those they registered).
     Identities {
         #[command(flatten)]
@@ -272,7 +293,8 @@ impl From<ClientError> for Failure {
                 "client-certificate-required" | "certificate-unknown" => {
                     (3, Some("pass --cert and --key with a certificate issued by this CA"))
                 }
-                "forbidden" => (3, Some("this needs a role you do not have (admin or registrar)")),
+                "forbidden" => (3, Some("this needs a role or permission you do not have")),
+                "invalid-cursor" => (4, Some("resume from the last seq you processed, or from 0")),
                 "identity-disabled" => (
                     3,
                     Some("an administrator has disabled this identity; ask one to enable it"),
@@ -495,6 +517,9 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             once,
             interval,
         }) => audit_follow(&ca, &log_vkey, &state, &watch, once, interval).await?,
+        Command::Subchain(cmd) => subchain::run(cmd).await?,
+        Command::Memberships { t } => subchain::memberships(t).await?,
+        Command::Feed { t, cursor, follow } => subchain::feed(t, cursor, follow).await?,
         Command::Identities { ca, me, kind, role } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
                 .into_iter()

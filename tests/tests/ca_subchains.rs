@@ -408,3 +408,145 @@ async fn registry_actions_authorisation_statements_and_feed() {
     let out = ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+fn as_who<'a>(who: &'a std::path::Path, args: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    v.extend([
+        "--cert".into(),
+        who.join("cert.pem").display().to_string(),
+        "--key".into(),
+        who.join("key.pem").display().to_string(),
+    ]);
+    v
+}
+
+fn run(ca: &TestCa, who: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let all = as_who(who, args);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = ca.bsn(&refs);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The same registry through `bsn subchain ...`, `bsn memberships` and `bsn feed`, with the exit
+/// codes and hints a user sees when something is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bsn_subchain_commands() {
+    let mut ca = TestCa::start();
+    let publisher = enrolled(&mut ca, "pub", json!({ "roles": ["publisher"] })).await;
+    let dan = enrolled(&mut ca, "dan", json!({})).await;
+    let node = enrolled(&mut ca, "city-1", json!({ "type": "node", "dns_names": ["c1.test"] })).await;
+
+    let (code, out, err) = run(
+        &ca,
+        &publisher,
+        &[
+            "subchain",
+            "create",
+            "trade",
+            "--name",
+            "Trade finance",
+            "--node",
+            "city-1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("trade is at revision 1"), "{out}");
+    let (code, out, _) = run(&ca, &dan, &["subchain", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("trade\tTrade finance\tapproval\trevision 1\t1 members\tnodes city-1"),
+        "{out}"
+    );
+
+    // Refusals: exit codes and hints.
+    let (code, _, err) = run(
+        &ca,
+        &dan,
+        &["subchain", "create", "x", "--name", "X", "--node", "city-1"],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    let (code, _, err) = run(&ca, &dan, &["subchain", "join", "nowhere"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no subchain 'nowhere'"), "{err}");
+    let (code, _, err) = run(&ca, &dan, &["subchain", "join", "trade", "--role", "owner"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = run(
+        &ca,
+        &dan,
+        &["subchain", "join", "trade", "--role", "writer", "--note", "hi"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pending approval"), "{out}");
+    let (_, out, _) = run(&ca, &publisher, &["subchain", "requests", "trade"]);
+    assert_eq!(out.trim(), "dan\twriter\thi");
+    let (code, out, err) = run(&ca, &publisher, &["subchain", "approve", "trade", "--member", "dan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revision 2"), "{out}");
+    let (_, out, _) = run(&ca, &dan, &["memberships"]);
+    assert_eq!(out.trim(), "trade\twriter");
+    let (_, out, _) = run(&ca, &dan, &["subchain", "members", "trade"]);
+    assert_eq!(out.trim(), "dan\twriter\npub\tadmin");
+
+    // The statement, verified with a key obtained out of band.
+    let key = ca.api(None).get("/api/v1/membership-key", &[]).await.unwrap();
+    let key_file = ca.dir.path().join("membership.key");
+    std::fs::write(&key_file, key["key"].as_str().unwrap()).unwrap();
+    let (code, out, err) = run(
+        &ca,
+        &dan,
+        &[
+            "subchain",
+            "statement",
+            "trade",
+            "--membership-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["revision"], 2);
+    assert!(err.contains("signature verified"), "{err}");
+    // ...and with another key it is refused (exit 6).
+    std::fs::write(&key_file, "A".repeat(43) + "=").unwrap();
+    let (code, _, err) = run(
+        &ca,
+        &dan,
+        &[
+            "subchain",
+            "statement",
+            "trade",
+            "--membership-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 6, "{err}");
+
+    let (code, _, err) = run(
+        &ca,
+        &publisher,
+        &["subchain", "set-role", "trade", "--member", "dan", "--role", "reader"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&ca, &dan, &["subchain", "leave", "trade"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&ca, &dan, &["memberships"]);
+    assert_eq!(out.trim(), "");
+
+    // The node reads the feed; a participant may not.
+    let (code, out, err) = run(&ca, &node, &["feed"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[3].ends_with("membership\ttrade\trevision 4"), "{out}");
+    let (code, _, err) = run(&ca, &dan, &["feed"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = run(&ca, &node, &["feed", "--cursor", "1000"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("resume from"), "{err}");
+}

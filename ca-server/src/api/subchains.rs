@@ -271,7 +271,7 @@ struct MemberIn {
     role: String,
 }
 
-/// Adds up to 10,000 members in one revision.
+/// Adds up to 1,000 members in one revision (the 64 KiB body limit).
 async fn add_members(
     State(s): State<Arc<AppState>>,
     caller: Caller,
@@ -279,8 +279,8 @@ async fn add_members(
     Json(r): Json<AddMembers>,
 ) -> Result<axum::Json<crate::registry::Revised>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
-    if r.members.is_empty() || r.members.len() > 10_000 {
-        return Err(ApiError::InvalidField("give 1 to 10,000 members".into()));
+    if r.members.is_empty() || r.members.len() > 1_000 {
+        return Err(ApiError::InvalidField("give 1 to 1,000 members per call".into()));
     }
     let mut members = r
         .members

@@ -1,0 +1,442 @@
+//! `bsn subchain ...`, `bsn memberships` and `bsn feed`: the subchain registry from the command
+//! line. Statements are verified with the CA's membership key before they are shown.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::{CaArgs, Failure, IdentityArgs, api, list, local, str_field};
+
+#[derive(Args, Clone)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    ca: CaArgs,
+    #[command(flatten)]
+    me: IdentityArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SubchainCmd {
+    /// The directory of subchains.
+    List {
+        #[command(flatten)]
+        t: Target,
+        /// Only this publisher's.
+        #[arg(long)]
+        publisher: Option<String>,
+    },
+    /// One subchain: settings, hosting nodes, revision.
+    Show {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+    },
+    /// Create a subchain (publishers and administrators); you become its first admin.
+    Create {
+        #[command(flatten)]
+        t: Target,
+        /// Id: 1-63 characters of a-z, 0-9 and '-'.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// open (readers and writers join at once) or approval.
+        #[arg(long, default_value = "approval")]
+        policy: String,
+        /// A hosting city node's id (repeatable, at least one).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Change a subchain's name, description, policy or hosting nodes (managers).
+    Update {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// New policy.
+        #[arg(long)]
+        policy: Option<String>,
+        /// The new set of hosting nodes (repeatable; replaces the old set).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Members and their roles.
+    Members {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+    },
+    /// Add a member, or change a member's role (managers).
+    SetRole {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// The participant.
+        #[arg(long)]
+        member: String,
+        /// reader, writer or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member (managers).
+    Remove {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// The participant.
+        #[arg(long)]
+        member: String,
+    },
+    /// Leave a subchain.
+    Leave {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+    },
+    /// Ask to join (open subchains admit readers and writers at once).
+    Join {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// The role asked for.
+        #[arg(long, default_value = "reader")]
+        role: String,
+        /// A note for the approver.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Pending join requests (managers).
+    Requests {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+    },
+    /// Approve a join request (managers; never your own).
+    Approve {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// The requester.
+        #[arg(long)]
+        member: String,
+        /// Grant this role instead of the one asked for.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Reject a join request (managers), or withdraw your own.
+    Reject {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// The requester.
+        #[arg(long)]
+        member: String,
+    },
+    /// Fetch a signed membership statement, verify it and print it.
+    Statement {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// A past revision (default: the latest).
+        #[arg(long)]
+        revision: Option<u64>,
+        /// File with the CA's membership key (base64), obtained out of band; without it the key
+        /// the CA serves is used (which proves integrity in transit, not the CA's honesty).
+        #[arg(long, value_name = "FILE")]
+        membership_key: Option<PathBuf>,
+    },
+}
+
+fn show_revised(v: &Value) {
+    println!(
+        "{} is at revision {} (log entry {})",
+        str_field(v, "subchain"),
+        v["revision"],
+        v["receipt"]["leaf_index"]
+    );
+}
+
+fn role_ok(r: &str) -> Result<(), Failure> {
+    if identity::membership::Role::parse(r).is_none() {
+        return Err(Failure {
+            code: 2,
+            message: format!("role '{r}' is not one of: reader, writer, admin"),
+            hint: None,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
+    match cmd {
+        SubchainCmd::List { t, publisher } => {
+            let q: Vec<(&str, String)> = publisher.map(|p| ("publisher", p)).into_iter().collect();
+            list(&api(&t.ca, Some(&t.me))?, "/api/v1/subchains", q, |s| {
+                format!(
+                    "{}\t{}\t{}\trevision {}\t{} members\tnodes {}",
+                    str_field(s, "id"),
+                    str_field(s, "name"),
+                    str_field(s, "policy"),
+                    s["revision"],
+                    s["members"],
+                    s["nodes"]
+                        .as_array()
+                        .map(|n| n.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default()
+                )
+            })
+            .await?;
+        }
+        SubchainCmd::Show { t, id } => {
+            let v = api(&t.ca, Some(&t.me))?
+                .get(&format!("/api/v1/subchains/{id}"), &[])
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v).map_err(local)?);
+        }
+        SubchainCmd::Create {
+            t,
+            id,
+            name,
+            description,
+            policy,
+            nodes,
+        } => {
+            let v = api(&t.ca, Some(&t.me))?
+                .post(
+                    "/api/v1/subchains",
+                    &json!({ "id": id, "name": name, "description": description, "policy": policy, "nodes": nodes }),
+                )
+                .await?;
+            show_revised(&v);
+        }
+        SubchainCmd::Update {
+            t,
+            id,
+            name,
+            description,
+            policy,
+            nodes,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (k, v) in [("name", name), ("description", description), ("policy", policy)] {
+                if let Some(v) = v {
+                    body.insert(k.into(), json!(v));
+                }
+            }
+            if !nodes.is_empty() {
+                body.insert("nodes".into(), json!(nodes));
+            }
+            if body.is_empty() {
+                return Err(Failure {
+                    code: 2,
+                    message: "nothing to change".into(),
+                    hint: Some("give --name, --description, --policy or --node"),
+                });
+            }
+            let v = api(&t.ca, Some(&t.me))?
+                .patch(&format!("/api/v1/subchains/{id}"), &Value::Object(body))
+                .await?;
+            match v.get("revision") {
+                Some(r) => show_revised(r),
+                None => println!("{id} updated"),
+            }
+        }
+        SubchainCmd::Members { t, id } => {
+            list(
+                &api(&t.ca, Some(&t.me))?,
+                &format!("/api/v1/subchains/{id}/members"),
+                vec![],
+                |m| format!("{}\t{}", str_field(m, "id"), str_field(m, "role")),
+            )
+            .await?;
+        }
+        SubchainCmd::SetRole { t, id, member, role } => {
+            role_ok(&role)?;
+            let v = api(&t.ca, Some(&t.me))?
+                .put(
+                    &format!("/api/v1/subchains/{id}/members/{member}"),
+                    &json!({ "role": role }),
+                )
+                .await?;
+            show_revised(&v);
+        }
+        SubchainCmd::Remove { t, id, member } => {
+            let v = api(&t.ca, Some(&t.me))?
+                .delete(&format!("/api/v1/subchains/{id}/members/{member}"))
+                .await?;
+            show_revised(&v);
+        }
+        SubchainCmd::Leave { t, id } => {
+            let me = identity_of(&t.me)?;
+            let v = api(&t.ca, Some(&t.me))?
+                .delete(&format!("/api/v1/subchains/{id}/members/{me}"))
+                .await?;
+            show_revised(&v);
+        }
+        SubchainCmd::Join { t, id, role, note } => {
+            role_ok(&role)?;
+            let v = api(&t.ca, Some(&t.me))?
+                .post(
+                    &format!("/api/v1/subchains/{id}/join"),
+                    &json!({ "role": role, "note": note }),
+                )
+                .await?;
+            if v["outcome"] == "member" {
+                println!("joined {id} as {role}");
+                show_revised(&v);
+            } else {
+                println!("request to join {id} as {role} is pending approval");
+            }
+        }
+        SubchainCmd::Requests { t, id } => {
+            let v = api(&t.ca, Some(&t.me))?
+                .get(&format!("/api/v1/subchains/{id}/requests"), &[])
+                .await?;
+            for r in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}\t{}",
+                    str_field(r, "identity"),
+                    str_field(r, "role"),
+                    str_field(r, "note")
+                );
+            }
+        }
+        SubchainCmd::Approve { t, id, member, role } => {
+            let body = match role {
+                Some(r) => {
+                    role_ok(&r)?;
+                    json!({ "role": r })
+                }
+                None => json!({}),
+            };
+            let v = api(&t.ca, Some(&t.me))?
+                .post(&format!("/api/v1/subchains/{id}/requests/{member}/approve"), &body)
+                .await?;
+            show_revised(&v);
+        }
+        SubchainCmd::Reject { t, id, member } => {
+            api(&t.ca, Some(&t.me))?
+                .post(&format!("/api/v1/subchains/{id}/requests/{member}/reject"), &json!({}))
+                .await?;
+            println!("request of {member} to join {id} rejected");
+        }
+        SubchainCmd::Statement {
+            t,
+            id,
+            revision,
+            membership_key,
+        } => {
+            let api = api(&t.ca, Some(&t.me))?;
+            let key_text = match membership_key {
+                Some(f) => std::fs::read_to_string(&f).map_err(|e| local(format!("reading {}: {e}", f.display())))?,
+                None => str_field(&api.get("/api/v1/membership-key", &[]).await?, "key").to_string(),
+            };
+            let key = identity::membership::MembershipKey::from_base64(&key_text).map_err(local)?;
+            let path = match revision {
+                Some(r) => format!("/api/v1/subchains/{id}/statements/{r}"),
+                None => format!("/api/v1/subchains/{id}/statement"),
+            };
+            let env: identity::membership::Envelope =
+                serde_json::from_value(api.get(&path, &[]).await?).map_err(local)?;
+            let statement = key.verify_statement(&env).map_err(|e| Failure {
+                code: 6,
+                message: e.to_string(),
+                hint: Some("the statement does not verify: do not act on it, and alert the CA operator"),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&statement).map_err(local)?);
+            eprintln!("signature verified with membership key {}", key.to_base64());
+        }
+    }
+    Ok(())
+}
+
+/// The identity id in a certificate file.
+fn identity_of(me: &IdentityArgs) -> Result<String, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::pem_file_iter(&me.cert)
+        .map_err(|e| local(format!("reading {}: {e}", me.cert.display())))?
+        .next()
+        .ok_or_else(|| local(format!("{} holds no certificate", me.cert.display())))?
+        .map_err(|e| local(format!("reading {}: {e}", me.cert.display())))?;
+    let leaf = identity::profile::check_leaf(&cert).map_err(local)?;
+    Ok(leaf.spiffe_id.id.to_string())
+}
+
+/// `bsn memberships`: your subchains and roles.
+pub(crate) async fn memberships(t: Target) -> Result<(), Failure> {
+    let v = api(&t.ca, Some(&t.me))?.get("/api/v1/memberships", &[]).await?;
+    for m in v["items"].as_array().into_iter().flatten() {
+        println!("{}\t{}", str_field(m, "subchain"), str_field(m, "role"));
+    }
+    Ok(())
+}
+
+/// `bsn feed`: a node reads the change feed from a cursor (once, or following it).
+pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Failure> {
+    let api = api(&t.ca, Some(&t.me))?;
+    let print = |kind: &str, v: &Value| match kind {
+        "membership" => println!(
+            "{}\tmembership\t{}\trevision {}",
+            v["seq"],
+            str_field(v, "subchain"),
+            v["revision"]
+        ),
+        "revocation" => println!(
+            "{}\trevocation\t{}\t{}\t{}",
+            v["seq"],
+            str_field(v, "identity"),
+            str_field(v, "serial"),
+            str_field(v, "reason")
+        ),
+        _ => {}
+    };
+    if !follow {
+        let mut cursor = cursor;
+        loop {
+            let page = api.get("/api/v1/feed", &[("cursor", cursor.to_string())]).await?;
+            for e in page["events"].as_array().into_iter().flatten() {
+                print(str_field(e, "kind"), e);
+            }
+            cursor = page["cursor"].as_u64().unwrap_or(cursor);
+            if page["more"] != true {
+                eprintln!("cursor {cursor}");
+                return Ok(());
+            }
+        }
+    }
+    let mut stream = api
+        .events("/api/v1/feed/stream", &[("cursor", cursor.to_string())])
+        .await?;
+    while let Some(ev) = stream.next().await? {
+        if ev.event == "heartbeat" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&ev.data).map_err(local)?;
+        print(&ev.event, &v);
+    }
+    Err(Failure {
+        code: 5,
+        message: "the CA closed the feed stream".into(),
+        hint: Some("run again with --cursor set to the last seq printed"),
+    })
+}
