@@ -21,6 +21,8 @@
 //!   (membership statements of the subchains a node hosts, and every revocation) as pages or
 //!   server-sent events with signed heartbeats.
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
+//! - The web portal's static pages, embedded, with a strict CSP ([`web`]); so far the audit
+//!   page, which verifies checkpoints and inclusion proofs in the browser.
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
@@ -47,3 +49,4 @@ pub mod problem;
 pub mod registry;
 pub mod secrets;
 pub mod serve;
+pub mod web;

@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(log::router())
         .merge(subchains::router())
         .merge(feed::router())
+        .merge(crate::web::router())
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             problem(
