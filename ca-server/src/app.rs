@@ -38,6 +38,8 @@ pub struct AppState {
     pub feed_streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Heartbeat interval of feed streams.
     pub feed_heartbeat: std::time::Duration,
+    /// Portal sign-in attempts per account and per address.
+    pub login_limits: crate::portal::LoginLimits,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! Who is calling: the mTLS client certificate, checked against the CA's own records on every
 //! request (so a revocation is effective on the very next request, on every replica, whatever
-//! the TLS session state).
+//! the TLS session state); or, without a client certificate, a signed-in portal user (session
+//! cookie, with the CSRF check on state-changing requests), as its identity.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub struct Caller {
     pub identity: IdentityRow,
     /// The identity named by the certificate.
     pub spiffe_id: SpiffeId,
-    /// Serial of the certificate it presented.
+    /// Serial of the certificate it presented (`session` for a portal user).
     pub serial: String,
 }
 
@@ -58,8 +59,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let leaf = parts
             .extensions
             .get::<Arc<TlsInfo>>()
-            .and_then(|info| info.peer_certificates.first().cloned())
-            .ok_or(ApiError::ClientCertRequired)?;
+            .and_then(|info| info.peer_certificates.first().cloned());
+        let Some(leaf) = leaf else {
+            // No client certificate: a signed-in portal user acts as its identity.
+            return session_caller(parts, state).await;
+        };
         let info = identity::profile::check_leaf(&leaf).map_err(|_| ApiError::CertificateUnknown)?;
         if info.spiffe_id.trust_domain != state.trust_domain {
             return Err(ApiError::CertificateUnknown);
@@ -125,4 +129,63 @@ impl FromRequestParts<Arc<AppState>> for Presented {
             serial: info.serial_hex,
         })
     }
+}
+
+/// The caller behind a portal session cookie: its identity must exist and be active, and a
+/// state-changing request must carry the session's CSRF token and come from this origin.
+async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
+    use axum::http::{Method, header};
+    let token = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(crate::portal::token_from_cookies)
+        .ok_or(ApiError::ClientCertRequired)?;
+    let row: Option<(String, String, i64)> =
+        sqlx::query_as("SELECT identity_id, csrf, expires_at FROM web_sessions WHERE token_hash = $1")
+            .bind(crate::portal::token_hash(token))
+            .fetch_optional(&mut *state.db.acquire().await?)
+            .await?;
+    let (id, csrf, expires) = row.ok_or(ApiError::SessionRequired)?;
+    if expires <= crate::app::now().unix_timestamp() {
+        return Err(ApiError::SessionRequired);
+    }
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = h("host")
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        if let Some(why) = crate::portal::csrf_problem(
+            &csrf,
+            h("x-csrf-token"),
+            h("origin"),
+            host.as_deref(),
+            h("sec-fetch-site"),
+        ) {
+            return Err(ApiError::CsrfRejected(why));
+        }
+    }
+    let identity =
+        state.db.identity(&id).await?.ok_or_else(|| {
+            ApiError::Forbidden("your registration is waiting for an administrator's approval".into())
+        })?;
+    if identity.status != "active" {
+        return Err(ApiError::IdentityDisabled);
+    }
+    let kind: identity::IdentityKind = identity
+        .kind
+        .parse()
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored kind")))?;
+    let spiffe_id = SpiffeId {
+        trust_domain: state.trust_domain.clone(),
+        kind,
+        id: identity::IdentityId::parse(&identity.id)
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored id")))?,
+    };
+    Ok(Caller {
+        identity,
+        spiffe_id,
+        serial: "session".into(),
+    })
 }

@@ -39,6 +39,14 @@ pub enum Precondition {
         /// Unix seconds.
         now: i64,
     },
+    /// Portal enrollment: consume this identity's one-time challenge (matched by its hash),
+    /// unexpired at `now`; the identity must be active.
+    ConsumeChallenge {
+        /// SHA-256 (hex) of the challenge.
+        challenge_hash: String,
+        /// Unix seconds.
+        now: i64,
+    },
     /// Renewal: the certificate that authenticated it is on record for this identity,
     /// unrevoked and unexpired at `now`; the identity is active; and its host names are still the
     /// ones the new certificate was issued with (they may have come from a cache).
@@ -75,6 +83,9 @@ pub enum CommitError {
     /// The secret was used up, expired or replaced meanwhile.
     #[error("enrollment secret is used up or expired")]
     SecretUsedUp,
+    /// The portal enrollment challenge was used, expired, or the identity is not active.
+    #[error("enrollment challenge used or expired")]
+    ChallengeUsed,
     /// The renewing certificate is revoked.
     #[error("certificate was revoked")]
     Revoked,
@@ -219,6 +230,23 @@ async fn write_batch(
                     Ok(())
                 } else {
                     Err(CommitError::SecretUsedUp)
+                }
+            }
+            Precondition::ConsumeChallenge { challenge_hash, now } => {
+                let r = sqlx::query(
+                    "UPDATE enroll_challenges SET used = 1 WHERE challenge_hash = $1 AND identity_id = $2 \
+                     AND used = 0 AND expires_at > $3 \
+                     AND EXISTS (SELECT 1 FROM identities WHERE id = $2 AND status = 'active')",
+                )
+                .bind(challenge_hash)
+                .bind(&job.identity)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(CommitError::ChallengeUsed)
                 }
             }
             Precondition::Renewal { serial, now, sans } => match on_record.get(serial) {

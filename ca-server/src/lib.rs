@@ -21,6 +21,10 @@
 //!   (membership statements of the subchains a node hosts, and every revocation) as pages or
 //!   server-sent events with signed heartbeats.
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
+//! - Portal accounts ([`portal`]): self-registration approved by an administrator or an
+//!   invitation code, argon2id passwords, session cookies (HttpOnly, Secure, SameSite=Strict)
+//!   with CSRF tokens, sign-in rate limits per account and address, and enrollment with a key
+//!   made in the browser (proof of possession over a one-time challenge).
 //! - The web portal's static pages, embedded, with a strict CSP ([`web`]); so far the audit
 //!   page, which verifies checkpoints and inclusion proofs in the browser.
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
@@ -45,6 +49,7 @@ pub mod keystore;
 pub mod log;
 pub mod metrics;
 pub mod pki;
+pub mod portal;
 pub mod problem;
 pub mod registry;
 pub mod secrets;

@@ -68,6 +68,24 @@ pub enum ApiError {
     /// The change conflicts with the current state (exists already, already a member...).
     #[error("{0}")]
     Conflict(String),
+    /// The portal enrollment challenge is unknown, used, expired, or its signature is wrong.
+    #[error("{0}")]
+    InvalidProof(String),
+    /// The challenge was used or expired before the certificate was stored.
+    #[error("the enrollment challenge was used or has expired; start again")]
+    InvalidChallenge,
+    /// Signed in with a wrong id or password (deliberately not told apart).
+    #[error("wrong identity id or password")]
+    BadLogin,
+    /// Too many sign-in attempts; retry after the given seconds.
+    #[error("too many sign-in attempts; try again in {0} seconds")]
+    TooManyAttempts(u64),
+    /// The portal session is missing or expired.
+    #[error("sign in first (your session is missing or has expired)")]
+    SessionRequired,
+    /// A state-changing portal request without the session's CSRF token or from another origin.
+    #[error("{0}")]
+    CsrfRejected(String),
     /// A feed cursor the feed never handed out (ahead of it, or malformed).
     #[error("{0}")]
     InvalidCursor(String),
@@ -113,6 +131,12 @@ impl ApiError {
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflicts with the current state"),
             Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
+            Self::InvalidProof(_) => (S::BAD_REQUEST, "invalid-proof", "Proof of possession failed"),
+            Self::InvalidChallenge => (S::CONFLICT, "invalid-challenge", "Enrollment challenge used or expired"),
+            Self::BadLogin => (S::UNAUTHORIZED, "bad-login", "Sign-in failed"),
+            Self::TooManyAttempts(_) => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts"),
+            Self::SessionRequired => (S::UNAUTHORIZED, "session-required", "Sign-in required"),
+            Self::CsrfRejected(_) => (S::FORBIDDEN, "csrf-rejected", "Cross-site request refused"),
             Self::IdentityChanged => (S::CONFLICT, "identity-changed", "Identity changed during the request"),
             Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             Self::UnsupportedMediaType => (
@@ -152,7 +176,13 @@ impl IntoResponse for ApiError {
         if let Self::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
-        problem(status, slug, title, &self.to_string())
+        let mut resp = problem(status, slug, title, &self.to_string());
+        if let Self::TooManyAttempts(secs) = self
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 

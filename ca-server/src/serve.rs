@@ -94,6 +94,7 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         feed_wakeup: tokio::sync::watch::channel(0).0,
         feed_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_FEED_STREAMS)),
         feed_heartbeat: cfg.feed_heartbeat,
+        login_limits: Default::default(),
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
         metrics,
         hasher: Hasher::new(cfg.hash_parallelism),
@@ -117,7 +118,7 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )
     .handle(handle.clone())
-    .serve(app.into_make_service());
+    .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let announce = async {
         if let Some(addr) = handle.listening().await {
             println!("ca-server listening on https://{addr}");

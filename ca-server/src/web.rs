@@ -2,7 +2,10 @@
 //! Content-Security-Policy (scripts, styles and connections from this origin only, no inline
 //! code, no framing).
 //!
-//! Pages so far: `/` (home) and `/audit` (the issuance log, verified in the browser).
+//! Pages: `/` (home), `/register`, `/signin`, `/account` (my identity: enroll with a key made
+//! in the browser, my certificates), `/subchains` (directory, joining, publishing, managing),
+//! `/admin` (registrations, invitations, identities, revocation) and `/audit` (the issuance log,
+//! verified in the browser).
 
 use std::sync::Arc;
 
@@ -15,39 +18,37 @@ use axum::routing::get;
 use crate::app::AppState;
 use crate::problem::ApiError;
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+macro_rules! embed {
+    ($($path:literal => $media:expr),* $(,)?) => {
+        &[$(($path, $media, include_bytes!(concat!("../../web/", $path)) as &[u8])),*]
+    };
+}
+
 /// (path under `web/`, media type, bytes).
-const FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_bytes!("../../web/index.html"),
-    ),
-    (
-        "audit.html",
-        "text/html; charset=utf-8",
-        include_bytes!("../../web/audit.html"),
-    ),
-    ("favicon.svg", "image/svg+xml", include_bytes!("../../web/favicon.svg")),
-    (
-        "css/portal.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../web/css/portal.css"),
-    ),
-    (
-        "js/api.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../web/js/api.js"),
-    ),
-    (
-        "js/tlog.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../web/js/tlog.js"),
-    ),
-    (
-        "js/audit.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../web/js/audit.js"),
-    ),
+const FILES: &[(&str, &str, &[u8])] = embed![
+    "index.html" => HTML,
+    "audit.html" => HTML,
+    "register.html" => HTML,
+    "signin.html" => HTML,
+    "account.html" => HTML,
+    "subchains.html" => HTML,
+    "admin.html" => HTML,
+    "favicon.svg" => "image/svg+xml",
+    "css/portal.css" => "text/css; charset=utf-8",
+    "js/api.js" => JS,
+    "js/tlog.js" => JS,
+    "js/audit.js" => JS,
+    "js/session.js" => JS,
+    "js/keys.js" => JS,
+    "js/nav.js" => JS,
+    "js/register.js" => JS,
+    "js/signin.js" => JS,
+    "js/account.js" => JS,
+    "js/subchains.js" => JS,
+    "js/admin.js" => JS,
 ];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -58,6 +59,11 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { file("index.html") }))
         .route("/audit", get(|| async { file("audit.html") }))
+        .route("/register", get(|| async { file("register.html") }))
+        .route("/signin", get(|| async { file("signin.html") }))
+        .route("/account", get(|| async { file("account.html") }))
+        .route("/subchains", get(|| async { file("subchains.html") }))
+        .route("/admin", get(|| async { file("admin.html") }))
         .route("/favicon.ico", get(|| async { file("favicon.svg") }))
         .route("/static/{*path}", get(|Path(p): Path<String>| async move { file(&p) }))
 }

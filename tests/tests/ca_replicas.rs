@@ -124,9 +124,12 @@ async fn the_feed_is_one_ordered_stream_across_replicas() {
     }
     let a = ca.api(Some(&admin));
     let b = ca.api_at(&second, Some(&admin));
-    a.post("/api/v1/subchains", &json!({ "id": "s", "name": "S", "nodes": ["n1"], "policy": "open" }))
-        .await
-        .unwrap();
+    a.post(
+        "/api/v1/subchains",
+        &json!({ "id": "s", "name": "S", "nodes": ["n1"], "policy": "open" }),
+    )
+    .await
+    .unwrap();
     let mut stream = ca
         .api_at(&second, Some(&node))
         .events("/api/v1/feed/stream", &[])
@@ -136,7 +139,11 @@ async fn the_feed_is_one_ordered_stream_across_replicas() {
     // through the other.
     let mut tasks = Vec::new();
     for (i, dir) in members.iter().enumerate() {
-        let (join_at, revoke_at) = if i % 2 == 0 { (&ca.url, &second) } else { (&second, &ca.url) };
+        let (join_at, revoke_at) = if i % 2 == 0 {
+            (&ca.url, &second)
+        } else {
+            (&second, &ca.url)
+        };
         let joiner = ca.api_at(join_at, Some(dir));
         let revoker = ca.api_at(revoke_at, Some(&admin));
         let id = format!("m{i}");

@@ -2,6 +2,7 @@
 // each one's inclusion in the verified checkpoint, all in the browser.
 
 import { getJSON, getText } from "./api.js";
+import { navFor, whoami } from "./session.js";
 import { b64decode, b64encode, leafHash, verifyCheckpoint, verifyInclusion } from "./tlog.js";
 
 const $ = (id) => document.getElementById(id);
@@ -141,5 +142,6 @@ $("latest").addEventListener("click", async () => {
   search({ after: Math.max(size - 51, -1) >= 0 ? size - 51 : undefined }, "Latest entries");
 });
 
+navFor(await whoami().catch(() => null));
 $("vkey").value = localStorage.getItem(KEY) || "";
 if ($("vkey").value) checkCheckpoint();

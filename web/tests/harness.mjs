@@ -105,3 +105,15 @@ export async function browser() {
 
 export const DESKTOP = { width: 1280, height: 860 };
 export const PHONE = { width: 390, height: 844 };
+
+/** curl as the bootstrap administrator (mTLS); returns the parsed JSON answer. */
+export async function asAdmin(ca, method, path, body) {
+  const admin = join(ca.dir, "admin");
+  const args = ["-sS", "--cacert", ca.bundle, "--cert", join(admin, "cert.pem"), "--key", join(admin, "key.pem"),
+    "-X", method, "-H", "content-type: application/json", `${ca.url}${path}`];
+  if (body !== undefined) args.push("--data", JSON.stringify(body));
+  const { stdout } = await run("curl", args);
+  return stdout ? JSON.parse(stdout) : null;
+}
+
+export { run };

@@ -40,7 +40,7 @@ struct RenewRequest {
 
 /// A newly issued certificate.
 #[derive(Serialize)]
-struct Issued {
+pub(super) struct Issued {
     serial: String,
     spiffe_id: String,
     not_before: String,
@@ -69,6 +69,7 @@ impl From<CommitError> for ApiError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::SecretUsedUp => ApiError::SecretUsedUp,
+            CommitError::ChallengeUsed => ApiError::InvalidChallenge,
             CommitError::Revoked => ApiError::CertificateRevoked,
             CommitError::Unknown => ApiError::CertificateUnknown,
             CommitError::Expired => ApiError::CertificateExpired,
@@ -148,7 +149,7 @@ async fn renew(
 }
 
 /// Signs a leaf for `ident` and stores it; answers only once it is durable.
-async fn issue(
+pub(super) async fn issue(
     s: &AppState,
     ident: &IdentityRow,
     key: &crate::csr::CheckedKey,

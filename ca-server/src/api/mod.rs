@@ -17,6 +17,7 @@ mod feed;
 mod health;
 mod identities;
 mod log;
+mod portal;
 mod subchains;
 
 pub use feed::MAX_STREAMS as MAX_FEED_STREAMS;
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(log::router())
         .merge(subchains::router())
         .merge(feed::router())
+        .merge(portal::router())
         .merge(crate::web::router())
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -111,6 +113,7 @@ mod tests {
             "log.rs",
             "subchains.rs",
             "feed.rs",
+            "portal.rs",
         ]
         .iter()
         .flat_map(|f| {

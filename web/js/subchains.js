@@ -1,0 +1,186 @@
+// Subchains: my memberships, the directory (join), publishing one, and managing the ones I
+// manage (join requests, members and roles). Every call is the registry API, as me.
+
+import { getJSON } from "./api.js";
+import { navFor, post, send, whoami } from "./session.js";
+
+const $ = (id) => document.getElementById(id);
+const ROLES = ["reader", "writer", "admin"];
+
+function status(el, kind, text) {
+  el.className = `status ${kind}`;
+  el.textContent = text;
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function button(label, aria, cls, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = `small ${cls}`;
+  b.textContent = label;
+  b.setAttribute("aria-label", aria);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+const me = await whoami().catch(() => null);
+if (!me) location.replace("/signin");
+navFor(me);
+const canPublish = Boolean(me && (me.roles || []).some((r) => r === "publisher" || r === "admin"));
+let managed = [];
+
+async function loadMine() {
+  const v = await getJSON("/api/v1/memberships");
+  const ul = $("mine");
+  ul.innerHTML = "";
+  for (const m of v.items) {
+    const li = document.createElement("li");
+    li.textContent = `${m.subchain} — ${m.role}`;
+    ul.append(li);
+  }
+  if (v.items.length === 0) status($("mine-status"), "info", "You are not a member of any subchain yet.");
+  else $("mine-status").className = "status";
+  return v.items;
+}
+
+async function loadDirectory() {
+  const [dir, mine] = [await getJSON("/api/v1/subchains", { limit: 1000 }), await loadMine()];
+  const body = $("directory").querySelector("tbody");
+  body.innerHTML = "";
+  managed = [];
+  for (const s of dir.items) {
+    const role = mine.find((m) => m.subchain === s.id)?.role;
+    if (me.roles.includes("admin") || s.publisher === me.id || role === "admin") managed.push(s);
+    const tr = document.createElement("tr");
+    const name = cell(`${s.name} (${s.id})`);
+    if (s.description) name.title = s.description;
+    tr.append(name, cell(s.publisher, "opt"), cell(s.policy), cell(String(s.members), "opt"), cell(s.nodes.join(", "), "opt"));
+    const td = document.createElement("td");
+    if (role) {
+      td.textContent = `member (${role})`;
+    } else {
+      const sel = document.createElement("select");
+      sel.setAttribute("aria-label", `Role to ask for on ${s.id}`);
+      for (const r of ROLES) sel.append(new Option(r, r));
+      const join = button("Join", `Join ${s.id}`, "", async () => {
+        try {
+          const v = await post(`/api/v1/subchains/${s.id}/join`, { role: sel.value });
+          status($("dir-status"), "ok", v.outcome === "member"
+            ? `You joined ${s.id} as ${sel.value}.`
+            : `Your request to join ${s.id} as ${sel.value} is waiting for approval.`);
+          await loadDirectory();
+        } catch (e) {
+          status($("dir-status"), "bad", e.message);
+        }
+      });
+      const box = document.createElement("div");
+      box.className = "actions";
+      box.append(sel, join);
+      td.append(box);
+    }
+    tr.append(td);
+    body.append(tr);
+  }
+  if (dir.items.length === 0) status($("dir-status"), "info", "No subchains yet.");
+  const select = $("m-subchain");
+  const current = select.value;
+  select.innerHTML = "";
+  for (const s of managed) select.append(new Option(`${s.name} (${s.id})`, s.id));
+  if (managed.some((s) => s.id === current)) select.value = current;
+  $("manage-card").hidden = managed.length === 0;
+  if (managed.length) await loadManaged();
+}
+
+async function loadManaged() {
+  const id = $("m-subchain").value;
+  const out = $("manage-status");
+  const [reqs, members] = [
+    await getJSON(`/api/v1/subchains/${id}/requests`),
+    await getJSON(`/api/v1/subchains/${id}/members`, { limit: 1000 }),
+  ];
+  const rb = $("requests").querySelector("tbody");
+  rb.innerHTML = "";
+  for (const r of reqs.items) {
+    const tr = document.createElement("tr");
+    tr.append(cell(r.identity), cell(r.role), cell(r.note || "—", "opt"));
+    const td = document.createElement("td");
+    const box = document.createElement("div");
+    box.className = "actions";
+    box.append(
+      button("Approve", `Approve ${r.identity}`, "", async () => {
+        try {
+          const v = await post(`/api/v1/subchains/${id}/requests/${r.identity}/approve`, {});
+          status(out, "ok", `${r.identity} admitted: ${id} is at revision ${v.revision}.`);
+        } catch (e) { status(out, "bad", e.message); }
+        await loadDirectory();
+      }),
+      button("Reject", `Reject ${r.identity}`, "danger", async () => {
+        try {
+          await post(`/api/v1/subchains/${id}/requests/${r.identity}/reject`, {});
+          status(out, "ok", `Request of ${r.identity} rejected.`);
+        } catch (e) { status(out, "bad", e.message); }
+        await loadDirectory();
+      }),
+    );
+    td.append(box);
+    tr.append(td);
+    rb.append(tr);
+  }
+  if (reqs.items.length === 0) rb.append(Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="4" class="hint">No pending requests.</td>' }));
+  const mb = $("members").querySelector("tbody");
+  mb.innerHTML = "";
+  for (const m of members.items) {
+    const tr = document.createElement("tr");
+    tr.append(cell(m.id), cell(m.role));
+    const td = document.createElement("td");
+    const box = document.createElement("div");
+    box.className = "actions";
+    const sel = document.createElement("select");
+    sel.setAttribute("aria-label", `New role for ${m.id}`);
+    for (const r of ROLES) sel.append(new Option(r, r, false, r === m.role));
+    box.append(
+      sel,
+      button("Set role", `Set the role of ${m.id}`, "secondary", async () => {
+        try {
+          const v = await send("PUT", `/api/v1/subchains/${id}/members/${m.id}`, { role: sel.value });
+          status(out, "ok", `${m.id} is now ${sel.value} (revision ${v.revision}).`);
+        } catch (e) { status(out, "bad", e.message); }
+        await loadManaged();
+      }),
+      button("Remove", `Remove ${m.id}`, "danger", async () => {
+        try {
+          const v = await send("DELETE", `/api/v1/subchains/${id}/members/${m.id}`);
+          status(out, "ok", `${m.id} removed (revision ${v.revision}).`);
+        } catch (e) { status(out, "bad", e.message); }
+        await loadDirectory();
+      }),
+    );
+    td.append(box);
+    tr.append(td);
+    mb.append(tr);
+  }
+}
+
+$("m-subchain").addEventListener("change", () => loadManaged().catch((e) => status($("manage-status"), "bad", e.message)));
+$("create-card").hidden = !canPublish;
+$("create").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = Object.fromEntries(new FormData(ev.target).entries());
+  const nodes = String(f.nodes).split(",").map((n) => n.trim()).filter(Boolean);
+  try {
+    const v = await post("/api/v1/subchains", { ...f, nodes });
+    status($("create-status"), "ok", `Published ${v.subchain} (revision ${v.revision}); you are its first admin.`);
+    ev.target.reset();
+    await loadDirectory();
+  } catch (e) {
+    status($("create-status"), "bad", e.message);
+  }
+});
+
+if (me) await loadDirectory().catch((e) => status($("dir-status"), "bad", e.message));

@@ -1,0 +1,167 @@
+// The administration and subchain pages in a real browser: the bootstrap administrator claims a
+// portal account with a one-time secret and approves a registration, issues an invitation and
+// revokes a certificate; a publisher publishes a subchain; a participant asks to join; the
+// publisher admits it and changes its role.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DESKTOP, PHONE, asAdmin, browser, participant, repo, startCa } from "./harness.mjs";
+
+let ca;
+let chrome;
+const PASSWORD = "correct horse battery staple";
+
+before(async () => {
+  ca = await startCa();
+  chrome = await browser();
+});
+
+after(async () => {
+  await chrome?.close();
+  ca?.stop();
+});
+
+async function tab(viewport = DESKTOP) {
+  const ctx = await chrome.newContext({ ignoreHTTPSErrors: true, viewport });
+  const p = await ctx.newPage();
+  p.on("dialog", (d) => d.accept());
+  const errors = [];
+  p.on("pageerror", (e) => errors.push(e.message));
+  p.errors = errors;
+  return p;
+}
+
+/** Registers through the page; with a secret, claims an identity a registrar made. */
+async function register(p, id, { secret, email } = {}) {
+  await p.goto(`${ca.url}/register`);
+  await p.getByLabel("Identity id").fill(id);
+  await p.getByLabel("Name").fill(`${id} Example`);
+  await p.getByLabel("Email").fill(email || `${id}@example.org`);
+  await p.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  if (secret) await p.getByLabel("Enrollment secret (optional)").fill(secret);
+  await p.getByRole("button", { name: "Register" }).click();
+  await p.locator("#status.ok, #status.bad").waitFor();
+  return p.locator("#status").innerText();
+}
+
+async function signIn(p, id) {
+  await p.goto(`${ca.url}/signin`);
+  await p.getByLabel("Identity id").fill(id);
+  await p.getByLabel("Password").fill(PASSWORD);
+  await p.getByRole("button", { name: "Sign in" }).click();
+  await p.waitForURL("**/account");
+}
+
+test("an administrator claims an account, approves a registration, invites, revokes", async () => {
+  const { secret } = await asAdmin(ca, "POST", "/api/v1/identities/admin/secret", {});
+  const admin = await tab();
+  assert.match(await register(admin, "admin", { secret, email: "admin@example.org" }), /identity claimed/);
+  // The secret is spent: a second claim fails.
+  const other = await tab();
+  assert.match(await register(other, "admin", { secret, email: "x@example.org" }), /used up|wrong|already/);
+
+  const visitor = await tab();
+  assert.match(await register(visitor, "ann"), /administrator will review/);
+
+  await signIn(admin, "admin");
+  await admin.getByRole("link", { name: "Administration" }).click();
+  await admin.waitForURL("**/admin");
+  const row = admin.locator("#pending tbody tr").filter({ hasText: "ann" });
+  await row.waitFor();
+  await admin.screenshot({ path: join(repo, "docs/screenshots/admin-desktop.png"), fullPage: true });
+  await row.getByRole("button", { name: "Approve ann" }).click();
+  await admin.locator("#pending-status.ok, #pending-status.bad").waitFor();
+  await admin.locator("#pending tbody", { hasText: "No registrations are waiting." }).waitFor();
+  assert.match(await admin.locator("#pending-status").innerText(), /ann is approved/);
+  await admin.locator("#identities tbody tr", { hasText: "ann" }).waitFor();
+
+  // Appointing a registrar: a new identity with the role, and its one-time secret.
+  await admin.getByLabel("Identity id", { exact: true }).fill("reg-1");
+  await admin.getByLabel("Registrar").check();
+  await admin.locator("#new-identity").getByRole("button", { name: "Register" }).click();
+  await admin.locator("#new-status.ok, #new-status.bad").waitFor();
+  assert.match(await admin.locator("#new-status").innerText(), /Registered reg-1\. One-time secret .*: [A-Za-z0-9]{43}/);
+  await admin.locator("#identities tbody tr", { hasText: "registrar" }).waitFor();
+
+  await admin.getByRole("button", { name: "Create an invitation code" }).click();
+  await admin.locator("#invite-status.ok").waitFor();
+  assert.match(await admin.locator("#invite-status").innerText(), /Invitation code: [A-Za-z0-9]{43}/);
+
+  const zed = await participant(ca, "zed");
+  const listing = await asAdmin(ca, "GET", "/api/v1/certificates?identity=zed");
+  const serial = listing.items[0].serial;
+  await admin.getByLabel("Serial").fill(serial);
+  await admin.getByLabel("Reason").selectOption("affiliationChanged");
+  await admin.getByRole("button", { name: "Revoke" }).click();
+  await admin.locator("#revoke-status.ok, #revoke-status.bad").waitFor();
+  assert.match(await admin.locator("#revoke-status").innerText(), new RegExp(`Revoked ${serial} \\(affiliationChanged\\)`));
+  assert.equal((await asAdmin(ca, "GET", `/api/v1/certificates/${serial}`)).status, "revoked");
+  void zed;
+  assert.deepEqual(admin.errors, []);
+
+  // A participant does not see the administration link, and the API refuses it anyway.
+  const ann = await tab();
+  await signIn(ann, "ann");
+  assert.equal(await ann.getByRole("link", { name: "Administration" }).isHidden(), true);
+  const refused = await ann.evaluate(async () => (await fetch("/api/v1/accounts")).status);
+  assert.equal(refused, 403);
+});
+
+test("a publisher publishes a subchain, a participant asks to join, the publisher admits it", async () => {
+  await asAdmin(ca, "POST", "/api/v1/identities", { id: "city-1", type: "node", dns_names: ["city-1.test"] });
+  const reg = await asAdmin(ca, "POST", "/api/v1/identities", { id: "pub", roles: ["publisher"] });
+  const pub = await tab();
+  assert.match(await register(pub, "pub", { secret: reg.secret }), /identity claimed/);
+  await signIn(pub, "pub");
+  await pub.getByRole("link", { name: "Subchains" }).click();
+  await pub.waitForURL("**/subchains");
+  await pub.getByLabel("Id", { exact: true }).fill("trade");
+  await pub.getByLabel("Name", { exact: true }).fill("Trade finance");
+  await pub.getByLabel("Description").fill("Letters of credit between banks and shippers");
+  await pub.getByLabel("Hosting city nodes").fill("city-1");
+  await pub.getByRole("button", { name: "Publish" }).click();
+  await pub.locator("#create-status.ok, #create-status.bad").waitFor();
+  assert.match(await pub.locator("#create-status").innerText(), /Published trade \(revision 1\)/);
+
+  const ann = await tab();
+  await signIn(ann, "ann");
+  await ann.goto(`${ca.url}/subchains`);
+  assert.equal(await ann.locator("#create-card").isHidden(), true, "participants do not publish");
+  const row = ann.locator("#directory tbody tr", { hasText: "trade" });
+  await row.getByLabel("Role to ask for on trade").selectOption("writer");
+  await row.getByRole("button", { name: "Join trade" }).click();
+  await ann.locator("#dir-status.ok").waitFor();
+  assert.match(await ann.locator("#dir-status").innerText(), /waiting for approval/);
+
+  await pub.reload();
+  const req = pub.locator("#requests tbody tr", { hasText: "ann" });
+  await req.waitFor();
+  await pub.screenshot({ path: join(repo, "docs/screenshots/subchains-desktop.png"), fullPage: true });
+  await req.getByRole("button", { name: "Approve ann" }).click();
+  await pub.locator("#manage-status.ok").waitFor();
+  assert.match(await pub.locator("#manage-status").innerText(), /ann admitted: trade is at revision 2/);
+  const member = pub.locator("#members tbody tr", { hasText: "ann" });
+  await member.getByLabel("New role for ann").selectOption("reader");
+  await member.getByRole("button", { name: "Set the role of ann" }).click();
+  await pub.locator("#manage-status.ok", { hasText: "ann is now reader" }).waitFor();
+
+  // The signed statement says so.
+  const statement = await asAdmin(ca, "GET", "/api/v1/subchains/trade/statement");
+  const payload = JSON.parse(Buffer.from(statement.payload, "base64").toString());
+  assert.equal(payload.revision, 3);
+  assert.deepEqual(payload.members.find((m) => m.id === "ann"), { id: "ann", role: "reader" });
+
+  const phone = await tab(PHONE);
+  await signIn(phone, "ann");
+  await phone.goto(`${ca.url}/subchains`);
+  await phone.locator("#mine li", { hasText: "trade — reader" }).waitFor();
+  const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= PHONE.width, `page is ${width}px wide`);
+  await phone.screenshot({ path: join(repo, "docs/screenshots/subchains-phone.png"), fullPage: true });
+  const adminPhone = await tab(PHONE);
+  await signIn(adminPhone, "admin");
+  await adminPhone.goto(`${ca.url}/admin`);
+  await adminPhone.locator("#identities tbody tr").first().waitFor();
+  await adminPhone.screenshot({ path: join(repo, "docs/screenshots/admin-phone.png"), fullPage: true });
+});
