@@ -131,43 +131,70 @@ impl FromRequestParts<Arc<AppState>> for Presented {
     }
 }
 
-/// The caller behind a portal session cookie: its identity must exist and be active, and a
-/// state-changing request must carry the session's CSRF token and come from this origin.
-async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
-    use axum::http::{Method, header};
-    let token = parts
+/// A portal session named by the request's cookie.
+pub struct WebSession {
+    /// The account's identity id.
+    pub identity: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// SHA-256 of the session token (the row's key).
+    pub token_hash: String,
+}
+
+/// The unexpired portal session the request's cookie names; `None` when there is no session
+/// cookie, session-required when it names no live session.
+pub async fn web_session(parts: &Parts, state: &AppState) -> Result<Option<WebSession>, ApiError> {
+    let Some(token) = parts
         .headers
-        .get_all(header::COOKIE)
+        .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(crate::portal::token_from_cookies)
-        .ok_or(ApiError::ClientCertRequired)?;
+    else {
+        return Ok(None);
+    };
+    let token_hash = crate::portal::token_hash(token);
     let row: Option<(String, String, i64)> =
         sqlx::query_as("SELECT identity_id, csrf, expires_at FROM web_sessions WHERE token_hash = $1")
-            .bind(crate::portal::token_hash(token))
+            .bind(&token_hash)
             .fetch_optional(&mut *state.db.acquire().await?)
             .await?;
-    let (id, csrf, expires) = row.ok_or(ApiError::SessionRequired)?;
-    if expires <= crate::app::now().unix_timestamp() {
-        return Err(ApiError::SessionRequired);
+    match row {
+        Some((identity, csrf, expires)) if expires > crate::app::now().unix_timestamp() => Ok(Some(WebSession {
+            identity,
+            csrf,
+            token_hash,
+        })),
+        _ => Err(ApiError::SessionRequired),
     }
-    if !matches!(parts.method, Method::GET | Method::HEAD) {
-        let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let host = h("host")
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        if let Some(why) = crate::portal::csrf_problem(
-            &csrf,
-            h("x-csrf-token"),
-            h("origin"),
-            host.as_deref(),
-            h("sec-fetch-site"),
-        ) {
-            return Err(ApiError::CsrfRejected(why));
-        }
+}
+
+/// Fails unless the request carries the session's CSRF token and comes from this origin.
+/// (HTTP/2 has no Host header; the authority is in the URI.)
+pub fn check_csrf(parts: &Parts, csrf: &str) -> Result<(), ApiError> {
+    let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    match crate::portal::csrf_problem(
+        csrf,
+        h("x-csrf-token"),
+        h("origin"),
+        h("host").or(authority),
+        h("sec-fetch-site"),
+    ) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::CsrfRejected(why)),
+    }
+}
+
+/// The caller behind a portal session cookie: its identity must exist and be active, and a
+/// state-changing request must carry the session's CSRF token and come from this origin.
+async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
+    let session = web_session(parts, state).await?.ok_or(ApiError::ClientCertRequired)?;
+    if !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) {
+        check_csrf(parts, &session.csrf)?;
     }
     let identity =
-        state.db.identity(&id).await?.ok_or_else(|| {
+        state.db.identity(&session.identity).await?.ok_or_else(|| {
             ApiError::Forbidden("your registration is waiting for an administrator's approval".into())
         })?;
     if identity.status != "active" {

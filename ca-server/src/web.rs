@@ -39,6 +39,7 @@ const FILES: &[(&str, &str, &[u8])] = embed![
     "favicon.svg" => "image/svg+xml",
     "css/portal.css" => "text/css; charset=utf-8",
     "js/api.js" => JS,
+    "js/ui.js" => JS,
     "js/tlog.js" => JS,
     "js/audit.js" => JS,
     "js/session.js" => JS,

@@ -4,14 +4,10 @@
 import { getJSON } from "./api.js";
 import { download, ed25519Supported, newKey, privatePem, prove, spki } from "./keys.js";
 import { navFor, post, whoami } from "./session.js";
+import { status } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const REASONS = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation"];
-
-function status(el, kind, text) {
-  el.className = `status ${kind}`;
-  el.textContent = text;
-}
 
 const me = await whoami().catch(() => null);
 if (!me) location.replace("/signin");

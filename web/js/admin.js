@@ -3,20 +3,9 @@
 
 import { getJSON } from "./api.js";
 import { navFor, post, whoami } from "./session.js";
+import { cell, status } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
-
-function status(el, kind, text) {
-  el.className = `status ${kind}`;
-  el.textContent = text;
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
 
 const me = await whoami().catch(() => null);
 if (!me) location.replace("/signin");

@@ -4,15 +4,11 @@
 import { getJSON, getText } from "./api.js";
 import { navFor, whoami } from "./session.js";
 import { b64decode, b64encode, leafHash, verifyCheckpoint, verifyInclusion } from "./tlog.js";
+import { status } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = "bsn.audit.vkey";
 let verified = null; // { origin, size, root } of the checkpoint whose signature checked out
-
-function status(el, kind, text) {
-  el.className = `status ${kind}`;
-  el.textContent = text;
-}
 
 async function checkCheckpoint() {
   const out = $("cp-status");

@@ -3,31 +3,10 @@
 
 import { getJSON } from "./api.js";
 import { navFor, post, send, whoami } from "./session.js";
+import { button, cell, status } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const ROLES = ["reader", "writer", "admin"];
-
-function status(el, kind, text) {
-  el.className = `status ${kind}`;
-  el.textContent = text;
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
-
-function button(label, aria, cls, onClick) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = `small ${cls}`;
-  b.textContent = label;
-  b.setAttribute("aria-label", aria);
-  b.addEventListener("click", onClick);
-  return b;
-}
 
 const me = await whoami().catch(() => null);
 if (!me) location.replace("/signin");

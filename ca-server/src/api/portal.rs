@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -44,28 +44,19 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/invitations", post(invite))
 }
 
-/// A signed-in portal user (from the session cookie, checked against the database).
+/// A signed-in portal user (from the session cookie, checked against the database), whose
+/// account may still be pending; `csrf_ok` says whether the request passed the CSRF check.
 pub(super) struct Session {
     identity: String,
     csrf: String,
     token_hash: String,
-    headers: HeaderMap,
+    csrf_ok: Result<(), String>,
 }
 
 impl Session {
     /// Fails unless the request carries the session's CSRF token and comes from this origin.
     fn check_csrf(&self) -> Result<(), ApiError> {
-        let h = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
-        match portal::csrf_problem(
-            &self.csrf,
-            h("x-csrf-token"),
-            h("origin"),
-            h("host"),
-            h("sec-fetch-site"),
-        ) {
-            None => Ok(()),
-            Some(why) => Err(ApiError::CsrfRejected(why)),
-        }
+        self.csrf_ok.clone().map_err(ApiError::CsrfRejected)
     }
 }
 
@@ -73,37 +64,16 @@ impl FromRequestParts<Arc<AppState>> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(portal::token_from_cookies)
+        let w = crate::auth::web_session(parts, s)
+            .await?
             .ok_or(ApiError::SessionRequired)?;
-        let token_hash = portal::token_hash(token);
-        let row: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT identity_id, csrf, expires_at FROM web_sessions WHERE token_hash = $1")
-                .bind(&token_hash)
-                .fetch_optional(&mut *s.db.acquire().await?)
-                .await?;
-        match row {
-            Some((identity, csrf, expires)) if expires > now().unix_timestamp() => {
-                let mut headers = parts.headers.clone();
-                // HTTP/2 has no Host header; the authority is in the URI.
-                if !headers.contains_key(header::HOST)
-                    && let Some(a) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())
-                {
-                    headers.insert(header::HOST, a);
-                }
-                Ok(Session {
-                    identity,
-                    csrf,
-                    token_hash,
-                    headers,
-                })
-            }
-            _ => Err(ApiError::SessionRequired),
-        }
+        let csrf_ok = crate::auth::check_csrf(parts, &w.csrf).map_err(|e| e.to_string());
+        Ok(Session {
+            identity: w.identity,
+            csrf: w.csrf,
+            token_hash: w.token_hash,
+            csrf_ok,
+        })
     }
 }
 
