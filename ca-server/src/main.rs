@@ -117,6 +117,7 @@ fn print_init(dir: &std::path::Path, trust_domain: &str, o: &ca_server::init::In
         "next: bsn enroll --ca https://{listen} --ca-bundle {} --id admin --secret <secret> --out admin-identity",
         dir.join("trust-bundle.pem").display()
     );
+    println!("  or: open https://{listen}/register and claim the id admin with the secret, for the web portal");
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
