@@ -14,7 +14,7 @@ use identity::membership::{Envelope, Heartbeat, Member, MembershipKey, Role, Sta
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use sqlx::{Any, Row, Transaction};
 
-use crate::db::{Backend, Db, placeholders};
+use crate::db::{Db, placeholders};
 use crate::log::{LogSigner, NewLeaf, Receipt};
 use crate::problem::ApiError;
 
@@ -953,7 +953,6 @@ pub async fn feed_head(db: &Db) -> Result<i64, ApiError> {
 /// Events after `cursor` that `node` may see, oldest first: an index range scan of the node's
 /// and everyone's audience rows, never a scan of the registry.
 pub async fn feed_page(db: &Db, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, ApiError> {
-    let _ = Backend::Sqlite;
     let rows = sqlx::query(
         "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \

@@ -624,7 +624,6 @@ async fn audit_follow_checks_growth_alerts_on_watched_identities_and_detects_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_checks_the_listing_against_the_log() {
     let mut ca = TestCa::start();
-    let admin = ca.admin();
     let secret = ca.register("aud", json!({ "roles": ["auditor"] })).await;
     let aud = ca.dir.path().join("aud");
     assert!(ca.bsn_enroll("aud", &secret, &aud).status.success());
@@ -671,7 +670,6 @@ async fn an_auditor_checks_the_listing_against_the_log() {
         .await
         .unwrap_err();
     assert_eq!(bsn_tests::slug(&e), "forbidden", "{e}");
-    let _ = admin;
 
     // A revocation written behind the log's back.
     let mut c = ca.db_conn().await;

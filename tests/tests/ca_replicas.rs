@@ -123,7 +123,6 @@ async fn the_feed_is_one_ordered_stream_across_replicas() {
         members.push(ca.participant(&format!("m{i}")).await);
     }
     let a = ca.api(Some(&admin));
-    let b = ca.api_at(&second, Some(&admin));
     a.post(
         "/api/v1/subchains",
         &json!({ "id": "s", "name": "S", "nodes": ["n1"], "policy": "open" }),
@@ -163,7 +162,6 @@ async fn the_feed_is_one_ordered_stream_across_replicas() {
     for t in tasks {
         t.await.unwrap();
     }
-    let _ = b;
     // 1 creation + 8 joins + 8 revocations, each once, in increasing seq.
     let mut seqs = Vec::new();
     let (mut joins, mut revocations) = (0, 0);

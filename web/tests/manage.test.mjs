@@ -88,7 +88,7 @@ test("an administrator claims an account, approves a registration, invites, revo
   await admin.locator("#invite-status.ok").waitFor();
   assert.match(await admin.locator("#invite-status").innerText(), /Invitation code: [A-Za-z0-9]{43}/);
 
-  const zed = await participant(ca, "zed");
+  await participant(ca, "zed");
   const listing = await asAdmin(ca, "GET", "/api/v1/certificates?identity=zed");
   const serial = listing.items[0].serial;
   await admin.getByLabel("Serial").fill(serial);
@@ -97,7 +97,6 @@ test("an administrator claims an account, approves a registration, invites, revo
   await admin.locator("#revoke-status.ok, #revoke-status.bad").waitFor();
   assert.match(await admin.locator("#revoke-status").innerText(), new RegExp(`Revoked ${serial} \\(affiliationChanged\\)`));
   assert.equal((await asAdmin(ca, "GET", `/api/v1/certificates/${serial}`)).status, "revoked");
-  void zed;
   assert.deepEqual(admin.errors, []);
 
   // A participant does not see the administration link, and the API refuses it anyway.

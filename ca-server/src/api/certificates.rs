@@ -23,7 +23,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 }
 
 #[derive(Serialize)]
-struct CertView {
+pub(super) struct CertView {
     serial: String,
     identity: String,
     status: &'static str,
@@ -40,7 +40,7 @@ struct CertView {
     certificate: Option<String>,
 }
 
-fn view(c: CertRow, now: i64) -> CertView {
+pub(super) fn view(c: CertRow, now: i64) -> CertView {
     let status = if c.revoked_at.is_some() {
         "revoked"
     } else if c.not_after <= now {
@@ -150,7 +150,7 @@ struct RevokeRequest {
 }
 
 #[derive(Serialize)]
-struct Revoked {
+pub(super) struct Revoked {
     serial: String,
     reason: &'static str,
     revoked_at: String,
@@ -167,13 +167,7 @@ async fn revoke(
     Json(r): Json<RevokeRequest>,
 ) -> Result<axum::Json<Revoked>, ApiError> {
     let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
-    let reason = match r.reason.as_deref() {
-        None => Reason::Unspecified,
-        Some(name) => Reason::parse(name).ok_or_else(|| {
-            let names: Vec<&str> = Reason::ALL.iter().map(|(_, n)| *n).collect();
-            ApiError::InvalidField(format!("reason '{name}' is not one of: {}", names.join(", ")))
-        })?,
-    };
+    let reason = parse_reason(r.reason.as_deref())?;
     let cert = s.db.certificate(&serial).await?;
     let cert = match cert {
         Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => c,
@@ -187,11 +181,35 @@ async fn revoke(
     if cert.revoked_at.is_some() {
         return Err(ApiError::AlreadyRevoked);
     }
+    Ok(axum::Json(
+        revoke_recorded(&s, serial, reason, &caller.identity.id).await?,
+    ))
+}
+
+/// An RFC 5280 reason by name (unspecified when absent).
+pub(super) fn parse_reason(name: Option<&str>) -> Result<Reason, ApiError> {
+    match name {
+        None => Ok(Reason::Unspecified),
+        Some(name) => Reason::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Reason::ALL.iter().map(|(_, n)| *n).collect();
+            ApiError::InvalidField(format!("reason '{name}' is not one of: {}", names.join(", ")))
+        }),
+    }
+}
+
+/// Revokes a certificate the caller was found allowed to revoke: the log leaf, the CRL and the
+/// feed event in one transaction, then wakes the feed streams.
+pub(super) async fn revoke_recorded(
+    s: &AppState,
+    serial: String,
+    reason: Reason,
+    by: &str,
+) -> Result<Revoked, ApiError> {
     let revocation = crate::db::Revocation {
         trust_domain: s.trust_domain.as_str(),
         serial: &serial,
         reason,
-        by: &caller.identity.id,
+        by,
         now: now(),
     };
     match s.db.revoke(&s.ca, &s.log, &revocation).await? {
@@ -203,14 +221,14 @@ async fn revoke(
         } => {
             s.feed_changed();
             crate::metrics::Metrics::add(&s.metrics.revocations, 1);
-            tracing::info!(serial = %serial, reason = reason.name(), by = %caller.identity.id, crl_number, "certificate revoked");
-            Ok(axum::Json(Revoked {
+            tracing::info!(serial = %serial, reason = reason.name(), by, crl_number, "certificate revoked");
+            Ok(Revoked {
                 serial,
                 reason: reason.name(),
                 revoked_at: rfc3339(revoked_at),
                 crl_number,
                 receipt,
-            }))
+            })
         }
     }
 }

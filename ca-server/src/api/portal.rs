@@ -394,7 +394,7 @@ async fn enroll(
     session.check_csrf()?;
     let ident = approved(&s, &session).await?;
     let bad = |m: &str| ApiError::InvalidField(m.to_string());
-    let challenge = URL_SAFE_NO_PAD
+    URL_SAFE_NO_PAD
         .decode(r.challenge.trim())
         .map_err(|_| bad("challenge is not the one you were given"))?;
     let spki = STANDARD
@@ -405,7 +405,6 @@ async fn enroll(
         .map_err(|_| bad("signature must be base64"))?;
     let key = crate::csr::check_spki_der(&spki)?;
     portal::verify_proof(&key, r.challenge.trim().as_bytes(), &signature).map_err(ApiError::InvalidProof)?;
-    let _ = challenge;
     let precondition = Precondition::ConsumeChallenge {
         challenge_hash: portal::token_hash(r.challenge.trim()),
         now: now().unix_timestamp(),
@@ -436,28 +435,7 @@ async fn my_certificates(
         limit: 1000,
     };
     let rows = s.db.list_certificates(&filter, t).await?;
-    let items: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|c| {
-            let status = if c.revoked_at.is_some() {
-                "revoked"
-            } else if c.not_after <= t {
-                "expired"
-            } else {
-                "valid"
-            };
-            serde_json::json!({
-                "serial": c.serial,
-                "status": status,
-                "not_before": rfc3339(c.not_before),
-                "not_after": rfc3339(c.not_after),
-                "issued_at": rfc3339(c.issued_at),
-                "issued_via": c.issued_via,
-                "revocation_reason": c.revocation_reason,
-                "certificate": c.der.as_deref().map(|d| crate::pki::pem("CERTIFICATE", d)),
-            })
-        })
-        .collect();
+    let items: Vec<_> = rows.into_iter().map(|c| super::certificates::view(c, t)).collect();
     let chain: String = s.ca.chain().iter().map(|c| crate::pki::pem("CERTIFICATE", c)).collect();
     Ok(axum::Json(serde_json::json!({ "items": items, "chain": chain })))
 }
@@ -474,14 +452,10 @@ async fn revoke(
     session: Session,
     Path(serial): Path<String>,
     Json(r): Json<RevokeRequest>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<super::certificates::Revoked>, ApiError> {
     session.check_csrf()?;
     let serial = super::normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
-    let reason = match r.reason.as_deref() {
-        None => crate::pki::Reason::Unspecified,
-        Some(name) => crate::pki::Reason::parse(name)
-            .ok_or_else(|| ApiError::InvalidField(format!("reason '{name}' is not an RFC 5280 reason")))?,
-    };
+    let reason = super::certificates::parse_reason(r.reason.as_deref())?;
     match s.db.certificate(&serial).await? {
         Some(c) if c.identity_id == session.identity => {
             if c.revoked_at.is_some() {
@@ -490,27 +464,8 @@ async fn revoke(
         }
         _ => return Err(ApiError::NotFound(format!("you have no certificate {serial}"))),
     }
-    let revocation = crate::db::Revocation {
-        trust_domain: s.trust_domain.as_str(),
-        serial: &serial,
-        reason,
-        by: &session.identity,
-        now: now(),
-    };
-    match s.db.revoke(&s.ca, &s.log, &revocation).await? {
-        crate::db::RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
-        crate::db::RevokeOutcome::Revoked {
-            revoked_at, receipt, ..
-        } => {
-            s.feed_changed();
-            Ok(axum::Json(serde_json::json!({
-                "serial": serial,
-                "reason": reason.name(),
-                "revoked_at": rfc3339(revoked_at),
-                "receipt": receipt,
-            })))
-        }
-    }
+    let revoked = super::certificates::revoke_recorded(&s, serial, reason, &session.identity).await?;
+    Ok(axum::Json(revoked))
 }
 
 #[derive(Deserialize)]

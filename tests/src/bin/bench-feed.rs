@@ -145,11 +145,6 @@ async fn main() {
     );
 
     // A membership change in a loaded subchain reaching the node (its statement lists every member).
-    let head = node_api
-        .get("/api/v1/feed", &[("cursor", "0".into()), ("limit", "1".into())])
-        .await
-        .unwrap();
-    let _ = head;
     let cursor = ca_head(&ca).await;
     let mut stream = node_api
         .events("/api/v1/feed/stream", &[("cursor", cursor.to_string())])
