@@ -4,6 +4,7 @@
 //! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
 //! or failing; 6 the issuance log failed verification; 7 `audit follow` saw a watched identity.
 
+mod ledger;
 mod subchain;
 
 use std::path::{Path, PathBuf};
@@ -166,6 +167,12 @@ enum Command {
     /// Subchains: the directory, creating and managing them, joining, signed statements.
     #[command(subcommand)]
     Subchain(subchain::SubchainCmd),
+    /// Transactions on a city node's ledger: sign with your key, submit, wait for commit.
+    #[command(subcommand)]
+    Tx(ledger::TxCmd),
+    /// Read a subchain's ledger on a city node: info, state, blocks, transactions with proofs.
+    #[command(subcommand)]
+    Query(ledger::QueryCmd),
     /// Your subchains and roles.
     Memberships {
         #[command(flatten)]
@@ -275,7 +282,7 @@ impl From<ClientError> for Failure {
             ClientError::Transport { .. } => (
                 5,
                 Some(
-                    "check --ca (the URL and port) and --ca-bundle (the CA's trust-bundle.pem), and that the CA is running",
+                    "check the URL (--ca or --node) and --ca-bundle, that the server is running, and that your certificate is valid and not revoked",
                 ),
             ),
             ClientError::Problem { slug, status, .. } => match slug.as_str() {
@@ -307,6 +314,23 @@ impl From<ClientError> for Failure {
                     (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
                 }
                 "busy" => (5, Some("the CA is busy; try again in a moment")),
+                "not-a-member" => (3, Some("ask the subchain's publisher to admit you (bsn subchain join)")),
+                "role-required" | "not-a-writer" => (
+                    3,
+                    Some("ask a subchain admin for a role that allows this (bsn subchain set-role)"),
+                ),
+                "not-hosted" => (
+                    4,
+                    Some("this node does not host that subchain; see `bsn subchain show` for its nodes"),
+                ),
+                "creator-refused" => (3, Some("your certificate is revoked or expired: renew or enroll again")),
+                "duplicate-transaction" => (
+                    4,
+                    Some("that transaction was already submitted; query it with `bsn query tx`"),
+                ),
+                "membership-stale" | "ordering-unavailable" => {
+                    (5, Some("the node cannot write right now; try again shortly"))
+                }
                 _ if *status >= 500 => (5, None),
                 _ => (4, None),
             },
@@ -519,6 +543,8 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         }) => audit_follow(&ca, &log_vkey, &state, &watch, once, interval).await?,
         Command::Subchain(cmd) => subchain::run(cmd).await?,
         Command::Memberships { t } => subchain::memberships(t).await?,
+        Command::Tx(cmd) => ledger::tx(cmd).await?,
+        Command::Query(cmd) => ledger::query(cmd).await?,
         Command::Feed { t, cursor, follow } => subchain::feed(t, cursor, follow).await?,
         Command::Identities { ca, me, kind, role } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]

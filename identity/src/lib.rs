@@ -13,6 +13,8 @@
 //!   membership events).
 //! - [`membership`]: subchain ids, roles, membership statements and feed heartbeats signed by the
 //!   CA's membership key, and their offline verification.
+//! - [`ledger`]: the ledger's canonical encodings: signed transactions (and the creator-key
+//!   signature check), blocks and their hash chain, and inclusion proofs of a block's entries.
 //! - [`tree`]: replaying the issuance log's RFC 6962 tree leaf by leaf (`CompactRange`).
 //!
 //! Non-features: this crate does no I/O (no files, sockets or clocks: the caller passes the
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod ledger;
 pub mod logleaf;
 pub mod membership;
 pub mod names;

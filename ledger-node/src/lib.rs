@@ -1,8 +1,36 @@
 //! The BSN city node.
 //!
-//! Not built yet: this crate exists so the workspace has its final shape. The open issues
-//! describe it (an mTLS gateway admitting clients per subchain by the CA's membership
-//! statements, signed transactions, hash-chained blocks in redb, one openraft group per
-//! subchain). It depends on `identity` only and never on `ca-server`.
+//! Features:
+//! - `ledger-node init`: enrolls the node with the CA (a node identity, serverAuth+clientAuth) and
+//!   pins the CA's trust bundle and membership key; `ledger-node serve` runs it.
+//! - [`directory`]: follows the CA's change feed over mTLS: membership statements of the
+//!   subchains this node hosts (verified with the pinned key) and every revocation; fails closed
+//!   for writes when the CA has been silent longer than a bound.
+//! - [`server`]: the mTLS gateway (rustls + ring): client certificates must chain to the bundle,
+//!   follow the BSN profile, be valid and unrevoked; no session resumption; connections whose
+//!   certificate is revoked are cut within a second.
+//! - [`api`]: per-request authorisation by the subchain's membership (reader: queries and
+//!   streams; writer: submit; admin: membership), submit-and-wait, state, chain info, blocks,
+//!   transactions with inclusion proofs, a resumable block stream.
+//! - [`subchain`]: leader-side validation (creator certificate, signature, role, new id) and the
+//!   block cutter; [`chain`]: the deterministic block rules; [`raft`]: one openraft group per
+//!   subchain behind the [`raft::Orderer`] trait; [`store`]: one redb database per subchain.
+//!
+//! Non-features (for now): groups have one node (multi-node Raft groups, forwarding to the
+//! leader and catch-up by snapshot are the next step); no chaincode: transactions are put/delete
+//! operations on a key-value state; the node's own certificate is not renewed automatically
+//! (re-run `init` before it expires).
+//!
+//! It depends on `identity` (and the `bsn` client library for talking to the CA), never on
+//! `ca-server`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
+
+pub mod api;
+pub mod chain;
+pub mod directory;
+pub mod metrics;
+pub mod raft;
+pub mod server;
+pub mod store;
+pub mod subchain;

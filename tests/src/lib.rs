@@ -434,3 +434,139 @@ pub fn slug(e: &bsn::client::ClientError) -> String {
         other => format!("not a problem document: {other}"),
     }
 }
+
+/// A running `ledger-node` process.
+pub struct TestNode {
+    /// Its identity id.
+    pub name: String,
+    /// Its gateway URL (`https://127.0.0.1:PORT`).
+    pub url: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Registers node identity `name` at the CA, runs `ledger-node init` and starts it.
+    pub async fn start(ca: &mut TestCa, name: &str) -> Self {
+        let secret = ca
+            .register(
+                name,
+                json!({ "type": "node", "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
+            )
+            .await;
+        let dir = ca.dir.path().join(format!("node-{name}"));
+        let out = Command::new(bin("ledger-node"))
+            .args(["init", "--data-dir"])
+            .arg(&dir)
+            .args(["--ca", &ca.url, "--ca-bundle"])
+            .arg(&ca.bundle)
+            .args(["--name", name, "--secret", &secret, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ledger-node init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut node = Self {
+            name: name.to_string(),
+            url: String::new(),
+            dir,
+            child: None,
+        };
+        node.spawn(None);
+        node
+    }
+
+    fn spawn(&mut self, listen: Option<&str>) {
+        let mut cmd = Command::new(bin("ledger-node"));
+        cmd.args(["serve", "--data-dir"]).arg(&self.dir);
+        if let Some(l) = listen {
+            cmd.args(["--listen", l]);
+        }
+        let mut child = cmd
+            .env("BSN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ledger-node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        self.url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("ledger-node did not start listening within 30 s");
+        self.child = Some(child);
+    }
+
+    /// Kills the node with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again on the same address.
+    pub fn restart(&mut self) {
+        let addr = self.url.trim_start_matches("https://").to_string();
+        self.spawn(Some(&addr));
+    }
+
+    /// A client of the gateway as the identity whose files are in `who`.
+    pub fn api(&self, ca: &TestCa, who: &Path) -> Api {
+        Api::from_files(
+            &self.url,
+            &ca.bundle,
+            Some((&who.join("cert.pem"), &who.join("key.pem"))),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Signs a transaction for `subchain` with the credentials in `who` (as `bsn tx submit` does).
+pub fn sign_tx(who: &Path, subchain: &str, ops: Vec<identity::ledger::Op>) -> Vec<u8> {
+    use rcgen::SigningKey;
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::from_pem_file(who.join("cert.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(who.join("key.pem")).unwrap()).unwrap();
+    let mut nonce = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).unwrap();
+    let body = identity::ledger::TxBody {
+        subchain: identity::membership::SubchainId::parse(subchain).unwrap(),
+        nonce: nonce.to_vec(),
+        creator_cert: cert.to_vec(),
+        ops,
+    }
+    .encode()
+    .unwrap();
+    let sig = key.sign(&identity::ledger::signing_message(&body)).unwrap();
+    identity::ledger::assemble(&body, &sig)
+}
+
+/// A put operation.
+pub fn put(key: &str, value: &str) -> identity::ledger::Op {
+    identity::ledger::Op::Put {
+        key: key.to_string(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+/// The JSON body that submits these signed transactions.
+pub fn submit_body(txs: &[Vec<u8>]) -> Value {
+    use base64::Engine;
+    json!({ "transactions": txs.iter().map(|t| base64::engine::general_purpose::STANDARD.encode(t)).collect::<Vec<_>>() })
+}

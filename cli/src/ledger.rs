@@ -1,0 +1,374 @@
+//! `bsn tx ...` and `bsn query ...`: the ledger from the command line, against a city node's
+//! gateway over mTLS with your one certificate. Transactions are signed here with your key;
+//! transaction proofs and the block hash chain are verified here, trusting nothing the node says.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bsn::client::Api;
+use clap::{Args, Subcommand};
+use identity::ledger::{Block, BlockHeader, Op, TxBody, assemble, check_entry, sha256, signing_message};
+use identity::membership::SubchainId;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+use super::{Failure, IdentityArgs, local, str_field};
+
+#[derive(Args, Clone)]
+pub(crate) struct NodeTarget {
+    /// The city node's gateway URL, such as https://127.0.0.1:9443.
+    #[arg(long, env = "BSN_NODE", value_name = "URL")]
+    node: String,
+    /// The CA's trust bundle (the node's certificate chains to it).
+    #[arg(long, env = "BSN_CA_BUNDLE", value_name = "FILE")]
+    ca_bundle: PathBuf,
+    #[command(flatten)]
+    me: IdentityArgs,
+    /// The subchain.
+    #[arg(long, env = "BSN_SUBCHAIN")]
+    subchain: String,
+}
+
+impl NodeTarget {
+    fn api(&self) -> Result<Api, Failure> {
+        Ok(Api::from_files(
+            &self.node,
+            &self.ca_bundle,
+            Some((self.me.cert.as_path(), self.me.key.as_path())),
+        )?)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/subchains/{}{rest}", self.subchain)
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TxCmd {
+    /// Sign a transaction with your key, submit it, and wait until it is committed.
+    Submit {
+        #[command(flatten)]
+        t: NodeTarget,
+        /// Set a key: KEY=VALUE (repeatable).
+        #[arg(long = "put", value_name = "KEY=VALUE")]
+        puts: Vec<String>,
+        /// Remove a key (repeatable).
+        #[arg(long = "delete", value_name = "KEY")]
+        deletes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum QueryCmd {
+    /// Chain info: height, tip hash, membership revision, your role.
+    Info {
+        #[command(flatten)]
+        t: NodeTarget,
+    },
+    /// One key of the world state.
+    Get {
+        #[command(flatten)]
+        t: NodeTarget,
+        /// The key.
+        #[arg(value_name = "KEY")]
+        state_key: String,
+    },
+    /// Keys from --start (inclusive) to --end (exclusive).
+    Range {
+        #[command(flatten)]
+        t: NodeTarget,
+        #[arg(long, default_value = "")]
+        start: String,
+        #[arg(long, default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One block, by height or --hash.
+    Block {
+        #[command(flatten)]
+        t: NodeTarget,
+        /// Height.
+        height: Option<u64>,
+        /// Block hash (hex) instead of a height.
+        #[arg(long)]
+        hash: Option<String>,
+    },
+    /// A transaction by id, with its inclusion proof checked against its block's header.
+    Tx {
+        #[command(flatten)]
+        t: NodeTarget,
+        /// Transaction id (hex).
+        id: String,
+    },
+    /// Blocks from a height, each checked to extend the previous one; --follow waits for new ones.
+    Blocks {
+        #[command(flatten)]
+        t: NodeTarget,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn split_put(s: &str) -> Result<Op, Failure> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| local(format!("--put {s}: write KEY=VALUE")))?;
+    Ok(Op::Put {
+        key: k.to_string(),
+        value: v.as_bytes().to_vec(),
+    })
+}
+
+/// Builds and signs a transaction with the credential files.
+fn sign_tx(me: &IdentityArgs, subchain: &str, ops: Vec<Op>) -> Result<(Vec<u8>, String), Failure> {
+    use rcgen::SigningKey;
+    let cert_pem = std::fs::read(&me.cert).map_err(|e| local(format!("reading {}: {e}", me.cert.display())))?;
+    let leaf = CertificateDer::pem_slice_iter(&cert_pem)
+        .next()
+        .ok_or_else(|| local(format!("{} holds no certificate", me.cert.display())))?
+        .map_err(|e| local(format!("{}: {e}", me.cert.display())))?;
+    let key_pem = std::fs::read_to_string(&me.key).map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
+    let key = bsn::files::load_key(&key_pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?;
+    let mut nonce = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).map_err(|_| local("no randomness"))?;
+    let body = TxBody {
+        subchain: SubchainId::parse(subchain).map_err(local)?,
+        nonce: nonce.to_vec(),
+        creator_cert: leaf.to_vec(),
+        ops,
+    }
+    .encode()
+    .map_err(local)?;
+    let sig = key
+        .sign(&signing_message(&body))
+        .map_err(|e| local(format!("signing: {e}")))?;
+    Ok((assemble(&body, &sig), hex::encode(sha256(&body))))
+}
+
+pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {
+    match cmd {
+        TxCmd::Submit { t, puts, deletes } => {
+            let mut ops = puts.iter().map(|p| split_put(p)).collect::<Result<Vec<_>, _>>()?;
+            ops.extend(deletes.into_iter().map(|key| Op::Delete { key }));
+            if ops.is_empty() {
+                return Err(local("give at least one --put KEY=VALUE or --delete KEY"));
+            }
+            let (signed, id) = sign_tx(&t.me, &t.subchain, ops)?;
+            let v = t
+                .api()?
+                .post(&t.path("/transactions"), &json!({"transactions": [B64.encode(signed)]}))
+                .await?;
+            let r = &v["results"][0];
+            println!("committed {id}");
+            println!("block {} index {}", r["height"], r["index"]);
+        }
+    }
+    Ok(())
+}
+
+fn print_block(v: &Value) {
+    println!(
+        "block {} {} {} ({} entries, membership revision {}, previous {})",
+        v["height"],
+        str_field(v, "hash"),
+        str_field(v, "kind"),
+        v["entry_count"],
+        v["membership_revision"],
+        str_field(v, "previous")
+    );
+}
+
+fn decode_block(v: &Value) -> Result<Block, Failure> {
+    let raw = B64
+        .decode(str_field(v, "encoded"))
+        .map_err(|_| verify_failed("the node sent a block that is not base64"))?;
+    let b = Block::decode(&raw).map_err(|e| verify_failed(format!("the node sent a bad block: {e}")))?;
+    if hex::encode(b.header.hash()) != str_field(v, "hash") {
+        return Err(verify_failed("a block's hash does not match its header"));
+    }
+    Ok(b)
+}
+
+fn verify_failed(m: impl Into<String>) -> Failure {
+    Failure {
+        code: 6,
+        message: m.into(),
+        hint: Some("the node's answer does not verify; report it to the node operator"),
+    }
+}
+
+pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
+    match cmd {
+        QueryCmd::Info { t } => {
+            let v = t.api()?.get(&t.path(""), &[]).await?;
+            println!("subchain {} on node {}", str_field(&v, "id"), str_field(&v, "node"));
+            println!("height {} tip {}", v["height"], str_field(&v, "tip"));
+            println!(
+                "membership revision {}, {} transactions, your role: {}",
+                v["membership_revision"],
+                v["transactions"],
+                str_field(&v, "role")
+            );
+        }
+        QueryCmd::Get { t, state_key } => {
+            let enc: String = state_key.split('/').map(urlencode).collect::<Vec<_>>().join("/");
+            let v = t.api()?.get(&t.path(&format!("/state/{enc}")), &[]).await?;
+            match v["text"].as_str() {
+                Some(s) => println!("{s}"),
+                None => println!("base64:{}", str_field(&v, "value")),
+            }
+            eprintln!("(written at block {})", v["height"]);
+        }
+        QueryCmd::Range { t, start, end, limit } => {
+            let v = t
+                .api()?
+                .get(
+                    &t.path("/state"),
+                    &[("start", start), ("end", end), ("limit", limit.to_string())],
+                )
+                .await?;
+            for item in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}",
+                    str_field(item, "key"),
+                    item["text"]
+                        .as_str()
+                        .map_or_else(|| format!("base64:{}", str_field(item, "value")), str::to_string)
+                );
+            }
+            if v["more"].as_bool() == Some(true) {
+                eprintln!("(more: continue with a larger --limit or a later --start)");
+            }
+        }
+        QueryCmd::Block { t, height, hash } => {
+            let path = match (height, hash) {
+                (Some(h), None) => t.path(&format!("/blocks/{h}")),
+                (None, Some(h)) => t.path(&format!("/blocks/by-hash/{h}")),
+                _ => return Err(local("give a height or --hash, not both")),
+            };
+            let v = t.api()?.get(&path, &[]).await?;
+            decode_block(&v)?;
+            print_block(&v);
+            for e in v["entries"].as_array().into_iter().flatten() {
+                if let Some(id) = e["id"].as_str() {
+                    println!("  tx {id} by {}", str_field(e, "creator"));
+                }
+            }
+        }
+        QueryCmd::Tx { t, id } => {
+            let v = t.api()?.get(&t.path(&format!("/transactions/{id}")), &[]).await?;
+            let header = BlockHeader::decode(
+                &B64.decode(str_field(&v, "header"))
+                    .map_err(|_| verify_failed("header is not base64"))?,
+            )
+            .map_err(|e| verify_failed(e.to_string()))?;
+            let signed = B64
+                .decode(str_field(&v["transaction"], "signed"))
+                .map_err(|_| verify_failed("transaction is not base64"))?;
+            if hex::encode(identity::ledger::tx_id(&signed).map_err(|e| verify_failed(e.to_string()))?) != id {
+                return Err(verify_failed("the transaction's id is not the one asked for"));
+            }
+            let proof = v["proof"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    h.as_str()
+                        .and_then(|s| hex::decode(s).ok())
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| verify_failed("bad proof hash"))
+                })
+                .collect::<Result<Vec<[u8; 32]>, _>>()?;
+            let index = v["index"].as_u64().unwrap_or(u64::MAX);
+            if !check_entry(
+                &proof,
+                header.entry_count as u64,
+                header.entries_root,
+                index,
+                &sha256(&signed),
+            ) || hex::encode(header.hash()) != str_field(&v, "block_hash")
+            {
+                return Err(verify_failed("the inclusion proof does not verify"));
+            }
+            println!("transaction {id} by {}", str_field(&v["transaction"], "creator"));
+            println!(
+                "in block {} at index {index}, block hash {} (inclusion proof verified)",
+                v["height"],
+                str_field(&v, "block_hash")
+            );
+            for op in v["transaction"]["ops"].as_array().into_iter().flatten() {
+                if let Some(k) = op["put"].as_str() {
+                    let val = B64.decode(str_field(op, "value")).unwrap_or_default();
+                    println!("  put {k} = {}", String::from_utf8_lossy(&val));
+                } else if let Some(k) = op["delete"].as_str() {
+                    println!("  delete {k}");
+                }
+            }
+        }
+        QueryCmd::Blocks { t, from, follow } => {
+            let api = t.api()?;
+            let mut previous: Option<[u8; 32]> = None;
+            let mut check = |v: &Value| -> Result<(), Failure> {
+                let b = decode_block(v)?;
+                if let Some(p) = previous
+                    && b.header.previous != p
+                {
+                    return Err(verify_failed(format!(
+                        "block {} does not extend the block before it",
+                        b.header.height
+                    )));
+                }
+                previous = Some(b.header.hash());
+                print_block(v);
+                Ok(())
+            };
+            if follow {
+                let mut es = api
+                    .events(&t.path("/blocks/stream"), &[("from", from.to_string())])
+                    .await?;
+                while let Some(ev) = es.next().await? {
+                    if ev.event == "block" {
+                        let v: Value = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
+                        check(&v)?;
+                    }
+                }
+            } else {
+                let mut next = from;
+                loop {
+                    let v = api
+                        .get(
+                            &t.path("/blocks"),
+                            &[("from", next.to_string()), ("limit", "1000".into())],
+                        )
+                        .await?;
+                    let blocks = v["blocks"].as_array().cloned().unwrap_or_default();
+                    for b in &blocks {
+                        check(b)?;
+                        next = b["height"].as_u64().unwrap_or(next) + 1;
+                    }
+                    if blocks.len() < 1000 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,626 @@
+//! The gateway API. Every route but health and metrics needs a member of the subchain (the
+//! connection's client certificate names it): `reader` for queries and streams, `writer` to
+//! submit, `admin` for the subchain's membership as signed by the CA. Errors are RFC 9457
+//! problem documents with a stable `type` (`urn:bsn:problem:<slug>`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use identity::ledger::{Block, BlockKind, SignedTx, check_entry, entry_hashes, prove_entry};
+use identity::membership::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::chain::Outcome;
+use crate::directory::Directory;
+use crate::server::Peer;
+use crate::subchain::{Refusal, Subchain, Subchains};
+
+/// Most transactions in one submit request.
+pub const MAX_BATCH: usize = 1000;
+/// Largest request body.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Shared state of the routes.
+pub struct AppState {
+    /// What the CA said.
+    pub directory: Arc<Directory>,
+    /// The hosted subchains.
+    pub subchains: Arc<Subchains>,
+    /// Writes are refused when the CA has been silent longer than this (fail closed).
+    pub stale_after_ms: i64,
+}
+
+/// The node's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Not hosted here.
+    #[error("subchain {0} is not hosted on this node")]
+    NotHosted(String),
+    /// Not a member.
+    #[error("{0} is not a member of subchain {1}")]
+    NotMember(String, String),
+    /// A member without the role the call needs.
+    #[error("{who} is a {has} of subchain {subchain}; this needs {needs}")]
+    Role {
+        /// Caller.
+        who: String,
+        /// Subchain.
+        subchain: String,
+        /// Its role.
+        has: &'static str,
+        /// The role needed.
+        needs: &'static str,
+    },
+    /// The CA has been silent too long: membership may be out of date.
+    #[error("this node has not heard from the CA for {0} s; writes are refused until it does")]
+    Stale(i64),
+    /// A transaction was refused before ordering.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// Ordered, but not every transaction committed.
+    #[error("not every transaction committed")]
+    Partial(Vec<Value>),
+    /// Ordering is unavailable right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault here.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            NotHosted(_) => (StatusCode::NOT_FOUND, "not-hosted", "Subchain not hosted here"),
+            NotMember(..) => (StatusCode::FORBIDDEN, "not-a-member", "Not a member of this subchain"),
+            Role { .. } => (StatusCode::FORBIDDEN, "role-required", "Your role does not allow this"),
+            Stale(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "membership-stale",
+                "Membership may be out of date",
+            ),
+            Refused(r) => match r {
+                Refusal::Malformed { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "malformed-transaction",
+                    "Malformed transaction",
+                ),
+                Refusal::WrongSubchain { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "wrong-subchain",
+                    "Transaction for another subchain",
+                ),
+                Refusal::Creator { .. } => (StatusCode::FORBIDDEN, "creator-refused", "Creator certificate refused"),
+                Refusal::BadSignature { .. } => (StatusCode::BAD_REQUEST, "bad-signature", "Signature does not verify"),
+                Refusal::NotWriter { .. } => (StatusCode::FORBIDDEN, "not-a-writer", "Creator may not write"),
+                Refusal::Duplicate { .. } => (
+                    StatusCode::CONFLICT,
+                    "duplicate-transaction",
+                    "Transaction already submitted",
+                ),
+            },
+            Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Partial(_) => (
+                StatusCode::CONFLICT,
+                "not-all-committed",
+                "Not every transaction committed",
+            ),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ordering-unavailable",
+                "Ordering unavailable",
+            ),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let detail = match &self {
+            ApiError::Internal(m) => {
+                tracing::error!(error = m, "internal error");
+                "an internal error occurred; see the node's log".to_string()
+            }
+            e => e.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("urn:bsn:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let ApiError::Refused(r) = &self {
+            let index = match r {
+                Refusal::Malformed { index, .. }
+                | Refusal::WrongSubchain { index, .. }
+                | Refusal::Creator { index, .. }
+                | Refusal::BadSignature { index }
+                | Refusal::NotWriter { index, .. }
+                | Refusal::Duplicate { index, .. } => *index,
+            };
+            body["index"] = json!(index);
+        }
+        if let ApiError::Partial(results) = &self {
+            body["results"] = json!(results);
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// JSON body whose rejection is a problem document.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|j| Json(j.0))
+            .map_err(|e: JsonRejection| ApiError::Invalid(e.body_text()))
+    }
+}
+
+/// Query string whose rejection is a problem document.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| ApiError::Invalid(e.body_text()))
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let subchain = Router::new()
+        .route("/api/v1/subchains", get(list))
+        .route("/api/v1/subchains/{id}", get(info))
+        .route("/api/v1/subchains/{id}/membership", get(membership))
+        .route("/api/v1/subchains/{id}/transactions", post(submit))
+        .route("/api/v1/subchains/{id}/transactions/{tx}", get(transaction))
+        .route("/api/v1/subchains/{id}/state", get(state_range))
+        .route("/api/v1/subchains/{id}/state/{*key}", get(state_get))
+        .route("/api/v1/subchains/{id}/blocks", get(blocks_page))
+        .route("/api/v1/subchains/{id}/blocks/stream", get(blocks_stream))
+        .route("/api/v1/subchains/{id}/blocks/{height}", get(block_by_height))
+        .route("/api/v1/subchains/{id}/blocks/by-hash/{hash}", get(block_by_hash));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .merge(subchain)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    if s.directory.synced() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        ApiError::Unavailable("not yet caught up with the CA's change feed".into()).into_response()
+    }
+}
+
+/// Checks the caller's role in a hosted subchain and returns the subchain.
+fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Subchain>, ApiError> {
+    let Some(known) = s
+        .directory
+        .statement(id)
+        .filter(|k| k.statement.hosted_by(&s.directory.node))
+    else {
+        return Err(ApiError::NotHosted(id.to_string()));
+    };
+    let Some(role) = known.statement.role_of(&peer.id) else {
+        return Err(ApiError::NotMember(peer.id.clone(), id.to_string()));
+    };
+    if !role.allows(needs) {
+        return Err(ApiError::Role {
+            who: peer.id.clone(),
+            subchain: id.to_string(),
+            has: role.name(),
+            needs: needs.name(),
+        });
+    }
+    s.subchains
+        .get(id)
+        .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node; try again")))
+}
+
+async fn list(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> axum::Json<Value> {
+    let mut out = Vec::new();
+    for k in s.directory.hosted() {
+        if let Some(role) = k.statement.role_of(&peer.id) {
+            let id = k.statement.subchain.as_str();
+            let height = s.subchains.get(id).and_then(|c| c.store.tip().last.map(|(h, _)| h));
+            out.push(json!({"id": id, "role": role.name(), "height": height}));
+        }
+    }
+    axum::Json(json!({ "subchains": out }))
+}
+
+async fn info(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let tip = c.store.tip();
+    let role = s.directory.role_of(&id, &peer.id).map(Role::name);
+    Ok(axum::Json(json!({
+        "id": id,
+        "height": tip.last.map(|(h, _)| h),
+        "tip": tip.last.map(|(_, h)| hex::encode(h)),
+        "timestamp_ms": tip.timestamp_ms,
+        "membership_revision": tip.revision(),
+        "transactions": c.store.tx_count().map_err(internal)?,
+        "role": role,
+        "node": s.directory.node,
+    })))
+}
+
+async fn membership(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &peer, &id, Role::Admin)?;
+    let known = s
+        .directory
+        .statement(&id)
+        .ok_or_else(|| ApiError::NotHosted(id.clone()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], known.envelope).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitRequest {
+    /// Signed transactions, base64.
+    transactions: Vec<String>,
+}
+
+async fn submit(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Json(req): Json<SubmitRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Writer)?;
+    let silent = s.directory.silent_for_ms();
+    if silent > s.stale_after_ms {
+        return Err(ApiError::Stale(silent / 1000));
+    }
+    if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH {
+        return Err(ApiError::Invalid(format!("send 1 to {MAX_BATCH} transactions")));
+    }
+    let mut raw = Vec::with_capacity(req.transactions.len());
+    for (index, t) in req.transactions.iter().enumerate() {
+        raw.push(B64.decode(t).map_err(|_| {
+            ApiError::Refused(Refusal::Malformed {
+                index,
+                reason: "not base64".into(),
+            })
+        })?);
+    }
+    let txs = s.subchains.validate(&c, raw, now_ms() / 1000).await?;
+    let ids: Vec<String> = txs.iter().map(|t| hex::encode(t.id)).collect();
+    let outcomes = c.order(txs).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut all = true;
+    let results: Vec<Value> = ids
+        .iter()
+        .zip(&outcomes)
+        .map(|(id, o)| match o {
+            Outcome::Committed { height, index } => json!({"id": id, "height": height, "index": index}),
+            other => {
+                all = false;
+                json!({"id": id, "refused": format!("{other:?}")})
+            }
+        })
+        .collect();
+    if !all {
+        return Err(ApiError::Partial(results));
+    }
+    Ok(axum::Json(json!({ "results": results })))
+}
+
+fn parse_hash(s: &str, what: &str) -> Result<[u8; 32], ApiError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| ApiError::Invalid(format!("{what} must be 64 hex digits")))
+}
+
+fn tx_json(bytes: &[u8]) -> Value {
+    match SignedTx::parse(bytes.to_vec()) {
+        Ok(tx) => {
+            let creator = identity::profile::check_leaf(&tx.body.creator_cert)
+                .map(|l| l.spiffe_id.id.as_str().to_string())
+                .unwrap_or_default();
+            let ops: Vec<Value> = tx
+                .body
+                .ops
+                .iter()
+                .map(|op| match op {
+                    identity::ledger::Op::Put { key, value } => json!({"put": key, "value": B64.encode(value)}),
+                    identity::ledger::Op::Delete { key } => json!({"delete": key}),
+                })
+                .collect();
+            json!({"id": hex::encode(tx.id), "creator": creator, "ops": ops, "signed": B64.encode(bytes)})
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+fn block_json(bytes: &[u8], full: bool) -> Result<Value, ApiError> {
+    let b = Block::decode(bytes).map_err(internal)?;
+    let h = &b.header;
+    let mut v = json!({
+        "height": h.height,
+        "hash": hex::encode(h.hash()),
+        "previous": hex::encode(h.previous),
+        "entries_root": hex::encode(h.entries_root),
+        "kind": match h.kind { BlockKind::Config => "config", BlockKind::Transactions => "transactions" },
+        "membership_revision": h.membership_revision,
+        "timestamp_ms": h.timestamp_ms,
+        "entry_count": h.entry_count,
+        "encoded": B64.encode(bytes),
+    });
+    if full {
+        v["entries"] = match h.kind {
+            BlockKind::Transactions => Value::Array(b.entries.iter().map(|e| tx_json(e)).collect()),
+            BlockKind::Config => Value::Array(
+                b.entries
+                    .iter()
+                    .map(|e| serde_json::from_slice(e).unwrap_or(Value::Null))
+                    .collect(),
+            ),
+        };
+    }
+    Ok(v)
+}
+
+async fn transaction(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((id, tx)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let txid = parse_hash(&tx, "a transaction id")?;
+    let (height, index) = c
+        .store
+        .tx_position(&txid)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no transaction {tx} on subchain {id}")))?;
+    let bytes = c
+        .store
+        .block(height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("indexed block missing"))?;
+    let block = Block::decode(&bytes).map_err(internal)?;
+    let hashes = entry_hashes(&block.entries);
+    let proof = prove_entry(&hashes, index as usize).map_err(internal)?;
+    debug_assert!(check_entry(
+        &proof,
+        hashes.len() as u64,
+        block.header.entries_root,
+        index as u64,
+        &hashes[index as usize]
+    ));
+    Ok(axum::Json(json!({
+        "transaction": tx_json(&block.entries[index as usize]),
+        "height": height,
+        "index": index,
+        "block_hash": hex::encode(block.header.hash()),
+        "header": B64.encode(block.header.encode()),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    #[serde(default)]
+    start: String,
+    #[serde(default)]
+    end: String,
+    limit: Option<usize>,
+}
+
+fn value_json(v: crate::store::StateValue) -> Value {
+    let text = String::from_utf8(v.value.clone()).ok();
+    json!({"key": v.key, "value": B64.encode(&v.value), "text": text, "height": v.height})
+}
+
+async fn state_get(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let v = c
+        .store
+        .get(&key)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no key '{key}' in subchain {id}")))?;
+    Ok(axum::Json(value_json(v)))
+}
+
+async fn state_range(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be from 1 to 1000".into()));
+    }
+    if !q.end.is_empty() && q.end < q.start {
+        return Err(ApiError::Invalid("end must not be before start".into()));
+    }
+    let values = c.store.range(&q.start, &q.end, limit + 1).map_err(internal)?;
+    let more = values.len() > limit;
+    let items: Vec<Value> = values.into_iter().take(limit).map(value_json).collect();
+    Ok(axum::Json(json!({"items": items, "more": more})))
+}
+
+async fn block_by_height(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((id, height)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let h: u64 = height
+        .parse()
+        .map_err(|_| ApiError::Invalid("a block height is a non-negative integer".into()))?;
+    let bytes = c
+        .store
+        .block(h)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no block {h} on subchain {id}")))?;
+    Ok(axum::Json(block_json(&bytes, true)?))
+}
+
+async fn block_by_hash(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path((id, hash)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let hash = parse_hash(&hash, "a block hash")?;
+    let h = c
+        .store
+        .height_of(&hash)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no block with that hash on subchain {id}")))?;
+    let bytes = c
+        .store
+        .block(h)
+        .map_err(internal)?
+        .ok_or_else(|| internal("indexed block missing"))?;
+    Ok(axum::Json(block_json(&bytes, true)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlocksQuery {
+    #[serde(default)]
+    from: u64,
+    limit: Option<usize>,
+}
+
+async fn blocks_page(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(q): Query<BlocksQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be from 1 to 1000".into()));
+    }
+    let blocks = c.store.blocks_from(q.from, limit).map_err(internal)?;
+    let items = blocks
+        .iter()
+        .map(|b| block_json(b, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(json!({"blocks": items})))
+}
+
+async fn blocks_stream(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(q): Query<BlocksQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    // Resume after the last block a reconnecting client saw (Last-Event-ID), else from `from`.
+    let mut next = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(q.from, |h| h + 1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
+    let state = s.clone();
+    let peer_id = peer.id.clone();
+    tokio::spawn(async move {
+        let mut applied = c.applied.clone();
+        loop {
+            // A member removed (or demoted below reader) stops receiving blocks.
+            if state.directory.role_of(&c.id, &peer_id).is_none() {
+                return;
+            }
+            let blocks = match c.store.blocks_from(next, 64) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "block stream read failed");
+                    return;
+                }
+            };
+            let n = blocks.len();
+            for b in blocks {
+                let Ok(v) = block_json(&b, true) else { return };
+                let ev = Event::default().event("block").id(next.to_string()).data(v.to_string());
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+                next += 1;
+            }
+            if n < 64 {
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

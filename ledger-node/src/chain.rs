@@ -1,0 +1,234 @@
+//! The deterministic rules that turn an ordered proposal into the next block. Pure: every
+//! replica of a subchain applies the same proposals to the same tip and gets the same block.
+//!
+//! The leader checks what depends on the moment (signatures, certificate validity and revocation)
+//! before it proposes; what depends only on the chain (the creator's role at the membership
+//! revision in force, a transaction id seen before, the subchain) is checked here, at apply time,
+//! so an invalid transaction never enters a block whichever node cut it.
+
+use identity::ledger::{Block, BlockKind, Digest32};
+use identity::membership::{MembershipKey, Role, Statement};
+use serde::{Deserialize, Serialize};
+
+/// What the leader proposes through the ordering service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A new membership statement from the CA (its envelope, JSON).
+    Config {
+        /// The envelope bytes, as the CA served them.
+        #[serde(with = "b64")]
+        envelope: Vec<u8>,
+    },
+    /// Validated transactions.
+    Txs {
+        /// The leader's clock, Unix milliseconds.
+        timestamp_ms: i64,
+        /// Each transaction with its creator's identity id (read from its certificate by the leader).
+        txs: Vec<ProposedTx>,
+    },
+}
+
+/// A transaction the leader validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposedTx {
+    /// The creator's identity id.
+    pub creator: String,
+    /// The signed transaction.
+    #[serde(with = "b64")]
+    pub bytes: Vec<u8>,
+    /// Its id.
+    #[serde(with = "hex32")]
+    pub id: Digest32,
+}
+
+/// What became of one proposed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// In block `height` at `index`.
+    Committed {
+        /// Block height.
+        height: u64,
+        /// Index in the block.
+        index: u32,
+    },
+    /// Its id is already on the chain (or earlier in the same proposal).
+    Duplicate,
+    /// The creator is not a writer at the membership revision in force.
+    NotWriter {
+        /// The revision in force.
+        revision: u64,
+    },
+    /// The transaction is for another subchain.
+    WrongSubchain,
+}
+
+/// What applying a proposal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The block written, if any.
+    pub height: Option<u64>,
+    /// One outcome per proposed transaction (empty for config).
+    pub outcomes: Vec<Outcome>,
+    /// Why a config proposal made no block.
+    pub refused: Option<String>,
+}
+
+/// The end of the chain as the rules need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tip {
+    /// Height and hash of the last block, if any.
+    pub last: Option<(u64, Digest32)>,
+    /// Timestamp of the last block.
+    pub timestamp_ms: i64,
+    /// The membership in force (from the last config block).
+    pub membership: Option<Statement>,
+}
+
+impl Tip {
+    fn next(&self) -> (u64, Digest32) {
+        match self.last {
+            None => (0, [0; 32]),
+            Some((h, hash)) => (h + 1, hash),
+        }
+    }
+
+    /// The membership revision in force (0 before genesis).
+    pub fn revision(&self) -> u64 {
+        self.membership.as_ref().map_or(0, |s| s.revision)
+    }
+}
+
+/// Builds the next block from a proposal. `seen` says whether a transaction id is already on the
+/// chain. Returns the block (if one is made), the statement now in force for a config block, and
+/// what happened to each transaction.
+pub fn next_block(
+    subchain: &str,
+    key: &MembershipKey,
+    tip: &Tip,
+    proposal: &Proposal,
+    seen: impl Fn(&Digest32) -> bool,
+) -> (Option<(Block, Option<Statement>)>, Applied) {
+    let (height, previous) = tip.next();
+    match proposal {
+        Proposal::Config { envelope } => {
+            let refuse = |why: String| {
+                (
+                    None,
+                    Applied {
+                        refused: Some(why),
+                        ..Applied::default()
+                    },
+                )
+            };
+            let statement = match serde_json::from_slice(envelope)
+                .map_err(|e| e.to_string())
+                .and_then(|env| key.verify_statement(&env).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => return refuse(format!("statement refused: {e}")),
+            };
+            if statement.subchain.as_str() != subchain {
+                return refuse("statement is for another subchain".into());
+            }
+            if statement.revision <= tip.revision() {
+                return refuse(format!(
+                    "revision {} is not newer than {} in force",
+                    statement.revision,
+                    tip.revision()
+                ));
+            }
+            let ts = statement.issued_at.saturating_mul(1000).max(tip.timestamp_ms);
+            let block = Block::new(
+                BlockKind::Config,
+                height,
+                previous,
+                statement.revision,
+                ts,
+                vec![envelope.clone()],
+            );
+            (
+                Some((block, Some(statement))),
+                Applied {
+                    height: Some(height),
+                    ..Applied::default()
+                },
+            )
+        }
+        Proposal::Txs { timestamp_ms, txs } => {
+            let revision = tip.revision();
+            let mut outcomes = Vec::with_capacity(txs.len());
+            let mut entries = Vec::with_capacity(txs.len());
+            let mut in_block = std::collections::HashSet::with_capacity(txs.len());
+            for tx in txs {
+                let role = tip.membership.as_ref().and_then(|m| m.role_of(&tx.creator));
+                let ok_subchain = identity::ledger::SignedTx::parse(tx.bytes.clone())
+                    .map(|t| t.body.subchain.as_str() == subchain && t.id == tx.id)
+                    .unwrap_or(false);
+                outcomes.push(if !ok_subchain {
+                    Outcome::WrongSubchain
+                } else if !role.is_some_and(|r| r.allows(Role::Writer)) {
+                    Outcome::NotWriter { revision }
+                } else if seen(&tx.id) || !in_block.insert(tx.id) {
+                    Outcome::Duplicate
+                } else {
+                    entries.push(tx.bytes.clone());
+                    Outcome::Committed {
+                        height,
+                        index: (entries.len() - 1) as u32,
+                    }
+                });
+            }
+            if entries.is_empty() {
+                return (
+                    None,
+                    Applied {
+                        outcomes,
+                        ..Applied::default()
+                    },
+                );
+            }
+            let block = Block::new(
+                BlockKind::Transactions,
+                height,
+                previous,
+                revision,
+                (*timestamp_ms).max(tip.timestamp_ms),
+                entries,
+            );
+            (
+                Some((block, None)),
+                Applied {
+                    height: Some(height),
+                    outcomes,
+                    refused: None,
+                },
+            )
+        }
+    }
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    pub(crate) fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex32 {
+    pub(crate) fn serialize<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        hex::decode(s)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| serde::de::Error::custom("expected 32 hex bytes"))
+    }
+}

@@ -1,0 +1,322 @@
+//! What the node knows from the CA: the membership statements of the subchains it hosts (each
+//! verified with the CA's membership key), every revoked serial, and when it last heard from the
+//! CA. Fed by the CA's change feed (server-sent events over mTLS with the node's certificate),
+//! kept in `node.redb` so a restarted node resumes from its cursor and is never more permissive
+//! than before it stopped.
+//!
+//! Revocations take effect in memory the moment their event arrives (new handshakes refuse the
+//! serial, open connections are cut by [`Directory::revocations`] watchers); the database write
+//! follows in small batches, and a crash before it only means re-reading those events.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use bsn::client::{Api, ServerEvent};
+use identity::membership::{Envelope, MembershipKey, Role, Statement};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
+const STATEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("statements");
+
+/// A statement in force, with the envelope it came in.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The verified statement.
+    pub statement: Statement,
+    /// The envelope as JSON bytes (what goes into a config block).
+    pub envelope: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Inner {
+    statements: HashMap<String, Known>,
+    revoked: HashSet<String>,
+}
+
+/// The node's view of the CA.
+pub struct Directory {
+    /// This node's identity id.
+    pub node: String,
+    key: MembershipKey,
+    db: Database,
+    inner: RwLock<Inner>,
+    revoked_gen: watch::Sender<u64>,
+    statements_gen: watch::Sender<u64>,
+    last_contact_ms: AtomicI64,
+    synced: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum FeedEvent {
+    Membership { seq: u64, statement: Envelope },
+    Revocation { seq: u64, serial: String, at: i64 },
+}
+
+enum Pending {
+    Statement(String, Vec<u8>),
+    Revoked(String, i64),
+}
+
+impl Directory {
+    /// Opens the directory kept in `path`.
+    pub fn open(path: &Path, node: &str, key: MembershipKey) -> anyhow::Result<Self> {
+        let db = Database::create(path)?;
+        let w = db.begin_write()?;
+        {
+            w.open_table(META)?;
+            w.open_table(REVOKED)?;
+            w.open_table(STATEMENTS)?;
+        }
+        w.commit()?;
+        let mut inner = Inner::default();
+        {
+            let r = db.begin_read()?;
+            for item in r.open_table(REVOKED)?.iter()? {
+                inner.revoked.insert(item?.0.value().to_string());
+            }
+            for item in r.open_table(STATEMENTS)?.iter()? {
+                let (k, v) = item?;
+                let env: Envelope = serde_json::from_slice(v.value())?;
+                let statement = key.verify_statement(&env)?;
+                inner.statements.insert(
+                    k.value().to_string(),
+                    Known {
+                        statement,
+                        envelope: v.value().to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            node: node.to_string(),
+            key,
+            db,
+            inner: RwLock::new(inner),
+            revoked_gen: watch::channel(0).0,
+            statements_gen: watch::channel(0).0,
+            last_contact_ms: AtomicI64::new(0),
+            synced: AtomicBool::new(false),
+        })
+    }
+
+    /// The CA's membership key.
+    pub fn key(&self) -> &MembershipKey {
+        &self.key
+    }
+
+    /// Whether the serial (lowercase hex) is revoked.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.inner.read().expect("directory").revoked.contains(serial)
+    }
+
+    /// Number of revoked serials known.
+    pub fn revoked_count(&self) -> usize {
+        self.inner.read().expect("directory").revoked.len()
+    }
+
+    /// Ticks whenever a serial is revoked.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revoked_gen.subscribe()
+    }
+
+    /// Ticks whenever a statement changes.
+    pub fn statement_changes(&self) -> watch::Receiver<u64> {
+        self.statements_gen.subscribe()
+    }
+
+    /// The statement in force for a subchain.
+    pub fn statement(&self, subchain: &str) -> Option<Known> {
+        self.inner.read().expect("directory").statements.get(subchain).cloned()
+    }
+
+    /// The subchains whose statement in force lists this node as a host.
+    pub fn hosted(&self) -> Vec<Known> {
+        let g = self.inner.read().expect("directory");
+        let mut v: Vec<Known> = g
+            .statements
+            .values()
+            .filter(|k| k.statement.hosted_by(&self.node))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.statement.subchain.cmp(&b.statement.subchain));
+        v
+    }
+
+    /// The identity's role in a subchain this node hosts (`None`: not a member, or not hosted).
+    pub fn role_of(&self, subchain: &str, identity: &str) -> Option<Role> {
+        let g = self.inner.read().expect("directory");
+        let k = g.statements.get(subchain)?;
+        if !k.statement.hosted_by(&self.node) {
+            return None;
+        }
+        k.statement.role_of(identity)
+    }
+
+    /// Milliseconds since the CA was last heard from (a signed heartbeat or an event).
+    pub fn silent_for_ms(&self) -> i64 {
+        now_ms() - self.last_contact_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node has caught up with the feed since it started.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    fn cursor(&self) -> u64 {
+        let r = || -> anyhow::Result<u64> {
+            let t = self.db.begin_read()?.open_table(META)?;
+            Ok(t.get("cursor")?.map_or(0, |v| v.value()))
+        };
+        r().unwrap_or(0)
+    }
+
+    fn persist(&self, cursor: u64, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut meta = w.open_table(META)?;
+            let mut revoked = w.open_table(REVOKED)?;
+            let mut statements = w.open_table(STATEMENTS)?;
+            for p in pending.iter() {
+                match p {
+                    Pending::Statement(s, env) => {
+                        statements.insert(s.as_str(), env.as_slice())?;
+                    }
+                    Pending::Revoked(serial, at) => {
+                        revoked.insert(serial.as_str(), *at)?;
+                    }
+                }
+            }
+            meta.insert("cursor", cursor)?;
+        }
+        w.commit()?;
+        pending.clear();
+        Ok(())
+    }
+
+    /// Adds serials revoked by a CRL (a start-up safety net: the feed carries every revocation).
+    pub fn add_revoked(&self, serials: impl IntoIterator<Item = String>) -> anyhow::Result<usize> {
+        let mut pending: Vec<Pending> = Vec::new();
+        {
+            let mut g = self.inner.write().expect("directory");
+            for s in serials {
+                if g.revoked.insert(s.clone()) {
+                    pending.push(Pending::Revoked(s, now_ms() / 1000));
+                }
+            }
+        }
+        let n = pending.len();
+        if n > 0 {
+            self.persist(self.cursor(), &mut pending)?;
+            self.revoked_gen.send_modify(|g| *g += 1);
+        }
+        Ok(n)
+    }
+
+    fn handle(&self, ev: &ServerEvent, cursor: &mut u64, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
+        self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+        match ev.event.as_str() {
+            "heartbeat" => {
+                let env: Envelope = serde_json::from_str(&ev.data)?;
+                let hb = self.key.verify_heartbeat(&env)?;
+                anyhow::ensure!(hb.node == self.node, "heartbeat for another node ({})", hb.node);
+                self.synced.store(true, Ordering::Relaxed);
+            }
+            "membership" | "revocation" => match serde_json::from_str::<FeedEvent>(&ev.data)? {
+                FeedEvent::Membership { seq, statement } => {
+                    let s = self.key.verify_statement(&statement)?;
+                    let id = s.subchain.as_str().to_string();
+                    let env = serde_json::to_vec(&statement)?;
+                    let mut g = self.inner.write().expect("directory");
+                    let newer = g.statements.get(&id).is_none_or(|k| k.statement.revision < s.revision);
+                    if newer {
+                        g.statements.insert(
+                            id.clone(),
+                            Known {
+                                statement: s,
+                                envelope: env.clone(),
+                            },
+                        );
+                        drop(g);
+                        pending.push(Pending::Statement(id, env));
+                        self.statements_gen.send_modify(|g| *g += 1);
+                    }
+                    *cursor = seq;
+                }
+                FeedEvent::Revocation { seq, serial, at } => {
+                    let serial = serial.to_ascii_lowercase();
+                    if self.inner.write().expect("directory").revoked.insert(serial.clone()) {
+                        self.revoked_gen.send_modify(|g| *g += 1);
+                        tracing::info!(serial, "certificate revoked: refused from now on");
+                    }
+                    pending.push(Pending::Revoked(serial, at));
+                    *cursor = seq;
+                }
+            },
+            other => tracing::debug!(event = other, "ignoring unknown feed event"),
+        }
+        Ok(())
+    }
+
+    /// Follows the CA's change feed for ever, reconnecting after a second on any failure.
+    pub async fn follow(self: std::sync::Arc<Self>, api: Api) {
+        let mut cursor = self.cursor();
+        loop {
+            match api
+                .events("/api/v1/feed/stream", &[("cursor", cursor.to_string())])
+                .await
+            {
+                Ok(mut stream) => {
+                    let mut pending = Vec::new();
+                    loop {
+                        let next = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+                        let ev = match next {
+                            Err(_) => {
+                                if !pending.is_empty()
+                                    && let Err(e) = self.persist(cursor, &mut pending)
+                                {
+                                    tracing::error!(error = %e, "cannot save the feed position");
+                                }
+                                continue;
+                            }
+                            Ok(Ok(Some(ev))) => ev,
+                            Ok(Ok(None)) => break,
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "CA feed interrupted");
+                                break;
+                            }
+                        };
+                        let before = cursor;
+                        if let Err(e) = self.handle(&ev, &mut cursor, &mut pending) {
+                            // A statement or heartbeat that does not verify is never applied.
+                            tracing::error!(error = %e, event = ev.event, "refused a CA feed event");
+                            cursor = before;
+                        }
+                        if pending.len() >= 256
+                            && let Err(e) = self.persist(cursor, &mut pending)
+                        {
+                            tracing::error!(error = %e, "cannot save the feed position");
+                        }
+                    }
+                    if !pending.is_empty() {
+                        let _ = self.persist(cursor, &mut pending);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reach the CA's change feed"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! `ledger-node`: a BSN city node.
+//!
+//! Exit codes: 0 success (or a clean shutdown); 1 a local problem (files, configuration);
+//! 3 the CA refused (a wrong secret, not a node identity); 5 the CA could not be reached.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bsn::client::{Api, ClientError};
+use bsn::files::{KeyType, csr_pem, generate_key, write_credentials, write_file};
+use clap::{Parser, Subcommand};
+use ledger_node::api::{AppState, router};
+use ledger_node::directory::Directory;
+use ledger_node::subchain::{Creators, Limits, Subchains};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(name = "ledger-node", version, about = "A BSN city node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll this node with the CA and write its data directory.
+    Init {
+        /// Data directory (created).
+        #[arg(long, env = "BSN_NODE_DATA_DIR", default_value = "./bsn-node")]
+        data_dir: PathBuf,
+        /// The CA's URL.
+        #[arg(long, env = "BSN_CA", value_name = "URL")]
+        ca: String,
+        /// The CA's trust bundle (trust-bundle.pem).
+        #[arg(long, env = "BSN_CA_BUNDLE", value_name = "FILE")]
+        ca_bundle: PathBuf,
+        /// The node identity's id, registered at the CA with `bsn register --type node`.
+        #[arg(long)]
+        name: String,
+        /// Its one-time enrollment secret.
+        #[arg(long, env = "BSN_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: String,
+    },
+    /// Run the node.
+    Serve {
+        /// Data directory written by `init`.
+        #[arg(long, env = "BSN_NODE_DATA_DIR", default_value = "./bsn-node")]
+        data_dir: PathBuf,
+        /// Address to listen on (overrides node.toml).
+        #[arg(long, env = "BSN_NODE_LISTEN")]
+        listen: Option<String>,
+    },
+}
+
+/// `node.toml`: written by `init`; every key can be overridden by `BSN_NODE_<KEY>`.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct NodeConfig {
+    name: String,
+    ca: String,
+    listen: String,
+    trust_domain: String,
+    #[serde(default = "d_block_max_txs")]
+    block_max_txs: usize,
+    #[serde(default = "d_inflight")]
+    inflight_blocks: usize,
+    #[serde(default = "d_stale")]
+    stale_after_secs: i64,
+    #[serde(default = "d_cache")]
+    cache_mib: usize,
+}
+fn d_block_max_txs() -> usize {
+    2000
+}
+fn d_inflight() -> usize {
+    2
+}
+fn d_stale() -> i64 {
+    30
+}
+fn d_cache() -> usize {
+    4
+}
+
+fn local(m: impl std::fmt::Display) -> (ExitCode, String) {
+    (ExitCode::from(1), m.to_string())
+}
+
+fn ca_error(e: ClientError) -> (ExitCode, String) {
+    match &e {
+        ClientError::Problem { status, .. } if *status < 500 => (ExitCode::from(3), e.to_string()),
+        ClientError::Local(_) => (ExitCode::from(1), e.to_string()),
+        _ => (ExitCode::from(5), e.to_string()),
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, (ExitCode, String)> {
+    std::fs::read(p).map_err(|e| local(format!("cannot read {}: {e}", p.display())))
+}
+
+async fn init(
+    dir: &Path,
+    ca: &str,
+    bundle: &Path,
+    name: &str,
+    secret: &str,
+    listen: &str,
+) -> Result<(), (ExitCode, String)> {
+    if dir.join("node.toml").exists() {
+        return Err(local(format!(
+            "{} already holds a node; serve it with `ledger-node serve --data-dir {}` or choose another --data-dir",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let bundle_pem = read(bundle)?;
+    let api = Api::new(ca, bsn::client::tls_config(&bundle_pem, None).map_err(ca_error)?).map_err(ca_error)?;
+    let key_v = api.get("/api/v1/membership-key", &[]).await.map_err(ca_error)?;
+    let mkey = key_v["key"].as_str().unwrap_or_default().to_string();
+    identity::membership::MembershipKey::from_base64(&mkey).map_err(local)?;
+    let key = generate_key(KeyType::P256).map_err(local)?;
+    let csr = csr_pem(&key).map_err(local)?;
+    let v = api
+        .post(
+            "/api/v1/enroll",
+            &serde_json::json!({"id": name, "secret": secret, "csr": csr}),
+        )
+        .await
+        .map_err(ca_error)?;
+    let cert = v["certificate"].as_str().unwrap_or_default();
+    let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).map_err(local)?;
+    let parsed = identity::profile::check_leaf(&leaf).map_err(local)?;
+    if parsed.spiffe_id.kind != identity::IdentityKind::Node {
+        return Err((
+            ExitCode::from(3),
+            format!("{name} is a participant identity; register the node with `bsn register --type node --id {name}`"),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(local)?;
+    write_credentials(
+        dir,
+        Some(&key.serialize_pem()),
+        cert,
+        v["chain"].as_str().unwrap_or_default(),
+    )
+    .map_err(local)?;
+    write_file(&dir.join("ca-bundle.pem"), &bundle_pem, 0o644).map_err(local)?;
+    write_file(&dir.join("membership.key"), mkey.as_bytes(), 0o644).map_err(local)?;
+    let cfg = NodeConfig {
+        name: name.to_string(),
+        ca: ca.to_string(),
+        listen: listen.to_string(),
+        trust_domain: parsed.spiffe_id.trust_domain.as_str().to_string(),
+        block_max_txs: d_block_max_txs(),
+        inflight_blocks: d_inflight(),
+        stale_after_secs: d_stale(),
+        cache_mib: d_cache(),
+    };
+    write_file(
+        &dir.join("node.toml"),
+        toml::to_string(&cfg).map_err(local)?.as_bytes(),
+        0o644,
+    )
+    .map_err(local)?;
+    println!(
+        "node {name} enrolled (certificate {}, valid until {})",
+        parsed.serial_hex,
+        v["not_after"].as_str().unwrap_or("?")
+    );
+    println!("data directory: {}", dir.display());
+    println!("next: ledger-node serve --data-dir {}", dir.display());
+    println!("      then have a publisher host a subchain on it: bsn subchain create ... --nodes {name}");
+    Ok(())
+}
+
+fn load_config(dir: &Path) -> Result<NodeConfig, (ExitCode, String)> {
+    let text = std::fs::read_to_string(dir.join("node.toml")).map_err(|e| {
+        local(format!(
+            "cannot read {}: {e}; run `ledger-node init --data-dir {}` first",
+            dir.join("node.toml").display(),
+            dir.display()
+        ))
+    })?;
+    let mut v: toml::Table = toml::from_str(&text).map_err(|e| local(format!("node.toml: {e}")))?;
+    for (k, val) in std::env::vars() {
+        if let Some(key) = k.strip_prefix("BSN_NODE_") {
+            let key = key.to_ascii_lowercase();
+            if key == "data_dir" || key == "listen" {
+                continue;
+            }
+            let parsed = val
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .unwrap_or(toml::Value::String(val));
+            v.insert(key, parsed);
+        }
+    }
+    toml::Value::Table(v)
+        .try_into()
+        .map_err(|e| local(format!("node configuration: {e}")))
+}
+
+async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, String)> {
+    let mut cfg = load_config(dir)?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let bundle_pem = read(&dir.join("ca-bundle.pem"))?;
+    let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
+    let mkey =
+        identity::membership::MembershipKey::from_base64(&String::from_utf8_lossy(&read(&dir.join("membership.key"))?))
+            .map_err(local)?;
+    let cert_pem = read(&dir.join("cert.pem"))?;
+    let key_pem = read(&dir.join("key.pem"))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(local)?;
+    let intermediates = chain.iter().skip(1).cloned().collect::<Vec<_>>();
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(local)?;
+
+    let directory = Arc::new(Directory::open(&dir.join("node.redb"), &cfg.name, mkey).map_err(local)?);
+    let tls_client = bsn::client::tls_config(&bundle_pem, Some((&cert_pem, &key_pem))).map_err(ca_error)?;
+    let ca = Api::new(&cfg.ca, tls_client).map_err(ca_error)?;
+    // The CRL is a start-up safety net; the feed carries every revocation.
+    match ca.get_bytes("/api/v1/crl").await {
+        Ok(der) => {
+            let serials: Vec<String> = x509_parser::parse_x509_crl(&der)
+                .map(|(_, crl)| {
+                    crl.iter_revoked_certificates()
+                        .map(|r| {
+                            let raw = r.raw_serial();
+                            let n = raw.iter().take_while(|b| **b == 0).count();
+                            identity::profile::hex_lower(&raw[n..])
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = write_file(&dir.join("crl.der"), &der, 0o644);
+            if let Ok(n) = directory.add_revoked(serials) {
+                tracing::info!(new = n, "CRL read");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot fetch the CA's CRL now; relying on the feed"),
+    }
+    tokio::spawn(directory.clone().follow(ca));
+
+    let limits = Limits {
+        block_max_txs: cfg.block_max_txs.clamp(1, 10_000),
+        inflight: cfg.inflight_blocks.clamp(1, 16),
+        cache_bytes: cfg.cache_mib.max(1) * 1024 * 1024,
+    };
+    let subchains = Arc::new(Subchains::new(
+        directory.clone(),
+        Creators::new(bundle.clone(), intermediates),
+        dir.to_path_buf(),
+        &cfg.name,
+        format!("https://{}", cfg.listen),
+        limits,
+    ));
+    tokio::spawn(subchains.clone().follow());
+
+    let tls =
+        ledger_node::server::tls_config(&bundle, chain, key, directory.clone(), &cfg.trust_domain).map_err(local)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| local(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let addr = listener.local_addr().map_err(local)?;
+    let app = router(Arc::new(AppState {
+        directory: directory.clone(),
+        subchains: subchains.clone(),
+        stale_after_ms: cfg.stale_after_secs.max(1) * 1000,
+    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    println!("ledger-node {} listening on https://{addr} (CA {})", cfg.name, cfg.ca);
+    let server = tokio::spawn(ledger_node::server::serve(listener, tls, app, directory, stopped));
+    shutdown_signal().await;
+    println!("shutting down");
+    let _ = stop.send(true);
+    let _ = server.await;
+    subchains.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BSN_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let r = rt.block_on(async {
+        match cli.command {
+            Command::Init {
+                data_dir,
+                ca,
+                ca_bundle,
+                name,
+                secret,
+                listen,
+            } => init(&data_dir, &ca, &ca_bundle, &name, &secret, &listen).await,
+            Command::Serve { data_dir, listen } => serve(&data_dir, listen).await,
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("error: {msg}");
+            code
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! One redb database per subchain: blocks, the block-hash and transaction indexes, the world
+//! state, and the Raft log, vote and applied position. Every write transaction commits with
+//! redb's default `Durability::Immediate`, so what it wrote is on disk when `commit` returns.
+//!
+//! Crash story: a block, its indexes, its state changes and the Raft "applied" position are one
+//! redb transaction, so after a crash either all of them are there or none is, and Raft re-applies
+//! from its (separately durable) log whatever was not applied. A Raft log append is durable before
+//! openraft is told so, and a client hears "committed" only after the block's transaction commits.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use identity::ledger::{Block, Digest32};
+use identity::membership::{Envelope, MembershipKey, Statement};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::chain::{Applied, Proposal, Tip, next_block};
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const BLOCK_HASHES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hashes");
+const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
+const STATE: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("state");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+
+/// A store error (I/O or a corrupt database).
+#[derive(Debug, thiserror::Error)]
+#[error("block store: {0}")]
+pub struct StoreError(pub String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// A value in the world state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateValue {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Height of the block that last wrote it.
+    pub height: u64,
+}
+
+/// A subchain's database on this node.
+pub struct Store {
+    db: Database,
+    subchain: String,
+    tip: Mutex<Tip>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, subchain: &str, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(err)?;
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(BLOCKS).map_err(err)?;
+            w.open_table(BLOCK_HASHES).map_err(err)?;
+            w.open_table(TXS).map_err(err)?;
+            w.open_table(STATE).map_err(err)?;
+            w.open_table(META).map_err(err)?;
+            w.open_table(RAFT_LOG).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        let store = Self {
+            db,
+            subchain: subchain.to_string(),
+            tip: Mutex::new(Tip::default()),
+        };
+        let tip = store.read_tip()?;
+        *store.tip.lock().expect("tip") = tip;
+        Ok(store)
+    }
+
+    fn read_tip(&self) -> Result<Tip, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let blocks = r.open_table(BLOCKS).map_err(err)?;
+        let meta = r.open_table(META).map_err(err)?;
+        let Some((_, last)) = blocks.last().map_err(err)? else {
+            return Ok(Tip::default());
+        };
+        let block = Block::decode(last.value()).map_err(err)?;
+        let membership = match meta.get("membership").map_err(err)? {
+            Some(v) => {
+                let env: Envelope = serde_json::from_slice(v.value()).map_err(err)?;
+                let payload =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &env.payload).map_err(err)?;
+                Some(serde_json::from_slice::<Statement>(&payload).map_err(err)?)
+            }
+            None => None,
+        };
+        Ok(Tip {
+            last: Some((block.header.height, block.header.hash())),
+            timestamp_ms: block.header.timestamp_ms,
+            membership,
+        })
+    }
+
+    /// The subchain.
+    pub fn subchain(&self) -> &str {
+        &self.subchain
+    }
+
+    /// The end of the chain.
+    pub fn tip(&self) -> Tip {
+        self.tip.lock().expect("tip").clone()
+    }
+
+    /// Applies ordered proposals in one write transaction, with the Raft bookkeeping `meta`
+    /// (key, value) written alongside; returns what each proposal did (`None`: not a proposal,
+    /// such as a Raft membership entry).
+    pub fn apply(
+        &self,
+        key: &MembershipKey,
+        proposals: &[Option<&Proposal>],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut tip = self.tip();
+        let mut results = Vec::with_capacity(proposals.len());
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            let mut blocks = w.open_table(BLOCKS).map_err(err)?;
+            let mut hashes = w.open_table(BLOCK_HASHES).map_err(err)?;
+            let mut txs = w.open_table(TXS).map_err(err)?;
+            let mut state = w.open_table(STATE).map_err(err)?;
+            let mut m = w.open_table(META).map_err(err)?;
+            for p in proposals {
+                let Some(p) = p else {
+                    results.push(Applied::default());
+                    continue;
+                };
+                let (made, applied) = next_block(&self.subchain, key, &tip, p, |id| {
+                    txs.get(id).map(|v| v.is_some()).unwrap_or(true)
+                });
+                if let Some((block, statement)) = made {
+                    let h = block.header.height;
+                    let hash = block.header.hash();
+                    blocks.insert(h, block.encode().as_slice()).map_err(err)?;
+                    hashes.insert(&hash, h).map_err(err)?;
+                    if let Some(s) = statement {
+                        if let Proposal::Config { envelope } = p {
+                            m.insert("membership", envelope.as_slice()).map_err(err)?;
+                        }
+                        tip.membership = Some(s);
+                    } else {
+                        for (i, e) in block.entries.iter().enumerate() {
+                            let tx = identity::ledger::SignedTx::parse(e.clone()).map_err(err)?;
+                            txs.insert(&tx.id, (h, i as u32)).map_err(err)?;
+                            for op in &tx.body.ops {
+                                match op {
+                                    identity::ledger::Op::Put { key, value } => {
+                                        state.insert(key.as_str(), (h, value.as_slice())).map_err(err)?;
+                                    }
+                                    identity::ledger::Op::Delete { key } => {
+                                        state.remove(key.as_str()).map_err(err)?;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    tip.last = Some((h, hash));
+                    tip.timestamp_ms = block.header.timestamp_ms;
+                }
+                results.push(applied);
+            }
+            for (k, v) in meta {
+                m.insert(*k, v.as_slice()).map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)?;
+        *self.tip.lock().expect("tip") = tip;
+        Ok(results)
+    }
+
+    /// A block's encoding by height.
+    pub fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(BLOCKS).map_err(err)?;
+        Ok(t.get(height).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Blocks from `from`, at most `limit`.
+    pub fn blocks_from(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(BLOCKS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range(from..).map_err(err)?.take(limit) {
+            out.push(item.map_err(err)?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// A block's height by its hash.
+    pub fn height_of(&self, hash: &Digest32) -> Result<Option<u64>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(BLOCK_HASHES).map_err(err)?;
+        Ok(t.get(hash).map_err(err)?.map(|v| v.value()))
+    }
+
+    /// Where a transaction is: block height and index.
+    pub fn tx_position(&self, id: &Digest32) -> Result<Option<(u64, u32)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(TXS).map_err(err)?;
+        Ok(t.get(id).map_err(err)?.map(|v| v.value()))
+    }
+
+    /// Number of transactions on the chain.
+    pub fn tx_count(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(TXS).map_err(err)?;
+        t.len().map_err(err)
+    }
+
+    /// One state value.
+    pub fn get(&self, key: &str) -> Result<Option<StateValue>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(STATE).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| {
+            let (height, value) = v.value();
+            StateValue {
+                key: key.to_string(),
+                value: value.to_vec(),
+                height,
+            }
+        }))
+    }
+
+    /// State values with `start <= key < end` (an empty `end`: no upper bound), at most `limit`.
+    pub fn range(&self, start: &str, end: &str, limit: usize) -> Result<Vec<StateValue>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(STATE).map_err(err)?;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let mut out = Vec::new();
+        for item in t
+            .range::<&str>((Bound::Included(start), upper))
+            .map_err(err)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(err)?;
+            let (height, value) = v.value();
+            out.push(StateValue {
+                key: k.value().to_string(),
+                value: value.to_vec(),
+                height,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(META).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a metadata value durably.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        w.open_table(META).map_err(err)?.insert(key, value).map_err(err)?;
+        w.commit().map_err(err)
+    }
+
+    /// Appends Raft log entries (index, bytes) durably.
+    pub fn log_append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = w.open_table(RAFT_LOG).map_err(err)?;
+            for (i, e) in entries {
+                t.insert(*i, e.as_slice()).map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)
+    }
+
+    /// Raft log entries in `[from, to)`.
+    pub fn log_range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(RAFT_LOG).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range(from..to).map_err(err)? {
+            out.push(item.map_err(err)?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The last Raft log entry.
+    pub fn log_last(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(RAFT_LOG).map_err(err)?;
+        Ok(t.last().map_err(err)?.map(|(_, v)| v.value().to_vec()))
+    }
+
+    /// Removes log entries with index >= `from` (conflicting entries) durably.
+    pub fn log_truncate(&self, from: u64) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        w.open_table(RAFT_LOG)
+            .map_err(err)?
+            .retain_in(from.., |_, _| false)
+            .map_err(err)?;
+        w.commit().map_err(err)
+    }
+
+    /// Removes log entries with index <= `upto` (covered by a snapshot), recording `meta` in the
+    /// same transaction.
+    pub fn log_purge(&self, upto: u64, meta: (&str, &[u8])) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            w.open_table(RAFT_LOG)
+                .map_err(err)?
+                .retain_in(..=upto, |_, _| false)
+                .map_err(err)?;
+            w.open_table(META).map_err(err)?.insert(meta.0, meta.1).map_err(err)?;
+        }
+        w.commit().map_err(err)
+    }
+}
