@@ -449,6 +449,11 @@ pub struct TestNode {
 impl TestNode {
     /// Registers node identity `name` at the CA, runs `ledger-node init` and starts it.
     pub async fn start(ca: &mut TestCa, name: &str) -> Self {
+        Self::start_with(ca, name, "").await
+    }
+
+    /// [`TestNode::start`] with extra `node.toml` lines.
+    pub async fn start_with(ca: &mut TestCa, name: &str, extra_config: &str) -> Self {
         let secret = ca
             .register(
                 name,
@@ -469,6 +474,18 @@ impl TestNode {
             "ledger-node init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if !extra_config.is_empty() {
+            let toml = dir.join("node.toml");
+            let text = std::fs::read_to_string(&toml).unwrap();
+            // Each extra `key = value` line replaces the key's line `init` wrote.
+            let keys: Vec<&str> = extra_config.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
+            let kept: String = text
+                .lines()
+                .filter(|l| !keys.contains(&l.split('=').next().unwrap_or_default().trim()))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&toml, format!("{kept}{extra_config}\n")).unwrap();
+        }
         let mut node = Self {
             name: name.to_string(),
             url: String::new(),

@@ -562,3 +562,34 @@ async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
         acked.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_closed_when_the_ca_falls_silent() {
+    let mut ca = TestCa::start_with(&[("BSN_CA_FEED_HEARTBEAT", "1s")]);
+    let node = TestNode::start_with(&mut ca, "n1", "stale_after_secs = 3").await;
+    let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
+    let alice = node.api(&ca, &dirs[0]);
+    wait_revision(&alice, 2).await;
+    submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("before", "1")])])
+        .await
+        .expect("writes while the CA is heard");
+    // With the CA heard from every second, writes keep working past the bound.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("still", "1")])])
+        .await
+        .expect("heartbeats keep the node fresh");
+    ca.kill_all();
+    let t0 = Instant::now();
+    eventually("writes to be refused once the CA is silent", Duration::from_secs(10), || async {
+        let e = submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("after", "1")])]).await.err()?;
+        (slug(&e) == "membership-stale").then_some(())
+    })
+    .await;
+    assert!(t0.elapsed() >= Duration::from_secs(2), "refused only after the bound");
+    // Refused means nothing written; reads go on.
+    let refused = sign_tx(&dirs[0], "demo", vec![put("refused", "1")]);
+    assert_eq!(slug(&submit(&alice, &[refused]).await.unwrap_err()), "membership-stale");
+    assert!(alice.get("/api/v1/subchains/demo/state/refused", &[]).await.is_err());
+    let v = alice.get("/api/v1/subchains/demo/state/still", &[]).await.unwrap();
+    assert_eq!(v["text"], "1");
+}

@@ -1,0 +1,207 @@
+//! Full mTLS handshakes per second: the ledger node next to nginx with the same certificates on
+//! the same machine, driven by the same client.
+//!
+//! Each connection is a full TLS 1.3 handshake with a client certificate (the client keeps no
+//! sessions and neither server offers resumption), then one HTTP/1.1 request and close. On the
+//! node the request is a subchain's chain info, so every connection pays the revocation check
+//! (in the handshake) and the membership check (per request); nginx verifies the client
+//! certificate chain against the CA bundle (`ssl_verify_client on`) and answers 200. nginx runs
+//! without a revocation check: its `ssl_crl` makes OpenSSL demand a CRL from every CA in the
+//! chain, root included, and this CA publishes only its issuing CA's CRL, so with it nginx
+//! refuses every client. nginx therefore does less work per connection than the node; the
+//! comparison is in nginx's favour. Rounds alternate between the two servers; the best round of
+//! each is reported.
+//!
+//! `cargo run --release -p bsn-tests --bin bench-handshake -- [--secs 5] [--rounds 2] [--clients 16]`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bsn_tests::{TestCa, TestNode};
+use clap::Parser;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per round.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Rounds per server.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+}
+
+fn client_config(bundle: &Path, who: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(bundle).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(who.join("cert.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(who.join("key.pem")).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+async fn one(cfg: Arc<rustls::ClientConfig>, addr: &str, path: &str) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let _ = tcp.set_nodelay(true);
+    let conn = tokio_rustls::TlsConnector::from(cfg);
+    let Ok(mut tls) = conn.connect(ServerName::try_from("localhost").unwrap(), tcp).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if tls.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::with_capacity(1024);
+    let _ = tls.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+async fn round(cfg: &Arc<rustls::ClientConfig>, addr: &str, path: &str, secs: u64, clients: usize) -> (f64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (cfg, ok, failed, stop) = (cfg.clone(), ok.clone(), failed.clone(), stop.clone());
+        let (addr, path) = (addr.to_string(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if one(cfg.clone(), &addr, &path).await {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        ok.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let mut ca = TestCa::start();
+    let node = TestNode::start(&mut ca, "n1").await;
+    let admin = ca.admin();
+    let client = ca.participant("client").await;
+    // Some revoked certificates, so both servers check against a non-empty revocation set.
+    for i in 0..20 {
+        let d = ca.participant(&format!("gone{i}")).await;
+        let serial = identity::profile::check_leaf(&CertificateDer::from_pem_file(d.join("cert.pem")).unwrap())
+            .unwrap()
+            .serial_hex;
+        ca.api(Some(&admin))
+            .post(&format!("/api/v1/certificates/{serial}/revoke"), &json!({}))
+            .await
+            .unwrap();
+    }
+    ca.api(Some(&admin))
+        .post("/api/v1/subchains", &json!({ "id": "bench", "name": "Bench", "nodes": ["n1"] }))
+        .await
+        .unwrap();
+    ca.api(Some(&admin))
+        .put("/api/v1/subchains/bench/members/client", &json!({ "role": "reader" }))
+        .await
+        .unwrap();
+    let api = node.api(&ca, &client);
+    bsn_tests::eventually("the node to admit the client", Duration::from_secs(10), || async {
+        api.get("/api/v1/subchains/bench", &[]).await.ok()
+    })
+    .await;
+
+    // nginx with the node's certificate and key and the CA bundle.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = format!(
+        "worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {n}/cert.pem;\n    ssl_certificate_key {n}/key.pem;\n\
+         ssl_client_certificate {b};\n    ssl_verify_client on;\n    ssl_verify_depth 3;\n\
+         ssl_session_cache off;\n    ssl_session_tickets off;\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
+         location / {{ return 200 \"ok\"; }}\n  }}\n}}\n",
+        d = dir.path().display(),
+        n = node.dir.display(),
+        b = ca.bundle.display(),
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let mut nginx = std::process::Command::new("nginx")
+        .args(["-p"])
+        .arg(dir.path())
+        .args(["-e"])
+        .arg(dir.path().join("error.log"))
+        .args(["-c"])
+        .arg(dir.path().join("nginx.conf"))
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    let nginx_addr = format!("127.0.0.1:{port}");
+    let cfg = client_config(&ca.bundle, &client);
+    bsn_tests::eventually("nginx to answer", Duration::from_secs(10), || {
+        let (cfg, a) = (cfg.clone(), nginx_addr.clone());
+        async move { one(cfg, &a, "/").await.then_some(()) }
+    })
+    .await;
+    let node_addr = node.url.trim_start_matches("https://").to_string();
+    assert!(one(cfg.clone(), &node_addr, "/api/v1/subchains/bench").await);
+    // The node refuses a revoked certificate (nginx, without a CRL, lets it in).
+    let gone = client_config(&ca.bundle, &ca.dir.path().join("gone0"));
+    assert!(!one(gone, &node_addr, "/api/v1/subchains/bench").await);
+
+    let (mut best_node, mut best_nginx) = (0f64, 0f64);
+    for r in 0..args.rounds {
+        let (n, nf) = round(&cfg, &node_addr, "/api/v1/subchains/bench", args.secs, args.clients).await;
+        let (g, gf) = round(&cfg, &nginx_addr, "/", args.secs, args.clients).await;
+        println!("round {}: ledger-node {n:.0}/s ({nf} failed), nginx {g:.0}/s ({gf} failed)", r + 1);
+        best_node = best_node.max(n);
+        best_nginx = best_nginx.max(g);
+    }
+    println!(
+        "full mTLS handshakes + one request per connection, {} clients: ledger-node {best_node:.0}/s, nginx {best_nginx:.0}/s; ratio {:.2}",
+        args.clients,
+        best_node / best_nginx
+    );
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    drop(node);
+    ca.kill_all();
+}

@@ -1,0 +1,230 @@
+//! Committed transactions per second for one subchain on one node, with signed transactions.
+//!
+//! Starts a real CA and a real `ledger-node`, makes a writer, signs N transactions (ECDSA P-256,
+//! outside the timed part), then submits them over mTLS from several connections in batches and
+//! waits for each batch's commit (block durable in redb). A second phase sends one transaction
+//! per request to measure commit latency. The baseline, measured in the same run, is the
+//! machine's ECDSA P-256 verification rate on all cores: every transaction costs the node at
+//! least one such verification, so the ratio says how much of that ceiling the node reaches.
+//!
+//! `cargo run --release -p bsn-tests --bin bench-ledger -- [--txs 100000] [--batch 500] [--connections 4]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bsn_tests::{TestCa, TestNode, submit_body};
+use clap::Parser;
+use identity::ledger::{Op, TxBody, assemble, signing_message};
+use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// Transactions in the throughput phase.
+    #[arg(long, default_value_t = 100_000)]
+    txs: usize,
+    /// Transactions per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Connections (each with one request in flight).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds of the one-transaction-per-request phase.
+    #[arg(long, default_value_t = 5)]
+    latency_secs: u64,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn sign_all(key: &EcdsaKeyPair, cert: &[u8], from: usize, n: usize) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let rng = ring::rand::SystemRandom::new();
+                    let lo = from + t * chunk;
+                    let hi = (lo + chunk).min(from + n);
+                    (lo..hi)
+                        .map(|i| {
+                            let body = TxBody {
+                                subchain: identity::membership::SubchainId::parse("bench").unwrap(),
+                                nonce: (i as u64).to_be_bytes().to_vec(),
+                                creator_cert: cert.to_vec(),
+                                ops: vec![Op::Put {
+                                    key: format!("key-{i:09}"),
+                                    value: format!("value {i}").into_bytes(),
+                                }],
+                            }
+                            .encode()
+                            .unwrap();
+                            let sig = key.sign(&rng, &signing_message(&body)).unwrap();
+                            assemble(&body, sig.as_ref())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// ECDSA P-256 verifications per second on all cores.
+fn verify_rate(key: &EcdsaKeyPair) -> f64 {
+    let rng = ring::rand::SystemRandom::new();
+    let msgs: Vec<(Vec<u8>, Vec<u8>)> = (0..256u32)
+        .map(|i| {
+            let m = i.to_be_bytes().repeat(50);
+            let s = key.sign(&rng, &m).unwrap().as_ref().to_vec();
+            (m, s)
+        })
+        .collect();
+    let public = key.public_key().as_ref().to_vec();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = 8_000;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let pk = ring::signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &public);
+                for i in 0..per {
+                    let (m, sig) = &msgs[i % msgs.len()];
+                    pk.verify(m, sig).unwrap();
+                }
+            });
+        }
+    });
+    (threads * per) as f64 / t.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let mut ca = TestCa::start();
+    let node = TestNode::start(&mut ca, "n1").await;
+    let admin = ca.admin();
+    let writer = ca.participant("writer").await;
+    ca.api(Some(&admin))
+        .post(
+            "/api/v1/subchains",
+            &json!({ "id": "bench", "name": "Bench", "nodes": ["n1"] }),
+        )
+        .await
+        .unwrap();
+    ca.api(Some(&admin))
+        .put("/api/v1/subchains/bench/members/writer", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    let api = node.api(&ca, &writer);
+    bsn_tests::eventually("the node to admit the writer", Duration::from_secs(10), || async {
+        api.get("/api/v1/subchains/bench", &[])
+            .await
+            .ok()
+            .filter(|v| v["membership_revision"].as_u64() >= Some(2))
+    })
+    .await;
+
+    let cert = rustls_pki_types::CertificateDer::from_pem_file(writer.join("cert.pem")).unwrap();
+    let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(writer.join("key.pem")).unwrap();
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.secret_pkcs8_der(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    eprintln!("signing {} transactions...", args.txs);
+    let txs = Arc::new(sign_all(&key, &cert, 0, args.txs));
+    let baseline = verify_rate(&key);
+
+    // Throughput: batches from several connections, each waiting for its batch's commit.
+    let batches: Vec<Vec<Vec<u8>>> = txs.chunks(args.batch).map(|c| c.to_vec()).collect();
+    let batches = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let api = node.api(&ca, &writer);
+        let batches = batches.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut committed = 0usize;
+            loop {
+                let Some(b) = batches.lock().unwrap().next() else { break };
+                let t = Instant::now();
+                let v = api
+                    .post("/api/v1/subchains/bench/transactions", &submit_body(&b))
+                    .await
+                    .expect("batch committed");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                committed += v["results"].as_array().unwrap().len();
+            }
+            (committed, lat)
+        }));
+    }
+    let mut committed = 0;
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (c, l) = t.await.unwrap();
+        committed += c;
+        lat.extend(l);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rate = committed as f64 / secs;
+    let info = api.get("/api/v1/subchains/bench", &[]).await.unwrap();
+    println!(
+        "throughput: {committed} signed transactions committed in {secs:.2} s = {rate:.0} tx/s \
+         ({} connections, {} per request; {} blocks on the chain; request latency p50 {:.1} ms, p99 {:.1} ms)",
+        args.connections,
+        args.batch,
+        info["height"].as_u64().unwrap_or(0) + 1,
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    println!("baseline: ECDSA P-256 verification on all cores {baseline:.0}/s; ratio {:.2}", rate / baseline);
+
+    // Latency: one transaction per request from 8 concurrent clients.
+    let single = Arc::new(sign_all(&key, &cert, args.txs, 200_000.min(args.txs.max(20_000))));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(args.latency_secs);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let api = node.api(&ca, &writer);
+        let (single, next) = (single.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(tx) = single.get(i) else { break };
+                let t = Instant::now();
+                api.post(
+                    "/api/v1/subchains/bench/transactions",
+                    &submit_body(std::slice::from_ref(tx)),
+                )
+                .await
+                .expect("committed");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let t = Instant::now();
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.extend(task.await.unwrap());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "one transaction per request, 8 clients: {:.0} tx/s, submit-to-commit latency p50 {:.2} ms, p99 {:.2} ms ({} transactions)",
+        lat.len() as f64 / secs,
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        lat.len()
+    );
+    drop(node);
+    ca.kill_all();
+}
