@@ -4,6 +4,7 @@
 //! (authentication or permission); 4 invalid request, not found or conflict; 5 CA unreachable
 //! or failing; 6 the issuance log failed verification; 7 `audit follow` saw a watched identity.
 
+mod devnet;
 mod ledger;
 mod subchain;
 
@@ -173,6 +174,19 @@ enum Command {
     /// Read a subchain's ledger on a city node: info, state, blocks, transactions with proofs.
     #[command(subcommand)]
     Query(ledger::QueryCmd),
+    /// Run a whole network on this machine: a development CA, three city nodes hosting a demo
+    /// subchain as one Raft group, and a demo participant. Ctrl-C stops it.
+    Devnet {
+        /// Where the network keeps its data (run again to restart the same network).
+        #[arg(long, default_value = "bsn-devnet", value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA listens on this port, the nodes on the next ones.
+        #[arg(long, default_value_t = 8443)]
+        base_port: u16,
+        /// Number of city nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
     /// Your subchains and roles.
     Memberships {
         #[command(flatten)]
@@ -282,7 +296,7 @@ impl From<ClientError> for Failure {
             ClientError::Transport { .. } => (
                 5,
                 Some(
-                    "check the URL (--ca or --node) and --ca-bundle, that the server is running, and that your certificate is valid and not revoked",
+                    "check --ca or --node (the URL and port) and --ca-bundle (the CA's trust-bundle.pem), that the server is running, and that your certificate is valid and not revoked",
                 ),
             ),
             ClientError::Problem { slug, status, .. } => match slug.as_str() {
@@ -544,6 +558,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         Command::Subchain(cmd) => subchain::run(cmd).await?,
         Command::Memberships { t } => subchain::memberships(t).await?,
         Command::Tx(cmd) => ledger::tx(cmd).await?,
+        Command::Devnet { dir, base_port, nodes } => devnet::run(dir, base_port, nodes).await?,
         Command::Query(cmd) => ledger::query(cmd).await?,
         Command::Feed { t, cursor, follow } => subchain::feed(t, cursor, follow).await?,
         Command::Identities { ca, me, kind, role } => {

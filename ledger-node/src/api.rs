@@ -70,6 +70,9 @@ pub enum ApiError {
         /// The role needed.
         needs: &'static str,
     },
+    /// A node-to-node call from a node that does not host the subchain.
+    #[error("{0} is not a host of subchain {1}")]
+    NotHost(String, String),
     /// The CA has been silent too long: membership may be out of date.
     #[error("this node has not heard from the CA for {0} s; writes are refused until it does")]
     Stale(i64),
@@ -100,6 +103,7 @@ impl ApiError {
             NotHosted(_) => (StatusCode::NOT_FOUND, "not-hosted", "Subchain not hosted here"),
             NotMember(..) => (StatusCode::FORBIDDEN, "not-a-member", "Not a member of this subchain"),
             Role { .. } => (StatusCode::FORBIDDEN, "role-required", "Your role does not allow this"),
+            NotHost(..) => (StatusCode::FORBIDDEN, "not-a-host", "Not a host of this subchain"),
             Stale(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "membership-stale",
@@ -225,8 +229,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/subchains/{id}/blocks/stream", get(blocks_stream))
         .route("/api/v1/subchains/{id}/blocks/{height}", get(block_by_height))
         .route("/api/v1/subchains/{id}/blocks/by-hash/{hash}", get(block_by_hash));
+    let raft = Router::new()
+        .route("/raft/v1/{id}/append", post(raft_append))
+        .route("/raft/v1/{id}/vote", post(raft_vote))
+        .route("/raft/v1/{id}/snapshot", post(raft_snapshot))
+        .route("/raft/v1/{id}/propose", post(raft_propose))
+        .route("/raft/v1/{id}/blocks", get(raft_blocks));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(raft)
         .route("/readyz", get(ready))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .merge(subchain)
@@ -288,7 +299,16 @@ async fn info(
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let tip = c.store.tip();
     let role = s.directory.role_of(&id, &peer.id).map(Role::name);
+    let leader_id = c.orderer().raft().metrics().borrow().current_leader;
+    let leader = s.directory.statement(&id).and_then(|k| {
+        k.statement
+            .nodes
+            .iter()
+            .find(|n| Some(crate::raft::node_id(n)) == leader_id)
+            .cloned()
+    });
     Ok(axum::Json(json!({
+        "leader": leader,
         "id": id,
         "height": tip.last.map(|(h, _)| h),
         "tip": tip.last.map(|(_, h)| hex::encode(h)),
@@ -623,4 +643,85 @@ async fn blocks_stream(
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Node-to-node calls: only from a node the statement in force lists as a host (and only for a
+/// subchain this node hosts too).
+fn authorize_peer(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
+    let hosts = s
+        .directory
+        .statement(id)
+        .filter(|k| k.statement.hosted_by(&s.directory.node))
+        .ok_or_else(|| ApiError::NotHosted(id.to_string()))?;
+    if peer.kind != "node" || !hosts.statement.hosted_by(&peer.id) {
+        return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
+    }
+    s.subchains
+        .get(id)
+        .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node")))
+}
+
+type RaftResult<T, E = openraft::error::RaftError<u64>> = axum::Json<Result<T, E>>;
+
+async fn raft_append(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    axum::Json(rpc): axum::Json<openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>>,
+) -> Result<RaftResult<openraft::raft::AppendEntriesResponse<u64>>, ApiError> {
+    let c = authorize_peer(&s, &peer, &id)?;
+    Ok(axum::Json(c.orderer().raft().append_entries(rpc).await))
+}
+
+async fn raft_vote(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    axum::Json(rpc): axum::Json<openraft::raft::VoteRequest<u64>>,
+) -> Result<RaftResult<openraft::raft::VoteResponse<u64>>, ApiError> {
+    let c = authorize_peer(&s, &peer, &id)?;
+    Ok(axum::Json(c.orderer().raft().vote(rpc).await))
+}
+
+async fn raft_snapshot(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    axum::Json(rpc): axum::Json<openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig>>,
+) -> Result<
+    RaftResult<
+        openraft::raft::InstallSnapshotResponse<u64>,
+        openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>,
+    >,
+    ApiError,
+> {
+    let c = authorize_peer(&s, &peer, &id)?;
+    Ok(axum::Json(c.orderer().raft().install_snapshot(rpc).await))
+}
+
+async fn raft_propose(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    axum::Json(p): axum::Json<crate::chain::Proposal>,
+) -> Result<axum::Json<crate::chain::Applied>, ApiError> {
+    let c = authorize_peer(&s, &peer, &id)?;
+    match c.orderer().raft().client_write(p).await {
+        Ok(r) => Ok(axum::Json(r.data)),
+        Err(e) => Err(ApiError::Unavailable(format!("not ordered here: {e}"))),
+    }
+}
+
+async fn raft_blocks(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(q): Query<BlocksQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let c = authorize_peer(&s, &peer, &id)?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let blocks = c.store.blocks_from(q.from, limit).map_err(internal)?;
+    Ok(axum::Json(
+        json!({ "blocks": blocks.iter().map(|b| B64.encode(b)).collect::<Vec<_>>() }),
+    ))
 }

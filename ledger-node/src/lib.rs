@@ -16,10 +16,14 @@
 //!   block cutter; [`chain`]: the deterministic block rules; [`raft`]: one openraft group per
 //!   subchain behind the [`raft::Orderer`] trait; [`store`]: one redb database per subchain.
 //!
-//! Non-features (for now): groups have one node (multi-node Raft groups, forwarding to the
-//! leader and catch-up by snapshot are the next step); no chaincode: transactions are put/delete
-//! operations on a key-value state; the node's own certificate is not renewed automatically
-//! (re-run `init` before it expires).
+//! - [`peers`]: node-to-node mTLS: a subchain hosted on several nodes runs one Raft group across
+//!   them; submissions on a follower are forwarded to the leader; a node far behind installs a
+//!   snapshot by fetching the missing blocks; the leader follows the CA's host list one node at
+//!   a time.
+//!
+//! Non-features (for now): no chaincode: transactions are put/delete operations on a key-value
+//! state; peer addresses come from `node.toml` (the CA lists who hosts, not where); the node's
+//! own certificate is not renewed automatically (re-run `init` before it expires).
 //!
 //! It depends on `identity` (and the `bsn` client library for talking to the CA), never on
 //! `ca-server`.
@@ -30,6 +34,7 @@ pub mod api;
 pub mod chain;
 pub mod directory;
 pub mod metrics;
+pub mod peers;
 pub mod raft;
 pub mod server;
 pub mod store;

@@ -74,6 +74,12 @@ struct NodeConfig {
     stale_after_secs: i64,
     #[serde(default = "d_cache")]
     cache_mib: usize,
+    /// The URL other nodes reach this one at (default: https:// + listen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    /// Other city nodes' gateway URLs by node name (for subchains hosted on several nodes).
+    #[serde(default)]
+    peers: std::collections::BTreeMap<String, String>,
 }
 fn d_block_max_txs() -> usize {
     2000
@@ -161,6 +167,8 @@ async fn init(
         inflight_blocks: d_inflight(),
         stale_after_secs: d_stale(),
         cache_mib: d_cache(),
+        advertise: None,
+        peers: Default::default(),
     };
     write_file(
         &dir.join("node.toml"),
@@ -226,7 +234,8 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
 
     let directory = Arc::new(Directory::open(&dir.join("node.redb"), &cfg.name, mkey).map_err(local)?);
     let tls_client = bsn::client::tls_config(&bundle_pem, Some((&cert_pem, &key_pem))).map_err(ca_error)?;
-    let ca = Api::new(&cfg.ca, tls_client).map_err(ca_error)?;
+    let ca = Api::new(&cfg.ca, tls_client.clone()).map_err(ca_error)?;
+    let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), tls_client).map_err(local)?;
     // The CRL is a start-up safety net; the feed carries every revocation.
     match ca.get_bytes("/api/v1/crl").await {
         Ok(der) => {
@@ -260,7 +269,10 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         Creators::new(bundle.clone(), intermediates),
         dir.to_path_buf(),
         &cfg.name,
-        format!("https://{}", cfg.listen),
+        cfg.advertise
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", cfg.listen)),
+        peers,
         limits,
     ));
     tokio::spawn(subchains.clone().follow());
@@ -299,7 +311,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BSN_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BSN_LOG").unwrap_or_else(|_| "info,openraft=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

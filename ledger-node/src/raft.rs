@@ -7,8 +7,8 @@
 //! is already in the store), so building one writes only its metadata and lets openraft purge the
 //! log behind it.
 //!
-//! This version runs single-node groups (the embedded default): [`NoPeers`] is the network of a
-//! group that has no other member, and refuses to reach anyone.
+//! A subchain hosted on several nodes runs one group across them (`peers::GroupNetwork`); a
+//! single host is a one-node group, the embedded default.
 // openraft's storage traits fix the (large) error type; boxing it is not an option.
 #![allow(clippy::result_large_err)]
 
@@ -19,22 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use identity::membership::MembershipKey;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
-use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
+use std::collections::BTreeMap;
+
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftNetwork,
-    RaftNetworkFactory, RaftSnapshotBuilder, Snapshot, SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError,
-    StoredMembership, Vote,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::chain::{Applied, Proposal};
+use crate::peers::{GroupNetwork, Peers};
 use crate::store::Store;
 
 openraft::declare_raft_types!(
@@ -74,54 +71,197 @@ pub trait Orderer: Send + Sync + 'static {
 /// A subchain's openraft group.
 pub struct RaftOrderer {
     raft: openraft::Raft<TypeConfig>,
+    subchain: String,
+    me: u64,
+    peers: Peers,
+    applied: watch::Receiver<Option<u64>>,
+}
+
+/// Where this node and its peers are.
+#[derive(Clone, Copy)]
+pub struct Membership<'a> {
+    /// This node's name.
+    pub me: &'a str,
+    /// This node's gateway URL.
+    pub my_addr: &'a str,
+    /// The hosting nodes the CA's statement lists (sorted).
+    pub hosts: &'a [String],
+    /// Addresses of the other nodes.
+    pub peers: &'a Peers,
+}
+
+impl Membership<'_> {
+    /// The hosts with a known address, as Raft members.
+    fn members(&self) -> BTreeMap<u64, BasicNode> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let addr = if h == self.me {
+                    Some(self.my_addr.to_string())
+                } else {
+                    self.peers.address(h).map(str::to_string)
+                };
+                match addr {
+                    Some(a) => Some((node_id(h), BasicNode::new(a))),
+                    None => {
+                        tracing::warn!(
+                            node = h,
+                            "no address for this hosting node: add it to [peers] in node.toml"
+                        );
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
 }
 
 impl RaftOrderer {
-    /// Starts (or restarts) the single-node group of `store` with this node as its member.
+    /// Starts (or restarts) this node's member of the subchain's group. A new group is created
+    /// (initialised with every hosting node as a voter) only by the first host in the CA's
+    /// statement, and only when its store is empty; the others join when it reaches them.
     pub async fn start(
         store: Arc<Store>,
         key: MembershipKey,
-        me: u64,
-        addr: &str,
+        m: Membership<'_>,
         applied: watch::Sender<Option<u64>>,
     ) -> anyhow::Result<Self> {
         let config = openraft::Config {
             cluster_name: store.subchain().to_string(),
             heartbeat_interval: 250,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
             max_in_snapshot_log_to_keep: 1_000,
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         }
         .validate()?;
+        let subchain = store.subchain().to_string();
+        let me = node_id(m.me);
+        let fresh = store.tip().last.is_none();
         let log = LogStore { store: store.clone() };
-        let sm = SmHandle(Arc::new(StateMachine { store, key, applied }));
-        let raft = openraft::Raft::new(me, Arc::new(config), NoPeers, log, sm).await?;
-        if !raft.is_initialized().await? {
-            let mut members = std::collections::BTreeMap::new();
-            members.insert(me, BasicNode::new(addr));
-            raft.initialize(members).await?;
+        let watcher = applied.subscribe();
+        let sm = SmHandle(Arc::new(StateMachine {
+            store,
+            key,
+            applied,
+            peers: m.peers.clone(),
+        }));
+        let network = GroupNetwork {
+            subchain: subchain.clone(),
+            peers: m.peers.clone(),
+        };
+        let raft = openraft::Raft::new(me, Arc::new(config), network, log, sm).await?;
+        if fresh && m.hosts.first().map(String::as_str) == Some(m.me) && !raft.is_initialized().await? {
+            raft.initialize(m.members()).await?;
         }
-        Ok(Self { raft })
+        Ok(Self {
+            raft,
+            subchain,
+            me,
+            peers: m.peers.clone(),
+            applied: watcher,
+        })
+    }
+
+    /// The openraft handle (for the peer RPC routes).
+    pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Whether this node leads the group now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.me)
+    }
+
+    /// Moves the group's voters one step towards the CA's host list (add one, or remove one),
+    /// when this node is the leader. Returns whether it changed something.
+    pub async fn reconcile(&self, m: Membership<'_>) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let want = m.members();
+        let have: std::collections::BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if let Some((id, node)) = want.iter().find(|(id, _)| !have.contains(id)) {
+            tracing::info!(subchain = self.subchain, node = node.addr, "adding a host to the group");
+            if let Err(e) = self.raft.add_learner(*id, node.clone(), true).await {
+                tracing::warn!(subchain = self.subchain, error = %e, "could not add the host as a learner");
+                return false;
+            }
+            let mut voters = have.clone();
+            voters.insert(*id);
+            return match self.raft.change_membership(voters, false).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(subchain = self.subchain, error = %e, "could not promote the host");
+                    false
+                }
+            };
+        }
+        if let Some(gone) = have.iter().find(|id| !want.contains_key(id)) {
+            if want.is_empty() {
+                return false;
+            }
+            tracing::info!(
+                subchain = self.subchain,
+                node = gone,
+                "removing a node that no longer hosts the subchain"
+            );
+            let mut voters = have.clone();
+            voters.remove(gone);
+            return match self.raft.change_membership(voters, false).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(subchain = self.subchain, error = %e, "could not remove the node");
+                    false
+                }
+            };
+        }
+        false
     }
 }
 
 impl Orderer for RaftOrderer {
     async fn propose(&self, p: Proposal) -> Result<Applied, OrderError> {
-        // Right after start-up the group may still be electing itself: retry for a few seconds.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // While a leader is being elected (at start-up, or after the leader failed), retry for a
+        // while; a follower forwards to the leader and then waits until it has applied the block
+        // itself, so a read on this node right after sees the write.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            match self.raft.client_write(p.clone()).await {
+            let last = match self.raft.client_write(p.clone()).await {
                 Ok(r) => return Ok(r.data),
-                Err(RaftError::APIError(e)) => {
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(OrderError::NoLeader(e.to_string()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                    Some(leader) => match self.peers.propose(&leader.addr, &self.subchain, &p).await {
+                        Ok(applied) => {
+                            if let Some(h) = applied.height {
+                                let mut w = self.applied.clone();
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    w.wait_for(|a| a.is_some_and(|a| a >= h)),
+                                )
+                                .await;
+                            }
+                            return Ok(applied);
+                        }
+                        Err(e) => e.to_string(),
+                    },
+                    None => "no leader elected yet".to_string(),
+                },
+                Err(RaftError::APIError(e)) => e.to_string(),
                 Err(RaftError::Fatal(e)) => return Err(OrderError::Stopped(e.to_string())),
+            };
+            if tokio::time::Instant::now() > deadline {
+                return Err(OrderError::NoLeader(last));
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -252,6 +392,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     key: MembershipKey,
     applied: watch::Sender<Option<u64>>,
+    peers: Peers,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -377,15 +518,75 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        // Only a follower far behind its leader receives a snapshot; a single-node group never
-        // does. Catching up by fetching blocks belongs with multi-node groups.
-        Err(StorageIOError::write_snapshot(
-            Some(meta.signature()),
-            AnyError::error("this node runs single-node groups: installing a snapshot is not supported"),
-        )
-        .into())
+        // A snapshot is "the chain up to height H, whose hash is X": fetch the missing blocks from
+        // the group's other members, check each extends the chain, and check the last one is X.
+        let record: SnapshotRecord = decode(snapshot.get_ref())?;
+        let sm = self.0.clone();
+        let fail = |m: String| -> StorageError<u64> {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(m)).into()
+        };
+        if let (Some(height), Some(hash)) = (record.height, record.hash.clone()) {
+            let sources: Vec<String> = meta
+                .last_membership
+                .membership()
+                .nodes()
+                .map(|(_, n)| n.addr.clone())
+                .collect();
+            let mut last_error = String::from("no member to fetch blocks from");
+            'fetch: while sm.store.tip().last.is_none_or(|(h, _)| h < height) {
+                let from = sm.store.tip().last.map_or(0, |(h, _)| h + 1);
+                for src in &sources {
+                    let page: Result<serde_json::Value, _> = sm
+                        .peers
+                        .get(
+                            src,
+                            &format!("/raft/v1/{}/blocks?from={from}&limit=500", sm.store.subchain()),
+                        )
+                        .await;
+                    let blocks = match page {
+                        Ok(v) => v["blocks"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|b| b.as_str())
+                            .map(|b| {
+                                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b)
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|raw| identity::ledger::Block::decode(&raw).map_err(|e| e.to_string()))
+                            })
+                            .collect::<Result<Vec<_>, _>>(),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match blocks {
+                        Ok(b) if !b.is_empty() => {
+                            let b: Vec<_> = b.into_iter().take_while(|b| b.header.height <= height).collect();
+                            blocking(|| sm.store.import(&sm.key, &b, &[])).map_err(|e| fail(e.to_string()))?;
+                            continue 'fetch;
+                        }
+                        Ok(_) => last_error = format!("{src} has no blocks from {from}"),
+                        Err(e) => last_error = e,
+                    }
+                }
+                return Err(fail(format!(
+                    "cannot fetch blocks to install the snapshot: {last_error}"
+                )));
+            }
+            let tip = sm.store.tip();
+            if tip.last.map(|(h, x)| (h, hex::encode(x))) != Some((height, hash)) {
+                return Err(fail("the fetched chain does not end in the snapshot's block".into()));
+            }
+        }
+        let meta_rows = vec![
+            ("applied", encode(&meta.last_log_id)),
+            ("raft_membership", encode(&meta.last_membership)),
+            ("snapshot", encode(&record)),
+        ];
+        blocking(|| sm.store.import(&sm.key, &[], &meta_rows)).map_err(|e| fail(e.to_string()))?;
+        sm.applied.send_replace(sm.store.tip().last.map(|(h, _)| h));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
@@ -396,51 +597,5 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                 snapshot: Box::new(Cursor::new(bytes)),
             }
         }))
-    }
-}
-
-/// The network of a group with no other member: every call fails as unreachable.
-pub struct NoPeers;
-
-/// A connection to nobody.
-pub struct NoPeer;
-
-impl RaftNetworkFactory<TypeConfig> for NoPeers {
-    type Network = NoPeer;
-
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> NoPeer {
-        NoPeer
-    }
-}
-
-fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&AnyError::error(
-        "single-node group: there is no other node to reach",
-    )))
-}
-
-impl RaftNetwork<TypeConfig> for NoPeer {
-    async fn append_entries(
-        &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(unreachable())
-    }
-
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
     }
 }

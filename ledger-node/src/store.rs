@@ -44,6 +44,42 @@ pub struct StateValue {
     pub height: u64,
 }
 
+type Tables<'a, 't> = (
+    &'a mut redb::Table<'t, u64, &'static [u8]>,
+    &'a mut redb::Table<'t, &'static [u8; 32], u64>,
+    &'a mut redb::Table<'t, &'static [u8; 32], (u64, u32)>,
+    &'a mut redb::Table<'t, &'static str, (u64, &'static [u8])>,
+    &'a mut redb::Table<'t, &'static str, &'static [u8]>,
+);
+
+/// Writes a block and what it indexes and changes: its transactions and their state changes, or
+/// for a config block the statement now in force.
+fn put_block(t: Tables<'_, '_>, block: &Block, config: bool) -> Result<(), StoreError> {
+    let (blocks, hashes, txs, state, m) = t;
+    let h = block.header.height;
+    blocks.insert(h, block.encode().as_slice()).map_err(err)?;
+    hashes.insert(&block.header.hash(), h).map_err(err)?;
+    if config {
+        m.insert("membership", block.entries[0].as_slice()).map_err(err)?;
+        return Ok(());
+    }
+    for (i, e) in block.entries.iter().enumerate() {
+        let tx = identity::ledger::SignedTx::parse(e.clone()).map_err(err)?;
+        txs.insert(&tx.id, (h, i as u32)).map_err(err)?;
+        for op in &tx.body.ops {
+            match op {
+                identity::ledger::Op::Put { key, value } => {
+                    state.insert(key.as_str(), (h, value.as_slice())).map_err(err)?;
+                }
+                identity::ledger::Op::Delete { key } => {
+                    state.remove(key.as_str()).map_err(err)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A subchain's database on this node.
 pub struct Store {
     db: Database,
@@ -139,32 +175,15 @@ impl Store {
                     txs.get(id).map(|v| v.is_some()).unwrap_or(true)
                 });
                 if let Some((block, statement)) = made {
-                    let h = block.header.height;
-                    let hash = block.header.hash();
-                    blocks.insert(h, block.encode().as_slice()).map_err(err)?;
-                    hashes.insert(&hash, h).map_err(err)?;
-                    if let Some(s) = statement {
-                        if let Proposal::Config { envelope } = p {
-                            m.insert("membership", envelope.as_slice()).map_err(err)?;
-                        }
-                        tip.membership = Some(s);
-                    } else {
-                        for (i, e) in block.entries.iter().enumerate() {
-                            let tx = identity::ledger::SignedTx::parse(e.clone()).map_err(err)?;
-                            txs.insert(&tx.id, (h, i as u32)).map_err(err)?;
-                            for op in &tx.body.ops {
-                                match op {
-                                    identity::ledger::Op::Put { key, value } => {
-                                        state.insert(key.as_str(), (h, value.as_slice())).map_err(err)?;
-                                    }
-                                    identity::ledger::Op::Delete { key } => {
-                                        state.remove(key.as_str()).map_err(err)?;
-                                    }
-                                }
-                            }
-                        }
+                    put_block(
+                        (&mut blocks, &mut hashes, &mut txs, &mut state, &mut m),
+                        &block,
+                        statement.is_some(),
+                    )?;
+                    if statement.is_some() {
+                        tip.membership = statement;
                     }
-                    tip.last = Some((h, hash));
+                    tip.last = Some((block.header.height, block.header.hash()));
                     tip.timestamp_ms = block.header.timestamp_ms;
                 }
                 results.push(applied);
@@ -176,6 +195,47 @@ impl Store {
         w.commit().map_err(err)?;
         *self.tip.lock().expect("tip") = tip;
         Ok(results)
+    }
+
+    /// Imports blocks fetched from a peer (catching up from a snapshot): each must extend the
+    /// chain here; config blocks must carry a statement that verifies with `key`. One write
+    /// transaction for the batch, with `meta` written alongside.
+    pub fn import(&self, key: &MembershipKey, batch: &[Block], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut tip = self.tip();
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            let mut blocks = w.open_table(BLOCKS).map_err(err)?;
+            let mut hashes = w.open_table(BLOCK_HASHES).map_err(err)?;
+            let mut txs = w.open_table(TXS).map_err(err)?;
+            let mut state = w.open_table(STATE).map_err(err)?;
+            let mut m = w.open_table(META).map_err(err)?;
+            for block in batch {
+                let (want_height, want_prev) = match tip.last {
+                    None => (0, [0; 32]),
+                    Some((h, hash)) => (h + 1, hash),
+                };
+                if block.header.height != want_height || block.header.previous != want_prev {
+                    return Err(StoreError(format!(
+                        "fetched block {} does not extend the chain at {want_height}",
+                        block.header.height
+                    )));
+                }
+                let config = block.header.kind == identity::ledger::BlockKind::Config;
+                if config {
+                    let env: Envelope = serde_json::from_slice(&block.entries[0]).map_err(err)?;
+                    tip.membership = Some(key.verify_statement(&env).map_err(err)?);
+                }
+                put_block((&mut blocks, &mut hashes, &mut txs, &mut state, &mut m), block, config)?;
+                tip.last = Some((block.header.height, block.header.hash()));
+                tip.timestamp_ms = block.header.timestamp_ms;
+            }
+            for (k, v) in meta {
+                m.insert(*k, v.as_slice()).map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)?;
+        *self.tip.lock().expect("tip") = tip;
+        Ok(())
     }
 
     /// A block's encoding by height.

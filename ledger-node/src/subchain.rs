@@ -15,7 +15,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::chain::{Outcome, Proposal, ProposedTx};
 use crate::directory::Directory;
-use crate::raft::{OrderError, Orderer, RaftOrderer};
+use crate::peers::Peers;
+use crate::raft::{Membership, OrderError, Orderer, RaftOrderer};
 use crate::store::Store;
 
 /// Tunables of the block cutter and validation.
@@ -164,9 +165,15 @@ pub struct Subchain {
     queue: mpsc::Sender<Pending>,
     /// The height of the last applied block (`None` before genesis).
     pub applied: watch::Receiver<Option<u64>>,
+    reconciling: std::sync::atomic::AtomicBool,
 }
 
 impl Subchain {
+    /// The subchain's Raft group member on this node.
+    pub fn orderer(&self) -> &RaftOrderer {
+        &self.orderer
+    }
+
     /// Queues validated transactions for the next blocks and waits until they are applied.
     pub async fn order(&self, txs: Vec<ProposedTx>) -> Result<Vec<Outcome>, OrderError> {
         let (reply, rx) = oneshot::channel();
@@ -251,8 +258,9 @@ pub struct Subchains {
     directory: Arc<Directory>,
     creators: Creators,
     data_dir: PathBuf,
-    me: u64,
+    name: String,
     addr: String,
+    peers: Peers,
     limits: Limits,
     open: RwLock<HashMap<String, Arc<Subchain>>>,
     verify_slots: Semaphore,
@@ -266,6 +274,7 @@ impl Subchains {
         data_dir: PathBuf,
         node_name: &str,
         addr: String,
+        peers: Peers,
         limits: Limits,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -273,8 +282,9 @@ impl Subchains {
             directory,
             creators,
             data_dir,
-            me: crate::raft::node_id(node_name),
+            name: node_name.to_string(),
             addr,
+            peers,
             limits,
             open: RwLock::new(HashMap::new()),
             verify_slots: Semaphore::new(cores),
@@ -293,7 +303,16 @@ impl Subchains {
         v
     }
 
-    async fn open_subchain(&self, id: &str) -> anyhow::Result<Arc<Subchain>> {
+    fn membership<'a>(&'a self, hosts: &'a [String]) -> Membership<'a> {
+        Membership {
+            me: &self.name,
+            my_addr: &self.addr,
+            hosts,
+            peers: &self.peers,
+        }
+    }
+
+    async fn open_subchain(&self, id: &str, hosts: &[String]) -> anyhow::Result<Arc<Subchain>> {
         if let Some(s) = self.get(id) {
             return Ok(s);
         }
@@ -303,8 +322,9 @@ impl Subchains {
             Store::open(&dir.join(format!("{id}.redb")), id, self.limits.cache_bytes)
         })?);
         let (tx, applied) = watch::channel(store.tip().last.map(|(h, _)| h));
-        let orderer =
-            Arc::new(RaftOrderer::start(store.clone(), self.directory.key().clone(), self.me, &self.addr, tx).await?);
+        let orderer = Arc::new(
+            RaftOrderer::start(store.clone(), self.directory.key().clone(), self.membership(hosts), tx).await?,
+        );
         let (queue, rx) = mpsc::channel(4096);
         tokio::spawn(cut_blocks(orderer.clone(), rx, self.limits.clone()));
         let s = Arc::new(Subchain {
@@ -313,6 +333,7 @@ impl Subchains {
             orderer,
             queue,
             applied,
+            reconciling: std::sync::atomic::AtomicBool::new(false),
         });
         self.open.write().expect("subchains").insert(id.to_string(), s.clone());
         tracing::info!(subchain = id, "subchain opened");
@@ -325,14 +346,30 @@ impl Subchains {
         let hosted = self.directory.hosted();
         for known in &hosted {
             let id = known.statement.subchain.as_str();
-            let s = match self.open_subchain(id).await {
+            let s = match self.open_subchain(id, &known.statement.nodes).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(subchain = id, error = %e, "cannot open subchain");
                     continue;
                 }
             };
-            if known.statement.revision > s.store.tip().revision() {
+            // Group changes can take long (a new host catching up): one at a time, off this loop.
+            if s.orderer.is_leader() && !s.reconciling.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let (s2, hosts) = (s.clone(), known.statement.nodes.clone());
+                let (name, addr, peers) = (self.name.clone(), self.addr.clone(), self.peers.clone());
+                tokio::spawn(async move {
+                    let m = Membership {
+                        me: &name,
+                        my_addr: &addr,
+                        hosts: &hosts,
+                        peers: &peers,
+                    };
+                    while s2.orderer.reconcile(m).await {}
+                    s2.reconciling.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            // The leader writes a newer statement as a config block (followers get it by Raft).
+            if s.orderer.is_leader() && known.statement.revision > s.store.tip().revision() {
                 let p = Proposal::Config {
                     envelope: known.envelope.clone(),
                 };
@@ -368,13 +405,15 @@ impl Subchains {
         }
     }
 
-    /// Runs [`Subchains::sync`] now and on every statement change.
+    /// Runs [`Subchains::sync`] now, on every statement change, and every two seconds (a
+    /// group change that failed, say because a host was down, is retried).
     pub async fn follow(self: Arc<Self>) {
         let mut changes = self.directory.statement_changes();
         loop {
             self.sync().await;
-            if changes.changed().await.is_err() {
-                return;
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             }
         }
     }

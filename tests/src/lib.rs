@@ -477,14 +477,25 @@ impl TestNode {
         if !extra_config.is_empty() {
             let toml = dir.join("node.toml");
             let text = std::fs::read_to_string(&toml).unwrap();
-            // Each extra `key = value` line replaces the key's line `init` wrote.
-            let keys: Vec<&str> = extra_config.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
+            // Each extra `key = value` line replaces the key's line `init` wrote; a `[peers]`
+            // table in the extra lines replaces the (empty) one `init` wrote last.
+            let keys: Vec<&str> = extra_config
+                .lines()
+                .filter_map(|l| l.split('=').next())
+                .map(str::trim)
+                .collect();
             let kept: String = text
                 .lines()
+                .filter(|l| l.trim() != "[peers]")
                 .filter(|l| !keys.contains(&l.split('=').next().unwrap_or_default().trim()))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            std::fs::write(&toml, format!("{kept}{extra_config}\n")).unwrap();
+            let peers = if extra_config.contains("[peers]") {
+                ""
+            } else {
+                "[peers]\n"
+            };
+            std::fs::write(&toml, format!("{kept}{extra_config}\n{peers}")).unwrap();
         }
         let mut node = Self {
             name: name.to_string(),
@@ -496,6 +507,22 @@ impl TestNode {
         node
     }
 
+    /// Starts nodes `names` that know each other's addresses (for subchains hosted on several).
+    pub async fn cluster(ca: &mut TestCa, names: &[&str]) -> Vec<TestNode> {
+        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut extra = format!("listen = \"127.0.0.1:{}\"\n[peers]\n", ports[i]);
+            for (j, other) in names.iter().enumerate() {
+                if i != j {
+                    extra.push_str(&format!("{other} = \"https://127.0.0.1:{}\"\n", ports[j]));
+                }
+            }
+            nodes.push(TestNode::start_with(ca, name, &extra).await);
+        }
+        nodes
+    }
+
     fn spawn(&mut self, listen: Option<&str>) {
         let mut cmd = Command::new(bin("ledger-node"));
         cmd.args(["serve", "--data-dir"]).arg(&self.dir);
@@ -503,7 +530,7 @@ impl TestNode {
             cmd.args(["--listen", l]);
         }
         let mut child = cmd
-            .env("BSN_LOG", "warn")
+            .env("BSN_LOG", "warn,openraft=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -552,6 +579,15 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A free TCP port on 127.0.0.1 (for nodes that must know each other's address before start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Signs a transaction for `subchain` with the credentials in `who` (as `bsn tx submit` does).

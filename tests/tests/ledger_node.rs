@@ -283,8 +283,28 @@ async fn members_write_and_read_and_the_ca_decides_who_may() {
     let v = wait_revision(&bob, 5).await;
     assert_eq!(v["membership_revision"], 5);
     let blocks = all_blocks(&bob).await;
-    let configs = blocks.iter().filter(|b| b["kind"] == "config").count();
-    assert_eq!(configs, 5, "one config block per membership revision");
+    // Config blocks carry increasing revisions up to the one in force (two changes that reach the
+    // node together may enter as one config block: the newer statement).
+    let revisions: Vec<u64> = blocks
+        .iter()
+        .filter(|b| b["kind"] == "config")
+        .map(|b| b["membership_revision"].as_u64().unwrap())
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "config revisions increase: {revisions:?}"
+    );
+    assert_eq!(revisions.last(), Some(&5), "{revisions:?}");
+    assert_eq!(blocks[0]["kind"], "config", "the genesis block is a config block");
+    // Every transaction block was cut under the revision in force before it.
+    let mut in_force = 0;
+    for b in &blocks {
+        if b["kind"] == "config" {
+            in_force = b["membership_revision"].as_u64().unwrap();
+        } else {
+            assert_eq!(b["membership_revision"].as_u64().unwrap(), in_force);
+        }
+    }
     // The admin sees the signed statement in force; a writer may not.
     let e = bob.get("/api/v1/subchains/demo/membership", &[]).await.unwrap_err();
     assert_eq!(slug(&e), "role-required");
@@ -580,10 +600,16 @@ async fn writes_fail_closed_when_the_ca_falls_silent() {
         .expect("heartbeats keep the node fresh");
     ca.kill_all();
     let t0 = Instant::now();
-    eventually("writes to be refused once the CA is silent", Duration::from_secs(10), || async {
-        let e = submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("after", "1")])]).await.err()?;
-        (slug(&e) == "membership-stale").then_some(())
-    })
+    eventually(
+        "writes to be refused once the CA is silent",
+        Duration::from_secs(10),
+        || async {
+            let e = submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("after", "1")])])
+                .await
+                .err()?;
+            (slug(&e) == "membership-stale").then_some(())
+        },
+    )
     .await;
     assert!(t0.elapsed() >= Duration::from_secs(2), "refused only after the bound");
     // Refused means nothing written; reads go on.

@@ -108,14 +108,6 @@ async fn round(cfg: &Arc<rustls::ClientConfig>, addr: &str, path: &str, secs: u6
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -136,7 +128,10 @@ async fn main() {
             .unwrap();
     }
     ca.api(Some(&admin))
-        .post("/api/v1/subchains", &json!({ "id": "bench", "name": "Bench", "nodes": ["n1"] }))
+        .post(
+            "/api/v1/subchains",
+            &json!({ "id": "bench", "name": "Bench", "nodes": ["n1"] }),
+        )
         .await
         .unwrap();
     ca.api(Some(&admin))
@@ -151,7 +146,7 @@ async fn main() {
 
     // nginx with the node's certificate and key and the CA bundle.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = bsn_tests::free_port();
     let conf = format!(
         "worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
@@ -191,7 +186,10 @@ async fn main() {
     for r in 0..args.rounds {
         let (n, nf) = round(&cfg, &node_addr, "/api/v1/subchains/bench", args.secs, args.clients).await;
         let (g, gf) = round(&cfg, &nginx_addr, "/", args.secs, args.clients).await;
-        println!("round {}: ledger-node {n:.0}/s ({nf} failed), nginx {g:.0}/s ({gf} failed)", r + 1);
+        println!(
+            "round {}: ledger-node {n:.0}/s ({nf} failed), nginx {g:.0}/s ({gf} failed)",
+            r + 1
+        );
         best_node = best_node.max(n);
         best_nginx = best_nginx.max(g);
     }

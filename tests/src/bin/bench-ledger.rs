@@ -7,7 +7,12 @@
 //! machine's ECDSA P-256 verification rate on all cores: every transaction costs the node at
 //! least one such verification, so the ratio says how much of that ceiling the node reaches.
 //!
-//! `cargo run --release -p bsn-tests --bin bench-ledger -- [--txs 100000] [--batch 500] [--connections 4]`
+//! With `--nodes 3` the subchain is hosted on three nodes (one Raft group; clients spread over
+//! the nodes, followers forward to the leader), and a last phase stops one follower, writes
+//! `--catchup-blocks` blocks without it, restarts it and times how long it takes to catch up
+//! (by log replication, or by installing a snapshot and fetching blocks when it is far behind).
+//!
+//! `cargo run --release -p bsn-tests --bin bench-ledger -- [--txs 100000] [--batch 500] [--connections 4] [--nodes 3 --catchup-blocks 5000]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +38,12 @@ struct Args {
     /// Seconds of the one-transaction-per-request phase.
     #[arg(long, default_value_t = 5)]
     latency_secs: u64,
+    /// City nodes hosting the subchain.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Blocks a stopped follower must catch up on (with --nodes > 1; 0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    catchup_blocks: usize,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -107,13 +118,19 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let mut ca = TestCa::start();
-    let node = TestNode::start(&mut ca, "n1").await;
+    let names: Vec<String> = (1..=args.nodes.max(1)).map(|i| format!("n{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut nodes = if args.nodes > 1 {
+        TestNode::cluster(&mut ca, &name_refs).await
+    } else {
+        vec![TestNode::start(&mut ca, "n1").await]
+    };
     let admin = ca.admin();
     let writer = ca.participant("writer").await;
     ca.api(Some(&admin))
         .post(
             "/api/v1/subchains",
-            &json!({ "id": "bench", "name": "Bench", "nodes": ["n1"] }),
+            &json!({ "id": "bench", "name": "Bench", "nodes": names }),
         )
         .await
         .unwrap();
@@ -121,14 +138,17 @@ async fn main() {
         .put("/api/v1/subchains/bench/members/writer", &json!({ "role": "writer" }))
         .await
         .unwrap();
-    let api = node.api(&ca, &writer);
-    bsn_tests::eventually("the node to admit the writer", Duration::from_secs(10), || async {
-        api.get("/api/v1/subchains/bench", &[])
-            .await
-            .ok()
-            .filter(|v| v["membership_revision"].as_u64() >= Some(2))
-    })
-    .await;
+    for n in &nodes {
+        let api = n.api(&ca, &writer);
+        bsn_tests::eventually("the nodes to admit the writer", Duration::from_secs(30), || async {
+            api.get("/api/v1/subchains/bench", &[])
+                .await
+                .ok()
+                .filter(|v| v["membership_revision"].as_u64() >= Some(2) && v["leader"].is_string())
+        })
+        .await;
+    }
+    let api = nodes[0].api(&ca, &writer);
 
     let cert = rustls_pki_types::CertificateDer::from_pem_file(writer.join("cert.pem")).unwrap();
     let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(writer.join("key.pem")).unwrap();
@@ -147,8 +167,8 @@ async fn main() {
     let batches = Arc::new(std::sync::Mutex::new(batches.into_iter()));
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let api = node.api(&ca, &writer);
+    for c in 0..args.connections {
+        let api = nodes[c % nodes.len()].api(&ca, &writer);
         let batches = batches.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -178,22 +198,26 @@ async fn main() {
     let info = api.get("/api/v1/subchains/bench", &[]).await.unwrap();
     println!(
         "throughput: {committed} signed transactions committed in {secs:.2} s = {rate:.0} tx/s \
-         ({} connections, {} per request; {} blocks on the chain; request latency p50 {:.1} ms, p99 {:.1} ms)",
+         ({} node(s), {} connections, {} per request; {} blocks on the chain; request latency p50 {:.1} ms, p99 {:.1} ms)",
+        nodes.len(),
         args.connections,
         args.batch,
         info["height"].as_u64().unwrap_or(0) + 1,
         pct(&mut lat, 0.5),
         pct(&mut lat, 0.99)
     );
-    println!("baseline: ECDSA P-256 verification on all cores {baseline:.0}/s; ratio {:.2}", rate / baseline);
+    println!(
+        "baseline: ECDSA P-256 verification on all cores {baseline:.0}/s; ratio {:.2}",
+        rate / baseline
+    );
 
     // Latency: one transaction per request from 8 concurrent clients.
     let single = Arc::new(sign_all(&key, &cert, args.txs, 200_000.min(args.txs.max(20_000))));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs(args.latency_secs);
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let api = node.api(&ca, &writer);
+    for c in 0..8 {
+        let api = nodes[c % nodes.len()].api(&ca, &writer);
         let (single, next) = (single.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -225,6 +249,57 @@ async fn main() {
         pct(&mut lat, 0.99),
         lat.len()
     );
-    drop(node);
+    if nodes.len() > 1 && args.catchup_blocks > 0 {
+        // A follower stops; blocks are written without it (one transaction per block: a lone
+        // sequential writer); it restarts and is timed until its height matches.
+        let leader = api.get("/api/v1/subchains/bench", &[]).await.unwrap()["leader"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let fi = names.iter().position(|n| *n != leader).unwrap();
+        let li = names.iter().position(|n| *n == leader).unwrap();
+        nodes[fi].kill();
+        let lapi = nodes[li].api(&ca, &writer);
+        let extra = sign_all(&key, &cert, 10_000_000, args.catchup_blocks);
+        let t = Instant::now();
+        for tx in &extra {
+            lapi.post(
+                "/api/v1/subchains/bench/transactions",
+                &submit_body(std::slice::from_ref(tx)),
+            )
+            .await
+            .expect("committed without the stopped follower");
+        }
+        let write_secs = t.elapsed().as_secs_f64();
+        let target = lapi.get("/api/v1/subchains/bench", &[]).await.unwrap()["height"]
+            .as_u64()
+            .unwrap();
+        nodes[fi].restart();
+        let t = Instant::now();
+        let fapi = nodes[fi].api(&ca, &writer);
+        bsn_tests::eventually("the follower to catch up", Duration::from_secs(1800), || async {
+            fapi.get("/api/v1/subchains/bench", &[])
+                .await
+                .ok()
+                .filter(|v| v["height"].as_u64() >= Some(target))
+        })
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        let a = lapi
+            .get(&format!("/api/v1/subchains/bench/blocks/{target}"), &[])
+            .await
+            .unwrap();
+        let b = fapi
+            .get(&format!("/api/v1/subchains/bench/blocks/{target}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(a["hash"], b["hash"], "the follower's chain matches the leader's");
+        println!(
+            "catch-up: {} blocks written in {write_secs:.1} s while a follower was down; after its restart it reached height {target} in {secs:.2} s ({:.0} blocks/s)",
+            args.catchup_blocks,
+            args.catchup_blocks as f64 / secs
+        );
+    }
+    drop(nodes);
     ca.kill_all();
 }

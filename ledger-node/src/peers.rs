@@ -1,0 +1,211 @@
+//! Node-to-node traffic: Raft RPCs, proposals forwarded to a subchain's leader, and block fetches
+//! for catching up. Over HTTPS with mTLS on both sides using the nodes' own certificates (the
+//! server side admits only node identities that the CA's statement in force lists as hosts of
+//! the subchain: see `api::raft_router`).
+//!
+//! Addresses come from the operator's address book (`[peers]` in `node.toml`, name -> URL), as a
+//! Fabric channel's consenter list carries host:port; who may take part comes only from the CA.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{AnyError, BasicNode, RaftNetwork, RaftNetworkFactory};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::chain::{Applied, Proposal};
+use crate::raft::TypeConfig;
+
+/// The node's view of its peers: addresses and one HTTPS client (its connection pool is shared
+/// by every subchain's group, so many groups share a few connections per peer).
+#[derive(Clone)]
+pub struct Peers {
+    /// Peer name -> base URL.
+    pub addresses: HashMap<String, String>,
+    client: reqwest::Client,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Could not reach it (connection, TLS, timeout).
+    #[error("cannot reach {0}: {1}")]
+    Unreachable(String, String),
+    /// It answered with an error status.
+    #[error("{0} answered {1}: {2}")]
+    Refused(String, u16, String),
+}
+
+impl Peers {
+    /// Peers reached with `tls` (this node's certificate, trusting the CA bundle).
+    pub fn new(addresses: HashMap<String, String>, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8)
+            .build()?;
+        Ok(Self { addresses, client })
+    }
+
+    /// The URL of a peer by name.
+    pub fn address(&self, name: &str) -> Option<&str> {
+        self.addresses.get(name).map(String::as_str)
+    }
+
+    /// POSTs JSON to `base + path` and reads JSON back.
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, PeerError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let resp = self
+            .client
+            .post(&url)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(PeerError::Refused(base.to_string(), status.as_u16(), text));
+        }
+        resp.json()
+            .await
+            .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))
+    }
+
+    /// GETs JSON from `base + path`.
+    pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, PeerError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(PeerError::Refused(base.to_string(), status.as_u16(), text));
+        }
+        resp.json()
+            .await
+            .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))
+    }
+
+    /// Forwards a proposal to the leader at `base` and returns what applying it did.
+    pub async fn propose(&self, base: &str, subchain: &str, p: &Proposal) -> Result<Applied, PeerError> {
+        self.call(
+            base,
+            &format!("/raft/v1/{subchain}/propose"),
+            p,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// The Raft network of one subchain's group.
+pub struct GroupNetwork {
+    /// The subchain.
+    pub subchain: String,
+    /// The peers.
+    pub peers: Peers,
+}
+
+/// A connection to one member of a group.
+pub struct PeerClient {
+    subchain: String,
+    target: u64,
+    addr: String,
+    peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            subchain: self.subchain.clone(),
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+impl PeerClient {
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        what: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>> {
+        let r: Result<Result<Resp, E>, PeerError> = self
+            .peers
+            .call(
+                &self.addr,
+                &format!("/raft/v1/{}/{what}", self.subchain),
+                req,
+                option.hard_ttl(),
+            )
+            .await;
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            // Unreachable (not a network error) so openraft backs off before retrying: a peer that
+            // is down, or has not opened the subchain yet, is asked again in half a second.
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(e.to_string())))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.rpc("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,147 @@
+//! `bsn devnet`: one command brings up a CA and three city nodes, prints where everything is
+//! and a "ready" line; the printed credentials write through one node and read through another;
+//! Ctrl-C (SIGINT) stops every process and frees every port.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bsn_tests::bin;
+
+/// A base port with the three after it free too.
+fn free_ports() -> u16 {
+    for _ in 0..200 {
+        let base = bsn_tests::free_port();
+        if base < 60000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no four free ports in a row");
+}
+
+/// Stops the devnet (SIGINT, as Ctrl-C) if the test fails half-way.
+struct Guard(u32);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.to_string()]).status();
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn devnet_starts_serves_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_ports();
+    let mut child = Command::new(bin("bsn"))
+        .args(["devnet", "--dir"])
+        .arg(dir.path().join("net"))
+        .args(["--base-port", &base.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child.id());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t0 = Instant::now();
+    let mut lines = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("bsn devnet did not get ready within 120 s");
+        let done = l.contains("Ctrl-C here stops everything");
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    let up = t0.elapsed();
+    let field = |prefix: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|r| r.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let ca = field("CA:");
+    let nodes = field("city node:");
+    let (key, cert) = (field("demo key:"), field("demo cert:"));
+    let bundle = field("trust bundle:");
+    assert_eq!(
+        (ca.len(), nodes.len(), key.len(), cert.len()),
+        (1, 3, 1, 1),
+        "{lines:#?}"
+    );
+    assert!(ca[0].starts_with("https://") && nodes.iter().all(|n| n.starts_with("https://")));
+    assert!(
+        lines.iter().any(|l| l.contains("bsn tx submit")),
+        "it says what to try next"
+    );
+
+    let bsn = |node: &str, args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--node",
+            node,
+            "--ca-bundle",
+            &bundle[0],
+            "--cert",
+            &cert[0],
+            "--key",
+            &key[0],
+            "--subchain",
+            "demo",
+        ]);
+        Command::new(bin("bsn")).args(&all).output().unwrap()
+    };
+    let out = bsn(&nodes[1], &["tx", "submit", "--put", "hello=world"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = bsn(&nodes[2], &["query", "get", "hello"]);
+        if String::from_utf8_lossy(&out.stdout).trim() == "world" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never served the write made on node 2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Ctrl-C: everything stops, cleanly, and the ports are free again.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bsn devnet did not stop within 30 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "devnet exit: {status:?}");
+    std::mem::forget(guard);
+    assert!(lines.iter().any(|l| l.contains("the network is ready")));
+    for p in base..base + 4 {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+            "port {p} still in use"
+        );
+    }
+    println!(
+        "devnet ready in {} ms; wrote on node 2, read on node 3; stopped on Ctrl-C",
+        up.as_millis()
+    );
+}
