@@ -215,6 +215,11 @@ fn load_config(dir: &Path) -> Result<NodeConfig, (ExitCode, String)> {
 }
 
 async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, String)> {
+    // One database file per hosted subchain: take the hard open-file limit as the soft one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let mut cfg = load_config(dir)?;
     if let Some(l) = listen {
         cfg.listen = l;
@@ -234,8 +239,10 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
 
     let directory = Arc::new(Directory::open(&dir.join("node.redb"), &cfg.name, mkey).map_err(local)?);
     let tls_client = bsn::client::tls_config(&bundle_pem, Some((&cert_pem, &key_pem))).map_err(ca_error)?;
-    let ca = Api::new(&cfg.ca, tls_client.clone()).map_err(ca_error)?;
-    let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), tls_client).map_err(local)?;
+    let ca = Api::new(&cfg.ca, tls_client).map_err(ca_error)?;
+    let peer_tls =
+        ledger_node::peers::peer_tls(&bundle, chain.clone(), key.clone_key(), directory.clone()).map_err(local)?;
+    let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), peer_tls).map_err(local)?;
     // The CRL is a start-up safety net; the feed carries every revocation.
     match ca.get_bytes("/api/v1/crl").await {
         Ok(der) => {
@@ -259,6 +266,15 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     }
     tokio::spawn(directory.clone().follow(ca));
 
+    {
+        // A revoked peer must not keep a pooled connection: reconnect (and re-verify) on each revocation.
+        let (peers, mut revocations) = (peers.clone(), directory.revocations());
+        tokio::spawn(async move {
+            while revocations.changed().await.is_ok() {
+                peers.reconnect();
+            }
+        });
+    }
     let limits = Limits {
         block_max_txs: cfg.block_max_txs.clamp(1, 10_000),
         inflight: cfg.inflight_blocks.clamp(1, 16),

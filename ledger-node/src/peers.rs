@@ -28,7 +28,8 @@ use crate::raft::TypeConfig;
 pub struct Peers {
     /// Peer name -> base URL.
     pub addresses: HashMap<String, String>,
-    client: reqwest::Client,
+    client: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 /// Why a call to a peer failed.
@@ -42,17 +43,123 @@ pub enum PeerError {
     Refused(String, u16, String),
 }
 
+/// Webpki's server-certificate check plus: the peer is a node identity of this trust domain whose
+/// certificate is not revoked. A revoked node can then neither reach its peers (their servers
+/// refuse its client certificate) nor be reached by them (this check), so it drops out of every
+/// group at once.
+struct PeerVerifier {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    directory: std::sync::Arc<crate::directory::Directory>,
+}
+
+impl std::fmt::Debug for PeerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerVerifier")
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError;
+        let leaf = identity::profile::check_leaf(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if leaf.spiffe_id.kind != identity::IdentityKind::Node {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
+        }
+        if self.directory.is_revoked(&leaf.serial_hex) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client TLS configuration for reaching peers: this node's certificate, the CA bundle, and
+/// [`PeerVerifier`].
+pub fn peer_tls(
+    bundle: &identity::verify::TrustBundle,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    directory: std::sync::Arc<crate::directory::Directory>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for r in bundle.roots() {
+        roots.add(r.clone())?;
+    }
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
+            .build()?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(PeerVerifier { inner, directory }))
+        .with_client_auth_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 impl Peers {
-    /// Peers reached with `tls` (this node's certificate, trusting the CA bundle).
+    /// Peers reached with `tls` (see [`peer_tls`]).
     pub fn new(addresses: HashMap<String, String>, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+        let client = Self::build(&tls)?;
+        Ok(Self {
+            addresses,
+            client: std::sync::Arc::new(std::sync::RwLock::new(client)),
+            tls: std::sync::Arc::new(tls),
+        })
+    }
+
+    fn build(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
             .https_only(true)
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)
-            .build()?;
-        Ok(Self { addresses, client })
+            .build()?)
+    }
+
+    fn client(&self) -> reqwest::Client {
+        self.client.read().expect("peers").clone()
+    }
+
+    /// Drops every pooled connection (the next calls handshake again, checking each peer's
+    /// certificate against the current revocations). Called on every revocation.
+    pub fn reconnect(&self) {
+        match Self::build(&self.tls) {
+            Ok(c) => *self.client.write().expect("peers") = c,
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the peer client"),
+        }
     }
 
     /// The URL of a peer by name.
@@ -70,7 +177,7 @@ impl Peers {
     ) -> Result<R, PeerError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let resp = self
-            .client
+            .client()
             .post(&url)
             .json(body)
             .timeout(timeout)
@@ -91,7 +198,7 @@ impl Peers {
     pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, PeerError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let resp = self
-            .client
+            .client()
             .get(&url)
             .send()
             .await

@@ -550,6 +550,11 @@ impl TestNode {
         self.child = Some(child);
     }
 
+    /// The node process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the node with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -205,3 +205,108 @@ async fn three_nodes_replicate_survive_the_leader_and_refuse_without_a_majority(
         catch_up.as_millis()
     );
 }
+
+async fn write_some(api: &Api, who: &std::path::Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let tx = sign_tx(who, "demo", vec![put(&format!("{tag}-{i}"), "v")]);
+        api.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+            .await
+            .unwrap_or_else(|e| panic!("write {tag}-{i}: {e}"));
+    }
+}
+
+async fn height(api: &Api) -> Option<u64> {
+    info(api).await.and_then(|v| v["height"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_join_and_leave_the_group_as_the_ca_says_and_a_revoked_node_drops_out() {
+    let mut ca = TestCa::start();
+    let names = ["n1", "n2", "n3", "n4"];
+    let nodes = TestNode::cluster(&mut ca, &names).await;
+    let admin = ca.admin();
+    let a = ca.api(Some(&admin));
+    a.post(
+        "/api/v1/subchains",
+        &json!({ "id": "demo", "name": "Demo", "nodes": ["n1", "n2", "n3"] }),
+    )
+    .await
+    .unwrap();
+    let alice = ca.participant("alice").await;
+    a.put("/api/v1/subchains/demo/members/alice", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    let apis: Vec<Api> = nodes.iter().map(|n| n.api(&ca, &alice)).collect();
+    for api in &apis[..3] {
+        eventually("the three hosts to serve", Duration::from_secs(20), || async {
+            info(api).await.filter(|v| v["membership_revision"].as_u64() == Some(2))
+        })
+        .await;
+    }
+    write_some(&apis[0], &alice, "first", 30).await;
+    let e = apis[3].get("/api/v1/subchains/demo", &[]).await.unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "not-hosted", "n4 does not host it yet");
+
+    // The CA adds n4 as a host: it joins the group and catches up with the whole chain.
+    a.patch("/api/v1/subchains/demo", &json!({ "nodes": ["n1", "n2", "n3", "n4"] }))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    write_some(&apis[1], &alice, "during", 5).await;
+    let target = height(&apis[1]).await.unwrap();
+    eventually("n4 to catch up", Duration::from_secs(30), || async {
+        height(&apis[3]).await.filter(|h| *h >= target)
+    })
+    .await;
+    let joined = t0.elapsed();
+    let c1 = verify(&chain(&apis[0]).await);
+    let c4 = verify(&chain(&apis[3]).await);
+    assert_eq!(
+        &c4[..=target as usize],
+        &c1[..=target as usize],
+        "n4 has the same chain"
+    );
+    // And takes writes (forwarded to the leader).
+    write_some(&apis[3], &alice, "via-n4", 3).await;
+
+    // The CA removes n3: it stops serving the subchain; the others go on without it.
+    a.patch("/api/v1/subchains/demo", &json!({ "nodes": ["n1", "n2", "n4"] }))
+        .await
+        .unwrap();
+    eventually("n3 to stop serving the subchain", Duration::from_secs(20), || async {
+        let e = apis[2].get("/api/v1/subchains/demo", &[]).await.err()?;
+        (bsn_tests::slug(&e) == "not-hosted").then_some(())
+    })
+    .await;
+    write_some(&apis[0], &alice, "after-removal", 5).await;
+
+    // n4's certificate is revoked: its peers refuse it and it cannot reach them, so it falls
+    // behind while n1 and n2 (a majority of three) keep committing.
+    let serial = identity::profile::check_leaf(
+        &rustls_pki_types::pem::PemObject::from_pem_file(nodes[3].dir.join("cert.pem"))
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .unwrap(),
+    )
+    .unwrap()
+    .serial_hex;
+    a.post(
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        &json!({ "reason": "keyCompromise" }),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n4_before = height(&apis[3]).await;
+    write_some(&apis[0], &alice, "after-revocation", 10).await;
+    let h1 = height(&apis[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n4_after = height(&apis[3]).await;
+    assert!(
+        n4_after.is_none_or(|h| h < h1),
+        "a revoked node must not receive new blocks (n4 {n4_before:?} -> {n4_after:?}, n1 {h1})"
+    );
+    println!(
+        "n4 joined and caught up in {} ms; n3 removed; revoked n4 stayed at {n4_after:?} while n1 reached {h1}",
+        joined.as_millis()
+    );
+}
