@@ -30,6 +30,7 @@ pub struct Peers {
     pub addresses: HashMap<String, String>,
     client: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
     tls: std::sync::Arc<rustls::ClientConfig>,
+    by_id: HashMap<u64, String>,
 }
 
 /// Why a call to a peer failed.
@@ -132,7 +133,12 @@ impl Peers {
     /// Peers reached with `tls` (see [`peer_tls`]).
     pub fn new(addresses: HashMap<String, String>, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
         let client = Self::build(&tls)?;
+        let by_id = addresses
+            .iter()
+            .map(|(name, url)| (crate::raft::node_id(name), url.clone()))
+            .collect();
         Ok(Self {
+            by_id,
             addresses,
             client: std::sync::Arc::new(std::sync::RwLock::new(client)),
             tls: std::sync::Arc::new(tls),
@@ -160,6 +166,12 @@ impl Peers {
             Ok(c) => *self.client.write().expect("peers") = c,
             Err(e) => tracing::error!(error = %e, "cannot rebuild the peer client"),
         }
+    }
+
+    /// Where this node reaches the group member `id`: its own address book first (each node may
+    /// reach a peer by a different route), else the address the group's membership recorded.
+    pub fn address_of(&self, id: u64, recorded: &str) -> String {
+        self.by_id.get(&id).cloned().unwrap_or_else(|| recorded.to_string())
     }
 
     /// The URL of a peer by name.
@@ -259,7 +271,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         PeerClient {
             subchain: self.subchain.clone(),
             target,
-            addr: node.addr.clone(),
+            addr: self.peers.address_of(target, &node.addr),
             peers: self.peers.clone(),
         }
     }

@@ -239,7 +239,15 @@ impl Orderer for RaftOrderer {
             let last = match self.raft.client_write(p.clone()).await {
                 Ok(r) => return Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                    Some(leader) => match self.peers.propose(&leader.addr, &self.subchain, &p).await {
+                    Some(leader) => match self
+                        .peers
+                        .propose(
+                            &self.peers.address_of(f.leader_id.unwrap_or_default(), &leader.addr),
+                            &self.subchain,
+                            &p,
+                        )
+                        .await
+                    {
                         Ok(applied) => {
                             if let Some(h) = applied.height {
                                 let mut w = self.applied.clone();
@@ -532,7 +540,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                 .last_membership
                 .membership()
                 .nodes()
-                .map(|(_, n)| n.addr.clone())
+                .map(|(id, n)| sm.peers.address_of(*id, &n.addr))
                 .collect();
             let mut last_error = String::from("no member to fetch blocks from");
             'fetch: while sm.store.tip().last.is_none_or(|(h, _)| h < height) {
