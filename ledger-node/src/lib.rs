@@ -22,8 +22,9 @@
 //!   a time.
 //!
 //! Non-features (for now): no chaincode: transactions are put/delete operations on a key-value
-//! state; peer addresses come from `node.toml` (the CA lists who hosts, not where); the node's
-//! own certificate is not renewed automatically (re-run `init` before it expires).
+//! state; peer addresses come from `node.toml` (the CA lists who hosts, not where).
+//! - [`credential`]: the node's certificate, renewed over mTLS (same key) when a third of its
+//!   lifetime is left and swapped into every TLS configuration in place.
 //!
 //! It depends on `identity` (and the `bsn` client library for talking to the CA), never on
 //! `ca-server`.
@@ -32,6 +33,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod credential;
 pub mod directory;
 pub mod metrics;
 pub mod peers;

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use ledger_node::api::{AppState, router};
 use ledger_node::directory::Directory;
 use ledger_node::subchain::{Creators, Limits, Subchains};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -229,19 +229,10 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     let mkey =
         identity::membership::MembershipKey::from_base64(&String::from_utf8_lossy(&read(&dir.join("membership.key"))?))
             .map_err(local)?;
-    let cert_pem = read(&dir.join("cert.pem"))?;
-    let key_pem = read(&dir.join("key.pem"))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(local)?;
-    let intermediates = chain.iter().skip(1).cloned().collect::<Vec<_>>();
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(local)?;
-
+    let credential = ledger_node::credential::Credential::load(dir).map_err(local)?;
     let directory = Arc::new(Directory::open(&dir.join("node.redb"), &cfg.name, mkey).map_err(local)?);
-    let tls_client = bsn::client::tls_config(&bundle_pem, Some((&cert_pem, &key_pem))).map_err(ca_error)?;
-    let ca = Api::new(&cfg.ca, tls_client).map_err(ca_error)?;
-    let peer_tls =
-        ledger_node::peers::peer_tls(&bundle, chain.clone(), key.clone_key(), directory.clone()).map_err(local)?;
+    let ca = Api::new(&cfg.ca, credential.client_config(&bundle).map_err(local)?).map_err(ca_error)?;
+    let peer_tls = ledger_node::peers::peer_tls(&bundle, credential.clone(), directory.clone()).map_err(local)?;
     let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), peer_tls).map_err(local)?;
     // The CRL is a start-up safety net; the feed carries every revocation.
     match ca.get_bytes("/api/v1/crl").await {
@@ -264,6 +255,7 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         }
         Err(e) => tracing::warn!(error = %e, "cannot fetch the CA's CRL now; relying on the feed"),
     }
+    tokio::spawn(credential.clone().keep_fresh(ca.clone()));
     tokio::spawn(directory.clone().follow(ca));
 
     {
@@ -282,7 +274,7 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     };
     let subchains = Arc::new(Subchains::new(
         directory.clone(),
-        Creators::new(bundle.clone(), intermediates),
+        Creators::new(bundle.clone(), credential.chain().into_iter().skip(1).collect()),
         dir.to_path_buf(),
         &cfg.name,
         cfg.advertise
@@ -293,8 +285,8 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     ));
     tokio::spawn(subchains.clone().follow());
 
-    let tls =
-        ledger_node::server::tls_config(&bundle, chain, key, directory.clone(), &cfg.trust_domain).map_err(local)?;
+    let tls = ledger_node::server::tls_config(&bundle, credential.clone(), directory.clone(), &cfg.trust_domain)
+        .map_err(local)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| local(format!("cannot listen on {}: {e}", cfg.listen)))?;

@@ -108,8 +108,7 @@ impl rustls::client::danger::ServerCertVerifier for PeerVerifier {
 /// [`PeerVerifier`].
 pub fn peer_tls(
     bundle: &identity::verify::TrustBundle,
-    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-    key: rustls_pki_types::PrivateKeyDer<'static>,
+    credential: std::sync::Arc<crate::credential::Credential>,
     directory: std::sync::Arc<crate::directory::Directory>,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -124,7 +123,7 @@ pub fn peer_tls(
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(PeerVerifier { inner, directory }))
-        .with_client_auth_cert(chain, key)?;
+        .with_client_cert_resolver(credential);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

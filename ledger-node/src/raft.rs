@@ -535,6 +535,12 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
         let fail = |m: String| -> StorageError<u64> {
             StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(m)).into()
         };
+        tracing::info!(
+            subchain = sm.store.subchain(),
+            to = record.height,
+            from = sm.store.tip().last.map(|(h, _)| h),
+            "installing a snapshot: fetching the missing blocks from the group"
+        );
         if let (Some(height), Some(hash)) = (record.height, record.hash.clone()) {
             let sources: Vec<String> = meta
                 .last_membership

@@ -14,7 +14,7 @@ use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -117,11 +117,11 @@ impl ClientCertVerifier for Verifier {
 /// The server's TLS configuration.
 pub fn tls_config(
     bundle: &identity::verify::TrustBundle,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    credential: Arc<crate::credential::Credential>,
     directory: Arc<Directory>,
     trust_domain: &str,
 ) -> anyhow::Result<rustls::ServerConfig> {
+    let chain = credential.chain();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for r in bundle.roots() {
@@ -138,7 +138,7 @@ pub fn tls_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(credential);
     // Every connection is a full handshake checked against the current revocation set: a
     // resumed session would skip the client-certificate check.
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

@@ -586,6 +586,13 @@ impl Drop for TestNode {
     }
 }
 
+/// Unix seconds now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A free TCP port on 127.0.0.1 (for nodes that must know each other's address before start).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

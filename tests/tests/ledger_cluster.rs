@@ -355,9 +355,9 @@ async fn a_node_cut_off_for_30_s_rejoins_and_converges() {
     // Node i reaches node j through proxy (i, j).
     let mut proxies = std::collections::HashMap::new();
     for i in 0..3 {
-        for j in 0..3 {
+        for (j, port) in ports.iter().enumerate() {
             if i != j {
-                proxies.insert((i, j), Proxy::start(ports[j]).await);
+                proxies.insert((i, j), Proxy::start(*port).await);
             }
         }
     }

@@ -619,3 +619,50 @@ async fn writes_fail_closed_when_the_ca_falls_silent() {
     let v = alice.get("/api/v1/subchains/demo/state/still", &[]).await.unwrap();
     assert_eq!(v["text"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_renews_its_own_certificate_before_it_expires() {
+    // Node certificates live 9 s here: the node must renew (at 6 s) and keep serving and
+    // following the CA well past the first certificate's end.
+    let mut ca = TestCa::start_with(&[("BSN_CA_NODE_VALIDITY", "9s"), ("BSN_CA_FEED_HEARTBEAT", "1s")]);
+    let node = TestNode::start(&mut ca, "n1").await;
+    let first = identity::profile::check_leaf(
+        &rustls_pki_types::pem::PemObject::from_pem_file(node.dir.join("cert.pem"))
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .unwrap(),
+    )
+    .unwrap();
+    let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
+    let alice = node.api(&ca, &dirs[0]);
+    wait_revision(&alice, 2).await;
+    let wait = (first.not_after - bsn_tests::now_unix() + 3).max(0) as u64;
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    // The first certificate has expired: a fresh connection only works with a renewed one.
+    let fresh = node.api(&ca, &dirs[0]);
+    submit(&fresh, &[sign_tx(&dirs[0], "demo", vec![put("later", "1")])])
+        .await
+        .expect("the node presents a renewed certificate");
+    let now = identity::profile::check_leaf(
+        &rustls_pki_types::pem::PemObject::from_pem_file(node.dir.join("cert.pem"))
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        now.serial_hex, first.serial_hex,
+        "cert.pem holds the renewed certificate"
+    );
+    // It still follows the CA (its feed connection uses the renewed certificate too).
+    let admin = ca.admin();
+    ca.api(Some(&admin))
+        .put("/api/v1/subchains/demo/members/alice", &json!({ "role": "reader" }))
+        .await
+        .unwrap();
+    eventually("the demotion to reach the node", Duration::from_secs(10), || async {
+        let e = submit(&fresh, &[sign_tx(&dirs[0], "demo", vec![put("no", "1")])])
+            .await
+            .err()?;
+        (slug(&e) == "role-required").then_some(())
+    })
+    .await;
+}
