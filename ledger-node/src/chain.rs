@@ -232,3 +232,163 @@ mod hex32 {
             .ok_or_else(|| serde::de::Error::custom("expected 32 hex bytes"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use identity::membership::{Envelope, Member, STATEMENT_CONTEXT, SubchainId, signed_message};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn signer() -> (Ed25519KeyPair, MembershipKey) {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let key = MembershipKey::from_bytes(kp.public_key().as_ref()).unwrap();
+        (kp, key)
+    }
+
+    fn statement(kp: &Ed25519KeyPair, revision: u64, members: &[(&str, Role)]) -> Vec<u8> {
+        let s = Statement {
+            version: 1,
+            trust_domain: "t.example".into(),
+            subchain: SubchainId::parse("demo").unwrap(),
+            revision,
+            issued_at: 1000 + revision as i64,
+            nodes: vec!["n1".into()],
+            members: members
+                .iter()
+                .map(|(id, role)| Member {
+                    id: id.to_string(),
+                    role: *role,
+                })
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&s).unwrap();
+        let sig = kp.sign(&signed_message(STATEMENT_CONTEXT, &payload));
+        serde_json::to_vec(&Envelope {
+            payload: STANDARD.encode(&payload),
+            signature: STANDARD.encode(sig.as_ref()),
+        })
+        .unwrap()
+    }
+
+    fn tx(creator: &str, nonce: u8, subchain: &str) -> ProposedTx {
+        let body = identity::ledger::TxBody {
+            subchain: SubchainId::parse(subchain).unwrap(),
+            nonce: vec![nonce; 8],
+            creator_cert: vec![0x30, 0],
+            ops: vec![identity::ledger::Op::Delete { key: "k".into() }],
+        }
+        .encode()
+        .unwrap();
+        ProposedTx {
+            creator: creator.into(),
+            id: identity::ledger::sha256(&body),
+            bytes: identity::ledger::assemble(&body, b"sig"),
+        }
+    }
+
+    /// Applies a proposal to the tip as the store does.
+    fn apply(tip: &mut Tip, key: &MembershipKey, p: &Proposal, seen: &[Digest32]) -> Applied {
+        let (made, applied) = next_block("demo", key, tip, p, |id| seen.contains(id));
+        if let Some((block, statement)) = made {
+            if statement.is_some() {
+                tip.membership = statement;
+            }
+            tip.last = Some((block.header.height, block.header.hash()));
+            tip.timestamp_ms = block.header.timestamp_ms;
+        }
+        applied
+    }
+
+    #[test]
+    fn config_blocks_only_move_the_revision_forward_and_only_with_the_cas_signature() {
+        let (kp, key) = signer();
+        let (other, _) = signer();
+        let mut tip = Tip::default();
+        let a = apply(
+            &mut tip,
+            &key,
+            &Proposal::Config {
+                envelope: statement(&kp, 2, &[]),
+            },
+            &[],
+        );
+        assert_eq!((a.height, tip.revision()), (Some(0), 2), "genesis is a config block");
+        for (env, why) in [
+            (statement(&kp, 2, &[]), "not newer"),
+            (statement(&kp, 1, &[]), "not newer"),
+            (statement(&other, 3, &[]), "signature"),
+            (b"{}".to_vec(), "refused"),
+        ] {
+            let a = apply(&mut tip, &key, &Proposal::Config { envelope: env }, &[]);
+            assert!(
+                a.height.is_none() && a.refused.as_deref().is_some_and(|r| r.contains(why)),
+                "{a:?}"
+            );
+        }
+        assert_eq!((tip.last.unwrap().0, tip.revision()), (0, 2));
+    }
+
+    #[test]
+    fn only_new_transactions_of_writers_for_this_subchain_enter_a_block() {
+        let (kp, key) = signer();
+        let mut tip = Tip::default();
+        let members = [("a", Role::Admin), ("r", Role::Reader), ("w", Role::Writer)];
+        apply(
+            &mut tip,
+            &key,
+            &Proposal::Config {
+                envelope: statement(&kp, 1, &members),
+            },
+            &[],
+        );
+        let old = tx("w", 9, "demo");
+        let txs = vec![
+            tx("w", 1, "demo"),
+            tx("r", 2, "demo"),
+            tx("a", 3, "demo"),
+            tx("nobody", 4, "demo"),
+            tx("w", 5, "other"),
+            tx("w", 1, "demo"),
+            old.clone(),
+        ];
+        let a = apply(&mut tip, &key, &Proposal::Txs { timestamp_ms: 5, txs }, &[old.id]);
+        assert_eq!(a.height, Some(1), "{:?}", a.outcomes);
+        assert_eq!(
+            a.outcomes,
+            vec![
+                Outcome::Committed { height: 1, index: 0 },
+                Outcome::NotWriter { revision: 1 },
+                Outcome::Committed { height: 1, index: 1 },
+                Outcome::NotWriter { revision: 1 },
+                Outcome::WrongSubchain,
+                Outcome::Duplicate,
+                Outcome::Duplicate,
+            ]
+        );
+        // Nothing valid: no block, the tip stays.
+        let a = apply(
+            &mut tip,
+            &key,
+            &Proposal::Txs {
+                timestamp_ms: 1,
+                txs: vec![tx("r", 7, "demo")],
+            },
+            &[],
+        );
+        assert_eq!((a.height, tip.last.unwrap().0), (None, 1));
+        // Timestamps never go back.
+        apply(
+            &mut tip,
+            &key,
+            &Proposal::Txs {
+                timestamp_ms: 1,
+                txs: vec![tx("w", 8, "demo")],
+            },
+            &[],
+        );
+        assert_eq!(tip.timestamp_ms, 1_001_000, "never before the genesis block's time");
+    }
+}
