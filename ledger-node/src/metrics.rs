@@ -40,6 +40,11 @@ pub static CONNECTIONS_CUT: Counter =
 pub static TX_COMMITTED: Counter = Counter::new("bsn_node_transactions_committed_total", "transactions committed");
 /// Transactions refused before ordering.
 pub static TX_REFUSED: Counter = Counter::new("bsn_node_transactions_refused_total", "transactions refused");
+/// Snapshots installed (a node far behind catching up by fetching blocks).
+pub static SNAPSHOTS_INSTALLED: Counter = Counter::new(
+    "bsn_node_snapshots_installed_total",
+    "snapshots installed by fetching blocks",
+);
 /// Blocks written.
 pub static BLOCKS: Counter = Counter::new("bsn_node_blocks_total", "blocks written");
 
@@ -53,6 +58,7 @@ pub fn render() -> String {
         &TX_COMMITTED,
         &TX_REFUSED,
         &BLOCKS,
+        &SNAPSHOTS_INSTALLED,
     ] {
         out.push_str(&format!(
             "# HELP {n} {h}\n# TYPE {n} counter\n{n} {v}\n",
@@ -62,4 +68,23 @@ pub fn render() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_counter_is_rendered() {
+        let text = super::render();
+        for name in [
+            "bsn_node_handshakes_total",
+            "bsn_node_handshakes_refused_total",
+            "bsn_node_connections_cut_total",
+            "bsn_node_transactions_committed_total",
+            "bsn_node_transactions_refused_total",
+            "bsn_node_blocks_total",
+            "bsn_node_snapshots_installed_total",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing from /metrics");
+        }
+    }
 }

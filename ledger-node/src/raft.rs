@@ -600,6 +600,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
         ];
         blocking(|| sm.store.import(&sm.key, &[], &meta_rows)).map_err(|e| fail(e.to_string()))?;
         sm.applied.send_replace(sm.store.tip().last.map(|(h, _)| h));
+        crate::metrics::SNAPSHOTS_INSTALLED.inc();
         Ok(())
     }
 

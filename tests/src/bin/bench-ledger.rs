@@ -285,6 +285,12 @@ async fn main() {
         })
         .await;
         let secs = t.elapsed().as_secs_f64();
+        let metrics = String::from_utf8(fapi.get_bytes("/metrics").await.unwrap()).unwrap();
+        let snapshots = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("bsn_node_snapshots_installed_total "))
+            .unwrap_or("?")
+            .to_string();
         let a = lapi
             .get(&format!("/api/v1/subchains/bench/blocks/{target}"), &[])
             .await
@@ -294,8 +300,16 @@ async fn main() {
             .await
             .unwrap();
         assert_eq!(a["hash"], b["hash"], "the follower's chain matches the leader's");
+        // Past 6,000 blocks the leader has purged its log behind a snapshot (every 5,000 entries,
+        // keeping 1,000): the follower must have caught up by installing it.
+        if args.catchup_blocks >= 6000 {
+            assert!(
+                snapshots.parse::<u64>().is_ok_and(|n| n >= 1),
+                "the follower should have installed a snapshot (got {snapshots})"
+            );
+        }
         println!(
-            "catch-up: {} blocks written in {write_secs:.1} s while a follower was down; after its restart it reached height {target} in {secs:.2} s ({:.0} blocks/s)",
+            "catch-up: {} blocks written in {write_secs:.1} s while a follower was down; after its restart it reached height {target} in {secs:.2} s ({:.0} blocks/s; snapshots installed: {snapshots})",
             args.catchup_blocks,
             args.catchup_blocks as f64 / secs
         );
