@@ -666,3 +666,40 @@ async fn the_node_renews_its_own_certificate_before_it_expires() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_certificate_is_refused_and_its_open_connection_cut() {
+    // Participant certificates live 6 s here.
+    let mut ca = TestCa::start_with(&[("BSN_CA_PARTICIPANT_VALIDITY", "6s")]);
+    let node = TestNode::start(&mut ca, "n1").await;
+    let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
+    let leaf = identity::profile::check_leaf(
+        &rustls_pki_types::pem::PemObject::from_pem_file(dirs[0].join("cert.pem"))
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .unwrap(),
+    )
+    .unwrap();
+    let alice = node.api(&ca, &dirs[0]);
+    wait_revision(&alice, 2).await;
+    let mut stream = alice
+        .events("/api/v1/subchains/demo/blocks/stream", &[("from", "0".into())])
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().event, "block");
+    // The open stream ends when the certificate does.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the open connection outlived its certificate");
+    assert!(bsn_tests::now_unix() >= leaf.not_after, "cut at expiry, not before");
+    // notAfter is inclusive (RFC 5280): past that second, a new connection with it fails at the
+    // handshake.
+    while bsn_tests::now_unix() <= leaf.not_after {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = info(&node.api(&ca, &dirs[0])).await.unwrap_err();
+    assert!(matches!(e, ClientError::Transport { .. }), "refused at the handshake: {e}");
+    let ok = curl(&node, &ca, Some((&dirs[0].join("cert.pem"), &dirs[0].join("key.pem"))));
+    assert!(!ok.status.success(), "curl with an expired certificate is refused");
+}
