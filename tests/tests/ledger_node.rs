@@ -699,7 +699,10 @@ async fn an_expired_client_certificate_is_refused_and_its_open_connection_cut() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let e = info(&node.api(&ca, &dirs[0])).await.unwrap_err();
-    assert!(matches!(e, ClientError::Transport { .. }), "refused at the handshake: {e}");
+    assert!(
+        matches!(e, ClientError::Transport { .. }),
+        "refused at the handshake: {e}"
+    );
     let ok = curl(&node, &ca, Some((&dirs[0].join("cert.pem"), &dirs[0].join("key.pem"))));
     assert!(!ok.status.success(), "curl with an expired certificate is refused");
 }
