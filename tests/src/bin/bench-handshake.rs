@@ -198,7 +198,10 @@ async fn main() {
         args.clients,
         best_node / best_nginx
     );
-    let _ = nginx.kill();
+    // SIGTERM to the master stops its workers too (SIGKILL would leave them running).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
     let _ = nginx.wait();
     drop(node);
     ca.kill_all();
