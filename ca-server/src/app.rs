@@ -34,12 +34,18 @@ pub struct AppState {
     /// Bumped whenever the change feed may have grown (by this replica at once, by others
     /// through the feed watcher), waking feed streams.
     pub feed_wakeup: tokio::sync::watch::Sender<u64>,
-    /// Bounds the feed streams served at once.
-    pub feed_streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Bounds the feed streams served at once, per node identity and in all.
+    pub feed_streams: std::sync::Arc<bsn_transport::KeyedSlots<String>>,
     /// Heartbeat interval of feed streams.
     pub feed_heartbeat: std::time::Duration,
-    /// Portal sign-in attempts per account and per address.
-    pub login_limits: crate::portal::LoginLimits,
+    /// Portal sign-in and registration limits.
+    pub login_limits: crate::limits::PortalLimits,
+    /// Failed enrollments per source.
+    pub enroll_limits: crate::limits::EnrollLimits,
+    /// Whether anyone may read `/metrics`.
+    pub metrics_public: bool,
+    /// The connection layer's counters.
+    pub connections: std::sync::Arc<bsn_transport::Stats>,
 }
 
 impl AppState {

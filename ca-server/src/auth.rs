@@ -7,12 +7,43 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum_server::tls::TlsInfo;
 use identity::SpiffeId;
 
 use crate::app::AppState;
 use crate::db::IdentityRow;
 use crate::problem::ApiError;
+
+/// The client certificate of the request's connection (its leaf, as the TLS handshake verified
+/// it), if one was presented. Put on every request by the connection layer.
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub Option<Arc<rustls_pki_types::CertificateDer<'static>>>);
+
+/// Admits every connection that finished its handshake; node identities' connections (the
+/// feed's followers) use the reserved capacity.
+pub struct Admission;
+
+impl bsn_transport::Admit for Admission {
+    type Ext = ClientCert;
+    fn admit(
+        &self,
+        _remote: std::net::SocketAddr,
+        certs: Option<&[rustls_pki_types::CertificateDer<'static>]>,
+    ) -> Option<bsn_transport::Admitted<ClientCert>> {
+        let leaf = certs.and_then(|c| c.first()).cloned();
+        let node = leaf.as_ref().is_some_and(|l| {
+            identity::profile::check_leaf(l).is_ok_and(|i| i.spiffe_id.kind == identity::IdentityKind::Node)
+        });
+        Some(bsn_transport::Admitted {
+            class: if node {
+                bsn_transport::Class::Reserved
+            } else {
+                bsn_transport::Class::Public
+            },
+            ext: ClientCert(leaf.map(Arc::new)),
+            cut: None,
+        })
+    }
+}
 
 /// Roles an identity may hold.
 pub const ROLES: [&str; 4] = ["admin", "registrar", "publisher", "auditor"];
@@ -56,10 +87,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let leaf = parts
-            .extensions
-            .get::<Arc<TlsInfo>>()
-            .and_then(|info| info.peer_certificates.first().cloned());
+        let leaf = parts.extensions.get::<ClientCert>().and_then(|c| c.0.clone());
         let Some(leaf) = leaf else {
             // No client certificate: a signed-in portal user acts as its identity.
             return session_caller(parts, state).await;
@@ -73,7 +101,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .cert_with_holder(&info.serial_hex)
             .await?
             .ok_or(ApiError::CertificateUnknown)?;
-        if cert.der.as_deref() != Some(leaf.as_slice()) || cert.identity_id != info.spiffe_id.id.as_str() {
+        if cert.der.as_deref() != Some(leaf.as_ref().as_ref()) || cert.identity_id != info.spiffe_id.id.as_str() {
             return Err(ApiError::CertificateUnknown);
         }
         if cert.revoked_at.is_some() {
@@ -110,12 +138,8 @@ impl FromRequestParts<Arc<AppState>> for Presented {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let info = parts
             .extensions
-            .get::<Arc<TlsInfo>>()
-            .and_then(|info| {
-                info.peer_certificates
-                    .first()
-                    .map(|leaf| identity::profile::check_leaf(leaf))
-            })
+            .get::<ClientCert>()
+            .and_then(|c| c.0.as_ref().map(|leaf| identity::profile::check_leaf(leaf)))
             .ok_or(ApiError::ClientCertRequired)?
             .map_err(|_| ApiError::CertificateUnknown)?;
         if info.spiffe_id.trust_domain != state.trust_domain {
@@ -139,6 +163,24 @@ pub struct WebSession {
     pub csrf: String,
     /// SHA-256 of the session token (the row's key).
     pub token_hash: String,
+    /// The account's state: only an `approved` account acts as its identity. A pending or
+    /// rejected account may see its own status and sign out, nothing else.
+    pub account_state: String,
+}
+
+impl WebSession {
+    /// Fails unless the account proved control of its identity: an administrator approved its
+    /// self-registration (which created that identity), an invitation code did, or it claimed
+    /// a registered identity with that identity's one-time secret.
+    pub fn require_approved(&self) -> Result<(), ApiError> {
+        match self.account_state.as_str() {
+            "approved" => Ok(()),
+            "rejected" => Err(ApiError::Forbidden("this registration was not approved".into())),
+            _ => Err(ApiError::Forbidden(
+                "your registration is waiting for an administrator's approval".into(),
+            )),
+        }
+    }
 }
 
 /// The unexpired portal session the request's cookie names; `None` when there is no session
@@ -154,17 +196,24 @@ pub async fn web_session(parts: &Parts, state: &AppState) -> Result<Option<WebSe
         return Ok(None);
     };
     let token_hash = crate::portal::token_hash(token);
-    let row: Option<(String, String, i64)> =
-        sqlx::query_as("SELECT identity_id, csrf, expires_at FROM web_sessions WHERE token_hash = $1")
-            .bind(&token_hash)
-            .fetch_optional(&mut *state.db.acquire().await?)
-            .await?;
+    // The account's state is read with the session on every request, so a session never acts
+    // as an identity its account has not proved control of.
+    let row: Option<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT s.identity_id, s.csrf, s.expires_at, a.state FROM web_sessions s \
+         JOIN accounts a ON a.identity_id = s.identity_id WHERE s.token_hash = $1",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&mut *state.db.acquire().await?)
+    .await?;
     match row {
-        Some((identity, csrf, expires)) if expires > crate::app::now().unix_timestamp() => Ok(Some(WebSession {
-            identity,
-            csrf,
-            token_hash,
-        })),
+        Some((identity, csrf, expires, account_state)) if expires > crate::app::now().unix_timestamp() => {
+            Ok(Some(WebSession {
+                identity,
+                csrf,
+                token_hash,
+                account_state,
+            }))
+        }
         _ => Err(ApiError::SessionRequired),
     }
 }
@@ -186,10 +235,12 @@ pub fn check_csrf(parts: &Parts, csrf: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The caller behind a portal session cookie: its identity must exist and be active, and a
-/// state-changing request must carry the session's CSRF token and come from this origin.
+/// The caller behind a portal session cookie: its account must be approved (it proved control
+/// of the identity), the identity must exist, be an active participant, and a state-changing
+/// request must carry the session's CSRF token and come from this origin.
 async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, ApiError> {
     let session = web_session(parts, state).await?.ok_or(ApiError::ClientCertRequired)?;
+    session.require_approved()?;
     if !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) {
         check_csrf(parts, &session.csrf)?;
     }
@@ -199,6 +250,9 @@ async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, 
         })?;
     if identity.status != "active" {
         return Err(ApiError::IdentityDisabled);
+    }
+    if identity.kind != "participant" {
+        return Err(ApiError::Forbidden("only participants sign in to the portal".into()));
     }
     let kind: identity::IdentityKind = identity
         .kind

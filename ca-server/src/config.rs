@@ -102,6 +102,28 @@ pub struct FileConfig {
     /// How often the change feed sends a signed heartbeat (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed_heartbeat: Option<String>,
+    /// Open connections at most (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one address at most (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_address: Option<usize>,
+    /// Time to finish the TLS handshake (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<String>,
+    /// Time from the handshake to the first request's headers (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    /// Time a connection may sit without a request in flight (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Time to receive a whole request body (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_timeout: Option<String>,
+    /// Who may read `/metrics`: `operators` (administrators and auditors, the default) or
+    /// `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_access: Option<String>,
 }
 
 /// The resolved configuration of `serve`.
@@ -123,6 +145,10 @@ pub struct Config {
     pub log_origin: String,
     /// Change feed heartbeat interval.
     pub feed_heartbeat: std::time::Duration,
+    /// What one client may hold open, and for how long.
+    pub connections: bsn_transport::Limits,
+    /// Whether anyone may read `/metrics` (else administrators and auditors only).
+    pub metrics_public: bool,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -204,6 +230,28 @@ impl Config {
             Duration::minutes(5),
         )?
         .unsigned_abs();
+        let timeout = |key: &str, file: Option<String>, default: &str| -> anyhow::Result<std::time::Duration> {
+            Ok(lifetime(key, file, default, second, Duration::hours(1))?.unsigned_abs())
+        };
+        let defaults = bsn_transport::Limits::default();
+        let connections = bsn_transport::Limits {
+            max_connections: env_num("MAX_CONNECTIONS", file.max_connections)?
+                .unwrap_or(defaults.max_connections)
+                .clamp(16, 1_000_000),
+            max_per_address: env_num("MAX_CONNECTIONS_PER_ADDRESS", file.max_connections_per_address)?
+                .unwrap_or(defaults.max_per_address)
+                .clamp(1, 1_000_000),
+            handshake_timeout: timeout("HANDSHAKE_TIMEOUT", file.handshake_timeout, "10s")?,
+            header_timeout: timeout("HEADER_TIMEOUT", file.header_timeout, "10s")?,
+            idle_timeout: timeout("IDLE_TIMEOUT", file.idle_timeout, "60s")?,
+            body_timeout: timeout("BODY_TIMEOUT", file.body_timeout, "30s")?,
+            ..defaults
+        };
+        let metrics_public = match env("METRICS_ACCESS").or(file.metrics_access).as_deref() {
+            None | Some("operators") => false,
+            Some("public") => true,
+            Some(other) => bail!("metrics_access = '{other}' must be operators or public"),
+        };
         Ok(Self {
             paths,
             trust_domain,
@@ -213,6 +261,8 @@ impl Config {
             hash_parallelism,
             log_origin,
             feed_heartbeat,
+            connections,
+            metrics_public,
         })
     }
 }

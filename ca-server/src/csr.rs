@@ -64,6 +64,14 @@ pub fn check_csr_pem(pem: &str) -> Result<CheckedKey, CsrError> {
     if pem.len() > MAX_CSR_PEM {
         return Err(CsrError::Malformed(format!("CSR is larger than {MAX_CSR_PEM} bytes")));
     }
+    // Exactly one PEM block of any kind: a second CSR (or a key, a certificate) after it is
+    // refused, not silently ignored.
+    let blocks = <(rustls_pki_types::pem::SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()).count();
+    if blocks != 1 {
+        return Err(CsrError::Malformed(format!(
+            "expected exactly one PEM 'CERTIFICATE REQUEST' block, found {blocks} PEM blocks"
+        )));
+    }
     let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| CsrError::Malformed(format!("expected one PEM 'CERTIFICATE REQUEST' block ({e})")))?;
     check_csr_der(der.as_ref())
@@ -190,6 +198,22 @@ fn ec_point_is_valid(alg: &'static agreement::Algorithm, point: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: two concatenated CSR blocks were accepted (the first was used).
+    #[test]
+    fn exactly_one_pem_block() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        assert!(check_csr_pem(&csr).is_ok());
+        let two = format!("{csr}{csr}");
+        assert!(matches!(check_csr_pem(&two), Err(CsrError::Malformed(m)) if m.contains("found 2")));
+        let with_key = format!("{csr}{}", key.serialize_pem());
+        assert!(check_csr_pem(&with_key).is_err());
+    }
     use rcgen::{CertificateParams, KeyPair, PublicKeyData};
 
     fn csr_for(key: &KeyPair) -> String {

@@ -293,12 +293,15 @@ impl Db {
         Ok(())
     }
 
-    /// Inserts an identity; `false` if the id is taken.
+    /// Inserts an identity; `false` if the id is taken, by an identity or by a portal account in
+    /// any state (an account's id is reserved for the identity it will be bound to: registering
+    /// it here would hand a stranger's pending account whatever this identity may do).
     pub async fn insert_identity(exec: &mut Transaction<'static, Any>, n: &NewIdentity) -> Result<bool, DbError> {
         let r = sqlx::query(
             "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, secret_hash, \
              secret_expires_at, enrollments_left, registered_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11 \
+             WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE identity_id = $1) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&n.id)
         .bind(&n.kind)
@@ -351,6 +354,15 @@ impl Db {
         let inserted = Self::insert_identity(&mut tx, n).await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Whether a portal account (pending, approved or rejected) holds this id.
+    pub async fn account_holds(&self, id: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE identity_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 
     /// One identity.

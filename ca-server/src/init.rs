@@ -131,7 +131,9 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
     write_server_tls(&paths, &ca, &server_cert, &server_key)?;
 
     let admin_secret = secrets::new_secret();
-    let admin_hash = secrets::Hasher::new(1).hash(admin_secret.clone()).await?;
+    let admin_hash = secrets::Hasher::new(1)
+        .hash(&secrets::Source::Identity("init".into()), admin_secret.clone())
+        .await?;
     let expires = now + ADMIN_SECRET_TTL;
     let t = now.unix_timestamp();
     let mut tx = db.begin().await?;

@@ -23,10 +23,13 @@
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
 //! - Portal accounts ([`portal`]): self-registration approved by an administrator or an
 //!   invitation code, argon2id passwords, session cookies (HttpOnly, Secure, SameSite=Strict)
-//!   with CSRF tokens, sign-in rate limits per account and address, and enrollment with a key
+//!   with CSRF tokens, and enrollment with a key
 //!   made in the browser (proof of possession over a one-time challenge).
 //! - The web portal's static pages, embedded, with a strict CSP ([`web`]); so far the audit
 //!   page, which verifies checkpoints and inclusion proofs in the browser.
+//! - Limits on what strangers can make it do ([`limits`]): sign-in keyed so failures from
+//!   elsewhere never lock an owner out, registrations per address, failed enrollments per
+//!   source; argon2id slots shared round-robin between sources ([`secrets`]).
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
@@ -46,6 +49,7 @@ pub mod csr;
 pub mod db;
 pub mod init;
 pub mod keystore;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod pki;

@@ -160,7 +160,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let cfg = Config::load(&data_dir, None, database_url)?;
             let db = ca_server::db::Db::connect(&cfg.database_url).await?;
             let secret = ca_server::secrets::new_secret();
-            let hash = ca_server::secrets::Hasher::new(1).hash(secret.clone()).await?;
+            let hash = ca_server::secrets::Hasher::new(1)
+                .hash(&ca_server::secrets::Source::Identity("operator".into()), secret.clone())
+                .await?;
             let expires = time::OffsetDateTime::now_utc() + ca_server::init::ADMIN_SECRET_TTL;
             if !db
                 .set_secret(ca_server::init::ADMIN_ID, &hash, expires.unix_timestamp(), 1)

@@ -1,5 +1,5 @@
 //! The web portal's domain rules: proof of possession for keys made in the browser, session
-//! tokens and cookies, the CSRF check, account field rules, and sign-in rate limits.
+//! tokens and cookies, the CSRF check and account field rules. (Rate limits: [`crate::limits`].)
 //!
 //! Proof of possession: the browser signs `"bsn enrollment proof v1\n" || challenge` (the
 //! challenge as the text it received) with the
@@ -8,13 +8,10 @@
 //! one-time, bound to the signed-in identity, and consumed in the transaction that stores the
 //! certificate.
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use governor::{Quota, RateLimiter};
 use ring::rand::SecureRandom;
 
 use crate::csr::{CheckedKey, KeyKind};
@@ -137,43 +134,38 @@ pub fn check_account(name: &str, email: &str, organisation: &str, password: &str
     if !(12..=256).contains(&n) {
         return Err("password must be 12 to 256 characters".into());
     }
-    Ok(())
+    check_password_strength(password, &[name, email, organisation])
 }
 
-type Keyed<K> = RateLimiter<K, governor::state::keyed::HashMapStateStore<K>, governor::clock::DefaultClock>;
-
-/// Sign-in attempts allowed: per account 5 at once, then one a minute; per address 20 at once,
-/// then one every 3 seconds. Counted per replica.
-pub struct LoginLimits {
-    per_account: Keyed<String>,
-    per_address: Keyed<IpAddr>,
-}
-
-impl Default for LoginLimits {
-    fn default() -> Self {
-        let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        Self {
-            per_account: RateLimiter::hashmap(Quota::per_minute(nz(1)).allow_burst(nz(5))),
-            per_address: RateLimiter::hashmap(
-                Quota::with_period(Duration::from_secs(3))
-                    .map_or_else(|| Quota::per_minute(nz(20)), |q| q.allow_burst(nz(20))),
-            ),
+/// Refuses a password that zxcvbn estimates guessable in fewer than 10^10 tries (score below 3):
+/// common passwords, keyboard and repeat patterns, dates, and the account's own name or email.
+/// The error says why and what would help.
+pub fn check_password_strength(password: &str, account: &[&str]) -> Result<(), String> {
+    // zxcvbn's matching is quadratic in the length; its first 100 characters decide the score
+    // of any password we would refuse.
+    let head: String = password.chars().take(100).collect();
+    let mut inputs: Vec<&str> = account.iter().copied().filter(|s| !s.is_empty()).collect();
+    inputs.extend(
+        account
+            .iter()
+            .flat_map(|s| s.split(['@', '.', ' ']))
+            .filter(|s| s.len() >= 3),
+    );
+    let estimate = zxcvbn::zxcvbn(&head, &inputs);
+    if u8::from(estimate.score()) >= 3 {
+        return Ok(());
+    }
+    let mut why = String::from("this password is too easy to guess");
+    if let Some(f) = estimate.feedback() {
+        if let Some(w) = f.warning() {
+            why.push_str(&format!(" ({w})"));
+        }
+        let tips: Vec<String> = f.suggestions().iter().map(|s| s.to_string()).collect();
+        if !tips.is_empty() {
+            why.push_str(&format!(": {}", tips.join(" ")));
         }
     }
-}
-
-impl LoginLimits {
-    /// Takes one attempt for the account and the address, or says how many seconds to wait.
-    pub fn attempt(&self, account: &str, address: IpAddr) -> Result<(), u64> {
-        use governor::clock::{Clock, DefaultClock};
-        let clock = DefaultClock::default();
-        let wait = |e: governor::NotUntil<_>| e.wait_time_from(clock.now()).as_secs() + 1;
-        self.per_address.check_key(&address).map_err(wait)?;
-        self.per_account
-            .check_key(&account.to_ascii_lowercase())
-            .map_err(wait)?;
-        Ok(())
-    }
+    Err(why)
 }
 
 #[cfg(test)]
@@ -231,6 +223,28 @@ mod tests {
         assert!(verify_proof(&key, challenge, &[0u8; 64]).is_err());
     }
 
+    /// Regression: the rule was length only, so `aaaaaaaaaaaa` and `password1234` were accepted.
+    #[test]
+    fn weak_passwords_are_refused_with_a_reason() {
+        for weak in [
+            "aaaaaaaaaaaa",
+            "password1234",
+            "qwertyuiop123",
+            "123456789012",
+            "ann@example.org1",
+        ] {
+            let e = check_account("Ann", "ann@example.org", "", weak).unwrap_err();
+            assert!(e.starts_with("this password is too easy to guess"), "{weak}: {e}");
+        }
+        for strong in [
+            "correct horse battery",
+            "correct horse battery staple",
+            "vX9#qT2!mL7@pR4$",
+        ] {
+            check_account("Ann", "ann@example.org", "", strong).unwrap_or_else(|e| panic!("{strong}: {e}"));
+        }
+    }
+
     #[test]
     fn account_rules() {
         assert!(check_account("Ann", "ann@example.org", "", "correct horse battery").is_ok());
@@ -238,22 +252,5 @@ mod tests {
         assert!(check_account("Ann", "ann", "", "correct horse battery").is_err());
         assert!(check_account("Ann", "ann@example.org", "", "short").is_err());
         assert!(check_account("Ann\u{0}", "ann@example.org", "", "correct horse battery").is_err());
-    }
-
-    #[test]
-    fn login_limits() {
-        let l = LoginLimits::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..5 {
-            l.attempt("ann", ip).unwrap();
-        }
-        let wait = l.attempt("ann", ip).unwrap_err();
-        assert!((1..=61).contains(&wait), "{wait}");
-        // Another account from the same address still may, up to the address's limit.
-        for _ in 0..14 {
-            l.attempt("bob", ip).ok();
-        }
-        assert!(l.attempt("carol", ip).is_err(), "the address is limited too");
-        assert!(l.attempt("dave", "192.0.2.2".parse().unwrap()).is_ok());
     }
 }

@@ -59,6 +59,11 @@ pub enum ApiError {
     /// The identity id is taken.
     #[error("an identity with this id already exists")]
     IdentityExists,
+    /// A portal account holds this id (in any state): it is reserved for that account.
+    #[error(
+        "a portal account holds the id '{0}'; decide its registration in the portal's administration, or choose another id"
+    )]
+    IdReserved(String),
     /// The identity's record changed while the request was handled; retrying will work.
     #[error("the identity's record changed while the certificate was being issued; retry")]
     IdentityChanged,
@@ -80,6 +85,9 @@ pub enum ApiError {
     /// Too many sign-in attempts; retry after the given seconds.
     #[error("too many sign-in attempts; try again in {0} seconds")]
     TooManyAttempts(u64),
+    /// Too many registrations or failed enrollments from this source; retry after the seconds.
+    #[error("too many {0} from your address; try again in {1} seconds")]
+    SlowDown(&'static str, u64),
     /// The portal session is missing or expired.
     #[error("sign in first (your session is missing or has expired)")]
     SessionRequired,
@@ -128,13 +136,16 @@ impl ApiError {
             Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
             Self::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             Self::IdentityExists => (S::CONFLICT, "identity-exists", "Identity already exists"),
+            Self::IdReserved(_) => (S::CONFLICT, "id-reserved", "Id held by a portal account"),
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflicts with the current state"),
             Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
             Self::InvalidProof(_) => (S::BAD_REQUEST, "invalid-proof", "Proof of possession failed"),
             Self::InvalidChallenge => (S::CONFLICT, "invalid-challenge", "Enrollment challenge used or expired"),
             Self::BadLogin => (S::UNAUTHORIZED, "bad-login", "Sign-in failed"),
-            Self::TooManyAttempts(_) => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts"),
+            Self::TooManyAttempts(_) | Self::SlowDown(..) => {
+                (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts")
+            }
             Self::SessionRequired => (S::UNAUTHORIZED, "session-required", "Sign-in required"),
             Self::CsrfRejected(_) => (S::FORBIDDEN, "csrf-rejected", "Cross-site request refused"),
             Self::IdentityChanged => (S::CONFLICT, "identity-changed", "Identity changed during the request"),
@@ -177,7 +188,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
         let mut resp = problem(status, slug, title, &self.to_string());
-        if let Self::TooManyAttempts(secs) = self
+        if let Self::TooManyAttempts(secs) | Self::SlowDown(_, secs) = self
             && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -25,6 +25,12 @@ use crate::secrets::Hasher;
 /// Loads everything and serves until SIGINT/SIGTERM. Prints `ca-server listening on https://ADDR`
 /// on stdout once it accepts connections.
 pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
+    // Every connection is a file descriptor: take the hard open-file limit as the soft one, so
+    // `max_connections` is what bounds connections, not the default limit of 1,024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let p = &cfg.paths;
     let read = |path: std::path::PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
     let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(p.trust_bundle())?)
@@ -92,9 +98,12 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
             .await
             .context("loading the membership key")?,
         feed_wakeup: tokio::sync::watch::channel(0).0,
-        feed_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_FEED_STREAMS)),
+        feed_streams: bsn_transport::KeyedSlots::new(crate::api::FEED_STREAMS_PER_NODE, crate::api::MAX_FEED_STREAMS),
         feed_heartbeat: cfg.feed_heartbeat,
         login_limits: Default::default(),
+        enroll_limits: Default::default(),
+        connections: Default::default(),
+        metrics_public: cfg.metrics_public,
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),
         metrics,
         hasher: Hasher::new(cfg.hash_parallelism),
@@ -104,29 +113,31 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
     });
     tokio::spawn(refresh_crl(state.clone()));
     tokio::spawn(watch_feed(state.clone()));
+    let connection_stats = state.connections.clone();
     let app = crate::api::router(state);
 
-    let handle = axum_server::Handle::new();
-    let shutdown = handle.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        shutdown.graceful_shutdown(Some(StdDuration::from_secs(10)));
+        let _ = stop.send(true);
     });
-    let server = axum_server::bind_rustls(
-        cfg.listen,
-        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    println!("ca-server listening on https://{addr}");
+    tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
+    bsn_transport::serve(
+        listener,
+        Arc::new(tls),
+        app,
+        Arc::new(crate::auth::Admission),
+        cfg.connections.clone(),
+        connection_stats,
+        stopped,
     )
-    .handle(handle.clone())
-    .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
-    let announce = async {
-        if let Some(addr) = handle.listening().await {
-            println!("ca-server listening on https://{addr}");
-            tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
-        }
-    };
-    let (served, ()) = tokio::join!(server, announce);
-    served.context("server")?;
+    .await;
     db.close().await;
     Ok(())
 }

@@ -109,11 +109,53 @@ fn stop(children: &mut [Child]) {
     }
 }
 
-/// Runs the devnet until Ctrl-C.
+/// Ctrl-C (SIGINT) or SIGTERM, whichever comes first: both stop the devnet and its children.
+async fn stop_signal(term: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Registers an identity, or (a start interrupted after registering it) gives it a new secret;
+/// either way the answer carries a one-time `secret`.
+async fn register(ca: &bsn::client::Api, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
+    match ca.post("/api/v1/identities", body).await {
+        Err(bsn::client::ClientError::Problem { slug, .. }) if slug == "identity-exists" => {
+            let id = body["id"].as_str().unwrap_or_default();
+            Ok(ca.post(&format!("/api/v1/identities/{id}/secret"), &json!({})).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A new one-time secret for the bootstrap administrator, from `ca-server admin-secret`.
+fn recover_admin_secret(ca_bin: &std::path::Path, ca_dir: &std::path::Path) -> Result<String, Failure> {
+    let out = std::process::Command::new(ca_bin)
+        .args(["admin-secret", "--data-dir"])
+        .arg(ca_dir)
+        .output()
+        .map_err(local)?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("secret:"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            local(format!(
+                "the CA printed no administrator secret and `ca-server admin-secret` gave none: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })
+}
+
+/// Runs the devnet until Ctrl-C or SIGTERM.
 pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<(), Failure> {
     if !(1..=7).contains(&nodes) {
         return Err(local("--nodes must be from 1 to 7"));
     }
+    // Catch SIGTERM before the first child exists, so no signal can orphan one.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
     let ca_bin = sibling("ca-server")?;
     let node_bin = sibling("ledger-node")?;
     std::fs::create_dir_all(&dir).map_err(local)?;
@@ -124,13 +166,18 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         .map(|i| format!("https://127.0.0.1:{}", base_port + i as u16))
         .collect();
     let mut children: Vec<Child> = Vec::new();
-    let result = async {
+    let setup = async {
         // The CA (development passphrase: this network is for trying things, never for real identities).
         let (child, mut out) = spawn(
             Command::new(&ca_bin)
                 .args(["dev", "--data-dir"])
                 .arg(dir.join("ca"))
-                .args(["--listen", &format!("127.0.0.1:{base_port}"), "--trust-domain", "devnet.local"])
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{base_port}"),
+                    "--trust-domain",
+                    "devnet.local",
+                ])
                 .env("BSN_LOG", "warn"),
             &dir.join("ca.log"),
         )
@@ -149,7 +196,12 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         let bundle = dir.join("ca").join("trust-bundle.pem");
         let admin = dir.join("admin");
         if !admin.join("cert.pem").exists() {
-            let secret = admin_secret.ok_or_else(|| local("the CA printed no administrator secret"))?;
+            // A start interrupted before the administrator enrolled: ask the CA's database for a
+            // new one-time secret, as an operator would.
+            let secret = match admin_secret {
+                Some(s) => s,
+                None => recover_admin_secret(&ca_bin, &dir.join("ca"))?,
+            };
             enroll(&api(&ca_url, &bundle, None)?, "admin", &secret, &admin).await?;
         }
         let ca = api(&ca_url, &bundle, Some(&admin))?;
@@ -158,12 +210,11 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         for (i, name) in names.iter().enumerate() {
             let ndir = dir.join(name);
             if !ndir.join("node.toml").exists() {
-                let v = ca
-                    .post(
-                        "/api/v1/identities",
-                        &json!({ "id": name, "type": "node", "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
-                    )
-                    .await?;
+                let v = register(
+                    &ca,
+                    &json!({ "id": name, "type": "node", "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
+                )
+                .await?;
                 let out = std::process::Command::new(&node_bin)
                     .args(["init", "--data-dir"])
                     .arg(&ndir)
@@ -174,7 +225,10 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                     .output()
                     .map_err(local)?;
                 if !out.status.success() {
-                    return Err(local(format!("ledger-node init {name}: {}", String::from_utf8_lossy(&out.stderr))));
+                    return Err(local(format!(
+                        "ledger-node init {name}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )));
                 }
                 // `init` writes an empty [peers] table last: add the others.
                 let mut toml = std::fs::read_to_string(ndir.join("node.toml")).map_err(local)?;
@@ -200,7 +254,7 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         // The demo participant and the demo subchain on every node.
         let user = dir.join("demo-user");
         if !user.join("cert.pem").exists() {
-            let v = ca.post("/api/v1/identities", &json!({ "id": "demo-user" })).await?;
+            let v = register(&ca, &json!({ "id": "demo-user" })).await?;
             enroll(
                 &api(&ca_url, &bundle, None)?,
                 "demo-user",
@@ -216,6 +270,13 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                          "description": "the devnet's demo subchain" }),
             )
             .await?;
+        }
+        // Every start (a start may have been interrupted between creating and admitting).
+        let member = ca.get("/api/v1/subchains/demo/members", &[]).await?;
+        let admitted = member["items"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["id"] == "demo-user" && m["role"] == "writer"));
+        if !admitted {
             ca.put("/api/v1/subchains/demo/members/demo-user", &json!({ "role": "writer" }))
                 .await?;
         }
@@ -232,7 +293,9 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(local(format!("{url} did not start serving the demo subchain; see its log")));
+                    return Err(local(format!(
+                        "{url} did not start serving the demo subchain; see its log"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -244,7 +307,10 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         println!("demo key:    {}", user.join("key.pem").display());
         println!("demo cert:   {}", user.join("cert.pem").display());
         println!("trust bundle: {}", bundle.display());
-        println!("the network is ready: subchain 'demo' runs on {} nodes; demo-user may write", nodes);
+        println!(
+            "the network is ready: subchain 'demo' runs on {} nodes; demo-user may write",
+            nodes
+        );
         println!();
         println!("try next (in another terminal):");
         println!(
@@ -259,8 +325,12 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         println!("  bsn query blocks --follow");
         println!("  the portal: {ca_url}/ ; Ctrl-C here stops everything");
         Ok(())
-    }
-    .await;
+    };
+    // A signal while starting stops what was started, as it does later.
+    let result = tokio::select! {
+        r = setup => r,
+        _ = stop_signal(&mut term) => Err(local("stopped before the network was ready")),
+    };
     if let Err(e) = result {
         stop(&mut children);
         for c in &mut children {
@@ -268,7 +338,7 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
         }
         return Err(e);
     }
-    let _ = tokio::signal::ctrl_c().await;
+    stop_signal(&mut term).await;
     println!("stopping the devnet...");
     stop(&mut children);
     for c in &mut children {

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -29,8 +29,26 @@ use crate::subchain::{Refusal, Subchain, Subchains};
 
 /// Most transactions in one submit request.
 pub const MAX_BATCH: usize = 1000;
-/// Largest request body.
-pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest submit body: a batch of up to [`MAX_BATCH`] transactions in at most 8 MiB (a
+/// typical signed transaction is about 1 KiB; one of the largest, 128 KiB, fits many times).
+pub const MAX_SUBMIT_BODY: usize = 8 * 1024 * 1024;
+/// Largest Raft message (append-entries and snapshot requests carry whole blocks).
+pub const MAX_RAFT_BODY: usize = 64 * 1024 * 1024;
+/// Largest forwarded proposal (a follower forwards one checked submit batch).
+pub const MAX_PROPOSE_BODY: usize = 16 * 1024 * 1024;
+/// Largest vote request.
+pub const MAX_VOTE_BODY: usize = 64 * 1024;
+/// Largest body of any other route (they take none).
+pub const MAX_OTHER_BODY: usize = 64 * 1024;
+/// Request body bytes read at once on this node, across every request (in MiB): past it,
+/// submissions are refused with 503 rather than buffered.
+pub const BODY_BUDGET_MIB: u32 = 256;
+/// Submissions one identity may have being read at once.
+pub const SUBMITS_PER_IDENTITY: usize = 8;
+/// Block streams one identity may hold open at once.
+pub const STREAMS_PER_IDENTITY: usize = 8;
+/// Block streams open at once on this node.
+pub const MAX_STREAMS: usize = 2048;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -47,6 +65,38 @@ pub struct AppState {
     pub subchains: Arc<Subchains>,
     /// Writes are refused when the CA has been silent longer than this (fail closed).
     pub stale_after_ms: i64,
+    /// Whether any client may read `/metrics` (else node identities only).
+    pub metrics_public: bool,
+    /// The connection layer's counters.
+    pub connections: Arc<bsn_transport::Stats>,
+    /// Request body bytes being read, in MiB.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Submissions being read, per identity.
+    pub submits: Arc<bsn_transport::KeyedSlots<String>>,
+    /// Open block streams, per identity.
+    pub streams: Arc<bsn_transport::KeyedSlots<String>>,
+}
+
+impl AppState {
+    /// The state for the given directory and subchains, with default bounds.
+    pub fn new(
+        directory: Arc<Directory>,
+        subchains: Arc<Subchains>,
+        stale_after_ms: i64,
+        metrics_public: bool,
+        connections: Arc<bsn_transport::Stats>,
+    ) -> Self {
+        Self {
+            directory,
+            subchains,
+            stale_after_ms,
+            metrics_public,
+            connections,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_MIB as usize)),
+            submits: bsn_transport::KeyedSlots::new(SUBMITS_PER_IDENTITY, 4096),
+            streams: bsn_transport::KeyedSlots::new(STREAMS_PER_IDENTITY, MAX_STREAMS),
+        }
+    }
 }
 
 /// The node's one error type.
@@ -82,6 +132,18 @@ pub enum ApiError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
+    /// The body is larger than the route takes.
+    #[error("the request body is larger than this call takes ({0} bytes at most)")]
+    TooLarge(usize),
+    /// Too many open streams or concurrent submissions for this identity.
+    #[error("{0}")]
+    TooMany(String),
+    /// This node's request-body budget is in use; retry shortly.
+    #[error("this node is reading too many request bodies; retry shortly")]
+    Busy,
+    /// Only operators (node identities) may do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such thing.
     #[error("{0}")]
     NotFound(String),
@@ -130,6 +192,14 @@ impl ApiError {
                 ),
             },
             Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request"),
+            TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many at once"),
+            Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Node busy"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Partial(_) => (
                 StatusCode::CONFLICT,
@@ -181,25 +251,18 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         resp
     }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
-}
-
-/// JSON body whose rejection is a problem document.
-pub struct Json<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
-            .await
-            .map(|j| Json(j.0))
-            .map_err(|e: JsonRejection| ApiError::Invalid(e.body_text()))
-    }
 }
 
 /// Query string whose rejection is a problem document.
@@ -213,6 +276,44 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
             .map(|q| Query(q.0))
             .map_err(|e: QueryRejection| ApiError::Invalid(e.body_text()))
     }
+}
+
+/// Reads a JSON body of at most `limit` bytes, after the caller was authorised: refused at
+/// once when its declared length is over the limit, read under this node's body budget (so
+/// concurrent large bodies cannot take more memory than the budget), and cut off as soon as it
+/// grows past the limit.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mib = declared.unwrap_or(limit).div_ceil(1024 * 1024).max(1) as u32;
+    let _budget = s.body_budget.try_acquire_many(mib).map_err(|_| ApiError::Busy)?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|c| c.is::<http_body_util::LengthLimitError>()) {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::Invalid(format!("the request body could not be read: {e}"))
+        }
+    })?;
+    if !headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return Err(ApiError::Invalid(
+            "the body must be JSON (Content-Type: application/json)".into(),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 /// The router.
@@ -239,11 +340,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(raft)
         .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/metrics", get(metrics))
         .merge(subchain)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .method_not_allowed_fallback(|| async { ApiError::Invalid("this route does not take that method".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_OTHER_BODY))
         .with_state(state)
+}
+
+/// Prometheus text: for node identities (operators) unless `metrics_access = "public"`.
+async fn metrics(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<String, ApiError> {
+    if !s.metrics_public && peer.kind != "node" {
+        return Err(ApiError::Forbidden(
+            "metrics are for operators (node identities) on this node".into(),
+        ));
+    }
+    Ok(crate::metrics::render(&s.connections))
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
@@ -344,13 +456,22 @@ async fn submit(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    Json(req): Json<SubmitRequest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<axum::Json<Value>, ApiError> {
+    // Who is asking, for what, before a byte of the body is read.
     let c = authorize(&s, &peer, &id, Role::Writer)?;
     let silent = s.directory.silent_for_ms();
     if silent > s.stale_after_ms {
         return Err(ApiError::Stale(silent / 1000));
     }
+    let _slot = s.submits.try_take(&peer.id).ok_or_else(|| {
+        ApiError::TooMany(format!(
+            "{} has {SUBMITS_PER_IDENTITY} submissions in progress already",
+            peer.id
+        ))
+    })?;
+    let req: SubmitRequest = read_json(&s, &headers, body, MAX_SUBMIT_BODY).await?;
     if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH {
         return Err(ApiError::Invalid(format!("send 1 to {MAX_BATCH} transactions")));
     }
@@ -599,15 +720,26 @@ async fn blocks_stream(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     // Resume after the last block a reconnecting client saw (Last-Event-ID), else from `from`.
-    let mut next = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(q.from, |h| h + 1);
+    let mut next = match headers.get("last-event-id") {
+        None => q.from,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|h| h.checked_add(1))
+            .ok_or_else(|| ApiError::Invalid("Last-Event-ID must be a block height the stream sent".into()))?,
+    };
+    let slot = s.streams.try_take(&peer.id).ok_or_else(|| {
+        ApiError::TooMany(format!(
+            "{} has {STREAMS_PER_IDENTITY} block streams open already; close one first",
+            peer.id
+        ))
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     let state = s.clone();
     let peer_id = peer.id.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let mut applied = c.applied.clone();
         loop {
             // A member removed (or demoted below reader) stops receiving blocks.
@@ -667,9 +799,12 @@ async fn raft_append(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    axum::Json(rpc): axum::Json<openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::AppendEntriesResponse<u64>>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
+    let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
+        read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(c.orderer().raft().append_entries(rpc).await))
 }
 
@@ -677,9 +812,11 @@ async fn raft_vote(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    axum::Json(rpc): axum::Json<openraft::raft::VoteRequest<u64>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::VoteResponse<u64>>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
+    let rpc: openraft::raft::VoteRequest<u64> = read_json(&s, &headers, body, MAX_VOTE_BODY).await?;
     Ok(axum::Json(c.orderer().raft().vote(rpc).await))
 }
 
@@ -687,7 +824,8 @@ async fn raft_snapshot(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    axum::Json(rpc): axum::Json<openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<
     RaftResult<
         openraft::raft::InstallSnapshotResponse<u64>,
@@ -696,6 +834,8 @@ async fn raft_snapshot(
     ApiError,
 > {
     let c = authorize_peer(&s, &peer, &id)?;
+    let rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
+        read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(c.orderer().raft().install_snapshot(rpc).await))
 }
 
@@ -703,9 +843,11 @@ async fn raft_propose(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-    axum::Json(p): axum::Json<crate::chain::Proposal>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<axum::Json<crate::chain::Applied>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
+    let p: crate::chain::Proposal = read_json(&s, &headers, body, MAX_PROPOSE_BODY).await?;
     match c.orderer().raft().client_write(p).await {
         Ok(r) => Ok(axum::Json(r.data)),
         Err(e) => Err(ApiError::Unavailable(format!("not ordered here: {e}"))),

@@ -8,10 +8,13 @@
 //!   for writes when the CA has been silent longer than a bound.
 //! - [`server`]: the mTLS gateway (rustls + ring): client certificates must chain to the bundle,
 //!   follow the BSN profile, be valid and unrevoked; no session resumption; connections whose
-//!   certificate is revoked are cut within a second.
+//!   certificate is revoked are cut within a second. Connections are bounded in count (in all,
+//!   per address, with capacity reserved for node identities) and time by `bsn_transport`.
 //! - [`api`]: per-request authorisation by the subchain's membership (reader: queries and
 //!   streams; writer: submit; admin: membership), submit-and-wait, state, chain info, blocks,
-//!   transactions with inclusion proofs, a resumable block stream.
+//!   transactions with inclusion proofs, a resumable block stream. A body is read only after the
+//!   caller is authorised, within a per-route limit and a node-wide budget; block streams and
+//!   concurrent submissions are capped per identity; `/metrics` is for node identities.
 //! - [`subchain`]: leader-side validation (creator certificate, signature, role, new id) and the
 //!   block cutter; [`chain`]: the deterministic block rules; [`raft`]: one openraft group per
 //!   subchain behind the [`raft::Orderer`] trait; [`store`]: one redb database per subchain.

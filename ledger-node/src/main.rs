@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bsn::client::{Api, ClientError};
 use bsn::files::{KeyType, csr_pem, generate_key, write_credentials, write_file};
@@ -80,6 +81,65 @@ struct NodeConfig {
     /// Other city nodes' gateway URLs by node name (for subchains hosted on several nodes).
     #[serde(default)]
     peers: std::collections::BTreeMap<String, String>,
+    /// Open connections at most (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    /// Open connections from one address at most (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections_per_address: Option<usize>,
+    /// Seconds to finish the TLS handshake (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handshake_timeout_secs: Option<u64>,
+    /// Seconds from the handshake to the first request's headers (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a connection may sit without a request in flight (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds to receive a whole request body (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_timeout_secs: Option<u64>,
+    /// Who may read `/metrics`: `operators` (node identities, the default) or `public` (any
+    /// client with a certificate of this CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_access: Option<String>,
+}
+
+impl NodeConfig {
+    /// The connection limits, from the defaults and this file.
+    fn connection_limits(&self) -> Result<bsn_transport::Limits, (ExitCode, String)> {
+        let d = bsn_transport::Limits::default();
+        let secs = |v: Option<u64>, default: Duration, key: &str| match v {
+            None => Ok(default),
+            Some(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+            Some(n) => Err(local(format!("{key} = {n} must be from 1 to 3600"))),
+        };
+        Ok(bsn_transport::Limits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections).clamp(16, 1_000_000),
+            max_per_address: self
+                .max_connections_per_address
+                .unwrap_or(d.max_per_address)
+                .clamp(1, 1_000_000),
+            handshake_timeout: secs(
+                self.handshake_timeout_secs,
+                d.handshake_timeout,
+                "handshake_timeout_secs",
+            )?,
+            header_timeout: secs(self.header_timeout_secs, d.header_timeout, "header_timeout_secs")?,
+            idle_timeout: secs(self.idle_timeout_secs, d.idle_timeout, "idle_timeout_secs")?,
+            body_timeout: secs(self.body_timeout_secs, d.body_timeout, "body_timeout_secs")?,
+            ..d
+        })
+    }
+
+    /// Whether any client may read `/metrics`.
+    fn metrics_public(&self) -> Result<bool, (ExitCode, String)> {
+        match self.metrics_access.as_deref() {
+            None | Some("operators") => Ok(false),
+            Some("public") => Ok(true),
+            Some(other) => Err(local(format!("metrics_access = '{other}' must be operators or public"))),
+        }
+    }
 }
 fn d_block_max_txs() -> usize {
     2000
@@ -169,6 +229,13 @@ async fn init(
         cache_mib: d_cache(),
         advertise: None,
         peers: Default::default(),
+        max_connections: None,
+        max_connections_per_address: None,
+        handshake_timeout_secs: None,
+        header_timeout_secs: None,
+        idle_timeout_secs: None,
+        body_timeout_secs: None,
+        metrics_access: None,
     };
     write_file(
         &dir.join("node.toml"),
@@ -291,14 +358,25 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         .await
         .map_err(|e| local(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr().map_err(local)?;
-    let app = router(Arc::new(AppState {
-        directory: directory.clone(),
-        subchains: subchains.clone(),
-        stale_after_ms: cfg.stale_after_secs.max(1) * 1000,
-    }));
+    let connections = Arc::new(bsn_transport::Stats::default());
+    let app = router(Arc::new(AppState::new(
+        directory.clone(),
+        subchains.clone(),
+        cfg.stale_after_secs.max(1) * 1000,
+        cfg.metrics_public()?,
+        connections.clone(),
+    )));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     println!("ledger-node {} listening on https://{addr} (CA {})", cfg.name, cfg.ca);
-    let server = tokio::spawn(ledger_node::server::serve(listener, tls, app, directory, stopped));
+    let server = tokio::spawn(bsn_transport::serve(
+        listener,
+        Arc::new(tls),
+        app,
+        Arc::new(ledger_node::server::Admission { directory }),
+        cfg.connection_limits()?,
+        connections,
+        stopped,
+    ));
     shutdown_signal().await;
     println!("shutting down");
     let _ = stop.send(true);

@@ -29,13 +29,6 @@ impl Counter {
     }
 }
 
-/// Full handshakes completed.
-pub static HANDSHAKES: Counter = Counter::new("bsn_node_handshakes_total", "mTLS handshakes completed");
-/// Handshakes refused (bad, revoked, foreign or missing client certificate).
-pub static HANDSHAKES_REFUSED: Counter = Counter::new("bsn_node_handshakes_refused_total", "mTLS handshakes refused");
-/// Open connections closed because their certificate was revoked.
-pub static CONNECTIONS_CUT: Counter =
-    Counter::new("bsn_node_connections_cut_total", "connections closed on revocation");
 /// Transactions committed.
 pub static TX_COMMITTED: Counter = Counter::new("bsn_node_transactions_committed_total", "transactions committed");
 /// Transactions refused before ordering.
@@ -48,18 +41,10 @@ pub static SNAPSHOTS_INSTALLED: Counter = Counter::new(
 /// Blocks written.
 pub static BLOCKS: Counter = Counter::new("bsn_node_blocks_total", "blocks written");
 
-/// The text exposition of every counter.
-pub fn render() -> String {
-    let mut out = String::new();
-    for c in [
-        &HANDSHAKES,
-        &HANDSHAKES_REFUSED,
-        &CONNECTIONS_CUT,
-        &TX_COMMITTED,
-        &TX_REFUSED,
-        &BLOCKS,
-        &SNAPSHOTS_INSTALLED,
-    ] {
+/// The text exposition of every counter, with the connection layer's.
+pub fn render(connections: &bsn_transport::Stats) -> String {
+    let mut out = connections.render("bsn_node_");
+    for c in [&TX_COMMITTED, &TX_REFUSED, &BLOCKS, &SNAPSHOTS_INSTALLED] {
         out.push_str(&format!(
             "# HELP {n} {h}\n# TYPE {n} counter\n{n} {v}\n",
             n = c.name,
@@ -74,10 +59,12 @@ pub fn render() -> String {
 mod tests {
     #[test]
     fn every_counter_is_rendered() {
-        let text = super::render();
+        let text = super::render(&Default::default());
         for name in [
             "bsn_node_handshakes_total",
-            "bsn_node_handshakes_refused_total",
+            "bsn_node_handshakes_failed_total",
+            "bsn_node_connections_timed_out_total",
+            "bsn_node_connections_refused_total",
             "bsn_node_connections_cut_total",
             "bsn_node_transactions_committed_total",
             "bsn_node_transactions_refused_total",
@@ -85,6 +72,7 @@ mod tests {
             "bsn_node_snapshots_installed_total",
         ] {
             assert!(text.contains(&format!("\n{name} ")), "{name} missing from /metrics");
+            assert_eq!(text.matches(&format!("\n{name} ")).count(), 1, "{name} twice");
         }
     }
 }

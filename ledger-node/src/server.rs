@@ -1,29 +1,19 @@
 //! The mTLS gateway's transport: rustls with a client-certificate verifier that adds the CA's
 //! revocations and the BSN leaf profile to webpki's chain check, no session resumption (no
 //! tickets, no session cache: every connection is a full handshake that sees the current
-//! revocation set), and an accept loop that cuts a connection as soon as its client certificate
-//! is revoked or expires.
+//! revocation set), and the admission of connections to `bsn_transport`'s accept loop, which
+//! cuts a connection as soon as its client certificate is revoked or expires.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::directory::Directory;
-
-/// Most connections served at once.
-pub const MAX_CONNECTIONS: usize = 8192;
-/// How long a client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The authenticated client of a connection.
 #[derive(Debug, Clone)]
@@ -157,83 +147,49 @@ fn peer_of(certs: Option<&[CertificateDer<'static>]>) -> Option<Peer> {
     })
 }
 
-/// Serves `app` on `listener` with `tls` until `shutdown` fires. Each request carries the
-/// connection's [`Peer`] as an extension.
-pub async fn serve(
-    listener: TcpListener,
-    tls: rustls::ServerConfig,
-    app: Router,
-    directory: Arc<Directory>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+/// Admits a handshake-verified connection: requests carry its [`Peer`]; node identities use
+/// the reserved capacity (Raft and block transfer keep working while the public gateway is
+/// full); the connection is cut as soon as its certificate is revoked or expires.
+pub struct Admission {
+    /// Revocations, as the CA's feed reports them.
+    pub directory: Arc<Directory>,
+}
+
+impl bsn_transport::Admit for Admission {
+    type Ext = Peer;
+    fn admit(
+        &self,
+        _remote: std::net::SocketAddr,
+        certs: Option<&[CertificateDer<'static>]>,
+    ) -> Option<bsn_transport::Admitted<Peer>> {
+        let peer = peer_of(certs)?;
+        let class = if peer.kind == "node" {
+            bsn_transport::Class::Reserved
+        } else {
+            bsn_transport::Class::Public
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            drop(tcp); // over the connection limit: refuse at once rather than queue
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let directory = directory.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "handshake refused");
-                    crate::metrics::HANDSHAKES_REFUSED.inc();
-                    return;
-                }
-                Err(_) => return,
-            };
-            let Some(peer) = peer_of(tls.get_ref().1.peer_certificates()) else {
-                return;
-            };
-            crate::metrics::HANDSHAKES.inc();
-            let serial = peer.serial.clone();
-            let expiry = Duration::from_secs((peer.not_after - crate::api::now_ms() / 1000).max(0) as u64);
-            let svc = TowerToHyperService::new(app.layer(axum::Extension(peer)));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            tokio::pin!(conn);
+        let serial = peer.serial.clone();
+        let directory = self.directory.clone();
+        let expiry = Duration::from_secs((peer.not_after - crate::api::now_ms() / 1000).max(0) as u64);
+        let cut = async move {
             let mut revocations = directory.revocations();
             let expired = tokio::time::sleep(expiry);
             tokio::pin!(expired);
             loop {
                 tokio::select! {
-                    _ = &mut conn => return,
                     r = revocations.changed() => {
                         if r.is_err() || directory.is_revoked(&serial) {
-                            tracing::info!(serial, "client certificate revoked: closing its connection");
-                            crate::metrics::CONNECTIONS_CUT.inc();
-                            return;
+                            return "client certificate revoked";
                         }
                     }
-                    _ = &mut expired => {
-                        tracing::info!(serial, "client certificate expired: closing its connection");
-                        return;
-                    }
-                    _ = shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), &mut conn).await;
-                        return;
-                    }
+                    _ = &mut expired => return "client certificate expired",
                 }
             }
-        });
+        };
+        Some(bsn_transport::Admitted {
+            class,
+            ext: peer,
+            cut: Some(Box::pin(cut)),
+        })
     }
 }

@@ -232,6 +232,11 @@ impl TestCa {
         }
     }
 
+    /// The first replica's process id.
+    pub fn pid(&self) -> u32 {
+        self.children[0].id()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("ca")
@@ -634,4 +639,115 @@ pub fn put(key: &str, value: &str) -> identity::ledger::Op {
 pub fn submit_body(txs: &[Vec<u8>]) -> Value {
     use base64::Engine;
     json!({ "transactions": txs.iter().map(|t| base64::engine::general_purpose::STANDARD.encode(t)).collect::<Vec<_>>() })
+}
+
+/// A browser-like client of the portal API: keeps the session cookie and sends the CSRF token on
+/// request, optionally from a given local address (any of 127.0.0.0/8 reaches a loopback CA).
+pub struct Browser {
+    http: reqwest::Client,
+    base: String,
+    /// The session cookie, once signed in.
+    pub cookie: Option<String>,
+    /// The session's CSRF token, once signed in.
+    pub csrf: String,
+}
+
+impl Browser {
+    /// A browser of the CA's portal.
+    pub fn new(ca: &TestCa) -> Self {
+        Self::from_address(ca, None)
+    }
+
+    /// A browser whose connections come from `local`.
+    pub fn from_address(ca: &TestCa, local: Option<std::net::IpAddr>) -> Self {
+        Self {
+            http: raw_client(ca, None, local),
+            base: ca.url.clone(),
+            cookie: None,
+            csrf: String::new(),
+        }
+    }
+
+    /// A call; returns the status and the JSON body (null when not JSON).
+    pub async fn call(&mut self, method: &str, path: &str, body: Option<Value>, csrf: bool) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        if csrf {
+            req = req.header("x-csrf-token", &self.csrf);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        if let Some(set) = resp.headers().get("set-cookie") {
+            let set = set.to_str().unwrap();
+            for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+                assert!(set.contains(attr), "{set}");
+            }
+            self.cookie = Some(set.split(';').next().unwrap().to_string());
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Signs in; returns the status and body, keeping the CSRF token.
+    pub async fn sign_in(&mut self, id: &str, password: &str) -> (u16, Value) {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/api/v1/portal/login",
+                Some(json!({ "id": id, "password": password })),
+                false,
+            )
+            .await;
+        if let Some(t) = v["csrf_token"].as_str() {
+            self.csrf = t.to_string();
+        }
+        (status, v)
+    }
+}
+
+/// The slug of a problem document body (`urn:bsn:problem:<slug>`).
+pub fn problem_slug(v: &Value) -> &str {
+    v["type"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("urn:bsn:problem:")
+}
+
+/// A plain reqwest client trusting the test CA, as the identity in `who` if given, connecting
+/// from `local` if given.
+pub fn raw_client(ca: &TestCa, who: Option<&Path>, local: Option<std::net::IpAddr>) -> reqwest::Client {
+    let bundle = std::fs::read(&ca.bundle).unwrap();
+    let creds = who.map(|d| {
+        (
+            std::fs::read(d.join("cert.pem")).unwrap(),
+            std::fs::read(d.join("key.pem")).unwrap(),
+        )
+    });
+    let tls = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .local_address(local)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Resident memory of a process, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -5,64 +5,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bsn_tests::{TestCa, slug};
+use bsn_tests::{Browser, TestCa, problem_slug as problem, slug};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use serde_json::{Value, json};
-
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-    csrf: String,
-}
-
-impl Browser {
-    fn new(ca: &TestCa) -> Self {
-        let tls = bsn::client::tls_config(&std::fs::read(&ca.bundle).unwrap(), None).unwrap();
-        Self {
-            http: reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .build()
-                .unwrap(),
-            base: ca.url.clone(),
-            cookie: None,
-            csrf: String::new(),
-        }
-    }
-
-    async fn call(&mut self, method: &str, path: &str, body: Option<Value>, csrf: bool) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        if csrf {
-            req = req.header("x-csrf-token", &self.csrf);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        if let Some(set) = resp.headers().get("set-cookie") {
-            let set = set.to_str().unwrap();
-            for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
-                assert!(set.contains(attr), "{set}");
-            }
-            self.cookie = Some(set.split(';').next().unwrap().to_string());
-        }
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-fn problem(v: &Value) -> &str {
-    v["type"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("urn:bsn:problem:")
-}
+use serde_json::json;
 
 /// A P-256 key and its SPKI, and a WebCrypto-style (P1363) proof over a challenge.
 fn browser_key() -> (EcdsaKeyPair, String) {

@@ -145,3 +145,76 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
         up.as_millis()
     );
 }
+
+/// Starts `bsn devnet --nodes 1`; returns the child and a receiver of its stdout lines.
+fn start_small(dir: &std::path::Path, base: u16) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(bin("bsn"))
+        .args(["devnet", "--nodes", "1", "--dir"])
+        .arg(dir)
+        .args(["--base-port", &base.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Sends SIGTERM and waits for the devnet and every child to be gone (their ports free).
+fn terminate(child: &mut std::process::Child, base: u16) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "bsn devnet did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in base..base + 2 {
+        while std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {p} still in use: a child outlived SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Regression: SIGTERM to `bsn devnet` left the CA and the nodes running.
+#[test]
+fn devnet_stops_its_children_on_sigterm_while_starting_and_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_ports();
+    // While starting: once the CA is up, before the network is ready.
+    let (mut child, rx) = start_small(&dir.path().join("net"), base);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", base)).is_err() {
+        assert!(Instant::now() < deadline, "the CA never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    terminate(&mut child, base);
+    drop(rx);
+    // Ready, then SIGTERM, on the same data.
+    let (mut child, rx) = start_small(&dir.path().join("net"), base);
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("bsn devnet did not get ready within 120 s");
+        if l.contains("the network is ready") {
+            break;
+        }
+    }
+    terminate(&mut child, base);
+}

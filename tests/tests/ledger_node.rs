@@ -267,14 +267,18 @@ async fn members_write_and_read_and_the_ca_decides_who_may() {
         .await
         .unwrap();
     let t0 = Instant::now();
+    // Poll with a read: a write made while polling could land before the removal arrives (the
+    // CA answers the removal before its feed event reaches the node), and then "late" exists.
     eventually("alice's removal to reach the node", Duration::from_secs(5), || async {
-        let e = submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("late", "1")])])
-            .await
-            .err()?;
+        let e = alice.get("/api/v1/subchains/demo", &[]).await.err()?;
         (slug(&e) == "not-a-member").then_some(())
     })
     .await;
     let removal_ms = t0.elapsed().as_millis();
+    let e = submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("late", "1")])])
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "not-a-member");
     submit(&bob, &[sign_tx(&dirs[1], "demo", vec![put("bob", "writes")])])
         .await
         .expect("bob is a writer now");

@@ -1,10 +1,10 @@
 //! Enrollment (CSR + one-time secret) and renewal (CSR over mTLS).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use identity::{IdentityId, IdentityKind, SpiffeId};
@@ -17,6 +17,7 @@ use crate::csr::{CsrError, check_csr_pem};
 use crate::db::IdentityRow;
 use crate::pki::{LeafSubject, pem};
 use crate::problem::{ApiError, Json};
+use crate::secrets::Source;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -83,13 +84,19 @@ impl From<CommitError> for ApiError {
 
 async fn enroll(
     State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
+    let source = Source::address(peer.ip());
+    s.enroll_limits
+        .check(&source)
+        .map_err(|wait| ApiError::SlowDown("failed enrollments", wait))?;
     let id = IdentityId::parse(&req.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
     let key = check_csr_pem(&req.csr)?;
     let ident = s.db.identity(id.as_str()).await?;
     let hash = ident.as_ref().and_then(|i| i.secret_hash.clone());
-    if !s.hasher.verify(req.secret, hash.clone()).await? {
+    if !s.hasher.verify(&source, req.secret, hash.clone()).await? {
+        s.enroll_limits.failed(&source);
         return Err(ApiError::InvalidCredentials);
     }
     let (Some(ident), Some(hash)) = (ident, hash) else {

@@ -25,6 +25,8 @@ use crate::registry::{FeedEvent, feed_head, feed_page};
 
 /// Events per page or per push.
 const PAGE: i64 = 500;
+/// Feed streams one node identity may hold open at once.
+pub const STREAMS_PER_NODE: usize = 4;
 /// Feed streams one replica serves at once.
 pub const MAX_STREAMS: usize = 4096;
 
@@ -95,7 +97,15 @@ async fn stream(
     Query(q): Query<FeedQuery>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (node, mut cursor) = node_and_cursor(&s, &caller, &q.cursor).await?;
-    let permit = s.feed_streams.clone().try_acquire_owned().map_err(|_| ApiError::Busy)?;
+    // One node identity cannot take every stream: a few each (reconnects overlap), and a bound
+    // in all.
+    let permit = match s.feed_streams.try_take(&node) {
+        Some(p) => p,
+        None if s.feed_streams.held(&node) >= STREAMS_PER_NODE => {
+            return Err(ApiError::SlowDown("open feed streams", 1));
+        }
+        None => return Err(ApiError::Busy),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let mut changed = s.feed_wakeup.subscribe();
     let state = s.clone();

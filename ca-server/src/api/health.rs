@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::app::AppState;
+use crate::auth::Caller;
+use crate::problem::ApiError;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -25,12 +27,19 @@ async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Prometheus text exposition.
-async fn metrics(State(s): State<Arc<AppState>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
+/// Prometheus text exposition: for administrators and auditors (mTLS or a portal session)
+/// unless `metrics_access = "public"`.
+async fn metrics(
+    State(s): State<Arc<AppState>>,
+    caller: Result<Caller, ApiError>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    if !s.metrics_public {
+        caller?.require_any(&["admin", "auditor"])?;
+    }
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+        s.metrics.render() + &s.connections.render("bsn_ca_"),
+    ))
 }
 
 /// The OpenAPI document describing this API.

@@ -14,6 +14,7 @@ use crate::app::{AppState, now, rfc3339};
 use crate::auth::{Caller, ROLES};
 use crate::db::{IdentityFilter, IdentityRow, NewIdentity};
 use crate::problem::{ApiError, Json, Query};
+use crate::secrets::Source;
 use crate::secrets::new_secret;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -187,11 +188,21 @@ async fn register(
     Json(r): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<Registered>), ApiError> {
     let (id, kind) = check_registration(&caller, &r)?;
-    if s.db.identity(id.as_str()).await?.is_some() {
-        return Err(ApiError::IdentityExists);
-    }
+    let taken = || async {
+        if s.db.identity(id.as_str()).await?.is_some() {
+            return Err(ApiError::IdentityExists);
+        }
+        if s.db.account_holds(id.as_str()).await? {
+            return Err(ApiError::IdReserved(id.to_string()));
+        }
+        Ok(())
+    };
+    taken().await?;
     let secret = new_secret();
-    let hash = s.hasher.hash(secret.clone()).await?;
+    let hash = s
+        .hasher
+        .hash(&Source::Identity(caller.identity.id.clone()), secret.clone())
+        .await?;
     let t = now().unix_timestamp();
     let new = NewIdentity {
         id: id.to_string(),
@@ -212,6 +223,7 @@ async fn register(
         created_at: t,
     };
     if !s.db.register(&new).await? {
+        taken().await?;
         return Err(ApiError::IdentityExists);
     }
     let spiffe_id = SpiffeId {
@@ -373,7 +385,10 @@ async fn reset_secret(
         ));
     }
     let secret = new_secret();
-    let hash = s.hasher.hash(secret.clone()).await?;
+    let hash = s
+        .hasher
+        .hash(&Source::Identity(caller.identity.id.clone()), secret.clone())
+        .await?;
     let expires = now().unix_timestamp() + r.secret_ttl_seconds;
     if !s.db.set_secret(&row.id, &hash, expires, r.max_enrollments).await? {
         return Err(ApiError::NotFound(format!("no identity '{id}'")));

@@ -20,7 +20,7 @@ mod log;
 mod portal;
 mod subchains;
 
-pub use feed::MAX_STREAMS as MAX_FEED_STREAMS;
+pub use feed::{MAX_STREAMS as MAX_FEED_STREAMS, STREAMS_PER_NODE as FEED_STREAMS_PER_NODE};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -49,7 +49,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(read_whole_body))
+        .layer(axum::middleware::map_response(hsts))
         .with_state(state)
+}
+
+/// The CA is served only over HTTPS: browsers are told to keep it that way (two years).
+async fn hsts(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=63072000"),
+    );
+    resp
 }
 
 /// Reads the whole request body (up to [`MAX_BODY`]) before routing. Handlers often answer
@@ -63,6 +73,9 @@ async fn read_whole_body(req: axum::extract::Request, next: axum::middleware::Ne
         Ok(bytes) => {
             next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
+        }
+        Err(e) if std::error::Error::source(&e).is_some_and(|c| c.is::<std::io::Error>()) => {
+            crate::problem::ApiError::InvalidRequest("the request body did not arrive in time".into()).into_response()
         }
         Err(_) => crate::problem::ApiError::PayloadTooLarge.into_response(),
     }

@@ -27,6 +27,7 @@ use crate::commit::Precondition;
 use crate::db::CertFilter;
 use crate::portal::{self, CHALLENGE_TTL, SESSION_TTL};
 use crate::problem::{ApiError, Json, Query};
+use crate::secrets::Source;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -47,9 +48,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 /// A signed-in portal user (from the session cookie, checked against the database), whose
 /// account may still be pending; `csrf_ok` says whether the request passed the CSRF check.
 pub(super) struct Session {
-    identity: String,
-    csrf: String,
-    token_hash: String,
+    web: crate::auth::WebSession,
     csrf_ok: Result<(), String>,
 }
 
@@ -58,22 +57,24 @@ impl Session {
     fn check_csrf(&self) -> Result<(), ApiError> {
         self.csrf_ok.clone().map_err(ApiError::CsrfRejected)
     }
+
+    /// The account's identity id, once the account proved control of it: every route but the
+    /// account's own status and sign-out goes through here.
+    fn identity(&self) -> Result<&str, ApiError> {
+        self.web.require_approved()?;
+        Ok(&self.web.identity)
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
-        let w = crate::auth::web_session(parts, s)
+        let web = crate::auth::web_session(parts, s)
             .await?
             .ok_or(ApiError::SessionRequired)?;
-        let csrf_ok = crate::auth::check_csrf(parts, &w.csrf).map_err(|e| e.to_string());
-        Ok(Session {
-            identity: w.identity,
-            csrf: w.csrf,
-            token_hash: w.token_hash,
-            csrf_ok,
-        })
+        let csrf_ok = crate::auth::check_csrf(parts, &web.csrf).map_err(|e| e.to_string());
+        Ok(Session { web, csrf_ok })
     }
 }
 
@@ -105,8 +106,10 @@ struct Account {
 
 async fn register(
     State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(r): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<Account>), ApiError> {
+    let source = Source::address(peer.ip());
     let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
     let email = r.email.trim().to_ascii_lowercase();
     portal::check_account(&r.name, &email, &r.organisation, &r.password).map_err(ApiError::InvalidField)?;
@@ -117,13 +120,17 @@ async fn register(
             "give an invitation code or an enrollment secret, not both".into(),
         ));
     }
+    // Each registration that gets this far costs an argon2id hash or two: limited per address.
+    s.login_limits
+        .register(peer.ip())
+        .map_err(|wait| ApiError::SlowDown("registrations", wait))?;
     // Claiming a registered identity: its secret must verify, like an enrollment.
     let claimed = match claim {
         None => None,
         Some(secret) => {
             let ident = s.db.identity(id.as_str()).await?;
             let stored = ident.as_ref().and_then(|i| i.secret_hash.clone());
-            if !s.hasher.verify(secret, stored.clone()).await? {
+            if !s.hasher.verify(&source, secret, stored.clone()).await? {
                 return Err(ApiError::InvalidCredentials);
             }
             let (Some(ident), Some(stored)) = (ident, stored) else {
@@ -140,7 +147,7 @@ async fn register(
             Some((stored, ident.registered_by))
         }
     };
-    let hash = s.hasher.hash(r.password).await?;
+    let hash = s.hasher.hash(&source, r.password).await?;
     let mut tx = s.db.begin().await?;
     if let Some((stored, _)) = &claimed {
         let used = sqlx::query(
@@ -233,9 +240,12 @@ async fn create_identity(
     t: i64,
 ) -> Result<(), ApiError> {
     let attributes = serde_json::json!({ "name": name.trim(), "email": email, "organisation": organisation });
-    sqlx::query(
+    // A participant without roles, and never over an identity someone else registered meanwhile
+    // (on PostgreSQL another replica may have committed one since this transaction looked).
+    let inserted = sqlx::query(
         "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, enrollments_left, \
-         registered_by, created_at) VALUES ($1, 'participant', '[]', $2, '[]', '[]', 'active', 0, $3, $4)",
+         registered_by, created_at) VALUES ($1, 'participant', '[]', $2, '[]', '[]', 'active', 0, $3, $4) \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(attributes.to_string())
@@ -243,6 +253,9 @@ async fn create_identity(
     .bind(t)
     .execute(&mut **tx)
     .await?;
+    if inserted.rows_affected() != 1 {
+        return Err(ApiError::IdentityExists);
+    }
     Ok(())
 }
 
@@ -259,7 +272,7 @@ async fn login(
     Json(r): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
     s.login_limits
-        .attempt(&r.id, peer.ip())
+        .sign_in(&r.id, peer.ip())
         .map_err(ApiError::TooManyAttempts)?;
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT password_hash, state FROM accounts WHERE identity_id = $1")
@@ -267,10 +280,11 @@ async fn login(
             .fetch_optional(&mut *s.db.acquire().await?)
             .await?;
     let hash = row.as_ref().map(|(h, _)| h.clone());
-    if !s.hasher.verify(r.password, hash).await? {
+    if !s.hasher.verify(&Source::address(peer.ip()), r.password, hash).await? {
         tracing::info!(id = %r.id, peer = %peer.ip(), "portal sign-in refused");
         return Err(ApiError::BadLogin);
     }
+    s.login_limits.signed_in(&r.id, peer.ip());
     let (_, state) = row.ok_or(ApiError::BadLogin)?;
     if state == "rejected" {
         return Err(ApiError::Forbidden("this registration was not approved".into()));
@@ -301,7 +315,7 @@ async fn login(
 async fn logout(State(s): State<Arc<AppState>>, session: Session) -> Result<Response, ApiError> {
     session.check_csrf()?;
     sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
-        .bind(&session.token_hash)
+        .bind(&session.web.token_hash)
         .execute(&mut *s.db.acquire().await?)
         .await?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, portal::clear_cookie())]).into_response())
@@ -315,33 +329,39 @@ async fn me(
     let Ok(session) = session else {
         return Ok(axum::Json(serde_json::json!({ "signed_in": false })));
     };
+    let id = &session.web.identity;
     let row: Option<(String, String, String, String)> =
         sqlx::query_as("SELECT name, email, organisation, state FROM accounts WHERE identity_id = $1")
-            .bind(&session.identity)
+            .bind(id)
             .fetch_optional(&mut *s.db.acquire().await?)
             .await?;
     let (name, email, organisation, state) = row.ok_or(ApiError::SessionRequired)?;
-    let roles =
-        s.db.identity(&session.identity)
-            .await?
-            .map(|i| i.roles)
-            .unwrap_or_default();
+    // The identity's roles only once the account is bound to it: a pending account must not
+    // learn anything about an identity someone else registered under the same id.
+    let roles = match session.identity() {
+        Ok(id) => s.db.identity(id).await?.map(|i| i.roles).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     Ok(axum::Json(serde_json::json!({
         "signed_in": true,
-        "id": session.identity,
-        "spiffe_id": format!("spiffe://{}/participant/{}", s.trust_domain, session.identity),
+        "id": id,
+        "spiffe_id": format!("spiffe://{}/participant/{}", s.trust_domain, id),
         "name": name,
         "email": email,
         "organisation": organisation,
         "state": state,
         "roles": roles,
-        "csrf_token": session.csrf,
+        "csrf_token": session.web.csrf,
     })))
 }
 
-/// Fails unless the signed-in account was approved (its identity exists and is active).
+/// Fails unless the signed-in account was approved (it proved control of its identity) and the
+/// identity is an active participant.
 async fn approved(s: &AppState, session: &Session) -> Result<crate::db::IdentityRow, ApiError> {
-    match s.db.identity(&session.identity).await? {
+    match s.db.identity(session.identity()?).await? {
+        Some(i) if i.kind != "participant" => {
+            Err(ApiError::Forbidden("only participants sign in to the portal".into()))
+        }
         Some(i) if i.status == "active" => Ok(i),
         Some(_) => Err(ApiError::IdentityDisabled),
         None => Err(ApiError::Forbidden(
@@ -355,7 +375,7 @@ async fn challenge(
     session: Session,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     session.check_csrf()?;
-    approved(&s, &session).await?;
+    let ident = approved(&s, &session).await?;
     let challenge = portal::random_token();
     let t = now().unix_timestamp();
     let expires = t + CHALLENGE_TTL.as_secs() as i64;
@@ -366,7 +386,7 @@ async fn challenge(
         .await?;
     sqlx::query("INSERT INTO enroll_challenges (challenge_hash, identity_id, expires_at, used) VALUES ($1, $2, $3, 0)")
         .bind(portal::token_hash(&challenge))
-        .bind(&session.identity)
+        .bind(&ident.id)
         .bind(expires)
         .execute(&mut *conn)
         .await?;
@@ -409,15 +429,7 @@ async fn enroll(
         challenge_hash: portal::token_hash(r.challenge.trim()),
         now: now().unix_timestamp(),
     };
-    super::enroll::issue(
-        &s,
-        &ident,
-        &key,
-        "portal",
-        format!("portal:{}", session.identity),
-        precondition,
-    )
-    .await
+    super::enroll::issue(&s, &ident, &key, "portal", format!("portal:{}", ident.id), precondition).await
 }
 
 async fn my_certificates(
@@ -426,7 +438,7 @@ async fn my_certificates(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let t = now().unix_timestamp();
     let filter = CertFilter {
-        identity: Some(session.identity.clone()),
+        identity: Some(session.identity()?.to_string()),
         serial: None,
         status: "any".into(),
         expires_before: None,
@@ -454,17 +466,18 @@ async fn revoke(
     Json(r): Json<RevokeRequest>,
 ) -> Result<axum::Json<super::certificates::Revoked>, ApiError> {
     session.check_csrf()?;
+    let me = session.identity()?;
     let serial = super::normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     let reason = super::certificates::parse_reason(r.reason.as_deref())?;
     match s.db.certificate(&serial).await? {
-        Some(c) if c.identity_id == session.identity => {
+        Some(c) if c.identity_id == me => {
             if c.revoked_at.is_some() {
                 return Err(ApiError::AlreadyRevoked);
             }
         }
         _ => return Err(ApiError::NotFound(format!("you have no certificate {serial}"))),
     }
-    let revoked = super::certificates::revoke_recorded(&s, serial, reason, &session.identity).await?;
+    let revoked = super::certificates::revoke_recorded(&s, serial, reason, me).await?;
     Ok(axum::Json(revoked))
 }
 

@@ -227,6 +227,27 @@ struct PageQuery {
     limit: Option<i64>,
 }
 
+/// Fails unless the caller may see who the subchain's members are: its members, hosting nodes,
+/// publisher, administrators and auditors. The member list, a statement of any revision (which
+/// lists the members) and anything else naming them have this one audience.
+async fn may_see_members(s: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let reg = registry(s);
+    let sub = reg.require(id).await?;
+    let me = &caller.identity.id;
+    let allowed = caller.is_admin()
+        || caller.reads_all_certificates()
+        || &sub.publisher == me
+        || sub.nodes.contains(me)
+        || reg.role_of(id, me).await?.is_some();
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "only members, hosting nodes, managers and auditors of '{id}' may see its members"
+        )))
+    }
+}
+
 /// Members, for the subchain's managers, members and hosting nodes.
 async fn members(
     State(s): State<Arc<AppState>>,
@@ -236,18 +257,7 @@ async fn members(
 ) -> Result<axum::Json<Page<Member>>, ApiError> {
     let id = subchain_id(&id)?;
     let reg = registry(&s);
-    let sub = reg.require(id.as_str()).await?;
-    let me = &caller.identity.id;
-    let allowed = caller.is_admin()
-        || caller.reads_all_certificates()
-        || &sub.publisher == me
-        || sub.nodes.contains(me)
-        || reg.role_of(id.as_str(), me).await?.is_some();
-    if !allowed {
-        return Err(ApiError::Forbidden(format!(
-            "only members, hosting nodes and managers of '{id}' may list its members"
-        )));
-    }
+    may_see_members(&s, &caller, id.as_str()).await?;
     let limit = page_limit(q.limit)?;
     let items = reg
         .members(id.as_str(), q.after.as_deref().unwrap_or(""), limit)
@@ -447,10 +457,11 @@ async fn reject(
 
 async fn statement(
     State(s): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Envelope>, ApiError> {
     let id = subchain_id(&id)?;
+    may_see_members(&s, &caller, id.as_str()).await?;
     registry(&s)
         .statement(id.as_str(), None)
         .await?
@@ -460,10 +471,11 @@ async fn statement(
 
 async fn statement_at(
     State(s): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Path((id, revision)): Path<(String, String)>,
 ) -> Result<axum::Json<Envelope>, ApiError> {
     let id = subchain_id(&id)?;
+    may_see_members(&s, &caller, id.as_str()).await?;
     let revision: i64 = revision
         .parse()
         .ok()
