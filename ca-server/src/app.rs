@@ -42,6 +42,10 @@ pub struct AppState {
     pub login_limits: crate::limits::PortalLimits,
     /// Failed enrollments per source.
     pub enroll_limits: crate::limits::EnrollLimits,
+    /// Sources with recent failures (served after clean ones by the hasher).
+    pub demerits: crate::limits::Demerits,
+    /// Delays refusals for going over a limit.
+    pub tarpit: crate::limits::Tarpit,
     /// Whether anyone may read `/metrics`.
     pub metrics_public: bool,
     /// The connection layer's counters.

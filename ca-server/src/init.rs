@@ -132,7 +132,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
 
     let admin_secret = secrets::new_secret();
     let admin_hash = secrets::Hasher::new(1)
-        .hash(&secrets::Source::Identity("init".into()), admin_secret.clone())
+        .hash(&secrets::Source::Identity("init".into()), true, admin_secret.clone())
         .await?;
     let expires = now + ADMIN_SECRET_TTL;
     let t = now.unix_timestamp();

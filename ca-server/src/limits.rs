@@ -16,6 +16,13 @@
 //! once, then one every 6 seconds. Past that the source's attempts are refused before any
 //! hashing until it may try again, so a wrong-secret flood costs one hash per 6 seconds.
 //! Successful enrollments are never counted, so bulk enrollment from one address is not slowed.
+//!
+//! **Demerits**: a source with a failed sign-in, claim or enrollment in the last 10 minutes is
+//! not clean; the hasher serves clean sources first ([`crate::secrets`]).
+//!
+//! **Tarpit**: a refusal for going over a limit is answered after a second (at most 4,096 such
+//! answers wait at once; past that they are immediate), so a client that floods one request at a
+//! time is slowed to a request a second per connection instead of costing the CA thousands.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -158,6 +165,50 @@ impl EnrollLimits {
     }
 }
 
+/// How long a failure keeps a source from being clean.
+const DEMERIT: Duration = Duration::from_secs(600);
+
+/// Sources with recent failures (see the module docs).
+#[derive(Default)]
+pub struct Demerits {
+    last: Mutex<HashMap<Source, Instant>>,
+}
+
+impl Demerits {
+    /// Records a failure of the source.
+    pub fn record(&self, source: &Source) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() >= MAX_KEYS {
+            last.retain(|_, at| at.elapsed() < DEMERIT);
+        }
+        last.insert(source.clone(), Instant::now());
+    }
+
+    /// Whether the source has no failure in the last 10 minutes.
+    pub fn clean(&self, source: &Source) -> bool {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.get(source).is_none_or(|at| at.elapsed() >= DEMERIT)
+    }
+}
+
+/// Delays refusals (see the module docs).
+pub struct Tarpit(tokio::sync::Semaphore);
+
+impl Default for Tarpit {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(4096))
+    }
+}
+
+impl Tarpit {
+    /// Waits a second before a refusal is answered, unless too many refusals wait already.
+    pub async fn hold(&self) {
+        if let Ok(_permit) = self.0.try_acquire() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +271,16 @@ mod tests {
         let wait = l.check(&a).unwrap_err();
         assert!((1..=7).contains(&wait), "{wait}");
         l.check(&b).unwrap();
+    }
+
+    #[test]
+    fn demerits_make_a_source_unclean() {
+        let d = Demerits::default();
+        let a = Source::address("192.0.2.1".parse().unwrap());
+        assert!(d.clean(&a));
+        d.record(&a);
+        assert!(!d.clean(&a));
+        assert!(d.clean(&Source::address("192.0.2.2".parse().unwrap())));
     }
 
     #[test]

@@ -161,7 +161,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let db = ca_server::db::Db::connect(&cfg.database_url).await?;
             let secret = ca_server::secrets::new_secret();
             let hash = ca_server::secrets::Hasher::new(1)
-                .hash(&ca_server::secrets::Source::Identity("operator".into()), secret.clone())
+                .hash(
+                    &ca_server::secrets::Source::Identity("operator".into()),
+                    true,
+                    secret.clone(),
+                )
                 .await?;
             let expires = time::OffsetDateTime::now_utc() + ca_server::init::ADMIN_SECRET_TTL;
             if !db

@@ -8,7 +8,12 @@
 //! newest waiter of the source with the longest queue (that waiter is told "busy"), so a flood
 //! can fill the queue but never keep another source out of it. A flood of wrong secrets from
 //! one address therefore delays another address's enrollment by at most one hash per slot,
-//! however deep the flood.
+//! however deep the flood. Sources the caller vouches for as **clean** (no recent failures) are
+//! served before the others, so a flood from many addresses, each demoted after its first
+//! failure, cannot make a clean client wait behind it.
+//!
+//! Hashes run on `parallel` dedicated threads, each reusing its allocator arena for argon2id's
+//! 19 MiB: memory stays at `parallel` times that, however many hashes run over time.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -37,41 +42,99 @@ impl Source {
     }
 }
 
-/// The hasher: a fair scheduler of hashing slots and a bound on waiting requests.
+/// The hasher: a fair scheduler of hashing slots, a bound on waiting requests, and the threads
+/// that hash.
 #[derive(Clone)]
 pub struct Hasher {
     slots: Arc<Mutex<Slots>>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     dummy: Arc<String>,
 }
 
-struct Slots {
-    free: usize,
-    waiting: usize,
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Waiters of one priority class, per source, served round-robin.
+#[derive(Default)]
+struct Ring {
     queues: HashMap<Source, VecDeque<oneshot::Sender<()>>>,
     /// Sources with someone waiting, in round-robin order.
     turn: VecDeque<Source>,
 }
 
-/// A running hash's slot; dropping it hands the slot to the next source in turn.
+impl Ring {
+    /// The next waiter in turn that still waits, if any.
+    fn next(&mut self, waiting: &mut usize) -> Option<oneshot::Sender<()>> {
+        while let Some(source) = self.turn.pop_front() {
+            let Some(q) = self.queues.get_mut(&source) else {
+                continue;
+            };
+            let next = q.pop_front();
+            if q.is_empty() {
+                self.queues.remove(&source);
+            } else {
+                self.turn.push_back(source);
+            }
+            if let Some(tx) = next {
+                *waiting -= 1;
+                if !tx.is_closed() {
+                    return Some(tx);
+                }
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, source: &Source, tx: oneshot::Sender<()>) {
+        let q = self.queues.entry(source.clone()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(source.clone());
+        }
+        q.push_back(tx);
+    }
+
+    /// Drops the newest waiter of the longest queue if it is longer than `than`.
+    fn drop_longest(&mut self, than: usize) -> bool {
+        let longest = self
+            .queues
+            .iter()
+            .max_by_key(|(_, q)| q.len())
+            .map(|(k, q)| (k.clone(), q.len()));
+        match longest {
+            Some((victim, len)) if len > than => {
+                if let Some(q) = self.queues.get_mut(&victim) {
+                    q.pop_back(); // its sender drops: that waiter gets "busy"
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Slots {
+    free: usize,
+    waiting: usize,
+    /// Sources vouched clean, served first.
+    clean: Ring,
+    /// Everyone else.
+    rest: Ring,
+}
+
+/// A running hash's slot; dropping it hands the slot to the next waiter in turn.
 struct Slot(Arc<Mutex<Slots>>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(source) = s.turn.pop_front() {
-            let Some(q) = s.queues.get_mut(&source) else { continue };
-            let next = q.pop_front();
-            let empty = q.is_empty();
-            if empty {
-                s.queues.remove(&source);
-            } else {
-                s.turn.push_back(source);
-            }
-            if let Some(tx) = next {
-                s.waiting -= 1;
-                if tx.send(()).is_ok() {
-                    return; // the slot moves on without being freed
-                }
+        let Slots {
+            waiting, clean, rest, ..
+        } = &mut *s;
+        loop {
+            let Some(tx) = clean.next(waiting).or_else(|| rest.next(waiting)) else {
+                break;
+            };
+            if tx.send(()).is_ok() {
+                return; // the slot moves on without being freed
             }
         }
         s.free += 1;
@@ -84,50 +147,72 @@ impl Drop for Slot {
 pub struct Busy;
 
 impl Hasher {
-    /// A hasher running at most `parallel` hashes at once.
+    /// A hasher running at most `parallel` hashes at once, on as many threads.
     pub fn new(parallel: usize) -> Self {
+        let parallel = parallel.max(1);
         let dummy = hash_blocking(&new_secret());
+        // Unbounded, but never longer than `parallel`: only a slot holder sends.
+        let (jobs, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..parallel {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2id-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv() {
+                            Some(job) => job,
+                            None => return, // the hasher is gone
+                        };
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a hashing thread");
+            }
+        }
         Self {
             slots: Arc::new(Mutex::new(Slots {
-                free: parallel.max(1),
+                free: parallel,
                 waiting: 0,
-                queues: HashMap::new(),
-                turn: VecDeque::new(),
+                clean: Ring::default(),
+                rest: Ring::default(),
             })),
+            jobs,
             dummy: Arc::new(dummy),
         }
     }
 
-    async fn slot(&self, source: &Source) -> Result<Slot, Busy> {
+    async fn slot(&self, source: &Source, clean: bool) -> Result<Slot, Busy> {
         let rx = {
-            let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let s = &mut *guard;
             if s.free > 0 && s.waiting == 0 {
                 s.free -= 1;
                 return Ok(Slot(self.slots.clone()));
             }
-            let queued = s.queues.get(source).map_or(0, VecDeque::len);
+            let ring = if clean { &s.clean } else { &s.rest };
+            let queued = ring.queues.get(source).map_or(0, VecDeque::len);
             if s.waiting >= MAX_WAITING {
-                // Longest queue drop: the source with the most waiting gives up its newest.
-                let longest = s
-                    .queues
-                    .iter()
-                    .max_by_key(|(_, q)| q.len())
-                    .map(|(k, q)| (k.clone(), q.len()));
-                match longest {
-                    Some((victim, len)) if len > queued + 1 => {
-                        if let Some(q) = s.queues.get_mut(&victim) {
-                            q.pop_back(); // its sender drops: that waiter gets "busy"
-                        }
-                        s.waiting -= 1;
-                    }
-                    _ => return Err(Busy),
+                // The longest queue gives up its newest: of the others first when this one is
+                // clean, then of its own class.
+                let made_room = (clean && s.rest.drop_longest(0))
+                    || if clean {
+                        s.clean.drop_longest(queued + 1)
+                    } else {
+                        s.rest.drop_longest(queued + 1)
+                    };
+                if !made_room {
+                    return Err(Busy);
                 }
+                s.waiting -= 1;
             }
             let (tx, rx) = oneshot::channel();
-            if queued == 0 {
-                s.turn.push_back(source.clone());
+            if clean {
+                s.clean.push(source, tx);
+            } else {
+                s.rest.push(source, tx);
             }
-            s.queues.entry(source.clone()).or_default().push_back(tx);
             s.waiting += 1;
             rx
         };
@@ -136,23 +221,40 @@ impl Hasher {
         Ok(Slot(self.slots.clone()))
     }
 
-    async fn run<T: Send + 'static>(&self, source: &Source, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
-        let _slot = self.slot(source).await?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
+    async fn run<T: Send + 'static>(
+        &self,
+        source: &Source,
+        clean: bool,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let _slot = self.slot(source, clean).await?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.send(job).map_err(|_| Busy)?;
+        rx.await.map_err(|_| Busy)
     }
 
-    /// Hashes a secret.
-    pub async fn hash(&self, source: &Source, secret: String) -> Result<String, Busy> {
-        self.run(source, move || hash_blocking(&secret)).await
+    /// Hashes a secret (`clean`: see [`Hasher::verify`]).
+    pub async fn hash(&self, source: &Source, clean: bool, secret: String) -> Result<String, Busy> {
+        self.run(source, clean, move || hash_blocking(&secret)).await
     }
 
     /// Verifies a secret against a stored hash. With no hash (unknown identity, or none issued)
     /// it verifies against a dummy hash and returns false, so timing does not tell the two apart.
-    pub async fn verify(&self, source: &Source, secret: String, hash: Option<String>) -> Result<bool, Busy> {
+    /// `clean` says the source has no recent failures: such sources are served first.
+    pub async fn verify(
+        &self,
+        source: &Source,
+        clean: bool,
+        secret: String,
+        hash: Option<String>,
+    ) -> Result<bool, Busy> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| (*self.dummy).clone());
         let ok = self
-            .run(source, move || {
+            .run(source, clean, move || {
                 PasswordHash::new(&hash)
                     .map(|h| argon2::Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
                     .unwrap_or(false)
@@ -204,12 +306,12 @@ mod tests {
         let flood = Source::address("192.0.2.1".parse().unwrap());
         let other = Source::address("192.0.2.2".parse().unwrap());
         let order = Arc::new(Mutex::new(Vec::new()));
-        let first = h.slot(&flood).await.unwrap();
+        let first = h.slot(&flood, false).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..MAX_WAITING {
             let (hc, order, flood) = (h.clone(), order.clone(), flood.clone());
             tasks.push(tokio::spawn(async move {
-                if let Ok(_s) = hc.slot(&flood).await {
+                if let Ok(_s) = hc.slot(&flood, false).await {
                     order.lock().unwrap().push(format!("flood{i}"));
                     true
                 } else {
@@ -221,15 +323,15 @@ mod tests {
             }
         }
         assert!(
-            h.slot(&flood).await.is_err(),
+            h.slot(&flood, false).await.is_err(),
             "a full queue refuses the longest queue's source"
         );
         let (h2, order2) = (h.clone(), order.clone());
         let legit = tokio::spawn(async move {
-            let _s = h2.slot(&other).await.expect("another source always gets in");
+            let _s = h2.slot(&other, false).await.expect("another source always gets in");
             order2.lock().unwrap().push("other".to_string());
         });
-        while h.slots.lock().unwrap().queues.len() < 2 {
+        while h.slots.lock().unwrap().rest.queues.len() < 2 {
             tokio::task::yield_now().await;
         }
         assert_eq!(h.slots.lock().unwrap().waiting, MAX_WAITING);
@@ -248,6 +350,56 @@ mod tests {
             &order[..4]
         );
         assert_eq!(h.slots.lock().unwrap().free, 1, "every slot came back");
+    }
+
+    /// A clean source (no recent failures) is served before every waiting failing source.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clean_sources_go_first() {
+        let h = Hasher::new(1);
+        let first = h.slot(&Source::Identity("x".into()), false).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..20u8 {
+            let (hc, order) = (h.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _s = hc
+                    .slot(&Source::address(IpAddr::from([192, 0, 2, i])), false)
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(format!("flood{i}"));
+            }));
+            while h.slots.lock().unwrap().waiting < usize::from(i) + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (hc, o) = (h.clone(), order.clone());
+        let clean = tokio::spawn(async move {
+            let _s = hc
+                .slot(&Source::address("198.51.100.1".parse().unwrap()), true)
+                .await
+                .unwrap();
+            o.lock().unwrap().push("clean".to_string());
+        });
+        while h.slots.lock().unwrap().waiting < 21 {
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        clean.await.unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(order.lock().unwrap()[0], "clean");
+    }
+
+    /// The hashing threads reuse their memory: many hashes do not grow the process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_on_the_dedicated_threads() {
+        let h = Hasher::new(2);
+        let src = Source::Identity("t".into());
+        let hash = h.hash(&src, true, "s3cret".into()).await.unwrap();
+        assert!(h.verify(&src, true, "s3cret".into(), Some(hash.clone())).await.unwrap());
+        assert!(!h.verify(&src, false, "wrong".into(), Some(hash)).await.unwrap());
+        assert!(!h.verify(&src, true, "s3cret".into(), None).await.unwrap());
     }
 
     #[test]

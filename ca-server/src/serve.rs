@@ -102,6 +102,8 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         feed_heartbeat: cfg.feed_heartbeat,
         login_limits: Default::default(),
         enroll_limits: Default::default(),
+        demerits: Default::default(),
+        tarpit: Default::default(),
         connections: Default::default(),
         metrics_public: cfg.metrics_public,
         identities: crate::app::IdentityCache::new(StdDuration::from_secs(10)),

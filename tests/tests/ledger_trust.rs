@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use bsn::client::Api;
-use bsn_tests::{TestCa, TestNode, eventually, put, raw_client, rss_kib, sign_tx, slug, submit_body};
+use bsn_tests::{
+    TestCa, TestNode, closed_within, eventually, put, raw_client, rss_kib, sign_tx, slug, submit_body, tls_connect,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -248,18 +250,6 @@ async fn block_streams_resume_safely_and_are_capped_per_identity() {
     .await;
 }
 
-async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), within: Duration) -> Duration {
-    let t = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(within.saturating_sub(t.elapsed()), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("the connection was still open after {within:?}"),
-        }
-    }
-}
-
 /// Regression: an authenticated idle or half-sent request stayed open indefinitely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_closes_half_sent_and_idle_connections() {
@@ -271,41 +261,23 @@ async fn the_node_closes_half_sent_and_idle_connections() {
     )
     .await;
     let (writer, reader, _) = setup(&mut ca, &node).await;
-    let connect = |who: std::path::PathBuf| {
-        let (bundle, url) = (ca.bundle.clone(), node.url.clone());
-        async move {
-            let creds = (
-                std::fs::read(who.join("cert.pem")).unwrap(),
-                std::fs::read(who.join("key.pem")).unwrap(),
-            );
-            let mut cfg = bsn::client::tls_config(&std::fs::read(bundle).unwrap(), Some((&creds.0, &creds.1))).unwrap();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("https://"))
-                .await
-                .unwrap();
-            tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-                .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .unwrap()
-        }
-    };
     let mut silent = tokio::net::TcpStream::connect(node.url.trim_start_matches("https://"))
         .await
         .unwrap();
     closed_within(&mut silent, Duration::from_secs(6)).await;
-    let mut half = connect(reader.clone()).await;
+    let mut half = tls_connect(&ca, &node.url, Some(&reader), true).await;
     half.write_all(b"GET /api/v1/subchains/demo HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     closed_within(&mut half, Duration::from_secs(6)).await;
-    let mut idle = connect(reader.clone()).await;
+    let mut idle = tls_connect(&ca, &node.url, Some(&reader), true).await;
     idle.write_all(b"GET /api/v1/subchains/demo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let took = closed_within(&mut idle, Duration::from_secs(8)).await;
     assert!(took >= Duration::from_millis(2500), "{took:?}");
     // A body that never arrives whole is cut at its deadline.
-    let mut slow = connect(writer.clone()).await;
+    let mut slow = tls_connect(&ca, &node.url, Some(&writer), true).await;
     slow.write_all(
         b"POST /api/v1/subchains/demo/transactions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
     )

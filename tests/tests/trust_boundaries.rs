@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bsn_tests::{Browser, TestCa, new_csr, problem_slug as problem, raw_client, slug};
+use bsn_tests::{Browser, TestCa, closed_within, new_csr, problem_slug as problem, raw_client, slug, tls_connect};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -429,44 +429,6 @@ async fn metrics_can_be_made_public() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-}
-
-async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), within: Duration) -> Duration {
-    let t = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(within.saturating_sub(t.elapsed()), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("the connection was still open after {within:?}"),
-        }
-    }
-}
-
-/// A TLS connection to `url` (no client certificate unless `who`).
-pub async fn tls_connect(
-    ca: &TestCa,
-    url: &str,
-    who: Option<&std::path::Path>,
-    http1: bool,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let bundle = std::fs::read(&ca.bundle).unwrap();
-    let creds = who.map(|d| {
-        (
-            std::fs::read(d.join("cert.pem")).unwrap(),
-            std::fs::read(d.join("key.pem")).unwrap(),
-        )
-    });
-    let mut cfg = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
-    if http1 {
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
-    let addr = url.trim_start_matches("https://");
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 /// Regression: silent, half-sent and idle connections stayed open indefinitely, and one address

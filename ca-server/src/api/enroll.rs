@@ -88,15 +88,18 @@ async fn enroll(
     Json(req): Json<EnrollRequest>,
 ) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
     let source = Source::address(peer.ip());
-    s.enroll_limits
-        .check(&source)
-        .map_err(|wait| ApiError::SlowDown("failed enrollments", wait))?;
+    if let Err(wait) = s.enroll_limits.check(&source) {
+        s.tarpit.hold().await;
+        return Err(ApiError::SlowDown("failed enrollments", wait));
+    }
     let id = IdentityId::parse(&req.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
     let key = check_csr_pem(&req.csr)?;
     let ident = s.db.identity(id.as_str()).await?;
     let hash = ident.as_ref().and_then(|i| i.secret_hash.clone());
-    if !s.hasher.verify(&source, req.secret, hash.clone()).await? {
+    let clean = s.demerits.clean(&source);
+    if !s.hasher.verify(&source, clean, req.secret, hash.clone()).await? {
         s.enroll_limits.failed(&source);
+        s.demerits.record(&source);
         return Err(ApiError::InvalidCredentials);
     }
     let (Some(ident), Some(hash)) = (ident, hash) else {

@@ -201,7 +201,7 @@ async fn register(
     let secret = new_secret();
     let hash = s
         .hasher
-        .hash(&Source::Identity(caller.identity.id.clone()), secret.clone())
+        .hash(&Source::Identity(caller.identity.id.clone()), true, secret.clone())
         .await?;
     let t = now().unix_timestamp();
     let new = NewIdentity {
@@ -387,7 +387,7 @@ async fn reset_secret(
     let secret = new_secret();
     let hash = s
         .hasher
-        .hash(&Source::Identity(caller.identity.id.clone()), secret.clone())
+        .hash(&Source::Identity(caller.identity.id.clone()), true, secret.clone())
         .await?;
     let expires = now().unix_timestamp() + r.secret_ttl_seconds;
     if !s.db.set_secret(&row.id, &hash, expires, r.max_enrollments).await? {

@@ -121,16 +121,19 @@ async fn register(
         ));
     }
     // Each registration that gets this far costs an argon2id hash or two: limited per address.
-    s.login_limits
-        .register(peer.ip())
-        .map_err(|wait| ApiError::SlowDown("registrations", wait))?;
+    if let Err(wait) = s.login_limits.register(peer.ip()) {
+        s.tarpit.hold().await;
+        return Err(ApiError::SlowDown("registrations", wait));
+    }
+    let clean = s.demerits.clean(&source);
     // Claiming a registered identity: its secret must verify, like an enrollment.
     let claimed = match claim {
         None => None,
         Some(secret) => {
             let ident = s.db.identity(id.as_str()).await?;
             let stored = ident.as_ref().and_then(|i| i.secret_hash.clone());
-            if !s.hasher.verify(&source, secret, stored.clone()).await? {
+            if !s.hasher.verify(&source, clean, secret, stored.clone()).await? {
+                s.demerits.record(&source);
                 return Err(ApiError::InvalidCredentials);
             }
             let (Some(ident), Some(stored)) = (ident, stored) else {
@@ -147,7 +150,7 @@ async fn register(
             Some((stored, ident.registered_by))
         }
     };
-    let hash = s.hasher.hash(&source, r.password).await?;
+    let hash = s.hasher.hash(&source, clean, r.password).await?;
     let mut tx = s.db.begin().await?;
     if let Some((stored, _)) = &claimed {
         let used = sqlx::query(
@@ -271,16 +274,23 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(r): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    s.login_limits
-        .sign_in(&r.id, peer.ip())
-        .map_err(ApiError::TooManyAttempts)?;
+    if let Err(wait) = s.login_limits.sign_in(&r.id, peer.ip()) {
+        s.tarpit.hold().await;
+        return Err(ApiError::TooManyAttempts(wait));
+    }
+    let source = Source::address(peer.ip());
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT password_hash, state FROM accounts WHERE identity_id = $1")
             .bind(&r.id)
             .fetch_optional(&mut *s.db.acquire().await?)
             .await?;
     let hash = row.as_ref().map(|(h, _)| h.clone());
-    if !s.hasher.verify(&Source::address(peer.ip()), r.password, hash).await? {
+    if !s
+        .hasher
+        .verify(&source, s.demerits.clean(&source), r.password, hash)
+        .await?
+    {
+        s.demerits.record(&source);
         tracing::info!(id = %r.id, peer = %peer.ip(), "portal sign-in refused");
         return Err(ApiError::BadLogin);
     }

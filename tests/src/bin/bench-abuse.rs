@@ -66,6 +66,30 @@ impl Figures {
     }
 }
 
+impl Figures {
+    /// Records one probe: its latency if it succeeded, the failure otherwise.
+    fn record<T, E: std::fmt::Debug>(
+        &mut self,
+        started: Instant,
+        r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    ) {
+        match r {
+            Ok(Ok(_)) => {
+                self.ok += 1;
+                self.lat_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(Err(e)) => {
+                self.failed += 1;
+                eprintln!("  probe failed: {e:?}");
+            }
+            Err(_) => {
+                self.failed += 1;
+                eprintln!("  probe timed out after 30 s");
+            }
+        }
+    }
+}
+
 /// Enrolls fresh identities one after another for `secs`.
 async fn probe_ca(ca: &TestCa, secrets: &mut Vec<(String, String)>, secs: u64) -> Figures {
     let api = ca.api(None);
@@ -73,25 +97,12 @@ async fn probe_ca(ca: &TestCa, secrets: &mut Vec<(String, String)>, secs: u64) -
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         let Some((id, secret)) = secrets.pop() else { break };
+        let body = json!({ "id": id, "secret": secret, "csr": new_csr() });
         let t = Instant::now();
-        let r = tokio::time::timeout(
-            Duration::from_secs(30),
-            api.post(
-                "/api/v1/enroll",
-                &json!({ "id": id, "secret": secret, "csr": new_csr() }),
-            ),
-        )
-        .await;
-        match r {
-            Ok(Ok(_)) => {
-                f.ok += 1;
-                f.lat_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            other => {
-                f.failed += 1;
-                eprintln!("  probe failed: {other:?}");
-            }
-        }
+        f.record(
+            t,
+            tokio::time::timeout(Duration::from_secs(30), api.post("/api/v1/enroll", &body)).await,
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     f
@@ -105,23 +116,10 @@ async fn probe_node(ca: &TestCa, node: &TestNode, writer: &Path, secs: u64) -> F
     let mut i = 0u64;
     while Instant::now() < end {
         i += 1;
-        let tx = sign_tx(writer, "abuse", vec![put(&format!("k{i}"), "v")]);
+        let body = submit_body(&[sign_tx(writer, "abuse", vec![put(&format!("k{i}"), "v")])]);
         let t = Instant::now();
-        let r = tokio::time::timeout(
-            Duration::from_secs(30),
-            api.post("/api/v1/subchains/abuse/transactions", &submit_body(&[tx])),
-        )
-        .await;
-        match r {
-            Ok(Ok(_)) => {
-                f.ok += 1;
-                f.lat_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            other => {
-                f.failed += 1;
-                eprintln!("  probe failed: {other:?}");
-            }
-        }
+        let r = api.post("/api/v1/subchains/abuse/transactions", &body);
+        f.record(t, tokio::time::timeout(Duration::from_secs(30), r).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f
@@ -423,7 +421,7 @@ async fn main() {
     });
 
     println!();
-    println!("server  attack        probes  success  p50 ms   p99 ms   p99/unattacked  notes");
+    println!("server  attack        probes  success  p50 ms   p95 ms   p99 ms   max ms  p99/unattacked  notes");
     let mut ok = true;
     let base = |server: &str, rows: &[Row]| {
         rows.iter()
@@ -434,13 +432,15 @@ async fn main() {
     for r in &rows {
         let ratio = r.f.pct(0.99) / base(r.server, &rows);
         println!(
-            "{:<7} {:<13} {:>6}  {:>6.1}%  {:>7.1}  {:>7.1}  {:>14.2}  {}",
+            "{:<7} {:<13} {:>6}  {:>6.1}%  {:>7.1}  {:>7.1}  {:>7.1}  {:>7.1}  {:>14.2}  {}",
             r.server,
             r.attack,
             r.f.ok + r.f.failed,
             r.f.success(),
             r.f.pct(0.5),
+            r.f.pct(0.95),
             r.f.pct(0.99),
+            r.f.pct(1.0),
             ratio,
             r.note
         );
@@ -456,12 +456,19 @@ async fn main() {
             "FAIL: a legitimate probe failed, or a p99 exceeded {}x the unattacked p99",
             args.max_p99_ratio
         );
+        // Stop the servers first: exit skips destructors.
+        drop(node);
+        drop(ca);
         std::process::exit(1);
     }
-    println!(
-        "all probes succeeded; every p99 within {}x of the unattacked p99",
-        args.max_p99_ratio
-    );
+    if args.max_p99_ratio > 0.0 {
+        println!(
+            "all probes succeeded; every p99 within {}x of the unattacked p99",
+            args.max_p99_ratio
+        );
+    } else {
+        println!("all probes succeeded (p99 ratios printed, not checked)");
+    }
 }
 
 struct Sampler {
