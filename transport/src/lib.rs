@@ -14,6 +14,10 @@
 //!   request in flight is closed after [`Limits::idle_timeout`] (bytes trickled without a
 //!   complete request do not count as activity); a request body must arrive whole within
 //!   [`Limits::body_timeout`]. HTTP/2 streams per connection and header sizes are bounded.
+//! - **Handshakes yield to established connections**: at most as many handshakes compute at once
+//!   as there are CPUs ([`Gated`]: a handshake holds a permit only while it is being polled, never
+//!   while it waits for the client), so a burst of thousands of new connections cannot queue
+//!   ahead of the requests of connections already served.
 //! - **Cutting connections**: [`Admit`] may return a future that ends the connection early (the
 //!   node cuts a connection whose client certificate is revoked or expires).
 //! - [`KeyedSlots`]: per-key caps for long-lived streams (one identity cannot take every slot).
@@ -357,6 +361,46 @@ impl http_body::Body for Deadline {
     }
 }
 
+/// A future that may only be polled while it holds a permit of `gate`; it gives the permit back
+/// whenever it returns `Pending`. Futures that mostly compute when polled (a TLS handshake) thus
+/// run at most `gate`'s permits at a time, while any number may wait for their peers.
+pub struct Gated<F> {
+    inner: Pin<Box<F>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    acquiring: Option<
+        Pin<Box<dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>,
+    >,
+}
+
+impl<F: Future> Gated<F> {
+    /// `inner`, gated by `gate`.
+    pub fn new(inner: F, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            gate,
+            acquiring: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let acquiring = this
+            .acquiring
+            .get_or_insert_with(|| Box::pin(this.gate.clone().acquire_owned()));
+        let permit = match acquiring.as_mut().poll(cx) {
+            Poll::Ready(p) => p,
+            Poll::Pending => return Poll::Pending,
+        };
+        this.acquiring = None;
+        let out = this.inner.as_mut().poll(cx);
+        drop(permit);
+        out
+    }
+}
+
 /// Open connections, per address and in all.
 struct Counts {
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -443,6 +487,8 @@ pub async fn serve<A: Admit>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(cpus));
     let counts = Arc::new(Counts {
         per_address: Mutex::new(HashMap::new()),
         total: AtomicUsize::new(0),
@@ -473,6 +519,7 @@ pub async fn serve<A: Admit>(
             remote,
             held,
             acceptor.clone(),
+            handshakes.clone(),
             app.clone(),
             admit.clone(),
             limits.clone(),
@@ -489,6 +536,7 @@ async fn connection<A: Admit>(
     remote: SocketAddr,
     mut held: Held,
     acceptor: TlsAcceptor,
+    handshakes: Arc<tokio::sync::Semaphore>,
     app: Router,
     admit: Arc<A>,
     limits: Arc<Limits>,
@@ -496,7 +544,8 @@ async fn connection<A: Admit>(
     stats: Arc<Stats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let handshake = Gated::new(acceptor.accept(tcp), handshakes);
+    let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "handshake refused");
@@ -601,6 +650,24 @@ mod tests {
         assert_eq!(k("2001:db8::1"), k("2001:db8::ffff:1"));
         assert_ne!(k("2001:db8::1"), k("2001:db8:0:1::1"));
         assert_eq!(k("::ffff:192.0.2.1"), k("192.0.2.1"));
+    }
+
+    /// A gated future computes only with a permit, and waits without one.
+    #[tokio::test]
+    async fn gated_futures_hold_the_permit_only_while_polled() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = tokio::spawn(Gated::new(rx, gate.clone()));
+        tokio::task::yield_now().await;
+        assert_eq!(gate.available_permits(), 1, "a waiting future holds no permit");
+        let other = Gated::new(async { 7 }, gate.clone()).await;
+        assert_eq!(other, 7);
+        let held = gate.clone().acquire_owned().await.unwrap();
+        tx.send(()).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "it cannot run without a permit");
+        drop(held);
+        waiting.await.unwrap().unwrap();
     }
 
     #[test]
