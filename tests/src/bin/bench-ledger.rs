@@ -285,7 +285,9 @@ async fn main() {
         })
         .await;
         let secs = t.elapsed().as_secs_f64();
-        let metrics = String::from_utf8(fapi.get_bytes("/metrics").await.unwrap()).unwrap();
+        // /metrics is for operators: read it with the follower's own node certificate.
+        let operator = nodes[fi].api(&ca, &nodes[fi].dir);
+        let metrics = String::from_utf8(operator.get_bytes("/metrics").await.unwrap()).unwrap();
         let snapshots = metrics
             .lines()
             .find_map(|l| l.strip_prefix("bsn_node_snapshots_installed_total "))
