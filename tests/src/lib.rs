@@ -514,10 +514,20 @@ impl TestNode {
 
     /// Starts nodes `names` that know each other's addresses (for subchains hosted on several).
     pub async fn cluster(ca: &mut TestCa, names: &[&str]) -> Vec<TestNode> {
+        Self::cluster_with(ca, names, "").await
+    }
+
+    /// [`TestNode::cluster`] with extra `node.toml` lines (`key = value`) for every node.
+    pub async fn cluster_with(ca: &mut TestCa, names: &[&str], config: &str) -> Vec<TestNode> {
         let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let mut extra = format!("listen = \"127.0.0.1:{}\"\n[peers]\n", ports[i]);
+            let lines = if config.is_empty() {
+                String::new()
+            } else {
+                format!("{config}\n")
+            };
+            let mut extra = format!("{lines}listen = \"127.0.0.1:{}\"\n[peers]\n", ports[i]);
             for (j, other) in names.iter().enumerate() {
                 if i != j {
                     extra.push_str(&format!("{other} = \"https://127.0.0.1:{}\"\n", ports[j]));

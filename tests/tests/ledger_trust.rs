@@ -318,3 +318,87 @@ async fn the_node_closes_half_sent_and_idle_connections() {
     .await;
     assert_eq!(next, Ok(true), "the stream outlived the idle deadline");
 }
+
+/// Node-to-node traffic keeps working while the public gateway is full: node identities use
+/// capacity participants cannot take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_traffic_uses_reserved_capacity_when_the_gateway_is_full() {
+    let mut ca = TestCa::start();
+    // 600 connections, 512 of them reserved for node identities: the public may hold 88.
+    let nodes = TestNode::cluster_with(
+        &mut ca,
+        &["n1", "n2"],
+        "max_connections = 600\nheader_timeout_secs = 120\nidle_timeout_secs = 120",
+    )
+    .await;
+    let admin = ca.admin();
+    let a = ca.api(Some(&admin));
+    a.post(
+        "/api/v1/subchains",
+        &json!({ "id": "demo", "name": "Demo", "nodes": ["n1"], "policy": "approval" }),
+    )
+    .await
+    .unwrap();
+    let writer = ca.participant("writer").await;
+    let stranger = ca.participant("stranger").await;
+    a.put("/api/v1/subchains/demo/members/writer", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    let n1 = nodes[0].api(&ca, &writer);
+    let n2 = nodes[1].api(&ca, &writer);
+    eventually("n1 to serve", Duration::from_secs(20), || async {
+        n1.get("/api/v1/subchains/demo", &[])
+            .await
+            .ok()
+            .filter(|v| v["membership_revision"].as_u64() >= Some(2))
+    })
+    .await;
+    for i in 0..3 {
+        let tx = sign_tx(&writer, "demo", vec![put(&format!("before{i}"), "v")]);
+        n1.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+            .await
+            .unwrap();
+    }
+
+    // A stranger fills n1's public capacity with idle authenticated connections.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tls_connect(&ca, &nodes[0].url, Some(&stranger), true).await);
+    }
+    let e = Api::from_files(
+        &nodes[0].url,
+        &ca.bundle,
+        Some((&stranger.join("cert.pem"), &stranger.join("key.pem"))),
+    )
+    .unwrap()
+    .get("/api/v1/subchains", &[])
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, bsn::client::ClientError::Transport { .. }),
+        "a new public connection is refused while the gateway is full: {e}"
+    );
+
+    // The CA adds n2 as a host: it joins the group through n1 (new node-to-node connections
+    // into the full gateway), catches up, and forwards a write to the leader.
+    a.patch("/api/v1/subchains/demo", &json!({ "nodes": ["n1", "n2"] }))
+        .await
+        .unwrap();
+    let target = n1.get("/api/v1/subchains/demo", &[]).await.unwrap()["height"]
+        .as_u64()
+        .unwrap();
+    eventually("n2 to catch up through n1", Duration::from_secs(30), || async {
+        n2.get("/api/v1/subchains/demo", &[])
+            .await
+            .ok()
+            .filter(|v| v["height"].as_u64() >= Some(target))
+    })
+    .await;
+    let tx = sign_tx(&writer, "demo", vec![put("through-n2", "v")]);
+    n2.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+        .await
+        .expect("a write through n2 is ordered by the group");
+    let v = n1.get("/api/v1/subchains/demo/state/through-n2", &[]).await.unwrap();
+    assert_eq!(v["text"], "v");
+    drop(held);
+}
