@@ -13,7 +13,9 @@
 //!   request's headers must arrive within [`Limits::header_timeout`]; a connection with no
 //!   request in flight is closed after [`Limits::idle_timeout`] (bytes trickled without a
 //!   complete request do not count as activity); a request body must arrive whole within
-//!   [`Limits::body_timeout`]. HTTP/2 streams per connection and header sizes are bounded.
+//!   [`Limits::body_timeout`]. HTTP/2 streams per connection and header sizes are bounded. Each
+//!   connection's handshake, header and idle deadlines are stretched by a random 0-25%, so
+//!   connections opened together (a flood) do not all close, and come back, together.
 //! - **Handshakes yield to established connections**: at most as many handshakes compute at once
 //!   as there are CPUs ([`Gated`]: a handshake holds a permit only while it is being polled, never
 //!   while it waits for the client), so a burst of thousands of new connections cannot queue
@@ -401,6 +403,14 @@ impl<F: Future> Future for Gated<F> {
     }
 }
 
+/// `d` stretched by a random 0-25% (never shortened).
+fn jittered(d: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let r = std::collections::hash_map::RandomState::new().hash_one(N.fetch_add(1, Ordering::Relaxed));
+    d + d.mul_f64((r % 1000) as f64 / 4000.0)
+}
+
 /// Open connections, per address and in all.
 struct Counts {
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -544,6 +554,13 @@ async fn connection<A: Admit>(
     stats: Arc<Stats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    // This connection's own deadlines (see the crate docs on jitter).
+    let limits = Arc::new(Limits {
+        handshake_timeout: jittered(limits.handshake_timeout),
+        header_timeout: jittered(limits.header_timeout),
+        idle_timeout: jittered(limits.idle_timeout),
+        ..(*limits).clone()
+    });
     let handshake = Gated::new(acceptor.accept(tcp), handshakes);
     let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
@@ -668,6 +685,14 @@ mod tests {
         assert!(!waiting.is_finished(), "it cannot run without a permit");
         drop(held);
         waiting.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn jitter_only_stretches_by_at_most_a_quarter() {
+        let d = Duration::from_secs(10);
+        let all: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(all.iter().all(|j| *j >= d && *j < d + d / 4), "{all:?}");
+        assert!(all.iter().any(|j| *j > d + d / 10), "it does spread");
     }
 
     #[test]
