@@ -16,10 +16,11 @@
 //!   [`Limits::body_timeout`]. HTTP/2 streams per connection and header sizes are bounded. Each
 //!   connection's handshake, header and idle deadlines are stretched by a random 0-25%, so
 //!   connections opened together (a flood) do not all close, and come back, together.
-//! - **Handshakes yield to established connections**: at most as many handshakes compute at once
-//!   as there are CPUs ([`Gated`]: a handshake holds a permit only while it is being polled, never
-//!   while it waits for the client), so a burst of thousands of new connections cannot queue
-//!   ahead of the requests of connections already served.
+//! - **Handshakes yield to established connections**: at most one handshake fewer than there are
+//!   CPUs computes at once (at least one; [`Gated`]: a handshake holds a permit only while it is
+//!   being polled, never while it waits for the client), so a burst of thousands of new
+//!   connections always leaves a core to the requests of connections already served. On two
+//!   cores this costs a quarter of the peak handshake rate.
 //! - **Cutting connections**: [`Admit`] may return a future that ends the connection early (the
 //!   node cuts a connection whose client certificate is revoked or expires).
 //! - [`KeyedSlots`]: per-key caps for long-lived streams (one identity cannot take every slot).
@@ -497,8 +498,9 @@ pub async fn serve<A: Admit>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    // One core is always left to established connections.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(cpus));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(cpus.saturating_sub(1).max(1)));
     let counts = Arc::new(Counts {
         per_address: Mutex::new(HashMap::new()),
         total: AtomicUsize::new(0),
