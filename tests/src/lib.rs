@@ -730,9 +730,9 @@ pub fn problem_slug(v: &Value) -> &str {
         .trim_start_matches("urn:bsn:problem:")
 }
 
-/// A plain reqwest client trusting the test CA, as the identity in `who` if given, connecting
-/// from `local` if given.
-pub fn raw_client(ca: &TestCa, who: Option<&Path>, local: Option<std::net::IpAddr>) -> reqwest::Client {
+/// A TLS client configuration trusting the test CA, as the identity in `who` if given (its
+/// `cert.pem` and `key.pem`), offering only HTTP/1.1 if `http1`.
+pub fn client_tls(ca: &TestCa, who: Option<&Path>, http1: bool) -> rustls::ClientConfig {
     let bundle = std::fs::read(&ca.bundle).unwrap();
     let creds = who.map(|d| {
         (
@@ -740,9 +740,18 @@ pub fn raw_client(ca: &TestCa, who: Option<&Path>, local: Option<std::net::IpAdd
             std::fs::read(d.join("key.pem")).unwrap(),
         )
     });
-    let tls = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
+    let mut cfg = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
+    if http1 {
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    cfg
+}
+
+/// A plain reqwest client trusting the test CA, as the identity in `who` if given, connecting
+/// from `local` if given.
+pub fn raw_client(ca: &TestCa, who: Option<&Path>, local: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(client_tls(ca, who, false))
         .local_address(local)
         .timeout(Duration::from_secs(60))
         .build()
@@ -782,17 +791,7 @@ pub async fn tls_connect(
     who: Option<&std::path::Path>,
     http1: bool,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let bundle = std::fs::read(&ca.bundle).unwrap();
-    let creds = who.map(|d| {
-        (
-            std::fs::read(d.join("cert.pem")).unwrap(),
-            std::fs::read(d.join("key.pem")).unwrap(),
-        )
-    });
-    let mut cfg = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
-    if http1 {
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
+    let cfg = client_tls(ca, who, http1);
     let addr = url.trim_start_matches("https://");
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))

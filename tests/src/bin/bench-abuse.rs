@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bsn_tests::{TestCa, TestNode, new_csr, put, raw_client, rss_kib, sign_tx, submit_body};
+use bsn_tests::{TestCa, TestNode, client_tls, new_csr, put, raw_client, rss_kib, sign_tx, submit_body};
 use clap::Parser;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -201,19 +201,6 @@ async fn wait(stop: &AtomicBool) {
     }
 }
 
-fn tls_for(ca: &TestCa, who: Option<&Path>) -> Arc<rustls::ClientConfig> {
-    let bundle = std::fs::read(&ca.bundle).unwrap();
-    let creds = who.map(|d| {
-        (
-            std::fs::read(d.join("cert.pem")).unwrap(),
-            std::fs::read(d.join("key.pem")).unwrap(),
-        )
-    });
-    let mut cfg = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
 fn addr_of(url: &str) -> SocketAddr {
     url.trim_start_matches("https://").parse().unwrap()
 }
@@ -296,7 +283,7 @@ async fn main() {
         let (held, reconnects, mut set) = hold_connections(
             args.connections,
             addr_of(&url),
-            tls_for(&ca, who.as_deref()),
+            Arc::new(client_tls(&ca, who.as_deref(), true)),
             stop.clone(),
         );
         // Let the attack build up before probing.
