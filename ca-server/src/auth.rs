@@ -163,9 +163,9 @@ pub struct WebSession {
     pub csrf: String,
     /// SHA-256 of the session token (the row's key).
     pub token_hash: String,
-    /// The account's state: only an `approved` account acts as its identity. A pending or
+    /// The account's state: only an approved account acts as its identity. A pending or
     /// rejected account may see its own status and sign out, nothing else.
-    pub account_state: String,
+    pub account_state: crate::db::accounts::AccountState,
 }
 
 impl WebSession {
@@ -173,10 +173,11 @@ impl WebSession {
     /// self-registration (which created that identity), an invitation code did, or it claimed
     /// a registered identity with that identity's one-time secret.
     pub fn require_approved(&self) -> Result<(), ApiError> {
-        match self.account_state.as_str() {
-            "approved" => Ok(()),
-            "rejected" => Err(ApiError::Forbidden("this registration was not approved".into())),
-            _ => Err(ApiError::Forbidden(
+        use crate::db::accounts::AccountState;
+        match self.account_state {
+            AccountState::Approved => Ok(()),
+            AccountState::Rejected => Err(ApiError::Forbidden("this registration was not approved".into())),
+            AccountState::Pending => Err(ApiError::Forbidden(
                 "your registration is waiting for an administrator's approval".into(),
             )),
         }
@@ -198,24 +199,17 @@ pub async fn web_session(parts: &Parts, state: &AppState) -> Result<Option<WebSe
     let token_hash = crate::portal::token_hash(token);
     // The account's state is read with the session on every request, so a session never acts
     // as an identity its account has not proved control of.
-    let row: Option<(String, String, i64, String)> = sqlx::query_as(
-        "SELECT s.identity_id, s.csrf, s.expires_at, a.state FROM web_sessions s \
-         JOIN accounts a ON a.identity_id = s.identity_id WHERE s.token_hash = $1",
-    )
-    .bind(&token_hash)
-    .fetch_optional(&mut *state.db.acquire().await?)
-    .await?;
-    match row {
-        Some((identity, csrf, expires, account_state)) if expires > crate::app::now().unix_timestamp() => {
-            Ok(Some(WebSession {
-                identity,
-                csrf,
-                token_hash,
-                account_state,
-            }))
-        }
-        _ => Err(ApiError::SessionRequired),
-    }
+    let session = crate::accounts::Accounts::new(&state.db, &state.hasher)
+        .session(&token_hash, crate::app::now().unix_timestamp())
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::SessionRequired)?;
+    Ok(Some(WebSession {
+        identity: session.identity,
+        csrf: session.csrf,
+        token_hash,
+        account_state: session.account_state,
+    }))
 }
 
 /// Fails unless the request carries the session's CSRF token and comes from this origin.

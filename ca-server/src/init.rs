@@ -7,10 +7,10 @@
 //! a database that init refuses to overwrite; the operator removes it and runs init again,
 //! since nothing was issued to anyone yet.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use bsn_api::files::write_file;
 use identity::{IdentityId, IdentityKind, SpiffeId, TrustDomain};
 use rcgen::{KeyPair, PublicKeyData};
 use time::{Duration, OffsetDateTime};
@@ -83,8 +83,12 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         .with_context(|| format!("opening database {}", redact(&url)))?;
     if db.meta("trust_domain").await?.is_some() {
         bail!(
-            "the database at {} already holds a CA; refusing to overwrite it",
-            redact(&url)
+            "the database at {} already holds a CA; refusing to overwrite it. Since {} has no \
+             ca.toml, an earlier init was interrupted after it recorded the CA and before it \
+             finished; nothing was issued yet: remove the database and the directory, then run \
+             init again",
+            redact(&url),
+            o.dir.display()
         );
     }
 
@@ -240,23 +244,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Writes a file atomically (temporary file, fsync, rename) with the given mode.
-pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// A database URL without its password, for messages.

@@ -8,8 +8,8 @@
 //!   expiring, use-limited enrollment secrets stored as argon2id hashes ([`api`], [`secrets`]).
 //! - Enrollment with a PKCS#10 CSR and a secret; renewal over mTLS (rekey allowed). Every leaf
 //!   follows the SPIFFE X509-SVID profile whatever the CSR asks for ([`pki`], [`csr`]).
-//! - Revocation by the holder or an administrator with an RFC 5280 reason; the CRL is re-signed
-//!   in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
+//! - Revocation by the holder or an administrator with an RFC 5280 reason ([`revocation`]); the
+//!   CRL is re-signed in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
 //!   SPIFFE bundle.
 //! - Group commit of issuances: concurrent requests share one durable transaction ([`commit`]).
 //! - The issuance log ([`log`]): every issuance and revocation is a leaf of an RFC 6962 tree written
@@ -21,7 +21,7 @@
 //!   (membership statements of the subchains a node hosts, and every revocation) as pages or
 //!   server-sent events with signed heartbeats.
 //! - SQLite by default, PostgreSQL for production; several replicas may share one PostgreSQL ([`db`]).
-//! - Portal accounts ([`portal`]): self-registration approved by an administrator or an
+//! - Portal accounts ([`accounts`], rules in [`portal`]): self-registration approved by an administrator or an
 //!   invitation code, argon2id passwords, session cookies (HttpOnly, Secure, SameSite=Strict)
 //!   with CSRF tokens, and enrollment with a key
 //!   made in the browser (proof of possession over a one-time challenge).
@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -56,6 +57,7 @@ pub mod pki;
 pub mod portal;
 pub mod problem;
 pub mod registry;
+pub mod revocation;
 pub mod secrets;
 pub mod serve;
 pub mod web;

@@ -453,6 +453,77 @@ pub async fn latest(conn: &mut AnyConnection) -> Result<(u64, String), LogError>
     Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))
 }
 
+/// The index of the first leaf whose RFC 6962 hash is `leaf_hash`.
+pub async fn index_of(conn: &mut AnyConnection, leaf_hash: &[u8]) -> Result<Option<u64>, LogError> {
+    let idx: Option<i64> = sqlx::query_scalar("SELECT idx FROM log_entries WHERE leaf_hash = $1 ORDER BY idx LIMIT 1")
+        .bind(leaf_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(idx.map(|i| i as u64))
+}
+
+/// Which entries to list: each field narrows the search when given.
+pub struct EntryFilter<'a> {
+    /// The holder's identity id.
+    pub identity: Option<&'a str>,
+    /// Serial, lowercase hex.
+    pub serial: Option<&'a str>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+    /// Only entries with a larger index (the cursor).
+    pub after: Option<u64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// One log entry with its searchable columns.
+pub struct EntryRow {
+    /// Leaf index.
+    pub index: u64,
+    /// `issuance`, `revocation` or `membership`.
+    pub kind: String,
+    /// Serial (issuance, revocation) or subchain (membership).
+    pub serial: String,
+    /// The holder's identity id, or who changed the membership.
+    pub identity: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// The leaf, as hashed into the tree.
+    pub leaf: Vec<u8>,
+}
+
+/// Entries matching `f`, in log order.
+pub async fn entries(conn: &mut AnyConnection, f: &EntryFilter<'_>) -> Result<Vec<EntryRow>, LogError> {
+    let rows = sqlx::query(
+        "SELECT idx, kind, serial, identity, at, leaf FROM log_entries \
+         WHERE (CAST($1 AS TEXT) IS NULL OR identity = $1) AND (CAST($2 AS TEXT) IS NULL OR serial = $2) \
+           AND (CAST($3 AS BIGINT) IS NULL OR at >= $3) AND (CAST($4 AS BIGINT) IS NULL OR at < $4) \
+           AND idx > $5 ORDER BY idx LIMIT $6",
+    )
+    .bind(f.identity)
+    .bind(f.serial)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.after.map(|a| a as i64).unwrap_or(-1))
+    .bind(f.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EntryRow {
+                index: r.try_get::<i64, _>(0)? as u64,
+                kind: r.try_get(1)?,
+                serial: r.try_get(2)?,
+                identity: r.try_get(3)?,
+                at: r.try_get(4)?,
+                leaf: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
 /// The contents of a C2SP tile path below `/log/` (`tile/<L>/<N>[.p/<W>]` or
 /// `tile/entries/<N>[.p/<W>]`), if the path is well formed and within a tree of `size`.
 pub fn parse_tile_path(path: &str, size: u64) -> Option<Tile> {

@@ -4,8 +4,9 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bsn_api::problem::Problem;
 use serde::de::DeserializeOwned;
 
 /// Everything an API call can fail with.
@@ -163,22 +164,7 @@ impl ApiError {
 
 /// Renders a problem document.
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:bsn:problem:{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
+    Problem::new(status.as_u16(), slug, title, detail).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -187,13 +173,11 @@ impl IntoResponse for ApiError {
         if let Self::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
-        let mut resp = problem(status, slug, title, &self.to_string());
-        if let Self::TooManyAttempts(secs) | Self::SlowDown(_, secs) = self
-            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        let retry_after = match self {
+            Self::TooManyAttempts(secs) | Self::SlowDown(_, secs) => Some(secs),
+            _ => None,
+        };
+        Problem::new(status.as_u16(), slug, title, self.to_string()).into_response_with_retry(retry_after)
     }
 }
 

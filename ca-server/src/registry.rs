@@ -16,7 +16,6 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::db::{Db, placeholders};
 use crate::log::{LogSigner, NewLeaf, Receipt};
-use crate::problem::ApiError;
 
 /// The CA's membership signing key (Ed25519). Kept sealed in the database's `meta`, so every
 /// replica signs with the same key.
@@ -97,11 +96,11 @@ impl Policy {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, ApiError> {
+    fn parse(s: &str) -> Result<Self, RegistryError> {
         match s {
             "open" => Ok(Policy::Open),
             "approval" => Ok(Policy::Approval),
-            _ => Err(ApiError::Internal(anyhow::anyhow!("stored policy '{s}'"))),
+            _ => Err(RegistryError::Internal(anyhow::anyhow!("stored policy '{s}'"))),
         }
     }
 }
@@ -245,19 +244,51 @@ pub struct Registry<'a> {
     pub signer: &'a MembershipSigner,
     /// The issuance log's key.
     pub log: &'a LogSigner,
+    /// Woken after each committed revision (the feed streams wait on it).
+    pub feed: &'a tokio::sync::watch::Sender<u64>,
 }
 
-fn db_err(e: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Internal(e.into())
+impl Registry<'_> {
+    /// Wakes the feed streams: a revision was committed.
+    fn announce(&self) {
+        self.feed.send_modify(|v| *v = v.wrapping_add(1));
+    }
 }
 
-fn parse_role(s: &str) -> Result<Role, ApiError> {
-    Role::parse(s).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role '{s}'")))
+/// What a registry call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A field breaks its rules (unknown node, not a participant, bad revision...).
+    #[error("{0}")]
+    InvalidField(String),
+    /// No such subchain, member or request.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the current state (exists already, already a member...).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage or signing failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+fn db_err(e: impl Into<anyhow::Error>) -> RegistryError {
+    RegistryError::Internal(e.into())
+}
+
+fn parse_role(s: &str) -> Result<Role, RegistryError> {
+    Role::parse(s).ok_or_else(|| RegistryError::Internal(anyhow::anyhow!("stored role '{s}'")))
 }
 
 const SUBCHAIN_COLUMNS: &str = "id, name, publisher, description, policy, revision, members, created_at, updated_at";
 
-fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, ApiError> {
+fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, RegistryError> {
     Ok(Subchain {
         id: r.try_get(0).map_err(db_err)?,
         name: r.try_get(1).map_err(db_err)?,
@@ -272,7 +303,7 @@ fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, ApiError> {
     })
 }
 
-async fn nodes_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<String>, ApiError> {
+async fn nodes_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<String>, RegistryError> {
     sqlx::query_scalar("SELECT node_id FROM subchain_nodes WHERE subchain_id = $1 ORDER BY node_id")
         .bind(id)
         .fetch_all(conn)
@@ -281,15 +312,17 @@ async fn nodes_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<String
 }
 
 /// Checks hosting nodes: 1 to 64 distinct, each an active node identity. Returns them sorted.
-async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result<Vec<String>, ApiError> {
+async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result<Vec<String>, RegistryError> {
     let mut sorted = nodes.to_vec();
     sorted.sort();
     sorted.dedup();
     if sorted.len() != nodes.len() {
-        return Err(ApiError::InvalidField("nodes must not repeat".into()));
+        return Err(RegistryError::InvalidField("nodes must not repeat".into()));
     }
     if sorted.is_empty() || sorted.len() > 64 {
-        return Err(ApiError::InvalidField("a subchain needs 1 to 64 hosting nodes".into()));
+        return Err(RegistryError::InvalidField(
+            "a subchain needs 1 to 64 hosting nodes".into(),
+        ));
     }
     for n in &sorted {
         let kind: Option<(String, String)> = sqlx::query_as("SELECT kind, status FROM identities WHERE id = $1")
@@ -300,17 +333,17 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
         match kind {
             Some((k, s)) if k == "node" && s == "active" => {}
             Some((k, _)) if k != "node" => {
-                return Err(ApiError::InvalidField(format!("'{n}' is not a node identity")));
+                return Err(RegistryError::InvalidField(format!("'{n}' is not a node identity")));
             }
-            Some(_) => return Err(ApiError::InvalidField(format!("node '{n}' is disabled"))),
-            None => return Err(ApiError::InvalidField(format!("no node identity '{n}'"))),
+            Some(_) => return Err(RegistryError::InvalidField(format!("node '{n}' is disabled"))),
+            None => return Err(RegistryError::InvalidField(format!("no node identity '{n}'"))),
         }
     }
     Ok(sorted)
 }
 
 /// Fails unless `id` is an active participant.
-async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), ApiError> {
+async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), RegistryError> {
     let row: Option<(String, String)> = sqlx::query_as("SELECT kind, status FROM identities WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
@@ -318,17 +351,17 @@ async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(
         .map_err(db_err)?;
     match row {
         Some((k, s)) if k == "participant" && s == "active" => Ok(()),
-        Some((k, _)) if k != "participant" => {
-            Err(ApiError::InvalidField(format!("'{id}' is a {k}, not a participant")))
-        }
-        Some(_) => Err(ApiError::InvalidField(format!("identity '{id}' is disabled"))),
-        None => Err(ApiError::NotFound(format!("no identity '{id}'"))),
+        Some((k, _)) if k != "participant" => Err(RegistryError::InvalidField(format!(
+            "'{id}' is a {k}, not a participant"
+        ))),
+        Some(_) => Err(RegistryError::InvalidField(format!("identity '{id}' is disabled"))),
+        None => Err(RegistryError::NotFound(format!("no identity '{id}'"))),
     }
 }
 
 impl Registry<'_> {
     /// A subchain, with its nodes.
-    pub async fn get(&self, id: &str) -> Result<Option<Subchain>, ApiError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Subchain>, RegistryError> {
         let mut conn = self.db.acquire().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUBCHAIN_COLUMNS} FROM subchains WHERE id = $1"
@@ -344,14 +377,14 @@ impl Registry<'_> {
     }
 
     /// Fails with not-found unless the subchain exists.
-    pub async fn require(&self, id: &str) -> Result<Subchain, ApiError> {
+    pub async fn require(&self, id: &str) -> Result<Subchain, RegistryError> {
         self.get(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no subchain '{id}'")))
+            .ok_or_else(|| RegistryError::NotFound(format!("no subchain '{id}'")))
     }
 
     /// The directory: subchains by id after `after`, with their nodes.
-    pub async fn list(&self, after: &str, limit: i64, publisher: Option<&str>) -> Result<Vec<Subchain>, ApiError> {
+    pub async fn list(&self, after: &str, limit: i64, publisher: Option<&str>) -> Result<Vec<Subchain>, RegistryError> {
         let mut conn = self.db.acquire().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUBCHAIN_COLUMNS} FROM subchains WHERE id > $1 \
@@ -371,7 +404,7 @@ impl Registry<'_> {
     }
 
     /// The identity's role on the subchain, if it is a member.
-    pub async fn role_of(&self, subchain: &str, identity: &str) -> Result<Option<Role>, ApiError> {
+    pub async fn role_of(&self, subchain: &str, identity: &str) -> Result<Option<Role>, RegistryError> {
         let role: Option<String> =
             sqlx::query_scalar("SELECT role FROM subchain_members WHERE subchain_id = $1 AND identity_id = $2")
                 .bind(subchain)
@@ -383,7 +416,7 @@ impl Registry<'_> {
     }
 
     /// Members by id after `after`.
-    pub async fn members(&self, subchain: &str, after: &str, limit: i64) -> Result<Vec<Member>, ApiError> {
+    pub async fn members(&self, subchain: &str, after: &str, limit: i64) -> Result<Vec<Member>, RegistryError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT identity_id, role FROM subchain_members WHERE subchain_id = $1 AND identity_id > $2 \
              ORDER BY identity_id LIMIT $3",
@@ -405,7 +438,7 @@ impl Registry<'_> {
     }
 
     /// The subchains an identity belongs to, with its role in each.
-    pub async fn memberships(&self, identity: &str) -> Result<Vec<(String, Role)>, ApiError> {
+    pub async fn memberships(&self, identity: &str) -> Result<Vec<(String, Role)>, RegistryError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT subchain_id, role FROM subchain_members WHERE identity_id = $1 ORDER BY subchain_id",
         )
@@ -417,7 +450,7 @@ impl Registry<'_> {
     }
 
     /// Pending join requests of a subchain.
-    pub async fn requests(&self, subchain: &str) -> Result<Vec<JoinRequest>, ApiError> {
+    pub async fn requests(&self, subchain: &str) -> Result<Vec<JoinRequest>, RegistryError> {
         let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
             "SELECT subchain_id, identity_id, role, note, requested_at FROM join_requests \
              WHERE subchain_id = $1 ORDER BY requested_at, identity_id",
@@ -440,7 +473,7 @@ impl Registry<'_> {
     }
 
     /// The signed statement of a revision (the latest if `None`).
-    pub async fn statement(&self, subchain: &str, revision: Option<i64>) -> Result<Option<Envelope>, ApiError> {
+    pub async fn statement(&self, subchain: &str, revision: Option<i64>) -> Result<Option<Envelope>, RegistryError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
             "SELECT payload, signature FROM subchain_statements WHERE subchain_id = $1 \
              AND revision = COALESCE($2, (SELECT revision FROM subchains WHERE id = $1))",
@@ -457,7 +490,7 @@ impl Registry<'_> {
     }
 
     /// Creates a subchain at revision 1, with its publisher as its first admin member.
-    pub async fn create(&self, new: NewSubchain, publisher: &str, now: i64) -> Result<Revised, ApiError> {
+    pub async fn create(&self, new: NewSubchain, publisher: &str, now: i64) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let nodes = check_nodes(&mut tx, &new.nodes).await?;
         let inserted = sqlx::query(
@@ -474,7 +507,7 @@ impl Registry<'_> {
         .await
         .map_err(db_err)?;
         if inserted.rows_affected() == 0 {
-            return Err(ApiError::Conflict(format!("subchain '{}' already exists", new.id)));
+            return Err(RegistryError::Conflict(format!("subchain '{}' already exists", new.id)));
         }
         for n in &nodes {
             sqlx::query("INSERT INTO subchain_nodes (node_id, subchain_id) VALUES ($1, $2)")
@@ -497,6 +530,7 @@ impl Registry<'_> {
             .commit_revision(&mut tx, new.id.as_str(), 1, &[], publisher, now)
             .await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(revised)
     }
 
@@ -506,7 +540,7 @@ impl Registry<'_> {
         tx: &mut Transaction<'static, Any>,
         subchain: &str,
         now: i64,
-    ) -> Result<(i64, Vec<String>), ApiError> {
+    ) -> Result<(i64, Vec<String>), RegistryError> {
         let revision: Option<i64> = sqlx::query_scalar(
             "UPDATE subchains SET revision = revision + 1, updated_at = $2 WHERE id = $1 RETURNING revision",
         )
@@ -515,12 +549,18 @@ impl Registry<'_> {
         .fetch_optional(&mut **tx)
         .await
         .map_err(db_err)?;
-        let revision = revision.ok_or_else(|| ApiError::NotFound(format!("no subchain '{subchain}'")))?;
+        let revision = revision.ok_or_else(|| RegistryError::NotFound(format!("no subchain '{subchain}'")))?;
         Ok((revision, nodes_of(tx, subchain).await?))
     }
 
     /// Changes settings; a change of hosting nodes is a new membership revision.
-    pub async fn update(&self, subchain: &str, patch: Patch, by: &str, now: i64) -> Result<Option<Revised>, ApiError> {
+    pub async fn update(
+        &self,
+        subchain: &str,
+        patch: Patch,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<Revised>, RegistryError> {
         let mut tx = self.db.begin().await?;
         let found = sqlx::query(
             "UPDATE subchains SET name = COALESCE($2, name), description = COALESCE($3, description), \
@@ -535,7 +575,7 @@ impl Registry<'_> {
         .await
         .map_err(db_err)?;
         if found.rows_affected() == 0 {
-            return Err(ApiError::NotFound(format!("no subchain '{subchain}'")));
+            return Err(RegistryError::NotFound(format!("no subchain '{subchain}'")));
         }
         let Some(nodes) = patch.nodes else {
             tx.commit().await.map_err(db_err)?;
@@ -544,7 +584,7 @@ impl Registry<'_> {
         let nodes = check_nodes(&mut tx, &nodes).await?;
         let (revision, before) = self.begin_revision(&mut tx, subchain, now).await?;
         if before == nodes {
-            return Err(ApiError::Conflict(
+            return Err(RegistryError::Conflict(
                 "the subchain already has exactly these hosting nodes".into(),
             ));
         }
@@ -565,6 +605,7 @@ impl Registry<'_> {
             .commit_revision(&mut tx, subchain, revision, &before, by, now)
             .await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(Some(revised))
     }
 
@@ -576,7 +617,7 @@ impl Registry<'_> {
         role: Role,
         by: &str,
         now: i64,
-    ) -> Result<Revised, ApiError> {
+    ) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         check_participant(&mut tx, identity).await?;
         let (revision, nodes) = self.begin_revision(&mut tx, subchain, now).await?;
@@ -589,7 +630,7 @@ impl Registry<'_> {
                 .map_err(db_err)?;
         match current {
             Some(r) if r == role.name() => {
-                return Err(ApiError::Conflict(format!(
+                return Err(RegistryError::Conflict(format!(
                     "'{identity}' is already a {r} of '{subchain}'"
                 )));
             }
@@ -631,6 +672,7 @@ impl Registry<'_> {
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(revised)
     }
 
@@ -641,7 +683,7 @@ impl Registry<'_> {
         members: &[Member],
         by: &str,
         now: i64,
-    ) -> Result<Revised, ApiError> {
+    ) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let (revision, nodes) = self.begin_revision(&mut tx, subchain, now).await?;
         let backend = self.db.backend;
@@ -658,7 +700,7 @@ impl Registry<'_> {
             }
             let known = q.fetch_one(&mut *tx).await.map_err(db_err)?;
             if known as usize != ids.len() {
-                return Err(ApiError::InvalidField(
+                return Err(RegistryError::InvalidField(
                     "every member must be an active participant identity".into(),
                 ));
             }
@@ -682,7 +724,7 @@ impl Registry<'_> {
             added += q.execute(&mut *tx).await.map_err(db_err)?.rows_affected();
         }
         if added == 0 {
-            return Err(ApiError::Conflict("all of them are members already".into()));
+            return Err(RegistryError::Conflict("all of them are members already".into()));
         }
         sqlx::query("UPDATE subchains SET members = members + $2 WHERE id = $1")
             .bind(subchain)
@@ -694,11 +736,18 @@ impl Registry<'_> {
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(revised)
     }
 
     /// Removes a member. The publisher stays an admin of its own subchain.
-    pub async fn remove_member(&self, subchain: &str, identity: &str, by: &str, now: i64) -> Result<Revised, ApiError> {
+    pub async fn remove_member(
+        &self,
+        subchain: &str,
+        identity: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let (revision, nodes) = self.begin_revision(&mut tx, subchain, now).await?;
         let publisher: String = sqlx::query_scalar("SELECT publisher FROM subchains WHERE id = $1")
@@ -707,7 +756,7 @@ impl Registry<'_> {
             .await
             .map_err(db_err)?;
         if publisher == identity {
-            return Err(ApiError::Conflict(
+            return Err(RegistryError::Conflict(
                 "the publisher cannot be removed from its subchain".into(),
             ));
         }
@@ -718,7 +767,7 @@ impl Registry<'_> {
             .await
             .map_err(db_err)?;
         if gone.rows_affected() == 0 {
-            return Err(ApiError::NotFound(format!(
+            return Err(RegistryError::NotFound(format!(
                 "'{identity}' is not a member of '{subchain}'"
             )));
         }
@@ -731,6 +780,7 @@ impl Registry<'_> {
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
         tx.commit().await.map_err(db_err)?;
+        self.announce();
         Ok(revised)
     }
 
@@ -742,10 +792,12 @@ impl Registry<'_> {
         role: Role,
         note: &str,
         now: i64,
-    ) -> Result<Joined, ApiError> {
+    ) -> Result<Joined, RegistryError> {
         let s = self.require(subchain).await?;
         if self.role_of(subchain, identity).await?.is_some() {
-            return Err(ApiError::Conflict(format!("you are already a member of '{subchain}'")));
+            return Err(RegistryError::Conflict(format!(
+                "you are already a member of '{subchain}'"
+            )));
         }
         if s.policy == Policy::Open && role != Role::Admin {
             return Ok(Joined::Member(
@@ -767,7 +819,7 @@ impl Registry<'_> {
         .await
         .map_err(db_err)?;
         if inserted.rows_affected() == 0 {
-            return Err(ApiError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "you already have a pending request to join '{subchain}'"
             )));
         }
@@ -781,7 +833,7 @@ impl Registry<'_> {
     }
 
     /// The pending request of `identity`, if any.
-    pub async fn request_of(&self, subchain: &str, identity: &str) -> Result<Option<JoinRequest>, ApiError> {
+    pub async fn request_of(&self, subchain: &str, identity: &str) -> Result<Option<JoinRequest>, RegistryError> {
         Ok(self
             .requests(subchain)
             .await?
@@ -790,7 +842,7 @@ impl Registry<'_> {
     }
 
     /// Rejects (deletes) a pending request.
-    pub async fn reject(&self, subchain: &str, identity: &str) -> Result<(), ApiError> {
+    pub async fn reject(&self, subchain: &str, identity: &str) -> Result<(), RegistryError> {
         let gone = sqlx::query("DELETE FROM join_requests WHERE subchain_id = $1 AND identity_id = $2")
             .bind(subchain)
             .bind(identity)
@@ -798,7 +850,7 @@ impl Registry<'_> {
             .await
             .map_err(db_err)?;
         if gone.rows_affected() == 0 {
-            return Err(ApiError::NotFound(format!(
+            return Err(RegistryError::NotFound(format!(
                 "no pending request of '{identity}' to join '{subchain}'"
             )));
         }
@@ -815,7 +867,7 @@ impl Registry<'_> {
         nodes_before: &[String],
         by: &str,
         now: i64,
-    ) -> Result<Revised, ApiError> {
+    ) -> Result<Revised, RegistryError> {
         let nodes = nodes_of(tx, subchain).await?;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT identity_id, role FROM subchain_members WHERE subchain_id = $1 ORDER BY identity_id",
@@ -832,7 +884,7 @@ impl Registry<'_> {
                     role: parse_role(&role)?,
                 })
             })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+            .collect::<Result<Vec<_>, RegistryError>>()?;
         let statement = Statement {
             version: 1,
             trust_domain: self.signer.trust_domain.clone(),
@@ -907,7 +959,7 @@ impl Registry<'_> {
 
 /// The next feed position. Callers hold the issuance log's row lock (they appended a leaf in
 /// this transaction), so positions are handed out in commit order.
-async fn next_seq(tx: &mut Transaction<'static, Any>) -> Result<i64, ApiError> {
+async fn next_seq(tx: &mut Transaction<'static, Any>) -> Result<i64, RegistryError> {
     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM feed")
         .fetch_one(&mut **tx)
         .await
@@ -921,7 +973,7 @@ pub async fn feed_revocation(
     identity: &str,
     reason: &str,
     at: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, RegistryError> {
     let seq = next_seq(tx).await?;
     sqlx::query(
         "INSERT INTO feed (seq, kind, serial, identity_id, reason, at) VALUES ($1, 'revocation', $2, $3, $4, $5)",
@@ -943,7 +995,7 @@ pub async fn feed_revocation(
 }
 
 /// The feed's newest position (0 when empty).
-pub async fn feed_head(db: &Db) -> Result<i64, ApiError> {
+pub async fn feed_head(db: &Db) -> Result<i64, RegistryError> {
     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
         .fetch_one(&mut *db.acquire().await?)
         .await
@@ -952,7 +1004,7 @@ pub async fn feed_head(db: &Db) -> Result<i64, ApiError> {
 
 /// Events after `cursor` that `node` may see, oldest first: an index range scan of the node's
 /// and everyone's audience rows, never a scan of the registry.
-pub async fn feed_page(db: &Db, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, ApiError> {
+pub async fn feed_page(db: &Db, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, RegistryError> {
     let rows = sqlx::query(
         "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \

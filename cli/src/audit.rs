@@ -11,7 +11,7 @@ use identity::verify::{LeafVerifier, TrustBundle};
 use rustls_pki_types::CertificateDer;
 use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, record_hash};
 
-use crate::client::{Api, ClientError};
+use bsn_api::client::{Api, ClientError};
 
 /// Why an audit failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bsn::client::Api;
+use bsn_api::client::Api;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -84,12 +84,12 @@ fn api(url: &str, bundle: &Path, who: Option<&Path>) -> Result<Api, Failure> {
 }
 
 async fn enroll(ca: &Api, id: &str, secret: &str, out: &Path) -> Result<(), Failure> {
-    let key = bsn::files::generate_key(bsn::files::KeyType::P256).map_err(local)?;
-    let csr = bsn::files::csr_pem(&key).map_err(local)?;
+    let key = bsn_api::files::generate_key(bsn_api::files::KeyType::P256).map_err(local)?;
+    let csr = bsn_api::files::csr_pem(&key).map_err(local)?;
     let v = ca
         .post("/api/v1/enroll", &json!({ "id": id, "secret": secret, "csr": csr }))
         .await?;
-    bsn::files::write_credentials(
+    bsn_api::files::write_credentials(
         out,
         Some(&key.serialize_pem()),
         v["certificate"].as_str().unwrap_or_default(),
@@ -119,9 +119,9 @@ async fn stop_signal(term: &mut tokio::signal::unix::Signal) {
 
 /// Registers an identity, or (a start interrupted after registering it) gives it a new secret;
 /// either way the answer carries a one-time `secret`.
-async fn register(ca: &bsn::client::Api, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
+async fn register(ca: &bsn_api::client::Api, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
     match ca.post("/api/v1/identities", body).await {
-        Err(bsn::client::ClientError::Problem { slug, .. }) if slug == "identity-exists" => {
+        Err(bsn_api::client::ClientError::Problem { slug, .. }) if slug == "identity-exists" => {
             let id = body["id"].as_str().unwrap_or_default();
             Ok(ca.post(&format!("/api/v1/identities/{id}/secret"), &json!({})).await?)
         }
@@ -237,7 +237,7 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                         toml.push_str(&format!("{other} = \"{}\"\n", node_urls[j]));
                     }
                 }
-                std::fs::write(ndir.join("node.toml"), toml).map_err(local)?;
+                bsn_api::files::write_file(&ndir.join("node.toml"), toml.as_bytes(), 0o644).map_err(local)?;
             }
             let (child, mut out) = spawn(
                 Command::new(&node_bin)

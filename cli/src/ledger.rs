@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bsn::client::Api;
+use bsn_api::client::Api;
 use clap::{Args, Subcommand};
 use identity::ledger::{Block, BlockHeader, Op, TxBody, assemble, check_entry, sha256, signing_message};
 use identity::membership::SubchainId;
@@ -133,7 +133,7 @@ fn sign_tx(me: &IdentityArgs, subchain: &str, ops: Vec<Op>) -> Result<(Vec<u8>, 
         .ok_or_else(|| local(format!("{} holds no certificate", me.cert.display())))?
         .map_err(|e| local(format!("{}: {e}", me.cert.display())))?;
     let key_pem = std::fs::read_to_string(&me.key).map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
-    let key = bsn::files::load_key(&key_pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?;
+    let key = bsn_api::files::load_key(&key_pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?;
     let mut nonce = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).map_err(|_| local("no randomness"))?;
     let body = TxBody {

@@ -1,14 +1,12 @@
-//! The `bsn` command line's library: an HTTPS client of the CA (mTLS with a participant's
-//! certificate when it acts as one), key and CSR generation, and file output.
+//! The `bsn` command line's library: the auditor's verification of the CA's issuance log.
 //!
-//! Features: enroll, renew (same key or rekey), revoke, register, list identities and
-//! certificates. Keys are generated locally (ring, through rcgen) and never sent anywhere.
+//! Features: [`audit`] downloads the log's tiles, recomputes its root, checks the signed
+//! checkpoint, every certificate and the log's invariants, and follows new checkpoints
+//! (consistency with the last verified one). The CA and node client, keys, CSRs and credential
+//! files are in `bsn-api`; the commands are in the binary.
 //!
-//! Non-features: no key storage beyond PEM files (no OS keychain, no PKCS#11), no RSA key
-//! generation (bring an RSA CSR made with openssl instead).
+//! Non-features: no server code; nothing here writes to the CA.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod audit;
-pub mod client;
-pub mod files;

@@ -11,10 +11,31 @@ mod subchain;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bsn::client::{Api, ClientError};
-use bsn::files::{KeyType, csr_pem, generate_key, load_key, write_credentials};
+use bsn_api::client::{Api, ClientError};
+use bsn_api::files::{KeyType, csr_pem, generate_key, load_key, write_credentials};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
+
+/// Key types `bsn` generates.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeyArg {
+    /// ECDSA P-256 (default).
+    P256,
+    /// ECDSA P-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl From<KeyArg> for KeyType {
+    fn from(k: KeyArg) -> Self {
+        match k {
+            KeyArg::P256 => KeyType::P256,
+            KeyArg::P384 => KeyType::P384,
+            KeyArg::Ed25519 => KeyType::Ed25519,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "bsn", version, about = "BSN identity and ledger command line")]
@@ -60,7 +81,7 @@ enum Command {
         out: PathBuf,
         /// Key type.
         #[arg(long, value_enum, default_value = "p256")]
-        key_type: KeyType,
+        key_type: KeyArg,
         /// Overwrite an existing key.pem in DIR.
         #[arg(long)]
         force: bool,
@@ -76,7 +97,7 @@ enum Command {
         rekey: bool,
         /// Key type for --rekey.
         #[arg(long, value_enum, default_value = "p256")]
-        key_type: KeyType,
+        key_type: KeyArg,
         /// Where to write the new files (default: the directory of --cert).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -424,7 +445,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                     out.join("key.pem").display()
                 )));
             }
-            let key = generate_key(key_type).map_err(local)?;
+            let key = generate_key(key_type.into()).map_err(local)?;
             let csr = csr_pem(&key).map_err(local)?;
             let v = api(&ca, None)?
                 .post("/api/v1/enroll", &json!({ "id": id, "secret": secret, "csr": csr }))
@@ -446,7 +467,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             out,
         } => {
             let key = if rekey {
-                generate_key(key_type).map_err(local)?
+                generate_key(key_type.into()).map_err(local)?
             } else {
                 let pem = std::fs::read_to_string(&me.key)
                     .map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
@@ -749,7 +770,7 @@ async fn audit_follow(
         match result {
             Ok(_) => {
                 let json = serde_json::to_vec_pretty(&state).map_err(local)?;
-                bsn::files::write_file(state_file, &json, 0o644)
+                bsn_api::files::write_file(state_file, &json, 0o644)
                     .map_err(|e| local(format!("writing {}: {e}", state_file.display())))?;
             }
             Err(bsn::audit::AuditError::Client(e)) => return Err(e.into()),

@@ -17,12 +17,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bsn_api::problem::Problem;
 use identity::ledger::{Block, BlockKind, SignedTx, check_entry, entry_hashes, prove_entry};
 use identity::membership::Role;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chain::Outcome;
+use crate::clock::now_ms;
 use crate::directory::Directory;
 use crate::server::Peer;
 use crate::subchain::{Refusal, Subchain, Subchains};
@@ -49,13 +51,6 @@ pub const SUBMITS_PER_IDENTITY: usize = 8;
 pub const STREAMS_PER_IDENTITY: usize = 8;
 /// Block streams open at once on this node.
 pub const MAX_STREAMS: usize = 2048;
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Shared state of the routes.
 pub struct AppState {
@@ -226,12 +221,7 @@ impl IntoResponse for ApiError {
             }
             e => e.to_string(),
         };
-        let mut body = json!({
-            "type": format!("urn:bsn:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
+        let mut problem = Problem::new(status.as_u16(), slug, title, detail);
         if let ApiError::Refused(r) = &self {
             let index = match r {
                 Refusal::Malformed { index, .. }
@@ -241,23 +231,13 @@ impl IntoResponse for ApiError {
                 | Refusal::NotWriter { index, .. }
                 | Refusal::Duplicate { index, .. } => *index,
             };
-            body["index"] = json!(index);
+            problem = problem.with("index", json!(index));
         }
         if let ApiError::Partial(results) = &self {
-            body["results"] = json!(results);
+            problem = problem.with("results", json!(results));
         }
-        let mut resp = (status, axum::Json(body)).into_response();
-        resp.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/problem+json"),
-        );
-        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        resp
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then_some(1);
+        problem.into_response_with_retry(retry_after)
     }
 }
 
@@ -416,7 +396,7 @@ async fn info(
         k.statement
             .nodes
             .iter()
-            .find(|n| Some(crate::raft::node_id(n)) == leader_id)
+            .find(|n| Some(crate::group::node_id(n)) == leader_id)
             .cloned()
     });
     Ok(axum::Json(json!({
@@ -803,7 +783,7 @@ async fn raft_append(
     body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::AppendEntriesResponse<u64>>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
-    let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
+    let rpc: openraft::raft::AppendEntriesRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(c.orderer().raft().append_entries(rpc).await))
 }
@@ -834,7 +814,7 @@ async fn raft_snapshot(
     ApiError,
 > {
     let c = authorize_peer(&s, &peer, &id)?;
-    let rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
+    let rpc: openraft::raft::InstallSnapshotRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(c.orderer().raft().install_snapshot(rpc).await))
 }

@@ -80,10 +80,10 @@ impl Credential {
     }
 
     /// Renews the certificate at the CA (same key) and swaps it in.
-    pub async fn renew(&self, ca: &bsn::client::Api) -> anyhow::Result<()> {
+    pub async fn renew(&self, ca: &bsn_api::client::Api) -> anyhow::Result<()> {
         let key_pem = std::fs::read_to_string(self.dir.join("key.pem"))?;
-        let key = bsn::files::load_key(&key_pem)?;
-        let csr = bsn::files::csr_pem(&key)?;
+        let key = bsn_api::files::load_key(&key_pem)?;
+        let csr = bsn_api::files::csr_pem(&key)?;
         let v = ca
             .post("/api/v1/renew", &serde_json::json!({ "csr": csr }))
             .await
@@ -96,7 +96,7 @@ impl Credential {
             CertificateDer::pem_slice_iter(format!("{leaf}{chain}").as_bytes()).collect::<Result<_, _>>()?;
         let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
         let new = certified(certs, &key_der)?;
-        bsn::files::write_credentials(&self.dir, None, leaf, chain)?;
+        bsn_api::files::write_credentials(&self.dir, None, leaf, chain)?;
         *self.current.write().expect("credential") = Arc::new(new);
         tracing::info!(
             serial = v["serial"].as_str(),
@@ -107,9 +107,9 @@ impl Credential {
     }
 
     /// Renews whenever a third of the certificate's lifetime is left; retries every minute on failure.
-    pub async fn keep_fresh(self: Arc<Self>, ca: bsn::client::Api) {
+    pub async fn keep_fresh(self: Arc<Self>, ca: bsn_api::client::Api) {
         loop {
-            let now = crate::api::now_ms() / 1000;
+            let now = crate::clock::now_ms() / 1000;
             let wait = match self.validity() {
                 Some((nb, na)) => (na - (na - nb) / 3 - now).max(0),
                 None => 60,

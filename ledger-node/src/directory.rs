@@ -14,7 +14,9 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use bsn::client::{Api, ServerEvent};
+use bsn_api::client::{Api, ServerEvent};
+
+use crate::clock::now_ms;
 use identity::membership::{Envelope, MembershipKey, Role, Statement};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
@@ -50,12 +52,6 @@ pub struct Directory {
     statements_gen: watch::Sender<u64>,
     last_contact_ms: AtomicI64,
     synced: AtomicBool,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[derive(Deserialize)]

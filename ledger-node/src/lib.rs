@@ -36,8 +36,10 @@
 
 pub mod api;
 pub mod chain;
+pub mod clock;
 pub mod credential;
 pub mod directory;
+pub mod group;
 pub mod metrics;
 pub mod peers;
 pub mod raft;

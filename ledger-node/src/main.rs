@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bsn::client::{Api, ClientError};
-use bsn::files::{KeyType, csr_pem, generate_key, write_credentials, write_file};
+use bsn_api::client::{Api, ClientError};
+use bsn_api::files::{KeyType, csr_pem, generate_key, write_credentials, write_file};
 use clap::{Parser, Subcommand};
 use ledger_node::api::{AppState, router};
 use ledger_node::directory::Directory;
@@ -186,7 +186,7 @@ async fn init(
         )));
     }
     let bundle_pem = read(bundle)?;
-    let api = Api::new(ca, bsn::client::tls_config(&bundle_pem, None).map_err(ca_error)?).map_err(ca_error)?;
+    let api = Api::new(ca, bsn_api::client::tls_config(&bundle_pem, None).map_err(ca_error)?).map_err(ca_error)?;
     let key_v = api.get("/api/v1/membership-key", &[]).await.map_err(ca_error)?;
     let mkey = key_v["key"].as_str().unwrap_or_default().to_string();
     identity::membership::MembershipKey::from_base64(&mkey).map_err(local)?;

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::chain::{Applied, Proposal};
-use crate::raft::TypeConfig;
+use crate::group::TypeConfig;
 
 /// The node's view of its peers: addresses and one HTTPS client (its connection pool is shared
 /// by every subchain's group, so many groups share a few connections per peer).
@@ -134,7 +134,7 @@ impl Peers {
         let client = Self::build(&tls)?;
         let by_id = addresses
             .iter()
-            .map(|(name, url)| (crate::raft::node_id(name), url.clone()))
+            .map(|(name, url)| (crate::group::node_id(name), url.clone()))
             .collect();
         Ok(Self {
             by_id,

@@ -31,23 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::chain::{Applied, Proposal};
+use crate::group::{TypeConfig, node_id};
 use crate::peers::{GroupNetwork, Peers};
 use crate::store::Store;
-
-openraft::declare_raft_types!(
-    /// The Raft types of a subchain's group.
-    pub TypeConfig:
-        D = Proposal,
-        R = Applied,
-        NodeId = u64,
-        Node = BasicNode,
-);
-
-/// A Raft node id from a node's identity id (the first 8 bytes of its SHA-256).
-pub fn node_id(name: &str) -> u64 {
-    let d = identity::ledger::sha256(name.as_bytes());
-    u64::from_be_bytes(d[..8].try_into().expect("8"))
-}
 
 /// Why a proposal was not ordered.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -170,7 +170,7 @@ impl bsn_transport::Admit for Admission {
         };
         let serial = peer.serial.clone();
         let directory = self.directory.clone();
-        let expiry = Duration::from_secs((peer.not_after - crate::api::now_ms() / 1000).max(0) as u64);
+        let expiry = Duration::from_secs((peer.not_after - crate::clock::now_ms() / 1000).max(0) as u64);
         let cut = async move {
             let mut revocations = directory.revocations();
             let expired = tokio::time::sleep(expiry);

@@ -227,7 +227,7 @@ async fn cut_blocks(orderer: Arc<RaftOrderer>, mut rx: mpsc::Receiver<Pending>, 
                 txs.extend(p.txs);
             }
             let proposal = Proposal::Txs {
-                timestamp_ms: crate::api::now_ms(),
+                timestamp_ms: crate::clock::now_ms(),
                 txs,
             };
             match orderer.propose(proposal).await {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bsn::client::Api;
+use bsn_api::client::Api;
 use serde_json::{Value, json};
 
 /// The passphrase test CAs use.
@@ -433,9 +433,9 @@ pub fn run(cmd: &str, args: &[&str], cwd: &Path) -> Output {
 }
 
 /// A problem's slug from a client error, for assertions.
-pub fn slug(e: &bsn::client::ClientError) -> String {
+pub fn slug(e: &bsn_api::client::ClientError) -> String {
     match e {
-        bsn::client::ClientError::Problem { slug, .. } => slug.clone(),
+        bsn_api::client::ClientError::Problem { slug, .. } => slug.clone(),
         other => format!("not a problem document: {other}"),
     }
 }
@@ -740,7 +740,8 @@ pub fn client_tls(ca: &TestCa, who: Option<&Path>, http1: bool) -> rustls::Clien
             std::fs::read(d.join("key.pem")).unwrap(),
         )
     });
-    let mut cfg = bsn::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
+    let mut cfg =
+        bsn_api::client::tls_config(&bundle, creds.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))).unwrap();
     if http1 {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
@@ -798,4 +799,58 @@ pub async fn tls_connect(
         .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// Verifies a checkpoint note with the vkey and returns (size, root).
+pub fn open_checkpoint(vkey: &str, note: &str) -> (u64, tlog_tiles::Hash) {
+    let v = signed_note::StandardVerifier::new(vkey.trim()).unwrap();
+    let n = signed_note::Note::from_bytes(note.as_bytes()).unwrap();
+    n.verify(&signed_note::VerifierList::new(vec![Box::new(v)]))
+        .expect("checkpoint signature");
+    let cp = tlog_tiles::Checkpoint::from_bytes(n.text()).unwrap();
+    assert_eq!(cp.origin(), "test.example/log");
+    (cp.size(), *cp.hash())
+}
+
+/// The URL path of a tile (level 255: an entry bundle) of `width` entries.
+pub fn tile_path(level: u8, n: u64, width: u64) -> String {
+    let mut s = format!("{:03}", n % 1000);
+    let mut m = n / 1000;
+    while m > 0 {
+        s = format!("x{:03}/{s}", m % 1000);
+        m /= 1000;
+    }
+    let l = if level == 255 {
+        "entries".to_string()
+    } else {
+        level.to_string()
+    };
+    if width == 256 {
+        format!("/log/tile/{l}/{s}")
+    } else {
+        format!("/log/tile/{l}/{s}.p/{width}")
+    }
+}
+
+/// Every leaf of a tree of `size`, from the entry bundles.
+pub async fn all_leaves(api: &bsn_api::client::Api, size: u64) -> Vec<Vec<u8>> {
+    let mut leaves = Vec::new();
+    for n in 0..size.div_ceil(256) {
+        let width = (size - n * 256).min(256);
+        let bundle = api.get_bytes(&tile_path(255, n, width)).await.unwrap();
+        let mut rest = bundle.as_slice();
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            leaves.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    assert_eq!(leaves.len() as u64, size);
+    leaves
+}
+
+/// `bsn audit verify` against the CA with its log key.
+pub fn audit(ca: &TestCa) -> std::process::Output {
+    let vkey = ca.data_dir().join("log.vkey");
+    ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()])
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bsn::client::ClientError;
+use bsn_api::client::ClientError;
 use bsn_tests::{TestCa, eventually, run, slug};
 use rcgen::{CertificateParams, KeyPair, PublicKeyData};
 use serde_json::{Value, json};

@@ -5,60 +5,13 @@ use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bsn_tests::{PASSPHRASE, TestCa, bin};
+use bsn_tests::{PASSPHRASE, TestCa, all_leaves, audit, bin, open_checkpoint, tile_path};
 use identity::logleaf::LogLeaf;
 use serde_json::{Value, json};
-use tlog_tiles::{Checkpoint, Hash, HashReader};
+use tlog_tiles::{Hash, HashReader};
 
 fn csr() -> String {
     bsn_tests::new_csr()
-}
-
-/// Verifies a checkpoint note with the vkey and returns (size, root).
-fn open_checkpoint(vkey: &str, note: &str) -> (u64, Hash) {
-    let v = signed_note::StandardVerifier::new(vkey.trim()).unwrap();
-    let n = signed_note::Note::from_bytes(note.as_bytes()).unwrap();
-    n.verify(&signed_note::VerifierList::new(vec![Box::new(v)]))
-        .expect("checkpoint signature");
-    let cp = Checkpoint::from_bytes(n.text()).unwrap();
-    assert_eq!(cp.origin(), "test.example/log");
-    (cp.size(), *cp.hash())
-}
-
-fn tile_path(level: u8, n: u64, width: u64) -> String {
-    let mut s = format!("{:03}", n % 1000);
-    let mut m = n / 1000;
-    while m > 0 {
-        s = format!("x{:03}/{s}", m % 1000);
-        m /= 1000;
-    }
-    let l = if level == 255 {
-        "entries".to_string()
-    } else {
-        level.to_string()
-    };
-    if width == 256 {
-        format!("/log/tile/{l}/{s}")
-    } else {
-        format!("/log/tile/{l}/{s}.p/{width}")
-    }
-}
-
-/// Every leaf of a tree of `size`, from the entry bundles.
-async fn all_leaves(api: &bsn::client::Api, size: u64) -> Vec<Vec<u8>> {
-    let mut leaves = Vec::new();
-    for n in 0..size.div_ceil(256) {
-        let width = (size - n * 256).min(256);
-        let bundle = api.get_bytes(&tile_path(255, n, width)).await.unwrap();
-        let mut rest = bundle.as_slice();
-        while !rest.is_empty() {
-            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-            leaves.push(rest[2..2 + len].to_vec());
-            rest = &rest[2 + len..];
-        }
-    }
-    assert_eq!(leaves.len() as u64, size);
-    leaves
 }
 
 struct Stored(Vec<Hash>);
@@ -243,11 +196,6 @@ async fn a_tampered_leaf_stops_the_ca_from_starting() {
         err.contains("self-check") && err.contains("differs from the signed checkpoint"),
         "{err}"
     );
-}
-
-fn audit(ca: &TestCa) -> std::process::Output {
-    let vkey = ca.data_dir().join("log.vkey");
-    ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()])
 }
 
 async fn tamper_leaf(ca: &TestCa, idx: i64) {

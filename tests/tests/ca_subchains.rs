@@ -78,7 +78,7 @@ async fn registry_actions_authorisation_statements_and_feed() {
 
     // Bad creations: each a clear 4xx, nothing changes.
     let before = state(&ca, &publisher).await;
-    let bad: Vec<(&bsn::client::Api, Value, &str)> = vec![
+    let bad: Vec<(&bsn_api::client::Api, Value, &str)> = vec![
         (&a, json!({ "id": "x", "name": "X", "nodes": ["n1"] }), "forbidden"),
         (
             &p,

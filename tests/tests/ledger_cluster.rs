@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bsn::client::Api;
+use bsn_api::client::Api;
 use bsn_tests::{TestCa, TestNode, eventually, put, sign_tx, submit_body};
 use identity::ledger::Block;
 use serde_json::{Value, json};

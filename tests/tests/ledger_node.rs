@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bsn::client::{Api, ClientError};
+use bsn_api::client::{Api, ClientError};
 use bsn_tests::{TestCa, TestNode, eventually, put, sign_tx, slug, submit_body};
 use identity::ledger::{Block, check_entry, sha256};
 use serde_json::{Value, json};
@@ -455,7 +455,7 @@ async fn revocation_refuses_new_connections_and_cuts_open_ones() {
 
     // An open stream (a long-lived HTTP/2 connection) and a client whose TLS config keeps sessions.
     let bundle = std::fs::read(&ca.bundle).unwrap();
-    let tls = bsn::client::tls_config(
+    let tls = bsn_api::client::tls_config(
         &bundle,
         Some((&std::fs::read(&cert).unwrap(), &std::fs::read(&key).unwrap())),
     )

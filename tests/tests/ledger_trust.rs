@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use bsn::client::Api;
+use bsn_api::client::Api;
 use bsn_tests::{
     TestCa, TestNode, closed_within, eventually, put, raw_client, rss_kib, sign_tx, slug, submit_body, tls_connect,
 };
@@ -375,7 +375,7 @@ async fn node_traffic_uses_reserved_capacity_when_the_gateway_is_full() {
     .await
     .unwrap_err();
     assert!(
-        matches!(e, bsn::client::ClientError::Transport { .. }),
+        matches!(e, bsn_api::client::ClientError::Transport { .. }),
         "a new public connection is refused while the gateway is full: {e}"
     );
 

@@ -370,10 +370,12 @@ impl http_body::Body for Deadline {
 pub struct Gated<F> {
     inner: Pin<Box<F>>,
     gate: Arc<tokio::sync::Semaphore>,
-    acquiring: Option<
-        Pin<Box<dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>,
-    >,
+    acquiring: Option<Acquiring>,
 }
+
+/// Waiting for a permit of the gate.
+type Acquiring =
+    Pin<Box<dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
 
 impl<F: Future> Gated<F> {
     /// `inner`, gated by `gate`.

@@ -11,9 +11,10 @@ use super::identities::{Page, page_limit};
 use super::normalize_serial;
 use crate::app::{AppState, now, parse_rfc3339, rfc3339};
 use crate::auth::Caller;
-use crate::db::{CertFilter, CertRow, RevokeOutcome};
+use crate::db::{CertFilter, CertRow};
 use crate::pki::{Reason, pem};
 use crate::problem::{ApiError, Json, Query};
+use crate::revocation::{Authority, Revocations, RevokeError};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -168,22 +169,16 @@ async fn revoke(
 ) -> Result<axum::Json<Revoked>, ApiError> {
     let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     let reason = parse_reason(r.reason.as_deref())?;
-    let cert = s.db.certificate(&serial).await?;
-    let cert = match cert {
-        Some(c) if caller.is_admin() || c.identity_id == caller.identity.id => c,
-        Some(_) => {
-            return Err(ApiError::Forbidden("you may revoke only your own certificates".into()));
-        }
-        None => {
-            return Err(ApiError::NotFound(format!("no certificate with serial {serial}")));
-        }
+    let by = if caller.is_admin() {
+        Authority::Administrator(&caller.identity.id)
+    } else {
+        Authority::Holder(&caller.identity.id)
     };
-    if cert.revoked_at.is_some() {
-        return Err(ApiError::AlreadyRevoked);
+    match revocations(&s).revoke(&serial, reason, by, now()).await {
+        Ok(r) => Ok(axum::Json(revoked(&s, r))),
+        Err(e @ RevokeError::NotYours(_)) => Err(ApiError::Forbidden(e.to_string())),
+        Err(e) => Err(e.into()),
     }
-    Ok(axum::Json(
-        revoke_recorded(&s, serial, reason, &caller.identity.id).await?,
-    ))
 }
 
 /// An RFC 5280 reason by name (unspecified when absent).
@@ -197,38 +192,36 @@ pub(super) fn parse_reason(name: Option<&str>) -> Result<Reason, ApiError> {
     }
 }
 
-/// Revokes a certificate the caller was found allowed to revoke: the log leaf, the CRL and the
-/// feed event in one transaction, then wakes the feed streams.
-pub(super) async fn revoke_recorded(
-    s: &AppState,
-    serial: String,
-    reason: Reason,
-    by: &str,
-) -> Result<Revoked, ApiError> {
-    let revocation = crate::db::Revocation {
+/// The revocation service over this replica's state.
+pub(super) fn revocations(s: &AppState) -> Revocations<'_> {
+    Revocations {
+        db: &s.db,
+        ca: &s.ca,
+        log: &s.log,
         trust_domain: s.trust_domain.as_str(),
-        serial: &serial,
-        reason,
-        by,
-        now: now(),
-    };
-    match s.db.revoke(&s.ca, &s.log, &revocation).await? {
-        RevokeOutcome::AlreadyRevoked => Err(ApiError::AlreadyRevoked),
-        RevokeOutcome::Revoked {
-            revoked_at,
-            crl_number,
-            receipt,
-        } => {
-            s.feed_changed();
-            crate::metrics::Metrics::add(&s.metrics.revocations, 1);
-            tracing::info!(serial = %serial, reason = reason.name(), by, crl_number, "certificate revoked");
-            Ok(Revoked {
-                serial,
-                reason: reason.name(),
-                revoked_at: rfc3339(revoked_at),
-                crl_number,
-                receipt,
-            })
+        feed: &s.feed_wakeup,
+    }
+}
+
+/// The response to a revocation (and the metric).
+pub(super) fn revoked(s: &AppState, r: crate::revocation::Revoked) -> Revoked {
+    crate::metrics::Metrics::add(&s.metrics.revocations, 1);
+    Revoked {
+        serial: r.serial,
+        reason: r.reason.name(),
+        revoked_at: rfc3339(r.revoked_at),
+        crl_number: r.crl_number,
+        receipt: r.receipt,
+    }
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            e @ RevokeError::Unknown(_) => ApiError::NotFound(e.to_string()),
+            e @ RevokeError::NotYours(_) => ApiError::Forbidden(e.to_string()),
+            RevokeError::AlreadyRevoked => ApiError::AlreadyRevoked,
+            RevokeError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -63,12 +63,10 @@ async fn inclusion(
                 .ok()
                 .filter(|b| b.len() == 32)
                 .ok_or_else(|| ApiError::InvalidField("leaf_hash must be a base64 SHA-256 hash".into()))?;
-            let idx: Option<i64> =
-                sqlx::query_scalar("SELECT idx FROM log_entries WHERE leaf_hash = $1 ORDER BY idx LIMIT 1")
-                    .bind(hash)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            idx.ok_or_else(|| ApiError::NotFound("no leaf with that hash".into()))? as u64
+            crate::log::index_of(&mut conn, &hash)
+                .await
+                .map_err(log_err)?
+                .ok_or_else(|| ApiError::NotFound("no leaf with that hash".into()))?
         }
         _ => return Err(ApiError::InvalidField("give exactly one of index and leaf_hash".into())),
     };
@@ -154,33 +152,31 @@ async fn entries(
         .serial
         .map(|s| super::normalize_serial(&s).ok_or_else(|| ApiError::InvalidField("serial must be hex".into())))
         .transpose()?;
-    let rows = sqlx::query(
-        "SELECT idx, kind, serial, identity, at, leaf FROM log_entries \
-         WHERE (CAST($1 AS TEXT) IS NULL OR identity = $1) AND (CAST($2 AS TEXT) IS NULL OR serial = $2) \
-           AND (CAST($3 AS BIGINT) IS NULL OR at >= $3) AND (CAST($4 AS BIGINT) IS NULL OR at < $4) \
-           AND idx > $5 ORDER BY idx LIMIT $6",
-    )
-    .bind(q.identity.as_deref())
-    .bind(serial.as_deref())
-    .bind(since)
-    .bind(until)
-    .bind(q.after.map(|a| a as i64).unwrap_or(-1))
-    .bind(limit)
-    .fetch_all(&mut *s.db.acquire().await?)
-    .await?;
+    let filter = crate::log::EntryFilter {
+        identity: q.identity.as_deref(),
+        serial: serial.as_deref(),
+        since,
+        until,
+        after: q.after,
+        limit,
+    };
+    let rows = crate::log::entries(&mut *s.db.acquire().await?, &filter)
+        .await
+        .map_err(log_err)?;
     use base64::Engine;
-    use sqlx::Row;
-    let mut items = Vec::new();
-    for r in &rows {
-        items.push(serde_json::json!({
-            "index": r.try_get::<i64, _>(0)?,
-            "kind": r.try_get::<String, _>(1)?,
-            "serial": r.try_get::<String, _>(2)?,
-            "identity": r.try_get::<String, _>(3)?,
-            "at": crate::app::rfc3339(r.try_get::<i64, _>(4)?),
-            "leaf": base64::engine::general_purpose::STANDARD.encode(r.try_get::<Vec<u8>, _>(5)?),
-        }));
-    }
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "index": r.index,
+                "kind": r.kind,
+                "serial": r.serial,
+                "identity": r.identity,
+                "at": crate::app::rfc3339(r.at),
+                "leaf": base64::engine::general_purpose::STANDARD.encode(&r.leaf),
+            })
+        })
+        .collect();
     let next_after = (rows.len() as i64 == limit)
         .then(|| items.last().map(|i| i["index"].clone()))
         .flatten();

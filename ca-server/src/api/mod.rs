@@ -140,13 +140,61 @@ mod tests {
                         .split('"')
                         .next()
                         .unwrap()
-                        .to_string()
+                        // axum's catch-all `{*name}` is OpenAPI's `{name}`.
+                        .replace("{*", "{")
                 })
                 .collect::<Vec<_>>()
         })
         .collect();
         routed.sort();
         assert_eq!(documented, routed);
+    }
+
+    /// The document lists exactly the problem types the CA answers with, and every operation
+    /// declares that any other status is a problem document.
+    #[test]
+    fn openapi_lists_every_problem_type() {
+        let doc: serde_json::Value = serde_json::from_str(super::health::OPENAPI).unwrap();
+        let mut documented: Vec<String> = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().trim_start_matches("urn:bsn:problem:").to_string())
+            .collect();
+        documented.sort();
+        let mut answered: Vec<String> = Vec::new();
+        for f in ["problem.rs", "api/mod.rs"] {
+            let src = std::fs::read_to_string(format!("{}/src/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let src: String = src
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            // `(S::STATUS, "slug", "Title")` in `parts`, and `problem(StatusCode::..., "slug", ...)`.
+            for (i, _) in src.match_indices("S::").chain(src.match_indices("StatusCode::")) {
+                let rest = &src[i..];
+                let Some(comma) = rest.find(',') else { continue };
+                let after = rest[comma + 1..].trim_start();
+                if let Some(lit) = after.strip_prefix('"')
+                    && let Some(end) = lit.find('"')
+                    && lit[..end].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    && rest[..comma].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                {
+                    answered.push(lit[..end].to_string());
+                }
+            }
+        }
+        answered.sort();
+        answered.dedup();
+        assert_eq!(documented, answered);
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(
+                    op["responses"].get("default").is_some(),
+                    "{method} {path} does not declare its problem documents"
+                );
+            }
+        }
     }
 
     #[test]

@@ -21,12 +21,15 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use identity::IdentityId;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::{AccountError, Accounts, Asker, Registration};
 use crate::app::{AppState, now, rfc3339};
 use crate::auth::Caller;
 use crate::commit::Precondition;
 use crate::db::CertFilter;
-use crate::portal::{self, CHALLENGE_TTL, SESSION_TTL};
+use crate::db::accounts::{AccountRow, AccountState};
+use crate::portal;
 use crate::problem::{ApiError, Json, Query};
+use crate::revocation::{Authority, RevokeError};
 use crate::secrets::Source;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -104,6 +107,42 @@ struct Account {
     created_at: String,
 }
 
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::InvalidField(m) => ApiError::InvalidField(m),
+            AccountError::InvalidCredentials => ApiError::InvalidCredentials,
+            AccountError::SecretExpired => ApiError::SecretExpired,
+            AccountError::SecretUsedUp => ApiError::SecretUsedUp,
+            AccountError::Forbidden(m) => ApiError::Forbidden(m),
+            e @ AccountError::Taken => ApiError::Conflict(e.to_string()),
+            AccountError::IdentityExists => ApiError::IdentityExists,
+            e @ AccountError::NoPending(_) => ApiError::NotFound(e.to_string()),
+            AccountError::BadLogin => ApiError::BadLogin,
+            e @ AccountError::Rejected => ApiError::Forbidden(e.to_string()),
+            AccountError::Busy => ApiError::Busy,
+            AccountError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccountRow> for Account {
+    fn from(a: AccountRow) -> Self {
+        Account {
+            id: a.id,
+            name: a.name,
+            email: a.email,
+            organisation: a.organisation,
+            state: a.state.as_str().into(),
+            created_at: rfc3339(a.created_at),
+        }
+    }
+}
+
+fn account_service(s: &AppState) -> Accounts<'_> {
+    Accounts::new(&s.db, &s.hasher)
+}
+
 async fn register(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -111,155 +150,36 @@ async fn register(
 ) -> Result<(StatusCode, axum::Json<Account>), ApiError> {
     let source = Source::address(peer.ip());
     let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
-    let email = r.email.trim().to_ascii_lowercase();
-    portal::check_account(&r.name, &email, &r.organisation, &r.password).map_err(ApiError::InvalidField)?;
-    let t = now().unix_timestamp();
-    let claim = r.secret.as_deref().filter(|c| !c.is_empty()).map(str::to_string);
-    if claim.is_some() && r.invitation.as_deref().is_some_and(|c| !c.is_empty()) {
-        return Err(ApiError::InvalidField(
-            "give an invitation code or an enrollment secret, not both".into(),
-        ));
-    }
+    let registration = Registration::new(
+        id,
+        &r.name,
+        &r.email,
+        r.organisation,
+        r.password,
+        r.secret,
+        r.invitation,
+    )?;
     // Each registration that gets this far costs an argon2id hash or two: limited per address.
     if let Err(wait) = s.login_limits.register(peer.ip()) {
         s.tarpit.hold().await;
         return Err(ApiError::SlowDown("registrations", wait));
     }
-    let clean = s.demerits.clean(&source);
-    // Claiming a registered identity: its secret must verify, like an enrollment.
-    let claimed = match claim {
-        None => None,
-        Some(secret) => {
-            let ident = s.db.identity(id.as_str()).await?;
-            let stored = ident.as_ref().and_then(|i| i.secret_hash.clone());
-            if !s.hasher.verify(&source, clean, secret, stored.clone()).await? {
+    let who = Asker {
+        source: &source,
+        clean: s.demerits.clean(&source),
+    };
+    match account_service(&s)
+        .register(registration, who, now().unix_timestamp())
+        .await
+    {
+        Ok(account) => Ok((StatusCode::CREATED, axum::Json(account.into()))),
+        Err(e) => {
+            if matches!(e, AccountError::InvalidCredentials) {
                 s.demerits.record(&source);
-                return Err(ApiError::InvalidCredentials);
             }
-            let (Some(ident), Some(stored)) = (ident, stored) else {
-                return Err(ApiError::InvalidCredentials);
-            };
-            if ident.kind != "participant" || ident.status != "active" {
-                return Err(ApiError::Forbidden(
-                    "only active participants sign in to the portal".into(),
-                ));
-            }
-            if ident.secret_expires_at.is_none_or(|e| e <= t) {
-                return Err(ApiError::SecretExpired);
-            }
-            Some((stored, ident.registered_by))
-        }
-    };
-    let hash = s.hasher.hash(&source, clean, r.password).await?;
-    let mut tx = s.db.begin().await?;
-    if let Some((stored, _)) = &claimed {
-        let used = sqlx::query(
-            "UPDATE identities SET enrollments_left = enrollments_left - 1 WHERE id = $1 AND secret_hash = $2 \
-             AND enrollments_left > 0 AND secret_expires_at > $3 AND status = 'active'",
-        )
-        .bind(id.as_str())
-        .bind(stored)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        if used.rows_affected() != 1 {
-            return Err(ApiError::SecretUsedUp);
+            Err(e.into())
         }
     }
-    let invited_by = match r.invitation.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(code) => {
-            let by: Option<String> = sqlx::query_scalar(
-                "UPDATE invitations SET uses_left = uses_left - 1 WHERE code_hash = $1 AND uses_left > 0 \
-                 AND expires_at > $2 RETURNING created_by",
-            )
-            .bind(portal::token_hash(code.trim()))
-            .bind(t)
-            .fetch_optional(&mut *tx)
-            .await?;
-            Some(by.ok_or_else(|| ApiError::InvalidField("the invitation code is unknown, used up or expired".into()))?)
-        }
-    };
-    let taken: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM identities WHERE id = $1 AND $3 = 0) \
-         + (SELECT COUNT(*) FROM accounts WHERE identity_id = $1 OR email = $2)",
-    )
-    .bind(id.as_str())
-    .bind(&email)
-    .bind(i64::from(claimed.is_some()))
-    .fetch_one(&mut *tx)
-    .await?;
-    if taken > 0 {
-        return Err(ApiError::Conflict(
-            "that id or email address is already registered".into(),
-        ));
-    }
-    let decided_by = match (&invited_by, &claimed) {
-        (Some(by), _) => Some(format!("invitation:{by}")),
-        (None, Some((_, by))) => Some(format!("secret:{by}")),
-        _ => None,
-    };
-    let state = if decided_by.is_some() { "approved" } else { "pending" };
-    sqlx::query(
-        "INSERT INTO accounts (identity_id, name, email, organisation, password_hash, state, created_at, decided_by, decided_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(id.as_str())
-    .bind(r.name.trim())
-    .bind(&email)
-    .bind(&r.organisation)
-    .bind(hash)
-    .bind(state)
-    .bind(t)
-    .bind(&decided_by)
-    .bind(decided_by.as_ref().map(|_| t))
-    .execute(&mut *tx)
-    .await?;
-    if let Some(by) = &invited_by {
-        create_identity(&mut tx, id.as_str(), &r.name, &email, &r.organisation, by, t).await?;
-    }
-    tx.commit().await?;
-    tracing::info!(id = %id, state, "portal registration");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(Account {
-            id: id.to_string(),
-            name: r.name.trim().to_string(),
-            email,
-            organisation: r.organisation,
-            state: state.into(),
-            created_at: rfc3339(t),
-        }),
-    ))
-}
-
-async fn create_identity(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    id: &str,
-    name: &str,
-    email: &str,
-    organisation: &str,
-    by: &str,
-    t: i64,
-) -> Result<(), ApiError> {
-    let attributes = serde_json::json!({ "name": name.trim(), "email": email, "organisation": organisation });
-    // A participant without roles, and never over an identity someone else registered meanwhile
-    // (on PostgreSQL another replica may have committed one since this transaction looked).
-    let inserted = sqlx::query(
-        "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, enrollments_left, \
-         registered_by, created_at) VALUES ($1, 'participant', '[]', $2, '[]', '[]', 'active', 0, $3, $4) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(attributes.to_string())
-    .bind(by)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() != 1 {
-        return Err(ApiError::IdentityExists);
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -279,55 +199,40 @@ async fn login(
         return Err(ApiError::TooManyAttempts(wait));
     }
     let source = Source::address(peer.ip());
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT password_hash, state FROM accounts WHERE identity_id = $1")
-            .bind(&r.id)
-            .fetch_optional(&mut *s.db.acquire().await?)
-            .await?;
-    let hash = row.as_ref().map(|(h, _)| h.clone());
-    if !s
-        .hasher
-        .verify(&source, s.demerits.clean(&source), r.password, hash)
-        .await?
+    let who = Asker {
+        source: &source,
+        clean: s.demerits.clean(&source),
+    };
+    match account_service(&s)
+        .sign_in(&r.id, r.password, who, now().unix_timestamp())
+        .await
     {
-        s.demerits.record(&source);
-        tracing::info!(id = %r.id, peer = %peer.ip(), "portal sign-in refused");
-        return Err(ApiError::BadLogin);
+        Ok(session) => {
+            s.login_limits.signed_in(&r.id, peer.ip());
+            let body = serde_json::json!({ "id": r.id, "state": session.state.as_str(), "csrf_token": session.csrf });
+            Ok((
+                [(header::SET_COOKIE, portal::session_cookie(&session.token))],
+                axum::Json(body),
+            )
+                .into_response())
+        }
+        Err(AccountError::BadLogin) => {
+            s.demerits.record(&source);
+            tracing::info!(id = %r.id, peer = %peer.ip(), "portal sign-in refused");
+            Err(ApiError::BadLogin)
+        }
+        Err(e @ AccountError::Rejected) => {
+            // The password was right: not a failure to count against the owner.
+            s.login_limits.signed_in(&r.id, peer.ip());
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
     }
-    s.login_limits.signed_in(&r.id, peer.ip());
-    let (_, state) = row.ok_or(ApiError::BadLogin)?;
-    if state == "rejected" {
-        return Err(ApiError::Forbidden("this registration was not approved".into()));
-    }
-    let token = portal::random_token();
-    let csrf = portal::random_token();
-    let t = now().unix_timestamp();
-    let mut conn = s.db.acquire().await?;
-    sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO web_sessions (token_hash, identity_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(portal::token_hash(&token))
-    .bind(&r.id)
-    .bind(&csrf)
-    .bind(t)
-    .bind(t + SESSION_TTL.as_secs() as i64)
-    .execute(&mut *conn)
-    .await?;
-    tracing::info!(id = %r.id, "portal sign-in");
-    let body = serde_json::json!({ "id": r.id, "state": state, "csrf_token": csrf });
-    Ok(([(header::SET_COOKIE, portal::session_cookie(&token))], axum::Json(body)).into_response())
 }
 
 async fn logout(State(s): State<Arc<AppState>>, session: Session) -> Result<Response, ApiError> {
     session.check_csrf()?;
-    sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
-        .bind(&session.web.token_hash)
-        .execute(&mut *s.db.acquire().await?)
-        .await?;
+    account_service(&s).sign_out(&session.web.token_hash).await?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, portal::clear_cookie())]).into_response())
 }
 
@@ -340,12 +245,10 @@ async fn me(
         return Ok(axum::Json(serde_json::json!({ "signed_in": false })));
     };
     let id = &session.web.identity;
-    let row: Option<(String, String, String, String)> =
-        sqlx::query_as("SELECT name, email, organisation, state FROM accounts WHERE identity_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *s.db.acquire().await?)
-            .await?;
-    let (name, email, organisation, state) = row.ok_or(ApiError::SessionRequired)?;
+    let account = account_service(&s)
+        .account(id)
+        .await?
+        .ok_or(ApiError::SessionRequired)?;
     // The identity's roles only once the account is bound to it: a pending account must not
     // learn anything about an identity someone else registered under the same id.
     let roles = match session.identity() {
@@ -356,10 +259,10 @@ async fn me(
         "signed_in": true,
         "id": id,
         "spiffe_id": format!("spiffe://{}/participant/{}", s.trust_domain, id),
-        "name": name,
-        "email": email,
-        "organisation": organisation,
-        "state": state,
+        "name": account.name,
+        "email": account.email,
+        "organisation": account.organisation,
+        "state": account.state.as_str(),
         "roles": roles,
         "csrf_token": session.web.csrf,
     })))
@@ -386,19 +289,8 @@ async fn challenge(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     session.check_csrf()?;
     let ident = approved(&s, &session).await?;
-    let challenge = portal::random_token();
-    let t = now().unix_timestamp();
-    let expires = t + CHALLENGE_TTL.as_secs() as i64;
-    let mut conn = s.db.acquire().await?;
-    sqlx::query("DELETE FROM enroll_challenges WHERE expires_at <= $1")
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT INTO enroll_challenges (challenge_hash, identity_id, expires_at, used) VALUES ($1, $2, $3, 0)")
-        .bind(portal::token_hash(&challenge))
-        .bind(&ident.id)
-        .bind(expires)
-        .execute(&mut *conn)
+    let (challenge, expires) = account_service(&s)
+        .new_challenge(&ident.id, now().unix_timestamp())
         .await?;
     Ok(axum::Json(
         serde_json::json!({ "challenge": challenge, "expires_at": rfc3339(expires) }),
@@ -479,16 +371,15 @@ async fn revoke(
     let me = session.identity()?;
     let serial = super::normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     let reason = super::certificates::parse_reason(r.reason.as_deref())?;
-    match s.db.certificate(&serial).await? {
-        Some(c) if c.identity_id == me => {
-            if c.revoked_at.is_some() {
-                return Err(ApiError::AlreadyRevoked);
-            }
+    let revocations = super::certificates::revocations(&s);
+    match revocations.revoke(&serial, reason, Authority::Holder(me), now()).await {
+        Ok(r) => Ok(axum::Json(super::certificates::revoked(&s, r))),
+        // Another identity's certificate is not for this session to know about.
+        Err(RevokeError::Unknown(_) | RevokeError::NotYours(_)) => {
+            Err(ApiError::NotFound(format!("you have no certificate {serial}")))
         }
-        _ => return Err(ApiError::NotFound(format!("you have no certificate {serial}"))),
+        Err(e) => Err(e.into()),
     }
-    let revoked = super::certificates::revoke_recorded(&s, serial, reason, me).await?;
-    Ok(axum::Json(revoked))
 }
 
 #[derive(Deserialize)]
@@ -504,29 +395,14 @@ async fn accounts(
     Query(q): Query<AccountsQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     caller.require_any(&["admin"])?;
-    let state = q.state.unwrap_or_else(|| "pending".into());
-    if !["pending", "approved", "rejected"].contains(&state.as_str()) {
-        return Err(ApiError::InvalidField(
-            "state must be pending, approved or rejected".into(),
-        ));
-    }
-    let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
-        "SELECT identity_id, name, email, organisation, state, created_at FROM accounts WHERE state = $1 \
-         ORDER BY created_at, identity_id LIMIT 1000",
-    )
-    .bind(&state)
-    .fetch_all(&mut *s.db.acquire().await?)
-    .await?;
-    let items: Vec<Account> = rows
+    let state = q.state.as_deref().unwrap_or("pending");
+    let state = AccountState::parse(state)
+        .ok_or_else(|| ApiError::InvalidField("state must be pending, approved or rejected".into()))?;
+    let items: Vec<Account> = account_service(&s)
+        .list(state)
+        .await?
         .into_iter()
-        .map(|(id, name, email, organisation, state, created)| Account {
-            id,
-            name,
-            email,
-            organisation,
-            state,
-            created_at: rfc3339(created),
-        })
+        .map(Account::from)
         .collect();
     Ok(axum::Json(serde_json::json!({ "items": items })))
 }
@@ -538,36 +414,10 @@ async fn decide(
     approve: bool,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     caller.require_any(&["admin"])?;
-    let t = now().unix_timestamp();
-    let mut tx = s.db.begin().await?;
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "UPDATE accounts SET state = $2, decided_by = $3, decided_at = $4 WHERE identity_id = $1 AND state = 'pending' \
-         RETURNING name, email, organisation",
-    )
-    .bind(id)
-    .bind(if approve { "approved" } else { "rejected" })
-    .bind(&caller.identity.id)
-    .bind(t)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (name, email, organisation) =
-        row.ok_or_else(|| ApiError::NotFound(format!("no pending registration '{id}'")))?;
-    if approve {
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if exists > 0 {
-            return Err(ApiError::IdentityExists);
-        }
-        create_identity(&mut tx, id, &name, &email, &organisation, &caller.identity.id, t).await?;
-    }
-    tx.commit().await?;
-    tracing::info!(id, approve, by = %caller.identity.id, "portal registration decided");
-    Ok(axum::Json(serde_json::json!({
-        "id": id,
-        "state": if approve { "approved" } else { "rejected" },
-    })))
+    let state = account_service(s)
+        .decide(id, approve, &caller.identity.id, now().unix_timestamp())
+        .await?;
+    Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str() })))
 }
 
 async fn approve(
@@ -609,19 +459,8 @@ async fn invite(
     Json(r): Json<InviteRequest>,
 ) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
     caller.require_any(&["admin", "registrar"])?;
-    if !(60..=90 * 86_400).contains(&r.ttl_seconds) || !(1..=1000).contains(&r.uses) {
-        return Err(ApiError::InvalidField(
-            "ttl_seconds must be from 60 to 7776000 and uses from 1 to 1000".into(),
-        ));
-    }
-    let code = crate::secrets::new_secret();
-    let expires = now().unix_timestamp() + r.ttl_seconds;
-    sqlx::query("INSERT INTO invitations (code_hash, created_by, expires_at, uses_left) VALUES ($1, $2, $3, $4)")
-        .bind(portal::token_hash(&code))
-        .bind(&caller.identity.id)
-        .bind(expires)
-        .bind(r.uses)
-        .execute(&mut *s.db.acquire().await?)
+    let (code, expires) = account_service(&s)
+        .invite(&caller.identity.id, r.ttl_seconds, r.uses, now().unix_timestamp())
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -17,7 +17,7 @@ use super::identities::{Page, page_limit};
 use crate::app::{AppState, now};
 use crate::auth::Caller;
 use crate::problem::{ApiError, Json, Query};
-use crate::registry::{Joined, Patch, Policy, Registry, Subchain};
+use crate::registry::{Joined, Patch, Policy, Registry, RegistryError, Subchain};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -43,6 +43,18 @@ fn registry(s: &AppState) -> Registry<'_> {
         db: &s.db,
         signer: &s.membership,
         log: &s.log,
+        feed: &s.feed_wakeup,
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::InvalidField(m) => ApiError::InvalidField(m),
+            RegistryError::NotFound(m) => ApiError::NotFound(m),
+            RegistryError::Conflict(m) => ApiError::Conflict(m),
+            RegistryError::Internal(e) => ApiError::Internal(e),
+        }
     }
 }
 
@@ -164,7 +176,6 @@ async fn create(
     let revised = registry(&s)
         .create(new, &caller.identity.id, now().unix_timestamp())
         .await?;
-    s.feed_changed();
     tracing::info!(subchain = %revised.subchain, by = %caller.identity.id, "subchain created");
     Ok((StatusCode::CREATED, axum::Json(revised)))
 }
@@ -211,9 +222,6 @@ async fn update(
     let revision = registry(&s)
         .update(&sub.id, patch, &caller.identity.id, now().unix_timestamp())
         .await?;
-    if revision.is_some() {
-        s.feed_changed();
-    }
     Ok(axum::Json(Updated {
         subchain: registry(&s).require(&sub.id).await?,
         revision,
@@ -310,7 +318,6 @@ async fn add_members(
     let revised = registry(&s)
         .add_members(&sub.id, &members, &caller.identity.id, now().unix_timestamp())
         .await?;
-    s.feed_changed();
     Ok(axum::Json(revised))
 }
 
@@ -337,7 +344,6 @@ async fn put_member(
     let revised = registry(&s)
         .put_member(&sub.id, &who, role, &caller.identity.id, now().unix_timestamp())
         .await?;
-    s.feed_changed();
     Ok(axum::Json(revised))
 }
 
@@ -355,7 +361,6 @@ async fn remove_member(
     let revised = registry(&s)
         .remove_member(&sub.id, &who, &caller.identity.id, now().unix_timestamp())
         .await?;
-    s.feed_changed();
     Ok(axum::Json(revised))
 }
 
@@ -389,10 +394,7 @@ async fn join(
         .join(id.as_str(), &caller.identity.id, role, &r.note, now().unix_timestamp())
         .await?;
     Ok(match joined {
-        Joined::Member(_) => {
-            s.feed_changed();
-            (StatusCode::OK, axum::Json(joined))
-        }
+        Joined::Member(_) => (StatusCode::OK, axum::Json(joined)),
         Joined::Pending(_) => (StatusCode::ACCEPTED, axum::Json(joined)),
     })
 }
@@ -436,7 +438,6 @@ async fn approve(
     let revised = reg
         .put_member(&sub.id, &who, granted, &caller.identity.id, now().unix_timestamp())
         .await?;
-    s.feed_changed();
     Ok(axum::Json(revised))
 }
 

@@ -231,9 +231,9 @@ fn report(phase: &str, (feed, call): &(Vec<Duration>, Vec<Duration>)) {
 /// Issues `n` certificates to the holder, then revokes them one by one while the node follows
 /// the feed stream; returns (revoke returned -> event at the node, revoke call), sorted.
 async fn revocations(
-    holder: &bsn::client::Api,
-    admin_api: &bsn::client::Api,
-    node_api: &bsn::client::Api,
+    holder: &bsn_api::client::Api,
+    admin_api: &bsn_api::client::Api,
+    node_api: &bsn_api::client::Api,
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     eprintln!("issuing {n} certificates to revoke...");

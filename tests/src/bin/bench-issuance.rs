@@ -72,7 +72,7 @@ async fn main() {
     let key = std::fs::read(holder.join("key.pem")).unwrap();
     let clients: Vec<reqwest::Client> = (0..args.connections)
         .map(|_| {
-            let tls = bsn::client::tls_config(&bundle, Some((&cert, &key))).unwrap();
+            let tls = bsn_api::client::tls_config(&bundle, Some((&cert, &key))).unwrap();
             reqwest::Client::builder()
                 .tls_backend_preconfigured(tls)
                 .build()

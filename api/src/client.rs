@@ -1,4 +1,5 @@
-//! An HTTPS client of the CA API that turns problem documents into typed errors.
+//! An HTTPS client of the CA and ledger node APIs that turns problem documents into typed
+//! errors.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::problem::Problem;
 
 /// What went wrong talking to the CA.
 #[derive(Debug, thiserror::Error)]
@@ -200,17 +203,19 @@ impl Api {
 async fn problem(resp: reqwest::Response) -> ClientError {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    ClientError::Problem {
-        status,
-        slug: field("type").trim_start_matches("urn:bsn:problem:").to_string(),
-        title: if v.is_null() {
-            format!("HTTP {status}")
-        } else {
-            field("title")
+    match serde_json::from_str::<Problem>(&text) {
+        Ok(p) => ClientError::Problem {
+            status,
+            slug: p.slug().to_string(),
+            title: p.title,
+            detail: p.detail,
         },
-        detail: if v.is_null() { text } else { field("detail") },
+        Err(_) => ClientError::Problem {
+            status,
+            slug: String::new(),
+            title: format!("HTTP {status}"),
+            detail: text,
+        },
     }
 }
 

@@ -14,11 +14,17 @@ use time::OffsetDateTime;
 
 use crate::pki::{Ca, Reason, RevokedEntry};
 
+pub mod accounts;
+
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// A database failure (connection, SQL, constraint) that is not the client's fault.
 pub type DbError = sqlx::Error;
+
+/// A connection, or (through `&mut *tx`) the connection of a transaction: what the store
+/// functions that run inside a caller's transaction take.
+pub type Conn = sqlx::AnyConnection;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,37 +182,6 @@ pub struct CrlRow {
     pub der: Vec<u8>,
 }
 
-/// A revocation to record.
-#[derive(Debug, Clone, Copy)]
-pub struct Revocation<'a> {
-    /// The CA's trust domain (for the log leaf's SPIFFE ID).
-    pub trust_domain: &'a str,
-    /// Serial, lowercase hex.
-    pub serial: &'a str,
-    /// RFC 5280 reason.
-    pub reason: Reason,
-    /// Who revokes.
-    pub by: &'a str,
-    /// When.
-    pub now: OffsetDateTime,
-}
-
-/// The outcome of a revocation attempt.
-#[derive(Debug)]
-pub enum RevokeOutcome {
-    /// Revoked; the CRL with this number lists it.
-    Revoked {
-        /// Unix seconds.
-        revoked_at: i64,
-        /// The new CRL's number.
-        crl_number: i64,
-        /// The revocation's log receipt.
-        receipt: crate::log::Receipt,
-    },
-    /// It was revoked already.
-    AlreadyRevoked,
-}
-
 macro_rules! cert_columns {
     () => {
         "serial, identity_id, not_before, not_after, key_sha256, issued_at, issued_via, \
@@ -356,6 +331,59 @@ impl Db {
         Ok(inserted)
     }
 
+    /// Spends one use of an identity's unexpired enrollment secret, if `secret_hash` is still
+    /// its secret and the identity is active; `false` otherwise.
+    pub async fn consume_secret(
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        secret_hash: &str,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        let r = sqlx::query(
+            "UPDATE identities SET enrollments_left = enrollments_left - 1 WHERE id = $1 AND secret_hash = $2 \
+             AND enrollments_left > 0 AND secret_expires_at > $3 AND status = 'active'",
+        )
+        .bind(id)
+        .bind(secret_hash)
+        .bind(now)
+        .execute(c)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Inserts an active participant without roles or secret, for a portal account that was
+    /// approved or invited; `false` if the id is taken (another replica may have committed an
+    /// identity under it since the caller's transaction looked).
+    pub async fn insert_portal_participant(
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        attributes: &serde_json::Value,
+        registered_by: &str,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        let r = sqlx::query(
+            "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, enrollments_left, \
+             registered_by, created_at) VALUES ($1, 'participant', '[]', $2, '[]', '[]', 'active', 0, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(attributes.to_string())
+        .bind(registered_by)
+        .bind(now)
+        .execute(c)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Whether an identity has this id (inside the caller's transaction).
+    pub async fn identity_exists(c: &mut sqlx::AnyConnection, id: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities WHERE id = $1")
+            .bind(id)
+            .fetch_one(c)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Whether a portal account (pending, approved or rejected) holds this id.
     pub async fn account_holds(&self, id: &str) -> Result<bool, DbError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE identity_id = $1")
@@ -477,27 +505,22 @@ impl Db {
         Ok(())
     }
 
-    /// Revokes a certificate, appends the revocation to the issuance log and re-signs the CRL,
-    /// all in one transaction. The CRL row is locked first, so concurrent revocations (from any
-    /// replica) get consecutive CRL numbers and each CRL lists every revocation committed before it.
-    pub async fn revoke(
-        &self,
-        ca: &Ca,
-        log: &crate::log::LogSigner,
-        r: &Revocation<'_>,
-    ) -> Result<RevokeOutcome, anyhow::Error> {
-        let Revocation {
-            trust_domain,
-            serial,
-            reason,
-            by,
-            now,
-        } = *r;
-        let mut tx = self.begin().await?;
-        let number: i64 = sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
-            .fetch_one(&mut *tx)
-            .await?;
-        let at = now.unix_timestamp();
+    /// Takes the next CRL number, locking the CRL row until the transaction ends (so
+    /// concurrent revocations from any replica get consecutive numbers).
+    pub async fn next_crl_number(c: &mut sqlx::AnyConnection) -> Result<i64, DbError> {
+        sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
+            .fetch_one(c)
+            .await
+    }
+
+    /// Marks a certificate revoked; `false` if it was revoked already (or does not exist).
+    pub async fn mark_revoked(
+        c: &mut sqlx::AnyConnection,
+        serial: &str,
+        at: i64,
+        reason: Reason,
+        by: &str,
+    ) -> Result<bool, DbError> {
         let r = sqlx::query(
             "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, revoked_by = $4 \
              WHERE serial = $1 AND revoked_at IS NULL",
@@ -506,47 +529,34 @@ impl Db {
         .bind(at)
         .bind(reason.name())
         .bind(by)
-        .execute(&mut *tx)
+        .execute(c)
         .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(RevokeOutcome::AlreadyRevoked);
-        }
-        // The revocation is a log leaf too, in the same transaction.
-        let holder = sqlx::query("SELECT c.identity_id, i.kind FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1")
-            .bind(serial)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (id, kind): (String, String) = (holder.try_get(0)?, holder.try_get(1)?);
-        let holder_id = id.clone();
-        let leaf = identity::logleaf::LogLeaf::Revocation {
-            time: at.max(0) as u64,
-            identity: format!("spiffe://{trust_domain}/{kind}/{id}"),
-            serial: serial.to_string(),
-            authorized_by: by.to_string(),
-            reason: reason.code(),
-        };
-        let new = crate::log::NewLeaf {
-            bytes: leaf.encode()?,
-            kind: "revocation",
-            serial: serial.to_string(),
-            identity: id,
-            at,
-        };
-        let appended = crate::log::append(&mut tx, self.backend, log, &[new], true).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The holder's identity id and kind of a certificate.
+    pub async fn holder(c: &mut sqlx::AnyConnection, serial: &str) -> Result<(String, String), DbError> {
+        let row = sqlx::query(
+            "SELECT c.identity_id, i.kind FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1",
+        )
+        .bind(serial)
+        .fetch_one(c)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Records where a certificate's revocation is in the issuance log.
+    pub async fn set_revocation_log_index(
+        c: &mut sqlx::AnyConnection,
+        serial: &str,
+        index: u64,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE certificates SET revocation_log_index = $2 WHERE serial = $1")
             .bind(serial)
-            .bind(appended.first as i64)
-            .execute(&mut *tx)
+            .bind(index as i64)
+            .execute(c)
             .await?;
-        crate::registry::feed_revocation(&mut tx, serial, &holder_id, reason.name(), at).await?;
-        Self::resign_crl(&mut tx, ca, number, now).await?;
-        tx.commit().await?;
-        Ok(RevokeOutcome::Revoked {
-            revoked_at: at,
-            crl_number: number,
-            receipt: appended.receipt(0),
-        })
+        Ok(())
     }
 
     /// Re-signs the CRL if more than half of its lifetime has passed (any replica may do it;
@@ -570,7 +580,9 @@ impl Db {
         Ok(Some(number))
     }
 
-    async fn resign_crl(
+    /// Signs and stores CRL `number` listing every unexpired revoked certificate, inside the
+    /// caller's transaction (which took the number, and so holds the CRL row).
+    pub async fn resign_crl(
         tx: &mut Transaction<'static, Any>,
         ca: &Ca,
         number: i64,
