@@ -178,7 +178,9 @@ mod tests {
                 if let Some(lit) = after.strip_prefix('"')
                     && let Some(end) = lit.find('"')
                     && lit[..end].chars().all(|c| c.is_ascii_lowercase() || c == '-')
-                    && rest[..comma].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                    && rest[..comma]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
                 {
                     answered.push(lit[..end].to_string());
                 }
