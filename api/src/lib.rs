@@ -10,6 +10,7 @@
 //! - [`files`]: key generation (P-256, P-384, Ed25519), PKCS#10 CSRs, and the one durable file
 //!   write (write a temporary file, fsync it, rename it over the target, fsync the directory)
 //!   used for credentials and every other file the system writes.
+//! - [`tx`]: building and signing ledger transactions with a participant's credentials.
 //!
 //! Non-features: no server logic (the servers own their rules), no key storage beyond PEM files
 //! (no OS keychain; PKCS#11 is the CA's own business), no RSA key generation.
@@ -19,3 +20,4 @@
 pub mod client;
 pub mod files;
 pub mod problem;
+pub mod tx;

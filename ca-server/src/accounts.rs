@@ -13,7 +13,7 @@ use identity::IdentityId;
 use crate::db::Db;
 use crate::db::accounts::{self as store, AccountRow, AccountState, NewAccount, SessionRow};
 use crate::portal;
-use crate::secrets::{Busy, Hasher, Source};
+use crate::secrets::{Asker, Busy, Hasher};
 
 /// What an accounts call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -106,14 +106,6 @@ impl Registration {
             invitation,
         })
     }
-}
-
-/// Who asks, for the argon2id queue: its source, and whether it has no recent failures.
-pub struct Asker<'a> {
-    /// Address or identity.
-    pub source: &'a Source,
-    /// No recent failures (served first).
-    pub clean: bool,
 }
 
 /// A new session: the cookie token (only its hash is stored) and the CSRF token.

@@ -6,8 +6,8 @@
 //!   a bootstrap administrator ([`init`]).
 //! - Registration of participants and nodes by administrators and registrars with one-time,
 //!   expiring, use-limited enrollment secrets stored as argon2id hashes ([`api`], [`secrets`]).
-//! - Enrollment with a PKCS#10 CSR and a secret; renewal over mTLS (rekey allowed). Every leaf
-//!   follows the SPIFFE X509-SVID profile whatever the CSR asks for ([`pki`], [`csr`]).
+//! - Enrollment with a PKCS#10 CSR and a secret; renewal over mTLS (rekey allowed) ([`issuance`]).
+//!   Every leaf follows the SPIFFE X509-SVID profile whatever the CSR asks for ([`pki`], [`csr`]).
 //! - Revocation by the holder or an administrator with an RFC 5280 reason ([`revocation`]); the
 //!   CRL is re-signed in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
 //!   SPIFFE bundle.
@@ -49,6 +49,7 @@ pub mod config;
 pub mod csr;
 pub mod db;
 pub mod init;
+pub mod issuance;
 pub mod keystore;
 pub mod limits;
 pub mod log;

@@ -146,6 +146,15 @@ impl Drop for Slot {
 #[error("too many secret checks in progress")]
 pub struct Busy;
 
+/// Who asks for a hash, for the argon2id queue: its source, and whether it has no recent
+/// failures (clean sources are served first).
+pub struct Asker<'a> {
+    /// Address or identity.
+    pub source: &'a Source,
+    /// No recent failures.
+    pub clean: bool,
+}
+
 impl Hasher {
     /// A hasher running at most `parallel` hashes at once, on as many threads.
     pub fn new(parallel: usize) -> Self {

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bsn_api::client::Api;
+use bsn_api::tx::TxSigner;
 use clap::{Args, Subcommand};
-use identity::ledger::{Block, BlockHeader, Op, TxBody, assemble, check_entry, sha256, signing_message};
+use identity::ledger::{Block, BlockHeader, Op, check_entry, sha256};
 use identity::membership::SubchainId;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use super::{Failure, IdentityArgs, local, str_field};
@@ -126,28 +125,9 @@ fn split_put(s: &str) -> Result<Op, Failure> {
 
 /// Builds and signs a transaction with the credential files.
 fn sign_tx(me: &IdentityArgs, subchain: &str, ops: Vec<Op>) -> Result<(Vec<u8>, String), Failure> {
-    use rcgen::SigningKey;
-    let cert_pem = std::fs::read(&me.cert).map_err(|e| local(format!("reading {}: {e}", me.cert.display())))?;
-    let leaf = CertificateDer::pem_slice_iter(&cert_pem)
-        .next()
-        .ok_or_else(|| local(format!("{} holds no certificate", me.cert.display())))?
-        .map_err(|e| local(format!("{}: {e}", me.cert.display())))?;
-    let key_pem = std::fs::read_to_string(&me.key).map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
-    let key = bsn_api::files::load_key(&key_pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?;
-    let mut nonce = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).map_err(|_| local("no randomness"))?;
-    let body = TxBody {
-        subchain: SubchainId::parse(subchain).map_err(local)?,
-        nonce: nonce.to_vec(),
-        creator_cert: leaf.to_vec(),
-        ops,
-    }
-    .encode()
-    .map_err(local)?;
-    let sig = key
-        .sign(&signing_message(&body))
-        .map_err(|e| local(format!("signing: {e}")))?;
-    Ok((assemble(&body, &sig), hex::encode(sha256(&body))))
+    let subchain = SubchainId::parse(subchain).map_err(local)?;
+    let signed = TxSigner::from_files(&me.cert, &me.key)?.sign(&subchain, ops)?;
+    Ok((signed.bytes, signed.id))
 }
 
 pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {

@@ -619,22 +619,12 @@ pub fn free_port() -> u16 {
 
 /// Signs a transaction for `subchain` with the credentials in `who` (as `bsn tx submit` does).
 pub fn sign_tx(who: &Path, subchain: &str, ops: Vec<identity::ledger::Op>) -> Vec<u8> {
-    use rcgen::SigningKey;
-    use rustls_pki_types::pem::PemObject;
-    let cert = rustls_pki_types::CertificateDer::from_pem_file(who.join("cert.pem")).unwrap();
-    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(who.join("key.pem")).unwrap()).unwrap();
-    let mut nonce = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).unwrap();
-    let body = identity::ledger::TxBody {
-        subchain: identity::membership::SubchainId::parse(subchain).unwrap(),
-        nonce: nonce.to_vec(),
-        creator_cert: cert.to_vec(),
-        ops,
-    }
-    .encode()
-    .unwrap();
-    let sig = key.sign(&identity::ledger::signing_message(&body)).unwrap();
-    identity::ledger::assemble(&body, &sig)
+    let subchain = identity::membership::SubchainId::parse(subchain).unwrap();
+    bsn_api::tx::TxSigner::from_files(&who.join("cert.pem"), &who.join("key.pem"))
+        .unwrap()
+        .sign(&subchain, ops)
+        .unwrap()
+        .bytes
 }
 
 /// A put operation.

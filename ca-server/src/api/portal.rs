@@ -21,16 +21,15 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use identity::IdentityId;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{AccountError, Accounts, Asker, Registration};
+use crate::accounts::{AccountError, Accounts, Registration};
 use crate::app::{AppState, now, rfc3339};
 use crate::auth::Caller;
-use crate::commit::Precondition;
 use crate::db::CertFilter;
 use crate::db::accounts::{AccountRow, AccountState};
 use crate::portal;
 use crate::problem::{ApiError, Json, Query};
 use crate::revocation::{Authority, RevokeError};
-use crate::secrets::Source;
+use crate::secrets::{Asker, Source};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -327,11 +326,10 @@ async fn enroll(
         .map_err(|_| bad("signature must be base64"))?;
     let key = crate::csr::check_spki_der(&spki)?;
     portal::verify_proof(&key, r.challenge.trim().as_bytes(), &signature).map_err(ApiError::InvalidProof)?;
-    let precondition = Precondition::ConsumeChallenge {
-        challenge_hash: portal::token_hash(r.challenge.trim()),
-        now: now().unix_timestamp(),
-    };
-    super::enroll::issue(&s, &ident, &key, "portal", format!("portal:{}", ident.id), precondition).await
+    let i = super::enroll::issuance(&s)
+        .enroll_from_portal(&ident, &key, portal::token_hash(r.challenge.trim()))
+        .await?;
+    Ok(super::enroll::issued(&s, i))
 }
 
 async fn my_certificates(

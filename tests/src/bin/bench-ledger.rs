@@ -17,9 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bsn_api::tx::TxSigner;
 use bsn_tests::{TestCa, TestNode, submit_body};
 use clap::Parser;
-use identity::ledger::{Op, TxBody, assemble, signing_message};
+use identity::ledger::Op;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
@@ -51,31 +52,28 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn sign_all(key: &EcdsaKeyPair, cert: &[u8], from: usize, n: usize) -> Vec<Vec<u8>> {
+fn sign_all(signer: &TxSigner, from: usize, n: usize) -> Vec<Vec<u8>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = n.div_ceil(threads);
+    let subchain = identity::membership::SubchainId::parse("bench").unwrap();
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
+                let subchain = &subchain;
                 s.spawn(move || {
-                    let rng = ring::rand::SystemRandom::new();
                     let lo = from + t * chunk;
                     let hi = (lo + chunk).min(from + n);
                     (lo..hi)
                         .map(|i| {
-                            let body = TxBody {
-                                subchain: identity::membership::SubchainId::parse("bench").unwrap(),
-                                nonce: (i as u64).to_be_bytes().to_vec(),
-                                creator_cert: cert.to_vec(),
-                                ops: vec![Op::Put {
-                                    key: format!("key-{i:09}"),
-                                    value: format!("value {i}").into_bytes(),
-                                }],
-                            }
-                            .encode()
-                            .unwrap();
-                            let sig = key.sign(&rng, &signing_message(&body)).unwrap();
-                            assemble(&body, sig.as_ref())
+                            let ops = vec![Op::Put {
+                                key: format!("key-{i:09}"),
+                                value: format!("value {i}").into_bytes(),
+                            }];
+                            // Numbered nonces: the same run signs the same transactions.
+                            signer
+                                .sign_with_nonce(subchain, (i as u64).to_be_bytes().to_vec(), ops)
+                                .unwrap()
+                                .bytes
                         })
                         .collect::<Vec<_>>()
                 })
@@ -150,7 +148,7 @@ async fn main() {
     }
     let api = nodes[0].api(&ca, &writer);
 
-    let cert = rustls_pki_types::CertificateDer::from_pem_file(writer.join("cert.pem")).unwrap();
+    let signer = TxSigner::from_files(&writer.join("cert.pem"), &writer.join("key.pem")).unwrap();
     let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(writer.join("key.pem")).unwrap();
     let key = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -159,7 +157,7 @@ async fn main() {
     )
     .unwrap();
     eprintln!("signing {} transactions...", args.txs);
-    let txs = Arc::new(sign_all(&key, &cert, 0, args.txs));
+    let txs = Arc::new(sign_all(&signer, 0, args.txs));
     let baseline = verify_rate(&key);
 
     // Throughput: batches from several connections, each waiting for its batch's commit.
@@ -212,7 +210,7 @@ async fn main() {
     );
 
     // Latency: one transaction per request from 8 concurrent clients.
-    let single = Arc::new(sign_all(&key, &cert, args.txs, 200_000.min(args.txs.max(20_000))));
+    let single = Arc::new(sign_all(&signer, args.txs, 200_000.min(args.txs.max(20_000))));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs(args.latency_secs);
     let mut tasks = Vec::new();
@@ -260,7 +258,7 @@ async fn main() {
         let li = names.iter().position(|n| *n == leader).unwrap();
         nodes[fi].kill();
         let lapi = nodes[li].api(&ca, &writer);
-        let extra = sign_all(&key, &cert, 10_000_000, args.catchup_blocks);
+        let extra = sign_all(&signer, 10_000_000, args.catchup_blocks);
         let t = Instant::now();
         for tx in &extra {
             lapi.post(
