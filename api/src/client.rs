@@ -152,6 +152,7 @@ impl Api {
         Ok(EventStream {
             resp,
             buf: String::new(),
+            url: self.base.clone(),
         })
     }
 
@@ -223,6 +224,8 @@ async fn problem(resp: reqwest::Response) -> ClientError {
 pub struct EventStream {
     resp: reqwest::Response,
     buf: String,
+    /// The server's base URL, for errors.
+    url: String,
 }
 
 /// One server-sent event.
@@ -270,7 +273,7 @@ impl EventStream {
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     return Err(ClientError::Transport {
-                        url: String::new(),
+                        url: self.url.clone(),
                         reason: e.to_string(),
                     });
                 }

@@ -331,7 +331,13 @@ impl TestCa {
 
     /// Registers and enrolls a participant with `bsn`; returns its credentials directory.
     pub async fn participant(&mut self, id: &str) -> PathBuf {
-        let secret = self.register(id, json!({})).await;
+        self.enrolled(id, json!({})).await
+    }
+
+    /// Registers an identity with `extra` registration fields (`{"type": "node"}`, roles...)
+    /// and enrolls it with `bsn`; returns its credentials directory.
+    pub async fn enrolled(&mut self, id: &str, extra: Value) -> PathBuf {
+        let secret = self.register(id, extra).await;
         let d = self.dir.path().join(id);
         let out = self.bsn_enroll(id, &secret, &d);
         assert!(

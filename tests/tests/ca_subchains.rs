@@ -3,20 +3,11 @@
 //! checked with the `identity` verifier, and the feed a node follows (pages and server-sent
 //! events), on SQLite or PostgreSQL (BSN_TEST_DATABASE).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bsn_tests::{TestCa, slug};
 use identity::membership::{Envelope, MembershipKey, Role};
 use serde_json::{Value, json};
-
-async fn enrolled(ca: &mut TestCa, id: &str, extra: Value) -> PathBuf {
-    let secret = ca.register(id, extra).await;
-    let d = ca.dir.path().join(id);
-    let out = ca.bsn_enroll(id, &secret, &d);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d
-}
 
 fn envelope(v: &Value) -> Envelope {
     serde_json::from_value(v.clone()).unwrap()
@@ -47,13 +38,17 @@ async fn state(ca: &TestCa, who: &std::path::Path) -> (usize, i64) {
 async fn registry_actions_authorisation_statements_and_feed() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
-    let publisher = enrolled(&mut ca, "pub", json!({ "roles": ["publisher"] })).await;
-    let other_pub = enrolled(&mut ca, "pub2", json!({ "roles": ["publisher"] })).await;
-    let alice = enrolled(&mut ca, "alice", json!({})).await;
-    let bob = enrolled(&mut ca, "bob", json!({})).await;
-    let carol = enrolled(&mut ca, "carol", json!({})).await;
-    let n1 = enrolled(&mut ca, "n1", json!({ "type": "node", "dns_names": ["n1.test"] })).await;
-    let n2 = enrolled(&mut ca, "n2", json!({ "type": "node", "dns_names": ["n2.test"] })).await;
+    let publisher = ca.enrolled("pub", json!({ "roles": ["publisher"] })).await;
+    let other_pub = ca.enrolled("pub2", json!({ "roles": ["publisher"] })).await;
+    let alice = ca.enrolled("alice", json!({})).await;
+    let bob = ca.enrolled("bob", json!({})).await;
+    let carol = ca.enrolled("carol", json!({})).await;
+    let n1 = ca
+        .enrolled("n1", json!({ "type": "node", "dns_names": ["n1.test"] }))
+        .await;
+    let n2 = ca
+        .enrolled("n2", json!({ "type": "node", "dns_names": ["n2.test"] }))
+        .await;
     let key = key(&ca).await;
     let (p, a, b, c) = (
         ca.api(Some(&publisher)),
@@ -436,9 +431,11 @@ fn run(ca: &TestCa, who: &std::path::Path, args: &[&str]) -> (i32, String, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bsn_subchain_commands() {
     let mut ca = TestCa::start();
-    let publisher = enrolled(&mut ca, "pub", json!({ "roles": ["publisher"] })).await;
-    let dan = enrolled(&mut ca, "dan", json!({})).await;
-    let node = enrolled(&mut ca, "city-1", json!({ "type": "node", "dns_names": ["c1.test"] })).await;
+    let publisher = ca.enrolled("pub", json!({ "roles": ["publisher"] })).await;
+    let dan = ca.enrolled("dan", json!({})).await;
+    let node = ca
+        .enrolled("city-1", json!({ "type": "node", "dns_names": ["c1.test"] }))
+        .await;
 
     let (code, out, err) = run(
         &ca,
@@ -549,4 +546,33 @@ async fn bsn_subchain_commands() {
     let (code, _, err) = run(&ca, &node, &["feed", "--cursor", "1000"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("resume from"), "{err}");
+}
+
+/// Regression: when the CA goes away under an open feed stream, the node's error names the CA
+/// it was reading from (it said "cannot reach the CA at : ...").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_feed_stream_names_the_ca() {
+    let mut ca = TestCa::start();
+    let node = ca.enrolled("city-9", json!({ "type": "node" })).await;
+    let url = ca.url.clone();
+    let mut stream = ca
+        .api(Some(&node))
+        .events("/api/v1/feed/stream", &[("cursor", "0".to_string())])
+        .await
+        .unwrap();
+    ca.kill_all();
+    let err = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+    })
+    .await
+    .expect("the stream neither ended nor failed after the CA was killed")
+    .expect("the stream ended cleanly, though the CA was killed");
+    let text = err.to_string();
+    assert!(text.contains(&url), "the error does not name the CA: {text}");
 }

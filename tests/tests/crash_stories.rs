@@ -3,7 +3,7 @@
 //! its kill -9 test in `ca_log.rs`, ledger writes in `ledger_node.rs`.)
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,14 +65,6 @@ async fn statement(api: &bsn_api::client::Api, path: &str) -> Statement {
     key.verify_statement(&env).unwrap()
 }
 
-async fn enrolled(ca: &mut TestCa, id: &str, extra: Value) -> PathBuf {
-    let secret = ca.register(id, extra).await;
-    let d = ca.dir.path().join(id);
-    let out = ca.bsn_enroll(id, &secret, &d);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d
-}
-
 /// Runs `work` for every item, 16 at a time, and kills the CA with SIGKILL once `acked` of them
 /// were answered; returns the items whose call succeeded.
 async fn kill_after<F, Fut>(ca: &mut TestCa, items: Vec<String>, acked: usize, work: F) -> Vec<String>
@@ -112,7 +104,7 @@ where
 async fn kill_9_during_revocations_leaves_each_certificate_wholly_revoked_or_untouched() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
-    let node = enrolled(&mut ca, "feed-reader", json!({ "type": "node" })).await;
+    let node = ca.enrolled("feed-reader", json!({ "type": "node" })).await;
     let jo = ca.participant("jo").await;
     let jo_api = ca.api(Some(&jo));
     let mut serials = Vec::new();
@@ -206,7 +198,7 @@ async fn kill_9_during_revocations_leaves_each_certificate_wholly_revoked_or_unt
 async fn kill_9_during_membership_changes_keeps_revisions_statements_log_and_feed_together() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
-    let node = enrolled(&mut ca, "city-1", json!({ "type": "node" })).await;
+    let node = ca.enrolled("city-1", json!({ "type": "node" })).await;
     let admin_api = ca.api(Some(&admin));
     admin_api
         .post(
