@@ -55,7 +55,7 @@ pub struct AppState {
 impl AppState {
     /// Wakes feed streams after a commit that added feed events.
     pub fn feed_changed(&self) {
-        self.feed_wakeup.send_modify(|v| *v = v.wrapping_add(1));
+        crate::registry::wake_feed(&self.feed_wakeup);
     }
 }
 

@@ -248,10 +248,15 @@ pub struct Registry<'a> {
     pub feed: &'a tokio::sync::watch::Sender<u64>,
 }
 
+/// Wakes the feed streams waiting on `feed`: something was committed that they may send.
+pub fn wake_feed(feed: &tokio::sync::watch::Sender<u64>) {
+    feed.send_modify(|v| *v = v.wrapping_add(1));
+}
+
 impl Registry<'_> {
     /// Wakes the feed streams: a revision was committed.
     fn announce(&self) {
-        self.feed.send_modify(|v| *v = v.wrapping_add(1));
+        wake_feed(self.feed);
     }
 }
 

@@ -105,7 +105,7 @@ impl Revocations<'_> {
             return Err(RevokeError::AlreadyRevoked);
         }
         let revoked = self.record(serial, reason, by.who(), now).await?;
-        self.feed.send_modify(|v| *v = v.wrapping_add(1));
+        crate::registry::wake_feed(self.feed);
         tracing::info!(
             serial,
             reason = reason.name(),
