@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::problem::Problem;
@@ -160,6 +161,25 @@ impl Api {
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query))
             .await
+    }
+
+    /// GETs a typed answer (see [`crate::node`]).
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        let v = self.get(path, query).await?;
+        self.decode(path, v)
+    }
+
+    /// POSTs JSON and reads a typed answer.
+    pub async fn post_as<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let v = self.post(path, body).await?;
+        self.decode(path, v)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, v: Value) -> Result<T, ClientError> {
+        serde_json::from_value(v).map_err(|e| ClientError::Transport {
+            url: format!("{}{path}", self.base),
+            reason: format!("the answer is not what the API contract says: {e}"),
+        })
     }
 
     /// GETs raw bytes (PEM, DER).

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bsn_api::client::Api;
+use bsn_api::node::{
+    BlockEntry, BlockKind, BlockPage, BlockView, Committed, StatePage, StateValue, SubchainInfo, SubmitRequest, TxOp,
+    TxProof,
+};
 use bsn_api::tx::TxSigner;
 use clap::{Args, Subcommand};
 use identity::ledger::{Block, BlockHeader, Op, check_entry, sha256};
-use identity::membership::SubchainId;
-use serde_json::{Value, json};
+use identity::membership::{Role, SubchainId};
 
-use super::{Failure, IdentityArgs, local, str_field};
+use super::{Failure, IdentityArgs, local};
 
 #[derive(Args, Clone)]
 pub(crate) struct NodeTarget {
@@ -139,36 +142,47 @@ pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {
                 return Err(local("give at least one --put KEY=VALUE or --delete KEY"));
             }
             let (signed, id) = sign_tx(&t.me, &t.subchain, ops)?;
-            let v = t
+            let v: Committed = t
                 .api()?
-                .post(&t.path("/transactions"), &json!({"transactions": [B64.encode(signed)]}))
+                .post_as(
+                    &t.path("/transactions"),
+                    &SubmitRequest {
+                        transactions: vec![B64.encode(signed)],
+                    },
+                )
                 .await?;
-            let r = &v["results"][0];
+            let r = v
+                .results
+                .first()
+                .ok_or_else(|| verify_failed("the node answered with no result"))?;
             println!("committed {id}");
-            println!("block {} index {}", r["height"], r["index"]);
+            println!(
+                "block {} index {}",
+                r.height.unwrap_or_default(),
+                r.index.unwrap_or_default()
+            );
         }
     }
     Ok(())
 }
 
-fn print_block(v: &Value) {
+fn print_block(v: &BlockView) {
+    let kind = match v.kind {
+        BlockKind::Config => "config",
+        BlockKind::Transactions => "transactions",
+    };
     println!(
-        "block {} {} {} ({} entries, membership revision {}, previous {})",
-        v["height"],
-        str_field(v, "hash"),
-        str_field(v, "kind"),
-        v["entry_count"],
-        v["membership_revision"],
-        str_field(v, "previous")
+        "block {} {} {kind} ({} entries, membership revision {}, previous {})",
+        v.height, v.hash, v.entry_count, v.membership_revision, v.previous
     );
 }
 
-fn decode_block(v: &Value) -> Result<Block, Failure> {
+fn decode_block(v: &BlockView) -> Result<Block, Failure> {
     let raw = B64
-        .decode(str_field(v, "encoded"))
+        .decode(&v.encoded)
         .map_err(|_| verify_failed("the node sent a block that is not base64"))?;
     let b = Block::decode(&raw).map_err(|e| verify_failed(format!("the node sent a bad block: {e}")))?;
-    if hex::encode(b.header.hash()) != str_field(v, "hash") {
+    if hex::encode(b.header.hash()) != v.hash {
         return Err(verify_failed("a block's hash does not match its header"));
     }
     Ok(b)
@@ -185,43 +199,44 @@ fn verify_failed(m: impl Into<String>) -> Failure {
 pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
     match cmd {
         QueryCmd::Info { t } => {
-            let v = t.api()?.get(&t.path(""), &[]).await?;
-            println!("subchain {} on node {}", str_field(&v, "id"), str_field(&v, "node"));
-            println!("height {} tip {}", v["height"], str_field(&v, "tip"));
+            let v: SubchainInfo = t.api()?.get_as(&t.path(""), &[]).await?;
+            println!("subchain {} on node {}", v.id, v.node);
+            match v.height {
+                Some(h) => println!("height {h} tip {}", v.tip.unwrap_or_default()),
+                None => println!("no block yet"),
+            }
             println!(
                 "membership revision {}, {} transactions, your role: {}",
-                v["membership_revision"],
-                v["transactions"],
-                str_field(&v, "role")
+                v.membership_revision.unwrap_or_default(),
+                v.transactions,
+                v.role.map_or("none", Role::name)
             );
         }
         QueryCmd::Get { t, state_key } => {
             let enc: String = state_key.split('/').map(urlencode).collect::<Vec<_>>().join("/");
-            let v = t.api()?.get(&t.path(&format!("/state/{enc}")), &[]).await?;
-            match v["text"].as_str() {
+            let v: StateValue = t.api()?.get_as(&t.path(&format!("/state/{enc}")), &[]).await?;
+            match v.text {
                 Some(s) => println!("{s}"),
-                None => println!("base64:{}", str_field(&v, "value")),
+                None => println!("base64:{}", v.value),
             }
-            eprintln!("(written at block {})", v["height"]);
+            eprintln!("(written at block {})", v.height);
         }
         QueryCmd::Range { t, start, end, limit } => {
-            let v = t
+            let v: StatePage = t
                 .api()?
-                .get(
+                .get_as(
                     &t.path("/state"),
                     &[("start", start), ("end", end), ("limit", limit.to_string())],
                 )
                 .await?;
-            for item in v["items"].as_array().into_iter().flatten() {
+            for item in v.items {
                 println!(
                     "{}\t{}",
-                    str_field(item, "key"),
-                    item["text"]
-                        .as_str()
-                        .map_or_else(|| format!("base64:{}", str_field(item, "value")), str::to_string)
+                    item.key,
+                    item.text.unwrap_or_else(|| format!("base64:{}", item.value))
                 );
             }
-            if v["more"].as_bool() == Some(true) {
+            if v.more {
                 eprintln!("(more: continue with a larger --limit or a later --start)");
             }
         }
@@ -231,69 +246,68 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
                 (None, Some(h)) => t.path(&format!("/blocks/by-hash/{h}")),
                 _ => return Err(local("give a height or --hash, not both")),
             };
-            let v = t.api()?.get(&path, &[]).await?;
+            let v: BlockView = t.api()?.get_as(&path, &[]).await?;
             decode_block(&v)?;
             print_block(&v);
-            for e in v["entries"].as_array().into_iter().flatten() {
-                if let Some(id) = e["id"].as_str() {
-                    println!("  tx {id} by {}", str_field(e, "creator"));
+            for e in v.entries.iter().flatten() {
+                if let BlockEntry::Transaction(tx) = e {
+                    println!("  tx {} by {}", tx.id, tx.creator);
                 }
             }
         }
         QueryCmd::Tx { t, id } => {
-            let v = t.api()?.get(&t.path(&format!("/transactions/{id}")), &[]).await?;
+            let v: TxProof = t.api()?.get_as(&t.path(&format!("/transactions/{id}")), &[]).await?;
             let header = BlockHeader::decode(
-                &B64.decode(str_field(&v, "header"))
+                &B64.decode(&v.header)
                     .map_err(|_| verify_failed("header is not base64"))?,
             )
             .map_err(|e| verify_failed(e.to_string()))?;
             let signed = B64
-                .decode(str_field(&v["transaction"], "signed"))
+                .decode(&v.transaction.signed)
                 .map_err(|_| verify_failed("transaction is not base64"))?;
             if hex::encode(identity::ledger::tx_id(&signed).map_err(|e| verify_failed(e.to_string()))?) != id {
                 return Err(verify_failed("the transaction's id is not the one asked for"));
             }
-            let proof = v["proof"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let proof = v
+                .proof
+                .iter()
                 .map(|h| {
-                    h.as_str()
-                        .and_then(|s| hex::decode(s).ok())
+                    hex::decode(h)
+                        .ok()
                         .and_then(|b| b.try_into().ok())
                         .ok_or_else(|| verify_failed("bad proof hash"))
                 })
                 .collect::<Result<Vec<[u8; 32]>, _>>()?;
-            let index = v["index"].as_u64().unwrap_or(u64::MAX);
+            let index = u64::from(v.index);
             if !check_entry(
                 &proof,
                 header.entry_count as u64,
                 header.entries_root,
                 index,
                 &sha256(&signed),
-            ) || hex::encode(header.hash()) != str_field(&v, "block_hash")
+            ) || hex::encode(header.hash()) != v.block_hash
             {
                 return Err(verify_failed("the inclusion proof does not verify"));
             }
-            println!("transaction {id} by {}", str_field(&v["transaction"], "creator"));
+            println!("transaction {id} by {}", v.transaction.creator);
             println!(
                 "in block {} at index {index}, block hash {} (inclusion proof verified)",
-                v["height"],
-                str_field(&v, "block_hash")
+                v.height, v.block_hash
             );
-            for op in v["transaction"]["ops"].as_array().into_iter().flatten() {
-                if let Some(k) = op["put"].as_str() {
-                    let val = B64.decode(str_field(op, "value")).unwrap_or_default();
-                    println!("  put {k} = {}", String::from_utf8_lossy(&val));
-                } else if let Some(k) = op["delete"].as_str() {
-                    println!("  delete {k}");
+            for op in &v.transaction.ops {
+                match op {
+                    TxOp::Put { put, value } => {
+                        let val = B64.decode(value).unwrap_or_default();
+                        println!("  put {put} = {}", String::from_utf8_lossy(&val));
+                    }
+                    TxOp::Delete { delete } => println!("  delete {delete}"),
                 }
             }
         }
         QueryCmd::Blocks { t, from, follow } => {
             let api = t.api()?;
             let mut previous: Option<[u8; 32]> = None;
-            let mut check = |v: &Value| -> Result<(), Failure> {
+            let mut check = |v: &BlockView| -> Result<(), Failure> {
                 let b = decode_block(v)?;
                 if let Some(p) = previous
                     && b.header.previous != p
@@ -313,25 +327,24 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
                     .await?;
                 while let Some(ev) = es.next().await? {
                     if ev.event == "block" {
-                        let v: Value = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
+                        let v: BlockView = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
                         check(&v)?;
                     }
                 }
             } else {
                 let mut next = from;
                 loop {
-                    let v = api
-                        .get(
+                    let page: BlockPage = api
+                        .get_as(
                             &t.path("/blocks"),
                             &[("from", next.to_string()), ("limit", "1000".into())],
                         )
                         .await?;
-                    let blocks = v["blocks"].as_array().cloned().unwrap_or_default();
-                    for b in &blocks {
+                    for b in &page.blocks {
                         check(b)?;
-                        next = b["height"].as_u64().unwrap_or(next) + 1;
+                        next = b.height + 1;
                     }
-                    if blocks.len() < 1000 {
+                    if page.blocks.len() < 1000 {
                         break;
                     }
                 }

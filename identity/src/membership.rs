@@ -20,6 +20,7 @@ pub const HEARTBEAT_CONTEXT: &[u8] = b"bsn feed heartbeat v1\n";
 
 /// What a member may do on a subchain. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads blocks and state.
@@ -57,6 +58,8 @@ impl Role {
 /// A subchain id: 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit (so it
 /// works as a DNS label, a file name and a URL path segment unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("pattern" = "^[a-z0-9][a-z0-9-]{0,62}$")))]
 #[serde(transparent)]
 pub struct SubchainId(String);
 
@@ -98,6 +101,7 @@ impl<'de> Deserialize<'de> for SubchainId {
 
 /// One member of a subchain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     /// The participant's identity id.
@@ -108,6 +112,7 @@ pub struct Member {
 
 /// The membership of a subchain at one revision, as the CA signs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
     /// Always 1.
@@ -163,6 +168,7 @@ impl Statement {
 
 /// A signed feed heartbeat: "nothing after `cursor` for you as of `at`".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The CA's trust domain.
@@ -177,6 +183,7 @@ pub struct Heartbeat {
 
 /// A signed document: payload bytes and a signature, both base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The payload (JSON), base64.

@@ -17,10 +17,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bsn_api::node::{
+    BlockEntry, BlockPage, BlockView, BlocksQuery, Committed, HostedSubchain, HostedSubchains, RangeQuery, RawBlocks,
+    StatePage, StateValue, SubchainInfo, SubmitRequest, TxOp, TxProof, TxResult, TxView,
+};
 use bsn_api::problem::Problem;
 use identity::ledger::{Block, BlockKind, SignedTx, check_entry, entry_hashes, prove_entry};
-use identity::membership::Role;
-use serde::Deserialize;
+use identity::membership::{Role, SubchainId};
 use serde_json::{Value, json};
 
 use crate::chain::Outcome;
@@ -144,7 +147,7 @@ pub enum ApiError {
     NotFound(String),
     /// Ordered, but not every transaction committed.
     #[error("not every transaction committed")]
-    Partial(Vec<Value>),
+    Partial(Vec<TxResult>),
     /// Ordering is unavailable right now.
     #[error("{0}")]
     Unavailable(String),
@@ -321,11 +324,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(raft)
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(subchain)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::Invalid("this route does not take that method".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_OTHER_BODY))
         .with_state(state)
+}
+
+/// This API's OpenAPI document (its body schemas come from `bsn_api::node`; see
+/// `bsn_api::contract`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// Prometheus text: for node identities (operators) unless `metrics_access = "public"`.
@@ -371,26 +383,38 @@ fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Sub
         .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node; try again")))
 }
 
-async fn list(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> axum::Json<Value> {
-    let mut out = Vec::new();
+async fn list(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> axum::Json<HostedSubchains> {
+    let mut subchains = Vec::new();
     for k in s.directory.hosted() {
         if let Some(role) = k.statement.role_of(&peer.id) {
-            let id = k.statement.subchain.as_str();
-            let height = s.subchains.get(id).and_then(|c| c.store.tip().last.map(|(h, _)| h));
-            out.push(json!({"id": id, "role": role.name(), "height": height}));
+            let id = &k.statement.subchain;
+            let height = s
+                .subchains
+                .get(id.as_str())
+                .and_then(|c| c.store.tip().last.map(|(h, _)| h));
+            subchains.push(HostedSubchain {
+                id: id.clone(),
+                role,
+                height,
+            });
         }
     }
-    axum::Json(json!({ "subchains": out }))
+    axum::Json(HostedSubchains { subchains })
+}
+
+/// The subchain id in a path, parsed once (a malformed id cannot be hosted here).
+fn subchain_id(id: &str) -> Result<SubchainId, ApiError> {
+    SubchainId::parse(id).map_err(|_| ApiError::NotHosted(id.to_string()))
 }
 
 async fn info(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<SubchainInfo>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let tip = c.store.tip();
-    let role = s.directory.role_of(&id, &peer.id).map(Role::name);
+    let role = s.directory.role_of(&id, &peer.id);
     let leader_id = c.orderer().raft().metrics().borrow().current_leader;
     let leader = s.directory.statement(&id).and_then(|k| {
         k.statement
@@ -399,17 +423,17 @@ async fn info(
             .find(|n| Some(crate::group::node_id(n)) == leader_id)
             .cloned()
     });
-    Ok(axum::Json(json!({
-        "leader": leader,
-        "id": id,
-        "height": tip.last.map(|(h, _)| h),
-        "tip": tip.last.map(|(_, h)| hex::encode(h)),
-        "timestamp_ms": tip.timestamp_ms,
-        "membership_revision": tip.revision(),
-        "transactions": c.store.tx_count().map_err(internal)?,
-        "role": role,
-        "node": s.directory.node,
-    })))
+    Ok(axum::Json(SubchainInfo {
+        leader,
+        id: subchain_id(&id)?,
+        height: tip.last.map(|(h, _)| h),
+        tip: tip.last.map(|(_, h)| hex::encode(h)),
+        timestamp_ms: Some(tip.timestamp_ms),
+        membership_revision: Some(tip.revision()),
+        transactions: c.store.tx_count().map_err(internal)?,
+        role,
+        node: s.directory.node.clone(),
+    }))
 }
 
 async fn membership(
@@ -425,20 +449,13 @@ async fn membership(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], known.envelope).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitRequest {
-    /// Signed transactions, base64.
-    transactions: Vec<String>,
-}
-
 async fn submit(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Committed>, ApiError> {
     // Who is asking, for what, before a byte of the body is read.
     let c = authorize(&s, &peer, &id, Role::Writer)?;
     let silent = s.directory.silent_for_ms();
@@ -468,21 +485,31 @@ async fn submit(
     let ids: Vec<String> = txs.iter().map(|t| hex::encode(t.id)).collect();
     let outcomes = c.order(txs).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let mut all = true;
-    let results: Vec<Value> = ids
-        .iter()
+    let results: Vec<TxResult> = ids
+        .into_iter()
         .zip(&outcomes)
         .map(|(id, o)| match o {
-            Outcome::Committed { height, index } => json!({"id": id, "height": height, "index": index}),
+            Outcome::Committed { height, index } => TxResult {
+                id,
+                height: Some(*height),
+                index: Some(*index),
+                refused: None,
+            },
             other => {
                 all = false;
-                json!({"id": id, "refused": format!("{other:?}")})
+                TxResult {
+                    id,
+                    height: None,
+                    index: None,
+                    refused: Some(format!("{other:?}")),
+                }
             }
         })
         .collect();
     if !all {
         return Err(ApiError::Partial(results));
     }
-    Ok(axum::Json(json!({ "results": results })))
+    Ok(axum::Json(Committed { results }))
 }
 
 fn parse_hash(s: &str, what: &str) -> Result<[u8; 32], ApiError> {
@@ -492,60 +519,74 @@ fn parse_hash(s: &str, what: &str) -> Result<[u8; 32], ApiError> {
         .ok_or_else(|| ApiError::Invalid(format!("{what} must be 64 hex digits")))
 }
 
-fn tx_json(bytes: &[u8]) -> Value {
-    match SignedTx::parse(bytes.to_vec()) {
-        Ok(tx) => {
-            let creator = identity::profile::check_leaf(&tx.body.creator_cert)
-                .map(|l| l.spiffe_id.id.as_str().to_string())
-                .unwrap_or_default();
-            let ops: Vec<Value> = tx
-                .body
-                .ops
-                .iter()
-                .map(|op| match op {
-                    identity::ledger::Op::Put { key, value } => json!({"put": key, "value": B64.encode(value)}),
-                    identity::ledger::Op::Delete { key } => json!({"delete": key}),
-                })
-                .collect();
-            json!({"id": hex::encode(tx.id), "creator": creator, "ops": ops, "signed": B64.encode(bytes)})
-        }
-        Err(e) => json!({"error": e.to_string()}),
-    }
+/// A committed transaction, decoded (it was checked before ordering, so it parses).
+fn tx_view(bytes: &[u8]) -> Result<TxView, ApiError> {
+    let tx = SignedTx::parse(bytes.to_vec()).map_err(internal)?;
+    let creator = identity::profile::check_leaf(&tx.body.creator_cert)
+        .map(|l| l.spiffe_id.id.as_str().to_string())
+        .unwrap_or_default();
+    let ops = tx
+        .body
+        .ops
+        .iter()
+        .map(|op| match op {
+            identity::ledger::Op::Put { key, value } => TxOp::Put {
+                put: key.clone(),
+                value: B64.encode(value),
+            },
+            identity::ledger::Op::Delete { key } => TxOp::Delete { delete: key.clone() },
+        })
+        .collect();
+    Ok(TxView {
+        id: hex::encode(tx.id),
+        creator,
+        ops,
+        signed: B64.encode(bytes),
+    })
 }
 
-fn block_json(bytes: &[u8], full: bool) -> Result<Value, ApiError> {
+fn block_view(bytes: &[u8], full: bool) -> Result<BlockView, ApiError> {
     let b = Block::decode(bytes).map_err(internal)?;
     let h = &b.header;
-    let mut v = json!({
-        "height": h.height,
-        "hash": hex::encode(h.hash()),
-        "previous": hex::encode(h.previous),
-        "entries_root": hex::encode(h.entries_root),
-        "kind": match h.kind { BlockKind::Config => "config", BlockKind::Transactions => "transactions" },
-        "membership_revision": h.membership_revision,
-        "timestamp_ms": h.timestamp_ms,
-        "entry_count": h.entry_count,
-        "encoded": B64.encode(bytes),
-    });
-    if full {
-        v["entries"] = match h.kind {
-            BlockKind::Transactions => Value::Array(b.entries.iter().map(|e| tx_json(e)).collect()),
-            BlockKind::Config => Value::Array(
-                b.entries
-                    .iter()
-                    .map(|e| serde_json::from_slice(e).unwrap_or(Value::Null))
-                    .collect(),
-            ),
+    let entries = if full {
+        let entries = match h.kind {
+            BlockKind::Transactions => b
+                .entries
+                .iter()
+                .map(|e| tx_view(e).map(BlockEntry::Transaction))
+                .collect::<Result<Vec<_>, _>>()?,
+            BlockKind::Config => b
+                .entries
+                .iter()
+                .map(|e| BlockEntry::Config(serde_json::from_slice(e).unwrap_or(Value::Null)))
+                .collect(),
         };
-    }
-    Ok(v)
+        Some(entries)
+    } else {
+        None
+    };
+    Ok(BlockView {
+        height: h.height,
+        hash: hex::encode(h.hash()),
+        previous: hex::encode(h.previous),
+        entries_root: hex::encode(h.entries_root),
+        kind: match h.kind {
+            BlockKind::Config => bsn_api::node::BlockKind::Config,
+            BlockKind::Transactions => bsn_api::node::BlockKind::Transactions,
+        },
+        membership_revision: h.membership_revision,
+        timestamp_ms: h.timestamp_ms,
+        entry_count: h.entry_count,
+        encoded: B64.encode(bytes),
+        entries,
+    })
 }
 
 async fn transaction(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((id, tx)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<TxProof>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let txid = parse_hash(&tx, "a transaction id")?;
     let (height, index) = c
@@ -568,43 +609,37 @@ async fn transaction(
         index as u64,
         &hashes[index as usize]
     ));
-    Ok(axum::Json(json!({
-        "transaction": tx_json(&block.entries[index as usize]),
-        "height": height,
-        "index": index,
-        "block_hash": hex::encode(block.header.hash()),
-        "header": B64.encode(block.header.encode()),
-        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-    })))
+    Ok(axum::Json(TxProof {
+        transaction: tx_view(&block.entries[index as usize])?,
+        height,
+        index,
+        block_hash: hex::encode(block.header.hash()),
+        header: B64.encode(block.header.encode()),
+        proof: proof.iter().map(hex::encode).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RangeQuery {
-    #[serde(default)]
-    start: String,
-    #[serde(default)]
-    end: String,
-    limit: Option<usize>,
-}
-
-fn value_json(v: crate::store::StateValue) -> Value {
-    let text = String::from_utf8(v.value.clone()).ok();
-    json!({"key": v.key, "value": B64.encode(&v.value), "text": text, "height": v.height})
+fn value_view(v: crate::store::StateValue) -> StateValue {
+    StateValue {
+        value: B64.encode(&v.value),
+        text: String::from_utf8(v.value).ok(),
+        key: v.key,
+        height: v.height,
+    }
 }
 
 async fn state_get(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((id, key)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<StateValue>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let v = c
         .store
         .get(&key)
         .map_err(internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no key '{key}' in subchain {id}")))?;
-    Ok(axum::Json(value_json(v)))
+    Ok(axum::Json(value_view(v)))
 }
 
 async fn state_range(
@@ -612,7 +647,7 @@ async fn state_range(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<StatePage>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -623,15 +658,15 @@ async fn state_range(
     }
     let values = c.store.range(&q.start, &q.end, limit + 1).map_err(internal)?;
     let more = values.len() > limit;
-    let items: Vec<Value> = values.into_iter().take(limit).map(value_json).collect();
-    Ok(axum::Json(json!({"items": items, "more": more})))
+    let items = values.into_iter().take(limit).map(value_view).collect();
+    Ok(axum::Json(StatePage { items, more }))
 }
 
 async fn block_by_height(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((id, height)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<BlockView>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let h: u64 = height
         .parse()
@@ -641,14 +676,14 @@ async fn block_by_height(
         .block(h)
         .map_err(internal)?
         .ok_or_else(|| ApiError::NotFound(format!("no block {h} on subchain {id}")))?;
-    Ok(axum::Json(block_json(&bytes, true)?))
+    Ok(axum::Json(block_view(&bytes, true)?))
 }
 
 async fn block_by_hash(
     State(s): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     Path((id, hash)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<BlockView>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let hash = parse_hash(&hash, "a block hash")?;
     let h = c
@@ -661,15 +696,7 @@ async fn block_by_hash(
         .block(h)
         .map_err(internal)?
         .ok_or_else(|| internal("indexed block missing"))?;
-    Ok(axum::Json(block_json(&bytes, true)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlocksQuery {
-    #[serde(default)]
-    from: u64,
-    limit: Option<usize>,
+    Ok(axum::Json(block_view(&bytes, true)?))
 }
 
 async fn blocks_page(
@@ -677,18 +704,18 @@ async fn blocks_page(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
     Query(q): Query<BlocksQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<BlockPage>, ApiError> {
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid("limit must be from 1 to 1000".into()));
     }
     let blocks = c.store.blocks_from(q.from, limit).map_err(internal)?;
-    let items = blocks
+    let blocks = blocks
         .iter()
-        .map(|b| block_json(b, false))
+        .map(|b| block_view(b, false))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(json!({"blocks": items})))
+    Ok(axum::Json(BlockPage { blocks }))
 }
 
 async fn blocks_stream(
@@ -735,8 +762,9 @@ async fn blocks_stream(
             };
             let n = blocks.len();
             for b in blocks {
-                let Ok(v) = block_json(&b, true) else { return };
-                let ev = Event::default().event("block").id(next.to_string()).data(v.to_string());
+                let Ok(v) = block_view(&b, true) else { return };
+                let Ok(data) = serde_json::to_string(&v) else { return };
+                let ev = Event::default().event("block").id(next.to_string()).data(data);
                 if tx.send(ev).await.is_err() {
                     return;
                 }
@@ -839,11 +867,91 @@ async fn raft_blocks(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
     Query(q): Query<BlocksQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RawBlocks>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let blocks = c.store.blocks_from(q.from, limit).map_err(internal)?;
-    Ok(axum::Json(
-        json!({ "blocks": blocks.iter().map(|b| B64.encode(b)).collect::<Vec<_>>() }),
-    ))
+    Ok(axum::Json(RawBlocks {
+        blocks: blocks.iter().map(|b| B64.encode(b)).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::from_str(super::OPENAPI).unwrap()
+    }
+
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_covers_every_route() {
+        let mut documented: Vec<String> = doc()["paths"].as_object().unwrap().keys().cloned().collect();
+        documented.sort();
+        let src = include_str!("api.rs");
+        let router = &src[src.find("pub fn router").unwrap()..src.find("/// This API's OpenAPI").unwrap()];
+        let mut routed: Vec<String> = router
+            .match_indices(".route(")
+            .map(|(i, _)| {
+                router[i + 7..]
+                    .trim_start()
+                    .trim_start_matches('"')
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    // axum's catch-all `{*name}` is OpenAPI's `{name}`.
+                    .replace("{*", "{")
+            })
+            .collect();
+        routed.sort();
+        assert_eq!(documented, routed);
+        assert_eq!(
+            routed.len(),
+            20,
+            "16 API routes, 3 health routes and the document itself"
+        );
+    }
+
+    /// The document lists exactly the problem types the node answers with.
+    #[test]
+    fn openapi_lists_every_problem_type() {
+        let mut documented: Vec<String> = doc()["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().trim_start_matches("urn:bsn:problem:").to_string())
+            .collect();
+        documented.sort();
+        let src = include_str!("api.rs");
+        let parts = &src[src.find("fn parts(&self)").unwrap()..src.find("impl IntoResponse for ApiError").unwrap()];
+        let mut answered: Vec<String> = parts
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .map(str::to_string)
+            .collect();
+        answered.sort();
+        answered.dedup();
+        assert_eq!(documented, answered);
+    }
+
+    /// The body schemas are the `bsn_api::node` types' own, and every JSON body refers to one.
+    /// `BSN_BLESS_OPENAPI=1` rewrites them after a type changed.
+    #[test]
+    fn openapi_schemas_are_the_types() {
+        let schemas = bsn_api::contract::node();
+        if std::env::var_os("BSN_BLESS_OPENAPI").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/openapi.json");
+            bsn_api::contract::bless(&path, &schemas).unwrap();
+            return;
+        }
+        let wrong = bsn_api::contract::check(&doc(), &schemas);
+        assert!(
+            wrong.is_empty(),
+            "the document has drifted from the types (BSN_BLESS_OPENAPI=1 cargo test rewrites it):\n{}",
+            wrong.join("\n")
+        );
+    }
 }

@@ -538,7 +538,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
             'fetch: while sm.store.tip().last.is_none_or(|(h, _)| h < height) {
                 let from = sm.store.tip().last.map_or(0, |(h, _)| h + 1);
                 for src in &sources {
-                    let page: Result<serde_json::Value, _> = sm
+                    let page: Result<bsn_api::node::RawBlocks, _> = sm
                         .peers
                         .get(
                             src,
@@ -546,12 +546,9 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                         )
                         .await;
                     let blocks = match page {
-                        Ok(v) => v["blocks"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
+                        Ok(v) => v
+                            .blocks
                             .iter()
-                            .filter_map(|b| b.as_str())
                             .map(|b| {
                                 base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b)
                                     .map_err(|e| e.to_string())

@@ -477,7 +477,9 @@ impl TestNode {
             .arg(&dir)
             .args(["--ca", &ca.url, "--ca-bundle"])
             .arg(&ca.bundle)
-            .args(["--name", name, "--secret", &secret, "--listen", "127.0.0.1:0"])
+            .args(["--name", name, "--secret", &secret, "--listen"])
+            // A fixed port (not :0) so `restart` can bind it again: see [`free_port`].
+            .arg(format!("127.0.0.1:{}", free_port()))
             .output()
             .unwrap();
         assert!(
@@ -614,13 +616,31 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A free TCP port on 127.0.0.1 (for nodes that must know each other's address before start).
+/// A free TCP port on 127.0.0.1 (for servers that must know their address before they start).
+///
+/// Ports come from 20000..32000, below the kernel's ephemeral range (32768..61000), so an
+/// outgoing connection (which takes an ephemeral port) cannot take one between this call and
+/// the server's bind: that race made a cluster test fail with "Address already in use". A
+/// per-process counter keeps two calls in one test binary apart; the start is spread by the
+/// process id so test binaries run one after another do not reuse a port in TIME_WAIT.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1")
 }
 
 /// Signs a transaction for `subchain` with the credentials in `who` (as `bsn tx submit` does).

@@ -1,0 +1,145 @@
+//! The schemas of the OpenAPI documents, generated from this crate's request and response
+//! types, so that a field cannot drift between the servers, their clients and the documents.
+//!
+//! Each server's document (`ca-server/src/api/openapi.json`, `ledger-node/src/openapi.json`)
+//! refers to its bodies as `#/components/schemas/<Type>`. A unit test in each server checks
+//! that every schema the types generate sits in the document unchanged and that every JSON body
+//! in the document's paths is such a reference; `BSN_BLESS_OPENAPI=1 cargo test` rewrites the
+//! documents' generated schemas after a type changed.
+
+use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value};
+
+/// Collects the schemas of request types (what a server accepts) and response types (what it
+/// sends), each generated for its direction.
+pub struct Schemas {
+    requests: SchemaGenerator,
+    responses: SchemaGenerator,
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        let settings = |s: SchemaSettings| {
+            s.with(|s| {
+                s.definitions_path = "/components/schemas".into();
+                s.meta_schema = None;
+            })
+        };
+        Self {
+            requests: settings(SchemaSettings::draft2020_12().for_deserialize()).into_generator(),
+            responses: settings(SchemaSettings::draft2020_12().for_serialize()).into_generator(),
+        }
+    }
+}
+
+impl Schemas {
+    /// Adds a type a server accepts (a body or a query string).
+    pub fn request<T: JsonSchema>(mut self) -> Self {
+        let _ = self.requests.subschema_for::<T>();
+        self
+    }
+
+    /// Adds a type a server sends.
+    pub fn response<T: JsonSchema>(mut self) -> Self {
+        let _ = self.responses.subschema_for::<T>();
+        self
+    }
+
+    /// Every schema by name. A type used in both directions must have one schema for both.
+    ///
+    /// # Panics
+    /// When a name has two different schemas (a type whose request and response forms differ
+    /// must be split into two types).
+    pub fn into_components(mut self) -> Map<String, Value> {
+        let mut all = self.requests.take_definitions(true);
+        for (name, schema) in self.responses.take_definitions(true) {
+            match all.get(&name) {
+                Some(other) if *other != schema => {
+                    panic!("{name} has one schema as a request and another as a response; split it")
+                }
+                _ => {
+                    all.insert(name, schema);
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The schemas of the ledger node's gateway.
+pub fn node() -> Map<String, Value> {
+    use crate::node::*;
+    Schemas::default()
+        .request::<SubmitRequest>()
+        .request::<RangeQuery>()
+        .request::<BlocksQuery>()
+        .response::<HostedSubchains>()
+        .response::<SubchainInfo>()
+        .response::<Committed>()
+        .response::<TxProof>()
+        .response::<StateValue>()
+        .response::<StatePage>()
+        .response::<BlockView>()
+        .response::<BlockPage>()
+        .response::<RawBlocks>()
+        .response::<identity::membership::Envelope>()
+        .into_components()
+}
+
+/// Checks an OpenAPI document against generated `schemas`: each generated schema is in
+/// `components.schemas` unchanged, and every JSON request or response body in `paths` is a
+/// `$ref` to a schema of `components.schemas`. Returns what is wrong, one line each.
+pub fn check(doc: &Value, schemas: &Map<String, Value>) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let empty = Map::new();
+    let components = doc["components"]["schemas"].as_object().unwrap_or(&empty);
+    for (name, schema) in schemas {
+        match components.get(name) {
+            None => wrong.push(format!("components.schemas.{name} is missing")),
+            Some(s) if s != schema => wrong.push(format!("components.schemas.{name} differs from the type's schema")),
+            Some(_) => {}
+        }
+    }
+    let paths = doc["paths"].as_object().unwrap_or(&empty);
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap_or(&empty) {
+            let mut bodies = vec![("request", &op["requestBody"])];
+            if let Some(r) = op["responses"].as_object() {
+                bodies.extend(r.values().map(|v| ("response", v)));
+            }
+            for (what, body) in bodies {
+                let Some(schema) = body["content"]["application/json"].get("schema") else {
+                    continue;
+                };
+                let target = schema["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"));
+                match target {
+                    Some(name) if components.contains_key(name) => {}
+                    _ => wrong.push(format!(
+                        "{} {path}: the JSON {what} body is not a reference to a type's schema",
+                        method.to_uppercase()
+                    )),
+                }
+            }
+        }
+    }
+    wrong
+}
+
+/// Writes `schemas` into the document at `path` (replacing the schemas of those names, keeping
+/// the others), for `BSN_BLESS_OPENAPI=1`.
+pub fn bless(path: &std::path::Path, schemas: &Map<String, Value>) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut doc: Value = serde_json::from_str(&text).map_err(std::io::Error::other)?;
+    let components = doc["components"]["schemas"]
+        .as_object_mut()
+        .ok_or_else(|| std::io::Error::other("the document has no components.schemas"))?;
+    for (name, schema) in schemas {
+        components.insert(name.clone(), schema.clone());
+    }
+    let mut out = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+    out.push('\n');
+    crate::files::write_file(path, out.as_bytes(), 0o644)
+}
