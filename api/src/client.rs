@@ -175,6 +175,24 @@ impl Api {
         self.decode(path, v)
     }
 
+    /// PUTs JSON and reads a typed answer.
+    pub async fn put_as<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let v = self.put(path, body).await?;
+        self.decode(path, v)
+    }
+
+    /// PATCHes JSON and reads a typed answer.
+    pub async fn patch_as<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let v = self.patch(path, body).await?;
+        self.decode(path, v)
+    }
+
+    /// DELETEs and reads a typed answer.
+    pub async fn delete_as<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let v = self.delete(path).await?;
+        self.decode(path, v)
+    }
+
     fn decode<T: DeserializeOwned>(&self, path: &str, v: Value) -> Result<T, ClientError> {
         serde_json::from_value(v).map_err(|e| ClientError::Transport {
             url: format!("{}{path}", self.base),

@@ -87,6 +87,60 @@ pub fn node() -> Map<String, Value> {
         .into_components()
 }
 
+/// The schemas of the CA's API.
+pub fn ca() -> Map<String, Value> {
+    use crate::ca::*;
+    use identity::membership::{Envelope, Member};
+    Schemas::default()
+        .request::<EnrollRequest>()
+        .request::<RenewRequest>()
+        .request::<RegisterRequest>()
+        .request::<SecretRequest>()
+        .request::<RevokeRequest>()
+        .request::<CreateSubchain>()
+        .request::<UpdateSubchain>()
+        .request::<AddMembers>()
+        .request::<SetRole>()
+        .request::<JoinRequestBody>()
+        .request::<Approve>()
+        .request::<PortalRegister>()
+        .request::<Login>()
+        .request::<PortalEnroll>()
+        .request::<InviteRequest>()
+        .response::<Issued>()
+        .response::<Registered>()
+        .response::<Identity>()
+        .response::<Page<Identity>>()
+        .response::<NewSecret>()
+        .response::<Certificate>()
+        .response::<Page<Certificate>>()
+        .response::<Revoked>()
+        .response::<InclusionProof>()
+        .response::<ConsistencyProof>()
+        .response::<LogEntries>()
+        .response::<Subchain>()
+        .response::<Page<Subchain>>()
+        .response::<Updated>()
+        .response::<Revised>()
+        .response::<Page<Member>>()
+        .response::<Joined>()
+        .response::<Items<JoinRequest>>()
+        .response::<Items<MyMembership>>()
+        .response::<MembershipKey>()
+        .response::<Envelope>()
+        .response::<FeedPage>()
+        .response::<SpiffeBundle>()
+        .response::<Account>()
+        .response::<Items<Account>>()
+        .response::<AccountDecision>()
+        .response::<SignedIn>()
+        .response::<Me>()
+        .response::<Challenge>()
+        .response::<MyCertificates>()
+        .response::<Invitation>()
+        .into_components()
+}
+
 /// Checks an OpenAPI document against generated `schemas`: each generated schema is in
 /// `components.schemas` unchanged, and every JSON request or response body in `paths` is a
 /// `$ref` to a schema of `components.schemas`. Returns what is wrong, one line each.

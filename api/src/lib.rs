@@ -10,8 +10,9 @@
 //! - [`files`]: key generation (P-256, P-384, Ed25519), PKCS#10 CSRs, and the one durable file
 //!   write (write a temporary file, fsync it, rename it over the target, fsync the directory)
 //!   used for credentials and every other file the system writes.
-//! - [`node`]: the request and response bodies of a ledger node's gateway; [`contract`]: the
-//!   OpenAPI schemas generated from them (and the check that a server's document carries them).
+//! - [`ca`] and [`node`]: the request and response bodies of the CA's API and of a ledger
+//!   node's gateway; [`contract`]: the OpenAPI schemas generated from them, and the check that
+//!   each server's document carries them unchanged.
 //! - [`tx`]: building and signing ledger transactions with a participant's credentials.
 //!
 //! Non-features: no server logic (the servers own their rules), no key storage beyond PEM files
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod ca;
 pub mod client;
 pub mod contract;
 pub mod files;

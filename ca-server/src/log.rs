@@ -318,18 +318,9 @@ pub struct Appended {
     pub proofs: Vec<Vec<Hash>>,
 }
 
-/// The receipt a client gets with its certificate or revocation.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Receipt {
-    /// The leaf's index.
-    pub leaf_index: u64,
-    /// Size of the tree the proof and checkpoint are for.
-    pub tree_size: u64,
-    /// RFC 6962 inclusion proof, base64 hashes, leaf's sibling first.
-    pub inclusion_proof: Vec<String>,
-    /// The signed checkpoint (C2SP tlog-checkpoint note).
-    pub checkpoint: String,
-}
+/// The receipt a client gets with its certificate or revocation: the API contract's type (it is
+/// what the log proves, in the form clients verify).
+pub use bsn_api::ca::Receipt;
 
 impl Appended {
     /// The receipt for the `i`-th appended leaf.

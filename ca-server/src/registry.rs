@@ -89,7 +89,8 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn name(self) -> &'static str {
+    /// `open` or `approval`.
+    pub fn name(self) -> &'static str {
         match self {
             Policy::Open => "open",
             Policy::Approval => "approval",
@@ -195,46 +196,8 @@ pub enum Joined {
     Pending(JoinRequest),
 }
 
-/// One event of the change feed.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum FeedEvent {
-    /// A subchain's new membership revision, with its signed statement.
-    Membership {
-        /// Feed position.
-        seq: i64,
-        /// The subchain.
-        subchain: String,
-        /// The revision.
-        revision: i64,
-        /// Unix seconds.
-        at: i64,
-        /// The signed statement.
-        statement: Envelope,
-    },
-    /// A certificate was revoked.
-    Revocation {
-        /// Feed position.
-        seq: i64,
-        /// Serial, lowercase hex.
-        serial: String,
-        /// The holder's id.
-        identity: String,
-        /// RFC 5280 reason name.
-        reason: String,
-        /// Unix seconds.
-        at: i64,
-    },
-}
-
-impl FeedEvent {
-    /// Feed position.
-    pub fn seq(&self) -> i64 {
-        match self {
-            FeedEvent::Membership { seq, .. } | FeedEvent::Revocation { seq, .. } => *seq,
-        }
-    }
-}
+/// One event of the change feed: the API contract's type (the feed is what nodes read).
+pub use bsn_api::ca::FeedEvent;
 
 /// Everything a membership change needs besides the database.
 pub struct Registry<'a> {

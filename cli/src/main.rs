@@ -11,6 +11,10 @@ mod subchain;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bsn_api::ca::{
+    Certificate, EnrollRequest, Identity, Issued, NewSecret, Page, RegisterRequest, Registered, RenewRequest,
+    RevokeRequest, Revoked, SecretRequest,
+};
 use bsn_api::client::{Api, ClientError};
 use bsn_api::files::{KeyType, csr_pem, generate_key, load_key, write_credentials};
 use clap::{Args, Parser, Subcommand};
@@ -413,14 +417,10 @@ fn api(ca: &CaArgs, me: Option<&IdentityArgs>) -> Result<Api, Failure> {
     )?)
 }
 
-fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn print_issued(v: &Value, dir: &Path) {
-    println!("certificate issued for {}", str_field(v, "spiffe_id"));
-    println!("serial: {}", str_field(v, "serial"));
-    println!("valid until: {}", str_field(v, "not_after"));
+fn print_issued(v: &Issued, dir: &Path) {
+    println!("certificate issued for {}", v.spiffe_id);
+    println!("serial: {}", v.serial);
+    println!("valid until: {}", v.not_after);
     println!(
         "wrote {}, {} and {}",
         dir.join("key.pem").display(),
@@ -438,75 +438,15 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             out,
             key_type,
             force,
-        } => {
-            if out.join("key.pem").exists() && !force {
-                return Err(local(format!(
-                    "{} exists; pass --force to replace it, or choose another --out",
-                    out.join("key.pem").display()
-                )));
-            }
-            let key = generate_key(key_type.into()).map_err(local)?;
-            let csr = csr_pem(&key).map_err(local)?;
-            let v = api(&ca, None)?
-                .post("/api/v1/enroll", &json!({ "id": id, "secret": secret, "csr": csr }))
-                .await?;
-            write_credentials(
-                &out,
-                Some(&key.serialize_pem()),
-                str_field(&v, "certificate"),
-                str_field(&v, "chain"),
-            )
-            .map_err(|e| local(format!("writing {}: {e}", out.display())))?;
-            print_issued(&v, &out);
-        }
+        } => enroll(&ca, id, secret, &out, key_type, force).await?,
         Command::Renew {
             ca,
             me,
             rekey,
             key_type,
             out,
-        } => {
-            let key = if rekey {
-                generate_key(key_type.into()).map_err(local)?
-            } else {
-                let pem = std::fs::read_to_string(&me.key)
-                    .map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
-                load_key(&pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?
-            };
-            let csr = csr_pem(&key).map_err(local)?;
-            let v = api(&ca, Some(&me))?
-                .post("/api/v1/renew", &json!({ "csr": csr }))
-                .await?;
-            let dir = out.unwrap_or_else(|| {
-                me.cert
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| PathBuf::from("."))
-            });
-            let key_pem = key.serialize_pem();
-            write_credentials(
-                &dir,
-                Some(&key_pem),
-                str_field(&v, "certificate"),
-                str_field(&v, "chain"),
-            )
-            .map_err(|e| local(format!("writing {}: {e}", dir.display())))?;
-            print_issued(&v, &dir);
-        }
-        Command::Revoke { ca, me, serial, reason } => {
-            let path = format!("/api/v1/certificates/{}/revoke", serial.trim());
-            let v = api(&ca, Some(&me))?.post(&path, &json!({ "reason": reason })).await?;
-            println!(
-                "revoked {} ({}) at {}",
-                str_field(&v, "serial"),
-                str_field(&v, "reason"),
-                str_field(&v, "revoked_at")
-            );
-            println!(
-                "CRL number {}",
-                v.get("crl_number").and_then(Value::as_i64).unwrap_or_default()
-            );
-        }
+        } => renew(&ca, &me, rekey, key_type, out).await?,
+        Command::Revoke { ca, me, serial, reason } => revoke(&ca, &me, &serial, Some(reason)).await?,
         Command::Register {
             ca,
             me,
@@ -526,18 +466,17 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                     .ok_or_else(|| local(format!("--attr {a}: expected NAME=VALUE")))?;
                 attributes.insert(k.to_string(), Value::String(v.to_string()));
             }
-            let body = json!({
-                "id": id, "type": kind, "roles": roles, "attributes": attributes, "dns_names": dns,
-                "ip_addresses": ips, "max_enrollments": max_enrollments, "secret_ttl_seconds": secret_ttl,
-            });
-            let v = api(&ca, Some(&me))?.post("/api/v1/identities", &body).await?;
-            println!("registered {}", str_field(&v, "spiffe_id"));
-            println!("enrollment secret: {}", str_field(&v, "secret"));
-            println!(
-                "(expires {}, {} use(s); it is shown only now)",
-                str_field(&v, "secret_expires_at"),
-                max_enrollments
-            );
+            let body = RegisterRequest {
+                id,
+                kind,
+                roles,
+                attributes,
+                dns_names: dns,
+                ip_addresses: ips,
+                max_enrollments,
+                secret_ttl_seconds: secret_ttl,
+            };
+            register(&ca, &me, &body).await?
         }
         Command::ResetSecret {
             ca,
@@ -546,16 +485,14 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             max_enrollments,
             secret_ttl,
         } => {
-            let body = json!({ "max_enrollments": max_enrollments, "secret_ttl_seconds": secret_ttl });
-            let v = api(&ca, Some(&me))?
-                .post(&format!("/api/v1/identities/{id}/secret"), &body)
+            let body = SecretRequest {
+                max_enrollments,
+                secret_ttl_seconds: secret_ttl,
+            };
+            let v: NewSecret = api(&ca, Some(&me))?
+                .post_as(&format!("/api/v1/identities/{id}/secret"), &body)
                 .await?;
-            println!("enrollment secret: {}", str_field(&v, "secret"));
-            println!(
-                "(expires {}, {} use(s); it is shown only now)",
-                str_field(&v, "secret_expires_at"),
-                max_enrollments
-            );
+            print_secret(&v.secret, &v.secret_expires_at, max_enrollments);
         }
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
@@ -587,14 +524,8 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect();
-            list(&api(&ca, Some(&me))?, "/api/v1/identities", q, |i| {
-                format!(
-                    "{}\t{}\t{}\t{}",
-                    str_field(i, "id"),
-                    str_field(i, "type"),
-                    str_field(i, "status"),
-                    roles_of(i)
-                )
+            list(&api(&ca, Some(&me))?, "/api/v1/identities", q, |i: &Identity| {
+                format!("{}\t{}\t{}\t{}", i.id, i.kind, i.status, i.roles.join(","))
             })
             .await?;
         }
@@ -607,26 +538,18 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             expires_before,
             expires_after,
         } => {
-            let mut q = vec![];
-            for (k, v) in [
+            let q: Vec<(&str, String)> = [
                 ("identity", identity),
                 ("status", status),
                 ("serial", serial),
                 ("expires_before", expires_before),
                 ("expires_after", expires_after),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v));
-                }
-            }
-            list(&api(&ca, Some(&me))?, "/api/v1/certificates", q, |c| {
-                format!(
-                    "{}\t{}\t{}\t{}",
-                    str_field(c, "serial"),
-                    str_field(c, "identity"),
-                    str_field(c, "status"),
-                    str_field(c, "not_after")
-                )
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            list(&api(&ca, Some(&me))?, "/api/v1/certificates", q, |c: &Certificate| {
+                format!("{}\t{}\t{}\t{}", c.serial, c.identity, c.status, c.not_after)
             })
             .await?;
         }
@@ -634,11 +557,89 @@ async fn run(cmd: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> Result<(), Failure> {
-    let v = api(ca, Some(me))?
-        .post(&format!("/api/v1/identities/{id}/{action}"), &json!({}))
+/// `bsn enroll`: a new key and its first certificate, with a one-time secret.
+async fn enroll(
+    ca: &CaArgs,
+    id: String,
+    secret: String,
+    out: &Path,
+    key_type: KeyArg,
+    force: bool,
+) -> Result<(), Failure> {
+    if out.join("key.pem").exists() && !force {
+        return Err(local(format!(
+            "{} exists; pass --force to replace it, or choose another --out",
+            out.join("key.pem").display()
+        )));
+    }
+    let key = generate_key(key_type.into()).map_err(local)?;
+    let csr = csr_pem(&key).map_err(local)?;
+    let v: Issued = api(ca, None)?
+        .post_as("/api/v1/enroll", &EnrollRequest { id, secret, csr })
         .await?;
-    println!("{} is now {}", str_field(&v, "id"), str_field(&v, "status"));
+    write_credentials(out, Some(&key.serialize_pem()), &v.certificate, &v.chain)
+        .map_err(|e| local(format!("writing {}: {e}", out.display())))?;
+    print_issued(&v, out);
+    Ok(())
+}
+
+/// `bsn renew`: a new certificate over mTLS with the current one, with the same or a new key.
+async fn renew(
+    ca: &CaArgs,
+    me: &IdentityArgs,
+    rekey: bool,
+    key_type: KeyArg,
+    out: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let key = if rekey {
+        generate_key(key_type.into()).map_err(local)?
+    } else {
+        let pem = std::fs::read_to_string(&me.key).map_err(|e| local(format!("reading {}: {e}", me.key.display())))?;
+        load_key(&pem).map_err(|e| local(format!("{}: {e}", me.key.display())))?
+    };
+    let csr = csr_pem(&key).map_err(local)?;
+    let v: Issued = api(ca, Some(me))?
+        .post_as("/api/v1/renew", &RenewRequest { csr })
+        .await?;
+    let dir = out.unwrap_or_else(|| {
+        me.cert
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    write_credentials(&dir, Some(&key.serialize_pem()), &v.certificate, &v.chain)
+        .map_err(|e| local(format!("writing {}: {e}", dir.display())))?;
+    print_issued(&v, &dir);
+    Ok(())
+}
+
+/// `bsn revoke`: the holder or an administrator revokes a certificate.
+async fn revoke(ca: &CaArgs, me: &IdentityArgs, serial: &str, reason: Option<String>) -> Result<(), Failure> {
+    let path = format!("/api/v1/certificates/{}/revoke", serial.trim());
+    let v: Revoked = api(ca, Some(me))?.post_as(&path, &RevokeRequest { reason }).await?;
+    println!("revoked {} ({}) at {}", v.serial, v.reason, v.revoked_at);
+    println!("CRL number {}", v.crl_number);
+    Ok(())
+}
+
+/// `bsn register`: registers an identity and prints its one-time secret.
+async fn register(ca: &CaArgs, me: &IdentityArgs, body: &RegisterRequest) -> Result<(), Failure> {
+    let v: Registered = api(ca, Some(me))?.post_as("/api/v1/identities", body).await?;
+    println!("registered {}", v.spiffe_id);
+    print_secret(&v.secret, &v.secret_expires_at, body.max_enrollments);
+    Ok(())
+}
+
+fn print_secret(secret: &str, expires_at: &str, uses: i64) {
+    println!("enrollment secret: {secret}");
+    println!("(expires {expires_at}, {uses} use(s); it is shown only now)");
+}
+
+async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> Result<(), Failure> {
+    let v: Identity = api(ca, Some(me))?
+        .post_as(&format!("/api/v1/identities/{id}/{action}"), &json!({}))
+        .await?;
+    println!("{} is now {}", v.id, v.status);
     Ok(())
 }
 
@@ -800,29 +801,22 @@ async fn audit_follow(
     }
 }
 
-fn roles_of(v: &Value) -> String {
-    v.get("roles")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
-}
-
 /// Prints every page of a listing, one line per item.
-async fn list(
+async fn list<T: serde::de::DeserializeOwned>(
     api: &Api,
     path: &str,
     mut q: Vec<(&str, String)>,
-    line: impl Fn(&Value) -> String,
+    line: impl Fn(&T) -> String,
 ) -> Result<(), Failure> {
     loop {
-        let v = api.get(path, &q).await?;
-        for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let page: Page<T> = api.get_as(path, &q).await?;
+        for item in &page.items {
             println!("{}", line(item));
         }
-        match v.get("next_after").and_then(Value::as_str) {
+        match page.next_after {
             Some(next) => {
                 q.retain(|(k, _)| *k != "after");
-                q.push(("after", next.to_string()));
+                q.push(("after", next));
             }
             None => return Ok(()),
         }

@@ -3,10 +3,15 @@
 
 use std::path::PathBuf;
 
+use bsn_api::ca::{
+    Approve, CreateSubchain, FeedEvent, FeedPage, Items, JoinRequest, JoinRequestBody, Joined, MembershipKey,
+    MyMembership, Revised, SetRole, Subchain, UpdateSubchain, Updated,
+};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use identity::membership::Member;
+use serde_json::json;
 
-use super::{CaArgs, Failure, IdentityArgs, api, list, local, str_field};
+use super::{CaArgs, Failure, IdentityArgs, api, list, local};
 
 #[derive(Args, Clone)]
 pub(crate) struct Target {
@@ -167,12 +172,10 @@ pub(crate) enum SubchainCmd {
     },
 }
 
-fn show_revised(v: &Value) {
+fn show_revised(v: &Revised) {
     println!(
         "{} is at revision {} (log entry {})",
-        str_field(v, "subchain"),
-        v["revision"],
-        v["receipt"]["leaf_index"]
+        v.subchain, v.revision, v.receipt.leaf_index
     );
 }
 
@@ -191,25 +194,22 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
     match cmd {
         SubchainCmd::List { t, publisher } => {
             let q: Vec<(&str, String)> = publisher.map(|p| ("publisher", p)).into_iter().collect();
-            list(&api(&t.ca, Some(&t.me))?, "/api/v1/subchains", q, |s| {
+            list(&api(&t.ca, Some(&t.me))?, "/api/v1/subchains", q, |s: &Subchain| {
                 format!(
                     "{}\t{}\t{}\trevision {}\t{} members\tnodes {}",
-                    str_field(s, "id"),
-                    str_field(s, "name"),
-                    str_field(s, "policy"),
-                    s["revision"],
-                    s["members"],
-                    s["nodes"]
-                        .as_array()
-                        .map(|n| n.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-                        .unwrap_or_default()
+                    s.id,
+                    s.name,
+                    s.policy,
+                    s.revision,
+                    s.members,
+                    s.nodes.join(",")
                 )
             })
             .await?;
         }
         SubchainCmd::Show { t, id } => {
-            let v = api(&t.ca, Some(&t.me))?
-                .get(&format!("/api/v1/subchains/{id}"), &[])
+            let v: Subchain = api(&t.ca, Some(&t.me))?
+                .get_as(&format!("/api/v1/subchains/{id}"), &[])
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v).map_err(local)?);
         }
@@ -221,12 +221,14 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             policy,
             nodes,
         } => {
-            let v = api(&t.ca, Some(&t.me))?
-                .post(
-                    "/api/v1/subchains",
-                    &json!({ "id": id, "name": name, "description": description, "policy": policy, "nodes": nodes }),
-                )
-                .await?;
+            let body = CreateSubchain {
+                id,
+                name,
+                description,
+                policy,
+                nodes,
+            };
+            let v: Revised = api(&t.ca, Some(&t.me))?.post_as("/api/v1/subchains", &body).await?;
             show_revised(&v);
         }
         SubchainCmd::Update {
@@ -237,26 +239,23 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             policy,
             nodes,
         } => {
-            let mut body = serde_json::Map::new();
-            for (k, v) in [("name", name), ("description", description), ("policy", policy)] {
-                if let Some(v) = v {
-                    body.insert(k.into(), json!(v));
-                }
-            }
-            if !nodes.is_empty() {
-                body.insert("nodes".into(), json!(nodes));
-            }
-            if body.is_empty() {
+            let body = UpdateSubchain {
+                name,
+                description,
+                policy,
+                nodes: (!nodes.is_empty()).then_some(nodes),
+            };
+            if body == UpdateSubchain::default() {
                 return Err(Failure {
                     code: 2,
                     message: "nothing to change".into(),
                     hint: Some("give --name, --description, --policy or --node"),
                 });
             }
-            let v = api(&t.ca, Some(&t.me))?
-                .patch(&format!("/api/v1/subchains/{id}"), &Value::Object(body))
+            let v: Updated = api(&t.ca, Some(&t.me))?
+                .patch_as(&format!("/api/v1/subchains/{id}"), &body)
                 .await?;
-            match v.get("revision") {
+            match &v.revision {
                 Some(r) => show_revised(r),
                 None => println!("{id} updated"),
             }
@@ -266,71 +265,64 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 &api(&t.ca, Some(&t.me))?,
                 &format!("/api/v1/subchains/{id}/members"),
                 vec![],
-                |m| format!("{}\t{}", str_field(m, "id"), str_field(m, "role")),
+                |m: &Member| format!("{}\t{}", m.id, m.role.name()),
             )
             .await?;
         }
         SubchainCmd::SetRole { t, id, member, role } => {
             role_ok(&role)?;
-            let v = api(&t.ca, Some(&t.me))?
-                .put(
-                    &format!("/api/v1/subchains/{id}/members/{member}"),
-                    &json!({ "role": role }),
-                )
+            let v: Revised = api(&t.ca, Some(&t.me))?
+                .put_as(&format!("/api/v1/subchains/{id}/members/{member}"), &SetRole { role })
                 .await?;
             show_revised(&v);
         }
         SubchainCmd::Remove { t, id, member } => {
-            let v = api(&t.ca, Some(&t.me))?
-                .delete(&format!("/api/v1/subchains/{id}/members/{member}"))
+            let v: Revised = api(&t.ca, Some(&t.me))?
+                .delete_as(&format!("/api/v1/subchains/{id}/members/{member}"))
                 .await?;
             show_revised(&v);
         }
         SubchainCmd::Leave { t, id } => {
             let me = identity_of(&t.me)?;
-            let v = api(&t.ca, Some(&t.me))?
-                .delete(&format!("/api/v1/subchains/{id}/members/{me}"))
+            let v: Revised = api(&t.ca, Some(&t.me))?
+                .delete_as(&format!("/api/v1/subchains/{id}/members/{me}"))
                 .await?;
             show_revised(&v);
         }
         SubchainCmd::Join { t, id, role, note } => {
             role_ok(&role)?;
-            let v = api(&t.ca, Some(&t.me))?
-                .post(
-                    &format!("/api/v1/subchains/{id}/join"),
-                    &json!({ "role": role, "note": note }),
-                )
+            let body = JoinRequestBody {
+                role: role.clone(),
+                note,
+            };
+            let v: Joined = api(&t.ca, Some(&t.me))?
+                .post_as(&format!("/api/v1/subchains/{id}/join"), &body)
                 .await?;
-            if v["outcome"] == "member" {
-                println!("joined {id} as {role}");
-                show_revised(&v);
-            } else {
-                println!("request to join {id} as {role} is pending approval");
+            match v {
+                Joined::Member(r) => {
+                    println!("joined {id} as {role}");
+                    show_revised(&r);
+                }
+                Joined::Pending(_) => println!("request to join {id} as {role} is pending approval"),
             }
         }
         SubchainCmd::Requests { t, id } => {
-            let v = api(&t.ca, Some(&t.me))?
-                .get(&format!("/api/v1/subchains/{id}/requests"), &[])
+            let v: Items<JoinRequest> = api(&t.ca, Some(&t.me))?
+                .get_as(&format!("/api/v1/subchains/{id}/requests"), &[])
                 .await?;
-            for r in v["items"].as_array().into_iter().flatten() {
-                println!(
-                    "{}\t{}\t{}",
-                    str_field(r, "identity"),
-                    str_field(r, "role"),
-                    str_field(r, "note")
-                );
+            for r in v.items {
+                println!("{}\t{}\t{}", r.identity, r.role.name(), r.note);
             }
         }
         SubchainCmd::Approve { t, id, member, role } => {
-            let body = match role {
-                Some(r) => {
-                    role_ok(&r)?;
-                    json!({ "role": r })
-                }
-                None => json!({}),
-            };
-            let v = api(&t.ca, Some(&t.me))?
-                .post(&format!("/api/v1/subchains/{id}/requests/{member}/approve"), &body)
+            if let Some(r) = &role {
+                role_ok(r)?;
+            }
+            let v: Revised = api(&t.ca, Some(&t.me))?
+                .post_as(
+                    &format!("/api/v1/subchains/{id}/requests/{member}/approve"),
+                    &Approve { role },
+                )
                 .await?;
             show_revised(&v);
         }
@@ -349,15 +341,14 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             let api = api(&t.ca, Some(&t.me))?;
             let key_text = match membership_key {
                 Some(f) => std::fs::read_to_string(&f).map_err(|e| local(format!("reading {}: {e}", f.display())))?,
-                None => str_field(&api.get("/api/v1/membership-key", &[]).await?, "key").to_string(),
+                None => api.get_as::<MembershipKey>("/api/v1/membership-key", &[]).await?.key,
             };
             let key = identity::membership::MembershipKey::from_base64(&key_text).map_err(local)?;
             let path = match revision {
                 Some(r) => format!("/api/v1/subchains/{id}/statements/{r}"),
                 None => format!("/api/v1/subchains/{id}/statement"),
             };
-            let env: identity::membership::Envelope =
-                serde_json::from_value(api.get(&path, &[]).await?).map_err(local)?;
+            let env: identity::membership::Envelope = api.get_as(&path, &[]).await?;
             let statement = key.verify_statement(&env).map_err(|e| Failure {
                 code: 6,
                 message: e.to_string(),
@@ -384,9 +375,9 @@ fn identity_of(me: &IdentityArgs) -> Result<String, Failure> {
 
 /// `bsn memberships`: your subchains and roles.
 pub(crate) async fn memberships(t: Target) -> Result<(), Failure> {
-    let v = api(&t.ca, Some(&t.me))?.get("/api/v1/memberships", &[]).await?;
-    for m in v["items"].as_array().into_iter().flatten() {
-        println!("{}\t{}", str_field(m, "subchain"), str_field(m, "role"));
+    let v: Items<MyMembership> = api(&t.ca, Some(&t.me))?.get_as("/api/v1/memberships", &[]).await?;
+    for m in v.items {
+        println!("{}\t{}", m.subchain, m.role.name());
     }
     Ok(())
 }
@@ -394,31 +385,28 @@ pub(crate) async fn memberships(t: Target) -> Result<(), Failure> {
 /// `bsn feed`: a node reads the change feed from a cursor (once, or following it).
 pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Failure> {
     let api = api(&t.ca, Some(&t.me))?;
-    let print = |kind: &str, v: &Value| match kind {
-        "membership" => println!(
-            "{}\tmembership\t{}\trevision {}",
-            v["seq"],
-            str_field(v, "subchain"),
-            v["revision"]
-        ),
-        "revocation" => println!(
-            "{}\trevocation\t{}\t{}\t{}",
-            v["seq"],
-            str_field(v, "identity"),
-            str_field(v, "serial"),
-            str_field(v, "reason")
-        ),
-        _ => {}
+    let print = |e: &FeedEvent| match e {
+        FeedEvent::Membership {
+            seq,
+            subchain,
+            revision,
+            ..
+        } => println!("{seq}\tmembership\t{subchain}\trevision {revision}"),
+        FeedEvent::Revocation {
+            seq,
+            identity,
+            serial,
+            reason,
+            ..
+        } => println!("{seq}\trevocation\t{identity}\t{serial}\t{reason}"),
     };
     if !follow {
         let mut cursor = cursor;
         loop {
-            let page = api.get("/api/v1/feed", &[("cursor", cursor.to_string())]).await?;
-            for e in page["events"].as_array().into_iter().flatten() {
-                print(str_field(e, "kind"), e);
-            }
-            cursor = page["cursor"].as_u64().unwrap_or(cursor);
-            if page["more"] != true {
+            let page: FeedPage = api.get_as("/api/v1/feed", &[("cursor", cursor.to_string())]).await?;
+            page.events.iter().for_each(print);
+            cursor = u64::try_from(page.cursor).unwrap_or(cursor);
+            if !page.more {
                 eprintln!("cursor {cursor}");
                 return Ok(());
             }
@@ -431,8 +419,8 @@ pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Fai
         if ev.event == "heartbeat" {
             continue;
         }
-        let v: Value = serde_json::from_str(&ev.data).map_err(local)?;
-        print(&ev.event, &v);
+        let e: FeedEvent = serde_json::from_str(&ev.data).map_err(local)?;
+        print(&e);
     }
     Err(Failure {
         code: 5,

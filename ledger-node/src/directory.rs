@@ -14,12 +14,12 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use bsn_api::ca::FeedEvent;
 use bsn_api::client::{Api, ServerEvent};
 
 use crate::clock::now_ms;
 use identity::membership::{Envelope, MembershipKey, Role, Statement};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::Deserialize;
 use tokio::sync::watch;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -52,13 +52,6 @@ pub struct Directory {
     statements_gen: watch::Sender<u64>,
     last_contact_ms: AtomicI64,
     synced: AtomicBool,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum FeedEvent {
-    Membership { seq: u64, statement: Envelope },
-    Revocation { seq: u64, serial: String, at: i64 },
 }
 
 enum Pending {
@@ -231,7 +224,7 @@ impl Directory {
                 self.synced.store(true, Ordering::Relaxed);
             }
             "membership" | "revocation" => match serde_json::from_str::<FeedEvent>(&ev.data)? {
-                FeedEvent::Membership { seq, statement } => {
+                FeedEvent::Membership { seq, statement, .. } => {
                     let s = self.key.verify_statement(&statement)?;
                     let id = s.subchain.as_str().to_string();
                     let env = serde_json::to_vec(&statement)?;
@@ -249,16 +242,16 @@ impl Directory {
                         pending.push(Pending::Statement(id, env));
                         self.statements_gen.send_modify(|g| *g += 1);
                     }
-                    *cursor = seq;
+                    *cursor = u64::try_from(seq)?;
                 }
-                FeedEvent::Revocation { seq, serial, at } => {
+                FeedEvent::Revocation { seq, serial, at, .. } => {
                     let serial = serial.to_ascii_lowercase();
                     if self.inner.write().expect("directory").revoked.insert(serial.clone()) {
                         self.revoked_gen.send_modify(|g| *g += 1);
                         tracing::info!(serial, "certificate revoked: refused from now on");
                     }
                     pending.push(Pending::Revoked(serial, at));
-                    *cursor = seq;
+                    *cursor = u64::try_from(seq)?;
                 }
             },
             other => tracing::debug!(event = other, "ignoring unknown feed event"),

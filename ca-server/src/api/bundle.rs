@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bsn_api::ca::{BundleKey, BundleMembershipKey, SpiffeBundle};
 use x509_parser::prelude::FromDer;
 
 use super::pem_response;
@@ -48,29 +49,28 @@ async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
                 return Err(ApiError::Internal(anyhow::anyhow!("root key is not P-256 or P-384")));
             }
         };
-        keys.push(serde_json::json!({
-            "use": "x509-svid",
-            "kty": "EC",
-            "crv": crv,
-            "x": URL_SAFE_NO_PAD.encode(&point[1..1 + len]),
-            "y": URL_SAFE_NO_PAD.encode(&point[1 + len..]),
-            "x5c": [STANDARD.encode(root)],
-        }));
+        keys.push(BundleKey {
+            usage: "x509-svid".into(),
+            kty: "EC".into(),
+            crv: crv.into(),
+            x: URL_SAFE_NO_PAD.encode(&point[1..1 + len]),
+            y: URL_SAFE_NO_PAD.encode(&point[1 + len..]),
+            x5c: vec![STANDARD.encode(root)],
+        });
     }
     let crl_number = s.db.crl().await?.map(|c| c.number).unwrap_or(0);
     // JWK Set members an implementation does not know are ignored (RFC 7517 section 5), so the
     // membership key rides along for BSN ledger nodes without upsetting SPIFFE libraries.
-    let body = serde_json::json!({
-        "keys": keys,
-        "spiffe_sequence": crl_number,
-        "spiffe_refresh_hint": 300,
-        "bsn_membership_key": { "alg": "Ed25519", "key": s.membership.public().to_base64() },
-    });
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response())
+    let body = SpiffeBundle {
+        keys,
+        spiffe_sequence: crl_number,
+        spiffe_refresh_hint: 300,
+        bsn_membership_key: BundleMembershipKey {
+            alg: "Ed25519".into(),
+            key: s.membership.public().to_base64(),
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 async fn crl_der(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use bsn_api::ca::{Certificate, Page, RevokeRequest, Revoked};
+use serde::Deserialize;
 
-use super::identities::{Page, page_limit};
+use super::identities::page_limit;
 use super::normalize_serial;
 use crate::app::{AppState, now, parse_rfc3339, rfc3339};
 use crate::auth::Caller;
@@ -23,25 +24,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/certificates/{serial}/revoke", post(revoke))
 }
 
-#[derive(Serialize)]
-pub(super) struct CertView {
-    serial: String,
-    identity: String,
-    status: &'static str,
-    not_before: String,
-    not_after: String,
-    key_sha256: String,
-    issued_at: String,
-    issued_via: String,
-    authorized_by: String,
-    revoked_at: Option<String>,
-    revocation_reason: Option<String>,
-    revoked_by: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    certificate: Option<String>,
-}
-
-pub(super) fn view(c: CertRow, now: i64) -> CertView {
+pub(super) fn view(c: CertRow, now: i64) -> Certificate {
     let status = if c.revoked_at.is_some() {
         "revoked"
     } else if c.not_after <= now {
@@ -49,8 +32,8 @@ pub(super) fn view(c: CertRow, now: i64) -> CertView {
     } else {
         "valid"
     };
-    CertView {
-        status,
+    Certificate {
+        status: status.to_string(),
         not_before: rfc3339(c.not_before),
         not_after: rfc3339(c.not_after),
         issued_at: rfc3339(c.issued_at),
@@ -88,7 +71,7 @@ async fn list(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<axum::Json<Page<CertView>>, ApiError> {
+) -> Result<axum::Json<Page<Certificate>>, ApiError> {
     let identity = match (caller.reads_all_certificates(), q.identity) {
         (true, id) => id,
         (false, Some(id)) if id != caller.identity.id => {
@@ -133,7 +116,7 @@ async fn one(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(serial): Path<String>,
-) -> Result<axum::Json<CertView>, ApiError> {
+) -> Result<axum::Json<Certificate>, ApiError> {
     let serial = normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
     match s.db.certificate(&serial).await? {
         Some(c) if caller.reads_all_certificates() || c.identity_id == caller.identity.id => {
@@ -141,23 +124,6 @@ async fn one(
         }
         _ => Err(ApiError::NotFound(format!("no certificate {serial} that you may see"))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(super) struct Revoked {
-    serial: String,
-    reason: &'static str,
-    revoked_at: String,
-    crl_number: i64,
-    /// The revocation's place in the issuance log.
-    receipt: crate::log::Receipt,
 }
 
 /// The holder (with any of its valid certificates) or an administrator revokes a certificate.
@@ -208,7 +174,7 @@ pub(super) fn revoked(s: &AppState, r: crate::revocation::Revoked) -> Revoked {
     crate::metrics::Metrics::add(&s.metrics.revocations, 1);
     Revoked {
         serial: r.serial,
-        reason: r.reason.name(),
+        reason: r.reason.name().to_string(),
         revoked_at: rfc3339(r.revoked_at),
         crl_number: r.crl_number,
         receipt: r.receipt,

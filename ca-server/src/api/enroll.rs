@@ -7,8 +7,8 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::post;
+use bsn_api::ca::{EnrollRequest, Issued, RenewRequest};
 use identity::IdentityId;
-use serde::{Deserialize, Serialize};
 
 use crate::app::{AppState, rfc3339};
 use crate::auth::Presented;
@@ -23,36 +23,6 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/renew", post(renew))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrollRequest {
-    id: String,
-    secret: String,
-    csr: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RenewRequest {
-    csr: String,
-}
-
-/// A newly issued certificate.
-#[derive(Serialize)]
-pub(super) struct Issued {
-    serial: String,
-    spiffe_id: String,
-    not_before: String,
-    not_after: String,
-    /// The leaf, PEM.
-    certificate: String,
-    /// The issuing intermediate(s), PEM.
-    chain: String,
-    /// Where the issuance stands in the issuance log, with an inclusion proof and the signed
-    /// checkpoint that covers it.
-    receipt: Option<crate::log::Receipt>,
 }
 
 impl From<CsrError> for ApiError {

@@ -21,7 +21,9 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::{ApiError, Query};
-use crate::registry::{FeedEvent, feed_head, feed_page};
+use bsn_api::ca::{FeedEvent, FeedPage};
+
+use crate::registry::{feed_head, feed_page};
 
 /// Events per page or per push.
 const PAGE: i64 = 500;
@@ -74,7 +76,7 @@ async fn page(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<FeedQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<FeedPage>, ApiError> {
     let (node, cursor) = node_and_cursor(&s, &caller, &q.cursor).await?;
     let limit = q.limit.unwrap_or(PAGE);
     if !(1..=PAGE).contains(&limit) {
@@ -83,12 +85,12 @@ async fn page(
     let events = feed_page(&s.db, &node, cursor, limit).await?;
     let next = events.last().map_or(cursor, FeedEvent::seq);
     let more = events.len() as i64 == limit;
-    Ok(axum::Json(serde_json::json!({
-        "events": events,
-        "cursor": next,
-        "more": more,
-        "heartbeat": s.membership.heartbeat(&node, next as u64, now_ms()),
-    })))
+    Ok(axum::Json(FeedPage {
+        events,
+        cursor: next,
+        more,
+        heartbeat: s.membership.heartbeat(&node, next as u64, now_ms()),
+    }))
 }
 
 async fn stream(

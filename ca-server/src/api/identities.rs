@@ -7,8 +7,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use bsn_api::ca::{Identity, NewSecret, Page, RegisterRequest, Registered, SecretRequest};
 use identity::{IdentityId, IdentityKind, SpiffeId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::app::{AppState, now, rfc3339};
 use crate::auth::{Caller, ROLES};
@@ -26,73 +27,12 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/identities/{id}/enable", axum::routing::post(enable))
 }
 
-fn default_kind() -> String {
-    "participant".into()
-}
-fn one_use() -> i64 {
-    1
-}
-fn one_day() -> i64 {
-    86_400
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterRequest {
-    id: String,
-    #[serde(rename = "type", default = "default_kind")]
-    kind: String,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    attributes: serde_json::Map<String, serde_json::Value>,
-    #[serde(default)]
-    dns_names: Vec<String>,
-    #[serde(default)]
-    ip_addresses: Vec<String>,
-    #[serde(default = "one_use")]
-    max_enrollments: i64,
-    #[serde(default = "one_day")]
-    secret_ttl_seconds: i64,
-}
-
-#[derive(Serialize)]
-struct Registered {
-    id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    spiffe_id: String,
-    roles: Vec<String>,
-    /// Shown once; the CA keeps only its argon2id hash.
-    secret: String,
-    secret_expires_at: String,
-    max_enrollments: i64,
-}
-
-/// An identity as the API shows it (never its secret hash).
-#[derive(Serialize)]
-pub(super) struct IdentityView {
-    id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    spiffe_id: String,
-    roles: Vec<String>,
-    attributes: serde_json::Map<String, serde_json::Value>,
-    dns_names: Vec<String>,
-    ip_addresses: Vec<String>,
-    status: String,
-    enrollments_left: i64,
-    secret_expires_at: Option<String>,
-    registered_by: String,
-    created_at: String,
-}
-
-pub(super) fn spiffe_id_of(s: &AppState, kind: &str, id: &str) -> String {
+fn spiffe_id_of(s: &AppState, kind: &str, id: &str) -> String {
     format!("spiffe://{}/{}/{}", s.trust_domain, kind, id)
 }
 
-fn view(s: &AppState, i: IdentityRow) -> IdentityView {
-    IdentityView {
+fn view(s: &AppState, i: IdentityRow) -> Identity {
+    Identity {
         spiffe_id: spiffe_id_of(s, &i.kind, &i.id),
         secret_expires_at: i.secret_expires_at.map(rfc3339),
         created_at: rfc3339(i.created_at),
@@ -256,13 +196,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-pub(super) struct Page<T> {
-    pub(super) items: Vec<T>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    pub(super) next_after: Option<String>,
-}
-
 /// Page size bounds.
 pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let l = limit.unwrap_or(100);
@@ -277,7 +210,7 @@ async fn list(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<axum::Json<Page<IdentityView>>, ApiError> {
+) -> Result<axum::Json<Page<Identity>>, ApiError> {
     caller.require_any(&["admin", "registrar"])?;
     if let Some(k) = &q.kind {
         k.parse::<IdentityKind>()
@@ -313,7 +246,7 @@ async fn one(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<IdentityView>, ApiError> {
+) -> Result<axum::Json<Identity>, ApiError> {
     let row = s.db.identity(&id).await?;
     let visible =
         |r: &IdentityRow| caller.is_admin() || r.id == caller.identity.id || r.registered_by == caller.identity.id;
@@ -321,24 +254,6 @@ async fn one(
         Some(r) if visible(&r) => Ok(axum::Json(view(&s, r))),
         _ => Err(ApiError::NotFound(format!("no identity '{id}' that you may see"))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretRequest {
-    #[serde(default = "one_use")]
-    max_enrollments: i64,
-    #[serde(default = "one_day")]
-    secret_ttl_seconds: i64,
-}
-
-#[derive(Serialize)]
-struct NewSecret {
-    id: String,
-    /// Shown once; the CA keeps only its argon2id hash.
-    secret: String,
-    secret_expires_at: String,
-    max_enrollments: i64,
 }
 
 /// Loads an identity the caller manages: administrators manage all, registrars those they
@@ -406,7 +321,7 @@ async fn disable(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<IdentityView>, ApiError> {
+) -> Result<axum::Json<Identity>, ApiError> {
     set_status(&s, &caller, &id, "disabled").await
 }
 
@@ -414,18 +329,13 @@ async fn enable(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<IdentityView>, ApiError> {
+) -> Result<axum::Json<Identity>, ApiError> {
     set_status(&s, &caller, &id, "active").await
 }
 
 /// Administrators disable or re-enable an identity. A disabled identity can neither enroll nor
 /// renew nor call the API; its certificates stay valid until revoked.
-async fn set_status(
-    s: &AppState,
-    caller: &Caller,
-    id: &str,
-    status: &str,
-) -> Result<axum::Json<IdentityView>, ApiError> {
+async fn set_status(s: &AppState, caller: &Caller, id: &str, status: &str) -> Result<axum::Json<Identity>, ApiError> {
     caller.require_any(&["admin"])?;
     if id == caller.identity.id {
         return Err(ApiError::Forbidden(

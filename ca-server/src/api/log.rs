@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bsn_api::ca::{ConsistencyProof, InclusionProof, LogEntries, LogEntry};
 
 use crate::app::AppState;
 use crate::problem::{ApiError, Query};
@@ -45,7 +46,7 @@ struct InclusionQuery {
 async fn inclusion(
     State(s): State<Arc<AppState>>,
     Query(q): Query<InclusionQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<InclusionProof>, ApiError> {
     let mut conn = s.db.acquire().await?;
     let (latest, _) = crate::log::latest(&mut conn).await.map_err(log_err)?;
     let size = q.size.unwrap_or(latest);
@@ -78,12 +79,12 @@ async fn inclusion(
     let (proof, root) = crate::log::prove_inclusion(&mut conn, s.db.backend, &s.log_hashes, size, index)
         .await
         .map_err(log_err)?;
-    Ok(axum::Json(serde_json::json!({
-        "leaf_index": index,
-        "tree_size": size,
-        "root": b64(&root),
-        "inclusion_proof": proof.iter().map(b64).collect::<Vec<_>>(),
-    })))
+    Ok(axum::Json(InclusionProof {
+        leaf_index: index,
+        tree_size: size,
+        root: b64(&root),
+        inclusion_proof: proof.iter().map(b64).collect(),
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -98,7 +99,7 @@ struct ConsistencyQuery {
 async fn consistency(
     State(s): State<Arc<AppState>>,
     Query(q): Query<ConsistencyQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<ConsistencyProof>, ApiError> {
     let mut conn = s.db.acquire().await?;
     let (latest, _) = crate::log::latest(&mut conn).await.map_err(log_err)?;
     let second = q.second.unwrap_or(latest);
@@ -110,11 +111,11 @@ async fn consistency(
     let proof = crate::log::prove_consistency(&mut conn, s.db.backend, &s.log_hashes, q.first, second)
         .await
         .map_err(log_err)?;
-    Ok(axum::Json(serde_json::json!({
-        "first": q.first,
-        "second": second,
-        "consistency_proof": proof.iter().map(b64).collect::<Vec<_>>(),
-    })))
+    Ok(axum::Json(ConsistencyProof {
+        first: q.first,
+        second,
+        consistency_proof: proof.iter().map(b64).collect(),
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -135,7 +136,7 @@ struct EntriesQuery {
 async fn entries(
     State(s): State<Arc<AppState>>,
     Query(q): Query<EntriesQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<LogEntries>, ApiError> {
     let time = |name: &str, v: Option<String>| {
         v.map(|t| {
             crate::app::parse_rfc3339(&t)
@@ -164,25 +165,21 @@ async fn entries(
         .await
         .map_err(log_err)?;
     use base64::Engine;
-    let items: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "index": r.index,
-                "kind": r.kind,
-                "serial": r.serial,
-                "identity": r.identity,
-                "at": crate::app::rfc3339(r.at),
-                "leaf": base64::engine::general_purpose::STANDARD.encode(&r.leaf),
-            })
+    let items: Vec<LogEntry> = rows
+        .into_iter()
+        .map(|r| LogEntry {
+            index: r.index,
+            kind: r.kind,
+            serial: r.serial,
+            identity: r.identity,
+            at: crate::app::rfc3339(r.at),
+            leaf: base64::engine::general_purpose::STANDARD.encode(&r.leaf),
         })
         .collect();
-    let next_after = (rows.len() as i64 == limit)
-        .then(|| items.last().map(|i| i["index"].clone()))
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.index))
         .flatten();
-    Ok(axum::Json(
-        serde_json::json!({ "items": items, "next_after": next_after }),
-    ))
+    Ok(axum::Json(LogEntries { items, next_after }))
 }
 
 /// The latest signed checkpoint (changes with every batch; not cacheable for long).

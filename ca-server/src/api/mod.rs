@@ -150,6 +150,25 @@ mod tests {
         assert_eq!(documented, routed);
     }
 
+    /// The body schemas are the `bsn_api::ca` types' own, and every JSON body refers to one.
+    /// `BSN_BLESS_OPENAPI=1` rewrites them after a type changed.
+    #[test]
+    fn openapi_schemas_are_the_types() {
+        let schemas = bsn_api::contract::ca();
+        if std::env::var_os("BSN_BLESS_OPENAPI").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+            bsn_api::contract::bless(&path, &schemas).unwrap();
+            return;
+        }
+        let doc: serde_json::Value = serde_json::from_str(super::health::OPENAPI).unwrap();
+        let wrong = bsn_api::contract::check(&doc, &schemas);
+        assert!(
+            wrong.is_empty(),
+            "the document has drifted from the types (BSN_BLESS_OPENAPI=1 cargo test rewrites it):\n{}",
+            wrong.join("\n")
+        );
+    }
+
     /// The document lists exactly the problem types the CA answers with, and every operation
     /// declares that any other status is a problem document.
     #[test]

@@ -18,8 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bsn_api::ca::{
+    Account, AccountDecision, Challenge, Invitation, InviteRequest, Issued, Items, Login, Me, MyCertificates,
+    PortalEnroll, PortalRegister, RevokeRequest, Revoked, SignedIn,
+};
 use identity::IdentityId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::accounts::{AccountError, Accounts, Registration};
 use crate::app::{AppState, now, rfc3339};
@@ -80,32 +84,6 @@ impl FromRequestParts<Arc<AppState>> for Session {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterRequest {
-    id: String,
-    name: String,
-    email: String,
-    #[serde(default)]
-    organisation: String,
-    password: String,
-    #[serde(default)]
-    invitation: Option<String>,
-    /// Claim an identity a registrar registered: its one-time enrollment secret.
-    #[serde(default)]
-    secret: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Account {
-    id: String,
-    name: String,
-    email: String,
-    organisation: String,
-    state: String,
-    created_at: String,
-}
-
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
@@ -145,7 +123,7 @@ fn account_service(s: &AppState) -> Accounts<'_> {
 async fn register(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(r): Json<RegisterRequest>,
+    Json(r): Json<PortalRegister>,
 ) -> Result<(StatusCode, axum::Json<Account>), ApiError> {
     let source = Source::address(peer.ip());
     let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
@@ -181,17 +159,10 @@ async fn register(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    id: String,
-    password: String,
-}
-
 async fn login(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(r): Json<LoginRequest>,
+    Json(r): Json<Login>,
 ) -> Result<Response, ApiError> {
     if let Err(wait) = s.login_limits.sign_in(&r.id, peer.ip()) {
         s.tarpit.hold().await;
@@ -208,7 +179,11 @@ async fn login(
     {
         Ok(session) => {
             s.login_limits.signed_in(&r.id, peer.ip());
-            let body = serde_json::json!({ "id": r.id, "state": session.state.as_str(), "csrf_token": session.csrf });
+            let body = SignedIn {
+                id: r.id,
+                state: session.state.as_str().into(),
+                csrf_token: session.csrf,
+            };
             Ok((
                 [(header::SET_COOKIE, portal::session_cookie(&session.token))],
                 axum::Json(body),
@@ -236,12 +211,9 @@ async fn logout(State(s): State<Arc<AppState>>, session: Session) -> Result<Resp
 }
 
 /// The signed-in account, or `{"signed_in": false}` (a visitor is not an error).
-async fn me(
-    State(s): State<Arc<AppState>>,
-    session: Result<Session, ApiError>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn me(State(s): State<Arc<AppState>>, session: Result<Session, ApiError>) -> Result<axum::Json<Me>, ApiError> {
     let Ok(session) = session else {
-        return Ok(axum::Json(serde_json::json!({ "signed_in": false })));
+        return Ok(axum::Json(Me::default()));
     };
     let id = &session.web.identity;
     let account = account_service(&s)
@@ -254,17 +226,17 @@ async fn me(
         Ok(id) => s.db.identity(id).await?.map(|i| i.roles).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    Ok(axum::Json(serde_json::json!({
-        "signed_in": true,
-        "id": id,
-        "spiffe_id": format!("spiffe://{}/participant/{}", s.trust_domain, id),
-        "name": account.name,
-        "email": account.email,
-        "organisation": account.organisation,
-        "state": account.state.as_str(),
-        "roles": roles,
-        "csrf_token": session.web.csrf,
-    })))
+    Ok(axum::Json(Me {
+        signed_in: true,
+        id: Some(id.clone()),
+        spiffe_id: Some(format!("spiffe://{}/participant/{}", s.trust_domain, id)),
+        name: Some(account.name),
+        email: Some(account.email),
+        organisation: Some(account.organisation),
+        state: Some(account.state.as_str().into()),
+        roles: Some(roles),
+        csrf_token: Some(session.web.csrf.clone()),
+    }))
 }
 
 /// Fails unless the signed-in account was approved (it proved control of its identity) and the
@@ -282,36 +254,23 @@ async fn approved(s: &AppState, session: &Session) -> Result<crate::db::Identity
     }
 }
 
-async fn challenge(
-    State(s): State<Arc<AppState>>,
-    session: Session,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn challenge(State(s): State<Arc<AppState>>, session: Session) -> Result<axum::Json<Challenge>, ApiError> {
     session.check_csrf()?;
     let ident = approved(&s, &session).await?;
     let (challenge, expires) = account_service(&s)
         .new_challenge(&ident.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(
-        serde_json::json!({ "challenge": challenge, "expires_at": rfc3339(expires) }),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrollRequest {
-    /// The challenge, as received.
-    challenge: String,
-    /// The new public key's SubjectPublicKeyInfo, DER, base64.
-    spki: String,
-    /// Signature over the proof context and the challenge's bytes, base64.
-    signature: String,
+    Ok(axum::Json(Challenge {
+        challenge,
+        expires_at: rfc3339(expires),
+    }))
 }
 
 async fn enroll(
     State(s): State<Arc<AppState>>,
     session: Session,
-    Json(r): Json<EnrollRequest>,
-) -> Result<(StatusCode, axum::Json<super::enroll::Issued>), ApiError> {
+    Json(r): Json<PortalEnroll>,
+) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
     session.check_csrf()?;
     let ident = approved(&s, &session).await?;
     let bad = |m: &str| ApiError::InvalidField(m.to_string());
@@ -335,7 +294,7 @@ async fn enroll(
 async fn my_certificates(
     State(s): State<Arc<AppState>>,
     session: Session,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<MyCertificates>, ApiError> {
     let t = now().unix_timestamp();
     let filter = CertFilter {
         identity: Some(session.identity()?.to_string()),
@@ -349,14 +308,7 @@ async fn my_certificates(
     let rows = s.db.list_certificates(&filter, t).await?;
     let items: Vec<_> = rows.into_iter().map(|c| super::certificates::view(c, t)).collect();
     let chain: String = s.ca.chain().iter().map(|c| crate::pki::pem("CERTIFICATE", c)).collect();
-    Ok(axum::Json(serde_json::json!({ "items": items, "chain": chain })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    #[serde(default)]
-    reason: Option<String>,
+    Ok(axum::Json(MyCertificates { items, chain }))
 }
 
 async fn revoke(
@@ -364,7 +316,7 @@ async fn revoke(
     session: Session,
     Path(serial): Path<String>,
     Json(r): Json<RevokeRequest>,
-) -> Result<axum::Json<super::certificates::Revoked>, ApiError> {
+) -> Result<axum::Json<Revoked>, ApiError> {
     session.check_csrf()?;
     let me = session.identity()?;
     let serial = super::normalize_serial(&serial).ok_or_else(|| ApiError::InvalidField("serial must be hex".into()))?;
@@ -391,7 +343,7 @@ async fn accounts(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<AccountsQuery>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Items<Account>>, ApiError> {
     caller.require_any(&["admin"])?;
     let state = q.state.as_deref().unwrap_or("pending");
     let state = AccountState::parse(state)
@@ -402,7 +354,7 @@ async fn accounts(
         .into_iter()
         .map(Account::from)
         .collect();
-    Ok(axum::Json(serde_json::json!({ "items": items })))
+    Ok(axum::Json(Items { items }))
 }
 
 async fn decide(
@@ -410,19 +362,22 @@ async fn decide(
     caller: &Caller,
     id: &str,
     approve: bool,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<AccountDecision>, ApiError> {
     caller.require_any(&["admin"])?;
     let state = account_service(s)
         .decide(id, approve, &caller.identity.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str() })))
+    Ok(axum::Json(AccountDecision {
+        id: id.to_string(),
+        state: state.as_str().into(),
+    }))
 }
 
 async fn approve(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<AccountDecision>, ApiError> {
     decide(&s, &caller, &id, true).await
 }
 
@@ -430,24 +385,8 @@ async fn reject(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<AccountDecision>, ApiError> {
     decide(&s, &caller, &id, false).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InviteRequest {
-    #[serde(default = "week")]
-    ttl_seconds: i64,
-    #[serde(default = "one")]
-    uses: i64,
-}
-
-fn week() -> i64 {
-    7 * 86_400
-}
-fn one() -> i64 {
-    1
 }
 
 /// An invitation code: whoever registers with it is approved at once.
@@ -455,13 +394,17 @@ async fn invite(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Json(r): Json<InviteRequest>,
-) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<Invitation>), ApiError> {
     caller.require_any(&["admin", "registrar"])?;
     let (code, expires) = account_service(&s)
         .invite(&caller.identity.id, r.ttl_seconds, r.uses, now().unix_timestamp())
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(serde_json::json!({ "code": code, "expires_at": rfc3339(expires), "uses": r.uses })),
+        axum::Json(Invitation {
+            code,
+            expires_at: rfc3339(expires),
+            uses: r.uses,
+        }),
     ))
 }

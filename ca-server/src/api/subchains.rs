@@ -10,14 +10,18 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use bsn_api::ca::{
+    AddMembers, Approve, CreateSubchain, Items, JoinRequestBody, MembershipKey, MyMembership, Page, SetRole,
+    UpdateSubchain, Updated,
+};
 use identity::membership::{Envelope, Member, Role, SubchainId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::identities::{Page, page_limit};
+use super::identities::page_limit;
 use crate::app::{AppState, now};
 use crate::auth::Caller;
 use crate::problem::{ApiError, Json, Query};
-use crate::registry::{Joined, Patch, Policy, Registry, RegistryError, Subchain};
+use crate::registry::{Joined, Patch, Policy, Registry, RegistryError};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -87,7 +91,7 @@ fn text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
 }
 
 /// Loads the subchain and fails unless the caller may manage it.
-async fn managed(s: &AppState, caller: &Caller, id: &str) -> Result<Subchain, ApiError> {
+async fn managed(s: &AppState, caller: &Caller, id: &str) -> Result<crate::registry::Subchain, ApiError> {
     let id = subchain_id(id)?;
     let reg = registry(s);
     let sub = reg.require(id.as_str()).await?;
@@ -115,7 +119,7 @@ async fn list(
     State(s): State<Arc<AppState>>,
     _caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<axum::Json<Page<Subchain>>, ApiError> {
+) -> Result<axum::Json<Page<bsn_api::ca::Subchain>>, ApiError> {
     let limit = page_limit(q.limit)?;
     let items = registry(&s)
         .list(q.after.as_deref().unwrap_or(""), limit, q.publisher.as_deref())
@@ -123,39 +127,28 @@ async fn list(
     let next_after = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.id.clone()))
         .flatten();
-    Ok(axum::Json(Page { items, next_after }))
+    Ok(axum::Json(Page {
+        items: items.into_iter().map(subchain_view).collect(),
+        next_after,
+    }))
 }
 
 async fn one(
     State(s): State<Arc<AppState>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<Subchain>, ApiError> {
-    Ok(axum::Json(registry(&s).require(subchain_id(&id)?.as_str()).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRequest {
-    id: String,
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default = "default_policy")]
-    policy: String,
-    nodes: Vec<String>,
-}
-
-fn default_policy() -> String {
-    "approval".into()
+) -> Result<axum::Json<bsn_api::ca::Subchain>, ApiError> {
+    Ok(axum::Json(subchain_view(
+        registry(&s).require(subchain_id(&id)?.as_str()).await?,
+    )))
 }
 
 /// App publishers (role `publisher`) and administrators create subchains.
 async fn create(
     State(s): State<Arc<AppState>>,
     caller: Caller,
-    Json(r): Json<CreateRequest>,
-) -> Result<(StatusCode, axum::Json<crate::registry::Revised>), ApiError> {
+    Json(r): Json<CreateSubchain>,
+) -> Result<(StatusCode, axum::Json<bsn_api::ca::Revised>), ApiError> {
     caller.require_any(&["publisher", "admin"])?;
     if caller.identity.kind != "participant" {
         return Err(ApiError::Forbidden("only participants publish subchains".into()));
@@ -177,31 +170,14 @@ async fn create(
         .create(new, &caller.identity.id, now().unix_timestamp())
         .await?;
     tracing::info!(subchain = %revised.subchain, by = %caller.identity.id, "subchain created");
-    Ok((StatusCode::CREATED, axum::Json(revised)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateRequest {
-    name: Option<String>,
-    description: Option<String>,
-    policy: Option<String>,
-    nodes: Option<Vec<String>>,
-}
-
-#[derive(Serialize)]
-struct Updated {
-    subchain: Subchain,
-    /// Present when the hosting nodes changed (a new membership revision).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revision: Option<crate::registry::Revised>,
+    Ok((StatusCode::CREATED, axum::Json(revised_view(revised))))
 }
 
 async fn update(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(r): Json<UpdateRequest>,
+    Json(r): Json<UpdateSubchain>,
 ) -> Result<axum::Json<Updated>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
     if let Some(n) = &r.name {
@@ -223,8 +199,8 @@ async fn update(
         .update(&sub.id, patch, &caller.identity.id, now().unix_timestamp())
         .await?;
     Ok(axum::Json(Updated {
-        subchain: registry(&s).require(&sub.id).await?,
-        revision,
+        subchain: subchain_view(registry(&s).require(&sub.id).await?),
+        revision: revision.map(revised_view),
     }))
 }
 
@@ -276,26 +252,13 @@ async fn members(
     Ok(axum::Json(Page { items, next_after }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddMembers {
-    members: Vec<MemberIn>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberIn {
-    id: String,
-    role: String,
-}
-
 /// Adds up to 1,000 members in one revision (the 64 KiB body limit).
 async fn add_members(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
     Json(r): Json<AddMembers>,
-) -> Result<axum::Json<crate::registry::Revised>, ApiError> {
+) -> Result<axum::Json<bsn_api::ca::Revised>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
     if r.members.is_empty() || r.members.len() > 1_000 {
         return Err(ApiError::InvalidField("give 1 to 1,000 members per call".into()));
@@ -318,13 +281,7 @@ async fn add_members(
     let revised = registry(&s)
         .add_members(&sub.id, &members, &caller.identity.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(revised))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoleRequest {
-    role: String,
+    Ok(axum::Json(revised_view(revised)))
 }
 
 /// Adds a member or changes its role.
@@ -332,8 +289,8 @@ async fn put_member(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path((id, who)): Path<(String, String)>,
-    Json(r): Json<RoleRequest>,
-) -> Result<axum::Json<crate::registry::Revised>, ApiError> {
+    Json(r): Json<SetRole>,
+) -> Result<axum::Json<bsn_api::ca::Revised>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
     let role = role(&r.role)?;
     if who == sub.publisher && role != Role::Admin {
@@ -344,7 +301,7 @@ async fn put_member(
     let revised = registry(&s)
         .put_member(&sub.id, &who, role, &caller.identity.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(revised))
+    Ok(axum::Json(revised_view(revised)))
 }
 
 /// Removes a member (managers), or leaves (the member itself).
@@ -352,7 +309,7 @@ async fn remove_member(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path((id, who)): Path<(String, String)>,
-) -> Result<axum::Json<crate::registry::Revised>, ApiError> {
+) -> Result<axum::Json<bsn_api::ca::Revised>, ApiError> {
     let sub = if who == caller.identity.id {
         registry(&s).require(subchain_id(&id)?.as_str()).await?
     } else {
@@ -361,20 +318,7 @@ async fn remove_member(
     let revised = registry(&s)
         .remove_member(&sub.id, &who, &caller.identity.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(revised))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinBody {
-    #[serde(default = "reader")]
-    role: String,
-    #[serde(default)]
-    note: String,
-}
-
-fn reader() -> String {
-    "reader".into()
+    Ok(axum::Json(revised_view(revised)))
 }
 
 /// A participant asks to join (open subchains admit readers and writers at once).
@@ -382,8 +326,8 @@ async fn join(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(r): Json<JoinBody>,
-) -> Result<(StatusCode, axum::Json<Joined>), ApiError> {
+    Json(r): Json<JoinRequestBody>,
+) -> Result<(StatusCode, axum::Json<bsn_api::ca::Joined>), ApiError> {
     if caller.identity.kind != "participant" {
         return Err(ApiError::Forbidden("only participants join subchains".into()));
     }
@@ -394,8 +338,11 @@ async fn join(
         .join(id.as_str(), &caller.identity.id, role, &r.note, now().unix_timestamp())
         .await?;
     Ok(match joined {
-        Joined::Member(_) => (StatusCode::OK, axum::Json(joined)),
-        Joined::Pending(_) => (StatusCode::ACCEPTED, axum::Json(joined)),
+        Joined::Member(r) => (StatusCode::OK, axum::Json(bsn_api::ca::Joined::Member(revised_view(r)))),
+        Joined::Pending(r) => (
+            StatusCode::ACCEPTED,
+            axum::Json(bsn_api::ca::Joined::Pending(request_view(r))),
+        ),
     })
 }
 
@@ -403,25 +350,20 @@ async fn requests(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Items<bsn_api::ca::JoinRequest>>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
     let items = registry(&s).requests(&sub.id).await?;
-    Ok(axum::Json(serde_json::json!({ "items": items })))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ApproveBody {
-    /// Grant another role than the one asked for.
-    role: Option<String>,
+    Ok(axum::Json(Items {
+        items: items.into_iter().map(request_view).collect(),
+    }))
 }
 
 async fn approve(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path((id, who)): Path<(String, String)>,
-    Json(body): Json<ApproveBody>,
-) -> Result<axum::Json<crate::registry::Revised>, ApiError> {
+    Json(body): Json<Approve>,
+) -> Result<axum::Json<bsn_api::ca::Revised>, ApiError> {
     let sub = managed(&s, &caller, &id).await?;
     if who == caller.identity.id {
         return Err(ApiError::Forbidden("nobody approves their own request".into()));
@@ -438,7 +380,7 @@ async fn approve(
     let revised = reg
         .put_member(&sub.id, &who, granted, &caller.identity.id, now().unix_timestamp())
         .await?;
-    Ok(axum::Json(revised))
+    Ok(axum::Json(revised_view(revised)))
 }
 
 /// Managers reject a request; the requester may withdraw it.
@@ -489,29 +431,59 @@ async fn statement_at(
         .ok_or_else(|| ApiError::NotFound(format!("no revision {revision} of subchain '{id}'")))
 }
 
-#[derive(Serialize)]
-struct MyMembership {
-    subchain: String,
-    role: Role,
-}
-
 async fn my_memberships(
     State(s): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Items<MyMembership>>, ApiError> {
     let items: Vec<MyMembership> = registry(&s)
         .memberships(&caller.identity.id)
         .await?
         .into_iter()
         .map(|(subchain, role)| MyMembership { subchain, role })
         .collect();
-    Ok(axum::Json(serde_json::json!({ "items": items })))
+    Ok(axum::Json(Items { items }))
 }
 
 /// The membership verification key (public; also in the SPIFFE bundle).
-async fn membership_key(State(s): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "algorithm": "Ed25519",
-        "key": s.membership.public().to_base64(),
-    }))
+async fn membership_key(State(s): State<Arc<AppState>>) -> axum::Json<MembershipKey> {
+    axum::Json(MembershipKey {
+        algorithm: "Ed25519".into(),
+        key: s.membership.public().to_base64(),
+    })
+}
+
+/// A registry subchain as the API shows it.
+fn subchain_view(s: crate::registry::Subchain) -> bsn_api::ca::Subchain {
+    bsn_api::ca::Subchain {
+        id: s.id,
+        name: s.name,
+        publisher: s.publisher,
+        description: s.description,
+        policy: s.policy.name().to_string(),
+        revision: s.revision,
+        members: s.members,
+        nodes: s.nodes,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    }
+}
+
+/// A new revision as the API shows it.
+pub(super) fn revised_view(r: crate::registry::Revised) -> bsn_api::ca::Revised {
+    bsn_api::ca::Revised {
+        subchain: r.subchain,
+        revision: r.revision,
+        statement: r.statement,
+        receipt: r.receipt,
+    }
+}
+
+fn request_view(r: crate::registry::JoinRequest) -> bsn_api::ca::JoinRequest {
+    bsn_api::ca::JoinRequest {
+        subchain: r.subchain,
+        identity: r.identity,
+        role: r.role,
+        note: r.note,
+        requested_at: r.requested_at,
+    }
 }

@@ -1,0 +1,783 @@
+//! Request and response bodies of the CA's API (`/api/v1/...`).
+//!
+//! The CA serialises the responses and deserialises the requests; the `bsn` CLI, the ledger
+//! node (its change feed), the tests and the benchmarks use the same types; the CA's OpenAPI
+//! document takes its body schemas from them ([`crate::contract`]). Times are RFC 3339 strings
+//! unless a field says Unix seconds; serials are lowercase hex; hashes and proofs base64.
+//!
+//! Request fields that name a role, a policy or a reason stay strings here: the CA parses them
+//! itself so that a bad value gets a problem naming the field and the values it takes.
+
+use identity::membership::{Envelope, Role};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+// ---- enrollment ----------------------------------------------------------------------------
+
+/// `POST /api/v1/enroll`: a registered identity's first certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The identity's id.
+    pub id: String,
+    /// Its one-time enrollment secret.
+    pub secret: String,
+    /// A PKCS#10 certificate request, PEM.
+    pub csr: String,
+}
+
+/// `POST /api/v1/renew` (mTLS with the current certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// A PKCS#10 certificate request, PEM (a new key is allowed).
+    pub csr: String,
+}
+
+/// Where an entry stands in the issuance log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// Size of the tree the proof and checkpoint are for.
+    pub tree_size: u64,
+    /// RFC 6962 inclusion proof, base64 hashes, the leaf's sibling first.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint (C2SP tlog-checkpoint note).
+    pub checkpoint: String,
+}
+
+/// A newly issued certificate (enroll, renew, portal enroll).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Issued {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The SPIFFE id in the certificate.
+    pub spiffe_id: String,
+    /// Validity start.
+    pub not_before: String,
+    /// Validity end.
+    pub not_after: String,
+    /// The leaf, PEM.
+    pub certificate: String,
+    /// The issuing intermediate(s), PEM.
+    pub chain: String,
+    /// Where the issuance stands in the issuance log, with an inclusion proof and the signed
+    /// checkpoint that covers it.
+    pub receipt: Option<Receipt>,
+}
+
+// ---- identities ----------------------------------------------------------------------------
+
+fn participant() -> String {
+    "participant".into()
+}
+fn one_use() -> i64 {
+    1
+}
+fn one_day() -> i64 {
+    86_400
+}
+
+/// `POST /api/v1/identities`: registers an identity (administrators, registrars).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The id: 1 to 64 characters of a-z, 0-9, '.', '_' and '-'.
+    pub id: String,
+    /// `participant` (default) or `node`.
+    #[serde(rename = "type", default = "participant")]
+    pub kind: String,
+    /// CA roles: `admin`, `registrar`, `auditor`, `publisher`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Free-form attributes.
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    /// DNS names for a node's certificate.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// IP addresses for a node's certificate.
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// Enrollments the secret allows (default 1).
+    #[serde(default = "one_use")]
+    pub max_enrollments: i64,
+    /// Lifetime of the secret in seconds (default one day).
+    #[serde(default = "one_day")]
+    pub secret_ttl_seconds: i64,
+}
+
+/// The answer to a registration: the one-time secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    /// The id.
+    pub id: String,
+    /// `participant` or `node`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its SPIFFE id.
+    pub spiffe_id: String,
+    /// CA roles.
+    pub roles: Vec<String>,
+    /// Shown once; the CA keeps only its argon2id hash.
+    pub secret: String,
+    /// When the secret expires.
+    pub secret_expires_at: String,
+    /// Enrollments the secret allows.
+    pub max_enrollments: i64,
+}
+
+/// An identity as the API shows it (never its secret hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The id.
+    pub id: String,
+    /// `participant` or `node`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its SPIFFE id.
+    pub spiffe_id: String,
+    /// CA roles.
+    pub roles: Vec<String>,
+    /// Free-form attributes.
+    pub attributes: Map<String, Value>,
+    /// DNS names (nodes).
+    pub dns_names: Vec<String>,
+    /// IP addresses (nodes).
+    pub ip_addresses: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Enrollments the current secret still allows.
+    pub enrollments_left: i64,
+    /// When the current secret expires.
+    pub secret_expires_at: Option<String>,
+    /// Who registered it.
+    pub registered_by: String,
+    /// When.
+    pub created_at: String,
+}
+
+/// `POST /api/v1/identities/{id}/secret`: a fresh one-time secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    /// Enrollments the secret allows (default 1).
+    #[serde(default = "one_use")]
+    pub max_enrollments: i64,
+    /// Lifetime of the secret in seconds (default one day).
+    #[serde(default = "one_day")]
+    pub secret_ttl_seconds: i64,
+}
+
+/// The answer to [`SecretRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSecret {
+    /// The id.
+    pub id: String,
+    /// Shown once; the CA keeps only its argon2id hash.
+    pub secret: String,
+    /// When it expires.
+    pub secret_expires_at: String,
+    /// Enrollments it allows.
+    pub max_enrollments: i64,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "{T}Page")]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub next_after: Option<String>,
+}
+
+/// A list that is never paged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "{T}List")]
+pub struct Items<T> {
+    /// The items.
+    pub items: Vec<T>,
+}
+
+// ---- certificates --------------------------------------------------------------------------
+
+/// A certificate as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The holder's id.
+    pub identity: String,
+    /// `valid`, `revoked` or `expired`.
+    pub status: String,
+    /// Validity start.
+    pub not_before: String,
+    /// Validity end.
+    pub not_after: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub key_sha256: String,
+    /// When it was issued.
+    pub issued_at: String,
+    /// `enroll`, `renew` or `portal`.
+    pub issued_via: String,
+    /// The credential that authorised it (a secret's identity, or the renewed serial).
+    pub authorized_by: String,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+    /// The RFC 5280 reason name.
+    pub revocation_reason: Option<String>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// The certificate, PEM (single certificates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// `POST .../certificates/{serial}/revoke`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// An RFC 5280 reason name (`unspecified` if absent).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The answer to a revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The RFC 5280 reason name.
+    pub reason: String,
+    /// When.
+    pub revoked_at: String,
+    /// Number of the CRL that lists it.
+    pub crl_number: i64,
+    /// The revocation's place in the issuance log.
+    pub receipt: Receipt,
+}
+
+// ---- the issuance log ----------------------------------------------------------------------
+
+/// `GET /api/v1/log/proof/inclusion`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    /// The leaf's index.
+    pub leaf_index: u64,
+    /// The tree size the proof is for.
+    pub tree_size: u64,
+    /// The root hash of that tree, base64.
+    pub root: String,
+    /// The proof, base64 hashes.
+    pub inclusion_proof: Vec<String>,
+}
+
+/// `GET /api/v1/log/proof/consistency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyProof {
+    /// The smaller tree size.
+    pub first: u64,
+    /// The larger tree size.
+    pub second: u64,
+    /// The proof, base64 hashes.
+    pub consistency_proof: Vec<String>,
+}
+
+/// One entry of `GET /api/v1/log/entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    /// The leaf's index.
+    pub index: u64,
+    /// `issuance`, `revocation` or `membership`.
+    pub kind: String,
+    /// The certificate's serial (issuance, revocation) or the subchain (membership).
+    pub serial: String,
+    /// The holder's identity id, or who changed the membership.
+    pub identity: String,
+    /// When.
+    pub at: String,
+    /// The leaf, base64 (verify it against the log).
+    pub leaf: String,
+}
+
+/// `GET /api/v1/log/entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntries {
+    /// Entries in log order.
+    pub items: Vec<LogEntry>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<u64>,
+}
+
+// ---- subchains -----------------------------------------------------------------------------
+
+/// A subchain in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subchain {
+    /// Its id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The publisher's identity id.
+    pub publisher: String,
+    /// What it is for.
+    pub description: String,
+    /// `open` or `approval`.
+    pub policy: String,
+    /// The current membership revision.
+    pub revision: i64,
+    /// Number of members.
+    pub members: i64,
+    /// The hosting city nodes.
+    pub nodes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// `POST /api/v1/subchains` (publishers, administrators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubchain {
+    /// Its id (a DNS label).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// `open` or `approval` (default).
+    #[serde(default = "approval")]
+    pub policy: String,
+    /// The hosting city nodes (node identity ids).
+    pub nodes: Vec<String>,
+}
+
+fn approval() -> String {
+    "approval".into()
+}
+
+/// `PATCH /api/v1/subchains/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubchain {
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `open` or `approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The hosting city nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+}
+
+/// A new membership revision: its signed statement and its place in the issuance log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revised {
+    /// The subchain.
+    pub subchain: String,
+    /// The new revision.
+    pub revision: i64,
+    /// The statement the CA signed.
+    pub statement: Envelope,
+    /// The statement's place in the issuance log.
+    pub receipt: Receipt,
+}
+
+/// The answer to a subchain update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Updated {
+    /// The subchain after the change.
+    pub subchain: Subchain,
+    /// Present when the hosting nodes changed (a new membership revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revised>,
+}
+
+/// One member to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// The identity.
+    pub id: String,
+    /// `reader`, `writer` or `admin`.
+    pub role: String,
+}
+
+/// `POST /api/v1/subchains/{id}/members`: up to 1,000 members in one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembers {
+    /// The members.
+    pub members: Vec<NewMember>,
+}
+
+/// `PUT /api/v1/subchains/{id}/members/{identity}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// `reader`, `writer` or `admin`.
+    pub role: String,
+}
+
+fn reader() -> String {
+    "reader".into()
+}
+
+/// `POST /api/v1/subchains/{id}/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequestBody {
+    /// The role asked for (default `reader`).
+    #[serde(default = "reader")]
+    pub role: String,
+    /// A note for the managers.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /api/v1/subchains/{id}/requests/{identity}/approve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    /// Grant another role than the one asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// A pending request to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The subchain.
+    pub subchain: String,
+    /// Who asks.
+    pub identity: String,
+    /// The role asked for.
+    pub role: Role,
+    /// Their note.
+    pub note: String,
+    /// Unix seconds.
+    pub requested_at: i64,
+}
+
+/// The answer to a join: a member at once (open policy) or a pending request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Joined {
+    /// Open policy: a member now.
+    Member(Revised),
+    /// Waiting for approval.
+    Pending(JoinRequest),
+}
+
+/// One of `GET /api/v1/memberships`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyMembership {
+    /// The subchain.
+    pub subchain: String,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// `GET /api/v1/membership-key`: the key membership statements are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipKey {
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// The public key, base64.
+    pub key: String,
+}
+
+/// One event of the change feed (`/api/v1/feed`, `/api/v1/feed/stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum FeedEvent {
+    /// A subchain's new membership revision, with its signed statement.
+    Membership {
+        /// Feed position.
+        seq: i64,
+        /// The subchain.
+        subchain: String,
+        /// The revision.
+        revision: i64,
+        /// Unix seconds.
+        at: i64,
+        /// The signed statement.
+        statement: Envelope,
+    },
+    /// A certificate was revoked.
+    Revocation {
+        /// Feed position.
+        seq: i64,
+        /// Serial, lowercase hex.
+        serial: String,
+        /// The holder's id.
+        identity: String,
+        /// RFC 5280 reason name.
+        reason: String,
+        /// Unix seconds.
+        at: i64,
+    },
+}
+
+impl FeedEvent {
+    /// Feed position.
+    pub fn seq(&self) -> i64 {
+        match self {
+            FeedEvent::Membership { seq, .. } | FeedEvent::Revocation { seq, .. } => *seq,
+        }
+    }
+}
+
+/// `GET /api/v1/feed` (node identities): a page of events for the calling node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedPage {
+    /// Events after the cursor asked for.
+    pub events: Vec<FeedEvent>,
+    /// The cursor to ask with next.
+    pub cursor: i64,
+    /// Whether more events are waiting.
+    pub more: bool,
+    /// A signed heartbeat naming the node and the cursor.
+    pub heartbeat: Envelope,
+}
+
+// ---- trust bundles -------------------------------------------------------------------------
+
+/// One root in the SPIFFE bundle (a JWK, RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BundleKey {
+    /// `x509-svid`.
+    #[serde(rename = "use")]
+    pub usage: String,
+    /// `EC`.
+    pub kty: String,
+    /// `P-256` or `P-384`.
+    pub crv: String,
+    /// The point's x, base64url.
+    pub x: String,
+    /// The point's y, base64url.
+    pub y: String,
+    /// The root certificate, base64 DER.
+    pub x5c: Vec<String>,
+}
+
+/// The membership key as the SPIFFE bundle carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BundleMembershipKey {
+    /// `Ed25519`.
+    pub alg: String,
+    /// The public key, base64.
+    pub key: String,
+}
+
+/// `GET /api/v1/spiffe-bundle`: the SPIFFE trust bundle (a JWK Set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SpiffeBundle {
+    /// The roots.
+    pub keys: Vec<BundleKey>,
+    /// Changes when the bundle or the CRL changes.
+    pub spiffe_sequence: i64,
+    /// Seconds between refreshes.
+    pub spiffe_refresh_hint: i64,
+    /// The key BSN ledger nodes check membership statements with.
+    pub bsn_membership_key: BundleMembershipKey,
+}
+
+// ---- the portal ----------------------------------------------------------------------------
+
+/// `POST /api/v1/portal/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalRegister {
+    /// The id asked for.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Organisation.
+    #[serde(default)]
+    pub organisation: String,
+    /// Password (12 characters or more).
+    pub password: String,
+    /// An invitation code (approved at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
+    /// Claim an identity a registrar registered: its one-time enrollment secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A portal account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The id.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Organisation.
+    pub organisation: String,
+    /// `pending`, `approved` or `rejected`.
+    pub state: String,
+    /// When it registered.
+    pub created_at: String,
+}
+
+/// An administrator's decision on an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDecision {
+    /// The account.
+    pub id: String,
+    /// Its state now.
+    pub state: String,
+}
+
+/// `POST /api/v1/portal/login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The account id.
+    pub id: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// The answer to a sign-in (the session cookie comes with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedIn {
+    /// The account id.
+    pub id: String,
+    /// Its state.
+    pub state: String,
+    /// Send as `X-CSRF-Token` with every write.
+    pub csrf_token: String,
+}
+
+/// `GET /api/v1/portal/me`: the signed-in account, or `{"signed_in": false}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Me {
+    /// Whether a session came with the request.
+    pub signed_in: bool,
+    /// The account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its SPIFFE id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// Full name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
+    /// `pending`, `approved` or `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The identity's CA roles (once the account is bound to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// Send as `X-CSRF-Token` with every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+/// `POST /api/v1/portal/challenge`: a one-time challenge for proof of possession.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge {
+    /// The challenge, base64url.
+    pub challenge: String,
+    /// When it expires.
+    pub expires_at: String,
+}
+
+/// `POST /api/v1/portal/enroll`: a browser-made key and its proof of possession.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalEnroll {
+    /// The challenge, as received.
+    pub challenge: String,
+    /// The new public key's SubjectPublicKeyInfo, DER, base64.
+    pub spki: String,
+    /// Signature over the proof context and the challenge's bytes, base64.
+    pub signature: String,
+}
+
+/// `GET /api/v1/portal/certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MyCertificates {
+    /// The signed-in identity's certificates.
+    pub items: Vec<Certificate>,
+    /// The issuing chain, PEM.
+    pub chain: String,
+}
+
+fn week() -> i64 {
+    7 * 86_400
+}
+fn one() -> i64 {
+    1
+}
+
+/// `POST /api/v1/invitations` (administrators, registrars).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// Lifetime in seconds (default a week).
+    #[serde(default = "week")]
+    pub ttl_seconds: i64,
+    /// Registrations it admits (default 1).
+    #[serde(default = "one")]
+    pub uses: i64,
+}
+
+/// An invitation code, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Invitation {
+    /// The code.
+    pub code: String,
+    /// When it expires.
+    pub expires_at: String,
+    /// Registrations it admits.
+    pub uses: i64,
+}
