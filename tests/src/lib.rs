@@ -624,6 +624,12 @@ pub fn now_unix() -> i64 {
 /// per-process counter keeps two calls in one test binary apart; the start is spread by the
 /// process id so test binaries run one after another do not reuse a port in TIME_WAIT.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports (see [`free_port`]), none of which another call in
+/// this process hands out (as `bsn devnet --base-port` needs: the CA, then each node).
+pub fn free_ports(n: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
@@ -634,13 +640,18 @@ pub fn free_port() -> u16 {
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
+    let n = u32::from(n.max(1));
     for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let first = NEXT.fetch_add(n, Ordering::SeqCst) % SPAN;
+        if first + n > SPAN {
+            continue; // a range does not wrap around the end
+        }
+        let base = LOW + first;
+        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok()) {
+            return base as u16;
         }
     }
-    panic!("no free port in 20000..32000 on 127.0.0.1")
+    panic!("no {n} free consecutive ports in 20000..32000 on 127.0.0.1")
 }
 
 /// Signs a transaction for `subchain` with the credentials in `who` (as `bsn tx submit` does).

@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 
 use bsn_tests::bin;
 
-/// A base port with the three after it free too.
-fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let base = bsn_tests::free_port();
-        if base < 60000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no four free ports in a row");
-}
-
 /// Stops the devnet (SIGINT, as Ctrl-C) if the test fails half-way.
 struct Guard(u32);
 
@@ -32,7 +21,7 @@ impl Drop for Guard {
 #[test]
 fn devnet_starts_serves_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_ports();
+    let base = bsn_tests::free_ports(4);
     let mut child = Command::new(bin("bsn"))
         .args(["devnet", "--dir"])
         .arg(dir.path().join("net"))
@@ -196,7 +185,7 @@ fn terminate(child: &mut std::process::Child, base: u16) {
 #[test]
 fn devnet_stops_its_children_on_sigterm_while_starting_and_when_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_ports();
+    let base = bsn_tests::free_ports(4);
     // While starting: once the CA is up, before the network is ready.
     let (mut child, rx) = start_small(&dir.path().join("net"), base);
     let deadline = Instant::now() + Duration::from_secs(60);
