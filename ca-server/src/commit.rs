@@ -150,17 +150,17 @@ async fn writer(db: Db, log: Arc<LogSigner>, mut rx: mpsc::Receiver<(Job, Reply)
         }
         let started = std::time::Instant::now();
         let outcome = write_batch(&db, &log, &batch).await;
-        Metrics::add(&metrics.batch_micros, started.elapsed().as_micros() as u64);
+        metrics.batch_time.add(started.elapsed().as_micros() as u64);
         let results = match outcome {
             Ok(results) => {
                 let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-                Metrics::add(&metrics.batches, 1);
-                Metrics::add(&metrics.certificates, ok);
-                Metrics::add(&metrics.refused, results.len() as u64 - ok);
+                metrics.batches.inc();
+                metrics.certificates.add(ok);
+                metrics.refused.add(results.len() as u64 - ok);
                 results
             }
             Err(e) => {
-                Metrics::add(&metrics.batch_failures, 1);
+                metrics.batch_failures.inc();
                 tracing::error!(error = %e, size = batch.len(), "issuance batch failed; nothing stored");
                 batch
                     .iter()

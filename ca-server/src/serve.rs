@@ -5,12 +5,9 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{Context, bail};
 use rcgen::KeyPair;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::server::NoServerSessionStorage;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::app::{AppState, now};
 use crate::commit::Committer;
@@ -152,14 +149,13 @@ pub fn tls_config(
     key: PrivateKeyDer<'static>,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for r in &ca.roots {
-        roots.add(r.clone())?;
-    }
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
+    // Client certificates are optional (public routes, the portal); an expired one reaches
+    // `crate::auth::Caller`, which answers with a `certificate-expired` problem document that
+    // tells the user what to do rather than a bare TLS alert.
+    let verifier = bsn_transport::verify::ClientCerts::builder(&ca.roots, provider.clone())
+        .optional()
+        .expired_to_application()
         .build()?;
-    let verifier = Arc::new(ExpiredToApplication(inner));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -169,64 +165,6 @@ pub fn tls_config(
     cfg.session_storage = Arc::new(NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     Ok(cfg)
-}
-
-/// Verifies client certificates like webpki, except that an expired leaf is let through the
-/// handshake when its chain verifies at the leaf's own notAfter: the request is then refused by
-/// [`crate::auth::Caller`] with a `certificate-expired` problem document that tells the user what
-/// to do, rather than a bare TLS alert. Everything else (unknown issuer, bad signature, wrong
-/// usage) still fails the handshake.
-#[derive(Debug)]
-struct ExpiredToApplication(Arc<dyn ClientCertVerifier>);
-
-impl ClientCertVerifier for ExpiredToApplication {
-    fn offer_client_auth(&self) -> bool {
-        self.0.offer_client_auth()
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        self.0.client_auth_mandatory()
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.0.verify_client_cert(end_entity, intermediates, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => {
-                let not_after = identity::profile::check_leaf(end_entity)
-                    .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?
-                    .not_after;
-                let at = UnixTime::since_unix_epoch(StdDuration::from_secs(not_after.saturating_sub(1).max(0) as u64));
-                self.0.verify_client_cert(end_entity, intermediates, at)
-            }
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 /// Re-issues the server's TLS certificate when a third or less of its lifetime is left (or it is

@@ -1,58 +1,24 @@
 //! Prometheus counters, rendered as text at `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A monotonically increasing counter.
-pub struct Counter {
-    name: &'static str,
-    help: &'static str,
-    value: AtomicU64,
-}
-
-impl Counter {
-    const fn new(name: &'static str, help: &'static str) -> Self {
-        Self {
-            name,
-            help,
-            value: AtomicU64::new(0),
-        }
-    }
-
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-    }
-}
+use bsn_transport::metrics::{Metric, render as exposition};
 
 /// Transactions committed.
-pub static TX_COMMITTED: Counter = Counter::new("bsn_node_transactions_committed_total", "transactions committed");
+pub static TX_COMMITTED: Metric = Metric::counter("transactions_committed_total", "transactions committed");
 /// Transactions refused before ordering.
-pub static TX_REFUSED: Counter = Counter::new("bsn_node_transactions_refused_total", "transactions refused");
+pub static TX_REFUSED: Metric = Metric::counter("transactions_refused_total", "transactions refused");
 /// Snapshots installed (a node far behind catching up by fetching blocks).
-pub static SNAPSHOTS_INSTALLED: Counter = Counter::new(
-    "bsn_node_snapshots_installed_total",
-    "snapshots installed by fetching blocks",
-);
+pub static SNAPSHOTS_INSTALLED: Metric =
+    Metric::counter("snapshots_installed_total", "snapshots installed by fetching blocks");
 /// Blocks written.
-pub static BLOCKS: Counter = Counter::new("bsn_node_blocks_total", "blocks written");
+pub static BLOCKS: Metric = Metric::counter("blocks_total", "blocks written");
 
 /// The text exposition of every counter, with the connection layer's.
 pub fn render(connections: &bsn_transport::Stats) -> String {
-    let mut out = connections.render("bsn_node_");
-    for c in [&TX_COMMITTED, &TX_REFUSED, &BLOCKS, &SNAPSHOTS_INSTALLED] {
-        out.push_str(&format!(
-            "# HELP {n} {h}\n# TYPE {n} counter\n{n} {v}\n",
-            n = c.name,
-            h = c.help,
-            v = c.value.load(Ordering::Relaxed)
-        ));
-    }
-    out
+    connections.render("bsn_node_")
+        + &exposition(
+            "bsn_node_",
+            &[&TX_COMMITTED, &TX_REFUSED, &BLOCKS, &SNAPSHOTS_INSTALLED],
+        )
 }
 
 #[cfg(test)]

@@ -44,85 +44,31 @@ pub enum PeerError {
     Refused(String, u16, String),
 }
 
-/// Webpki's server-certificate check plus: the peer is a node identity of this trust domain whose
-/// certificate is not revoked. A revoked node can then neither reach its peers (their servers
-/// refuse its client certificate) nor be reached by them (this check), so it drops out of every
-/// group at once.
-struct PeerVerifier {
-    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
-    directory: std::sync::Arc<crate::directory::Directory>,
-}
-
-impl std::fmt::Debug for PeerVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerVerifier")
-    }
-}
-
-impl rustls::client::danger::ServerCertVerifier for PeerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &rustls_pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError;
-        let leaf = identity::profile::check_leaf(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if leaf.spiffe_id.kind != identity::IdentityKind::Node {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
-        }
-        if self.directory.is_revoked(&leaf.serial_hex) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
-        }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// The client TLS configuration for reaching peers: this node's certificate, the CA bundle, and
-/// [`PeerVerifier`].
+/// a check that the peer is an unrevoked node identity.
 pub fn peer_tls(
     bundle: &identity::verify::TrustBundle,
     credential: std::sync::Arc<crate::credential::Credential>,
     directory: std::sync::Arc<crate::directory::Directory>,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for r in bundle.roots() {
-        roots.add(r.clone())?;
-    }
-    let inner =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
-            .build()?;
+    // A peer is a node identity whose certificate is not revoked: a revoked node can then
+    // neither reach its peers (their servers refuse its client certificate) nor be reached by
+    // them, so it drops out of every group at once.
+    let policy: bsn_transport::verify::LeafPolicy = std::sync::Arc::new(move |leaf: &identity::profile::Leaf| {
+        if leaf.spiffe_id.kind != identity::IdentityKind::Node {
+            return Err(rustls::CertificateError::NotValidForName);
+        }
+        if directory.is_revoked(&leaf.serial_hex) {
+            return Err(rustls::CertificateError::Revoked);
+        }
+        Ok(())
+    });
+    let verifier = bsn_transport::verify::ServerCerts::new(bundle.roots(), provider.clone(), Some(policy))?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(PeerVerifier { inner, directory }))
+        .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(credential);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)

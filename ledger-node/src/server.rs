@@ -7,11 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::DistinguishedName;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls::CertificateError;
+use rustls_pki_types::CertificateDer;
 
 use crate::directory::Directory;
 
@@ -28,80 +25,19 @@ pub struct Peer {
     pub not_after: i64,
 }
 
-/// Webpki's client verification plus revocation and the leaf profile.
-struct Verifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    /// The CA's issuing intermediates, for clients that send only their leaf (as `openssl
-    /// s_client -cert` does).
-    intermediates: Vec<CertificateDer<'static>>,
-    directory: Arc<Directory>,
-    trust_domain: String,
-}
-
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("trust_domain", &self.trust_domain)
-            .finish()
-    }
-}
-
-impl ClientCertVerifier for Verifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let leaf = identity::profile::check_leaf(end_entity)
-            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
-        if leaf.spiffe_id.trust_domain.as_str() != self.trust_domain {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+/// What the node asks of every client leaf (and of every peer's server leaf, with the kind
+/// too): this trust domain, not revoked.
+pub fn leaf_policy(directory: Arc<Directory>, trust_domain: &str) -> bsn_transport::verify::LeafPolicy {
+    let trust_domain = trust_domain.to_string();
+    Arc::new(move |leaf: &identity::profile::Leaf| {
+        if leaf.spiffe_id.trust_domain.as_str() != trust_domain {
+            return Err(CertificateError::UnknownIssuer);
         }
-        if self.directory.is_revoked(&leaf.serial_hex) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        if directory.is_revoked(&leaf.serial_hex) {
+            return Err(CertificateError::Revoked);
         }
-        let intermediates = if intermediates.is_empty() {
-            &self.intermediates[..]
-        } else {
-            intermediates
-        };
-        self.inner.verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+        Ok(())
+    })
 }
 
 /// The server's TLS configuration.
@@ -113,18 +49,10 @@ pub fn tls_config(
 ) -> anyhow::Result<rustls::ServerConfig> {
     let chain = credential.chain();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for r in bundle.roots() {
-        roots.add(r.clone())?;
-    }
-    let inner =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-    let verifier = Arc::new(Verifier {
-        inner,
-        intermediates: chain.iter().skip(1).cloned().collect(),
-        directory,
-        trust_domain: trust_domain.to_string(),
-    });
+    let verifier = bsn_transport::verify::ClientCerts::builder(bundle.roots(), provider.clone())
+        .policy(leaf_policy(directory, trust_domain))
+        .fallback_intermediates(chain.iter().skip(1).cloned().collect())
+        .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

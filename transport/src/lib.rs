@@ -24,6 +24,9 @@
 //! - **Cutting connections**: [`Admit`] may return a future that ends the connection early (the
 //!   node cuts a connection whose client certificate is revoked or expires).
 //! - [`KeyedSlots`]: per-key caps for long-lived streams (one identity cannot take every slot).
+//! - [`metrics`]: the one way both servers keep and render Prometheus metrics.
+//! - [`verify`]: the one certificate verifier (webpki plus the leaf profile and a policy) of
+//!   both servers and of node-to-node clients.
 //! - Every request carries `axum::extract::ConnectInfo<SocketAddr>` and the [`Admit::Ext`] of
 //!   its connection as extensions.
 //!
@@ -33,6 +36,11 @@
 //! load balancer every client shares the balancer's address.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
+
+pub mod metrics;
+pub mod verify;
+
+use metrics::Metric;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -121,65 +129,55 @@ pub trait Admit: Send + Sync + 'static {
 }
 
 /// Counters of the connection layer, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Connections open now.
-    pub open: AtomicU64,
+    pub open: Metric,
     /// Handshakes completed.
-    pub handshakes: AtomicU64,
+    pub handshakes: Metric,
     /// Handshakes that failed (bad or missing certificate, protocol error).
-    pub handshakes_failed: AtomicU64,
+    pub handshakes_failed: Metric,
     /// Connections closed because a deadline passed (handshake, headers, idle).
-    pub timed_out: AtomicU64,
+    pub timed_out: Metric,
     /// Connections refused at accept or after the handshake because a cap was reached.
-    pub refused_over_cap: AtomicU64,
+    pub refused_over_cap: Metric,
     /// Connections cut by their [`Admitted::cut`] future.
-    pub cut: AtomicU64,
+    pub cut: Metric,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            open: Metric::gauge("connections_open", "connections open"),
+            handshakes: Metric::counter("handshakes_total", "TLS handshakes completed"),
+            handshakes_failed: Metric::counter("handshakes_failed_total", "TLS handshakes failed"),
+            timed_out: Metric::counter(
+                "connections_timed_out_total",
+                "connections closed at a handshake, header or idle deadline",
+            ),
+            refused_over_cap: Metric::counter("connections_refused_total", "connections refused over a connection cap"),
+            cut: Metric::counter(
+                "connections_cut_total",
+                "connections cut (revoked or expired client certificate)",
+            ),
+        }
+    }
 }
 
 impl Stats {
     /// The Prometheus text exposition, names prefixed with `prefix`.
     pub fn render(&self, prefix: &str) -> String {
-        let mut out = String::new();
-        for (name, kind, help, v) in [
-            ("connections_open", "gauge", "connections open", &self.open),
-            (
-                "handshakes_total",
-                "counter",
-                "TLS handshakes completed",
+        metrics::render(
+            prefix,
+            &[
+                &self.open,
                 &self.handshakes,
-            ),
-            (
-                "handshakes_failed_total",
-                "counter",
-                "TLS handshakes failed",
                 &self.handshakes_failed,
-            ),
-            (
-                "connections_timed_out_total",
-                "counter",
-                "connections closed at a handshake, header or idle deadline",
                 &self.timed_out,
-            ),
-            (
-                "connections_refused_total",
-                "counter",
-                "connections refused over a connection cap",
                 &self.refused_over_cap,
-            ),
-            (
-                "connections_cut_total",
-                "counter",
-                "connections cut (revoked or expired client certificate)",
                 &self.cut,
-            ),
-        ] {
-            let v = v.load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "# HELP {prefix}{name} {help}\n# TYPE {prefix}{name} {kind}\n{prefix}{name} {v}\n"
-            ));
-        }
-        out
+            ],
+        )
     }
 }
 
@@ -442,7 +440,7 @@ impl Drop for Held {
         if self.public {
             self.counts.public.fetch_sub(1, Ordering::AcqRel);
         }
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.open.sub(1);
     }
 }
 
@@ -458,7 +456,7 @@ impl Counts {
         }
         *n += 1;
         self.total.fetch_add(1, Ordering::AcqRel);
-        stats.open.fetch_add(1, Ordering::Relaxed);
+        stats.open.inc();
         Some(Held {
             counts: self.clone(),
             stats: stats.clone(),
@@ -523,7 +521,7 @@ pub async fn serve<A: Admit>(
             _ = shutdown.changed() => return,
         };
         let Some(held) = counts.take(address_key(remote.ip()), &limits, &stats) else {
-            stats.refused_over_cap.fetch_add(1, Ordering::Relaxed);
+            stats.refused_over_cap.inc();
             drop(tcp); // over a cap: close at once rather than queue
             continue;
         };
@@ -570,20 +568,20 @@ async fn connection<A: Admit>(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "handshake refused");
-            stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            stats.handshakes_failed.inc();
             return;
         }
         Err(_) => {
-            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            stats.timed_out.inc();
             return;
         }
     };
-    stats.handshakes.fetch_add(1, Ordering::Relaxed);
+    stats.handshakes.inc();
     let Some(admitted) = admit.admit(remote, tls.get_ref().1.peer_certificates()) else {
         return;
     };
     if admitted.class == Class::Public && !counts.make_public(&mut held, &limits) {
-        stats.refused_over_cap.fetch_add(1, Ordering::Relaxed);
+        stats.refused_over_cap.inc();
         return;
     }
     let activity = Activity::new();
@@ -630,12 +628,12 @@ async fn connection<A: Admit>(
             _ = &mut conn => return,
             why = &mut cut => {
                 tracing::info!(%remote, why, "closing the connection");
-                stats.cut.fetch_add(1, Ordering::Relaxed);
+                stats.cut.inc();
                 return;
             }
             _ = watchdog.tick() => {
                 if activity.overdue(&limits) {
-                    stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    stats.timed_out.inc();
                     return;
                 }
             }

@@ -171,7 +171,7 @@ pub(super) fn revocations(s: &AppState) -> Revocations<'_> {
 
 /// The response to a revocation (and the metric).
 pub(super) fn revoked(s: &AppState, r: crate::revocation::Revoked) -> Revoked {
-    crate::metrics::Metrics::add(&s.metrics.revocations, 1);
+    s.metrics.revocations.inc();
     Revoked {
         serial: r.serial,
         reason: r.reason.name().to_string(),
