@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use bsn_api::ca::{
+    CreateSubchain, EnrollRequest, Issued, NewSecret, Page, RegisterRequest, Registered, Revised, SetRole, Subchain,
+};
 use bsn_api::client::Api;
-use serde_json::{Value, json};
+use bsn_api::node::SubchainInfo;
+use identity::membership::{Member, Role};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -86,16 +91,13 @@ fn api(url: &str, bundle: &Path, who: Option<&Path>) -> Result<Api, Failure> {
 async fn enroll(ca: &Api, id: &str, secret: &str, out: &Path) -> Result<(), Failure> {
     let key = bsn_api::files::generate_key(bsn_api::files::KeyType::P256).map_err(local)?;
     let csr = bsn_api::files::csr_pem(&key).map_err(local)?;
-    let v = ca
-        .post("/api/v1/enroll", &json!({ "id": id, "secret": secret, "csr": csr }))
-        .await?;
-    bsn_api::files::write_credentials(
-        out,
-        Some(&key.serialize_pem()),
-        v["certificate"].as_str().unwrap_or_default(),
-        v["chain"].as_str().unwrap_or_default(),
-    )
-    .map_err(local)
+    let body = EnrollRequest {
+        id: id.to_string(),
+        secret: secret.to_string(),
+        csr,
+    };
+    let v: Issued = ca.post_as("/api/v1/enroll", &body).await?;
+    bsn_api::files::write_credentials(out, Some(&key.serialize_pem()), &v.certificate, &v.chain).map_err(local)
 }
 
 fn stop(children: &mut [Child]) {
@@ -118,14 +120,30 @@ async fn stop_signal(term: &mut tokio::signal::unix::Signal) {
 }
 
 /// Registers an identity, or (a start interrupted after registering it) gives it a new secret;
-/// either way the answer carries a one-time `secret`.
-async fn register(ca: &bsn_api::client::Api, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
-    match ca.post("/api/v1/identities", body).await {
+/// either way the answer is its one-time secret.
+async fn register(ca: &Api, body: &RegisterRequest) -> Result<String, Failure> {
+    match ca.post_as::<_, Registered>("/api/v1/identities", body).await {
         Err(bsn_api::client::ClientError::Problem { slug, .. }) if slug == "identity-exists" => {
-            let id = body["id"].as_str().unwrap_or_default();
-            Ok(ca.post(&format!("/api/v1/identities/{id}/secret"), &json!({})).await?)
+            let v: NewSecret = ca
+                .post_as(&format!("/api/v1/identities/{}/secret", body.id), &json!({}))
+                .await?;
+            Ok(v.secret)
         }
-        other => Ok(other?),
+        other => Ok(other?.secret),
+    }
+}
+
+/// A registration with the defaults (one enrollment within a day).
+fn registration(id: &str, kind: &str, dns_names: &[&str], ip_addresses: &[&str]) -> RegisterRequest {
+    RegisterRequest {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        roles: Vec::new(),
+        attributes: serde_json::Map::new(),
+        dns_names: dns_names.iter().map(|s| s.to_string()).collect(),
+        ip_addresses: ip_addresses.iter().map(|s| s.to_string()).collect(),
+        max_enrollments: 1,
+        secret_ttl_seconds: 86_400,
     }
 }
 
@@ -149,37 +167,55 @@ fn recover_admin_secret(ca_bin: &std::path::Path, ca_dir: &std::path::Path) -> R
         })
 }
 
-/// Runs the devnet until Ctrl-C or SIGTERM.
-pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<(), Failure> {
-    if !(1..=7).contains(&nodes) {
-        return Err(local("--nodes must be from 1 to 7"));
+/// Where the devnet's parts live and listen.
+struct Net {
+    dir: PathBuf,
+    ca_bin: PathBuf,
+    node_bin: PathBuf,
+    base_port: u16,
+    ca_url: String,
+    names: Vec<String>,
+    node_urls: Vec<String>,
+    bundle: PathBuf,
+    admin: PathBuf,
+    user: PathBuf,
+}
+
+impl Net {
+    fn new(dir: PathBuf, base_port: u16, nodes: usize) -> Result<Self, Failure> {
+        std::fs::create_dir_all(&dir).map_err(local)?;
+        let dir = dir.canonicalize().map_err(local)?;
+        Ok(Self {
+            ca_bin: sibling("ca-server")?,
+            node_bin: sibling("ledger-node")?,
+            ca_url: format!("https://127.0.0.1:{base_port}"),
+            names: (1..=nodes).map(|i| format!("node{i}")).collect(),
+            node_urls: (1..=nodes)
+                .map(|i| format!("https://127.0.0.1:{}", base_port + i as u16))
+                .collect(),
+            bundle: dir.join("ca").join("trust-bundle.pem"),
+            admin: dir.join("admin"),
+            user: dir.join("demo-user"),
+            base_port,
+            dir,
+        })
     }
-    // Catch SIGTERM before the first child exists, so no signal can orphan one.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
-    let ca_bin = sibling("ca-server")?;
-    let node_bin = sibling("ledger-node")?;
-    std::fs::create_dir_all(&dir).map_err(local)?;
-    let dir = dir.canonicalize().map_err(local)?;
-    let ca_url = format!("https://127.0.0.1:{base_port}");
-    let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
-    let node_urls: Vec<String> = (1..=nodes)
-        .map(|i| format!("https://127.0.0.1:{}", base_port + i as u16))
-        .collect();
-    let mut children: Vec<Child> = Vec::new();
-    let setup = async {
-        // The CA (development passphrase: this network is for trying things, never for real identities).
+
+    /// Starts the CA (development passphrase: this network is for trying things, never for real
+    /// identities) and enrolls the administrator; returns a client as the administrator.
+    async fn start_ca(&self, children: &mut Vec<Child>) -> Result<Api, Failure> {
         let (child, mut out) = spawn(
-            Command::new(&ca_bin)
+            Command::new(&self.ca_bin)
                 .args(["dev", "--data-dir"])
-                .arg(dir.join("ca"))
+                .arg(self.dir.join("ca"))
                 .args([
                     "--listen",
-                    &format!("127.0.0.1:{base_port}"),
+                    &format!("127.0.0.1:{}", self.base_port),
                     "--trust-domain",
                     "devnet.local",
                 ])
                 .env("BSN_LOG", "warn"),
-            &dir.join("ca.log"),
+            &self.dir.join("ca.log"),
         )
         .await?;
         children.push(child);
@@ -193,102 +229,111 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                 break;
             }
         }
-        let bundle = dir.join("ca").join("trust-bundle.pem");
-        let admin = dir.join("admin");
-        if !admin.join("cert.pem").exists() {
+        if !self.admin.join("cert.pem").exists() {
             // A start interrupted before the administrator enrolled: ask the CA's database for a
             // new one-time secret, as an operator would.
             let secret = match admin_secret {
                 Some(s) => s,
-                None => recover_admin_secret(&ca_bin, &dir.join("ca"))?,
+                None => recover_admin_secret(&self.ca_bin, &self.dir.join("ca"))?,
             };
-            enroll(&api(&ca_url, &bundle, None)?, "admin", &secret, &admin).await?;
+            enroll(&api(&self.ca_url, &self.bundle, None)?, "admin", &secret, &self.admin).await?;
         }
-        let ca = api(&ca_url, &bundle, Some(&admin))?;
+        api(&self.ca_url, &self.bundle, Some(&self.admin))
+    }
 
-        // The city nodes, each knowing where the others are.
-        for (i, name) in names.iter().enumerate() {
-            let ndir = dir.join(name);
-            if !ndir.join("node.toml").exists() {
-                let v = register(
-                    &ca,
-                    &json!({ "id": name, "type": "node", "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
+    /// Registers and initialises city node `i` (first start only) and starts it.
+    async fn start_node(&self, ca: &Api, i: usize, children: &mut Vec<Child>) -> Result<(), Failure> {
+        let name = &self.names[i];
+        let ndir = self.dir.join(name);
+        if !ndir.join("node.toml").exists() {
+            let secret = register(ca, &registration(name, "node", &["localhost"], &["127.0.0.1"])).await?;
+            let out = std::process::Command::new(&self.node_bin)
+                .args(["init", "--data-dir"])
+                .arg(&ndir)
+                .args(["--ca", &self.ca_url, "--ca-bundle"])
+                .arg(&self.bundle)
+                .args(["--name", name, "--secret", &secret])
+                .args(["--listen", &format!("127.0.0.1:{}", self.base_port + 1 + i as u16)])
+                .output()
+                .map_err(local)?;
+            if !out.status.success() {
+                return Err(local(format!(
+                    "ledger-node init {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            // `init` writes an empty [peers] table last: add the others.
+            let mut toml = std::fs::read_to_string(ndir.join("node.toml")).map_err(local)?;
+            for (j, other) in self.names.iter().enumerate() {
+                if j != i {
+                    toml.push_str(&format!("{other} = \"{}\"\n", self.node_urls[j]));
+                }
+            }
+            bsn_api::files::write_file(&ndir.join("node.toml"), toml.as_bytes(), 0o644).map_err(local)?;
+        }
+        let (child, mut out) = spawn(
+            Command::new(&self.node_bin)
+                .args(["serve", "--data-dir"])
+                .arg(&ndir)
+                .env("BSN_LOG", "warn,openraft=error"),
+            &self.dir.join(format!("{name}.log")),
+        )
+        .await?;
+        children.push(child);
+        wait_line(&mut out, "listening on", 60).await?;
+        Ok(())
+    }
+
+    /// The demo participant, and the demo subchain on every node with it as a writer. Each step
+    /// is checked on every start (a start may have been interrupted between any two).
+    async fn seed_demo(&self, ca: &Api) -> Result<(), Failure> {
+        if !self.user.join("cert.pem").exists() {
+            let secret = register(ca, &registration("demo-user", "participant", &[], &[])).await?;
+            enroll(
+                &api(&self.ca_url, &self.bundle, None)?,
+                "demo-user",
+                &secret,
+                &self.user,
+            )
+            .await?;
+        }
+        if ca.get_as::<Subchain>("/api/v1/subchains/demo", &[]).await.is_err() {
+            let body = CreateSubchain {
+                id: "demo".into(),
+                name: "Demo".into(),
+                description: "the devnet's demo subchain".into(),
+                policy: "open".into(),
+                nodes: self.names.clone(),
+            };
+            let _: Revised = ca.post_as("/api/v1/subchains", &body).await?;
+        }
+        let members: Page<Member> = ca.get_as("/api/v1/subchains/demo/members", &[]).await?;
+        let admitted = members
+            .items
+            .iter()
+            .any(|m| m.id == "demo-user" && m.role == Role::Writer);
+        if !admitted {
+            let _: Revised = ca
+                .put_as(
+                    "/api/v1/subchains/demo/members/demo-user",
+                    &SetRole { role: "writer".into() },
                 )
                 .await?;
-                let out = std::process::Command::new(&node_bin)
-                    .args(["init", "--data-dir"])
-                    .arg(&ndir)
-                    .args(["--ca", &ca_url, "--ca-bundle"])
-                    .arg(&bundle)
-                    .args(["--name", name, "--secret", v["secret"].as_str().unwrap_or_default()])
-                    .args(["--listen", &format!("127.0.0.1:{}", base_port + 1 + i as u16)])
-                    .output()
-                    .map_err(local)?;
-                if !out.status.success() {
-                    return Err(local(format!(
-                        "ledger-node init {name}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )));
-                }
-                // `init` writes an empty [peers] table last: add the others.
-                let mut toml = std::fs::read_to_string(ndir.join("node.toml")).map_err(local)?;
-                for (j, other) in names.iter().enumerate() {
-                    if j != i {
-                        toml.push_str(&format!("{other} = \"{}\"\n", node_urls[j]));
-                    }
-                }
-                bsn_api::files::write_file(&ndir.join("node.toml"), toml.as_bytes(), 0o644).map_err(local)?;
-            }
-            let (child, mut out) = spawn(
-                Command::new(&node_bin)
-                    .args(["serve", "--data-dir"])
-                    .arg(&ndir)
-                    .env("BSN_LOG", "warn,openraft=error"),
-                &dir.join(format!("{name}.log")),
-            )
-            .await?;
-            children.push(child);
-            wait_line(&mut out, "listening on", 60).await?;
         }
+        Ok(())
+    }
 
-        // The demo participant and the demo subchain on every node.
-        let user = dir.join("demo-user");
-        if !user.join("cert.pem").exists() {
-            let v = register(&ca, &json!({ "id": "demo-user" })).await?;
-            enroll(
-                &api(&ca_url, &bundle, None)?,
-                "demo-user",
-                v["secret"].as_str().unwrap_or_default(),
-                &user,
-            )
-            .await?;
-        }
-        if ca.get("/api/v1/subchains/demo", &[]).await.is_err() {
-            ca.post(
-                "/api/v1/subchains",
-                &json!({ "id": "demo", "name": "Demo", "nodes": names, "policy": "open",
-                         "description": "the devnet's demo subchain" }),
-            )
-            .await?;
-        }
-        // Every start (a start may have been interrupted between creating and admitting).
-        let member = ca.get("/api/v1/subchains/demo/members", &[]).await?;
-        let admitted = member["items"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["id"] == "demo-user" && m["role"] == "writer"));
-        if !admitted {
-            ca.put("/api/v1/subchains/demo/members/demo-user", &json!({ "role": "writer" }))
-                .await?;
-        }
-        for url in &node_urls {
-            let node = api(url, &bundle, Some(&user))?;
+    /// Waits until every node serves the demo subchain with a leader and a first block.
+    async fn wait_serving(&self) -> Result<(), Failure> {
+        for url in &self.node_urls {
+            let node = api(url, &self.bundle, Some(&self.user))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let ok = node
-                    .get("/api/v1/subchains/demo", &[])
+                    .get_as::<SubchainInfo>("/api/v1/subchains/demo", &[])
                     .await
                     .ok()
-                    .is_some_and(|v: Value| v["leader"].is_string() && v["height"].is_u64());
+                    .is_some_and(|v| v.leader.is_some() && v.height.is_some());
                 if ok {
                     break;
                 }
@@ -300,30 +345,58 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        println!("CA:          {ca_url}  (administrator: {})", admin.display());
-        for (name, url) in names.iter().zip(&node_urls) {
+        Ok(())
+    }
+
+    fn print_ready(&self) {
+        println!(
+            "CA:          {}  (administrator: {})",
+            self.ca_url,
+            self.admin.display()
+        );
+        for (name, url) in self.names.iter().zip(&self.node_urls) {
             println!("city node:   {url}  ({name})");
         }
-        println!("demo key:    {}", user.join("key.pem").display());
-        println!("demo cert:   {}", user.join("cert.pem").display());
-        println!("trust bundle: {}", bundle.display());
+        println!("demo key:    {}", self.user.join("key.pem").display());
+        println!("demo cert:   {}", self.user.join("cert.pem").display());
+        println!("trust bundle: {}", self.bundle.display());
         println!(
             "the network is ready: subchain 'demo' runs on {} nodes; demo-user may write",
-            nodes
+            self.names.len()
         );
         println!();
         println!("try next (in another terminal):");
         println!(
             "  export BSN_NODE={} BSN_CA_BUNDLE={} BSN_SUBCHAIN=demo BSN_CERT={} BSN_KEY={}",
-            node_urls[nodes.min(2) - 1],
-            bundle.display(),
-            user.join("cert.pem").display(),
-            user.join("key.pem").display()
+            self.node_urls[self.names.len().min(2) - 1],
+            self.bundle.display(),
+            self.user.join("cert.pem").display(),
+            self.user.join("key.pem").display()
         );
         println!("  bsn tx submit --put hello=world");
         println!("  bsn query get hello");
         println!("  bsn query blocks --follow");
-        println!("  the portal: {ca_url}/ ; Ctrl-C here stops everything");
+        println!("  the portal: {}/ ; Ctrl-C here stops everything", self.ca_url);
+    }
+}
+
+/// Runs the devnet until Ctrl-C or SIGTERM.
+pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<(), Failure> {
+    if !(1..=7).contains(&nodes) {
+        return Err(local("--nodes must be from 1 to 7"));
+    }
+    // Catch SIGTERM before the first child exists, so no signal can orphan one.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
+    let net = Net::new(dir, base_port, nodes)?;
+    let mut children: Vec<Child> = Vec::new();
+    let setup = async {
+        let ca = net.start_ca(&mut children).await?;
+        for i in 0..nodes {
+            net.start_node(&ca, i, &mut children).await?;
+        }
+        net.seed_demo(&ca).await?;
+        net.wait_serving().await?;
+        net.print_ready();
         Ok(())
     };
     // A signal while starting stops what was started, as it does later.
@@ -347,7 +420,7 @@ pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<()
     }
     println!(
         "stopped (data kept in {}; run bsn devnet again to restart it)",
-        dir.display()
+        net.dir.display()
     );
     Ok(())
 }

@@ -255,101 +255,8 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
                 }
             }
         }
-        QueryCmd::Tx { t, id } => {
-            let v: TxProof = t.api()?.get_as(&t.path(&format!("/transactions/{id}")), &[]).await?;
-            let header = BlockHeader::decode(
-                &B64.decode(&v.header)
-                    .map_err(|_| verify_failed("header is not base64"))?,
-            )
-            .map_err(|e| verify_failed(e.to_string()))?;
-            let signed = B64
-                .decode(&v.transaction.signed)
-                .map_err(|_| verify_failed("transaction is not base64"))?;
-            if hex::encode(identity::ledger::tx_id(&signed).map_err(|e| verify_failed(e.to_string()))?) != id {
-                return Err(verify_failed("the transaction's id is not the one asked for"));
-            }
-            let proof = v
-                .proof
-                .iter()
-                .map(|h| {
-                    hex::decode(h)
-                        .ok()
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| verify_failed("bad proof hash"))
-                })
-                .collect::<Result<Vec<[u8; 32]>, _>>()?;
-            let index = u64::from(v.index);
-            if !check_entry(
-                &proof,
-                header.entry_count as u64,
-                header.entries_root,
-                index,
-                &sha256(&signed),
-            ) || hex::encode(header.hash()) != v.block_hash
-            {
-                return Err(verify_failed("the inclusion proof does not verify"));
-            }
-            println!("transaction {id} by {}", v.transaction.creator);
-            println!(
-                "in block {} at index {index}, block hash {} (inclusion proof verified)",
-                v.height, v.block_hash
-            );
-            for op in &v.transaction.ops {
-                match op {
-                    TxOp::Put { put, value } => {
-                        let val = B64.decode(value).unwrap_or_default();
-                        println!("  put {put} = {}", String::from_utf8_lossy(&val));
-                    }
-                    TxOp::Delete { delete } => println!("  delete {delete}"),
-                }
-            }
-        }
-        QueryCmd::Blocks { t, from, follow } => {
-            let api = t.api()?;
-            let mut previous: Option<[u8; 32]> = None;
-            let mut check = |v: &BlockView| -> Result<(), Failure> {
-                let b = decode_block(v)?;
-                if let Some(p) = previous
-                    && b.header.previous != p
-                {
-                    return Err(verify_failed(format!(
-                        "block {} does not extend the block before it",
-                        b.header.height
-                    )));
-                }
-                previous = Some(b.header.hash());
-                print_block(v);
-                Ok(())
-            };
-            if follow {
-                let mut es = api
-                    .events(&t.path("/blocks/stream"), &[("from", from.to_string())])
-                    .await?;
-                while let Some(ev) = es.next().await? {
-                    if ev.event == "block" {
-                        let v: BlockView = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
-                        check(&v)?;
-                    }
-                }
-            } else {
-                let mut next = from;
-                loop {
-                    let page: BlockPage = api
-                        .get_as(
-                            &t.path("/blocks"),
-                            &[("from", next.to_string()), ("limit", "1000".into())],
-                        )
-                        .await?;
-                    for b in &page.blocks {
-                        check(b)?;
-                        next = b.height + 1;
-                    }
-                    if page.blocks.len() < 1000 {
-                        break;
-                    }
-                }
-            }
-        }
+        QueryCmd::Tx { t, id } => transaction(&t, &id).await?,
+        QueryCmd::Blocks { t, from, follow } => blocks(&t, from, follow).await?,
     }
     Ok(())
 }
@@ -364,4 +271,105 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// `bsn query tx`: a transaction, with its inclusion proof checked against its block header.
+async fn transaction(t: &NodeTarget, id: &str) -> Result<(), Failure> {
+    let v: TxProof = t.api()?.get_as(&t.path(&format!("/transactions/{id}")), &[]).await?;
+    let header = BlockHeader::decode(
+        &B64.decode(&v.header)
+            .map_err(|_| verify_failed("header is not base64"))?,
+    )
+    .map_err(|e| verify_failed(e.to_string()))?;
+    let signed = B64
+        .decode(&v.transaction.signed)
+        .map_err(|_| verify_failed("transaction is not base64"))?;
+    if hex::encode(identity::ledger::tx_id(&signed).map_err(|e| verify_failed(e.to_string()))?) != id {
+        return Err(verify_failed("the transaction's id is not the one asked for"));
+    }
+    let proof = v
+        .proof
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| verify_failed("bad proof hash"))
+        })
+        .collect::<Result<Vec<[u8; 32]>, _>>()?;
+    let index = u64::from(v.index);
+    if !check_entry(
+        &proof,
+        header.entry_count as u64,
+        header.entries_root,
+        index,
+        &sha256(&signed),
+    ) || hex::encode(header.hash()) != v.block_hash
+    {
+        return Err(verify_failed("the inclusion proof does not verify"));
+    }
+    println!("transaction {id} by {}", v.transaction.creator);
+    println!(
+        "in block {} at index {index}, block hash {} (inclusion proof verified)",
+        v.height, v.block_hash
+    );
+    for op in &v.transaction.ops {
+        match op {
+            TxOp::Put { put, value } => {
+                let val = B64.decode(value).unwrap_or_default();
+                println!("  put {put} = {}", String::from_utf8_lossy(&val));
+            }
+            TxOp::Delete { delete } => println!("  delete {delete}"),
+        }
+    }
+    Ok(())
+}
+
+/// `bsn query blocks`: blocks from a height, each checked to extend the one before it.
+async fn blocks(t: &NodeTarget, from: u64, follow: bool) -> Result<(), Failure> {
+    let api = t.api()?;
+    let mut previous: Option<[u8; 32]> = None;
+    let mut check = |v: &BlockView| -> Result<(), Failure> {
+        let b = decode_block(v)?;
+        if let Some(p) = previous
+            && b.header.previous != p
+        {
+            return Err(verify_failed(format!(
+                "block {} does not extend the block before it",
+                b.header.height
+            )));
+        }
+        previous = Some(b.header.hash());
+        print_block(v);
+        Ok(())
+    };
+    if follow {
+        let mut es = api
+            .events(&t.path("/blocks/stream"), &[("from", from.to_string())])
+            .await?;
+        while let Some(ev) = es.next().await? {
+            if ev.event == "block" {
+                let v: BlockView = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
+                check(&v)?;
+            }
+        }
+    } else {
+        let mut next = from;
+        loop {
+            let page: BlockPage = api
+                .get_as(
+                    &t.path("/blocks"),
+                    &[("from", next.to_string()), ("limit", "1000".into())],
+                )
+                .await?;
+            for b in &page.blocks {
+                check(b)?;
+                next = b.height + 1;
+            }
+            if page.blocks.len() < 1000 {
+                break;
+            }
+        }
+    }
+    Ok(())
 }

@@ -337,26 +337,7 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             id,
             revision,
             membership_key,
-        } => {
-            let api = api(&t.ca, Some(&t.me))?;
-            let key_text = match membership_key {
-                Some(f) => std::fs::read_to_string(&f).map_err(|e| local(format!("reading {}: {e}", f.display())))?,
-                None => api.get_as::<MembershipKey>("/api/v1/membership-key", &[]).await?.key,
-            };
-            let key = identity::membership::MembershipKey::from_base64(&key_text).map_err(local)?;
-            let path = match revision {
-                Some(r) => format!("/api/v1/subchains/{id}/statements/{r}"),
-                None => format!("/api/v1/subchains/{id}/statement"),
-            };
-            let env: identity::membership::Envelope = api.get_as(&path, &[]).await?;
-            let statement = key.verify_statement(&env).map_err(|e| Failure {
-                code: 6,
-                message: e.to_string(),
-                hint: Some("the statement does not verify: do not act on it, and alert the CA operator"),
-            })?;
-            println!("{}", serde_json::to_string_pretty(&statement).map_err(local)?);
-            eprintln!("signature verified with membership key {}", key.to_base64());
-        }
+        } => statement(&t, &id, revision, membership_key).await?,
     }
     Ok(())
 }
@@ -427,4 +408,32 @@ pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Fai
         message: "the CA closed the feed stream".into(),
         hint: Some("run again with --cursor set to the last seq printed"),
     })
+}
+
+/// `bsn subchain statement`: a signed membership statement, verified with the membership key.
+async fn statement(
+    t: &Target,
+    id: &str,
+    revision: Option<u64>,
+    membership_key: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let api = api(&t.ca, Some(&t.me))?;
+    let key_text = match membership_key {
+        Some(f) => std::fs::read_to_string(&f).map_err(|e| local(format!("reading {}: {e}", f.display())))?,
+        None => api.get_as::<MembershipKey>("/api/v1/membership-key", &[]).await?.key,
+    };
+    let key = identity::membership::MembershipKey::from_base64(&key_text).map_err(local)?;
+    let path = match revision {
+        Some(r) => format!("/api/v1/subchains/{id}/statements/{r}"),
+        None => format!("/api/v1/subchains/{id}/statement"),
+    };
+    let env: identity::membership::Envelope = api.get_as(&path, &[]).await?;
+    let statement = key.verify_statement(&env).map_err(|e| Failure {
+        code: 6,
+        message: e.to_string(),
+        hint: Some("the statement does not verify: do not act on it, and alert the CA operator"),
+    })?;
+    println!("{}", serde_json::to_string_pretty(&statement).map_err(local)?);
+    eprintln!("signature verified with membership key {}", key.to_base64());
+    Ok(())
 }

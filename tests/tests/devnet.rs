@@ -91,6 +91,13 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
     };
     let out = bsn(&nodes[1], &["tx", "submit", "--put", "hello=world"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let submitted = String::from_utf8_lossy(&out.stdout).to_string();
+    let txid = submitted
+        .lines()
+        .find_map(|l| l.strip_prefix("committed "))
+        .expect("bsn tx submit names the transaction")
+        .trim()
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = bsn(&nodes[2], &["query", "get", "hello"]);
@@ -103,6 +110,41 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The typed client end to end: a transaction with its proof checked, the block chain
+    // checked link by link, the chain's info, and a membership statement verified.
+    let text = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let proof = text(bsn(&nodes[0], &["query", "tx", &txid]));
+    assert!(proof.contains("inclusion proof verified"), "{proof}");
+    assert!(proof.contains("put hello = world"), "{proof}");
+    let chain = text(bsn(&nodes[0], &["query", "blocks"]));
+    assert!(chain.starts_with("block 0 "), "{chain}");
+    assert!(chain.lines().count() >= 2, "genesis and the write: {chain}");
+    let info = text(bsn(&nodes[0], &["query", "info"]));
+    assert!(info.contains("subchain demo on node node1"), "{info}");
+    assert!(info.contains("your role: writer"), "{info}");
+    let statement = Command::new(bin("bsn"))
+        .args([
+            "subchain",
+            "statement",
+            "demo",
+            "--ca",
+            &ca[0],
+            "--ca-bundle",
+            &bundle[0],
+        ])
+        .args(["--cert", &cert[0], "--key", &key[0]])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&statement.stderr).contains("signature verified"),
+        "{}",
+        String::from_utf8_lossy(&statement.stderr)
+    );
+    assert!(text(statement).contains("\"subchain\": \"demo\""));
 
     // Ctrl-C: everything stops, cleanly, and the ports are free again.
     Command::new("kill")
