@@ -221,7 +221,7 @@ impl<'a> Accounts<'a> {
         let (Some(ident), Some(stored)) = (ident, stored) else {
             return Err(AccountError::InvalidCredentials);
         };
-        if ident.kind != "participant" || ident.status != "active" {
+        if ident.kind != identity::IdentityKind::Participant || ident.status != identity::IdentityStatus::Active {
             return Err(AccountError::Forbidden(
                 "only active participants sign in to the portal".into(),
             ));

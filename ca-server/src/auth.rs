@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use identity::SpiffeId;
+use identity::{CaRole, IdentityKind, IdentityStatus, SpiffeId};
 
 use crate::app::AppState;
 use crate::db::IdentityRow;
@@ -45,9 +45,6 @@ impl bsn_transport::Admit for Admission {
     }
 }
 
-/// Roles an identity may hold.
-pub const ROLES: [&str; 4] = ["admin", "registrar", "publisher", "auditor"];
-
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -62,22 +59,22 @@ pub struct Caller {
 impl Caller {
     /// Whether the caller is an administrator.
     pub fn is_admin(&self) -> bool {
-        self.identity.has_role("admin")
+        self.identity.has_role(CaRole::Admin)
     }
 
     /// Administrators and auditors may read every certificate record (auditors only read).
     pub fn reads_all_certificates(&self) -> bool {
-        self.is_admin() || self.identity.has_role("auditor")
+        self.is_admin() || self.identity.has_role(CaRole::Auditor)
     }
 
     /// Fails unless the caller has one of `roles`.
-    pub fn require_any(&self, roles: &[&str]) -> Result<(), ApiError> {
-        if roles.iter().any(|r| self.identity.has_role(r)) {
+    pub fn require_any(&self, roles: &[CaRole]) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.identity.has_role(*r)) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
                 "this call needs one of the roles: {}",
-                roles.join(", ")
+                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
             )))
         }
     }
@@ -110,7 +107,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if cert.not_after <= crate::app::now().unix_timestamp() {
             return Err(ApiError::CertificateExpired);
         }
-        if identity.status != "active" {
+        if identity.status != IdentityStatus::Active {
             return Err(ApiError::IdentityDisabled);
         }
         Ok(Caller {
@@ -242,19 +239,15 @@ async fn session_caller(parts: &Parts, state: &Arc<AppState>) -> Result<Caller, 
         state.db.identity(&session.identity).await?.ok_or_else(|| {
             ApiError::Forbidden("your registration is waiting for an administrator's approval".into())
         })?;
-    if identity.status != "active" {
+    if identity.status != IdentityStatus::Active {
         return Err(ApiError::IdentityDisabled);
     }
-    if identity.kind != "participant" {
+    if identity.kind != IdentityKind::Participant {
         return Err(ApiError::Forbidden("only participants sign in to the portal".into()));
     }
-    let kind: identity::IdentityKind = identity
-        .kind
-        .parse()
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored kind")))?;
     let spiffe_id = SpiffeId {
         trust_domain: state.trust_domain.clone(),
-        kind,
+        kind: identity.kind,
         id: identity::IdentityId::parse(&identity.id)
             .map_err(|_| ApiError::Internal(anyhow::anyhow!("bad stored id")))?,
     };

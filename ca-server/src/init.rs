@@ -94,32 +94,10 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
 
     let now = OffsetDateTime::now_utc();
     let h = new_hierarchy(td.as_str(), now)?;
-    write_file(
-        &paths.root_key(),
-        keystore::seal(o.passphrase, "root", &h.root_key_pkcs8)?.as_bytes(),
-        0o600,
-    )?;
-    write_file(
-        &paths.intermediate_key(),
-        keystore::seal(o.passphrase, "intermediate", &h.intermediate_key_pkcs8)?.as_bytes(),
-        0o600,
-    )?;
-    write_file(&paths.root_cert(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
-    write_file(&paths.trust_bundle(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
-    write_file(
-        &paths.intermediate_cert(),
-        pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
-        0o644,
-    )?;
     let log_origin = o.log_origin.clone().unwrap_or_else(|| format!("{td}/log"));
     let log_key = LogSigner::generate()?;
     let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
-    write_file(
-        &paths.log_key(),
-        keystore::seal(o.passphrase, "log", &log_key)?.as_bytes(),
-        0o600,
-    )?;
-    write_file(&paths.log_vkey(), format!("{}\n", log.vkey()).as_bytes(), 0o644)?;
+    write_key_material(&paths, o.passphrase, &h, &log_key, &log)?;
     let signer = CaSigner::software(KeyPair::try_from(h.intermediate_key_pkcs8.as_slice())?);
     let ca = Ca::new(
         vec![h.root_der.clone().into()],
@@ -139,53 +117,18 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         .hash(&secrets::Source::Identity("init".into()), true, admin_secret.clone())
         .await?;
     let expires = now + ADMIN_SECRET_TTL;
-    let t = now.unix_timestamp();
-    let mut tx = db.begin().await?;
-    Db::insert_meta(&mut tx, "trust_domain", td.as_str()).await?;
-    Db::insert_meta(
-        &mut tx,
-        "intermediate_sha256",
-        &crate::pki::sha256_hex(&h.intermediate_der),
-    )
-    .await?;
-    Db::insert_meta(&mut tx, "log_vkey", &log.vkey()).await?;
-    crate::log::create(&mut tx, &log).await?;
-    let base = NewIdentity {
-        id: ADMIN_ID.into(),
-        kind: "participant".into(),
-        roles: vec!["admin".into()],
-        attributes: Default::default(),
-        dns_names: vec![],
-        ip_addresses: vec![],
-        secret_hash: Some(admin_hash),
-        secret_expires_at: Some(expires.unix_timestamp()),
-        enrollments_left: 1,
-        registered_by: "init".into(),
-        created_at: t,
+    let records = Records {
+        td: &td,
+        intermediate_der: &h.intermediate_der,
+        log: &log,
+        ca: &ca,
+        admin_hash,
+        admin_expires: expires,
+        server_names: (dns, ips),
+        server_cert: &server_cert,
+        now,
     };
-    Db::insert_identity(&mut tx, &base).await?;
-    let server = NewIdentity {
-        id: SERVER_ID.into(),
-        kind: "node".into(),
-        roles: vec![],
-        dns_names: dns,
-        ip_addresses: ips,
-        secret_hash: None,
-        secret_expires_at: None,
-        enrollments_left: 0,
-        ..base
-    };
-    Db::insert_identity(&mut tx, &server).await?;
-    let row = NewCert {
-        identity: SERVER_ID,
-        cert: &server_cert,
-        issued_via: "init",
-        authorized_by: "init",
-        issued_at: t,
-    };
-    crate::commit::record_certs(&mut tx, db.backend, &log, &[row]).await?;
-    Db::insert_first_crl(&mut tx, &ca, now).await?;
-    tx.commit().await?;
+    record_ca(&db, records).await?;
     db.close().await;
 
     let file = FileConfig {
@@ -199,6 +142,108 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         admin_secret,
         admin_secret_expires_at: expires,
     })
+}
+
+/// The sealed keys and the public certificates and verifier key, each written durably before
+/// the database records the CA (a crash here leaves files that the next init overwrites).
+fn write_key_material(
+    paths: &Paths,
+    passphrase: &str,
+    h: &crate::pki::NewHierarchy,
+    log_key: &[u8],
+    log: &LogSigner,
+) -> anyhow::Result<()> {
+    write_file(
+        &paths.root_key(),
+        keystore::seal(passphrase, "root", &h.root_key_pkcs8)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(
+        &paths.intermediate_key(),
+        keystore::seal(passphrase, "intermediate", &h.intermediate_key_pkcs8)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(&paths.root_cert(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
+    write_file(&paths.trust_bundle(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
+    write_file(
+        &paths.intermediate_cert(),
+        pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &paths.log_key(),
+        keystore::seal(passphrase, "log", log_key)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(&paths.log_vkey(), format!("{}\n", log.vkey()).as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// What the database records about a new CA.
+struct Records<'a> {
+    td: &'a TrustDomain,
+    intermediate_der: &'a [u8],
+    log: &'a LogSigner,
+    ca: &'a Ca,
+    admin_hash: String,
+    admin_expires: OffsetDateTime,
+    server_names: (Vec<String>, Vec<String>),
+    server_cert: &'a IssuedCert,
+    now: OffsetDateTime,
+}
+
+/// Records the CA in one transaction: its metadata, the empty log, the administrator (with its
+/// one-time secret's hash), the server's identity and certificate (logged), the first CRL.
+async fn record_ca(db: &Db, r: Records<'_>) -> anyhow::Result<()> {
+    let (now, log, ca) = (r.now, r.log, r.ca);
+    let t = now.unix_timestamp();
+    let mut tx = db.begin().await?;
+    Db::insert_meta(&mut tx, "trust_domain", r.td.as_str()).await?;
+    Db::insert_meta(
+        &mut tx,
+        "intermediate_sha256",
+        &crate::pki::sha256_hex(r.intermediate_der),
+    )
+    .await?;
+    Db::insert_meta(&mut tx, "log_vkey", &log.vkey()).await?;
+    crate::log::create(&mut tx, log).await?;
+    let base = NewIdentity {
+        id: ADMIN_ID.into(),
+        kind: IdentityKind::Participant,
+        roles: vec![identity::CaRole::Admin],
+        attributes: Default::default(),
+        dns_names: vec![],
+        ip_addresses: vec![],
+        secret_hash: Some(r.admin_hash),
+        secret_expires_at: Some(r.admin_expires.unix_timestamp()),
+        enrollments_left: 1,
+        registered_by: "init".into(),
+        created_at: t,
+    };
+    Db::insert_identity(&mut tx, &base).await?;
+    let server = NewIdentity {
+        id: SERVER_ID.into(),
+        kind: IdentityKind::Node,
+        roles: vec![],
+        dns_names: r.server_names.0,
+        ip_addresses: r.server_names.1,
+        secret_hash: None,
+        secret_expires_at: None,
+        enrollments_left: 0,
+        ..base
+    };
+    Db::insert_identity(&mut tx, &server).await?;
+    let row = NewCert {
+        identity: SERVER_ID,
+        cert: r.server_cert,
+        issued_via: "init",
+        authorized_by: "init",
+        issued_at: t,
+    };
+    crate::commit::record_certs(&mut tx, db.backend, log, &[row]).await?;
+    Db::insert_first_crl(&mut tx, ca, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Issues the CA server's own TLS certificate (identity `spiffe://<td>/node/ca`) with a new key.

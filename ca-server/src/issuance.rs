@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use identity::{IdentityId, IdentityKind, SpiffeId, TrustDomain};
+use identity::{IdentityId, IdentityKind, IdentityStatus, SpiffeId, TrustDomain};
 
 use crate::app::{IdentityCache, now};
 use crate::commit::{CommitError, Committer, Job, Precondition};
@@ -114,7 +114,7 @@ impl Issuance<'_> {
             return Err(IssueError::InvalidCredentials);
         };
         let t = now().unix_timestamp();
-        if ident.status != "active" {
+        if ident.status != IdentityStatus::Active {
             return Err(IssueError::IdentityDisabled);
         }
         if ident.secret_expires_at.is_none_or(|e| e <= t) {
@@ -144,10 +144,10 @@ impl Issuance<'_> {
                 .get(self.db, id)
                 .await?
                 .ok_or(IssueError::CertificateUnknown)?;
-            if ident.kind != holder.kind.as_str() {
+            if ident.kind != holder.kind {
                 return Err(IssueError::CertificateUnknown);
             }
-            if ident.status != "active" {
+            if ident.status != IdentityStatus::Active {
                 return Err(IssueError::IdentityDisabled);
             }
             let sans = (crate::db::json(&ident.dns_names), crate::db::json(&ident.ip_addresses));
@@ -194,17 +194,13 @@ impl Issuance<'_> {
         authorized_by: String,
         precondition: Precondition,
     ) -> Result<Issued, IssueError> {
-        let kind: IdentityKind = ident
-            .kind
-            .parse()
-            .map_err(|_| anyhow::anyhow!("bad stored kind '{}'", ident.kind))?;
         let spiffe_id = SpiffeId {
             trust_domain: self.trust_domain.clone(),
-            kind,
+            kind: ident.kind,
             id: IdentityId::parse(&ident.id).map_err(|_| anyhow::anyhow!("bad stored id '{}'", ident.id))?,
         };
         let ips: Vec<IpAddr> = ident.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect();
-        let validity = match kind {
+        let validity = match ident.kind {
             IdentityKind::Participant => self.ca.policy.participant_validity,
             IdentityKind::Node => self.ca.policy.node_validity,
         };

@@ -11,6 +11,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::membership::{Envelope, Heartbeat, Member, MembershipKey, Role, Statement, SubchainId};
+use identity::{IdentityKind, IdentityStatus};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use sqlx::{Any, Row, Transaction};
 
@@ -293,14 +294,9 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
         ));
     }
     for n in &sorted {
-        let kind: Option<(String, String)> = sqlx::query_as("SELECT kind, status FROM identities WHERE id = $1")
-            .bind(n)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        match kind {
-            Some((k, s)) if k == "node" && s == "active" => {}
-            Some((k, _)) if k != "node" => {
+        match crate::db::Db::kind_and_status(&mut *conn, n).await.map_err(db_err)? {
+            Some((IdentityKind::Node, IdentityStatus::Active)) => {}
+            Some((IdentityKind::Participant, _)) => {
                 return Err(RegistryError::InvalidField(format!("'{n}' is not a node identity")));
             }
             Some(_) => return Err(RegistryError::InvalidField(format!("node '{n}' is disabled"))),
@@ -312,15 +308,10 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
 
 /// Fails unless `id` is an active participant.
 async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), RegistryError> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT kind, status FROM identities WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(db_err)?;
-    match row {
-        Some((k, s)) if k == "participant" && s == "active" => Ok(()),
-        Some((k, _)) if k != "participant" => Err(RegistryError::InvalidField(format!(
-            "'{id}' is a {k}, not a participant"
+    match crate::db::Db::kind_and_status(conn, id).await.map_err(db_err)? {
+        Some((IdentityKind::Participant, IdentityStatus::Active)) => Ok(()),
+        Some((IdentityKind::Node, _)) => Err(RegistryError::InvalidField(format!(
+            "'{id}' is a node, not a participant"
         ))),
         Some(_) => Err(RegistryError::InvalidField(format!("identity '{id}' is disabled"))),
         None => Err(RegistryError::NotFound(format!("no identity '{id}'"))),

@@ -30,4 +30,4 @@ pub mod profile;
 pub mod tree;
 pub mod verify;
 
-pub use names::{IdentityId, IdentityKind, SpiffeId, TrustDomain};
+pub use names::{CaRole, IdentityId, IdentityKind, IdentityStatus, SpiffeId, TrustDomain};

@@ -18,6 +18,12 @@ pub enum NameError {
     /// The URI is not `spiffe://<trust-domain>/<participant|node>/<id>`.
     #[error("not a BSN SPIFFE ID (expected spiffe://<trust-domain>/<participant|node>/<id>)")]
     SpiffeId,
+    /// The status is neither `active` nor `disabled`.
+    #[error("identity status must be 'active' or 'disabled'")]
+    Status,
+    /// Not a CA role.
+    #[error("a CA role is one of: admin, registrar, publisher, auditor")]
+    Role,
 }
 
 /// A SPIFFE trust domain, such as `example.org`.
@@ -96,6 +102,78 @@ impl FromStr for IdentityKind {
     }
 }
 
+/// Whether an identity may act: a disabled identity can neither enroll, renew nor call the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityStatus {
+    /// May act.
+    Active,
+    /// May not act; its certificates stay valid until revoked.
+    Disabled,
+}
+
+impl IdentityStatus {
+    /// `active` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl FromStr for IdentityStatus {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "disabled" => Ok(Self::Disabled),
+            _ => Err(NameError::Status),
+        }
+    }
+}
+
+/// What an identity may do at the CA (distinct from its roles on subchains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaRole {
+    /// Everything: registers anyone, revokes any certificate, decides portal registrations.
+    Admin,
+    /// Registers participants and nodes without roles, and manages those it registered.
+    Registrar,
+    /// Publishes subchains.
+    Publisher,
+    /// Reads every certificate and the metrics.
+    Auditor,
+}
+
+impl CaRole {
+    /// Every role.
+    pub const ALL: [CaRole; 4] = [Self::Admin, Self::Registrar, Self::Publisher, Self::Auditor];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Registrar => "registrar",
+            Self::Publisher => "publisher",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    /// The names of every role, comma-separated (for error messages).
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
+
+impl FromStr for CaRole {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or(NameError::Role)
+    }
+}
+
 /// A full identity name: `spiffe://<trust-domain>/<kind>/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SpiffeId {
@@ -151,6 +229,20 @@ impl fmt::Display for IdentityId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_and_statuses_parse_from_their_names_only() {
+        for r in CaRole::ALL {
+            assert_eq!(r.as_str().parse::<CaRole>(), Ok(r));
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(CaRole::names(), "admin, registrar, publisher, auditor");
+        assert_eq!("Admin".parse::<CaRole>(), Err(NameError::Role));
+        for st in [IdentityStatus::Active, IdentityStatus::Disabled] {
+            assert_eq!(st.as_str().parse::<IdentityStatus>(), Ok(st));
+        }
+        assert_eq!("enabled".parse::<IdentityStatus>(), Err(NameError::Status));
+    }
 
     #[test]
     fn spiffe_ids_round_trip() {

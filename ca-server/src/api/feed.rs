@@ -52,7 +52,7 @@ fn now_ms() -> i64 {
 
 /// The node calling, and its cursor checked against the feed's head.
 async fn node_and_cursor(s: &AppState, caller: &Caller, cursor: &str) -> Result<(String, i64), ApiError> {
-    if caller.identity.kind != "node" {
+    if caller.identity.kind != identity::IdentityKind::Node {
         return Err(ApiError::Forbidden("only city nodes follow the change feed".into()));
     }
     let cursor: i64 =

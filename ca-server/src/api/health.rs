@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use identity::CaRole;
+
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
@@ -34,7 +36,7 @@ async fn metrics(
     caller: Result<Caller, ApiError>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     if !s.metrics_public {
-        caller?.require_any(&["admin", "auditor"])?;
+        caller?.require_any(&[CaRole::Admin, CaRole::Auditor])?;
     }
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

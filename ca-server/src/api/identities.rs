@@ -8,11 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use bsn_api::ca::{Identity, NewSecret, Page, RegisterRequest, Registered, SecretRequest};
-use identity::{IdentityId, IdentityKind, SpiffeId};
+use identity::{CaRole, IdentityId, IdentityKind, IdentityStatus, SpiffeId};
 use serde::Deserialize;
 
 use crate::app::{AppState, now, rfc3339};
-use crate::auth::{Caller, ROLES};
+use crate::auth::Caller;
 use crate::db::{IdentityFilter, IdentityRow, NewIdentity};
 use crate::problem::{ApiError, Json, Query};
 use crate::secrets::Source;
@@ -27,22 +27,26 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/identities/{id}/enable", axum::routing::post(enable))
 }
 
-fn spiffe_id_of(s: &AppState, kind: &str, id: &str) -> String {
-    format!("spiffe://{}/{}/{}", s.trust_domain, kind, id)
+fn spiffe_id_of(s: &AppState, kind: IdentityKind, id: &str) -> String {
+    format!("spiffe://{}/{}/{}", s.trust_domain, kind.as_str(), id)
+}
+
+fn role_names(roles: &[CaRole]) -> Vec<String> {
+    roles.iter().map(|r| r.as_str().to_string()).collect()
 }
 
 fn view(s: &AppState, i: IdentityRow) -> Identity {
     Identity {
-        spiffe_id: spiffe_id_of(s, &i.kind, &i.id),
+        spiffe_id: spiffe_id_of(s, i.kind, &i.id),
         secret_expires_at: i.secret_expires_at.map(rfc3339),
         created_at: rfc3339(i.created_at),
         id: i.id,
-        kind: i.kind,
-        roles: i.roles,
+        kind: i.kind.as_str().to_string(),
+        roles: role_names(&i.roles),
         attributes: i.attributes,
         dns_names: i.dns_names,
         ip_addresses: i.ip_addresses,
-        status: i.status,
+        status: i.status.as_str().to_string(),
         enrollments_left: i.enrollments_left,
         registered_by: i.registered_by,
     }
@@ -61,23 +65,23 @@ fn valid_dns_name(d: &str) -> bool {
 }
 
 /// Checks a registration against the caller's rights and the field rules, before anything is written.
-fn check_registration(caller: &Caller, r: &RegisterRequest) -> Result<(IdentityId, IdentityKind), ApiError> {
-    caller.require_any(&["admin", "registrar"])?;
+fn check_registration(
+    caller: &Caller,
+    r: &RegisterRequest,
+) -> Result<(IdentityId, IdentityKind, Vec<CaRole>), ApiError> {
+    caller.require_any(&[CaRole::Admin, CaRole::Registrar])?;
     let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
     let kind: IdentityKind = r
         .kind
         .parse()
         .map_err(|e| ApiError::InvalidField(format!("type: {e}")))?;
-    for (i, role) in r.roles.iter().enumerate() {
-        if !ROLES.contains(&role.as_str()) {
-            return Err(ApiError::InvalidField(format!(
-                "role '{role}' is not one of: {}",
-                ROLES.join(", ")
-            )));
+    let mut roles: Vec<CaRole> = Vec::with_capacity(r.roles.len());
+    for name in &r.roles {
+        let role = ca_role(name)?;
+        if roles.contains(&role) {
+            return Err(ApiError::InvalidField(format!("role '{name}' is listed twice")));
         }
-        if r.roles[..i].contains(role) {
-            return Err(ApiError::InvalidField(format!("role '{role}' is listed twice")));
-        }
+        roles.push(role);
     }
     if kind != IdentityKind::Node && !(r.dns_names.is_empty() && r.ip_addresses.is_empty()) {
         return Err(ApiError::InvalidField(
@@ -119,7 +123,13 @@ fn check_registration(caller: &Caller, r: &RegisterRequest) -> Result<(IdentityI
             "registrars may register participants without roles only".into(),
         ));
     }
-    Ok((id, kind))
+    Ok((id, kind, roles))
+}
+
+/// A CA role by name, or a problem naming the roles there are.
+fn ca_role(name: &str) -> Result<CaRole, ApiError> {
+    name.parse()
+        .map_err(|_| ApiError::InvalidField(format!("role '{name}' is not one of: {}", CaRole::names())))
 }
 
 async fn register(
@@ -127,7 +137,7 @@ async fn register(
     caller: Caller,
     Json(r): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<Registered>), ApiError> {
-    let (id, kind) = check_registration(&caller, &r)?;
+    let (id, kind, roles) = check_registration(&caller, &r)?;
     let taken = || async {
         if s.db.identity(id.as_str()).await?.is_some() {
             return Err(ApiError::IdentityExists);
@@ -146,8 +156,8 @@ async fn register(
     let t = now().unix_timestamp();
     let new = NewIdentity {
         id: id.to_string(),
-        kind: kind.as_str().into(),
-        roles: r.roles.clone(),
+        kind,
+        roles,
         attributes: r.attributes,
         dns_names: r.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect(),
         ip_addresses: r
@@ -176,9 +186,9 @@ async fn register(
         StatusCode::CREATED,
         axum::Json(Registered {
             id: new.id,
-            kind: new.kind,
+            kind: new.kind.as_str().to_string(),
             spiffe_id: spiffe_id.to_string(),
-            roles: new.roles,
+            roles: role_names(&new.roles),
             secret,
             secret_expires_at: rfc3339(t + r.secret_ttl_seconds),
             max_enrollments: r.max_enrollments,
@@ -211,23 +221,17 @@ async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Page<Identity>>, ApiError> {
-    caller.require_any(&["admin", "registrar"])?;
-    if let Some(k) = &q.kind {
-        k.parse::<IdentityKind>()
-            .map_err(|e| ApiError::InvalidField(format!("type: {e}")))?;
-    }
-    if let Some(r) = &q.role
-        && !ROLES.contains(&r.as_str())
-    {
-        return Err(ApiError::InvalidField(format!(
-            "role '{r}' is not one of: {}",
-            ROLES.join(", ")
-        )));
-    }
+    caller.require_any(&[CaRole::Admin, CaRole::Registrar])?;
+    let kind = q
+        .kind
+        .map(|k| k.parse::<IdentityKind>())
+        .transpose()
+        .map_err(|e| ApiError::InvalidField(format!("type: {e}")))?;
+    let role = q.role.as_deref().map(ca_role).transpose()?;
     let limit = page_limit(q.limit)?;
     let filter = IdentityFilter {
-        kind: q.kind,
-        role: q.role,
+        kind,
+        role,
         registered_by: (!caller.is_admin()).then(|| caller.identity.id.clone()),
         after: q.after.unwrap_or_default(),
         limit,
@@ -259,7 +263,7 @@ async fn one(
 /// Loads an identity the caller manages: administrators manage all, registrars those they
 /// registered (and never administrators or registrars).
 async fn managed(s: &AppState, caller: &Caller, id: &str) -> Result<IdentityRow, ApiError> {
-    caller.require_any(&["admin", "registrar"])?;
+    caller.require_any(&[CaRole::Admin, CaRole::Registrar])?;
     let row =
         s.db.identity(id)
             .await?
@@ -322,7 +326,7 @@ async fn disable(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Identity>, ApiError> {
-    set_status(&s, &caller, &id, "disabled").await
+    set_status(&s, &caller, &id, IdentityStatus::Disabled).await
 }
 
 async fn enable(
@@ -330,13 +334,18 @@ async fn enable(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Identity>, ApiError> {
-    set_status(&s, &caller, &id, "active").await
+    set_status(&s, &caller, &id, IdentityStatus::Active).await
 }
 
 /// Administrators disable or re-enable an identity. A disabled identity can neither enroll nor
 /// renew nor call the API; its certificates stay valid until revoked.
-async fn set_status(s: &AppState, caller: &Caller, id: &str, status: &str) -> Result<axum::Json<Identity>, ApiError> {
-    caller.require_any(&["admin"])?;
+async fn set_status(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: IdentityStatus,
+) -> Result<axum::Json<Identity>, ApiError> {
+    caller.require_any(&[CaRole::Admin])?;
     if id == caller.identity.id {
         return Err(ApiError::Forbidden(
             "administrators cannot disable or enable themselves".into(),
@@ -346,7 +355,7 @@ async fn set_status(s: &AppState, caller: &Caller, id: &str, status: &str) -> Re
         return Err(ApiError::NotFound(format!("no identity '{id}'")));
     }
     s.identities.invalidate(id);
-    tracing::info!(identity = %id, status, by = %caller.identity.id, "identity status changed");
+    tracing::info!(identity = %id, status = status.as_str(), by = %caller.identity.id, "identity status changed");
     let row =
         s.db.identity(id)
             .await?

@@ -22,7 +22,7 @@ use bsn_api::ca::{
     Account, AccountDecision, Challenge, Invitation, InviteRequest, Issued, Items, Login, Me, MyCertificates,
     PortalEnroll, PortalRegister, RevokeRequest, Revoked, SignedIn,
 };
-use identity::IdentityId;
+use identity::{CaRole, IdentityId};
 use serde::Deserialize;
 
 use crate::accounts::{AccountError, Accounts, Registration};
@@ -223,7 +223,11 @@ async fn me(State(s): State<Arc<AppState>>, session: Result<Session, ApiError>) 
     // The identity's roles only once the account is bound to it: a pending account must not
     // learn anything about an identity someone else registered under the same id.
     let roles = match session.identity() {
-        Ok(id) => s.db.identity(id).await?.map(|i| i.roles).unwrap_or_default(),
+        Ok(id) => {
+            s.db.identity(id)
+                .await?
+                .map_or_else(Vec::new, |i| i.roles.iter().map(|r| r.as_str().to_string()).collect())
+        }
         Err(_) => Vec::new(),
     };
     Ok(axum::Json(Me {
@@ -243,10 +247,10 @@ async fn me(State(s): State<Arc<AppState>>, session: Result<Session, ApiError>) 
 /// identity is an active participant.
 async fn approved(s: &AppState, session: &Session) -> Result<crate::db::IdentityRow, ApiError> {
     match s.db.identity(session.identity()?).await? {
-        Some(i) if i.kind != "participant" => {
+        Some(i) if i.kind != identity::IdentityKind::Participant => {
             Err(ApiError::Forbidden("only participants sign in to the portal".into()))
         }
-        Some(i) if i.status == "active" => Ok(i),
+        Some(i) if i.status == identity::IdentityStatus::Active => Ok(i),
         Some(_) => Err(ApiError::IdentityDisabled),
         None => Err(ApiError::Forbidden(
             "your registration is waiting for an administrator's approval".into(),
@@ -344,7 +348,7 @@ async fn accounts(
     caller: Caller,
     Query(q): Query<AccountsQuery>,
 ) -> Result<axum::Json<Items<Account>>, ApiError> {
-    caller.require_any(&["admin"])?;
+    caller.require_any(&[CaRole::Admin])?;
     let state = q.state.as_deref().unwrap_or("pending");
     let state = AccountState::parse(state)
         .ok_or_else(|| ApiError::InvalidField("state must be pending, approved or rejected".into()))?;
@@ -363,7 +367,7 @@ async fn decide(
     id: &str,
     approve: bool,
 ) -> Result<axum::Json<AccountDecision>, ApiError> {
-    caller.require_any(&["admin"])?;
+    caller.require_any(&[CaRole::Admin])?;
     let state = account_service(s)
         .decide(id, approve, &caller.identity.id, now().unix_timestamp())
         .await?;
@@ -395,7 +399,7 @@ async fn invite(
     caller: Caller,
     Json(r): Json<InviteRequest>,
 ) -> Result<(StatusCode, axum::Json<Invitation>), ApiError> {
-    caller.require_any(&["admin", "registrar"])?;
+    caller.require_any(&[CaRole::Admin, CaRole::Registrar])?;
     let (code, expires) = account_service(&s)
         .invite(&caller.identity.id, r.ttl_seconds, r.uses, now().unix_timestamp())
         .await?;

@@ -15,6 +15,7 @@ use bsn_api::ca::{
     UpdateSubchain, Updated,
 };
 use identity::membership::{Envelope, Member, Role, SubchainId};
+use identity::{CaRole, IdentityKind};
 use serde::Deserialize;
 
 use super::identities::page_limit;
@@ -149,8 +150,8 @@ async fn create(
     caller: Caller,
     Json(r): Json<CreateSubchain>,
 ) -> Result<(StatusCode, axum::Json<bsn_api::ca::Revised>), ApiError> {
-    caller.require_any(&["publisher", "admin"])?;
-    if caller.identity.kind != "participant" {
+    caller.require_any(&[CaRole::Publisher, CaRole::Admin])?;
+    if caller.identity.kind != IdentityKind::Participant {
         return Err(ApiError::Forbidden("only participants publish subchains".into()));
     }
     let id = subchain_id(&r.id)?;
@@ -328,7 +329,7 @@ async fn join(
     Path(id): Path<String>,
     Json(r): Json<JoinRequestBody>,
 ) -> Result<(StatusCode, axum::Json<bsn_api::ca::Joined>), ApiError> {
-    if caller.identity.kind != "participant" {
+    if caller.identity.kind != IdentityKind::Participant {
         return Err(ApiError::Forbidden("only participants join subchains".into()));
     }
     let id = subchain_id(&id)?;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use identity::{CaRole, IdentityKind, IdentityStatus};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -48,18 +49,18 @@ pub struct Db {
 pub struct IdentityRow {
     /// Id.
     pub id: String,
-    /// `participant` or `node`.
-    pub kind: String,
-    /// Roles (admin, registrar, publisher, auditor).
-    pub roles: Vec<String>,
+    /// Participant or node.
+    pub kind: IdentityKind,
+    /// CA roles.
+    pub roles: Vec<CaRole>,
     /// Free-form attributes.
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// DNS SANs for node certificates.
     pub dns_names: Vec<String>,
     /// IP SANs for node certificates.
     pub ip_addresses: Vec<String>,
-    /// `active` or `disabled`.
-    pub status: String,
+    /// Active or disabled.
+    pub status: IdentityStatus,
     /// argon2id PHC string of the enrollment secret, if one was issued.
     pub secret_hash: Option<String>,
     /// When the enrollment secret expires.
@@ -74,8 +75,8 @@ pub struct IdentityRow {
 
 impl IdentityRow {
     /// Whether the identity has this role.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+    pub fn has_role(&self, role: CaRole) -> bool {
+        self.roles.contains(&role)
     }
 }
 
@@ -130,10 +131,10 @@ pub struct CertFilter {
 /// Filters for listing identities.
 #[derive(Debug, Default, Clone)]
 pub struct IdentityFilter {
-    /// `participant` or `node`.
-    pub kind: Option<String>,
+    /// Only this kind.
+    pub kind: Option<IdentityKind>,
     /// Has this role.
-    pub role: Option<String>,
+    pub role: Option<CaRole>,
     /// Registered by this identity.
     pub registered_by: Option<String>,
     /// Ids greater than this (cursor).
@@ -148,9 +149,9 @@ pub struct NewIdentity {
     /// Id.
     pub id: String,
     /// Kind.
-    pub kind: String,
+    pub kind: IdentityKind,
     /// Roles.
-    pub roles: Vec<String>,
+    pub roles: Vec<CaRole>,
     /// Attributes.
     pub attributes: serde_json::Map<String, serde_json::Value>,
     /// DNS SANs.
@@ -279,7 +280,7 @@ impl Db {
              WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE identity_id = $1) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&n.id)
-        .bind(&n.kind)
+        .bind(n.kind.as_str())
         .bind(json(&n.roles))
         .bind(json(&n.attributes))
         .bind(json(&n.dns_names))
@@ -312,11 +313,11 @@ impl Db {
     }
 
     /// Sets an identity's status (`active` or `disabled`); `false` if there is no such identity.
-    pub async fn set_status(&self, id: &str, status: &str) -> Result<bool, DbError> {
+    pub async fn set_status(&self, id: &str, status: IdentityStatus) -> Result<bool, DbError> {
         let mut tx = self.begin().await?;
         let r = sqlx::query("UPDATE identities SET status = $2 WHERE id = $1")
             .bind(id)
-            .bind(status)
+            .bind(status.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -384,6 +385,21 @@ impl Db {
         Ok(n > 0)
     }
 
+    /// An identity's kind and status (inside the caller's transaction), parsed.
+    pub async fn kind_and_status(
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+    ) -> Result<Option<(IdentityKind, IdentityStatus)>, DbError> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT kind, status FROM identities WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await?;
+        Ok(match row {
+            Some((k, s)) => Some((parse_text(&k)?, parse_text(&s)?)),
+            None => None,
+        })
+    }
+
     /// Whether a portal account (pending, approved or rejected) holds this id.
     pub async fn account_holds(&self, id: &str) -> Result<bool, DbError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE identity_id = $1")
@@ -404,9 +420,9 @@ impl Db {
 
     /// A page of identities.
     pub async fn list_identities(&self, f: &IdentityFilter) -> Result<Vec<IdentityRow>, DbError> {
-        let role_pattern = f.role.as_ref().map(|r| format!("%\"{r}\"%"));
+        let role_pattern = f.role.map(|r| format!("%\"{}\"%", r.as_str()));
         let rows = sqlx::query(IDENTITY_LIST)
-            .bind(f.kind.as_deref())
+            .bind(f.kind.map(IdentityKind::as_str))
             .bind(role_pattern)
             .bind(f.registered_by.as_deref())
             .bind(&f.after)
@@ -665,16 +681,21 @@ fn parse_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error>
     serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+/// A column that holds a domain value's name (`participant`, `active`...), parsed once here.
+fn parse_text<T: std::str::FromStr<Err = identity::names::NameError>>(s: &str) -> Result<T, sqlx::Error> {
+    s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// Reads identity columns by name (they may follow other columns in a join).
 fn identity_row(r: &AnyRow) -> Result<IdentityRow, sqlx::Error> {
     Ok(IdentityRow {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: parse_text(&r.try_get::<String, _>("kind")?)?,
         roles: parse_json(&r.try_get::<String, _>("roles")?)?,
         attributes: parse_json(&r.try_get::<String, _>("attributes")?)?,
         dns_names: parse_json(&r.try_get::<String, _>("dns_names")?)?,
         ip_addresses: parse_json(&r.try_get::<String, _>("ip_addresses")?)?,
-        status: r.try_get("status")?,
+        status: parse_text(&r.try_get::<String, _>("status")?)?,
         secret_hash: r.try_get("secret_hash")?,
         secret_expires_at: r.try_get("secret_expires_at")?,
         enrollments_left: r.try_get("enrollments_left")?,
