@@ -13,9 +13,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use identity::membership::{Envelope, Heartbeat, Member, MembershipKey, Role, Statement, SubchainId};
 use identity::{IdentityKind, IdentityStatus};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
-use crate::db::{Db, placeholders};
+use crate::db::Db;
+use crate::db::registry as store;
 use crate::log::{LogSigner, NewLeaf, Receipt};
 
 /// The CA's membership signing key (Ed25519). Kept sealed in the database's `meta`, so every
@@ -34,10 +35,7 @@ impl MembershipSigner {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
                 .map_err(|_| anyhow::anyhow!("cannot generate the membership key"))?;
             let sealed = crate::keystore::seal(passphrase, "membership", pkcs8.as_ref())?;
-            sqlx::query("INSERT INTO ca_meta (k, v) VALUES ('membership_key_sealed', $1) ON CONFLICT (k) DO NOTHING")
-                .bind(sealed)
-                .execute(&mut *db.acquire().await?)
-                .await?;
+            store::insert_membership_key(&mut *db.acquire().await?, &sealed).await?;
         }
         let sealed = db
             .meta("membership_key_sealed")
@@ -79,58 +77,7 @@ impl MembershipSigner {
     }
 }
 
-/// Who may join a subchain without approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// Anyone may join as reader or writer at once; admin needs approval.
-    Open,
-    /// Every join needs approval by the publisher, a subchain admin or a CA administrator.
-    Approval,
-}
-
-impl Policy {
-    /// `open` or `approval`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Open => "open",
-            Policy::Approval => "approval",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, RegistryError> {
-        match s {
-            "open" => Ok(Policy::Open),
-            "approval" => Ok(Policy::Approval),
-            _ => Err(RegistryError::Internal(anyhow::anyhow!("stored policy '{s}'"))),
-        }
-    }
-}
-
-/// A subchain's record.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Subchain {
-    /// Id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// The publishing identity (manages it).
-    pub publisher: String,
-    /// Free text.
-    pub description: String,
-    /// Join policy.
-    pub policy: Policy,
-    /// Current membership revision.
-    pub revision: i64,
-    /// Number of members.
-    pub members: i64,
-    /// Hosting city nodes, sorted.
-    pub nodes: Vec<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub updated_at: i64,
-}
+pub use crate::db::registry::{FeedEvent, JoinRequest, Policy, Subchain};
 
 /// A new subchain.
 pub struct NewSubchain {
@@ -172,21 +119,6 @@ pub struct Revised {
     pub receipt: Receipt,
 }
 
-/// A pending join request.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JoinRequest {
-    /// The subchain.
-    pub subchain: String,
-    /// Who asks.
-    pub identity: String,
-    /// The role asked for.
-    pub role: Role,
-    /// Free text from the requester.
-    pub note: String,
-    /// Unix seconds.
-    pub requested_at: i64,
-}
-
 /// What a join did.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
@@ -196,9 +128,6 @@ pub enum Joined {
     /// Waiting for approval.
     Pending(JoinRequest),
 }
-
-/// One event of the change feed: the API contract's type (the feed is what nodes read).
-pub use bsn_api::ca::FeedEvent;
 
 /// Everything a membership change needs besides the database.
 pub struct Registry<'a> {
@@ -251,35 +180,6 @@ fn db_err(e: impl Into<anyhow::Error>) -> RegistryError {
     RegistryError::Internal(e.into())
 }
 
-fn parse_role(s: &str) -> Result<Role, RegistryError> {
-    Role::parse(s).ok_or_else(|| RegistryError::Internal(anyhow::anyhow!("stored role '{s}'")))
-}
-
-const SUBCHAIN_COLUMNS: &str = "id, name, publisher, description, policy, revision, members, created_at, updated_at";
-
-fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, RegistryError> {
-    Ok(Subchain {
-        id: r.try_get(0).map_err(db_err)?,
-        name: r.try_get(1).map_err(db_err)?,
-        publisher: r.try_get(2).map_err(db_err)?,
-        description: r.try_get(3).map_err(db_err)?,
-        policy: Policy::parse(&r.try_get::<String, _>(4).map_err(db_err)?)?,
-        revision: r.try_get(5).map_err(db_err)?,
-        members: r.try_get(6).map_err(db_err)?,
-        nodes: Vec::new(),
-        created_at: r.try_get(7).map_err(db_err)?,
-        updated_at: r.try_get(8).map_err(db_err)?,
-    })
-}
-
-async fn nodes_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<String>, RegistryError> {
-    sqlx::query_scalar("SELECT node_id FROM subchain_nodes WHERE subchain_id = $1 ORDER BY node_id")
-        .bind(id)
-        .fetch_all(conn)
-        .await
-        .map_err(db_err)
-}
-
 /// Checks hosting nodes: 1 to 64 distinct, each an active node identity. Returns them sorted.
 async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result<Vec<String>, RegistryError> {
     let mut sorted = nodes.to_vec();
@@ -294,7 +194,7 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
         ));
     }
     for n in &sorted {
-        match crate::db::Db::kind_and_status(&mut *conn, n).await.map_err(db_err)? {
+        match Db::kind_and_status(&mut *conn, n).await? {
             Some((IdentityKind::Node, IdentityStatus::Active)) => {}
             Some((IdentityKind::Participant, _)) => {
                 return Err(RegistryError::InvalidField(format!("'{n}' is not a node identity")));
@@ -308,7 +208,7 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
 
 /// Fails unless `id` is an active participant.
 async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), RegistryError> {
-    match crate::db::Db::kind_and_status(conn, id).await.map_err(db_err)? {
+    match Db::kind_and_status(conn, id).await? {
         Some((IdentityKind::Participant, IdentityStatus::Active)) => Ok(()),
         Some((IdentityKind::Node, _)) => Err(RegistryError::InvalidField(format!(
             "'{id}' is a node, not a participant"
@@ -321,18 +221,7 @@ async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(
 impl Registry<'_> {
     /// A subchain, with its nodes.
     pub async fn get(&self, id: &str) -> Result<Option<Subchain>, RegistryError> {
-        let mut conn = self.db.acquire().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUBCHAIN_COLUMNS} FROM subchains WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let mut s = subchain_from(&row)?;
-        s.nodes = nodes_of(&mut conn, id).await?;
-        Ok(Some(s))
+        Ok(store::subchain(&mut *self.db.acquire().await?, id).await?)
     }
 
     /// Fails with not-found unless the subchain exists.
@@ -344,147 +233,46 @@ impl Registry<'_> {
 
     /// The directory: subchains by id after `after`, with their nodes.
     pub async fn list(&self, after: &str, limit: i64, publisher: Option<&str>) -> Result<Vec<Subchain>, RegistryError> {
-        let mut conn = self.db.acquire().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUBCHAIN_COLUMNS} FROM subchains WHERE id > $1 \
-             AND (CAST($2 AS TEXT) IS NULL OR publisher = $2) ORDER BY id LIMIT $3"
-        )))
-        .bind(after)
-        .bind(publisher)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        let mut out = rows.iter().map(subchain_from).collect::<Result<Vec<_>, _>>()?;
-        for s in &mut out {
-            s.nodes = nodes_of(&mut conn, &s.id).await?;
-        }
-        Ok(out)
+        Ok(store::subchains(&mut *self.db.acquire().await?, after, limit, publisher).await?)
     }
 
     /// The identity's role on the subchain, if it is a member.
     pub async fn role_of(&self, subchain: &str, identity: &str) -> Result<Option<Role>, RegistryError> {
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM subchain_members WHERE subchain_id = $1 AND identity_id = $2")
-                .bind(subchain)
-                .bind(identity)
-                .fetch_optional(&mut *self.db.acquire().await?)
-                .await
-                .map_err(db_err)?;
-        role.as_deref().map(parse_role).transpose()
+        Ok(store::role_of(&mut *self.db.acquire().await?, subchain, identity).await?)
     }
 
     /// Members by id after `after`.
     pub async fn members(&self, subchain: &str, after: &str, limit: i64) -> Result<Vec<Member>, RegistryError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT identity_id, role FROM subchain_members WHERE subchain_id = $1 AND identity_id > $2 \
-             ORDER BY identity_id LIMIT $3",
-        )
-        .bind(subchain)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *self.db.acquire().await?)
-        .await
-        .map_err(db_err)?;
-        rows.into_iter()
-            .map(|(id, role)| {
-                Ok(Member {
-                    id,
-                    role: parse_role(&role)?,
-                })
-            })
-            .collect()
+        Ok(store::members(&mut *self.db.acquire().await?, subchain, after, limit).await?)
     }
 
     /// The subchains an identity belongs to, with its role in each.
     pub async fn memberships(&self, identity: &str) -> Result<Vec<(String, Role)>, RegistryError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT subchain_id, role FROM subchain_members WHERE identity_id = $1 ORDER BY subchain_id",
-        )
-        .bind(identity)
-        .fetch_all(&mut *self.db.acquire().await?)
-        .await
-        .map_err(db_err)?;
-        rows.into_iter().map(|(s, r)| Ok((s, parse_role(&r)?))).collect()
+        Ok(store::memberships(&mut *self.db.acquire().await?, identity).await?)
     }
 
     /// Pending join requests of a subchain.
     pub async fn requests(&self, subchain: &str) -> Result<Vec<JoinRequest>, RegistryError> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT subchain_id, identity_id, role, note, requested_at FROM join_requests \
-             WHERE subchain_id = $1 ORDER BY requested_at, identity_id",
-        )
-        .bind(subchain)
-        .fetch_all(&mut *self.db.acquire().await?)
-        .await
-        .map_err(db_err)?;
-        rows.into_iter()
-            .map(|(subchain, identity, role, note, requested_at)| {
-                Ok(JoinRequest {
-                    subchain,
-                    identity,
-                    role: parse_role(&role)?,
-                    note,
-                    requested_at,
-                })
-            })
-            .collect()
+        Ok(store::requests(&mut *self.db.acquire().await?, subchain).await?)
     }
 
     /// The signed statement of a revision (the latest if `None`).
     pub async fn statement(&self, subchain: &str, revision: Option<i64>) -> Result<Option<Envelope>, RegistryError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT payload, signature FROM subchain_statements WHERE subchain_id = $1 \
-             AND revision = COALESCE($2, (SELECT revision FROM subchains WHERE id = $1))",
-        )
-        .bind(subchain)
-        .bind(revision)
-        .fetch_optional(&mut *self.db.acquire().await?)
-        .await
-        .map_err(db_err)?;
-        Ok(row.map(|(p, s)| Envelope {
-            payload: B64.encode(p),
-            signature: B64.encode(s),
-        }))
+        Ok(store::statement(&mut *self.db.acquire().await?, subchain, revision).await?)
     }
 
     /// Creates a subchain at revision 1, with its publisher as its first admin member.
     pub async fn create(&self, new: NewSubchain, publisher: &str, now: i64) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let nodes = check_nodes(&mut tx, &new.nodes).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO subchains (id, name, publisher, description, policy, revision, members, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, 1, $6, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(new.id.as_str())
-        .bind(&new.name)
-        .bind(publisher)
-        .bind(&new.description)
-        .bind(new.policy.name())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if inserted.rows_affected() == 0 {
+        let id = new.id.as_str();
+        let inserted =
+            store::insert_subchain(&mut tx, id, &new.name, publisher, &new.description, new.policy, now).await?;
+        if !inserted {
             return Err(RegistryError::Conflict(format!("subchain '{}' already exists", new.id)));
         }
-        for n in &nodes {
-            sqlx::query("INSERT INTO subchain_nodes (node_id, subchain_id) VALUES ($1, $2)")
-                .bind(n)
-                .bind(new.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        sqlx::query(
-            "INSERT INTO subchain_members (subchain_id, identity_id, role, since, added_by) VALUES ($1, $2, 'admin', $3, $2)",
-        )
-        .bind(new.id.as_str())
-        .bind(publisher)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        store::set_nodes(&mut tx, id, &nodes).await?;
+        store::insert_member(&mut tx, id, publisher, Role::Admin, now, publisher).await?;
         let revised = self
             .commit_revision(&mut tx, new.id.as_str(), 1, &[], publisher, now)
             .await?;
@@ -500,16 +288,10 @@ impl Registry<'_> {
         subchain: &str,
         now: i64,
     ) -> Result<(i64, Vec<String>), RegistryError> {
-        let revision: Option<i64> = sqlx::query_scalar(
-            "UPDATE subchains SET revision = revision + 1, updated_at = $2 WHERE id = $1 RETURNING revision",
-        )
-        .bind(subchain)
-        .bind(now)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        let revision = revision.ok_or_else(|| RegistryError::NotFound(format!("no subchain '{subchain}'")))?;
-        Ok((revision, nodes_of(tx, subchain).await?))
+        let revision = store::bump_revision(tx, subchain, now)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no subchain '{subchain}'")))?;
+        Ok((revision, store::nodes_of(tx, subchain).await?))
     }
 
     /// Changes settings; a change of hosting nodes is a new membership revision.
@@ -521,19 +303,8 @@ impl Registry<'_> {
         now: i64,
     ) -> Result<Option<Revised>, RegistryError> {
         let mut tx = self.db.begin().await?;
-        let found = sqlx::query(
-            "UPDATE subchains SET name = COALESCE($2, name), description = COALESCE($3, description), \
-             policy = COALESCE($4, policy), updated_at = $5 WHERE id = $1",
-        )
-        .bind(subchain)
-        .bind(patch.name)
-        .bind(patch.description)
-        .bind(patch.policy.map(Policy::name))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if found.rows_affected() == 0 {
+        let found = store::update_settings(&mut tx, subchain, patch.name, patch.description, patch.policy, now).await?;
+        if !found {
             return Err(RegistryError::NotFound(format!("no subchain '{subchain}'")));
         }
         let Some(nodes) = patch.nodes else {
@@ -547,19 +318,7 @@ impl Registry<'_> {
                 "the subchain already has exactly these hosting nodes".into(),
             ));
         }
-        sqlx::query("DELETE FROM subchain_nodes WHERE subchain_id = $1")
-            .bind(subchain)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        for n in &nodes {
-            sqlx::query("INSERT INTO subchain_nodes (node_id, subchain_id) VALUES ($1, $2)")
-                .bind(n)
-                .bind(subchain)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
+        store::set_nodes(&mut tx, subchain, &nodes).await?;
         let revised = self
             .commit_revision(&mut tx, subchain, revision, &before, by, now)
             .await?;
@@ -580,53 +339,20 @@ impl Registry<'_> {
         let mut tx = self.db.begin().await?;
         check_participant(&mut tx, identity).await?;
         let (revision, nodes) = self.begin_revision(&mut tx, subchain, now).await?;
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT role FROM subchain_members WHERE subchain_id = $1 AND identity_id = $2")
-                .bind(subchain)
-                .bind(identity)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        match current {
-            Some(r) if r == role.name() => {
+        match store::role_of(&mut tx, subchain, identity).await? {
+            Some(r) if r == role => {
                 return Err(RegistryError::Conflict(format!(
-                    "'{identity}' is already a {r} of '{subchain}'"
+                    "'{identity}' is already a {} of '{subchain}'",
+                    r.name()
                 )));
             }
-            Some(_) => {
-                sqlx::query("UPDATE subchain_members SET role = $3 WHERE subchain_id = $1 AND identity_id = $2")
-                    .bind(subchain)
-                    .bind(identity)
-                    .bind(role.name())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
+            Some(_) => store::set_member_role(&mut tx, subchain, identity, role).await?,
             None => {
-                sqlx::query(
-                    "INSERT INTO subchain_members (subchain_id, identity_id, role, since, added_by) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(subchain)
-                .bind(identity)
-                .bind(role.name())
-                .bind(now)
-                .bind(by)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                sqlx::query("UPDATE subchains SET members = members + 1 WHERE id = $1")
-                    .bind(subchain)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                store::insert_member(&mut tx, subchain, identity, role, now, by).await?;
+                store::add_to_member_count(&mut tx, subchain, 1).await?;
             }
         }
-        sqlx::query("DELETE FROM join_requests WHERE subchain_id = $1 AND identity_id = $2")
-            .bind(subchain)
-            .bind(identity)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        store::delete_join_request(&mut tx, subchain, identity).await?;
         let revised = self
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
@@ -649,48 +375,18 @@ impl Registry<'_> {
         let mut added = 0u64;
         for chunk in members.chunks(500) {
             let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
-            let sql = format!(
-                "SELECT COUNT(*) FROM identities WHERE kind = 'participant' AND status = 'active' AND id IN ({})",
-                placeholders(backend, 1, ids.len())
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                q = q.bind(*id);
-            }
-            let known = q.fetch_one(&mut *tx).await.map_err(db_err)?;
+            let known = store::count_active_participants(&mut tx, backend, &ids).await?;
             if known as usize != ids.len() {
                 return Err(RegistryError::InvalidField(
                     "every member must be an active participant identity".into(),
                 ));
             }
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(backend, i * 5 + 1, 5)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO subchain_members (subchain_id, identity_id, role, since, added_by) VALUES {} \
-                 ON CONFLICT (subchain_id, identity_id) DO NOTHING",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in chunk {
-                q = q
-                    .bind(subchain)
-                    .bind(m.id.as_str())
-                    .bind(m.role.name())
-                    .bind(now)
-                    .bind(by);
-            }
-            added += q.execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+            added += store::insert_new_members(&mut tx, backend, subchain, chunk, now, by).await?;
         }
         if added == 0 {
             return Err(RegistryError::Conflict("all of them are members already".into()));
         }
-        sqlx::query("UPDATE subchains SET members = members + $2 WHERE id = $1")
-            .bind(subchain)
-            .bind(added as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        store::add_to_member_count(&mut tx, subchain, added as i64).await?;
         let revised = self
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
@@ -709,32 +405,17 @@ impl Registry<'_> {
     ) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let (revision, nodes) = self.begin_revision(&mut tx, subchain, now).await?;
-        let publisher: String = sqlx::query_scalar("SELECT publisher FROM subchains WHERE id = $1")
-            .bind(subchain)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if publisher == identity {
+        if store::publisher_of(&mut tx, subchain).await? == identity {
             return Err(RegistryError::Conflict(
                 "the publisher cannot be removed from its subchain".into(),
             ));
         }
-        let gone = sqlx::query("DELETE FROM subchain_members WHERE subchain_id = $1 AND identity_id = $2")
-            .bind(subchain)
-            .bind(identity)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if gone.rows_affected() == 0 {
+        if !store::delete_member(&mut tx, subchain, identity).await? {
             return Err(RegistryError::NotFound(format!(
                 "'{identity}' is not a member of '{subchain}'"
             )));
         }
-        sqlx::query("UPDATE subchains SET members = members - 1 WHERE id = $1")
-            .bind(subchain)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        store::add_to_member_count(&mut tx, subchain, -1).await?;
         let revised = self
             .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
             .await?;
@@ -765,30 +446,19 @@ impl Registry<'_> {
         }
         let mut conn = self.db.acquire().await?;
         check_participant(&mut conn, identity).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO join_requests (subchain_id, identity_id, role, note, requested_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (subchain_id, identity_id) DO NOTHING",
-        )
-        .bind(subchain)
-        .bind(identity)
-        .bind(role.name())
-        .bind(note)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        if inserted.rows_affected() == 0 {
-            return Err(RegistryError::Conflict(format!(
-                "you already have a pending request to join '{subchain}'"
-            )));
-        }
-        Ok(Joined::Pending(JoinRequest {
+        let request = JoinRequest {
             subchain: subchain.to_string(),
             identity: identity.to_string(),
             role,
             note: note.to_string(),
             requested_at: now,
-        }))
+        };
+        if !store::insert_join_request(&mut conn, &request).await? {
+            return Err(RegistryError::Conflict(format!(
+                "you already have a pending request to join '{subchain}'"
+            )));
+        }
+        Ok(Joined::Pending(request))
     }
 
     /// The pending request of `identity`, if any.
@@ -802,13 +472,8 @@ impl Registry<'_> {
 
     /// Rejects (deletes) a pending request.
     pub async fn reject(&self, subchain: &str, identity: &str) -> Result<(), RegistryError> {
-        let gone = sqlx::query("DELETE FROM join_requests WHERE subchain_id = $1 AND identity_id = $2")
-            .bind(subchain)
-            .bind(identity)
-            .execute(&mut *self.db.acquire().await?)
-            .await
-            .map_err(db_err)?;
-        if gone.rows_affected() == 0 {
+        let gone = store::delete_join_request(&mut *self.db.acquire().await?, subchain, identity).await?;
+        if !gone {
             return Err(RegistryError::NotFound(format!(
                 "no pending request of '{identity}' to join '{subchain}'"
             )));
@@ -827,23 +492,8 @@ impl Registry<'_> {
         by: &str,
         now: i64,
     ) -> Result<Revised, RegistryError> {
-        let nodes = nodes_of(tx, subchain).await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT identity_id, role FROM subchain_members WHERE subchain_id = $1 ORDER BY identity_id",
-        )
-        .bind(subchain)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        let members = rows
-            .into_iter()
-            .map(|(id, role)| {
-                Ok(Member {
-                    id,
-                    role: parse_role(&role)?,
-                })
-            })
-            .collect::<Result<Vec<_>, RegistryError>>()?;
+        let nodes = store::nodes_of(tx, subchain).await?;
+        let members = store::members(tx, subchain, "", i64::MAX).await?;
         let statement = Statement {
             version: 1,
             trust_domain: self.signer.trust_domain.clone(),
@@ -876,37 +526,12 @@ impl Registry<'_> {
         let appended = crate::log::append(tx, self.db.backend, self.log, &[new], true)
             .await
             .map_err(db_err)?;
-        sqlx::query(
-            "INSERT INTO subchain_statements (subchain_id, revision, payload, signature, log_index) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(subchain)
-        .bind(revision)
-        .bind(payload)
-        .bind(signature)
-        .bind(appended.first as i64)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        let seq = next_seq(tx).await?;
-        sqlx::query("INSERT INTO feed (seq, kind, subchain_id, revision, at) VALUES ($1, 'membership', $2, $3, $4)")
-            .bind(seq)
-            .bind(subchain)
-            .bind(revision)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
+        store::insert_statement(tx, subchain, revision, &payload, &signature, appended.first as i64).await?;
+        let seq = store::next_seq(tx).await?;
         let mut audience: Vec<&String> = nodes.iter().chain(nodes_before).collect();
         audience.sort();
         audience.dedup();
-        for n in audience {
-            sqlx::query("INSERT INTO feed_audience (node_id, seq) VALUES ($1, $2)")
-                .bind(n)
-                .bind(seq)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
-        }
+        store::insert_membership_event(tx, seq, subchain, revision, now, &audience).await?;
         Ok(Revised {
             subchain: subchain.to_string(),
             revision,
@@ -914,15 +539,6 @@ impl Registry<'_> {
             receipt: appended.receipt(0),
         })
     }
-}
-
-/// The next feed position. Callers hold the issuance log's row lock (they appended a leaf in
-/// this transaction), so positions are handed out in commit order.
-async fn next_seq(tx: &mut Transaction<'static, Any>) -> Result<i64, RegistryError> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM feed")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_err)
 }
 
 /// Puts a revocation on the feed (in the revocation's transaction, after its log leaf).
@@ -933,76 +549,17 @@ pub async fn feed_revocation(
     reason: &str,
     at: i64,
 ) -> Result<i64, RegistryError> {
-    let seq = next_seq(tx).await?;
-    sqlx::query(
-        "INSERT INTO feed (seq, kind, serial, identity_id, reason, at) VALUES ($1, 'revocation', $2, $3, $4, $5)",
-    )
-    .bind(seq)
-    .bind(serial)
-    .bind(identity)
-    .bind(reason)
-    .bind(at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    sqlx::query("INSERT INTO feed_audience (node_id, seq) VALUES ('*', $1)")
-        .bind(seq)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+    let seq = store::next_seq(tx).await?;
+    store::insert_revocation_event(tx, seq, serial, identity, reason, at).await?;
     Ok(seq)
 }
 
 /// The feed's newest position (0 when empty).
 pub async fn feed_head(db: &Db) -> Result<i64, RegistryError> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
-        .fetch_one(&mut *db.acquire().await?)
-        .await
-        .map_err(db_err)
+    Ok(store::feed_head(&mut *db.acquire().await?).await?)
 }
 
-/// Events after `cursor` that `node` may see, oldest first: an index range scan of the node's
-/// and everyone's audience rows, never a scan of the registry.
+/// Events after `cursor` that `node` may see, oldest first.
 pub async fn feed_page(db: &Db, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, RegistryError> {
-    let rows = sqlx::query(
-        "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature \
-         FROM feed_audience a JOIN feed f ON f.seq = a.seq \
-         LEFT JOIN subchain_statements s ON s.subchain_id = f.subchain_id AND s.revision = f.revision \
-         WHERE a.node_id IN ('*', $1) AND a.seq > $2 ORDER BY a.seq LIMIT $3",
-    )
-    .bind(node)
-    .bind(cursor)
-    .bind(limit)
-    .fetch_all(&mut *db.acquire().await?)
-    .await
-    .map_err(db_err)?;
-    rows.iter()
-        .map(|r| {
-            let kind: String = r.try_get(1).map_err(db_err)?;
-            let seq: i64 = r.try_get(0).map_err(db_err)?;
-            let at: i64 = r.try_get(7).map_err(db_err)?;
-            Ok(if kind == "membership" {
-                let payload: Vec<u8> = r.try_get(8).map_err(db_err)?;
-                let signature: Vec<u8> = r.try_get(9).map_err(db_err)?;
-                FeedEvent::Membership {
-                    seq,
-                    subchain: r.try_get(2).map_err(db_err)?,
-                    revision: r.try_get(3).map_err(db_err)?,
-                    at,
-                    statement: Envelope {
-                        payload: B64.encode(payload),
-                        signature: B64.encode(signature),
-                    },
-                }
-            } else {
-                FeedEvent::Revocation {
-                    seq,
-                    serial: r.try_get(4).map_err(db_err)?,
-                    identity: r.try_get(5).map_err(db_err)?,
-                    reason: r.try_get(6).map_err(db_err)?,
-                    at,
-                }
-            })
-        })
-        .collect()
+    Ok(store::feed_page(&mut *db.acquire().await?, node, cursor, limit).await?)
 }

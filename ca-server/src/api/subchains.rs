@@ -73,13 +73,7 @@ fn role(name: &str) -> Result<Role, ApiError> {
 }
 
 fn policy(name: &str) -> Result<Policy, ApiError> {
-    match name {
-        "open" => Ok(Policy::Open),
-        "approval" => Ok(Policy::Approval),
-        _ => Err(ApiError::InvalidField(format!(
-            "policy '{name}' is not one of: open, approval"
-        ))),
-    }
+    Policy::parse(name).ok_or_else(|| ApiError::InvalidField(format!("policy '{name}' is not one of: open, approval")))
 }
 
 fn text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
