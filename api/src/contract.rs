@@ -182,6 +182,46 @@ pub fn check(doc: &Value, schemas: &Map<String, Value>) -> Vec<String> {
     wrong
 }
 
+/// The paths an axum router's source declares (each `.route("...")`, the literal on the same
+/// line or, after rustfmt, the next), in OpenAPI form: axum's catch-all `{*name}` is `{name}`.
+/// Sorted, for comparing with [`documented_paths`] in a server's test.
+pub fn routed_paths(src: &str) -> Vec<String> {
+    let mut paths: Vec<String> = src
+        .match_indices(".route(")
+        .filter_map(|(i, _)| {
+            let rest = src[i + 7..].trim_start().strip_prefix('"')?;
+            Some(rest.split('"').next()?.replace("{*", "{"))
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The paths an OpenAPI document declares, sorted.
+pub fn documented_paths(doc: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// The problem slugs the document's `Problem` schema lists (`urn:bsn:problem:<slug>`), sorted.
+pub fn documented_problem_types(doc: &Value) -> Vec<String> {
+    let mut slugs: Vec<String> = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|v| v.trim_start_matches("urn:bsn:problem:").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    slugs.sort();
+    slugs
+}
+
 /// Writes `schemas` into the document at `path` (replacing the schemas of those names, keeping
 /// the others), for `BSN_BLESS_OPENAPI=1`.
 pub fn bless(path: &std::path::Path, schemas: &Map<String, Value>) -> std::io::Result<()> {
@@ -196,4 +236,42 @@ pub fn bless(path: &std::path::Path, schemas: &Map<String, Value>) -> std::io::R
     let mut out = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
     out.push('\n');
     crate::files::write_file(path, out.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_as_openapi_paths() {
+        let src = r#"Router::new().route("/a/{id}", get(a))
+            .route(
+                "/b/{*key}",
+                get(b),
+            )"#;
+        assert_eq!(routed_paths(src), vec!["/a/{id}", "/b/{key}"]);
+    }
+
+    #[test]
+    fn drift_and_inline_bodies_are_reported() {
+        let schemas = Schemas::default()
+            .response::<crate::node::RawBlocks>()
+            .into_components();
+        let mut doc = serde_json::json!({
+            "paths": {"/x": {"get": {"responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}}}}},
+            "components": {"schemas": {}}
+        });
+        let wrong = check(&doc, &schemas);
+        assert!(wrong.iter().any(|w| w.contains("RawBlocks is missing")), "{wrong:?}");
+        assert!(wrong.iter().any(|w| w.contains("GET /x")), "{wrong:?}");
+        doc["components"]["schemas"]["RawBlocks"] = schemas["RawBlocks"].clone();
+        doc["paths"]["/x"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] =
+            serde_json::json!({"$ref": "#/components/schemas/RawBlocks"});
+        assert!(check(&doc, &schemas).is_empty());
+        doc["components"]["schemas"]["RawBlocks"]["required"] = serde_json::json!([]);
+        assert_eq!(
+            check(&doc, &schemas),
+            vec!["components.schemas.RawBlocks differs from the type's schema"]
+        );
+    }
 }

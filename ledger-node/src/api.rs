@@ -887,25 +887,10 @@ mod tests {
     /// The OpenAPI document lists exactly the routes the router serves.
     #[test]
     fn openapi_covers_every_route() {
-        let mut documented: Vec<String> = doc()["paths"].as_object().unwrap().keys().cloned().collect();
-        documented.sort();
         let src = include_str!("api.rs");
         let router = &src[src.find("pub fn router").unwrap()..src.find("/// This API's OpenAPI").unwrap()];
-        let mut routed: Vec<String> = router
-            .match_indices(".route(")
-            .map(|(i, _)| {
-                router[i + 7..]
-                    .trim_start()
-                    .trim_start_matches('"')
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    // axum's catch-all `{*name}` is OpenAPI's `{name}`.
-                    .replace("{*", "{")
-            })
-            .collect();
-        routed.sort();
-        assert_eq!(documented, routed);
+        let routed = bsn_api::contract::routed_paths(router);
+        assert_eq!(bsn_api::contract::documented_paths(&doc()), routed);
         assert_eq!(
             routed.len(),
             20,
@@ -916,13 +901,7 @@ mod tests {
     /// The document lists exactly the problem types the node answers with.
     #[test]
     fn openapi_lists_every_problem_type() {
-        let mut documented: Vec<String> = doc()["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().trim_start_matches("urn:bsn:problem:").to_string())
-            .collect();
-        documented.sort();
+        let documented = bsn_api::contract::documented_problem_types(&doc());
         let src = include_str!("api.rs");
         let parts = &src[src.find("fn parts(&self)").unwrap()..src.find("impl IntoResponse for ApiError").unwrap()];
         let mut answered: Vec<String> = parts
