@@ -65,9 +65,14 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
     let paths = Paths::new(o.dir);
     if paths.config().exists() {
         bail!(
-            "{} already holds a CA ({} exists); refusing to overwrite it",
+            "{} already holds a CA ({} exists); refusing to overwrite it. That file is the last \
+             thing init writes, so the CA is complete (even if an init was stopped just after \
+             writing it): start it with `ca-server serve --data-dir {}`, and if its administrator \
+             secret was lost, `ca-server admin-secret --data-dir {}` prints a new one",
             o.dir.display(),
-            paths.config().display()
+            paths.config().display(),
+            o.dir.display(),
+            o.dir.display()
         );
     }
     let td = TrustDomain::parse(o.trust_domain).context("--trust-domain")?;
