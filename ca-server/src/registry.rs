@@ -107,7 +107,7 @@ pub struct Patch {
 }
 
 /// A membership change's result.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Revised {
     /// The subchain.
     pub subchain: String,
@@ -120,8 +120,7 @@ pub struct Revised {
 }
 
 /// What a join did.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(tag = "outcome", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum Joined {
     /// Open policy: a member now.
     Member(Revised),

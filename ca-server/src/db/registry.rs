@@ -16,8 +16,7 @@ use sqlx::{AnyConnection, Row};
 use super::{Backend, DbError, placeholders};
 
 /// Who may join a subchain without approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Anyone may join as reader or writer at once; admin needs approval.
     Open,
@@ -45,7 +44,7 @@ impl Policy {
 }
 
 /// A subchain's record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Subchain {
     /// Id.
     pub id: String,
@@ -70,7 +69,7 @@ pub struct Subchain {
 }
 
 /// A pending join request.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct JoinRequest {
     /// The subchain.
     pub subchain: String,
