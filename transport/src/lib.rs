@@ -16,11 +16,12 @@
 //!   [`Limits::body_timeout`]. HTTP/2 streams per connection and header sizes are bounded. Each
 //!   connection's handshake, header and idle deadlines are stretched by a random 0-25%, so
 //!   connections opened together (a flood) do not all close, and come back, together.
-//! - **Handshakes yield to established connections**: at most one handshake fewer than there are
-//!   CPUs computes at once (at least one; [`Gated`]: a handshake holds a permit only while it is
-//!   being polled, never while it waits for the client), so a burst of thousands of new
-//!   connections always leaves a core to the requests of connections already served. On two
-//!   cores this costs a quarter of the peak handshake rate.
+//! - **Handshakes yield to established connections**: TLS handshakes run on a pool of their own
+//!   (one thread per CPU, at nice 10, a lower CPU priority than the threads that serve requests;
+//!   [`handshake_pool`]), so a burst of thousands of new connections computes with whatever CPU
+//!   the requests of connections already served leave idle, and never delays them. A handshake
+//!   waiting for its client holds no thread. The connection's socket stays registered with the
+//!   server's runtime, which hands the finished TLS stream back to it.
 //! - **Cutting connections**: [`Admit`] may return a future that ends the connection early (the
 //!   node cuts a connection whose client certificate is revoked or expires).
 //! - [`KeyedSlots`]: per-key caps for long-lived streams (one identity cannot take every slot).
@@ -362,46 +363,26 @@ impl http_body::Body for Deadline {
     }
 }
 
-/// A future that may only be polled while it holds a permit of `gate`; it gives the permit back
-/// whenever it returns `Pending`. Futures that mostly compute when polled (a TLS handshake) thus
-/// run at most `gate`'s permits at a time, while any number may wait for their peers.
-pub struct Gated<F> {
-    inner: Pin<Box<F>>,
-    gate: Arc<tokio::sync::Semaphore>,
-    acquiring: Option<Acquiring>,
-}
-
-/// Waiting for a permit of the gate.
-type Acquiring =
-    Pin<Box<dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
-
-impl<F: Future> Gated<F> {
-    /// `inner`, gated by `gate`.
-    pub fn new(inner: F, gate: Arc<tokio::sync::Semaphore>) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            gate,
-            acquiring: None,
-        }
-    }
-}
-
-impl<F: Future> Future for Gated<F> {
-    type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let acquiring = this
-            .acquiring
-            .get_or_insert_with(|| Box::pin(this.gate.clone().acquire_owned()));
-        let permit = match acquiring.as_mut().poll(cx) {
-            Poll::Ready(p) => p,
-            Poll::Pending => return Poll::Pending,
-        };
-        this.acquiring = None;
-        let out = this.inner.as_mut().poll(cx);
-        drop(permit);
-        out
-    }
+/// The runtime that computes TLS handshakes for every server in this process: one worker per
+/// CPU, each at nice 10 so the kernel runs the request-serving threads first when both want a
+/// core. Created on first use and kept for the life of the process. If the priority cannot be
+/// lowered (a restricted container), handshakes still run here, only at the same priority.
+pub fn handshake_pool() -> &'static tokio::runtime::Handle {
+    static POOL: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .thread_name("bsn-handshake")
+            .enable_time()
+            .on_thread_start(|| {
+                // On Linux, nice is per thread: this lowers only the pool's own threads.
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+            })
+            .build()
+            .expect("the handshake runtime starts")
+    })
+    .handle()
 }
 
 /// `d` stretched by a random 0-25% (never shortened).
@@ -498,9 +479,7 @@ pub async fn serve<A: Admit>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    // One core is always left to established connections.
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(cpus.saturating_sub(1).max(1)));
+    let handshakes = handshake_pool();
     let counts = Arc::new(Counts {
         per_address: Mutex::new(HashMap::new()),
         total: AtomicUsize::new(0),
@@ -531,7 +510,7 @@ pub async fn serve<A: Admit>(
             remote,
             held,
             acceptor.clone(),
-            handshakes.clone(),
+            handshakes,
             app.clone(),
             admit.clone(),
             limits.clone(),
@@ -542,13 +521,37 @@ pub async fn serve<A: Admit>(
     }
 }
 
+/// The TLS handshake. When it fails (a revoked, expired or foreign client certificate), the
+/// alert rustls sent is followed by a graceful close: this side's half is shut and whatever the
+/// client already sent (its first request, in TLS 1.3) is read and dropped for up to half a
+/// second, so the client reads the alert and can say why, instead of a reset that may reach it
+/// first.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    match acceptor.accept(tcp).into_fallible().await {
+        Ok(s) => Ok(s),
+        Err((e, mut tcp)) => {
+            let _ = tcp.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            Err(e)
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn connection<A: Admit>(
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
     mut held: Held,
     acceptor: TlsAcceptor,
-    handshakes: Arc<tokio::sync::Semaphore>,
+    handshakes: &'static tokio::runtime::Handle,
     app: Router,
     admit: Arc<A>,
     limits: Arc<Limits>,
@@ -563,15 +566,22 @@ async fn connection<A: Admit>(
         idle_timeout: jittered(limits.idle_timeout),
         ..(*limits).clone()
     });
-    let handshake = Gated::new(acceptor.accept(tcp), handshakes);
-    let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    // The socket stays registered with this runtime's reactor; only the handshake's computing
+    // runs on the pool. A handshake past its deadline is aborted there.
+    let mut handshake = handshakes.spawn(handshake(acceptor, tcp));
+    let tls = match tokio::time::timeout(limits.handshake_timeout, &mut handshake).await {
+        Ok(Ok(Ok(s))) => s,
+        Ok(Ok(Err(e))) => {
             tracing::debug!(%remote, error = %e, "handshake refused");
             stats.handshakes_failed.inc();
             return;
         }
+        Ok(Err(_)) => {
+            stats.handshakes_failed.inc();
+            return;
+        }
         Err(_) => {
+            handshake.abort();
             stats.timed_out.inc();
             return;
         }
@@ -671,22 +681,27 @@ mod tests {
         assert_eq!(k("::ffff:192.0.2.1"), k("192.0.2.1"));
     }
 
-    /// A gated future computes only with a permit, and waits without one.
+    /// A handshake that never gets its client's bytes holds no pool thread: many wait at once
+    /// while another computes on the pool, and the pool's threads run at a lower priority.
     #[tokio::test]
-    async fn gated_futures_hold_the_permit_only_while_polled() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(1));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let waiting = tokio::spawn(Gated::new(rx, gate.clone()));
-        tokio::task::yield_now().await;
-        assert_eq!(gate.available_permits(), 1, "a waiting future holds no permit");
-        let other = Gated::new(async { 7 }, gate.clone()).await;
-        assert_eq!(other, 7);
-        let held = gate.clone().acquire_owned().await.unwrap();
-        tx.send(()).unwrap();
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "it cannot run without a permit");
-        drop(held);
-        waiting.await.unwrap().unwrap();
+    async fn the_handshake_pool_runs_waiting_futures_without_holding_threads() {
+        let pool = handshake_pool();
+        let mut waiting = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 0..64 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            senders.push(tx);
+            waiting.push(pool.spawn(rx));
+        }
+        let nice = pool.spawn(async { rustix::process::getpriority_process(Some(rustix::thread::gettid())) });
+        assert_eq!(nice.await.unwrap().unwrap(), 10, "the pool's threads run at nice 10");
+        assert!(waiting.iter().all(|w| !w.is_finished()));
+        for tx in senders {
+            tx.send(()).unwrap();
+        }
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
     }
 
     #[test]
