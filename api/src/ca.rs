@@ -8,7 +8,7 @@
 //! Request fields that name a role, a policy or a reason stay strings here: the CA parses them
 //! itself so that a bad value gets a problem naming the field and the values it takes.
 
-use identity::membership::{Envelope, Role};
+use identity::membership::{DirectoryEntry, Envelope, Role};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -347,6 +347,13 @@ pub struct Subchain {
     pub members: i64,
     /// The hosting city nodes.
     pub nodes: Vec<String>,
+    /// The orderers of the ordering cluster that order it (empty: its city nodes do).
+    #[serde(default)]
+    pub orderers: Vec<String>,
+    /// Where each hosting node serves (its entry in the node directory), for the nodes that
+    /// published one: a participant connects to any of these URLs.
+    #[serde(default)]
+    pub endpoints: Vec<DirectoryEntry>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -369,6 +376,10 @@ pub struct CreateSubchain {
     pub policy: String,
     /// The hosting city nodes (node identity ids).
     pub nodes: Vec<String>,
+    /// The orderers (orderer identity ids, its Raft voters). Absent: the CA picks three of the
+    /// ordering cluster, the least loaded; empty: the hosting nodes order it themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orderers: Option<Vec<String>>,
 }
 
 fn approval() -> String {
@@ -391,6 +402,9 @@ pub struct UpdateSubchain {
     /// The hosting city nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
+    /// The orderers (empty: the hosting nodes order it themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orderers: Option<Vec<String>>,
 }
 
 /// A new membership revision: its signed statement and its place in the issuance log.
@@ -515,6 +529,31 @@ pub struct MembershipKey {
     pub key: String,
 }
 
+// ---- the node directory ---------------------------------------------------------------------
+
+/// `GET /api/v1/nodes` (public): every city node and orderer with its role, city and URL, and
+/// the same list signed with the membership key (`identity::membership::NodeDirectory`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nodes {
+    /// The directory's revision (0 before any node published its entry).
+    pub revision: u64,
+    /// The nodes, sorted by id.
+    pub nodes: Vec<DirectoryEntry>,
+    /// The signed directory of this revision (absent at revision 0).
+    pub signed: Option<Envelope>,
+}
+
+/// `PUT /api/v1/nodes/self` (a city node or orderer, with its own certificate): where it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnEntry {
+    /// The city it runs in.
+    pub city: String,
+    /// Its public endpoint, `https://HOST[:PORT]`.
+    pub url: String,
+}
+
 /// One event of the change feed (`/api/v1/feed`, `/api/v1/feed/stream`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -545,13 +584,26 @@ pub enum FeedEvent {
         /// Unix seconds.
         at: i64,
     },
+    /// A new revision of the node directory (every node sees it).
+    Directory {
+        /// Feed position.
+        seq: i64,
+        /// The directory's revision.
+        revision: i64,
+        /// Unix seconds.
+        at: i64,
+        /// The signed directory.
+        directory: Envelope,
+    },
 }
 
 impl FeedEvent {
     /// Feed position.
     pub fn seq(&self) -> i64 {
         match self {
-            FeedEvent::Membership { seq, .. } | FeedEvent::Revocation { seq, .. } => *seq,
+            FeedEvent::Membership { seq, .. }
+            | FeedEvent::Revocation { seq, .. }
+            | FeedEvent::Directory { seq, .. } => *seq,
         }
     }
 }

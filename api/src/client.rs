@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::problem::Problem;
 
-/// What went wrong talking to the CA.
+/// What went wrong talking to the CA or a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The CA answered with a problem document.
@@ -27,8 +27,17 @@ pub enum ClientError {
         /// Detail.
         detail: String,
     },
-    /// The CA could not be reached or the TLS handshake failed.
-    #[error("cannot reach the CA at {url}: {reason}")]
+    /// The server refused this client's certificate during the TLS handshake (revoked, expired,
+    /// from another CA, or not admitted there).
+    #[error("{url} refused your client certificate: {why}")]
+    CertificateRefused {
+        /// Base URL.
+        url: String,
+        /// What the server's TLS alert says, in words.
+        why: String,
+    },
+    /// The server could not be reached, the TLS handshake failed, or the answer was not HTTP.
+    #[error("cannot reach {url}: {reason}")]
     Transport {
         /// Base URL.
         url: String,
@@ -226,6 +235,12 @@ impl Api {
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
+        if let Some(why) = refused_certificate(&e) {
+            return ClientError::CertificateRefused {
+                url: self.base.clone(),
+                why: why.into(),
+            };
+        }
         let mut reason = e.to_string();
         let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
         while let Some(s) = src {
@@ -236,6 +251,65 @@ impl Api {
             url: self.base.clone(),
             reason,
         }
+    }
+}
+
+/// The rustls error somewhere under `e`. Connectors wrap it in `io::Error`s (sometimes one in
+/// another), whose `source()` skips the wrapped error, so each `io::Error`'s inner error is
+/// searched too.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+        && let Some(t) = tls_error(inner)
+    {
+        return Some(t);
+    }
+    e.source().and_then(tls_error)
+}
+
+/// The server's TLS alert about this client's certificate, in words, if that is why `e`
+/// happened. In TLS 1.3 the client finishes its handshake first, so the alert arrives when the
+/// answer is read. Over HTTP/1.1 the rustls error is in the chain; over HTTP/2 the h2 crate keeps
+/// only an I/O error's kind and message, so the alert is then read from rustls's message
+/// ("received fatal alert: <Description>").
+fn refused_certificate(e: &reqwest::Error) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    let alert = match tls_error(e) {
+        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+        Some(_) => None,
+        None => {
+            let mut text = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                text.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            [
+                A::CertificateRevoked,
+                A::CertificateExpired,
+                A::UnknownCA,
+                A::CertificateRequired,
+                A::BadCertificate,
+                A::UnsupportedCertificate,
+                A::CertificateUnknown,
+                A::AccessDenied,
+            ]
+            .into_iter()
+            .find(|a| text.contains(&format!("received fatal alert: {a:?}")))
+        }
+    };
+    match alert? {
+        A::CertificateRevoked => Some("it is revoked"),
+        A::CertificateExpired => Some("it has expired or is not yet valid"),
+        A::UnknownCA => Some("it was not issued by this network's CA"),
+        A::CertificateRequired => Some("it sent none; pass --cert and --key"),
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            Some("the certificate is not acceptable there")
+        }
+        A::AccessDenied => Some("this identity is not admitted there"),
+        _ => None,
     }
 }
 

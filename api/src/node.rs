@@ -240,6 +240,10 @@ pub struct BlocksQuery {
     pub from: u64,
     /// At most this many blocks, 1 to 1000.
     pub limit: Option<usize>,
+    /// When there is no block at `from` yet, wait up to this many milliseconds (at most 10,000)
+    /// for one before answering (a city node following an orderer long-polls).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 /// `GET /raft/v1/{id}/blocks`: raw blocks for a host catching up.

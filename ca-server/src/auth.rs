@@ -30,9 +30,9 @@ impl bsn_transport::Admit for Admission {
         certs: Option<&[rustls_pki_types::CertificateDer<'static>]>,
     ) -> Option<bsn_transport::Admitted<ClientCert>> {
         let leaf = certs.and_then(|c| c.first()).cloned();
-        let node = leaf.as_ref().is_some_and(|l| {
-            identity::profile::check_leaf(l).is_ok_and(|i| i.spiffe_id.kind == identity::IdentityKind::Node)
-        });
+        let node = leaf
+            .as_ref()
+            .is_some_and(|l| identity::profile::check_leaf(l).is_ok_and(|i| i.spiffe_id.kind.is_network_node()));
         Some(bsn_transport::Admitted {
             class: if node {
                 bsn_transport::Class::Reserved

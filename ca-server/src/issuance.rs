@@ -202,7 +202,7 @@ impl Issuance<'_> {
         let ips: Vec<IpAddr> = ident.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect();
         let validity = match ident.kind {
             IdentityKind::Participant => self.ca.policy.participant_validity,
-            IdentityKind::Node => self.ca.policy.node_validity,
+            IdentityKind::Node | IdentityKind::Orderer => self.ca.policy.node_validity,
         };
         let subject = LeafSubject {
             spiffe_id: &spiffe_id,

@@ -54,6 +54,7 @@ pub mod keystore;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod nodes;
 pub mod pki;
 pub mod portal;
 pub mod problem;

@@ -338,6 +338,16 @@ impl Appended {
     }
 }
 
+/// Takes the sequencer's lock (the `log_state` row) in `tx` without appending: a feed write
+/// that has no log leaf (a node directory revision) still takes its feed position in commit
+/// order.
+pub async fn lock_sequencer(tx: &mut Transaction<'static, Any>) -> Result<(), LogError> {
+    sqlx::query("UPDATE log_state SET size = size WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Appends leaves inside `tx`, signs the new checkpoint, and returns proofs for the new leaves.
 pub async fn append(
     tx: &mut Transaction<'static, Any>,

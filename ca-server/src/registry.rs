@@ -64,6 +64,25 @@ impl MembershipSigner {
         }
     }
 
+    /// The signed node directory of `revision` listing `nodes` (sorted by id).
+    pub fn directory(
+        &self,
+        revision: u64,
+        issued_at: i64,
+        nodes: Vec<identity::membership::DirectoryEntry>,
+    ) -> (identity::membership::NodeDirectory, Envelope) {
+        let d = identity::membership::NodeDirectory {
+            version: 1,
+            trust_domain: self.trust_domain.clone(),
+            revision,
+            issued_at,
+            nodes,
+        };
+        let payload = serde_json::to_vec(&d).unwrap_or_default();
+        let env = self.seal(identity::membership::DIRECTORY_CONTEXT, &payload);
+        (d, env)
+    }
+
     /// A signed heartbeat for `node` at feed position `cursor`.
     pub fn heartbeat(&self, node: &str, cursor: u64, at_ms: i64) -> Envelope {
         let hb = Heartbeat {
@@ -91,6 +110,9 @@ pub struct NewSubchain {
     pub policy: Policy,
     /// Hosting node ids.
     pub nodes: Vec<String>,
+    /// Orderer ids (`None`: the CA picks up to three of the cluster, the least loaded first;
+    /// empty: the hosting nodes order it themselves).
+    pub orderers: Option<Vec<String>>,
 }
 
 /// Changes to a subchain's settings (absent fields stay).
@@ -104,6 +126,8 @@ pub struct Patch {
     pub policy: Option<Policy>,
     /// New hosting nodes (a membership revision).
     pub nodes: Option<Vec<String>>,
+    /// New orderers (a membership revision; empty: the hosting nodes order it).
+    pub orderers: Option<Vec<String>>,
 }
 
 /// A membership change's result.
@@ -194,7 +218,7 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
     }
     for n in &sorted {
         match Db::kind_and_status(&mut *conn, n).await? {
-            Some((IdentityKind::Node, IdentityStatus::Active)) => {}
+            Some((IdentityKind::Node | IdentityKind::Orderer, IdentityStatus::Active)) => {}
             Some((IdentityKind::Participant, _)) => {
                 return Err(RegistryError::InvalidField(format!("'{n}' is not a node identity")));
             }
@@ -205,11 +229,50 @@ async fn check_nodes(conn: &mut sqlx::AnyConnection, nodes: &[String]) -> Result
     Ok(sorted)
 }
 
+/// How many orderers the CA picks for a new subchain when the publisher names none.
+pub const ORDERERS_PER_SUBCHAIN: usize = 3;
+
+/// Checks orderers: at most 7 distinct, each an active orderer identity. Returns them sorted.
+async fn check_orderers(conn: &mut sqlx::AnyConnection, orderers: &[String]) -> Result<Vec<String>, RegistryError> {
+    let mut sorted = orderers.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != orderers.len() || sorted.len() > 7 {
+        return Err(RegistryError::InvalidField(
+            "a subchain has at most 7 distinct orderers (3 or 5 is usual)".into(),
+        ));
+    }
+    for o in &sorted {
+        match Db::kind_and_status(&mut *conn, o).await? {
+            Some((IdentityKind::Orderer, IdentityStatus::Active)) => {}
+            Some((IdentityKind::Orderer, _)) => {
+                return Err(RegistryError::InvalidField(format!("orderer '{o}' is disabled")));
+            }
+            Some(_) => return Err(RegistryError::InvalidField(format!("'{o}' is not an orderer identity"))),
+            None => return Err(RegistryError::InvalidField(format!("no orderer identity '{o}'"))),
+        }
+    }
+    Ok(sorted)
+}
+
+/// The orderers the CA gives a new subchain: the [`ORDERERS_PER_SUBCHAIN`] active orderers
+/// ordering the fewest subchains (ties by id), sorted; none when the network has no orderer.
+async fn pick_orderers(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>, RegistryError> {
+    let mut picked: Vec<String> = store::orderer_load(conn)
+        .await?
+        .into_iter()
+        .take(ORDERERS_PER_SUBCHAIN)
+        .map(|(id, _)| id)
+        .collect();
+    picked.sort();
+    Ok(picked)
+}
+
 /// Fails unless `id` is an active participant.
 async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(), RegistryError> {
     match Db::kind_and_status(conn, id).await? {
         Some((IdentityKind::Participant, IdentityStatus::Active)) => Ok(()),
-        Some((IdentityKind::Node, _)) => Err(RegistryError::InvalidField(format!(
+        Some((IdentityKind::Node | IdentityKind::Orderer, _)) => Err(RegistryError::InvalidField(format!(
             "'{id}' is a node, not a participant"
         ))),
         Some(_) => Err(RegistryError::InvalidField(format!("identity '{id}' is disabled"))),
@@ -264,6 +327,10 @@ impl Registry<'_> {
     pub async fn create(&self, new: NewSubchain, publisher: &str, now: i64) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
         let nodes = check_nodes(&mut tx, &new.nodes).await?;
+        let orderers = match &new.orderers {
+            Some(o) => check_orderers(&mut tx, o).await?,
+            None => pick_orderers(&mut tx).await?,
+        };
         let id = new.id.as_str();
         let inserted =
             store::insert_subchain(&mut tx, id, &new.name, publisher, &new.description, new.policy, now).await?;
@@ -271,6 +338,7 @@ impl Registry<'_> {
             return Err(RegistryError::Conflict(format!("subchain '{}' already exists", new.id)));
         }
         store::set_nodes(&mut tx, id, &nodes).await?;
+        store::set_orderers(&mut tx, id, &orderers).await?;
         store::insert_member(&mut tx, id, publisher, Role::Admin, now, publisher).await?;
         let revised = self
             .commit_revision(&mut tx, new.id.as_str(), 1, &[], publisher, now)
@@ -280,7 +348,8 @@ impl Registry<'_> {
         Ok(revised)
     }
 
-    /// Locks the subchain's row and starts a new revision. Returns (revision, hosting nodes before).
+    /// Locks the subchain's row and starts a new revision. Returns (revision, the nodes that
+    /// take part in it before the change: hosting nodes and orderers, sorted).
     async fn begin_revision(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -290,7 +359,11 @@ impl Registry<'_> {
         let revision = store::bump_revision(tx, subchain, now)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("no subchain '{subchain}'")))?;
-        Ok((revision, store::nodes_of(tx, subchain).await?))
+        let mut before = store::nodes_of(tx, subchain).await?;
+        before.extend(store::orderers_of(tx, subchain).await?);
+        before.sort();
+        before.dedup();
+        Ok((revision, before))
     }
 
     /// Changes settings; a change of hosting nodes is a new membership revision.
@@ -306,18 +379,42 @@ impl Registry<'_> {
         if !found {
             return Err(RegistryError::NotFound(format!("no subchain '{subchain}'")));
         }
-        let Some(nodes) = patch.nodes else {
+        if patch.nodes.is_none() && patch.orderers.is_none() {
             tx.commit().await.map_err(db_err)?;
             return Ok(None);
+        }
+        let nodes = match &patch.nodes {
+            Some(n) => Some(check_nodes(&mut tx, n).await?),
+            None => None,
         };
-        let nodes = check_nodes(&mut tx, &nodes).await?;
-        let (revision, before) = self.begin_revision(&mut tx, subchain, now).await?;
-        if before == nodes {
+        let orderers = match &patch.orderers {
+            Some(o) => Some(check_orderers(&mut tx, o).await?),
+            None => None,
+        };
+        let (nodes_now, orderers_now) = (
+            store::nodes_of(&mut tx, subchain).await?,
+            store::orderers_of(&mut tx, subchain).await?,
+        );
+        if orderers
+            .as_ref()
+            .is_some_and(|o| o.is_empty() != orderers_now.is_empty())
+        {
             return Err(RegistryError::Conflict(
-                "the subchain already has exactly these hosting nodes".into(),
+                "how a subchain is ordered (by the ordering cluster, or by its own city nodes) is fixed when it is created; change its orderers, not whether it has any".into(),
             ));
         }
-        store::set_nodes(&mut tx, subchain, &nodes).await?;
+        if nodes.as_ref().is_none_or(|n| *n == nodes_now) && orderers.as_ref().is_none_or(|o| *o == orderers_now) {
+            return Err(RegistryError::Conflict(
+                "the subchain already has exactly these hosting nodes and orderers".into(),
+            ));
+        }
+        let (revision, before) = self.begin_revision(&mut tx, subchain, now).await?;
+        if let Some(nodes) = &nodes {
+            store::set_nodes(&mut tx, subchain, nodes).await?;
+        }
+        if let Some(orderers) = &orderers {
+            store::set_orderers(&mut tx, subchain, orderers).await?;
+        }
         let revised = self
             .commit_revision(&mut tx, subchain, revision, &before, by, now)
             .await?;
@@ -481,7 +578,7 @@ impl Registry<'_> {
     }
 
     /// Signs the statement of `revision`, stores it, logs it and puts it on the feed for the
-    /// nodes hosting the subchain before (`nodes_before`) and after the change.
+    /// nodes and orderers of the subchain before (`nodes_before`) and after the change.
     async fn commit_revision(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -492,6 +589,7 @@ impl Registry<'_> {
         now: i64,
     ) -> Result<Revised, RegistryError> {
         let nodes = store::nodes_of(tx, subchain).await?;
+        let orderers = store::orderers_of(tx, subchain).await?;
         let members = store::members(tx, subchain, "", i64::MAX).await?;
         let statement = Statement {
             version: 1,
@@ -500,6 +598,7 @@ impl Registry<'_> {
             revision: revision as u64,
             issued_at: now,
             nodes: nodes.clone(),
+            orderers: orderers.clone(),
             members,
         };
         let payload = serde_json::to_vec(&statement).map_err(db_err)?;
@@ -527,7 +626,7 @@ impl Registry<'_> {
             .map_err(db_err)?;
         store::insert_statement(tx, subchain, revision, &payload, &signature, appended.first as i64).await?;
         let seq = store::next_seq(tx).await?;
-        let mut audience: Vec<&String> = nodes.iter().chain(nodes_before).collect();
+        let mut audience: Vec<&String> = nodes.iter().chain(&orderers).chain(nodes_before).collect();
         audience.sort();
         audience.dedup();
         store::insert_membership_event(tx, seq, subchain, revision, now, &audience).await?;

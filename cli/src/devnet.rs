@@ -1,5 +1,7 @@
-//! `bsn devnet`: a whole network on loopback in one command: a development CA, three city nodes
-//! hosting one demo subchain as one Raft group, and a demo participant who may write to it.
+//! `bsn devnet`: a whole network on loopback in one command: a development CA, an ordering
+//! cluster of three orderers, three city nodes (spread over two cities; everyone finds everyone
+//! through the CA's node directory) hosting one demo subchain the orderers order, and a demo
+//! participant who may write to it. `--orderers 0` has the city nodes order it themselves.
 //! Everything lives in one directory (run it again to restart the same network); Ctrl-C stops
 //! every process cleanly.
 
@@ -174,25 +176,42 @@ struct Net {
     node_bin: PathBuf,
     base_port: u16,
     ca_url: String,
+    /// Every ledger process: the city nodes first, then the orderers.
     names: Vec<String>,
     node_urls: Vec<String>,
+    /// Each one's city (the cities given, in turn).
+    node_cities: Vec<String>,
+    /// Each one's role: `node` or `orderer`.
+    kinds: Vec<&'static str>,
+    /// How many of them are city nodes (the rest are orderers).
+    city_nodes: usize,
     bundle: PathBuf,
     admin: PathBuf,
     user: PathBuf,
 }
 
 impl Net {
-    fn new(dir: PathBuf, base_port: u16, nodes: usize) -> Result<Self, Failure> {
+    fn new(dir: PathBuf, base_port: u16, nodes: usize, orderers: usize, cities: &[String]) -> Result<Self, Failure> {
+        let total = nodes + orderers;
         std::fs::create_dir_all(&dir).map_err(local)?;
         let dir = dir.canonicalize().map_err(local)?;
         Ok(Self {
             ca_bin: sibling("ca-server")?,
             node_bin: sibling("ledger-node")?,
             ca_url: format!("https://127.0.0.1:{base_port}"),
-            names: (1..=nodes).map(|i| format!("node{i}")).collect(),
-            node_urls: (1..=nodes)
+            names: (1..=nodes)
+                .map(|i| format!("node{i}"))
+                .chain((1..=orderers).map(|i| format!("orderer{i}")))
+                .collect(),
+            node_urls: (1..=total)
                 .map(|i| format!("https://127.0.0.1:{}", base_port + i as u16))
                 .collect(),
+            node_cities: (0..nodes)
+                .map(|i| cities[i % cities.len()].clone())
+                .chain((0..orderers).map(|i| cities[i % cities.len()].clone()))
+                .collect(),
+            kinds: (0..total).map(|i| if i < nodes { "node" } else { "orderer" }).collect(),
+            city_nodes: nodes,
             bundle: dir.join("ca").join("trust-bundle.pem"),
             admin: dir.join("admin"),
             user: dir.join("demo-user"),
@@ -246,7 +265,7 @@ impl Net {
         let name = &self.names[i];
         let ndir = self.dir.join(name);
         if !ndir.join("node.toml").exists() {
-            let secret = register(ca, &registration(name, "node", &["localhost"], &["127.0.0.1"])).await?;
+            let secret = register(ca, &registration(name, self.kinds[i], &["localhost"], &["127.0.0.1"])).await?;
             let out = std::process::Command::new(&self.node_bin)
                 .args(["init", "--data-dir"])
                 .arg(&ndir)
@@ -254,6 +273,14 @@ impl Net {
                 .arg(&self.bundle)
                 .args(["--name", name, "--secret", &secret])
                 .args(["--listen", &format!("127.0.0.1:{}", self.base_port + 1 + i as u16)])
+                .args([
+                    "--url",
+                    &self.node_urls[i],
+                    "--city",
+                    &self.node_cities[i],
+                    "--role",
+                    self.kinds[i],
+                ])
                 .output()
                 .map_err(local)?;
             if !out.status.success() {
@@ -262,14 +289,8 @@ impl Net {
                     String::from_utf8_lossy(&out.stderr)
                 )));
             }
-            // `init` writes an empty [peers] table last: add the others.
-            let mut toml = std::fs::read_to_string(ndir.join("node.toml")).map_err(local)?;
-            for (j, other) in self.names.iter().enumerate() {
-                if j != i {
-                    toml.push_str(&format!("{other} = \"{}\"\n", self.node_urls[j]));
-                }
-            }
-            bsn_api::files::write_file(&ndir.join("node.toml"), toml.as_bytes(), 0o644).map_err(local)?;
+            // No [peers] list: `init` published this node's URL and city in the CA's node
+            // directory, and every node finds the others there.
         }
         let (child, mut out) = spawn(
             Command::new(&self.node_bin)
@@ -303,7 +324,8 @@ impl Net {
                 name: "Demo".into(),
                 description: "the devnet's demo subchain".into(),
                 policy: "open".into(),
-                nodes: self.names.clone(),
+                nodes: self.names[..self.city_nodes].to_vec(),
+                orderers: Some(self.names[self.city_nodes..].to_vec()),
             };
             let _: Revised = ca.post_as("/api/v1/subchains", &body).await?;
         }
@@ -323,9 +345,12 @@ impl Net {
         Ok(())
     }
 
-    /// Waits until every node serves the demo subchain with a leader and a first block.
+    /// Waits until every node and orderer serves the demo subchain with a first block (and the
+    /// subchain's Raft voters with a leader: its orderers, or its city nodes when there are none).
     async fn wait_serving(&self) -> Result<(), Failure> {
-        for url in &self.node_urls {
+        let no_orderers = self.city_nodes == self.names.len();
+        for (url, kind) in self.node_urls.iter().zip(&self.kinds) {
+            let voter = *kind == "orderer" || no_orderers;
             let node = api(url, &self.bundle, Some(&self.user))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
@@ -333,7 +358,7 @@ impl Net {
                     .get_as::<SubchainInfo>("/api/v1/subchains/demo", &[])
                     .await
                     .ok()
-                    .is_some_and(|v| v.leader.is_some() && v.height.is_some());
+                    .is_some_and(|v| (v.leader.is_some() || !voter) && v.height.is_some());
                 if ok {
                     break;
                 }
@@ -354,21 +379,44 @@ impl Net {
             self.ca_url,
             self.admin.display()
         );
-        for (name, url) in self.names.iter().zip(&self.node_urls) {
-            println!("city node:   {url}  ({name})");
+        for (((name, url), city), kind) in self
+            .names
+            .iter()
+            .zip(&self.node_urls)
+            .zip(&self.node_cities)
+            .zip(&self.kinds)
+        {
+            let role = if *kind == "orderer" {
+                "orderer:    "
+            } else {
+                "city node:  "
+            };
+            println!("{role} {url}  ({name}, {city})");
         }
+        println!(
+            "directory:   {}/api/v1/nodes  (bsn nodes: every node's role, city and URL)",
+            self.ca_url
+        );
         println!("demo key:    {}", self.user.join("key.pem").display());
         println!("demo cert:   {}", self.user.join("cert.pem").display());
         println!("trust bundle: {}", self.bundle.display());
-        println!(
-            "the network is ready: subchain 'demo' runs on {} nodes; demo-user may write",
-            self.names.len()
-        );
+        let orderers = self.names.len() - self.city_nodes;
+        if orderers == 0 {
+            println!(
+                "the network is ready: subchain 'demo' runs on {} city nodes (ordered by their own Raft group); demo-user may write",
+                self.city_nodes
+            );
+        } else {
+            println!(
+                "the network is ready: subchain 'demo' is ordered by {orderers} orderers and hosted by {} city nodes; demo-user may write",
+                self.city_nodes
+            );
+        }
         println!();
         println!("try next (in another terminal):");
         println!(
             "  export BSN_NODE={} BSN_CA_BUNDLE={} BSN_SUBCHAIN=demo BSN_CERT={} BSN_KEY={}",
-            self.node_urls[self.names.len().min(2) - 1],
+            self.node_urls[self.city_nodes.min(2) - 1],
             self.bundle.display(),
             self.user.join("cert.pem").display(),
             self.user.join("key.pem").display()
@@ -381,17 +429,35 @@ impl Net {
 }
 
 /// Runs the devnet until Ctrl-C or SIGTERM.
-pub(crate) async fn run(dir: PathBuf, base_port: u16, nodes: usize) -> Result<(), Failure> {
-    if !(1..=7).contains(&nodes) {
-        return Err(local("--nodes must be from 1 to 7"));
+pub(crate) async fn run(
+    dir: PathBuf,
+    base_port: u16,
+    nodes: usize,
+    orderers: usize,
+    cities: Vec<String>,
+) -> Result<(), Failure> {
+    if !(1..=9).contains(&nodes) {
+        return Err(local("--nodes must be from 1 to 9"));
+    }
+    if orderers > 7 {
+        return Err(local(
+            "--orderers must be from 0 to 7 (0: the city nodes order the subchain themselves)",
+        ));
+    }
+    let cities: Vec<String> = cities.into_iter().map(|c| c.trim().to_string()).collect();
+    if cities.is_empty() {
+        return Err(local("--cities needs at least one city"));
+    }
+    for c in &cities {
+        identity::membership::check_city(c).map_err(local)?;
     }
     // Catch SIGTERM before the first child exists, so no signal can orphan one.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
-    let net = Net::new(dir, base_port, nodes)?;
+    let net = Net::new(dir, base_port, nodes, orderers, &cities)?;
     let mut children: Vec<Child> = Vec::new();
     let setup = async {
         let ca = net.start_ca(&mut children).await?;
-        for i in 0..nodes {
+        for i in 0..nodes + orderers {
             net.start_node(&ca, i, &mut children).await?;
         }
         net.seed_demo(&ca).await?;

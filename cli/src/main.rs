@@ -129,7 +129,7 @@ enum Command {
         /// The new identity's id ([a-zA-Z0-9._-], up to 128 characters).
         #[arg(long)]
         id: String,
-        /// participant or node.
+        /// participant, node (a city node) or orderer.
         #[arg(long = "type", default_value = "participant")]
         kind: String,
         /// Roles: admin, registrar, publisher, auditor (repeatable; administrators only).
@@ -199,8 +199,8 @@ enum Command {
     /// Read a subchain's ledger on a city node: info, state, blocks, transactions with proofs.
     #[command(subcommand)]
     Query(ledger::QueryCmd),
-    /// Run a whole network on this machine: a development CA, three city nodes hosting a demo
-    /// subchain as one Raft group, and a demo participant. Ctrl-C stops it.
+    /// Run a whole network on this machine: a development CA, three orderers, three city nodes
+    /// in two cities hosting a demo subchain, and a demo participant. Ctrl-C stops it.
     Devnet {
         /// Where the network keeps its data (run again to restart the same network).
         #[arg(long, default_value = "bsn-devnet", value_name = "DIR")]
@@ -211,6 +211,19 @@ enum Command {
         /// Number of city nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Number of orderers in the ordering cluster (0: the city nodes order the demo subchain
+        /// themselves, as one Raft group).
+        #[arg(long, default_value_t = 3)]
+        orderers: usize,
+        /// The cities the nodes run in, in turn (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "beijing,shanghai")]
+        cities: Vec<String>,
+    },
+    /// The node directory: every city node and orderer with its role, city and URL (public;
+    /// the CA's signature is checked).
+    Nodes {
+        #[command(flatten)]
+        ca: CaArgs,
     },
     /// Your subchains and roles.
     Memberships {
@@ -234,7 +247,7 @@ enum Command {
         ca: CaArgs,
         #[command(flatten)]
         me: IdentityArgs,
-        /// participant or node.
+        /// participant, node or orderer.
         #[arg(long = "type")]
         kind: Option<String>,
         /// Only identities with this role.
@@ -318,6 +331,12 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let (code, hint) = match &e {
             ClientError::Local(_) => (1, None),
+            ClientError::CertificateRefused { .. } => (
+                3,
+                Some(
+                    "this certificate can no longer be used there: renew it (bsn renew), or enroll again if it was revoked",
+                ),
+            ),
             ClientError::Transport { .. } => (
                 5,
                 Some(
@@ -515,8 +534,15 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         }) => audit_follow(&ca, &log_vkey, &state, &watch, once, interval).await?,
         Command::Subchain(cmd) => subchain::run(cmd).await?,
         Command::Memberships { t } => subchain::memberships(t).await?,
+        Command::Nodes { ca } => subchain::nodes(&ca).await?,
         Command::Tx(cmd) => ledger::tx(cmd).await?,
-        Command::Devnet { dir, base_port, nodes } => devnet::run(dir, base_port, nodes).await?,
+        Command::Devnet {
+            dir,
+            base_port,
+            nodes,
+            orderers,
+            cities,
+        } => devnet::run(dir, base_port, nodes, orderers, cities).await?,
         Command::Query(cmd) => ledger::query(cmd).await?,
         Command::Feed { t, cursor, follow } => subchain::feed(t, cursor, follow).await?,
         Command::Identities { ca, me, kind, role } => {

@@ -56,6 +56,12 @@ pub(crate) enum SubchainCmd {
         /// A hosting city node's id (repeatable, at least one).
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        /// An orderer's id (repeatable; default: the CA picks three of the ordering cluster).
+        #[arg(long = "orderer", conflicts_with = "no_orderers")]
+        orderers: Vec<String>,
+        /// No orderers: the hosting nodes order the subchain themselves.
+        #[arg(long)]
+        no_orderers: bool,
     },
     /// Change a subchain's name, description, policy or hosting nodes (managers).
     Update {
@@ -75,6 +81,12 @@ pub(crate) enum SubchainCmd {
         /// The new set of hosting nodes (repeatable; replaces the old set).
         #[arg(long = "node")]
         nodes: Vec<String>,
+        /// The new set of orderers (repeatable; replaces the old set).
+        #[arg(long = "orderer", conflicts_with = "no_orderers")]
+        orderers: Vec<String>,
+        /// No orderers from now on: the hosting nodes order the subchain themselves.
+        #[arg(long)]
+        no_orderers: bool,
     },
     /// Members and their roles.
     Members {
@@ -220,6 +232,8 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             description,
             policy,
             nodes,
+            orderers,
+            no_orderers,
         } => {
             let body = CreateSubchain {
                 id,
@@ -227,6 +241,11 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 description,
                 policy,
                 nodes,
+                orderers: if no_orderers {
+                    Some(Vec::new())
+                } else {
+                    (!orderers.is_empty()).then_some(orderers)
+                },
             };
             let v: Revised = api(&t.ca, Some(&t.me))?.post_as("/api/v1/subchains", &body).await?;
             show_revised(&v);
@@ -238,18 +257,25 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             description,
             policy,
             nodes,
+            orderers,
+            no_orderers,
         } => {
             let body = UpdateSubchain {
                 name,
                 description,
                 policy,
                 nodes: (!nodes.is_empty()).then_some(nodes),
+                orderers: if no_orderers {
+                    Some(Vec::new())
+                } else {
+                    (!orderers.is_empty()).then_some(orderers)
+                },
             };
             if body == UpdateSubchain::default() {
                 return Err(Failure {
                     code: 2,
                     message: "nothing to change".into(),
-                    hint: Some("give --name, --description, --policy or --node"),
+                    hint: Some("give --name, --description, --policy, --node, --orderer or --no-orderers"),
                 });
             }
             let v: Updated = api(&t.ca, Some(&t.me))?
@@ -363,6 +389,35 @@ pub(crate) async fn memberships(t: Target) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `bsn nodes`: the node directory, its signature checked with the CA's membership key.
+pub(crate) async fn nodes(ca: &super::CaArgs) -> Result<(), Failure> {
+    let api = api(ca, None)?;
+    let d: bsn_api::ca::Nodes = api.get_as("/api/v1/nodes", &[]).await?;
+    let Some(signed) = &d.signed else {
+        println!("no node has published its entry yet");
+        return Ok(());
+    };
+    let key: bsn_api::ca::MembershipKey = api.get_as("/api/v1/membership-key", &[]).await?;
+    let key = identity::membership::MembershipKey::from_base64(&key.key).map_err(local)?;
+    let verified = key.verify_directory(signed).map_err(|e| Failure {
+        code: 6,
+        message: format!("the CA's node directory does not verify: {e}"),
+        hint: Some("alert the CA operator: the directory was altered or signed with another key"),
+    })?;
+    if verified.nodes != d.nodes || verified.revision != d.revision {
+        return Err(Failure {
+            code: 6,
+            message: "the CA's node list differs from its signed directory".into(),
+            hint: Some("alert the CA operator"),
+        });
+    }
+    for n in &verified.nodes {
+        println!("{}\t{}\t{}\t{}", n.id, n.role.as_str(), n.city, n.url);
+    }
+    eprintln!("directory revision {} (signature verified)", verified.revision);
+    Ok(())
+}
+
 /// `bsn feed`: a node reads the change feed from a cursor (once, or following it).
 pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Failure> {
     let api = api(&t.ca, Some(&t.me))?;
@@ -380,6 +435,7 @@ pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Fai
             reason,
             ..
         } => println!("{seq}\trevocation\t{identity}\t{serial}\t{reason}"),
+        FeedEvent::Directory { seq, revision, .. } => println!("{seq}\tdirectory\trevision {revision}"),
     };
     if !follow {
         let mut cursor = cursor;

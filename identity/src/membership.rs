@@ -17,6 +17,8 @@ use crate::names::IdentityId;
 pub const STATEMENT_CONTEXT: &[u8] = b"bsn membership statement v1\n";
 /// Signature context of a feed heartbeat.
 pub const HEARTBEAT_CONTEXT: &[u8] = b"bsn feed heartbeat v1\n";
+/// Signature context of the node directory.
+pub const DIRECTORY_CONTEXT: &[u8] = b"bsn node directory v1\n";
 
 /// What a member may do on a subchain. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -125,8 +127,14 @@ pub struct Statement {
     pub revision: u64,
     /// Unix seconds.
     pub issued_at: i64,
-    /// Ids of the city nodes that host the subchain (its consenters), sorted.
+    /// Ids of the city nodes that host the subchain (store its chain and serve its gateway),
+    /// sorted. When `orderers` is empty they also order it (their own Raft group).
     pub nodes: Vec<String>,
+    /// Ids of the orderers of the consensus ordering cluster that order the subchain (its Raft
+    /// voters, normally 3 or 5), sorted. Absent in statements of subchains ordered by their
+    /// city nodes themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orderers: Vec<String>,
     /// Members, sorted by id, each once.
     pub members: Vec<Member>,
 }
@@ -145,6 +153,30 @@ impl Statement {
         self.nodes.binary_search_by(|n| n.as_str().cmp(node)).is_ok()
     }
 
+    /// Whether `node` is one of the subchain's Raft voters: an orderer it names, or (when it
+    /// names none) a hosting city node.
+    pub fn orders(&self, node: &str) -> bool {
+        if self.orderers.is_empty() {
+            self.hosted_by(node)
+        } else {
+            self.orderers.binary_search_by(|n| n.as_str().cmp(node)).is_ok()
+        }
+    }
+
+    /// The subchain's Raft voters: its orderers, or its city nodes when it names no orderer.
+    pub fn voters(&self) -> &[String] {
+        if self.orderers.is_empty() {
+            &self.nodes
+        } else {
+            &self.orderers
+        }
+    }
+
+    /// Whether `node` takes part in the subchain at all (orders it or hosts it).
+    pub fn involves(&self, node: &str) -> bool {
+        self.hosted_by(node) || self.orders(node)
+    }
+
     fn check(&self) -> Result<(), StatementError> {
         let bad = |m: &str| Err(StatementError::Invalid(m.to_string()));
         if self.version != 1 {
@@ -159,11 +191,121 @@ impl Statement {
         if !self.nodes.windows(2).all(|w| w[0] < w[1]) {
             return bad("nodes must be sorted, each once");
         }
-        for id in self.members.iter().map(|m| &m.id).chain(&self.nodes) {
+        if !self.orderers.windows(2).all(|w| w[0] < w[1]) {
+            return bad("orderers must be sorted, each once");
+        }
+        for id in self
+            .members
+            .iter()
+            .map(|m| &m.id)
+            .chain(&self.nodes)
+            .chain(&self.orderers)
+        {
             IdentityId::parse(id).map_err(|e| StatementError::Invalid(e.to_string()))?;
         }
         Ok(())
     }
+}
+
+/// One node of the network as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryEntry {
+    /// The node's identity id.
+    pub id: String,
+    /// `node` (a city node) or `orderer`: the kind of its identity.
+    pub role: crate::IdentityKind,
+    /// The city it runs in.
+    pub city: String,
+    /// Its public HTTPS endpoint (gateway and node-to-node API), such as `https://n1.example:8444`.
+    pub url: String,
+}
+
+/// The network's nodes at one revision, as the CA signs it: who runs where. Only a node itself
+/// (with its certificate) sets its own entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NodeDirectory {
+    /// Always 1.
+    pub version: u8,
+    /// The CA's trust domain.
+    pub trust_domain: String,
+    /// Revision, starting at 1 and growing by one with each change.
+    pub revision: u64,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// The nodes, sorted by id, each once.
+    pub nodes: Vec<DirectoryEntry>,
+}
+
+impl NodeDirectory {
+    /// A node's entry.
+    pub fn entry(&self, id: &str) -> Option<&DirectoryEntry> {
+        self.nodes
+            .binary_search_by(|n| n.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    fn check(&self) -> Result<(), StatementError> {
+        let bad = |m: String| Err(StatementError::Invalid(m));
+        if self.version != 1 {
+            return bad("unknown directory version".into());
+        }
+        if self.revision == 0 {
+            return bad("revision must be at least 1".into());
+        }
+        if !self.nodes.windows(2).all(|w| w[0].id < w[1].id) {
+            return bad("nodes must be sorted by id, each once".into());
+        }
+        for n in &self.nodes {
+            IdentityId::parse(&n.id).map_err(|e| StatementError::Invalid(e.to_string()))?;
+            if !n.role.is_network_node() {
+                return bad(format!("{} is not a node or an orderer", n.id));
+            }
+            check_city(&n.city).map_err(StatementError::Invalid)?;
+            check_node_url(&n.url).map_err(StatementError::Invalid)?;
+        }
+        Ok(())
+    }
+}
+
+/// A city name: 1 to 64 letters, digits, spaces, `.`, `-` or `_` (any script), not starting or
+/// ending with a space.
+pub fn check_city(city: &str) -> Result<(), String> {
+    let ok = !city.is_empty()
+        && city.chars().count() <= 64
+        && city.trim() == city
+        && city.chars().all(|c| c.is_alphanumeric() || " .-_".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "city {city:?} must be 1 to 64 letters, digits, spaces, '.', '-' or '_'"
+        ))
+    }
+}
+
+/// A node's public endpoint: `https://HOST[:PORT]` with an optional path, at most 256
+/// characters, no user information, query or fragment.
+pub fn check_node_url(url: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "url {url:?} must be https://HOST[:PORT], at most 256 characters"
+        ))
+    };
+    let Some(rest) = url.strip_prefix("https://") else {
+        return bad();
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let ok = url.len() <= 256
+        && !authority.is_empty()
+        && !authority.starts_with(':')
+        && url.bytes().all(|b| b.is_ascii_graphic())
+        && !url.contains(['@', '?', '#', '\\']);
+    if ok { Ok(()) } else { bad() }
 }
 
 /// A signed feed heartbeat: "nothing after `cursor` for you as of `at`".
@@ -260,6 +402,14 @@ impl MembershipKey {
         Ok(s)
     }
 
+    /// Verifies the node directory: signature, shape, and the rules (sorted, unique, valid ids,
+    /// roles, cities and URLs).
+    pub fn verify_directory(&self, env: &Envelope) -> Result<NodeDirectory, StatementError> {
+        let d: NodeDirectory = self.open(DIRECTORY_CONTEXT, env)?;
+        d.check()?;
+        Ok(d)
+    }
+
     /// Verifies a heartbeat's signature and shape.
     pub fn verify_heartbeat(&self, env: &Envelope) -> Result<Heartbeat, StatementError> {
         self.open(HEARTBEAT_CONTEXT, env)
@@ -294,6 +444,7 @@ mod tests {
             revision: 3,
             issued_at: 1_700_000_000,
             nodes: vec!["beijing-1".into(), "shanghai-1".into()],
+            orderers: vec![],
             members: vec![
                 Member {
                     id: "alice".into(),
@@ -319,6 +470,46 @@ mod tests {
         assert_eq!(got.role_of("carol"), None);
         assert!(got.hosted_by("shanghai-1") && !got.hosted_by("shenzhen-1"));
         assert!(Role::Admin.allows(Role::Writer) && !Role::Reader.allows(Role::Writer));
+    }
+
+    #[test]
+    fn a_signed_directory_verifies_and_a_bad_one_does_not() {
+        let (kp, public) = key();
+        let entry = |id: &str, role, url: &str| DirectoryEntry {
+            id: id.into(),
+            role,
+            city: "Beijing".into(),
+            url: url.into(),
+        };
+        let d = NodeDirectory {
+            version: 1,
+            trust_domain: "example.org".into(),
+            revision: 2,
+            issued_at: 1_700_000_000,
+            nodes: vec![
+                entry("n1", crate::IdentityKind::Node, "https://n1.example:8444"),
+                entry("o1", crate::IdentityKind::Orderer, "https://10.0.0.7:9000"),
+            ],
+        };
+        let env = seal(&kp, DIRECTORY_CONTEXT, &serde_json::to_vec(&d).unwrap());
+        let got = public.verify_directory(&env).unwrap();
+        assert_eq!(got.entry("o1").unwrap().url, "https://10.0.0.7:9000");
+        assert!(got.entry("n2").is_none());
+        // A statement's context cannot pass for a directory's.
+        assert!(public.verify_statement(&env).is_err());
+        for bad in [
+            entry("p1", crate::IdentityKind::Participant, "https://p1:1"),
+            entry("n1", crate::IdentityKind::Node, "http://n1:1"),
+            entry("n1", crate::IdentityKind::Node, "https://user@n1:1"),
+            entry("n1", crate::IdentityKind::Node, "https://"),
+        ] {
+            let mut d = d.clone();
+            d.nodes = vec![bad];
+            let env = seal(&kp, DIRECTORY_CONTEXT, &serde_json::to_vec(&d).unwrap());
+            assert!(public.verify_directory(&env).is_err(), "{:?}", d.nodes);
+        }
+        assert!(check_city("Shanghai").is_ok() && check_city("São Paulo").is_ok());
+        assert!(check_city("").is_err() && check_city(" x").is_err() && check_city("a/b").is_err());
     }
 
     #[test]

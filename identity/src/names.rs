@@ -71,14 +71,18 @@ impl IdentityId {
     }
 }
 
-/// What an identity is: a participant (person, organisation or its app) or a city node.
+/// What an identity is: a participant (person, organisation or its app), a city node, or an
+/// orderer of the consensus ordering cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum IdentityKind {
     /// A person or organisation, and the applications acting for it.
     Participant,
-    /// A city node.
+    /// A city node: stores subchains' chains and serves their gateway.
     Node,
+    /// An orderer of the consensus ordering cluster: a voter of subchains' ordering groups.
+    Orderer,
 }
 
 impl IdentityKind {
@@ -87,7 +91,14 @@ impl IdentityKind {
         match self {
             Self::Participant => "participant",
             Self::Node => "node",
+            Self::Orderer => "orderer",
         }
+    }
+
+    /// A city node or an orderer: runs `ledger-node`, may carry DNS and IP SANs, follows the
+    /// CA's change feed, and uses the capacity servers reserve for operators' traffic.
+    pub fn is_network_node(self) -> bool {
+        matches!(self, Self::Node | Self::Orderer)
     }
 }
 
@@ -97,6 +108,7 @@ impl FromStr for IdentityKind {
         match s {
             "participant" => Ok(Self::Participant),
             "node" => Ok(Self::Node),
+            "orderer" => Ok(Self::Orderer),
             _ => Err(NameError::Kind),
         }
     }
@@ -252,6 +264,9 @@ mod tests {
         assert_eq!(id.id.as_str(), "alice_01.x-y");
         assert_eq!(id.to_string(), s);
         assert_eq!(SpiffeId::parse("spiffe://td/node/n1").unwrap().kind, IdentityKind::Node);
+        let o = SpiffeId::parse("spiffe://td/orderer/o1").unwrap();
+        assert_eq!(o.kind, IdentityKind::Orderer);
+        assert_eq!(o.to_string(), "spiffe://td/orderer/o1");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::names::{IdentityKind, SpiffeId};
+use crate::names::SpiffeId;
 
 /// Why a certificate does not follow the leaf profile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +97,7 @@ pub fn check_parsed_leaf(cert: &X509Certificate<'_>) -> Result<Leaf, ProfileErro
         return Err(ProfileError::UriSan);
     };
     let spiffe_id = SpiffeId::parse(uri).map_err(|_| ProfileError::UriSan)?;
-    if host_sans > 0 && spiffe_id.kind != IdentityKind::Node {
+    if host_sans > 0 && !spiffe_id.kind.is_network_node() {
         return Err(ProfileError::HostSan);
     }
     Ok(Leaf {

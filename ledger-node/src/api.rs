@@ -342,7 +342,7 @@ async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str
 
 /// Prometheus text: for node identities (operators) unless `metrics_access = "public"`.
 async fn metrics(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> Result<String, ApiError> {
-    if !s.metrics_public && peer.kind != "node" {
+    if !s.metrics_public && !peer.kind.is_network_node() {
         return Err(ApiError::Forbidden(
             "metrics are for operators (node identities) on this node".into(),
         ));
@@ -350,12 +350,18 @@ async fn metrics(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer
     Ok(crate::metrics::render(&s.connections))
 }
 
+/// Ready means the node would accept a write now: it has caught up with the CA's change feed
+/// and has heard from the CA within `stale_after_secs` (otherwise `submit` refuses writes, and a
+/// load balancer should send writers elsewhere). Reads go on either way.
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
-    if s.directory.synced() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        ApiError::Unavailable("not yet caught up with the CA's change feed".into()).into_response()
+    if !s.directory.synced() {
+        return ApiError::Unavailable("not yet caught up with the CA's change feed".into()).into_response();
     }
+    let silent = s.directory.silent_for_ms();
+    if silent > s.stale_after_ms {
+        return ApiError::Stale(silent / 1000).into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 /// Checks the caller's role in a hosted subchain and returns the subchain.
@@ -363,7 +369,7 @@ fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Sub
     let Some(known) = s
         .directory
         .statement(id)
-        .filter(|k| k.statement.hosted_by(&s.directory.node))
+        .filter(|k| k.statement.involves(&s.directory.node))
     else {
         return Err(ApiError::NotHosted(id.to_string()));
     };
@@ -415,10 +421,10 @@ async fn info(
     let c = authorize(&s, &peer, &id, Role::Reader)?;
     let tip = c.store.tip();
     let role = s.directory.role_of(&id, &peer.id);
-    let leader_id = c.orderer().raft().metrics().borrow().current_leader;
+    let leader_id = c.raft().and_then(|r| r.raft().metrics().borrow().current_leader);
     let leader = s.directory.statement(&id).and_then(|k| {
         k.statement
-            .nodes
+            .voters()
             .iter()
             .find(|n| Some(crate::group::node_id(n)) == leader_id)
             .cloned()
@@ -785,20 +791,37 @@ async fn blocks_stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Node-to-node calls: only from a node the statement in force lists as a host (and only for a
-/// subchain this node hosts too).
+/// Node-to-node calls: only from a node or orderer the statement in force lists (and only for a
+/// subchain this node takes part in too).
 fn authorize_peer(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
-    let hosts = s
+    let known = s
         .directory
         .statement(id)
-        .filter(|k| k.statement.hosted_by(&s.directory.node))
+        .filter(|k| k.statement.involves(&s.directory.node))
         .ok_or_else(|| ApiError::NotHosted(id.to_string()))?;
-    if peer.kind != "node" || !hosts.statement.hosted_by(&peer.id) {
+    if !peer.kind.is_network_node() || !known.statement.involves(&peer.id) {
         return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
     }
     s.subchains
         .get(id)
         .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node")))
+}
+
+/// Raft messages: only between the subchain's voters (its orderers, or its city nodes when it
+/// names none).
+fn authorize_voter(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
+    let c = authorize_peer(s, peer, id)?;
+    let voter = s.directory.statement(id).is_some_and(|k| k.statement.orders(&peer.id));
+    if !voter || c.raft().is_none() {
+        return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
+    }
+    Ok(c)
+}
+
+fn raft_of(c: &Subchain) -> &openraft::Raft<crate::group::TypeConfig> {
+    c.raft()
+        .expect("authorize_voter checked that this node is a voter")
+        .raft()
 }
 
 type RaftResult<T, E = openraft::error::RaftError<u64>> = axum::Json<Result<T, E>>;
@@ -810,10 +833,10 @@ async fn raft_append(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::AppendEntriesResponse<u64>>, ApiError> {
-    let c = authorize_peer(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id)?;
     let rpc: openraft::raft::AppendEntriesRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
-    Ok(axum::Json(c.orderer().raft().append_entries(rpc).await))
+    Ok(axum::Json(raft_of(&c).append_entries(rpc).await))
 }
 
 async fn raft_vote(
@@ -823,9 +846,9 @@ async fn raft_vote(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::VoteResponse<u64>>, ApiError> {
-    let c = authorize_peer(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id)?;
     let rpc: openraft::raft::VoteRequest<u64> = read_json(&s, &headers, body, MAX_VOTE_BODY).await?;
-    Ok(axum::Json(c.orderer().raft().vote(rpc).await))
+    Ok(axum::Json(raft_of(&c).vote(rpc).await))
 }
 
 async fn raft_snapshot(
@@ -841,10 +864,10 @@ async fn raft_snapshot(
     >,
     ApiError,
 > {
-    let c = authorize_peer(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id)?;
     let rpc: openraft::raft::InstallSnapshotRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
-    Ok(axum::Json(c.orderer().raft().install_snapshot(rpc).await))
+    Ok(axum::Json(raft_of(&c).install_snapshot(rpc).await))
 }
 
 async fn raft_propose(
@@ -856,9 +879,19 @@ async fn raft_propose(
 ) -> Result<axum::Json<crate::chain::Applied>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
     let p: crate::chain::Proposal = read_json(&s, &headers, body, MAX_PROPOSE_BODY).await?;
-    match c.orderer().raft().client_write(p).await {
-        Ok(r) => Ok(axum::Json(r.data)),
-        Err(e) => Err(ApiError::Unavailable(format!("not ordered here: {e}"))),
+    let voter = s.directory.statement(&id).is_some_and(|k| k.statement.orders(&peer.id));
+    match c.raft() {
+        // A voter forwarding to this node takes it as the leader: no second hop.
+        Some(r) if voter => match r.raft().client_write(p).await {
+            Ok(r) => Ok(axum::Json(r.data)),
+            Err(e) => Err(ApiError::Unavailable(format!("not ordered here: {e}"))),
+        },
+        // A city node asks any orderer: it forwards to the leader and answers once applied.
+        Some(r) => crate::raft::Orderer::propose(r, p)
+            .await
+            .map(axum::Json)
+            .map_err(|e| ApiError::Unavailable(e.to_string())),
+        None => Err(ApiError::NotHost(peer.id.clone(), id.clone())),
     }
 }
 
@@ -870,6 +903,15 @@ async fn raft_blocks(
 ) -> Result<axum::Json<RawBlocks>, ApiError> {
     let c = authorize_peer(&s, &peer, &id)?;
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
+        // Long-poll: a follower asking for the next block waits for it here.
+        let mut applied = c.applied.clone();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(wait.min(10_000)),
+            applied.wait_for(|a| a.is_some_and(|h| h >= q.from)),
+        )
+        .await;
+    }
     let blocks = c.store.blocks_from(q.from, limit).map_err(internal)?;
     Ok(axum::Json(RawBlocks {
         blocks: blocks.iter().map(|b| B64.encode(b)).collect(),

@@ -256,6 +256,7 @@ mod tests {
             revision,
             issued_at: 1000 + revision as i64,
             nodes: vec!["n1".into()],
+            orderers: vec![],
             members: members
                 .iter()
                 .map(|(id, role)| Member {

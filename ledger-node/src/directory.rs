@@ -1,6 +1,7 @@
 //! What the node knows from the CA: the membership statements of the subchains it hosts (each
-//! verified with the CA's membership key), every revoked serial, and when it last heard from the
-//! CA. Fed by the CA's change feed (server-sent events over mTLS with the node's certificate),
+//! verified with the CA's membership key), every revoked serial, the signed node directory
+//! (where every city node and orderer runs: how this node finds its peers), and when it last
+//! heard from the CA. Fed by the CA's change feed (server-sent events over mTLS with the node's certificate),
 //! kept in `node.redb` so a restarted node resumes from its cursor and is never more permissive
 //! than before it stopped.
 //!
@@ -18,13 +19,15 @@ use bsn_api::ca::FeedEvent;
 use bsn_api::client::{Api, ServerEvent};
 
 use crate::clock::now_ms;
-use identity::membership::{Envelope, MembershipKey, Role, Statement};
+use identity::membership::{Envelope, MembershipKey, NodeDirectory, Role, Statement};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
 const STATEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("statements");
+/// The newest signed node directory (the envelope as JSON), under the key `current`.
+const NODE_DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("node_directory");
 
 /// A statement in force, with the envelope it came in.
 #[derive(Debug, Clone)]
@@ -39,6 +42,7 @@ pub struct Known {
 struct Inner {
     statements: HashMap<String, Known>,
     revoked: HashSet<String>,
+    nodes: Option<NodeDirectory>,
 }
 
 /// The node's view of the CA.
@@ -50,6 +54,7 @@ pub struct Directory {
     inner: RwLock<Inner>,
     revoked_gen: watch::Sender<u64>,
     statements_gen: watch::Sender<u64>,
+    nodes_gen: watch::Sender<u64>,
     last_contact_ms: AtomicI64,
     synced: AtomicBool,
 }
@@ -57,6 +62,7 @@ pub struct Directory {
 enum Pending {
     Statement(String, Vec<u8>),
     Revoked(String, i64),
+    Nodes(Vec<u8>),
 }
 
 impl Directory {
@@ -68,6 +74,7 @@ impl Directory {
             w.open_table(META)?;
             w.open_table(REVOKED)?;
             w.open_table(STATEMENTS)?;
+            w.open_table(NODE_DIRECTORY)?;
         }
         w.commit()?;
         let mut inner = Inner::default();
@@ -88,6 +95,10 @@ impl Directory {
                     },
                 );
             }
+            if let Some(v) = r.open_table(NODE_DIRECTORY)?.get("current")? {
+                let env: Envelope = serde_json::from_slice(v.value())?;
+                inner.nodes = Some(key.verify_directory(&env)?);
+            }
         }
         Ok(Self {
             node: node.to_string(),
@@ -96,6 +107,7 @@ impl Directory {
             inner: RwLock::new(inner),
             revoked_gen: watch::channel(0).0,
             statements_gen: watch::channel(0).0,
+            nodes_gen: watch::channel(0).0,
             last_contact_ms: AtomicI64::new(0),
             synced: AtomicBool::new(false),
         })
@@ -126,18 +138,34 @@ impl Directory {
         self.statements_gen.subscribe()
     }
 
+    /// Ticks whenever a newer node directory arrives.
+    pub fn node_directory_changes(&self) -> watch::Receiver<u64> {
+        self.nodes_gen.subscribe()
+    }
+
+    /// The newest signed node directory this node has (verified), if any.
+    pub fn node_directory(&self) -> Option<NodeDirectory> {
+        self.inner.read().expect("directory").nodes.clone()
+    }
+
+    /// The URL a node or orderer published in the node directory.
+    pub fn url_of(&self, node: &str) -> Option<String> {
+        let g = self.inner.read().expect("directory");
+        g.nodes.as_ref()?.entry(node).map(|e| e.url.clone())
+    }
+
     /// The statement in force for a subchain.
     pub fn statement(&self, subchain: &str) -> Option<Known> {
         self.inner.read().expect("directory").statements.get(subchain).cloned()
     }
 
-    /// The subchains whose statement in force lists this node as a host.
+    /// The subchains whose statement in force lists this node as a host or an orderer.
     pub fn hosted(&self) -> Vec<Known> {
         let g = self.inner.read().expect("directory");
         let mut v: Vec<Known> = g
             .statements
             .values()
-            .filter(|k| k.statement.hosted_by(&self.node))
+            .filter(|k| k.statement.involves(&self.node))
             .cloned()
             .collect();
         v.sort_by(|a, b| a.statement.subchain.cmp(&b.statement.subchain));
@@ -148,7 +176,7 @@ impl Directory {
     pub fn role_of(&self, subchain: &str, identity: &str) -> Option<Role> {
         let g = self.inner.read().expect("directory");
         let k = g.statements.get(subchain)?;
-        if !k.statement.hosted_by(&self.node) {
+        if !k.statement.involves(&self.node) {
             return None;
         }
         k.statement.role_of(identity)
@@ -178,8 +206,12 @@ impl Directory {
             let mut meta = w.open_table(META)?;
             let mut revoked = w.open_table(REVOKED)?;
             let mut statements = w.open_table(STATEMENTS)?;
+            let mut nodes = w.open_table(NODE_DIRECTORY)?;
             for p in pending.iter() {
                 match p {
+                    Pending::Nodes(env) => {
+                        nodes.insert("current", env.as_slice())?;
+                    }
                     Pending::Statement(s, env) => {
                         statements.insert(s.as_str(), env.as_slice())?;
                     }
@@ -223,7 +255,19 @@ impl Directory {
                 anyhow::ensure!(hb.node == self.node, "heartbeat for another node ({})", hb.node);
                 self.synced.store(true, Ordering::Relaxed);
             }
-            "membership" | "revocation" => match serde_json::from_str::<FeedEvent>(&ev.data)? {
+            "membership" | "revocation" | "directory" => match serde_json::from_str::<FeedEvent>(&ev.data)? {
+                FeedEvent::Directory { seq, directory, .. } => {
+                    let d = self.key.verify_directory(&directory)?;
+                    let mut g = self.inner.write().expect("directory");
+                    if g.nodes.as_ref().is_none_or(|n| n.revision < d.revision) {
+                        tracing::info!(revision = d.revision, nodes = d.nodes.len(), "node directory");
+                        g.nodes = Some(d);
+                        drop(g);
+                        pending.push(Pending::Nodes(serde_json::to_vec(&directory)?));
+                        self.nodes_gen.send_modify(|g| *g += 1);
+                    }
+                    *cursor = u64::try_from(seq)?;
+                }
                 FeedEvent::Membership { seq, statement, .. } => {
                     let s = self.key.verify_statement(&statement)?;
                     let id = s.subchain.as_str().to_string();
@@ -283,7 +327,7 @@ impl Directory {
                             Ok(Ok(Some(ev))) => ev,
                             Ok(Ok(None)) => break,
                             Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "CA feed interrupted");
+                                crate::warn_every!("ca-feed", error = %e, "CA feed interrupted");
                                 break;
                             }
                         };
@@ -303,7 +347,7 @@ impl Directory {
                         let _ = self.persist(cursor, &mut pending);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot reach the CA's change feed"),
+                Err(e) => crate::warn_every!("ca-feed", error = %e, "cannot reach the CA's change feed"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

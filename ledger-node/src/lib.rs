@@ -26,6 +26,7 @@
 //!
 //! Non-features (for now): no chaincode: transactions are put/delete operations on a key-value
 //! state; peer addresses come from `node.toml` (the CA lists who hosts, not where).
+//! - [`warn_once`]: a repeated warning is logged at most once a minute per key.
 //! - [`credential`]: the node's certificate, renewed over mTLS (same key) when a third of its
 //!   lifetime is left and swapped into every TLS configuration in place.
 //!
@@ -43,6 +44,8 @@ pub mod group;
 pub mod metrics;
 pub mod peers;
 pub mod raft;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod subchain;
+pub mod warn_once;

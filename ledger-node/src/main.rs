@@ -47,6 +47,17 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9443")]
         listen: String,
+        /// The public URL participants and other nodes reach this node at (default: https://
+        /// and the listen address), published in the CA's node directory.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The city this node runs in, published in the CA's node directory.
+        #[arg(long, default_value = "local")]
+        city: String,
+        /// `node` (a city node) or `orderer`; must match how the CA registered the identity
+        /// (default: whatever it is).
+        #[arg(long, value_parser = ["node", "orderer"])]
+        role: Option<String>,
     },
     /// Run the node.
     Serve {
@@ -75,10 +86,15 @@ struct NodeConfig {
     stale_after_secs: i64,
     #[serde(default = "d_cache")]
     cache_mib: usize,
-    /// The URL other nodes reach this one at (default: https:// + listen).
+    /// The public URL participants and other nodes reach this one at (default: https:// +
+    /// listen), published in the CA's node directory at every start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     advertise: Option<String>,
-    /// Other city nodes' gateway URLs by node name (for subchains hosted on several nodes).
+    /// The city it runs in, published in the CA's node directory with the URL.
+    #[serde(default = "d_city")]
+    city: String,
+    /// Optional overrides of other nodes' URLs by node name (otherwise the CA's node directory
+    /// says where each node is).
     #[serde(default)]
     peers: std::collections::BTreeMap<String, String>,
     /// Open connections at most (default 16384).
@@ -153,6 +169,33 @@ fn d_stale() -> i64 {
 fn d_cache() -> usize {
     4
 }
+fn d_city() -> String {
+    "local".into()
+}
+
+impl NodeConfig {
+    /// The URL published in the node directory.
+    fn public_url(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.listen))
+    }
+}
+
+/// Publishes this node's entry (city and URL) in the CA's node directory with its own
+/// certificate. Setting what the directory already says changes nothing there.
+async fn publish(ca: &Api, city: &str, url: &str) -> Result<u64, ClientError> {
+    let d: bsn_api::ca::Nodes = ca
+        .put_as(
+            "/api/v1/nodes/self",
+            &bsn_api::ca::OwnEntry {
+                city: city.to_string(),
+                url: url.to_string(),
+            },
+        )
+        .await?;
+    Ok(d.revision)
+}
 
 fn local(m: impl std::fmt::Display) -> (ExitCode, String) {
     (ExitCode::from(1), m.to_string())
@@ -170,6 +213,7 @@ fn read(p: &Path) -> Result<Vec<u8>, (ExitCode, String)> {
     std::fs::read(p).map_err(|e| local(format!("cannot read {}: {e}", p.display())))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn init(
     dir: &Path,
     ca: &str,
@@ -177,7 +221,15 @@ async fn init(
     name: &str,
     secret: &str,
     listen: &str,
+    url: Option<String>,
+    city: &str,
+    role: Option<&str>,
 ) -> Result<(), (ExitCode, String)> {
+    // Checked before anything is spent: the secret is one-time.
+    if let Some(u) = &url {
+        identity::membership::check_node_url(u).map_err(local)?;
+    }
+    identity::membership::check_city(city).map_err(local)?;
     if dir.join("node.toml").exists() {
         return Err(local(format!(
             "{} already holds a node; serve it with `ledger-node serve --data-dir {}` or choose another --data-dir",
@@ -202,10 +254,23 @@ async fn init(
     let cert = v["certificate"].as_str().unwrap_or_default();
     let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).map_err(local)?;
     let parsed = identity::profile::check_leaf(&leaf).map_err(local)?;
-    if parsed.spiffe_id.kind != identity::IdentityKind::Node {
+    if !parsed.spiffe_id.kind.is_network_node() {
         return Err((
             ExitCode::from(3),
-            format!("{name} is a participant identity; register the node with `bsn register --type node --id {name}`"),
+            format!(
+                "{name} is a participant identity; register the node with `bsn register --type node --id {name}` (or `--type orderer`)"
+            ),
+        ));
+    }
+    let kind = parsed.spiffe_id.kind.as_str();
+    if role.is_some_and(|r| r != kind) {
+        return Err((
+            ExitCode::from(3),
+            format!(
+                "{name} is registered as {kind}, not {}; run init again with --role {kind} and a new secret (`bsn reset-secret --id {name}`), or register another identity with `bsn register --type {}`",
+                role.unwrap_or_default(),
+                role.unwrap_or_default()
+            ),
         ));
     }
     std::fs::create_dir_all(dir).map_err(local)?;
@@ -227,7 +292,8 @@ async fn init(
         inflight_blocks: d_inflight(),
         stale_after_secs: d_stale(),
         cache_mib: d_cache(),
-        advertise: None,
+        advertise: url,
+        city: city.to_string(),
         peers: Default::default(),
         max_connections: None,
         max_connections_per_address: None,
@@ -243,6 +309,14 @@ async fn init(
         0o644,
     )
     .map_err(local)?;
+    // The node directory: where this node runs, set with its own new certificate.
+    let me = Api::from_files(ca, bundle, Some((&dir.join("cert.pem"), &dir.join("key.pem")))).map_err(ca_error)?;
+    let revision = publish(&me, &cfg.city, &cfg.public_url()).await.map_err(ca_error)?;
+    println!(
+        "{kind} {name} is in the CA's node directory (revision {revision}): {} in {}",
+        cfg.public_url(),
+        cfg.city
+    );
     println!(
         "node {name} enrolled (certificate {}, valid until {})",
         parsed.serial_hex,
@@ -300,7 +374,8 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     let directory = Arc::new(Directory::open(&dir.join("node.redb"), &cfg.name, mkey).map_err(local)?);
     let ca = Api::new(&cfg.ca, credential.client_config(&bundle).map_err(local)?).map_err(ca_error)?;
     let peer_tls = ledger_node::peers::peer_tls(&bundle, credential.clone(), directory.clone()).map_err(local)?;
-    let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), peer_tls).map_err(local)?;
+    let peers = ledger_node::peers::Peers::new(cfg.peers.clone().into_iter().collect(), directory.clone(), peer_tls)
+        .map_err(local)?;
     // The CRL is a start-up safety net; the feed carries every revocation.
     match ca.get_bytes("/api/v1/crl").await {
         Ok(der) => {
@@ -323,6 +398,30 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         Err(e) => tracing::warn!(error = %e, "cannot fetch the CA's CRL now; relying on the feed"),
     }
     tokio::spawn(credential.clone().keep_fresh(ca.clone()));
+    {
+        // Where this node runs, in the CA's node directory: published at every start (an
+        // operator changes the URL or city in node.toml and restarts), retried until the CA
+        // takes it.
+        let (ca, city, url) = (ca.clone(), cfg.city.clone(), cfg.public_url());
+        tokio::spawn(async move {
+            loop {
+                match publish(&ca, &city, &url).await {
+                    Ok(revision) => {
+                        tracing::info!(city, url, revision, "in the CA's node directory");
+                        return;
+                    }
+                    Err(e) if matches!(e, ClientError::Problem { status, .. } if status < 500 && status != 429) => {
+                        tracing::error!(error = %e, "the CA refused this node's directory entry; fix url or city in node.toml and restart");
+                        return;
+                    }
+                    Err(e) => {
+                        ledger_node::warn_every!("publish", error = %e, "cannot publish this node's directory entry yet; retrying")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
     tokio::spawn(directory.clone().follow(ca));
 
     {
@@ -344,9 +443,7 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         Creators::new(bundle.clone(), credential.chain().into_iter().skip(1).collect()),
         dir.to_path_buf(),
         &cfg.name,
-        cfg.advertise
-            .clone()
-            .unwrap_or_else(|| format!("https://{}", cfg.listen)),
+        cfg.public_url(),
         peers,
         limits,
     ));
@@ -400,6 +497,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("BSN_LOG").unwrap_or_else(|_| "info,openraft=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -415,7 +513,23 @@ fn main() -> ExitCode {
                 name,
                 secret,
                 listen,
-            } => init(&data_dir, &ca, &ca_bundle, &name, &secret, &listen).await,
+                url,
+                city,
+                role,
+            } => {
+                init(
+                    &data_dir,
+                    &ca,
+                    &ca_bundle,
+                    &name,
+                    &secret,
+                    &listen,
+                    url,
+                    &city,
+                    role.as_deref(),
+                )
+                .await
+            }
             Command::Serve { data_dir, listen } => serve(&data_dir, listen).await,
         }
     });

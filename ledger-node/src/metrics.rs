@@ -2,14 +2,16 @@
 
 use bsn_transport::metrics::{Metric, render as exposition};
 
-/// Transactions committed.
+/// Transactions written to this node's chain since it started (by ordering, or fetched when
+/// catching up): on every node of a group, not only the leader.
 pub static TX_COMMITTED: Metric = Metric::counter("transactions_committed_total", "transactions committed");
 /// Transactions refused before ordering.
 pub static TX_REFUSED: Metric = Metric::counter("transactions_refused_total", "transactions refused");
 /// Snapshots installed (a node far behind catching up by fetching blocks).
 pub static SNAPSHOTS_INSTALLED: Metric =
     Metric::counter("snapshots_installed_total", "snapshots installed by fetching blocks");
-/// Blocks written.
+/// Blocks written to this node's chain since it started, config blocks and genesis included (so
+/// a node that started empty has written height + 1 blocks).
 pub static BLOCKS: Metric = Metric::counter("blocks_total", "blocks written");
 
 /// The text exposition of every counter, with the connection layer's.

@@ -26,11 +26,12 @@ use crate::group::TypeConfig;
 /// by every subchain's group, so many groups share a few connections per peer).
 #[derive(Clone)]
 pub struct Peers {
-    /// Peer name -> base URL.
-    pub addresses: HashMap<String, String>,
+    /// Peer name -> base URL, from `[peers]` in `node.toml`: overrides the node directory.
+    overrides: HashMap<String, String>,
+    /// The node directory (and what else the node knows from the CA).
+    directory: std::sync::Arc<crate::directory::Directory>,
     client: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
     tls: std::sync::Arc<rustls::ClientConfig>,
-    by_id: HashMap<u64, String>,
 }
 
 /// Why a call to a peer failed.
@@ -56,7 +57,7 @@ pub fn peer_tls(
     // neither reach its peers (their servers refuse its client certificate) nor be reached by
     // them, so it drops out of every group at once.
     let policy: bsn_transport::verify::LeafPolicy = std::sync::Arc::new(move |leaf: &identity::profile::Leaf| {
-        if leaf.spiffe_id.kind != identity::IdentityKind::Node {
+        if !leaf.spiffe_id.kind.is_network_node() {
             return Err(rustls::CertificateError::NotValidForName);
         }
         if directory.is_revoked(&leaf.serial_hex) {
@@ -75,16 +76,17 @@ pub fn peer_tls(
 }
 
 impl Peers {
-    /// Peers reached with `tls` (see [`peer_tls`]).
-    pub fn new(addresses: HashMap<String, String>, tls: rustls::ClientConfig) -> anyhow::Result<Self> {
+    /// Peers reached with `tls` (see [`peer_tls`]), at the URLs the CA's node directory gives
+    /// unless `overrides` (`[peers]` in `node.toml`) names another route.
+    pub fn new(
+        overrides: HashMap<String, String>,
+        directory: std::sync::Arc<crate::directory::Directory>,
+        tls: rustls::ClientConfig,
+    ) -> anyhow::Result<Self> {
         let client = Self::build(&tls)?;
-        let by_id = addresses
-            .iter()
-            .map(|(name, url)| (crate::group::node_id(name), url.clone()))
-            .collect();
         Ok(Self {
-            by_id,
-            addresses,
+            overrides,
+            directory,
             client: std::sync::Arc::new(std::sync::RwLock::new(client)),
             tls: std::sync::Arc::new(tls),
         })
@@ -113,15 +115,30 @@ impl Peers {
         }
     }
 
-    /// Where this node reaches the group member `id`: its own address book first (each node may
-    /// reach a peer by a different route), else the address the group's membership recorded.
+    /// Where this node reaches the group member `id`: its own override first (each node may
+    /// reach a peer by a different route), then the CA's node directory, else the address the
+    /// group's membership recorded.
     pub fn address_of(&self, id: u64, recorded: &str) -> String {
-        self.by_id.get(&id).cloned().unwrap_or_else(|| recorded.to_string())
+        if let Some(url) = self
+            .overrides
+            .iter()
+            .find(|(name, _)| crate::group::node_id(name) == id)
+            .map(|(_, url)| url.clone())
+        {
+            return url;
+        }
+        self.directory
+            .node_directory()
+            .and_then(|d| d.nodes.into_iter().find(|n| crate::group::node_id(&n.id) == id))
+            .map_or_else(|| recorded.to_string(), |n| n.url)
     }
 
-    /// The URL of a peer by name.
-    pub fn address(&self, name: &str) -> Option<&str> {
-        self.addresses.get(name).map(String::as_str)
+    /// The URL of a peer by name: the override, else the node directory's.
+    pub fn address(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| self.directory.url_of(name))
     }
 
     /// POSTs JSON to `base + path` and reads JSON back.

@@ -85,14 +85,15 @@ impl Membership<'_> {
                 let addr = if h == self.me {
                     Some(self.my_addr.to_string())
                 } else {
-                    self.peers.address(h).map(str::to_string)
+                    self.peers.address(h)
                 };
                 match addr {
                     Some(a) => Some((node_id(h), BasicNode::new(a))),
                     None => {
-                        tracing::warn!(
+                        crate::warn_every!(
+                            format!("no-address {h}"),
                             node = h,
-                            "no address for this hosting node: add it to [peers] in node.toml"
+                            "no address for this hosting node: it has not published its URL in the CA's node directory (ledger-node init --url), and [peers] in node.toml does not name it"
                         );
                         None
                     }
@@ -179,7 +180,7 @@ impl RaftOrderer {
         if let Some((id, node)) = want.iter().find(|(id, _)| !have.contains(id)) {
             tracing::info!(subchain = self.subchain, node = node.addr, "adding a host to the group");
             if let Err(e) = self.raft.add_learner(*id, node.clone(), true).await {
-                tracing::warn!(subchain = self.subchain, error = %e, "could not add the host as a learner");
+                crate::warn_every!(format!("could not add the host as a learner {}", self.subchain), subchain = self.subchain, error = %e, "could not add the host as a learner");
                 return false;
             }
             let mut voters = have.clone();
@@ -187,7 +188,7 @@ impl RaftOrderer {
             return match self.raft.change_membership(voters, false).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::warn!(subchain = self.subchain, error = %e, "could not promote the host");
+                    crate::warn_every!(format!("could not promote the host {}", self.subchain), subchain = self.subchain, error = %e, "could not promote the host");
                     false
                 }
             };
@@ -206,7 +207,7 @@ impl RaftOrderer {
             return match self.raft.change_membership(voters, false).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::warn!(subchain = self.subchain, error = %e, "could not remove the node");
+                    crate::warn_every!(format!("could not remove the node {}", self.subchain), subchain = self.subchain, error = %e, "could not remove the node");
                     false
                 }
             };

@@ -17,8 +17,8 @@ use crate::directory::Directory;
 pub struct Peer {
     /// Its identity id.
     pub id: String,
-    /// `participant` or `node`.
-    pub kind: &'static str,
+    /// Participant, city node or orderer.
+    pub kind: identity::IdentityKind,
     /// Its certificate's serial, lowercase hex.
     pub serial: String,
     /// End of its certificate's validity, Unix seconds.
@@ -69,7 +69,7 @@ fn peer_of(certs: Option<&[CertificateDer<'static>]>) -> Option<Peer> {
     let leaf = identity::profile::check_leaf(certs?.first()?).ok()?;
     Some(Peer {
         id: leaf.spiffe_id.id.as_str().to_string(),
-        kind: leaf.spiffe_id.kind.as_str(),
+        kind: leaf.spiffe_id.kind,
         serial: leaf.serial_hex,
         not_after: leaf.not_after,
     })
@@ -91,7 +91,7 @@ impl bsn_transport::Admit for Admission {
         certs: Option<&[CertificateDer<'static>]>,
     ) -> Option<bsn_transport::Admitted<Peer>> {
         let peer = peer_of(certs)?;
-        let class = if peer.kind == "node" {
+        let class = if peer.kind.is_network_node() {
             bsn_transport::Class::Reserved
         } else {
             bsn_transport::Class::Public

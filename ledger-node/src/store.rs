@@ -17,6 +17,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::chain::{Applied, Proposal, Tip, next_block};
 
+/// A check of one block given the tip before it (see [`Store::import_checked`]).
+pub type BlockCheck<'a> = dyn Fn(&Tip, &Block) -> Result<(), String> + 'a;
+
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HASHES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hashes");
 const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
@@ -159,6 +162,7 @@ impl Store {
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tip = self.tip();
         let mut results = Vec::with_capacity(proposals.len());
+        let (mut new_blocks, mut new_txs) = (0u64, 0u64);
         let w = self.db.begin_write().map_err(err)?;
         {
             let mut blocks = w.open_table(BLOCKS).map_err(err)?;
@@ -175,6 +179,10 @@ impl Store {
                     txs.get(id).map(|v| v.is_some()).unwrap_or(true)
                 });
                 if let Some((block, statement)) = made {
+                    new_blocks += 1;
+                    if statement.is_none() {
+                        new_txs += block.entries.len() as u64;
+                    }
                     put_block(
                         (&mut blocks, &mut hashes, &mut txs, &mut state, &mut m),
                         &block,
@@ -194,13 +202,40 @@ impl Store {
         }
         w.commit().map_err(err)?;
         *self.tip.lock().expect("tip") = tip;
+        crate::metrics::BLOCKS.add(new_blocks);
+        crate::metrics::TX_COMMITTED.add(new_txs);
         Ok(results)
     }
 
     /// Imports blocks fetched from a peer (catching up from a snapshot): each must extend the
-    /// chain here; config blocks must carry a statement that verifies with `key`. One write
-    /// transaction for the batch, with `meta` written alongside.
+    /// chain here; config blocks must carry a statement that verifies with `key`, for this
+    /// subchain, newer than the one in force. One write transaction for the batch, with `meta`
+    /// written alongside.
     pub fn import(&self, key: &MembershipKey, batch: &[Block], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.import_inner(key, batch, meta, None)
+    }
+
+    /// [`Store::import`] for blocks from an orderer this node does not trust to have checked
+    /// them: besides the link and config checks, every transaction id must be new on the chain,
+    /// timestamps may not go back, and `check` must accept each block given the tip before it
+    /// (the relay checks creators, signatures and roles there). Nothing of a batch is written
+    /// unless every block passes.
+    pub fn import_checked(
+        &self,
+        key: &MembershipKey,
+        batch: &[Block],
+        check: &BlockCheck<'_>,
+    ) -> Result<(), StoreError> {
+        self.import_inner(key, batch, &[], Some(check))
+    }
+
+    fn import_inner(
+        &self,
+        key: &MembershipKey,
+        batch: &[Block],
+        meta: &[(&str, Vec<u8>)],
+        check: Option<&BlockCheck<'_>>,
+    ) -> Result<(), StoreError> {
         let mut tip = self.tip();
         let w = self.db.begin_write().map_err(err)?;
         {
@@ -221,9 +256,44 @@ impl Store {
                     )));
                 }
                 let config = block.header.kind == identity::ledger::BlockKind::Config;
+                if let Some(check) = check {
+                    if block.header.timestamp_ms < tip.timestamp_ms {
+                        return Err(StoreError(format!("block {} goes back in time", block.header.height)));
+                    }
+                    check(&tip, block).map_err(StoreError)?;
+                    if !config {
+                        let mut in_block = std::collections::HashSet::new();
+                        for e in &block.entries {
+                            let id = identity::ledger::tx_id(e).map_err(err)?;
+                            if !in_block.insert(id) || txs.get(&id).map_err(err)?.is_some() {
+                                return Err(StoreError(format!(
+                                    "block {} repeats transaction {}",
+                                    block.header.height,
+                                    hex::encode(id)
+                                )));
+                            }
+                        }
+                    }
+                }
                 if config {
+                    if block.entries.len() != 1 {
+                        return Err(StoreError(format!(
+                            "config block {} must hold one statement",
+                            block.header.height
+                        )));
+                    }
                     let env: Envelope = serde_json::from_slice(&block.entries[0]).map_err(err)?;
-                    tip.membership = Some(key.verify_statement(&env).map_err(err)?);
+                    let statement = key.verify_statement(&env).map_err(err)?;
+                    if statement.subchain.as_str() != self.subchain
+                        || statement.revision <= tip.revision()
+                        || statement.revision != block.header.membership_revision
+                    {
+                        return Err(StoreError(format!(
+                            "config block {} does not carry a newer statement of this subchain",
+                            block.header.height
+                        )));
+                    }
+                    tip.membership = Some(statement);
                 }
                 put_block((&mut blocks, &mut hashes, &mut txs, &mut state, &mut m), block, config)?;
                 tip.last = Some((block.header.height, block.header.hash()));
@@ -235,6 +305,14 @@ impl Store {
         }
         w.commit().map_err(err)?;
         *self.tip.lock().expect("tip") = tip;
+        crate::metrics::BLOCKS.add(batch.len() as u64);
+        crate::metrics::TX_COMMITTED.add(
+            batch
+                .iter()
+                .filter(|b| b.header.kind != identity::ledger::BlockKind::Config)
+                .map(|b| b.entries.len() as u64)
+                .sum(),
+        );
         Ok(())
     }
 

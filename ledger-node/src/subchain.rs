@@ -1,7 +1,10 @@
-//! The subchains this node hosts: opening each one's store and Raft group when the CA's statement
-//! lists this node, applying new statements as config blocks, and the leader's pipeline for
-//! transactions: validate (parse, creator certificate, signature, role, new id), then batch
-//! into proposals (the block cutter) and wait for them to be applied.
+//! The subchains this node takes part in: opening each one's store when the CA's statement lists
+//! this node, and its ordering: a Raft group when this node is one of its voters (an orderer it
+//! names, or a hosting city node of a subchain that names no orderer), else a
+//! [`crate::relay::Relay`] that pulls and verifies the blocks the orderers make. Then the
+//! voters' leader writes new statements as config blocks, and every node runs the pipeline for
+//! transactions submitted to it: validate (parse, creator certificate, signature, role, new id),
+//! then batch into proposals (the block cutter) and wait for them to be applied.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,11 +16,46 @@ use identity::verify::TrustBundle;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::chain::Applied;
 use crate::chain::{Outcome, Proposal, ProposedTx};
 use crate::directory::Directory;
 use crate::peers::Peers;
 use crate::raft::{Membership, OrderError, Orderer, RaftOrderer};
+use crate::relay::Relay;
 use crate::store::Store;
+
+/// How a subchain is ordered on this node.
+pub enum Ordering {
+    /// This node is one of its Raft voters.
+    Raft(Arc<RaftOrderer>),
+    /// This node is a city node following its orderers.
+    Relay(Arc<Relay>),
+}
+
+impl Ordering {
+    fn is_leader(&self) -> bool {
+        match self {
+            Ordering::Raft(r) => r.is_leader(),
+            Ordering::Relay(_) => false,
+        }
+    }
+}
+
+impl Orderer for Ordering {
+    async fn propose(&self, p: Proposal) -> Result<Applied, OrderError> {
+        match self {
+            Ordering::Raft(r) => r.propose(p).await,
+            Ordering::Relay(r) => r.propose(p).await,
+        }
+    }
+
+    async fn shutdown(&self) {
+        match self {
+            Ordering::Raft(r) => r.shutdown().await,
+            Ordering::Relay(r) => r.shutdown(),
+        }
+    }
+}
 
 /// Tunables of the block cutter and validation.
 #[derive(Debug, Clone)]
@@ -112,6 +150,16 @@ impl Creators {
     }
 
     fn check(&self, cert: &[u8], now: i64, directory: &Directory) -> Result<Creator, String> {
+        let c = self.valid_at(cert, now)?;
+        if directory.is_revoked(&c.serial) {
+            return Err(format!("certificate {} is revoked", c.serial));
+        }
+        Ok(c)
+    }
+
+    /// The creator of a certificate that chains to the bundle and was valid at `now` (revocation
+    /// is not considered: a later revocation does not undo a transaction already ordered).
+    fn valid_at(&self, cert: &[u8], now: i64) -> Result<Creator, String> {
         let h = identity::ledger::sha256(cert);
         let cached = self.cache.lock().expect("creators").get(&h).cloned();
         let c = match cached {
@@ -143,9 +191,6 @@ impl Creators {
         if now < c.not_before || now > c.not_after {
             return Err("the certificate is not valid now (expired or not yet valid)".into());
         }
-        if directory.is_revoked(&c.serial) {
-            return Err(format!("certificate {} is revoked", c.serial));
-        }
         Ok(c)
     }
 }
@@ -161,7 +206,7 @@ pub struct Subchain {
     pub id: String,
     /// Its store.
     pub store: Arc<Store>,
-    orderer: Arc<RaftOrderer>,
+    orderer: Arc<Ordering>,
     queue: mpsc::Sender<Pending>,
     /// The height of the last applied block (`None` before genesis).
     pub applied: watch::Receiver<Option<u64>>,
@@ -169,9 +214,12 @@ pub struct Subchain {
 }
 
 impl Subchain {
-    /// The subchain's Raft group member on this node.
-    pub fn orderer(&self) -> &RaftOrderer {
-        &self.orderer
+    /// The subchain's Raft group member on this node (`None`: this node follows the orderers).
+    pub fn raft(&self) -> Option<&RaftOrderer> {
+        match &*self.orderer {
+            Ordering::Raft(r) => Some(r),
+            Ordering::Relay(_) => None,
+        }
     }
 
     /// Queues validated transactions for the next blocks and waits until they are applied.
@@ -188,7 +236,7 @@ impl Subchain {
 
 /// The block cutter: takes what is queued (up to a block's worth) whenever a proposal slot is
 /// free, so blocks grow with load and a lone transaction waits for no timer.
-async fn cut_blocks(orderer: Arc<RaftOrderer>, mut rx: mpsc::Receiver<Pending>, limits: Limits) {
+async fn cut_blocks(orderer: Arc<Ordering>, mut rx: mpsc::Receiver<Pending>, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.inflight.max(1)));
     let mut carry: Option<Pending> = None;
     loop {
@@ -232,14 +280,9 @@ async fn cut_blocks(orderer: Arc<RaftOrderer>, mut rx: mpsc::Receiver<Pending>, 
             };
             match orderer.propose(proposal).await {
                 Ok(applied) => {
-                    if applied.height.is_some() {
-                        crate::metrics::BLOCKS.inc();
-                    }
                     let mut outcomes = applied.outcomes.into_iter();
                     for (n, reply) in replies {
                         let mine: Vec<Outcome> = outcomes.by_ref().take(n).collect();
-                        crate::metrics::TX_COMMITTED
-                            .add(mine.iter().filter(|o| matches!(o, Outcome::Committed { .. })).count() as u64);
                         let _ = reply.send(Ok(mine));
                     }
                 }
@@ -256,7 +299,7 @@ async fn cut_blocks(orderer: Arc<RaftOrderer>, mut rx: mpsc::Receiver<Pending>, 
 /// Every subchain this node hosts.
 pub struct Subchains {
     directory: Arc<Directory>,
-    creators: Creators,
+    creators: Arc<Creators>,
     data_dir: PathBuf,
     name: String,
     addr: String,
@@ -280,7 +323,7 @@ impl Subchains {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             directory,
-            creators,
+            creators: Arc::new(creators),
             data_dir,
             name: node_name.to_string(),
             addr,
@@ -312,7 +355,11 @@ impl Subchains {
         }
     }
 
-    async fn open_subchain(&self, id: &str, hosts: &[String]) -> anyhow::Result<Arc<Subchain>> {
+    async fn open_subchain(
+        &self,
+        id: &str,
+        statement: &identity::membership::Statement,
+    ) -> anyhow::Result<Arc<Subchain>> {
         if let Some(s) = self.get(id) {
             return Ok(s);
         }
@@ -322,9 +369,32 @@ impl Subchains {
             Store::open(&dir.join(format!("{id}.redb")), id, self.limits.cache_bytes)
         })?);
         let (tx, applied) = watch::channel(store.tip().last.map(|(h, _)| h));
-        let orderer = Arc::new(
-            RaftOrderer::start(store.clone(), self.directory.key().clone(), self.membership(hosts), tx).await?,
-        );
+        let orderer = Arc::new(if statement.orders(&self.name) {
+            Ordering::Raft(Arc::new(
+                RaftOrderer::start(
+                    store.clone(),
+                    self.directory.key().clone(),
+                    self.membership(statement.voters()),
+                    tx,
+                )
+                .await?,
+            ))
+        } else {
+            let creators = self.creators.clone();
+            let check: crate::relay::CreatorCheck = Arc::new(move |tx: &SignedTx, at: i64| {
+                let c = creators.valid_at(&tx.body.creator_cert, at)?;
+                tx.verify(&c.key).map_err(|_| "bad signature".to_string())?;
+                Ok(c.id)
+            });
+            Ordering::Relay(Relay::start(
+                store.clone(),
+                self.directory.key().clone(),
+                self.peers.clone(),
+                self.directory.clone(),
+                check,
+                tx,
+            ))
+        });
         let (queue, rx) = mpsc::channel(4096);
         tokio::spawn(cut_blocks(orderer.clone(), rx, self.limits.clone()));
         let s = Arc::new(Subchain {
@@ -346,7 +416,7 @@ impl Subchains {
         let hosted = self.directory.hosted();
         for known in &hosted {
             let id = known.statement.subchain.as_str();
-            let s = match self.open_subchain(id, &known.statement.nodes).await {
+            let s = match self.open_subchain(id, &known.statement).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(subchain = id, error = %e, "cannot open subchain");
@@ -355,7 +425,7 @@ impl Subchains {
             };
             // Group changes can take long (a new host catching up): one at a time, off this loop.
             if s.orderer.is_leader() && !s.reconciling.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                let (s2, hosts) = (s.clone(), known.statement.nodes.clone());
+                let (s2, hosts) = (s.clone(), known.statement.voters().to_vec());
                 let (name, addr, peers) = (self.name.clone(), self.addr.clone(), self.peers.clone());
                 tokio::spawn(async move {
                     let m = Membership {
@@ -364,7 +434,9 @@ impl Subchains {
                         hosts: &hosts,
                         peers: &peers,
                     };
-                    while s2.orderer.reconcile(m).await {}
+                    while let Some(r) = s2.raft()
+                        && r.reconcile(m).await
+                    {}
                     s2.reconciling.store(false, std::sync::atomic::Ordering::Release);
                 });
             }
@@ -375,10 +447,14 @@ impl Subchains {
                 };
                 match s.orderer.propose(p).await {
                     Ok(a) if a.refused.is_some() => {
-                        tracing::warn!(subchain = id, why = a.refused.as_deref(), "config not applied")
+                        crate::warn_every!(
+                            format!("config-refused {id}"),
+                            subchain = id,
+                            why = a.refused.as_deref(),
+                            "config not applied"
+                        )
                     }
                     Ok(a) => {
-                        crate::metrics::BLOCKS.inc();
                         tracing::info!(
                             subchain = id,
                             revision = known.statement.revision,
@@ -386,7 +462,9 @@ impl Subchains {
                             "membership config block"
                         )
                     }
-                    Err(e) => tracing::warn!(subchain = id, error = %e, "config block not ordered"),
+                    Err(e) => {
+                        crate::warn_every!(format!("config-unordered {id}"), subchain = id, error = %e, "config block not ordered")
+                    }
                 }
             }
         }
@@ -405,14 +483,17 @@ impl Subchains {
         }
     }
 
-    /// Runs [`Subchains::sync`] now, on every statement change, and every two seconds (a
-    /// group change that failed, say because a host was down, is retried).
+    /// Runs [`Subchains::sync`] now, on every statement change, on every new node directory (a
+    /// host's URL may arrive after the statement naming it), and every two seconds (a group
+    /// change that failed, say because a host was down, is retried).
     pub async fn follow(self: Arc<Self>) {
         let mut changes = self.directory.statement_changes();
+        let mut nodes = self.directory.node_directory_changes();
         loop {
             self.sync().await;
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                r = nodes.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             }
         }

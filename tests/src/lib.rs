@@ -465,10 +465,21 @@ impl TestNode {
 
     /// [`TestNode::start`] with extra `node.toml` lines.
     pub async fn start_with(ca: &mut TestCa, name: &str, extra_config: &str) -> Self {
+        Self::start_as(ca, name, "node", "local", extra_config).await
+    }
+
+    /// Registers an orderer identity `name`, runs `ledger-node init --role orderer` and starts it.
+    pub async fn orderer(ca: &mut TestCa, name: &str) -> Self {
+        Self::start_as(ca, name, "orderer", "local", "").await
+    }
+
+    /// Registers identity `name` of `kind` (`node` or `orderer`) in `city`, runs `ledger-node
+    /// init` and starts it, with extra `node.toml` lines.
+    pub async fn start_as(ca: &mut TestCa, name: &str, kind: &str, city: &str, extra_config: &str) -> Self {
         let secret = ca
             .register(
                 name,
-                json!({ "type": "node", "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
+                json!({ "type": kind, "dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"] }),
             )
             .await;
         let dir = ca.dir.path().join(format!("node-{name}"));
@@ -477,7 +488,9 @@ impl TestNode {
             .arg(&dir)
             .args(["--ca", &ca.url, "--ca-bundle"])
             .arg(&ca.bundle)
-            .args(["--name", name, "--secret", &secret, "--listen"])
+            .args([
+                "--name", name, "--secret", &secret, "--role", kind, "--city", city, "--listen",
+            ])
             // A fixed port (not :0) so `restart` can bind it again: see [`free_port`].
             .arg(format!("127.0.0.1:{}", free_port()))
             .output()
@@ -520,7 +533,9 @@ impl TestNode {
         node
     }
 
-    /// Starts nodes `names` that know each other's addresses (for subchains hosted on several).
+    /// Starts nodes `names` for subchains hosted on several: they find each other through the
+    /// CA's node directory (each published its URL at `init` and again at start), with no
+    /// `[peers]` list.
     pub async fn cluster(ca: &mut TestCa, names: &[&str]) -> Vec<TestNode> {
         Self::cluster_with(ca, names, "").await
     }
@@ -535,12 +550,7 @@ impl TestNode {
             } else {
                 format!("{config}\n")
             };
-            let mut extra = format!("{lines}listen = \"127.0.0.1:{}\"\n[peers]\n", ports[i]);
-            for (j, other) in names.iter().enumerate() {
-                if i != j {
-                    extra.push_str(&format!("{other} = \"https://127.0.0.1:{}\"\n", ports[j]));
-                }
-            }
+            let extra = format!("{lines}listen = \"127.0.0.1:{}\"\n", ports[i]);
             nodes.push(TestNode::start_with(ca, name, &extra).await);
         }
         nodes
@@ -880,4 +890,41 @@ pub async fn all_leaves(api: &bsn_api::client::Api, size: u64) -> Vec<Vec<u8>> {
 pub fn audit(ca: &TestCa) -> std::process::Output {
     let vkey = ca.data_dir().join("log.vkey");
     ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()])
+}
+
+/// Every block of `subchain` on a node, through the gateway (as JSON block views).
+pub async fn chain_of(api: &Api, subchain: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let v = api
+            .get(
+                &format!("/api/v1/subchains/{subchain}/blocks"),
+                &[("from", out.len().to_string()), ("limit", "1000".into())],
+            )
+            .await
+            .unwrap();
+        let page = v["blocks"].as_array().unwrap().clone();
+        let n = page.len();
+        out.extend(page);
+        if n < 1000 {
+            return out;
+        }
+    }
+}
+
+/// The hash of each block, after checking that the blocks decode (entries match their root),
+/// start at height 0 and link one to the next.
+pub fn chain_hashes(blocks: &[Value]) -> Vec<[u8; 32]> {
+    use base64::Engine;
+    let mut hashes = Vec::new();
+    for (i, v) in blocks.iter().enumerate() {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v["encoded"].as_str().unwrap())
+            .unwrap();
+        let b = identity::ledger::Block::decode(&raw).unwrap();
+        assert_eq!(b.header.height, i as u64);
+        assert_eq!(b.header.previous, hashes.last().copied().unwrap_or([0; 32]));
+        hashes.push(b.header.hash());
+    }
+    hashes
 }

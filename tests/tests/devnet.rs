@@ -21,7 +21,7 @@ impl Drop for Guard {
 #[test]
 fn devnet_starts_serves_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let base = bsn_tests::free_ports(4);
+    let base = bsn_tests::free_ports(7);
     let mut child = Command::new(bin("bsn"))
         .args(["devnet", "--dir"])
         .arg(dir.path().join("net"))
@@ -60,6 +60,8 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
     };
     let ca = field("CA:");
     let nodes = field("city node:");
+    let orderers = field("orderer:");
+    assert_eq!(orderers.len(), 3, "three orderers by default: {lines:#?}");
     let (key, cert) = (field("demo key:"), field("demo cert:"));
     let bundle = field("trust bundle:");
     assert_eq!(
@@ -177,10 +179,11 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
     );
 }
 
-/// Starts `bsn devnet --nodes 1`; returns the child and a receiver of its stdout lines.
+/// Starts `bsn devnet --nodes 1 --orderers 1`; returns the child and a receiver of its stdout
+/// lines.
 fn start_small(dir: &std::path::Path, base: u16) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(bin("bsn"))
-        .args(["devnet", "--nodes", "1", "--dir"])
+        .args(["devnet", "--nodes", "1", "--orderers", "1", "--dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string()])
         .stdout(Stdio::piped())
@@ -212,7 +215,7 @@ fn terminate(child: &mut std::process::Child, base: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    for p in base..base + 2 {
+    for p in base..base + 3 {
         while std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
             assert!(
                 Instant::now() < deadline,

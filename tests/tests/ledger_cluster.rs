@@ -7,41 +7,14 @@ use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
 use bsn_tests::{TestCa, TestNode, eventually, put, sign_tx, submit_body};
-use identity::ledger::Block;
 use serde_json::{Value, json};
 
 async fn chain(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let v = api
-            .get(
-                "/api/v1/subchains/demo/blocks",
-                &[("from", out.len().to_string()), ("limit", "1000".into())],
-            )
-            .await
-            .unwrap();
-        let page = v["blocks"].as_array().unwrap().clone();
-        let n = page.len();
-        out.extend(page);
-        if n < 1000 {
-            return out;
-        }
-    }
+    bsn_tests::chain_of(api, "demo").await
 }
 
 fn verify(blocks: &[Value]) -> Vec<[u8; 32]> {
-    use base64::Engine;
-    let mut hashes = Vec::new();
-    for (i, v) in blocks.iter().enumerate() {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(v["encoded"].as_str().unwrap())
-            .unwrap();
-        let b = Block::decode(&raw).unwrap();
-        assert_eq!(b.header.height, i as u64);
-        assert_eq!(b.header.previous, hashes.last().copied().unwrap_or([0; 32]));
-        hashes.push(b.header.hash());
-    }
-    hashes
+    bsn_tests::chain_hashes(blocks)
 }
 
 async fn info(api: &Api) -> Option<Value> {
@@ -85,6 +58,11 @@ async fn three_nodes_replicate_survive_the_leader_and_refuse_without_a_majority(
             .await
             .expect("the node that took the write has applied it");
         assert_eq!(v["text"], "yes");
+    }
+
+    // Every node's counters agree with its chain, followers' too (they were the leader's alone).
+    for (node, api) in nodes.iter().zip(&apis) {
+        counters_agree(&ca, node, api, 3).await;
     }
 
     // Kill -9 the leader while eight writers keep writing through every node.
@@ -203,6 +181,49 @@ async fn three_nodes_replicate_survive_the_leader_and_refuse_without_a_majority(
         acked.len(),
         failover.as_millis(),
         catch_up.as_millis()
+    );
+}
+
+/// Waits until `node`'s `/metrics` (read with its own node certificate) say it wrote height + 1
+/// blocks (genesis included) holding `txs` transactions.
+async fn counters_agree(ca: &TestCa, node: &TestNode, api: &Api, txs: u64) {
+    let operator = Api::from_files(
+        &node.url,
+        &ca.bundle,
+        Some((&node.dir.join("cert.pem"), &node.dir.join("key.pem"))),
+    )
+    .unwrap();
+    let mut last = String::new();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let (Some(h), Ok(text)) = (
+                info(api).await.and_then(|v| v["height"].as_u64()),
+                operator.get_bytes("/metrics").await,
+            ) {
+                let text = String::from_utf8(text).unwrap();
+                let get = |name: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+                };
+                last = format!(
+                    "height {h}, blocks_total {:?}, transactions_committed_total {:?}",
+                    get("bsn_node_blocks_total"),
+                    get("bsn_node_transactions_committed_total")
+                );
+                if get("bsn_node_blocks_total") == Some(h + 1)
+                    && get("bsn_node_transactions_committed_total") == Some(txs)
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "{}: the counters never agreed with the chain: {last}",
+        node.name
     );
 }
 

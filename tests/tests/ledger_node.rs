@@ -503,8 +503,29 @@ async fn revocation_refuses_new_connections_and_cuts_open_ones() {
     // New connections fail at the handshake, including one that could resume a session.
     let e = info(&Api::new(&node.url, tls).unwrap()).await.unwrap_err();
     assert!(
-        matches!(e, ClientError::Transport { .. }),
-        "refused at the handshake: {e}"
+        matches!(&e, ClientError::CertificateRefused { why, .. } if why.contains("revoked")),
+        "refused at the handshake, and said so: {e}"
+    );
+    // `bsn query` says the certificate was refused as revoked (exit 3), not "cannot reach".
+    let out = std::process::Command::new(bsn_tests::bin("bsn"))
+        .args(["query", "info", "--node", &node.url, "--subchain", "demo"])
+        .arg("--ca-bundle")
+        .arg(&ca.bundle)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "bsn query with a revoked certificate: {err}"
+    );
+    assert!(
+        err.contains("refused your client certificate: it is revoked") && !err.contains("cannot reach"),
+        "{err}"
     );
     assert!(!curl(&node, &ca, Some((&cert, &key))).status.success());
     let resumed = s_client(&node, &ca, &cert, &key, Some(("-sess_in", &sess)));
@@ -602,6 +623,7 @@ async fn writes_fail_closed_when_the_ca_falls_silent() {
     submit(&alice, &[sign_tx(&dirs[0], "demo", vec![put("still", "1")])])
         .await
         .expect("heartbeats keep the node fresh");
+    assert_eq!(alice.get_bytes("/readyz").await.unwrap(), b"ready");
     ca.kill_all();
     let t0 = Instant::now();
     eventually(
@@ -616,6 +638,9 @@ async fn writes_fail_closed_when_the_ca_falls_silent() {
     )
     .await;
     assert!(t0.elapsed() >= Duration::from_secs(2), "refused only after the bound");
+    // While it refuses writes, /readyz says so (a load balancer sends writers elsewhere).
+    let e = alice.get_bytes("/readyz").await.unwrap_err();
+    assert_eq!(slug(&e), "membership-stale", "/readyz while writes are refused: {e}");
     // Refused means nothing written; reads go on.
     let refused = sign_tx(&dirs[0], "demo", vec![put("refused", "1")]);
     assert_eq!(slug(&submit(&alice, &[refused]).await.unwrap_err()), "membership-stale");
@@ -704,8 +729,8 @@ async fn an_expired_client_certificate_is_refused_and_its_open_connection_cut() 
     }
     let e = info(&node.api(&ca, &dirs[0])).await.unwrap_err();
     assert!(
-        matches!(e, ClientError::Transport { .. }),
-        "refused at the handshake: {e}"
+        matches!(&e, ClientError::CertificateRefused { why, .. } if why.contains("expired")),
+        "refused at the handshake, and said so: {e}"
     );
     let ok = curl(&node, &ca, Some((&dirs[0].join("cert.pem"), &dirs[0].join("key.pem"))));
     assert!(!ok.status.success(), "curl with an expired certificate is refused");

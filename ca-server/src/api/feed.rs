@@ -52,8 +52,10 @@ fn now_ms() -> i64 {
 
 /// The node calling, and its cursor checked against the feed's head.
 async fn node_and_cursor(s: &AppState, caller: &Caller, cursor: &str) -> Result<(String, i64), ApiError> {
-    if caller.identity.kind != identity::IdentityKind::Node {
-        return Err(ApiError::Forbidden("only city nodes follow the change feed".into()));
+    if !caller.identity.kind.is_network_node() {
+        return Err(ApiError::Forbidden(
+            "only city nodes and orderers follow the change feed".into(),
+        ));
     }
     let cursor: i64 =
         if cursor.is_empty() {
@@ -131,6 +133,7 @@ async fn stream(
                     let kind = match e {
                         FeedEvent::Membership { .. } => "membership",
                         FeedEvent::Revocation { .. } => "revocation",
+                        FeedEvent::Directory { .. } => "directory",
                     };
                     let data = serde_json::to_string(&e).unwrap_or_default();
                     if tx

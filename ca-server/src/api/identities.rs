@@ -83,9 +83,10 @@ fn check_registration(
         }
         roles.push(role);
     }
-    if kind != IdentityKind::Node && !(r.dns_names.is_empty() && r.ip_addresses.is_empty()) {
+    let has_host_names = !r.dns_names.is_empty() || !r.ip_addresses.is_empty();
+    if has_host_names && !kind.is_network_node() {
         return Err(ApiError::InvalidField(
-            "only node identities may have dns_names or ip_addresses".into(),
+            "only node and orderer identities may have dns_names or ip_addresses".into(),
         ));
     }
     if r.dns_names.len() + r.ip_addresses.len() > 16 {

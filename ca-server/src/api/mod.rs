@@ -17,6 +17,7 @@ mod feed;
 mod health;
 mod identities;
 mod log;
+mod nodes;
 mod portal;
 mod subchains;
 
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(certificates::router())
         .merge(log::router())
         .merge(subchains::router())
+        .merge(nodes::router())
         .merge(feed::router())
         .merge(portal::router())
         .merge(crate::web::router())
@@ -124,6 +126,7 @@ mod tests {
             "log.rs",
             "subchains.rs",
             "feed.rs",
+            "nodes.rs",
             "portal.rs",
         ];
         let src: String = files

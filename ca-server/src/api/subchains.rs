@@ -14,7 +14,7 @@ use bsn_api::ca::{
     AddMembers, Approve, CreateSubchain, Items, JoinRequestBody, MembershipKey, MyMembership, Page, SetRole,
     UpdateSubchain, Updated,
 };
-use identity::membership::{Envelope, Member, Role, SubchainId};
+use identity::membership::{DirectoryEntry, Envelope, Member, Role, SubchainId};
 use identity::{CaRole, IdentityKind};
 use serde::Deserialize;
 
@@ -123,7 +123,10 @@ async fn list(
         .then(|| items.last().map(|i| i.id.clone()))
         .flatten();
     Ok(axum::Json(Page {
-        items: items.into_iter().map(subchain_view).collect(),
+        items: {
+            let endpoints = super::nodes::directory(&s).current().await?.nodes;
+            items.into_iter().map(|i| subchain_view(i, &endpoints)).collect()
+        },
         next_after,
     }))
 }
@@ -133,9 +136,9 @@ async fn one(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<bsn_api::ca::Subchain>, ApiError> {
-    Ok(axum::Json(subchain_view(
-        registry(&s).require(subchain_id(&id)?.as_str()).await?,
-    )))
+    let sub = registry(&s).require(subchain_id(&id)?.as_str()).await?;
+    let endpoints = super::nodes::directory(&s).current().await?.nodes;
+    Ok(axum::Json(subchain_view(sub, &endpoints)))
 }
 
 /// App publishers (role `publisher`) and administrators create subchains.
@@ -160,6 +163,7 @@ async fn create(
         description: r.description,
         policy: policy(&r.policy)?,
         nodes: r.nodes,
+        orderers: r.orderers,
     };
     let revised = registry(&s)
         .create(new, &caller.identity.id, now().unix_timestamp())
@@ -189,12 +193,16 @@ async fn update(
         description: r.description,
         policy: r.policy.as_deref().map(policy).transpose()?,
         nodes: r.nodes,
+        orderers: r.orderers,
     };
     let revision = registry(&s)
         .update(&sub.id, patch, &caller.identity.id, now().unix_timestamp())
         .await?;
     Ok(axum::Json(Updated {
-        subchain: subchain_view(registry(&s).require(&sub.id).await?),
+        subchain: subchain_view(
+            registry(&s).require(&sub.id).await?,
+            &super::nodes::directory(&s).current().await?.nodes,
+        ),
         revision: revision.map(revised_view),
     }))
 }
@@ -448,8 +456,15 @@ async fn membership_key(State(s): State<Arc<AppState>>) -> axum::Json<Membership
 }
 
 /// A registry subchain as the API shows it.
-fn subchain_view(s: crate::registry::Subchain) -> bsn_api::ca::Subchain {
+fn subchain_view(s: crate::registry::Subchain, directory: &[DirectoryEntry]) -> bsn_api::ca::Subchain {
+    let endpoints = directory
+        .iter()
+        .filter(|e| s.nodes.binary_search(&e.id).is_ok())
+        .cloned()
+        .collect();
     bsn_api::ca::Subchain {
+        endpoints,
+        orderers: s.orderers,
         id: s.id,
         name: s.name,
         publisher: s.publisher,

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::pki::{Ca, Reason, RevokedEntry};
 
 pub mod accounts;
+pub mod nodes;
 pub mod registry;
 
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");

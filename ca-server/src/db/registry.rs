@@ -62,6 +62,8 @@ pub struct Subchain {
     pub members: i64,
     /// Hosting city nodes, sorted.
     pub nodes: Vec<String>,
+    /// Orderers (its Raft voters), sorted; empty when its city nodes order it.
+    pub orderers: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -104,6 +106,7 @@ fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, DbError> {
         revision: r.try_get(5)?,
         members: r.try_get(6)?,
         nodes: Vec::new(),
+        orderers: Vec::new(),
         created_at: r.try_get(7)?,
         updated_at: r.try_get(8)?,
     })
@@ -126,6 +129,43 @@ pub async fn nodes_of(c: &mut AnyConnection, id: &str) -> Result<Vec<String>, Db
         .await
 }
 
+/// A subchain's orderers, sorted.
+pub async fn orderers_of(c: &mut AnyConnection, id: &str) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar("SELECT orderer_id FROM subchain_orderers WHERE subchain_id = $1 ORDER BY orderer_id")
+        .bind(id)
+        .fetch_all(c)
+        .await
+}
+
+/// Replaces a subchain's orderers.
+pub async fn set_orderers(c: &mut AnyConnection, subchain: &str, orderers: &[String]) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM subchain_orderers WHERE subchain_id = $1")
+        .bind(subchain)
+        .execute(&mut *c)
+        .await?;
+    for o in orderers {
+        sqlx::query("INSERT INTO subchain_orderers (orderer_id, subchain_id) VALUES ($1, $2)")
+            .bind(o)
+            .bind(subchain)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every active orderer identity with the number of subchains it orders, least loaded first
+/// (ties by id).
+pub async fn orderer_load(c: &mut AnyConnection) -> Result<Vec<(String, i64)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT i.id, COUNT(o.subchain_id) FROM identities i \
+         LEFT JOIN subchain_orderers o ON o.orderer_id = i.id \
+         WHERE i.kind = 'orderer' AND i.status = 'active' GROUP BY i.id ORDER BY COUNT(o.subchain_id), i.id",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 /// A subchain with its nodes.
 pub async fn subchain(c: &mut AnyConnection, id: &str) -> Result<Option<Subchain>, DbError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -137,6 +177,7 @@ pub async fn subchain(c: &mut AnyConnection, id: &str) -> Result<Option<Subchain
     let Some(row) = row else { return Ok(None) };
     let mut s = subchain_from(&row)?;
     s.nodes = nodes_of(c, id).await?;
+    s.orderers = orderers_of(c, id).await?;
     Ok(Some(s))
 }
 
@@ -159,6 +200,7 @@ pub async fn subchains(
     let mut out = rows.iter().map(subchain_from).collect::<Result<Vec<_>, _>>()?;
     for s in &mut out {
         s.nodes = nodes_of(c, &s.id).await?;
+        s.orderers = orderers_of(c, &s.id).await?;
     }
     Ok(out)
 }
@@ -538,9 +580,11 @@ pub async fn feed_head(c: &mut AnyConnection) -> Result<i64, DbError> {
 /// and everyone's audience rows, never a scan of the registry.
 pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, DbError> {
     let rows = sqlx::query(
-        "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature \
+        "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature, \
+         d.payload, d.signature \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \
          LEFT JOIN subchain_statements s ON s.subchain_id = f.subchain_id AND s.revision = f.revision \
+         LEFT JOIN directory_revisions d ON f.kind = 'directory' AND d.revision = f.revision \
          WHERE a.node_id IN ('*', $1) AND a.seq > $2 ORDER BY a.seq LIMIT $3",
     )
     .bind(node)
@@ -553,7 +597,19 @@ pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i6
             let kind: String = r.try_get(1)?;
             let seq: i64 = r.try_get(0)?;
             let at: i64 = r.try_get(7)?;
-            Ok(if kind == "membership" {
+            Ok(if kind == "directory" {
+                let payload: Vec<u8> = r.try_get(10)?;
+                let signature: Vec<u8> = r.try_get(11)?;
+                FeedEvent::Directory {
+                    seq,
+                    revision: r.try_get(3)?,
+                    at,
+                    directory: Envelope {
+                        payload: B64.encode(payload),
+                        signature: B64.encode(signature),
+                    },
+                }
+            } else if kind == "membership" {
                 let payload: Vec<u8> = r.try_get(8)?;
                 let signature: Vec<u8> = r.try_get(9)?;
                 FeedEvent::Membership {

@@ -12,7 +12,13 @@
 //! `--catchup-blocks` blocks without it, restarts it and times how long it takes to catch up
 //! (by log replication, or by installing a snapshot and fetching blocks when it is far behind).
 //!
-//! `cargo run --release -p bsn-tests --bin bench-ledger -- [--txs 100000] [--batch 500] [--connections 4] [--nodes 3 --catchup-blocks 5000]`
+//! With `--orderers 3` an ordering cluster of three orderers orders the subchain and the
+//! `--nodes` city nodes only follow it (not Raft voters; they pull and verify every block);
+//! clients submit through the city nodes. Compare the commit latency of `--nodes 3` and
+//! `--nodes 9`: adding city nodes must not slow commits. The catch-up phase then stops a city
+//! node instead of a follower.
+//!
+//! `cargo run --release -p bsn-tests --bin bench-ledger -- [--txs 100000] [--batch 500] [--connections 4] [--nodes 3 --catchup-blocks 5000] [--orderers 3]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +51,9 @@ struct Args {
     /// Blocks a stopped follower must catch up on (with --nodes > 1; 0 skips it).
     #[arg(long, default_value_t = 5000)]
     catchup_blocks: usize,
+    /// Orderers ordering the subchain (0: the city nodes order it themselves).
+    #[arg(long, default_value_t = 0)]
+    orderers: usize,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -118,6 +127,11 @@ async fn main() {
     let mut ca = TestCa::start();
     let names: Vec<String> = (1..=args.nodes.max(1)).map(|i| format!("n{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut orderers = Vec::new();
+    for i in 1..=args.orderers {
+        orderers.push(TestNode::orderer(&mut ca, &format!("o{i}")).await);
+    }
+    let orderer_names: Vec<String> = orderers.iter().map(|o| o.name.clone()).collect();
     let mut nodes = if args.nodes > 1 {
         TestNode::cluster(&mut ca, &name_refs).await
     } else {
@@ -128,10 +142,12 @@ async fn main() {
     ca.api(Some(&admin))
         .post(
             "/api/v1/subchains",
-            &json!({ "id": "bench", "name": "Bench", "nodes": names }),
+            &json!({ "id": "bench", "name": "Bench", "nodes": names, "orderers": orderer_names }),
         )
         .await
         .unwrap();
+    // City nodes that follow orderers know no leader; the voters do.
+    let voters = args.orderers == 0;
     ca.api(Some(&admin))
         .put("/api/v1/subchains/bench/members/writer", &json!({ "role": "writer" }))
         .await
@@ -142,7 +158,7 @@ async fn main() {
             api.get("/api/v1/subchains/bench", &[])
                 .await
                 .ok()
-                .filter(|v| v["membership_revision"].as_u64() >= Some(2) && v["leader"].is_string())
+                .filter(|v| v["membership_revision"].as_u64() >= Some(2) && (!voters || v["leader"].is_string()))
         })
         .await;
     }
@@ -196,7 +212,8 @@ async fn main() {
     let info = api.get("/api/v1/subchains/bench", &[]).await.unwrap();
     println!(
         "throughput: {committed} signed transactions committed in {secs:.2} s = {rate:.0} tx/s \
-         ({} node(s), {} connections, {} per request; {} blocks on the chain; request latency p50 {:.1} ms, p99 {:.1} ms)",
+         ({} orderer(s), {} city node(s), {} connections, {} per request; {} blocks on the chain; request latency p50 {:.1} ms, p99 {:.1} ms)",
+        orderers.len(),
         nodes.len(),
         args.connections,
         args.batch,
@@ -241,7 +258,9 @@ async fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "one transaction per request, 8 clients: {:.0} tx/s, submit-to-commit latency p50 {:.2} ms, p99 {:.2} ms ({} transactions)",
+        "one transaction per request, 8 clients ({} orderer(s), {} city node(s)): {:.0} tx/s, submit-to-commit latency p50 {:.2} ms, p99 {:.2} ms ({} transactions)",
+        orderers.len(),
+        nodes.len(),
         lat.len() as f64 / secs,
         pct(&mut lat, 0.5),
         pct(&mut lat, 0.99),
@@ -250,12 +269,19 @@ async fn main() {
     if nodes.len() > 1 && args.catchup_blocks > 0 {
         // A follower stops; blocks are written without it (one transaction per block: a lone
         // sequential writer); it restarts and is timed until its height matches.
-        let leader = api.get("/api/v1/subchains/bench", &[]).await.unwrap()["leader"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let fi = names.iter().position(|n| *n != leader).unwrap();
-        let li = names.iter().position(|n| *n == leader).unwrap();
+        // With orderers, a city node stops and another takes the writes.
+        let (fi, li) = if voters {
+            let leader = api.get("/api/v1/subchains/bench", &[]).await.unwrap()["leader"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (
+                names.iter().position(|n| *n != leader).unwrap(),
+                names.iter().position(|n| *n == leader).unwrap(),
+            )
+        } else {
+            (names.len() - 1, 0)
+        };
         nodes[fi].kill();
         let lapi = nodes[li].api(&ca, &writer);
         let extra = sign_all(&signer, 10_000_000, args.catchup_blocks);
@@ -302,7 +328,7 @@ async fn main() {
         assert_eq!(a["hash"], b["hash"], "the follower's chain matches the leader's");
         // Past 6,000 blocks the leader has purged its log behind a snapshot (every 5,000 entries,
         // keeping 1,000): the follower must have caught up by installing it.
-        if args.catchup_blocks >= 6000 {
+        if voters && args.catchup_blocks >= 6000 {
             assert!(
                 snapshots.parse::<u64>().is_ok_and(|n| n >= 1),
                 "the follower should have installed a snapshot (got {snapshots})"
@@ -315,5 +341,6 @@ async fn main() {
         );
     }
     drop(nodes);
+    drop(orderers);
     ca.kill_all();
 }

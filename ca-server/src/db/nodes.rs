@@ -1,0 +1,110 @@
+//! The node directory's store: each city node's and orderer's own entry, and every signed
+//! revision of the directory. The rules (only a node sets its own entry, one revision per
+//! change, feed order) are in `crate::nodes`.
+
+use identity::IdentityKind;
+use identity::membership::{DirectoryEntry, Envelope};
+use sqlx::{AnyConnection, Row};
+
+use super::DbError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// Every entry, sorted by id, with the role its identity's kind gives it.
+pub async fn entries(c: &mut AnyConnection) -> Result<Vec<DirectoryEntry>, DbError> {
+    let rows = sqlx::query(
+        "SELECT n.id, i.kind, n.city, n.url FROM network_nodes n JOIN identities i ON i.id = n.id ORDER BY n.id",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get(1)?;
+            Ok(DirectoryEntry {
+                id: r.try_get(0)?,
+                role: kind
+                    .parse::<IdentityKind>()
+                    .map_err(|e| DbError::Decode(format!("identity kind {kind:?}: {e}").into()))?,
+                city: r.try_get(2)?,
+                url: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// `id`'s entry (city, url), if it published one.
+pub async fn entry(c: &mut AnyConnection, id: &str) -> Result<Option<(String, String)>, DbError> {
+    let row = sqlx::query("SELECT city, url FROM network_nodes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(c)
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
+
+/// Sets `id`'s entry.
+pub async fn upsert(c: &mut AnyConnection, id: &str, city: &str, url: &str, at: i64) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO network_nodes (id, city, url, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET city = excluded.city, url = excluded.url, updated_at = excluded.updated_at",
+    )
+    .bind(id)
+    .bind(city)
+    .bind(url)
+    .bind(at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The newest signed revision: (revision, envelope).
+pub async fn latest(c: &mut AnyConnection) -> Result<Option<(i64, Envelope)>, DbError> {
+    let row =
+        sqlx::query("SELECT revision, payload, signature FROM directory_revisions ORDER BY revision DESC LIMIT 1")
+            .fetch_optional(c)
+            .await?;
+    row.map(|r| {
+        let payload: Vec<u8> = r.try_get(1)?;
+        let signature: Vec<u8> = r.try_get(2)?;
+        Ok((
+            r.try_get(0)?,
+            Envelope {
+                payload: B64.encode(payload),
+                signature: B64.encode(signature),
+            },
+        ))
+    })
+    .transpose()
+}
+
+/// Stores a signed revision (`payload` and `signature` are the envelope's raw bytes).
+pub async fn insert_revision(
+    c: &mut AnyConnection,
+    revision: i64,
+    payload: &[u8],
+    signature: &[u8],
+    at: i64,
+) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO directory_revisions (revision, payload, signature, at) VALUES ($1, $2, $3, $4)")
+        .bind(revision)
+        .bind(payload)
+        .bind(signature)
+        .bind(at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The feed event of a new revision, for every node.
+pub async fn insert_directory_event(c: &mut AnyConnection, seq: i64, revision: i64, at: i64) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO feed (seq, kind, revision, at) VALUES ($1, 'directory', $2, $3)")
+        .bind(seq)
+        .bind(revision)
+        .bind(at)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("INSERT INTO feed_audience (node_id, seq) VALUES ('*', $1)")
+        .bind(seq)
+        .execute(c)
+        .await?;
+    Ok(())
+}

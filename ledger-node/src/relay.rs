@@ -1,0 +1,223 @@
+//! A city node's side of a subchain ordered by the consensus ordering cluster (the statement
+//! names orderers and this node is a host, not an orderer).
+//!
+//! The city node is not a Raft voter: adding city nodes never slows commits. It **pulls** the
+//! ordered blocks from the subchain's orderers (long-polling `/raft/v1/{id}/blocks` as Fabric's
+//! peers pull from its deliver service), trying each orderer in turn when one fails, and verifies
+//! every block before applying it: the hash chain, the entries root, and for each transaction its
+//! subchain, its creator's certificate (chain to the CA's bundle, valid at the block's time), its
+//! signature, the creator's writer role in the statement in force at that height, and that its
+//! id is new on the chain; config blocks must carry a statement signed by the CA, newer than the
+//! one in force. A block that fails is never applied: the node says why, tries another orderer,
+//! and serves what it has. Submissions made at this node are checked here (as at any node) and
+//! forwarded to an orderer, which forwards to the ordering leader; the answer comes after the
+//! block is applied here too (waited for up to 5 s), so a read on this node right after sees the
+//! write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use identity::ledger::{Block, BlockKind, SignedTx};
+use identity::membership::{MembershipKey, Role};
+use tokio::sync::watch;
+
+use crate::chain::{Applied, Proposal, Tip};
+use crate::directory::Directory;
+use crate::peers::Peers;
+use crate::raft::OrderError;
+use crate::store::Store;
+
+/// Checks a transaction's creator at a block's time: (creator id, signature check).
+pub type CreatorCheck = Arc<dyn Fn(&SignedTx, i64) -> Result<String, String> + Send + Sync>;
+
+/// A city node following a subchain's orderers.
+pub struct Relay {
+    subchain: String,
+    store: Arc<Store>,
+    key: MembershipKey,
+    peers: Peers,
+    directory: Arc<Directory>,
+    creators: CreatorCheck,
+    applied: watch::Sender<Option<u64>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Starts following the orderers of `store`'s subchain.
+    pub fn start(
+        store: Arc<Store>,
+        key: MembershipKey,
+        peers: Peers,
+        directory: Arc<Directory>,
+        creators: CreatorCheck,
+        applied: watch::Sender<Option<u64>>,
+    ) -> Arc<Self> {
+        let r = Arc::new(Self {
+            subchain: store.subchain().to_string(),
+            store,
+            key,
+            peers,
+            directory,
+            creators,
+            applied,
+            stop: watch::channel(false).0,
+        });
+        tokio::spawn(r.clone().follow());
+        r
+    }
+
+    /// The orderers the statement in force names, rotated so that a failing one is tried last.
+    fn orderers(&self, skip: usize) -> Vec<String> {
+        let mut o = self
+            .directory
+            .statement(&self.subchain)
+            .map(|k| k.statement.orderers)
+            .unwrap_or_default();
+        if !o.is_empty() {
+            let n = skip % o.len();
+            o.rotate_left(n);
+        }
+        o
+    }
+
+    /// Forwards a proposal to the ordering cluster and waits until its block is applied here.
+    pub async fn propose(&self, p: Proposal) -> Result<Applied, OrderError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut attempt = 0usize;
+        loop {
+            let mut last = String::from("the statement names no orderer");
+            for o in self.orderers(attempt) {
+                let Some(url) = self.peers.address(&o) else {
+                    last = format!("no URL for orderer {o} in the node directory");
+                    continue;
+                };
+                match self.peers.propose(&url, &self.subchain, &p).await {
+                    Ok(applied) => {
+                        if let Some(h) = applied.height {
+                            let mut w = self.applied.subscribe();
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(5), w.wait_for(|a| a.is_some_and(|a| a >= h)))
+                                    .await;
+                        }
+                        return Ok(applied);
+                    }
+                    Err(e) => last = format!("{o}: {e}"),
+                }
+            }
+            attempt += 1;
+            if tokio::time::Instant::now() > deadline {
+                return Err(OrderError::NoLeader(last));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops following.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Pulls and applies blocks for ever (until [`Relay::shutdown`]).
+    async fn follow(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut attempt = 0usize;
+        while !*stop.borrow() {
+            let from = self.store.tip().last.map_or(0, |(h, _)| h + 1);
+            let orderers = self.orderers(attempt);
+            let Some(o) = orderers.first() else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            let outcome = match self.peers.address(o) {
+                None => Err(format!("no URL for orderer {o} in the node directory")),
+                Some(url) => {
+                    let path = format!("/raft/v1/{}/blocks?from={from}&limit=500&wait_ms=5000", self.subchain);
+                    tokio::select! {
+                        r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path) => r.map_err(|e| e.to_string()),
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            let applied = outcome.and_then(|page| self.apply(&page.blocks));
+            match applied {
+                Ok(_) => {}
+                Err(e) => {
+                    crate::warn_every!(
+                        format!("relay {} {o}", self.subchain),
+                        subchain = self.subchain,
+                        orderer = o,
+                        error = e,
+                        "cannot take blocks from this orderer; trying the next"
+                    );
+                    attempt += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes, verifies and applies a page of blocks (one write transaction); returns how many.
+    fn apply(&self, page: &[String]) -> Result<usize, String> {
+        if page.is_empty() {
+            return Ok(0);
+        }
+        let blocks = page
+            .iter()
+            .map(|b| {
+                B64.decode(b)
+                    .map_err(|e| e.to_string())
+                    .and_then(|raw| Block::decode(&raw).map_err(|e| format!("block: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let check = |tip: &Tip, block: &Block| self.check(tip, block);
+        tokio::task::block_in_place(|| self.store.import_checked(&self.key, &blocks, &check))
+            .map_err(|e| e.to_string())?;
+        self.applied.send_replace(self.store.tip().last.map(|(h, _)| h));
+        Ok(blocks.len())
+    }
+
+    /// The checks of one transaction block against the chain before it (the store checks the
+    /// link, the entries root, config statements and duplicate ids).
+    fn check(&self, tip: &Tip, block: &Block) -> Result<(), String> {
+        if block.header.kind != BlockKind::Transactions {
+            return Ok(());
+        }
+        if block.header.membership_revision != tip.revision() {
+            return Err(format!(
+                "block {} claims membership revision {}, but {} is in force",
+                block.header.height,
+                block.header.membership_revision,
+                tip.revision()
+            ));
+        }
+        let at = block.header.timestamp_ms / 1000;
+        for (i, entry) in block.entries.iter().enumerate() {
+            let bad = |why: String| format!("block {} transaction {i}: {why}", block.header.height);
+            let tx = SignedTx::parse(entry.clone()).map_err(|e| bad(e.to_string()))?;
+            if tx.body.subchain.as_str() != self.subchain {
+                return Err(bad(format!("for subchain {}", tx.body.subchain)));
+            }
+            let creator = (self.creators)(&tx, at).map_err(bad)?;
+            let writer = tip
+                .membership
+                .as_ref()
+                .and_then(|m| m.role_of(&creator))
+                .is_some_and(|r| r.allows(Role::Writer));
+            if !writer {
+                return Err(bad(format!(
+                    "{creator} was not a writer at revision {}",
+                    tip.revision()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
