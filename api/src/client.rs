@@ -54,6 +54,8 @@ pub enum ClientError {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// The TLS configuration, kept to ask the server why it closed a connection.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// A rustls client configuration trusting `bundle_pem` and, if given, authenticating with a
@@ -97,6 +99,7 @@ pub fn tls_config(bundle_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result
 impl Api {
     /// A client of the CA at `base` (such as `https://127.0.0.1:8443`).
     pub fn new(base: &str, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let kept = Arc::new(tls.clone());
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)
@@ -107,6 +110,7 @@ impl Api {
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            tls: kept,
         })
     }
 
@@ -154,8 +158,11 @@ impl Api {
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .timeout(std::time::Duration::from_secs(365 * 86_400))
             .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport(e).await),
+        };
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
@@ -211,31 +218,51 @@ impl Api {
 
     /// GETs raw bytes (PEM, DER).
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport(e).await),
+        };
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
-        Ok(resp.bytes().await.map_err(|e| self.transport(e))?.to_vec())
+        match resp.bytes().await {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e) => Err(self.transport(e).await),
+        }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport(e).await),
+        };
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
         }
-        resp.json().await.map_err(|e| self.transport(e))
+        match resp.json().await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.transport(e).await),
+        }
     }
 
-    fn transport(&self, e: reqwest::Error) -> ClientError {
+    async fn transport(&self, e: reqwest::Error) -> ClientError {
         if let Some(why) = refused_certificate(&e) {
+            return ClientError::CertificateRefused {
+                url: self.base.clone(),
+                why: why.into(),
+            };
+        }
+        // Over HTTP/2 a connection the server closed with an alert before the request was sent
+        // fails as "connection was not ready", and the alert is lost with the connection. Ask
+        // the server once more, on a connection of our own, why it refuses.
+        if (e.is_connect() || e.is_request())
+            && !e.is_timeout()
+            && let Some(why) = self.why_refused().await
+        {
             return ClientError::CertificateRefused {
                 url: self.base.clone(),
                 why: why.into(),
@@ -251,6 +278,50 @@ impl Api {
             url: self.base.clone(),
             reason,
         }
+    }
+}
+
+impl Api {
+    /// Opens one TLS connection of its own (HTTP/1.1), sends a `GET /livez` and reads the
+    /// answer: the server's alert about this client's certificate, if it sends one, in words.
+    async fn why_refused(&self) -> Option<&'static str> {
+        let url = reqwest::Url::parse(&self.base).ok()?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port_or_known_default()?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).ok()?;
+        let mut cfg = (*self.tls).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = Arc::new(cfg);
+        let probe = tokio::task::spawn_blocking(move || -> Option<&'static str> {
+            use std::io::{Read, Write};
+            use std::net::ToSocketAddrs;
+            let limit = std::time::Duration::from_secs(3);
+            let addr = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+            let mut tcp = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+            tcp.set_read_timeout(Some(limit)).ok()?;
+            tcp.set_write_timeout(Some(limit)).ok()?;
+            let mut conn = rustls::ClientConnection::new(cfg, name).ok()?;
+            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+            let req = format!(
+                "GET /livez HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                url.authority()
+            );
+            let mut buf = [0u8; 512];
+            let err = match tls.write_all(req.as_bytes()).and_then(|()| tls.read(&mut buf)) {
+                Ok(_) => return None,
+                Err(e) => e,
+            };
+            let inner = err.get_ref()?;
+            match tls_error(inner) {
+                Some(rustls::Error::AlertReceived(a)) => alert_words(*a),
+                _ => None,
+            }
+        });
+        probe.await.ok().flatten()
     }
 }
 
@@ -300,7 +371,13 @@ fn refused_certificate(e: &reqwest::Error) -> Option<&'static str> {
             .find(|a| text.contains(&format!("received fatal alert: {a:?}")))
         }
     };
-    match alert? {
+    alert_words(alert?)
+}
+
+/// What a TLS alert about a client certificate means, in words; `None` for other alerts.
+fn alert_words(alert: rustls::AlertDescription) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    match alert {
         A::CertificateRevoked => Some("it is revoked"),
         A::CertificateExpired => Some("it has expired or is not yet valid"),
         A::UnknownCA => Some("it was not issued by this network's CA"),
