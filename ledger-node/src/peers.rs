@@ -99,6 +99,13 @@ impl Peers {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)
+            // A peer that vanished without closing its connections (a killed container, a cut
+            // network) is noticed within seconds, not at the request's timeout: HTTP/2 pings
+            // every second, and a connection whose ping goes unanswered for 2 s is dropped
+            // with every request on it.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .http2_keep_alive_timeout(Duration::from_secs(2))
+            .http2_keep_alive_while_idle(true)
             .build()?)
     }
 
@@ -168,12 +175,13 @@ impl Peers {
             .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))
     }
 
-    /// GETs JSON from `base + path`.
-    pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, PeerError> {
+    /// GETs JSON from `base + path`, answered within `timeout`.
+    pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str, timeout: Duration) -> Result<R, PeerError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let resp = self
             .client()
             .get(&url)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| PeerError::Unreachable(base.to_string(), chain(&e)))?;

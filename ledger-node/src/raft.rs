@@ -544,6 +544,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                         .get(
                             src,
                             &format!("/raft/v1/{}/blocks?from={from}&limit=500", sm.store.subchain()),
+                            Duration::from_secs(30),
                         )
                         .await;
                     let blocks = match page {

@@ -15,6 +15,7 @@
 //! write.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -42,6 +43,10 @@ pub struct Relay {
     creators: CreatorCheck,
     applied: watch::Sender<Option<u64>>,
     stop: watch::Sender<bool>,
+    /// Where to start in the statement's orderer list: the orderer that last answered. Both
+    /// following and forwarding move on from an orderer that fails, so a dead one costs one
+    /// timeout, not one per submission.
+    preferred: AtomicUsize,
 }
 
 impl Relay {
@@ -63,12 +68,14 @@ impl Relay {
             creators,
             applied,
             stop: watch::channel(false).0,
+            preferred: AtomicUsize::new(0),
         });
         tokio::spawn(r.clone().follow());
         r
     }
 
-    /// The orderers the statement in force names, rotated so that a failing one is tried last.
+    /// The orderers the statement in force names, starting with the preferred one, then each
+    /// next in turn; `skip` more moves the start on.
     fn orderers(&self, skip: usize) -> Vec<String> {
         let mut o = self
             .directory
@@ -76,10 +83,36 @@ impl Relay {
             .map(|k| k.statement.orderers)
             .unwrap_or_default();
         if !o.is_empty() {
-            let n = skip % o.len();
+            let n = (self.preferred.load(Ordering::Relaxed) + skip) % o.len();
             o.rotate_left(n);
         }
         o
+    }
+
+    /// Moves the preference past `name` (it failed), unless another task already moved it.
+    fn prefer_next(&self, name: &str) {
+        let all = self
+            .directory
+            .statement(&self.subchain)
+            .map(|k| k.statement.orderers)
+            .unwrap_or_default();
+        if let Some(i) = all.iter().position(|o| o == name) {
+            let _ = self
+                .preferred
+                .compare_exchange(i, (i + 1) % all.len(), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Remembers `name` as the orderer to try first.
+    fn prefer(&self, name: &str) {
+        let all = self
+            .directory
+            .statement(&self.subchain)
+            .map(|k| k.statement.orderers)
+            .unwrap_or_default();
+        if let Some(i) = all.iter().position(|o| o == name) {
+            self.preferred.store(i, Ordering::Relaxed);
+        }
     }
 
     /// Forwards a proposal to the ordering cluster and waits until its block is applied here.
@@ -95,6 +128,7 @@ impl Relay {
                 };
                 match self.peers.propose(&url, &self.subchain, &p).await {
                     Ok(applied) => {
+                        self.prefer(&o);
                         if let Some(h) = applied.height {
                             let mut w = self.applied.subscribe();
                             let _ =
@@ -103,7 +137,12 @@ impl Relay {
                         }
                         return Ok(applied);
                     }
-                    Err(e) => last = format!("{o}: {e}"),
+                    Err(e) => {
+                        if matches!(e, crate::peers::PeerError::Unreachable(..)) {
+                            self.prefer_next(&o);
+                        }
+                        last = format!("{o}: {e}");
+                    }
                 }
             }
             attempt += 1;
@@ -122,10 +161,9 @@ impl Relay {
     /// Pulls and applies blocks for ever (until [`Relay::shutdown`]).
     async fn follow(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        let mut attempt = 0usize;
         while !*stop.borrow() {
             let from = self.store.tip().last.map_or(0, |(h, _)| h + 1);
-            let orderers = self.orderers(attempt);
+            let orderers = self.orderers(0);
             let Some(o) = orderers.first() else {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -138,7 +176,9 @@ impl Relay {
                 Some(url) => {
                     let path = format!("/raft/v1/{}/blocks?from={from}&limit=500&wait_ms=5000", self.subchain);
                     tokio::select! {
-                        r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path) => r.map_err(|e| e.to_string()),
+                        // The long poll answers within its 5 s wait; 3 s more allows for a slow
+                        // page, and beyond that the orderer is taken for gone.
+                        r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path, Duration::from_secs(8)) => r.map_err(|e| e.to_string()),
                         _ = stop.changed() => return,
                     }
                 }
@@ -154,7 +194,7 @@ impl Relay {
                         error = e,
                         "cannot take blocks from this orderer; trying the next"
                     );
-                    attempt += 1;
+                    self.prefer_next(o);
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = stop.changed() => {}
