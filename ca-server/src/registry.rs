@@ -255,10 +255,11 @@ async fn check_orderers(conn: &mut sqlx::AnyConnection, orderers: &[String]) -> 
     Ok(sorted)
 }
 
-/// The orderers the CA gives a new subchain: the [`ORDERERS_PER_SUBCHAIN`] active orderers
-/// ordering the fewest subchains (ties by id), sorted; none when the network has no orderer.
-async fn pick_orderers(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>, RegistryError> {
-    let mut picked: Vec<String> = store::orderer_load(conn)
+/// The orderers the CA gives a new subchain: the [`ORDERERS_PER_SUBCHAIN`] active orderers with
+/// a valid certificate ordering the fewest subchains (ties by id), sorted; none when the network
+/// has no orderer.
+async fn pick_orderers(conn: &mut sqlx::AnyConnection, now: i64) -> Result<Vec<String>, RegistryError> {
+    let mut picked: Vec<String> = store::orderer_load(conn, now)
         .await?
         .into_iter()
         .take(ORDERERS_PER_SUBCHAIN)
@@ -329,7 +330,7 @@ impl Registry<'_> {
         let nodes = check_nodes(&mut tx, &new.nodes).await?;
         let orderers = match &new.orderers {
             Some(o) => check_orderers(&mut tx, o).await?,
-            None => pick_orderers(&mut tx).await?,
+            None => pick_orderers(&mut tx, now).await?,
         };
         let id = new.id.as_str();
         let inserted =
@@ -575,6 +576,48 @@ impl Registry<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// Drops `orderer` from every subchain it orders once it has no valid certificate left
+    /// (called in the transaction that revokes its certificate, so both happen or neither). In
+    /// each subchain the least loaded active orderer with a valid certificate that is not in
+    /// the group yet takes its place, or, with none free, the group goes on without it; a
+    /// subchain it orders alone keeps it (there is no one else to order it) and is logged.
+    /// Each change is a new membership revision signed, logged and fed like any other.
+    pub async fn drop_orderer(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        orderer: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<Revised>, RegistryError> {
+        if store::valid_certificates(tx, orderer, now).await? > 0 {
+            return Ok(Vec::new());
+        }
+        let mut revised = Vec::new();
+        for subchain in store::ordered_by(tx, orderer).await? {
+            let current = store::orderers_of(tx, &subchain).await?;
+            let mut next: Vec<String> = current.iter().filter(|o| *o != orderer).cloned().collect();
+            let free = store::orderer_load(tx, now)
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .find(|id| id != orderer && !current.contains(id));
+            next.extend(free);
+            if next.is_empty() {
+                tracing::warn!(
+                    subchain,
+                    orderer,
+                    "the subchain's only orderer has no valid certificate and no other orderer is free; it keeps it"
+                );
+                continue;
+            }
+            next.sort();
+            let (revision, before) = self.begin_revision(tx, &subchain, now).await?;
+            store::set_orderers(tx, &subchain, &next).await?;
+            revised.push(self.commit_revision(tx, &subchain, revision, &before, by, now).await?);
+        }
+        Ok(revised)
     }
 
     /// Signs the statement of `revision`, stores it, logs it and puts it on the feed for the

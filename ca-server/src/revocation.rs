@@ -4,13 +4,17 @@
 //! feed event for the ledger nodes and re-signs the CRL, all in one database transaction; after
 //! the commit it wakes the feed streams. The CRL row is locked first, so concurrent revocations
 //! (from any replica) get consecutive CRL numbers and each CRL lists every revocation committed
-//! before it. Crash story: before the commit nothing changed; after it, all four did.
+//! before it. When the certificate was an orderer's last valid one, the same transaction drops
+//! that orderer from every subchain it orders ([`crate::registry::Registry::drop_orderer`]: a
+//! new membership revision each, with its own log leaf and feed event). Crash story: before the
+//! commit nothing changed; after it, all of it did.
 
 use time::OffsetDateTime;
 
 use crate::db::Db;
 use crate::log::{LogSigner, NewLeaf, Receipt};
 use crate::pki::{Ca, Reason};
+use crate::registry::{MembershipSigner, Registry};
 
 /// Who asks to revoke.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +79,8 @@ pub struct Revocations<'a> {
     pub ca: &'a Ca,
     /// The issuance log's key.
     pub log: &'a LogSigner,
+    /// The membership key (signs the statements of subchains a revoked orderer leaves).
+    pub membership: &'a MembershipSigner,
     /// The trust domain (for the leaf's SPIFFE ID).
     pub trust_domain: &'a str,
     /// Woken after each committed revocation (the feed streams wait on it).
@@ -155,6 +161,26 @@ impl Revocations<'_> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Db::resign_crl(&mut tx, self.ca, number, now).await?;
+        if kind == identity::IdentityKind::Orderer.as_str() {
+            let registry = Registry {
+                db: self.db,
+                signer: self.membership,
+                log: self.log,
+                feed: self.feed,
+            };
+            let left = registry
+                .drop_orderer(&mut tx, &holder, by, at)
+                .await
+                .map_err(|e| anyhow::anyhow!("dropping the revoked orderer from its subchains: {e}"))?;
+            for r in &left {
+                tracing::info!(
+                    orderer = holder,
+                    subchain = r.subchain,
+                    revision = r.revision,
+                    "a revoked orderer left the subchain"
+                );
+            }
+        }
         tx.commit().await?;
         Ok(Revoked {
             serial: serial.to_string(),

@@ -74,14 +74,18 @@ impl Relay {
         r
     }
 
+    /// The orderers the statement in force names, in its order.
+    fn statement_orderers(&self) -> Vec<String> {
+        self.directory
+            .statement(&self.subchain)
+            .map(|k| k.statement.orderers)
+            .unwrap_or_default()
+    }
+
     /// The orderers the statement in force names, starting with the preferred one, then each
     /// next in turn; `skip` more moves the start on.
     fn orderers(&self, skip: usize) -> Vec<String> {
-        let mut o = self
-            .directory
-            .statement(&self.subchain)
-            .map(|k| k.statement.orderers)
-            .unwrap_or_default();
+        let mut o = self.statement_orderers();
         if !o.is_empty() {
             let n = (self.preferred.load(Ordering::Relaxed) + skip) % o.len();
             o.rotate_left(n);
@@ -91,11 +95,7 @@ impl Relay {
 
     /// Moves the preference past `name` (it failed), unless another task already moved it.
     fn prefer_next(&self, name: &str) {
-        let all = self
-            .directory
-            .statement(&self.subchain)
-            .map(|k| k.statement.orderers)
-            .unwrap_or_default();
+        let all = self.statement_orderers();
         if let Some(i) = all.iter().position(|o| o == name) {
             let _ = self
                 .preferred
@@ -105,11 +105,7 @@ impl Relay {
 
     /// Remembers `name` as the orderer to try first.
     fn prefer(&self, name: &str) {
-        let all = self
-            .directory
-            .statement(&self.subchain)
-            .map(|k| k.statement.orderers)
-            .unwrap_or_default();
+        let all = self.statement_orderers();
         if let Some(i) = all.iter().position(|o| o == name) {
             self.preferred.store(i, Ordering::Relaxed);
         }

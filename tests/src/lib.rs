@@ -928,3 +928,64 @@ pub fn chain_hashes(blocks: &[Value]) -> Vec<[u8; 32]> {
     }
     hashes
 }
+
+/// Writers that keep submitting batches of three signed puts to a subchain through a list of
+/// nodes in turn until stopped, recording the id of every transaction acknowledged (the load
+/// under which the fault tests kill, cut and revoke).
+pub struct Writers {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Starts `count` writers as `who` on `subchain`; writer `w` sends its `i`-th batch through
+    /// `apis[(w + i) % apis.len()]`.
+    pub fn start(apis: &[Api], who: &Path, subchain: &str, count: usize) -> Self {
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|w| {
+                let (apis, who, subchain) = (apis.to_vec(), who.to_path_buf(), subchain.to_string());
+                let (acked, stop) = (acked.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let api = &apis[(w + i) % apis.len()];
+                        let txs: Vec<Vec<u8>> = (0..3)
+                            .map(|j| sign_tx(&who, &subchain, vec![put(&format!("w{w}-{i}-{j}"), "x")]))
+                            .collect();
+                        let path = format!("/api/v1/subchains/{subchain}/transactions");
+                        if let Ok(v) = api.post(&path, &submit_body(&txs)).await {
+                            let mut g = acked.lock().unwrap();
+                            for r in v["results"].as_array().unwrap() {
+                                g.push(r["id"].as_str().unwrap().to_string());
+                            }
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Self { acked, stop, tasks }
+    }
+
+    /// How many transactions were acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `n` transactions were acknowledged in all; panics after `timeout`.
+    pub async fn wait_for(&self, what: &str, n: usize, timeout: Duration) {
+        eventually(what, timeout, || async { (self.acked() >= n).then_some(()) }).await;
+    }
+
+    /// Stops them and returns every acknowledged transaction id.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}

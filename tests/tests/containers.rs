@@ -13,12 +13,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{chain_hashes, chain_of, eventually, put, sign_tx, submit_body};
+use bsn_tests::{Writers, chain_hashes, chain_of, eventually, put, sign_tx, submit_body};
 use serde_json::Value;
 
 const PROJECT: &str = "bsnci";
@@ -356,44 +354,20 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
         .iter()
         .position(|x| *x == leader)
         .unwrap_or_else(|| panic!("leader {leader} is not an orderer"));
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4usize {
-        let (apis, acked, stop, carol) = (n.clone(), acked.clone(), stop.clone(), carol.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let api = &apis[if (w + i).is_multiple_of(2) { 0 } else { 2 }];
-                let txs: Vec<Vec<u8>> = (0..3)
-                    .map(|j| sign_tx(&carol, "demo", vec![put(&format!("w{w}-{i}-{j}"), "x")]))
-                    .collect();
-                if let Ok(v) = api
-                    .post("/api/v1/subchains/demo/transactions", &submit_body(&txs))
-                    .await
-                {
-                    let mut g = acked.lock().unwrap();
-                    for r in v["results"].as_array().unwrap() {
-                        g.push(r["id"].as_str().unwrap().to_string());
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
-    eventually("writes before the kill", Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() >= 150).then_some(())
-    })
-    .await;
+    let writers = Writers::start(&[n[0].clone(), n[2].clone()], &carol, "demo", 4);
+    writers
+        .wait_for("writes before the kill", 150, Duration::from_secs(30))
+        .await;
     compose.ok(&["kill", &leader]);
-    let killed_at = acked.lock().unwrap().len();
+    let killed_at = writers.acked();
     let t2 = Instant::now();
-    eventually(
-        "writes after the ordering leader died",
-        Duration::from_secs(30),
-        || async { (acked.lock().unwrap().len() >= killed_at + 150).then_some(()) },
-    )
-    .await;
+    writers
+        .wait_for(
+            "writes after the ordering leader died",
+            killed_at + 150,
+            Duration::from_secs(30),
+        )
+        .await;
     let failover = t2.elapsed();
     // A killed container closes nothing: its peers must notice without waiting for timeouts of
     // tens of seconds (it took 28 s before the HTTP/2 pings and the sticky orderer choice).
@@ -401,10 +375,7 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
         failover < Duration::from_secs(10),
         "writes took {failover:?} to resume after the ordering leader was killed"
     );
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let acked_ids = writers.stop().await;
     let survivor = &o[(li + 1) % 3];
     let new_leader = info(survivor).await.unwrap()["leader"].as_str().map(str::to_string);
     assert!(
@@ -437,7 +408,6 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
             "identical block hash chains on the city nodes"
         );
     }
-    let acked_ids = acked.lock().unwrap().clone();
     let mut missing = 0;
     for id in &acked_ids {
         for api in [&n[1], &n[3]] {

@@ -2,11 +2,10 @@
 //! processes talking mTLS with their node certificates. Writes through any node; kill -9 of the
 //! leader under load; a restarted node catches up; a minority never commits.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, TestNode, eventually, put, sign_tx, submit_body};
+use bsn_tests::{TestCa, TestNode, Writers, eventually, put, sign_tx, submit_body};
 use serde_json::{Value, json};
 
 async fn chain(api: &Api) -> Vec<Value> {
@@ -68,49 +67,18 @@ async fn three_nodes_replicate_survive_the_leader_and_refuse_without_a_majority(
     // Kill -9 the leader while eight writers keep writing through every node.
     let leader = info(&apis[0]).await.unwrap()["leader"].as_str().unwrap().to_string();
     let li = names.iter().position(|n| *n == leader).unwrap();
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..8usize {
-        let apis = apis.clone();
-        let (acked, stop, alice) = (acked.clone(), stop.clone(), alice.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let api = &apis[(w + i) % apis.len()];
-                let txs: Vec<Vec<u8>> = (0..3)
-                    .map(|j| sign_tx(&alice, "demo", vec![put(&format!("w{w}-{i}-{j}"), "x")]))
-                    .collect();
-                if let Ok(v) = api
-                    .post("/api/v1/subchains/demo/transactions", &submit_body(&txs))
-                    .await
-                {
-                    let mut g = acked.lock().unwrap();
-                    for r in v["results"].as_array().unwrap() {
-                        g.push(r["id"].as_str().unwrap().to_string());
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
-    eventually("writes before the kill", Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() >= 300).then_some(())
-    })
-    .await;
+    let writers = Writers::start(&apis, &alice, "demo", 8);
+    writers
+        .wait_for("writes before the kill", 300, Duration::from_secs(30))
+        .await;
     nodes[li].kill();
-    let killed_at = acked.lock().unwrap().len();
+    let killed_at = writers.acked();
     let t0 = Instant::now();
-    eventually("writes after the leader died", Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() >= killed_at + 300).then_some(())
-    })
-    .await;
+    writers
+        .wait_for("writes after the leader died", killed_at + 300, Duration::from_secs(30))
+        .await;
     let failover = t0.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = writers.stop().await;
     let survivor = &apis[(li + 1) % 3];
     let new_leader = info(survivor).await.unwrap()["leader"]
         .as_str()

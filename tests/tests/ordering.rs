@@ -7,11 +7,10 @@
 //! serves; a city node removed stops serving; an orderer that orders and does not host still
 //! answers reads. On SQLite or PostgreSQL (BSN_TEST_DATABASE).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, TestNode, chain_hashes, chain_of, eventually, put, sign_tx, slug, submit_body};
+use bsn_tests::{TestCa, TestNode, Writers, chain_hashes, chain_of, eventually, put, sign_tx, slug, submit_body};
 use serde_json::{Value, json};
 
 async fn info(api: &Api) -> Option<Value> {
@@ -100,49 +99,22 @@ async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
     // Kill -9 the ordering leader while writers keep writing through both city nodes.
     let leader = info(&o[0]).await.unwrap()["leader"].as_str().unwrap().to_string();
     let li = ["o1", "o2", "o3"].iter().position(|x| *x == leader).unwrap();
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..6usize {
-        let (apis, acked, stop, alice) = (n.clone(), acked.clone(), stop.clone(), alice.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let api = &apis[(w + i) % 2];
-                let txs: Vec<Vec<u8>> = (0..3)
-                    .map(|j| sign_tx(&alice, "demo", vec![put(&format!("w{w}-{i}-{j}"), "x")]))
-                    .collect();
-                if let Ok(v) = api
-                    .post("/api/v1/subchains/demo/transactions", &submit_body(&txs))
-                    .await
-                {
-                    let mut g = acked.lock().unwrap();
-                    for r in v["results"].as_array().unwrap() {
-                        g.push(r["id"].as_str().unwrap().to_string());
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
-    eventually("writes before the kill", Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() >= 150).then_some(())
-    })
-    .await;
+    let writers = Writers::start(&n[..2], &alice, "demo", 6);
+    writers
+        .wait_for("writes before the kill", 150, Duration::from_secs(30))
+        .await;
     orderers[li].kill();
-    let killed_at = acked.lock().unwrap().len();
+    let killed_at = writers.acked();
     let t0 = Instant::now();
-    eventually(
-        "writes after the ordering leader died",
-        Duration::from_secs(30),
-        || async { (acked.lock().unwrap().len() >= killed_at + 150).then_some(()) },
-    )
-    .await;
+    writers
+        .wait_for(
+            "writes after the ordering leader died",
+            killed_at + 150,
+            Duration::from_secs(30),
+        )
+        .await;
     let failover = t0.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let acked_ids = writers.stop().await;
     let survivor = &o[(li + 1) % 3];
     let new_leader = info(survivor).await.unwrap()["leader"].as_str().map(str::to_string);
     assert!(new_leader.is_some_and(|l| l != leader), "a new ordering leader");
@@ -171,7 +143,6 @@ async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
         "identical block hash chains on the city nodes"
     );
     let mut missing = 0;
-    let acked_ids = acked.lock().unwrap().clone();
     for id in &acked_ids {
         for api in &n[..2] {
             if api
@@ -220,5 +191,106 @@ async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
         acked_ids.len(),
         failover.as_millis(),
         catch_up.as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_orderer_leaves_every_group_it_orders() {
+    let mut ca = TestCa::start();
+    let mut orderers = Vec::new();
+    for name in ["o1", "o2", "o3", "o4"] {
+        orderers.push(TestNode::orderer(&mut ca, name).await);
+    }
+    let n1 = TestNode::start_as(&mut ca, "n1", "node", "beijing", "").await;
+    let admin = ca.admin();
+    let a = ca.api(Some(&admin));
+    for id in ["demo", "second"] {
+        a.post(
+            "/api/v1/subchains",
+            &json!({ "id": id, "name": id, "nodes": ["n1"], "policy": "open" }),
+        )
+        .await
+        .unwrap();
+    }
+    let orderers_of = |v: &Value| -> Vec<String> {
+        v["orderers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect()
+    };
+    let demo = a.get("/api/v1/subchains/demo", &[]).await.unwrap();
+    let second = a.get("/api/v1/subchains/second", &[]).await.unwrap();
+    assert_eq!(orderers_of(&demo), ["o1", "o2", "o3"]);
+    assert_eq!(orderers_of(&second), ["o1", "o2", "o4"], "the least loaded orderers");
+    let alice = ca.participant("alice").await;
+    a.put("/api/v1/subchains/demo/members/alice", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    let n = n1.api(&ca, &alice);
+    let write = |key: String| {
+        let (n, alice) = (n.clone(), alice.clone());
+        async move {
+            let tx = sign_tx(&alice, "demo", vec![put(&key, "x")]);
+            n.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+                .await
+                .ok()
+        }
+    };
+    eventually("a first write", Duration::from_secs(30), || write("before".into())).await;
+
+    // Revoke o1's (only) certificate: the CA drops o1 from both groups in the same transaction,
+    // each with a replacement that was not in the group.
+    let serial = identity::profile::check_leaf(
+        &rustls_pki_types::pem::PemObject::from_pem_file(orderers[0].dir.join("cert.pem"))
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .unwrap(),
+    )
+    .unwrap()
+    .serial_hex;
+    a.post(
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        &json!({ "reason": "keyCompromise" }),
+    )
+    .await
+    .unwrap();
+    let demo = a.get("/api/v1/subchains/demo", &[]).await.unwrap();
+    let second = a.get("/api/v1/subchains/second", &[]).await.unwrap();
+    assert_eq!(orderers_of(&demo), ["o2", "o3", "o4"], "{demo}");
+    assert_eq!(orderers_of(&second), ["o2", "o3", "o4"], "{second}");
+    assert_eq!(demo["revision"], 3, "one new revision: {demo}");
+    // A new subchain is never given an orderer without a valid certificate.
+    a.post(
+        "/api/v1/subchains",
+        &json!({ "id": "third", "name": "third", "nodes": ["n1"] }),
+    )
+    .await
+    .unwrap();
+    let third = a.get("/api/v1/subchains/third", &[]).await.unwrap();
+    assert!(!orderers_of(&third).contains(&"o1".to_string()), "{third}");
+
+    // The group goes on without o1: writes commit, and o4 joins the group, catches up and has
+    // a leader.
+    let t0 = Instant::now();
+    for i in 0..5 {
+        eventually("writes after the revocation", Duration::from_secs(30), || {
+            write(format!("after-{i}"))
+        })
+        .await;
+    }
+    let h = height(&n).await.unwrap();
+    let o4 = orderers[3].api(&ca, &alice);
+    eventually("o4 to order demo", Duration::from_secs(30), || async {
+        info(&o4)
+            .await
+            .filter(|v| v["leader"].is_string() && v["height"].as_u64().is_some_and(|x| x >= h))
+    })
+    .await;
+    let leader = info(&o4).await.unwrap()["leader"].as_str().unwrap().to_string();
+    assert_ne!(leader, "o1", "the revoked orderer cannot lead");
+    println!(
+        "o1 revoked: dropped from 2 groups in the revocation's transaction; writes went on and o4 ordered demo within {} ms (leader {leader})",
+        t0.elapsed().as_millis()
     );
 }

@@ -164,6 +164,7 @@ pub(super) fn revocations(s: &AppState) -> Revocations<'_> {
         db: &s.db,
         ca: &s.ca,
         log: &s.log,
+        membership: &s.membership,
         trust_domain: s.trust_domain.as_str(),
         feed: &s.feed_wakeup,
     }

@@ -153,17 +153,40 @@ pub async fn set_orderers(c: &mut AnyConnection, subchain: &str, orderers: &[Str
     Ok(())
 }
 
-/// Every active orderer identity with the number of subchains it orders, least loaded first
-/// (ties by id).
-pub async fn orderer_load(c: &mut AnyConnection) -> Result<Vec<(String, i64)>, DbError> {
+/// Every active orderer identity with a valid certificate at `now`, with the number of subchains
+/// it orders, least loaded first (ties by id).
+pub async fn orderer_load(c: &mut AnyConnection, now: i64) -> Result<Vec<(String, i64)>, DbError> {
     let rows = sqlx::query(
         "SELECT i.id, COUNT(o.subchain_id) FROM identities i \
          LEFT JOIN subchain_orderers o ON o.orderer_id = i.id \
-         WHERE i.kind = 'orderer' AND i.status = 'active' GROUP BY i.id ORDER BY COUNT(o.subchain_id), i.id",
+         WHERE i.kind = 'orderer' AND i.status = 'active' \
+         AND EXISTS (SELECT 1 FROM certificates c WHERE c.identity_id = i.id \
+                     AND c.revoked_at IS NULL AND c.not_after > $1) \
+         GROUP BY i.id ORDER BY COUNT(o.subchain_id), i.id",
     )
+    .bind(now)
     .fetch_all(c)
     .await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// How many certificates of `identity` are neither revoked nor expired at `now`.
+pub async fn valid_certificates(c: &mut AnyConnection, identity: &str, now: i64) -> Result<i64, DbError> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM certificates WHERE identity_id = $1 AND revoked_at IS NULL AND not_after > $2",
+    )
+    .bind(identity)
+    .bind(now)
+    .fetch_one(c)
+    .await
+}
+
+/// The subchains `orderer` orders, by id.
+pub async fn ordered_by(c: &mut AnyConnection, orderer: &str) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar("SELECT subchain_id FROM subchain_orderers WHERE orderer_id = $1 ORDER BY subchain_id")
+        .bind(orderer)
+        .fetch_all(c)
+        .await
 }
 
 /// A subchain with its nodes.
