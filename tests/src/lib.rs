@@ -989,3 +989,117 @@ impl Writers {
         self.acked.lock().unwrap().clone()
     }
 }
+
+/// A TCP proxy between two nodes: it can drop everything passing through it (to cut a node off
+/// the network) and delay each direction by a fixed time (a link between cities).
+pub struct Proxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    blocked: tokio::sync::watch::Sender<bool>,
+    delay: tokio::sync::watch::Sender<Duration>,
+}
+
+impl Proxy {
+    /// A proxy to 127.0.0.1:`target`, passing everything at once.
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (blocked, rx) = tokio::sync::watch::channel(false);
+        let (delay, delay_rx) = tokio::sync::watch::channel(Duration::ZERO);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *rx.borrow() {
+                    continue; // dropped: the connection is closed at once
+                }
+                let (mut cut, delay) = (rx.clone(), delay_rx.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let _ = outbound.set_nodelay(true);
+                    let _ = inbound.set_nodelay(true);
+                    let (in_r, in_w) = inbound.into_split();
+                    let (out_r, out_w) = outbound.into_split();
+                    tokio::select! {
+                        _ = async {
+                            tokio::join!(delayed_copy(in_r, out_w, delay.clone()), delayed_copy(out_r, in_w, delay))
+                        } => {}
+                        _ = cut.wait_for(|b| *b) => {}
+                    }
+                });
+            }
+        });
+        Self { port, blocked, delay }
+    }
+
+    /// Drops (true) or passes (false) everything from now on, open connections included.
+    pub fn set_blocked(&self, b: bool) {
+        self.blocked.send_replace(b);
+    }
+
+    /// Delays every byte by `d` in each direction from now on (a round trip gains twice `d`).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay.send_replace(d);
+    }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read (chunks read meanwhile
+/// wait in order, so the delay does not limit the throughput).
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: tokio::sync::watch::Receiver<Duration>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + *delay.borrow(), buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
+/// Sequential single-transaction commits as `who` through `api` on `subchain`, keys
+/// `TAG-<i>`: (p50, p99) in milliseconds.
+pub async fn commit_latency(api: &Api, who: &Path, subchain: &str, tag: &str, n: usize) -> (f64, f64) {
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let tx = sign_tx(who, subchain, vec![put(&format!("{tag}-{i}"), "x")]);
+        let t = Instant::now();
+        api.post(
+            &format!("/api/v1/subchains/{subchain}/transactions"),
+            &submit_body(&[tx]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{tag}: commit {i}: {e}"));
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    (at(0.50), at(0.99))
+}
+
+/// The BSN profile's reading of the first certificate in the PEM file `path` (serial, identity,
+/// validity).
+pub fn leaf_of(path: &Path) -> identity::profile::Leaf {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(path).unwrap();
+    identity::profile::check_leaf(&der).unwrap()
+}

@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{Writers, chain_hashes, chain_of, eventually, put, sign_tx, submit_body};
+use bsn_tests::{Writers, chain_hashes, chain_of, commit_latency, eventually, put, sign_tx, submit_body};
 use serde_json::Value;
 
 const PROJECT: &str = "bsnci";
@@ -156,22 +156,6 @@ fn iptables(pid: &str, args: &[String]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Sequential single-transaction commits through `api`: (p50, p99) in ms.
-async fn commit_latency(api: &Api, who: &Path, tag: &str, n: usize) -> (f64, f64) {
-    let mut ms = Vec::with_capacity(n);
-    for i in 0..n {
-        let tx = sign_tx(who, "demo", vec![put(&format!("{tag}-{i}"), "x")]);
-        let t = Instant::now();
-        api.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
-            .await
-            .unwrap_or_else(|e| panic!("{tag}: commit {i}: {e}"));
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
-    (at(0.50), at(0.99))
 }
 
 /// Registers `id` as the operator at `ca` and enrolls it there with `bsn`; returns its directory.
@@ -511,8 +495,8 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
     let beijing = city(&["orderer-1", "orderer-3", "node-1", "node-2"]);
     let shanghai = city(&["orderer-2", "node-3", "node-4"]);
     let calm = [
-        commit_latency(&n[0], &carol, "calm-beijing", 60).await,
-        commit_latency(&n[2], &carol, "calm-shanghai", 60).await,
+        commit_latency(&n[0], &carol, "demo", "calm-beijing", 60).await,
+        commit_latency(&n[2], &carol, "demo", "calm-shanghai", 60).await,
     ];
     let rule = |ip: &str| -> Vec<String> {
         [
@@ -542,8 +526,8 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
         }
     }
     let lossy = [
-        commit_latency(&n[0], &carol, "lossy-beijing", 60).await,
-        commit_latency(&n[2], &carol, "lossy-shanghai", 60).await,
+        commit_latency(&n[0], &carol, "demo", "lossy-beijing", 60).await,
+        commit_latency(&n[2], &carol, "demo", "lossy-shanghai", 60).await,
     ];
     for (here, there) in [(&beijing, &shanghai), (&shanghai, &beijing)] {
         for (_, _, pid) in here {

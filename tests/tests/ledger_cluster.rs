@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, TestNode, Writers, eventually, put, sign_tx, submit_body};
+use bsn_tests::{Proxy, TestCa, TestNode, Writers, eventually, put, sign_tx, submit_body};
 use serde_json::{Value, json};
 
 async fn chain(api: &Api) -> Vec<Value> {
@@ -271,13 +271,7 @@ async fn hosts_join_and_leave_the_group_as_the_ca_says_and_a_revoked_node_drops_
 
     // n4's certificate is revoked: its peers refuse it and it cannot reach them, so it falls
     // behind while n1 and n2 (a majority of three) keep committing.
-    let serial = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(nodes[3].dir.join("cert.pem"))
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap()
-    .serial_hex;
+    let serial = bsn_tests::leaf_of(&nodes[3].dir.join("cert.pem")).serial_hex;
     a.post(
         &format!("/api/v1/certificates/{serial}/revoke"),
         &json!({ "reason": "keyCompromise" }),
@@ -298,42 +292,6 @@ async fn hosts_join_and_leave_the_group_as_the_ca_says_and_a_revoked_node_drops_
         "n4 joined and caught up in {} ms; n3 removed; revoked n4 stayed at {n4_after:?} while n1 reached {h1}",
         joined.as_millis()
     );
-}
-
-/// A TCP proxy that can drop everything passing through it (to cut a node off the network).
-struct Proxy {
-    port: u16,
-    blocked: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (blocked, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if *rx.borrow() {
-                    continue; // dropped: the connection is closed at once
-                }
-                let mut cut = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|b| *b) => {}
-                    }
-                });
-            }
-        });
-        Self { port, blocked }
-    }
-
-    fn set_blocked(&self, b: bool) {
-        self.blocked.send_replace(b);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

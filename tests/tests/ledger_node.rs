@@ -86,25 +86,6 @@ fn verify_chain(blocks: &[Value]) -> usize {
     blocks.len()
 }
 
-async fn all_blocks(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let v = api
-            .get(
-                "/api/v1/subchains/demo/blocks",
-                &[("from", out.len().to_string()), ("limit", "1000".into())],
-            )
-            .await
-            .unwrap();
-        let page = v["blocks"].as_array().unwrap().clone();
-        let n = page.len();
-        out.extend(page);
-        if n < 1000 {
-            return out;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_write_and_read_and_the_ca_decides_who_may() {
     let mut ca = TestCa::start();
@@ -286,7 +267,7 @@ async fn members_write_and_read_and_the_ca_decides_who_may() {
     // Both revisions are on the chain as config blocks, and the chain verifies.
     let v = wait_revision(&bob, 5).await;
     assert_eq!(v["membership_revision"], 5);
-    let blocks = all_blocks(&bob).await;
+    let blocks = bsn_tests::chain_of(&bob, "demo").await;
     // Config blocks carry increasing revisions up to the one in force (two changes that reach the
     // node together may enter as one config block: the newer statement).
     let revisions: Vec<u64> = blocks
@@ -469,13 +450,7 @@ async fn revocation_refuses_new_connections_and_cuts_open_ones() {
     assert_eq!(stream.next().await.unwrap().unwrap().event, "block");
 
     // Revoke alice's certificate at the CA.
-    let serial = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(&cert)
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap()
-    .serial_hex;
+    let serial = bsn_tests::leaf_of(&cert).serial_hex;
     let admin = ca.admin();
     ca.api(Some(&admin))
         .post(
@@ -600,7 +575,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
         }
     }
     assert_eq!(missing, 0, "acknowledged transactions lost after kill -9");
-    let blocks = all_blocks(&api).await;
+    let blocks = bsn_tests::chain_of(&api, "demo").await;
     let n = verify_chain(&blocks);
     // The node still takes writes after the restart.
     submit(&api, &[sign_tx(&alice_dir, "demo", vec![put("after", "restart")])])
@@ -659,12 +634,7 @@ async fn the_node_renews_its_own_certificate_before_it_expires() {
     // following the CA well past the first certificate's end.
     let mut ca = TestCa::start_with(&[("BSN_CA_NODE_VALIDITY", "9s"), ("BSN_CA_FEED_HEARTBEAT", "1s")]);
     let node = TestNode::start(&mut ca, "n1").await;
-    let first = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(node.dir.join("cert.pem"))
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap();
+    let first = bsn_tests::leaf_of(&node.dir.join("cert.pem"));
     let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
     let alice = node.api(&ca, &dirs[0]);
     wait_revision(&alice, 2).await;
@@ -675,12 +645,7 @@ async fn the_node_renews_its_own_certificate_before_it_expires() {
     submit(&fresh, &[sign_tx(&dirs[0], "demo", vec![put("later", "1")])])
         .await
         .expect("the node presents a renewed certificate");
-    let now = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(node.dir.join("cert.pem"))
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap();
+    let now = bsn_tests::leaf_of(&node.dir.join("cert.pem"));
     assert_ne!(
         now.serial_hex, first.serial_hex,
         "cert.pem holds the renewed certificate"
@@ -706,12 +671,7 @@ async fn an_expired_client_certificate_is_refused_and_its_open_connection_cut() 
     let mut ca = TestCa::start_with(&[("BSN_CA_PARTICIPANT_VALIDITY", "6s")]);
     let node = TestNode::start(&mut ca, "n1").await;
     let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
-    let leaf = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(dirs[0].join("cert.pem"))
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap();
+    let leaf = bsn_tests::leaf_of(&dirs[0].join("cert.pem"));
     let alice = node.api(&ca, &dirs[0]);
     wait_revision(&alice, 2).await;
     let mut stream = alice

@@ -10,7 +10,10 @@
 use std::time::{Duration, Instant};
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, TestNode, Writers, chain_hashes, chain_of, eventually, put, sign_tx, slug, submit_body};
+use bsn_tests::{
+    Proxy, TestCa, TestNode, Writers, chain_hashes, chain_of, commit_latency, eventually, put, sign_tx, slug,
+    submit_body,
+};
 use serde_json::{Value, json};
 
 async fn info(api: &Api) -> Option<Value> {
@@ -242,13 +245,7 @@ async fn a_revoked_orderer_leaves_every_group_it_orders() {
 
     // Revoke o1's (only) certificate: the CA drops o1 from both groups in the same transaction,
     // each with a replacement that was not in the group.
-    let serial = identity::profile::check_leaf(
-        &rustls_pki_types::pem::PemObject::from_pem_file(orderers[0].dir.join("cert.pem"))
-            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-            .unwrap(),
-    )
-    .unwrap()
-    .serial_hex;
+    let serial = bsn_tests::leaf_of(&orderers[0].dir.join("cert.pem")).serial_hex;
     a.post(
         &format!("/api/v1/certificates/{serial}/revoke"),
         &json!({ "reason": "keyCompromise" }),
@@ -292,5 +289,187 @@ async fn a_revoked_orderer_leaves_every_group_it_orders() {
     println!(
         "o1 revoked: dropped from 2 groups in the revocation's transaction; writes went on and o4 ordered demo within {} ms (leader {leader})",
         t0.elapsed().as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cities_30_ms_apart_and_a_city_cut_off_for_30_s() {
+    // beijing: orderers o1, o2 and city node n1; shanghai: orderer o3 and city node n2. Every
+    // connection between the cities goes through a proxy (each node's `[peers]` override), which
+    // delays each direction or drops everything.
+    let mut ca = TestCa::start();
+    let names = ["o1", "o2", "o3", "n1", "n2"];
+    let kinds = ["orderer", "orderer", "orderer", "node", "node"];
+    let cities = ["beijing", "beijing", "shanghai", "beijing", "shanghai"];
+    let ports: Vec<u16> = names.iter().map(|_| bsn_tests::free_port()).collect();
+    let mut proxies = std::collections::HashMap::new();
+    for i in 0..names.len() {
+        for j in 0..names.len() {
+            if cities[i] != cities[j] {
+                proxies.insert((i, j), Proxy::start(ports[j]).await);
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for i in 0..names.len() {
+        let mut extra = format!("listen = \"127.0.0.1:{}\"\n[peers]\n", ports[i]);
+        for j in (0..names.len()).filter(|j| *j != i) {
+            let port = proxies.get(&(i, j)).map_or(ports[j], |p| p.port);
+            extra.push_str(&format!("{} = \"https://127.0.0.1:{port}\"\n", names[j]));
+        }
+        nodes.push(TestNode::start_as(&mut ca, names[i], kinds[i], cities[i], &extra).await);
+    }
+    let admin = ca.admin();
+    let a = ca.api(Some(&admin));
+    a.post(
+        "/api/v1/subchains",
+        &json!({ "id": "demo", "name": "Demo", "nodes": ["n1", "n2"], "orderers": ["o1", "o2", "o3"] }),
+    )
+    .await
+    .unwrap();
+    let alice = ca.participant("alice").await;
+    a.put("/api/v1/subchains/demo/members/alice", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    let apis: Vec<Api> = nodes.iter().map(|n| n.api(&ca, &alice)).collect();
+    let (n1, n2) = (&apis[3], &apis[4]);
+    for api in &apis {
+        eventually(
+            "every node and orderer to apply revision 2",
+            Duration::from_secs(30),
+            || async { info(api).await.filter(|v| v["membership_revision"].as_u64() == Some(2)) },
+        )
+        .await;
+    }
+    eventually("a first write through shanghai", Duration::from_secs(30), || async {
+        let tx = sign_tx(&alice, "demo", vec![put("first", "x")]);
+        n2.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+            .await
+            .ok()
+    })
+    .await;
+
+    // Commit latency through each city, then with 30 ms each way between the cities.
+    let calm = [
+        commit_latency(n1, &alice, "demo", "calm-beijing", 40).await,
+        commit_latency(n2, &alice, "demo", "calm-shanghai", 40).await,
+    ];
+    for p in proxies.values() {
+        p.set_delay(Duration::from_millis(30));
+    }
+    let apart = [
+        commit_latency(n1, &alice, "demo", "apart-beijing", 40).await,
+        commit_latency(n2, &alice, "demo", "apart-shanghai", 40).await,
+    ];
+    let leader = info(&apis[0]).await.unwrap()["leader"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    for (i, city) in ["beijing (n1)", "shanghai (n2)"].iter().enumerate() {
+        println!(
+            "commit through {city}, ordering leader {leader}: p50 {:.1} ms p99 {:.1} ms; with 30 ms each way \
+             between the cities (+60 ms per round trip): p50 {:.1} ms p99 {:.1} ms",
+            calm[i].0, calm[i].1, apart[i].0, apart[i].1
+        );
+        assert!(
+            apart[i].1 < 2000.0,
+            "{city}: p99 {:.0} ms with 60 ms round trips",
+            apart[i].1
+        );
+    }
+    for p in proxies.values() {
+        p.set_delay(Duration::ZERO);
+    }
+
+    // Cut shanghai off for 30 s. beijing holds the majority of the orderers and goes on;
+    // shanghai's orderer is a minority and never commits, and nothing written through
+    // shanghai is acknowledged.
+    let cut_at = height(&apis[2]).await.unwrap();
+    for p in proxies.values() {
+        p.set_blocked(true);
+    }
+    let t0 = Instant::now();
+    // Two writes through shanghai, one after the other, while beijing writes on.
+    let shanghai = {
+        let (n2, alice) = (n2.clone(), alice.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for i in 0..2 {
+                let tx = sign_tx(&alice, "demo", vec![put(&format!("cut-s-{i}"), "x")]);
+                let r = n2
+                    .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+                    .await;
+                assert!(r.is_err(), "a write through the cut-off city was acknowledged: {r:?}");
+                refused += 1;
+            }
+            refused
+        })
+    };
+    let mut beijing_writes = 0;
+    while t0.elapsed() < Duration::from_secs(30) {
+        let tx = sign_tx(&alice, "demo", vec![put(&format!("cut-b-{beijing_writes}"), "x")]);
+        if n1
+            .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+            .await
+            .is_ok()
+        {
+            beijing_writes += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shanghai_refused = shanghai.await.unwrap();
+    assert!(
+        beijing_writes > 10,
+        "the majority side went on ({beijing_writes} writes)"
+    );
+    let o3_height = height(&apis[2]).await.unwrap();
+    assert!(
+        o3_height <= cut_at + 1,
+        "the cut-off orderer committed on its own ({cut_at} -> {o3_height})"
+    );
+    let majority = height(&apis[0]).await.unwrap();
+    assert!(
+        height(n2).await.unwrap() < majority,
+        "shanghai's city node cannot have the new blocks"
+    );
+
+    // Healed: shanghai catches up, the chains agree, and shanghai takes writes again.
+    for p in proxies.values() {
+        p.set_blocked(false);
+    }
+    let t1 = Instant::now();
+    for api in [&apis[2], n2] {
+        eventually("shanghai to catch up", Duration::from_secs(30), || async {
+            height(api).await.filter(|h| *h >= majority)
+        })
+        .await;
+    }
+    let caught_up = t1.elapsed();
+    let (c1, c2) = (
+        chain_hashes(&chain_of(n1, "demo").await),
+        chain_hashes(&chain_of(n2, "demo").await),
+    );
+    let common = c1.len().min(c2.len());
+    assert!(common as u64 > majority);
+    assert_eq!(c1[..common], c2[..common], "identical chains in both cities");
+    for key in ["cut-s-0", "cut-s-1"] {
+        let e = n1.get(&format!("/api/v1/subchains/demo/state/{key}"), &[]).await;
+        assert!(e.is_err(), "{key}, refused during the cut, must not appear later");
+    }
+    eventually(
+        "a write through shanghai after the cut",
+        Duration::from_secs(30),
+        || async {
+            let tx = sign_tx(&alice, "demo", vec![put("healed", "x")]);
+            n2.post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    println!(
+        "shanghai cut off 30 s: beijing committed {beijing_writes} writes, shanghai's orderer stayed at {o3_height}, \
+         {shanghai_refused} writes through shanghai refused; caught up in {} ms",
+        caught_up.as_millis()
     );
 }

@@ -14,13 +14,28 @@ navFor(me);
 const canPublish = Boolean(me && (me.roles || []).some((r) => r === "publisher" || r === "admin"));
 let managed = [];
 
-async function loadMine() {
+// Where a subchain is served: its hosting city nodes' URLs and cities, from the CA's signed node
+// directory (a node that has not published its entry yet is named without a URL).
+function servedAt(s) {
+  const published = (s.endpoints || []).map((e) => `${e.url} (${e.city})`);
+  const missing = s.nodes.filter((n) => !(s.endpoints || []).some((e) => e.id === n));
+  return [...published, ...missing].join(", ");
+}
+
+async function loadMine(dir) {
   const v = await getJSON("/api/v1/memberships");
   const ul = $("mine");
   ul.innerHTML = "";
   for (const m of v.items) {
     const li = document.createElement("li");
+    const s = dir.items.find((d) => d.id === m.subchain);
     li.textContent = `${m.subchain} — ${m.role}`;
+    if (s && s.endpoints && s.endpoints.length) {
+      const at = document.createElement("span");
+      at.className = "hint";
+      at.textContent = ` · connect to ${servedAt(s)}`;
+      li.append(at);
+    }
     ul.append(li);
   }
   if (v.items.length === 0) status($("mine-status"), "info", "You are not a member of any subchain yet.");
@@ -29,7 +44,8 @@ async function loadMine() {
 }
 
 async function loadDirectory() {
-  const [dir, mine] = [await getJSON("/api/v1/subchains", { limit: 1000 }), await loadMine()];
+  const dir = await getJSON("/api/v1/subchains", { limit: 1000 });
+  const mine = await loadMine(dir);
   const body = $("directory").querySelector("tbody");
   body.innerHTML = "";
   managed = [];
@@ -39,7 +55,7 @@ async function loadDirectory() {
     const tr = document.createElement("tr");
     const name = cell(`${s.name} (${s.id})`);
     if (s.description) name.title = s.description;
-    tr.append(name, cell(s.publisher, "opt"), cell(s.policy), cell(String(s.members), "opt"), cell(s.nodes.join(", "), "opt"));
+    tr.append(name, cell(s.publisher, "opt"), cell(s.policy), cell(String(s.members), "opt"), cell(servedAt(s), "opt"));
     const td = document.createElement("td");
     if (role) {
       td.textContent = `member (${role})`;

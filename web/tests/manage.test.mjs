@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DESKTOP, PHONE, asAdmin, browser, participant, repo, startCa } from "./harness.mjs";
+import { DESKTOP, PHONE, asAdmin, browser, participant, repo, run, startCa } from "./harness.mjs";
 
 let ca;
 let chrome;
@@ -108,7 +108,13 @@ test("an administrator claims an account, approves a registration, invites, revo
 });
 
 test("a publisher publishes a subchain, a participant asks to join, the publisher admits it", async () => {
-  await asAdmin(ca, "POST", "/api/v1/identities", { id: "city-1", type: "node", dns_names: ["city-1.test"] });
+  // A city node enrolls and publishes where it is served (as `ledger-node init` does).
+  const city = await asAdmin(ca, "POST", "/api/v1/identities", { id: "city-1", type: "node", dns_names: ["city-1.test"] });
+  const cityDir = join(ca.dir, "city-1");
+  await ca.bsn("enroll", "--id", "city-1", "--secret", city.secret, "--out", cityDir);
+  await run("curl", ["-sS", "--fail", "--cacert", ca.bundle, "--cert", join(cityDir, "cert.pem"), "--key", join(cityDir, "key.pem"),
+    "-X", "PUT", "-H", "content-type: application/json", `${ca.url}/api/v1/nodes/self`,
+    "--data", JSON.stringify({ city: "beijing", url: "https://city-1.test:9443" })]);
   const reg = await asAdmin(ca, "POST", "/api/v1/identities", { id: "pub", roles: ["publisher"] });
   const pub = await tab();
   assert.match(await register(pub, "pub", { secret: reg.secret }), /identity claimed/);
@@ -154,7 +160,8 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   const phone = await tab(PHONE);
   await signIn(phone, "ann");
   await phone.goto(`${ca.url}/subchains`);
-  await phone.locator("#mine li", { hasText: "trade — reader" }).waitFor();
+  // A member is told where to connect.
+  await phone.locator("#mine li", { hasText: "trade — reader · connect to https://city-1.test:9443 (beijing)" }).waitFor();
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= PHONE.width, `page is ${width}px wide`);
   await phone.screenshot({ path: join(repo, "docs/screenshots/subchains-phone.png"), fullPage: true });

@@ -284,20 +284,47 @@ async fn main() {
         };
         nodes[fi].kill();
         let lapi = nodes[li].api(&ca, &writer);
-        let extra = sign_all(&signer, 10_000_000, args.catchup_blocks);
+        // Eight writers (the node's cap per identity) keep one-transaction requests in flight
+        // until the chain has grown by --catchup-blocks blocks (each block holds the few
+        // transactions queued when it was cut).
+        let height_of = |api: bsn_api::client::Api| async move {
+            api.get("/api/v1/subchains/bench", &[]).await.unwrap()["height"]
+                .as_u64()
+                .unwrap()
+        };
+        let goal = height_of(lapi.clone()).await + args.catchup_blocks as u64;
         let t = Instant::now();
-        for tx in &extra {
-            lapi.post(
-                "/api/v1/subchains/bench/transactions",
-                &submit_body(std::slice::from_ref(tx)),
-            )
-            .await
-            .expect("committed without the stopped follower");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(10_000_000));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let signer = Arc::new(TxSigner::from_files(&writer.join("cert.pem"), &writer.join("key.pem")).unwrap());
+        let mut writers = Vec::new();
+        for _ in 0..8 {
+            let (lapi, signer, next, done) = (lapi.clone(), signer.clone(), next.clone(), done.clone());
+            writers.push(tokio::spawn(async move {
+                let subchain = identity::membership::SubchainId::parse("bench").unwrap();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ops = vec![Op::Put {
+                        key: format!("key-{i:09}"),
+                        value: format!("value {i}").into_bytes(),
+                    }];
+                    let tx = signer.sign(&subchain, ops).unwrap().bytes;
+                    lapi.post("/api/v1/subchains/bench/transactions", &submit_body(&[tx]))
+                        .await
+                        .expect("committed without the stopped node");
+                }
+            }));
+        }
+        while height_of(lapi.clone()).await < goal {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
         }
         let write_secs = t.elapsed().as_secs_f64();
-        let target = lapi.get("/api/v1/subchains/bench", &[]).await.unwrap()["height"]
-            .as_u64()
-            .unwrap();
+        let written = next.load(std::sync::atomic::Ordering::Relaxed) - 10_000_000;
+        let target = height_of(lapi.clone()).await;
         nodes[fi].restart();
         let t = Instant::now();
         let fapi = nodes[fi].api(&ca, &writer);
@@ -335,7 +362,7 @@ async fn main() {
             );
         }
         println!(
-            "catch-up: {} blocks written in {write_secs:.1} s while a follower was down; after its restart it reached height {target} in {secs:.2} s ({:.0} blocks/s; snapshots installed: {snapshots})",
+            "catch-up: {} blocks ({written} transactions) written in {write_secs:.1} s while a follower was down; after its restart it reached height {target} in {secs:.2} s ({:.0} blocks/s; snapshots installed: {snapshots})",
             args.catchup_blocks,
             args.catchup_blocks as f64 / secs
         );
