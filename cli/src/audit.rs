@@ -43,6 +43,13 @@ pub struct AuditReport {
     pub revisions: HashMap<String, u64>,
 }
 
+/// Checks that `vkey` is a note verifier key (`<name>+<hash>+<key>`) this audit can use.
+pub fn check_vkey(vkey: &str) -> Result<(), String> {
+    signed_note::StandardVerifier::new(vkey.trim())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Verifies a checkpoint note with a vkey; returns (origin, size, root).
 pub fn open_checkpoint(vkey: &str, note: &[u8]) -> Result<(String, u64, Hash), AuditError> {
     let bad = |m: String| AuditError::Invalid(m);

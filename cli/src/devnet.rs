@@ -59,10 +59,14 @@ async fn spawn(
     Ok((child, rx))
 }
 
+/// Waits for a line of `who`'s output containing `what`; says which process failed, how, and
+/// where its log is when it does not come.
 async fn wait_line(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     what: &str,
     secs: u64,
+    who: &str,
+    log: &Path,
 ) -> Result<String, Failure> {
     let found = tokio::time::timeout(Duration::from_secs(secs), async {
         while let Some(l) = rx.recv().await {
@@ -73,12 +77,36 @@ async fn wait_line(
         None
     })
     .await;
+    let errors = log.with_extension("err.log");
+    let last = std::fs::read_to_string(&errors)
+        .ok()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_default();
     match found {
         Ok(Some(l)) => Ok(l),
-        _ => Err(local(format!(
-            "gave up waiting for '{what}'; see the logs in the devnet directory"
+        Ok(None) => Err(local(format!(
+            "{who} stopped before it was ready: {last} (log: {})",
+            errors.display()
+        ))),
+        Err(_) => Err(local(format!(
+            "{who} was not ready within {secs} s (log: {})",
+            errors.display()
         ))),
     }
+}
+
+/// Fails with a usage error (exit 2) naming the first of `ports` that something else holds.
+fn check_ports_free(ports: impl Iterator<Item = u16>) -> Result<(), Failure> {
+    for port in ports {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(Failure {
+                code: 2,
+                message: format!("port 127.0.0.1:{port} is already in use (another devnet, or another program)"),
+                hint: Some("stop it, or choose other ports with --base-port"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn api(url: &str, bundle: &Path, who: Option<&Path>) -> Result<Api, Failure> {
@@ -240,7 +268,7 @@ impl Net {
         children.push(child);
         let mut admin_secret = None;
         loop {
-            let l = wait_line(&mut out, "", 60).await?;
+            let l = wait_line(&mut out, "", 60, "the CA", &self.dir.join("ca.log")).await?;
             if l.contains("secret:") {
                 admin_secret = l.split_whitespace().last().map(str::to_string);
             }
@@ -301,7 +329,14 @@ impl Net {
         )
         .await?;
         children.push(child);
-        wait_line(&mut out, "listening on", 60).await?;
+        wait_line(
+            &mut out,
+            "listening on",
+            60,
+            &format!("{} {name}", self.kinds[i]),
+            &self.dir.join(format!("{name}.log")),
+        )
+        .await?;
         Ok(())
     }
 
@@ -453,6 +488,18 @@ pub(crate) async fn run(
     }
     // Catch SIGTERM before the first child exists, so no signal can orphan one.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
+    let last = u32::from(base_port) + (nodes + orderers) as u32;
+    if last > u32::from(u16::MAX) {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "--base-port {base_port} leaves no room for {} ports",
+                nodes + orderers + 1
+            ),
+            hint: Some("choose a lower --base-port"),
+        });
+    }
+    check_ports_free((0..=(nodes + orderers) as u16).map(|i| base_port + i))?;
     let net = Net::new(dir, base_port, nodes, orderers, &cities)?;
     let mut children: Vec<Child> = Vec::new();
     let setup = async {

@@ -21,7 +21,7 @@ use super::{Failure, IdentityArgs, local};
 #[derive(Args, Clone)]
 pub(crate) struct NodeTarget {
     /// The city node's gateway URL, such as https://127.0.0.1:9443.
-    #[arg(long, env = "BSN_NODE", value_name = "URL")]
+    #[arg(long, env = "BSN_NODE", value_name = "URL", value_parser = https_url)]
     node: String,
     /// The CA's trust bundle (the node's certificate chains to it).
     #[arg(long, env = "BSN_CA_BUNDLE", value_name = "FILE")]
@@ -54,8 +54,8 @@ pub(crate) enum TxCmd {
         #[command(flatten)]
         t: NodeTarget,
         /// Set a key: KEY=VALUE (repeatable).
-        #[arg(long = "put", value_name = "KEY=VALUE")]
-        puts: Vec<String>,
+        #[arg(long = "put", value_name = "KEY=VALUE", value_parser = parse_put, required_unless_present = "deletes")]
+        puts: Vec<(String, String)>,
         /// Remove a key (repeatable).
         #[arg(long = "delete", value_name = "KEY")]
         deletes: Vec<String>,
@@ -116,14 +116,24 @@ pub(crate) enum QueryCmd {
     },
 }
 
-fn split_put(s: &str) -> Result<Op, Failure> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| local(format!("--put {s}: write KEY=VALUE")))?;
-    Ok(Op::Put {
-        key: k.to_string(),
-        value: v.as_bytes().to_vec(),
-    })
+/// `--put KEY=VALUE`, checked by clap (a usage error, exit 2).
+fn parse_put(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("write KEY=VALUE, with '=' between a non-empty key and the value".into()),
+    }
+}
+
+/// A gateway or CA URL: the CA and the nodes speak only HTTPS (checked by clap, exit 2).
+pub(crate) fn https_url(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Ok(s.to_string()),
+        Ok(u) if u.scheme() == "http" => Err(format!(
+            "the CA and the nodes speak only HTTPS: use https://{}",
+            s.trim_start_matches("http://")
+        )),
+        _ => Err("expected a URL such as https://127.0.0.1:8443".into()),
+    }
 }
 
 /// Builds and signs a transaction with the credential files.
@@ -136,11 +146,14 @@ fn sign_tx(me: &IdentityArgs, subchain: &str, ops: Vec<Op>) -> Result<(Vec<u8>, 
 pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {
     match cmd {
         TxCmd::Submit { t, puts, deletes } => {
-            let mut ops = puts.iter().map(|p| split_put(p)).collect::<Result<Vec<_>, _>>()?;
+            let mut ops: Vec<Op> = puts
+                .into_iter()
+                .map(|(key, value)| Op::Put {
+                    key,
+                    value: value.into_bytes(),
+                })
+                .collect();
             ops.extend(deletes.into_iter().map(|key| Op::Delete { key }));
-            if ops.is_empty() {
-                return Err(local("give at least one --put KEY=VALUE or --delete KEY"));
-            }
             let (signed, id) = sign_tx(&t.me, &t.subchain, ops)?;
             let v: Committed = t
                 .api()?

@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Args, Clone)]
 struct CaArgs {
     /// The CA's URL, such as https://127.0.0.1:8443.
-    #[arg(long, env = "BSN_CA", value_name = "URL")]
+    #[arg(long, env = "BSN_CA", value_name = "URL", value_parser = ledger::https_url)]
     ca: String,
     /// The CA's trust bundle (trust-bundle.pem from the CA operator).
     #[arg(long, env = "BSN_CA_BUNDLE", value_name = "FILE")]
@@ -670,8 +670,7 @@ async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> R
 }
 
 async fn audit_verify(ca: &CaArgs, vkey_file: &Path, me: Option<&IdentityArgs>) -> Result<(), Failure> {
-    let vkey =
-        std::fs::read_to_string(vkey_file).map_err(|e| local(format!("reading {}: {e}", vkey_file.display())))?;
+    let vkey = read_vkey(vkey_file)?;
     let bundle_pem =
         std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
     let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
@@ -733,6 +732,20 @@ async fn audit_verify(ca: &CaArgs, vkey_file: &Path, me: Option<&IdentityArgs>) 
     }
 }
 
+/// Reads the log's verifier key from `path` and checks its form, so that a wrong file is a
+/// local mistake (exit 2), never a log that "does not verify" (exit 6).
+fn read_vkey(path: &Path) -> Result<String, Failure> {
+    let vkey = std::fs::read_to_string(path).map_err(|e| local(format!("reading {}: {e}", path.display())))?;
+    bsn::audit::check_vkey(&vkey).map_err(|e| Failure {
+        code: 2,
+        message: format!("{} is not the log's verifier key: {e}", path.display()),
+        hint: Some(
+            "use the log.vkey the CA operator published (`curl <CA>/log/vkey`, or log.vkey in the CA's data directory)",
+        ),
+    })?;
+    Ok(vkey)
+}
+
 fn audit_failure(e: bsn::audit::AuditError) -> Failure {
     match e {
         bsn::audit::AuditError::Client(e) => e.into(),
@@ -752,8 +765,7 @@ async fn audit_follow(
     once: bool,
     interval: u64,
 ) -> Result<(), Failure> {
-    let vkey =
-        std::fs::read_to_string(vkey_file).map_err(|e| local(format!("reading {}: {e}", vkey_file.display())))?;
+    let vkey = read_vkey(vkey_file)?;
     let bundle_pem =
         std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
     let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;

@@ -37,6 +37,9 @@ pub(crate) enum SubchainCmd {
         t: Target,
         /// The subchain id.
         id: String,
+        /// Print the API's JSON document instead (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Create a subchain (publishers and administrators); you become its first admin.
     Create {
@@ -219,11 +222,15 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             })
             .await?;
         }
-        SubchainCmd::Show { t, id } => {
+        SubchainCmd::Show { t, id, json } => {
             let v: Subchain = api(&t.ca, Some(&t.me))?
                 .get_as(&format!("/api/v1/subchains/{id}"), &[])
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v).map_err(local)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).map_err(local)?);
+            } else {
+                print!("{}", show(&v));
+            }
         }
         SubchainCmd::Create {
             t,
@@ -492,4 +499,55 @@ async fn statement(
     println!("{}", serde_json::to_string_pretty(&statement).map_err(local)?);
     eprintln!("signature verified with membership key {}", key.to_base64());
     Ok(())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn when(unix: i64) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&f).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// `bsn subchain show`: what a person needs to know about a subchain, where to connect first.
+fn show(v: &Subchain) -> String {
+    let mut out = format!("{} ({})\n", v.name, v.id);
+    if !v.description.is_empty() {
+        out.push_str(&format!("  {}\n", v.description));
+    }
+    let row = |out: &mut String, k: &str, val: &str| out.push_str(&format!("{k:<12}{val}\n"));
+    row(&mut out, "publisher", &v.publisher);
+    row(&mut out, "policy", &v.policy);
+    row(&mut out, "members", &v.members.to_string());
+    row(
+        &mut out,
+        "revision",
+        &format!("{} (changed {})", v.revision, when(v.updated_at)),
+    );
+    row(&mut out, "created", &when(v.created_at));
+    row(
+        &mut out,
+        "ordered by",
+        &if v.orderers.is_empty() {
+            "its city nodes (no ordering cluster)".to_string()
+        } else {
+            v.orderers.join(", ")
+        },
+    );
+    for (i, n) in v.nodes.iter().enumerate() {
+        let at = v
+            .endpoints
+            .iter()
+            .find(|e| &e.id == n)
+            .map_or("(has not published its URL yet)".to_string(), |e| {
+                format!("{:<10} {}", e.city, e.url)
+            });
+        row(
+            &mut out,
+            if i == 0 { "served by" } else { "" },
+            &format!("{n:<12} {at}"),
+        );
+    }
+    out
 }

@@ -324,7 +324,7 @@ async fn init(
     );
     println!("data directory: {}", dir.display());
     println!("next: ledger-node serve --data-dir {}", dir.display());
-    println!("      then have a publisher host a subchain on it: bsn subchain create ... --nodes {name}");
+    println!("      then have a publisher host a subchain on it: bsn subchain create ... --node {name}");
     Ok(())
 }
 

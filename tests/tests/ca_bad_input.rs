@@ -241,6 +241,20 @@ async fn bad_requests_get_problem_documents_and_write_nothing() {
         "register twice",
     )
     .await;
+    // A bad id is explained once, in words a person reads ("id must be ..."), not "id: id must
+    // be ..." (the portal's register form showed that).
+    for (path, body) in [
+        ("/api/v1/identities", json!({ "id": "bad id!" })),
+        ("/api/v1/enroll", json!({ "id": "bad id!", "secret": "x", "csr": "x" })),
+    ] {
+        match admin_api.post(path, &body).await {
+            Err(bsn_api::client::ClientError::Problem { slug, detail, .. }) => {
+                assert_eq!(slug, "invalid-field", "{path}: {detail}");
+                assert!(detail.starts_with("id must be 1-128 characters"), "{path}: {detail}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
     expect(
         admin_api
             .post("/api/v1/identities", &json!({ "id": "r", "roles": ["root"] }))

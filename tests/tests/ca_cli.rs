@@ -390,3 +390,58 @@ async fn lost_secrets_disabled_identities_and_admin_recovery() {
     assert_eq!(v["enrollments_left"], 0);
     assert_eq!(v["status"], "active");
 }
+
+/// Usage mistakes are caught before anything is sent: exit 2 and what to write instead.
+#[test]
+fn usage_mistakes_exit_2_with_a_hint() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bsn_tests::bin("bsn"))
+            .args(args)
+            .env_remove("BSN_CA")
+            .env_remove("BSN_NODE")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let node = [
+        "--node",
+        "https://127.0.0.1:1",
+        "--subchain",
+        "demo",
+        "--ca-bundle",
+        "b.pem",
+        "--cert",
+        "c.pem",
+        "--key",
+        "k.pem",
+    ];
+    let mut put_ab = vec!["tx", "submit", "--put", "ab"];
+    put_ab.extend(node);
+    let (code, err) = run(&put_ab);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("write KEY=VALUE"), "{err}");
+    let mut nothing = vec!["tx", "submit"];
+    nothing.extend(node);
+    let (code, err) = run(&nothing);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--put"), "{err}");
+    let (code, err) = run(&["nodes", "--ca", "http://127.0.0.1:8443", "--ca-bundle", "b.pem"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("use https://127.0.0.1:8443"), "{err}");
+    let (code, err) = run(&[
+        "query",
+        "info",
+        "--node",
+        "http://127.0.0.1:9443",
+        "--subchain",
+        "demo",
+        "--ca-bundle",
+        "b.pem",
+        "--cert",
+        "c.pem",
+        "--key",
+        "k.pem",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("only HTTPS"), "{err}");
+}

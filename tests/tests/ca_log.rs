@@ -252,6 +252,27 @@ async fn bsn_audit_verify_passes_on_a_good_log_and_catches_tampering() {
     ]);
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // A file that is no verifier key at all is the auditor's own mistake: exit 2 with what to
+    // do, not "the log does not verify" (exit 6), for verify and for follow.
+    let junk = other.data_dir().join("not-a-vkey");
+    std::fs::write(&junk, "this is not a key\n").unwrap();
+    for sub in [vec!["verify"], vec!["follow", "--once", "--state"]] {
+        let mut args = vec!["audit"];
+        args.extend(sub.iter().copied());
+        let state = other.data_dir().join("follow-state.json");
+        if sub[0] == "follow" {
+            args.push(state.to_str().unwrap());
+        }
+        args.extend(["--log-vkey", junk.to_str().unwrap()]);
+        let out = ca.bsn(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "audit {}: {err}", sub[0]);
+        assert!(
+            err.contains("is not the log's verifier key") && err.contains("/log/vkey") && !err.contains("alert"),
+            "{err}"
+        );
+    }
+
     // A leaf altered under the running CA is caught by the auditor.
     tamper_leaf(&ca, 2).await;
     let out = audit(&ca);

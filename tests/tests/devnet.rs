@@ -252,3 +252,27 @@ fn devnet_stops_its_children_on_sigterm_while_starting_and_when_ready() {
     }
     terminate(&mut child, base);
 }
+
+#[test]
+fn devnet_on_a_taken_port_says_which_and_what_to_do() {
+    let base = bsn_tests::free_ports(3);
+    // Something else holds the second port (the first node's).
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("bsn"))
+        .args(["devnet", "--nodes", "1", "--orderers", "1", "--dir"])
+        .arg(dir.path().join("net"))
+        .args(["--base-port", &base.to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("port 127.0.0.1:{} is already in use", base + 1)) && err.contains("--base-port"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("net").join("ca").exists(),
+        "nothing was started or written"
+    );
+}

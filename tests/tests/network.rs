@@ -197,7 +197,35 @@ async fn orderers_and_the_signed_node_directory() {
         "--key",
         alice.join("key.pem").to_str().unwrap(),
     ]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("https://n1.test:9444"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // For people: one line per hosting node with its city and URL, readable times; --json for
+    // scripts.
+    assert!(text.starts_with("Supply (supply)\n"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("served by")
+            && l.contains("n1")
+            && l.contains("Beijing")
+            && l.contains("https://n1.test:9444")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("n2") && l.contains("has not published its URL yet")),
+        "{text}"
+    );
+    assert!(text.contains(" UTC"), "times are dates, not Unix seconds: {text}");
+    let out = ca.bsn(&[
+        "subchain",
+        "show",
+        "supply",
+        "--json",
+        "--cert",
+        alice.join("cert.pem").to_str().unwrap(),
+        "--key",
+        alice.join("key.pem").to_str().unwrap(),
+    ]);
+    let v: bsn_api::ca::Subchain = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, s);
 
     // `bsn nodes` (public) prints the directory after checking its signature.
     let out = ca.bsn(&["nodes"]);

@@ -105,7 +105,7 @@ async fn enroll(
         s.tarpit.hold().await;
         return Err(ApiError::SlowDown("failed enrollments", wait));
     }
-    let id = IdentityId::parse(&req.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
+    let id = IdentityId::parse(&req.id).map_err(|e| ApiError::InvalidField(e.to_string()))?;
     let key = check_csr_pem(&req.csr)?;
     let who = Asker {
         source: &source,

@@ -70,7 +70,7 @@ fn check_registration(
     r: &RegisterRequest,
 ) -> Result<(IdentityId, IdentityKind, Vec<CaRole>), ApiError> {
     caller.require_any(&[CaRole::Admin, CaRole::Registrar])?;
-    let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
+    let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(e.to_string()))?;
     let kind: IdentityKind = r
         .kind
         .parse()

@@ -126,7 +126,7 @@ async fn register(
     Json(r): Json<PortalRegister>,
 ) -> Result<(StatusCode, axum::Json<Account>), ApiError> {
     let source = Source::address(peer.ip());
-    let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(format!("id: {e}")))?;
+    let id = IdentityId::parse(&r.id).map_err(|e| ApiError::InvalidField(e.to_string()))?;
     let registration = Registration::new(
         id,
         &r.name,
