@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bsn_api::ca::{
-    CreateSubchain, EnrollRequest, Issued, NewSecret, Page, RegisterRequest, Registered, Revised, SetRole, Subchain,
+    Account, CreateSubchain, EnrollRequest, Issued, NewSecret, Page, RegisterRequest, Registered, Revised,
+    SecretRequest, SetRole, Subchain,
 };
 use bsn_api::client::Api;
 use bsn_api::node::SubchainInfo;
@@ -218,6 +219,13 @@ struct Net {
     user: PathBuf,
 }
 
+/// How the administrator reaches the portal: a one-time secret to claim the `admin` account
+/// with, or (claimed on an earlier start) nothing new.
+enum PortalAdmin {
+    Claim(String),
+    Claimed,
+}
+
 impl Net {
     fn new(dir: PathBuf, base_port: u16, nodes: usize, orderers: usize, cities: &[String]) -> Result<Self, Failure> {
         let total = nodes + orderers;
@@ -408,7 +416,26 @@ impl Net {
         Ok(())
     }
 
-    fn print_ready(&self) {
+    /// The administrator's way into the portal: if no portal account holds `admin` yet, a fresh
+    /// one-time secret (one use, one day) to claim it with on the Register page.
+    async fn portal_admin(&self, ca: &Api) -> Result<PortalAdmin, Failure> {
+        let approved: Page<Account> = ca.get_as("/api/v1/accounts", &[("state", "approved".into())]).await?;
+        if approved.items.iter().any(|a| a.id == "admin") {
+            return Ok(PortalAdmin::Claimed);
+        }
+        let v: NewSecret = ca
+            .post_as(
+                "/api/v1/identities/admin/secret",
+                &SecretRequest {
+                    max_enrollments: 1,
+                    secret_ttl_seconds: 86_400,
+                },
+            )
+            .await?;
+        Ok(PortalAdmin::Claim(v.secret))
+    }
+
+    fn print_ready(&self, portal: &PortalAdmin) {
         println!(
             "CA:          {}  (administrator: {})",
             self.ca_url,
@@ -459,6 +486,16 @@ impl Net {
         println!("  bsn tx submit --put hello=world");
         println!("  bsn query get hello");
         println!("  bsn query blocks --follow");
+        match portal {
+            PortalAdmin::Claim(secret) => println!(
+                "  the portal as administrator: open {}/register, claim id admin with the one-time secret {secret} and choose a password; then sign in at {}/signin",
+                self.ca_url, self.ca_url
+            ),
+            PortalAdmin::Claimed => println!(
+                "  the portal as administrator: sign in at {}/signin as admin with the password you chose",
+                self.ca_url
+            ),
+        }
         println!("  the portal: {}/ ; Ctrl-C here stops everything", self.ca_url);
     }
 }
@@ -509,7 +546,8 @@ pub(crate) async fn run(
         }
         net.seed_demo(&ca).await?;
         net.wait_serving().await?;
-        net.print_ready();
+        let portal = net.portal_admin(&ca).await?;
+        net.print_ready(&portal);
         Ok(())
     };
     // A signal while starting stops what was started, as it does later.

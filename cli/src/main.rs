@@ -105,6 +105,14 @@ enum Command {
         /// Where to write the new files (default: the directory of --cert).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Revoke the certificate in --cert once the new one is written (reason superseded, or
+        /// keyCompromise with --key-compromised): after a leaked key, the old certificate must
+        /// stop working too.
+        #[arg(long)]
+        revoke_previous: bool,
+        /// With --revoke-previous: the previous key may have leaked.
+        #[arg(long, requires = "revoke_previous")]
+        key_compromised: bool,
     },
     /// Revoke a certificate (your own, or any as an administrator).
     Revoke {
@@ -464,7 +472,12 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             rekey,
             key_type,
             out,
-        } => renew(&ca, &me, rekey, key_type, out).await?,
+            revoke_previous,
+            key_compromised,
+        } => {
+            let previous = revoke_previous.then_some(if key_compromised { "keyCompromise" } else { "superseded" });
+            renew(&ca, &me, rekey, key_type, out, previous).await?
+        }
         Command::Revoke { ca, me, serial, reason } => revoke(&ca, &me, &serial, Some(reason)).await?,
         Command::Register {
             ca,
@@ -616,7 +629,9 @@ async fn renew(
     rekey: bool,
     key_type: KeyArg,
     out: Option<PathBuf>,
+    revoke_previous: Option<&str>,
 ) -> Result<(), Failure> {
+    let previous = read_leaf(&me.cert)?;
     let key = if rekey {
         generate_key(key_type.into()).map_err(local)?
     } else {
@@ -636,7 +651,59 @@ async fn renew(
     write_credentials(&dir, Some(&key.serialize_pem()), &v.certificate, &v.chain)
         .map_err(|e| local(format!("writing {}: {e}", dir.display())))?;
     print_issued(&v, &dir);
+    let old = &previous.serial_hex;
+    match revoke_previous {
+        Some(reason) => {
+            // As the holder, with the certificate just issued.
+            let now = IdentityArgs {
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            };
+            let path = format!("/api/v1/certificates/{old}/revoke");
+            match api(ca, Some(&now))?
+                .post_as::<_, Revoked>(
+                    &path,
+                    &RevokeRequest {
+                        reason: Some(reason.to_string()),
+                    },
+                )
+                .await
+            {
+                Ok(r) => println!(
+                    "revoked the previous certificate {} ({}); CRL number {}",
+                    r.serial, r.reason, r.crl_number
+                ),
+                Err(e) => {
+                    let mut f = Failure::from(e);
+                    f.message = format!(
+                        "renewed, but revoking the previous certificate {old} failed: {}; revoke it with `bsn revoke --serial {old} --reason {reason}`",
+                        f.message
+                    );
+                    return Err(f);
+                }
+            }
+        }
+        None => println!(
+            "the previous certificate {old} stays valid until {}{}",
+            subchain::when(previous.not_after),
+            if rekey {
+                format!(
+                    "; if its key may have leaked, revoke it: bsn revoke --serial {old} --reason keyCompromise (or renew with --revoke-previous)"
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
     Ok(())
+}
+
+/// The BSN profile's reading of the first certificate in `path`.
+fn read_leaf(path: &Path) -> Result<identity::profile::Leaf, Failure> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(path)
+        .map_err(|e| local(format!("reading {}: {e}", path.display())))?;
+    identity::profile::check_leaf(&der).map_err(|e| local(format!("{}: {e}", path.display())))
 }
 
 /// `bsn revoke`: the holder or an administrator revokes a certificate.

@@ -445,3 +445,57 @@ fn usage_mistakes_exit_2_with_a_hint() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("only HTTPS"), "{err}");
 }
+
+/// `bsn renew --rekey` says the previous certificate stays valid and how to revoke it; with
+/// --revoke-previous it is revoked in the same step, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_with_a_new_key_says_what_became_of_the_previous_certificate() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let bob = ca.participant("bob").await;
+    let cert = bob.join("cert.pem").display().to_string();
+    let key = bob.join("key.pem").display().to_string();
+    let first = leaf(&bob);
+    let out = ca.bsn(&["renew", "--rekey", "--cert", &cert, "--key", &key]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "the previous certificate {} stays valid until",
+            first.serial_hex
+        )) && text.contains(&format!(
+            "bsn revoke --serial {} --reason keyCompromise",
+            first.serial_hex
+        )),
+        "{text}"
+    );
+    let second = leaf(&bob);
+    let out = ca.bsn(&[
+        "renew",
+        "--rekey",
+        "--revoke-previous",
+        "--key-compromised",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "revoked the previous certificate {} (keyCompromise)",
+            second.serial_hex
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let v = ca
+        .api(Some(&admin))
+        .get(&format!("/api/v1/certificates/{}", second.serial_hex), &[])
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "revoked", "{v}");
+    // The new certificate works.
+    let v = ca.api(Some(&bob)).get("/api/v1/memberships", &[]).await.unwrap();
+    assert!(v["items"].is_array());
+}

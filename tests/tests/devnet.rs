@@ -74,6 +74,50 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
         lines.iter().any(|l| l.contains("bsn tx submit")),
         "it says what to try next"
     );
+    // It says how the administrator gets into the portal, and that way works: claim the admin
+    // account with the printed secret, sign in, and be an administrator there.
+    let line = lines
+        .iter()
+        .find(|l| l.contains("claim id admin with the one-time secret"))
+        .unwrap_or_else(|| panic!("no portal sign-in for the administrator: {lines:#?}"));
+    let secret = line
+        .split("one-time secret ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    let jar = dir.path().join("cookies");
+    let curl = |path: &str, body: Option<serde_json::Value>| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--cacert", &bundle[0], "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(["-H", "content-type: application/json"]);
+        if let Some(b) = body {
+            c.args(["--data", &b.to_string()]);
+        }
+        let out = c.arg(format!("{}{path}", ca[0])).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let password = "a long devnet passphrase for the admin 42";
+    let claimed = curl(
+        "/api/v1/portal/register",
+        Some(
+            serde_json::json!({ "id": "admin", "name": "Admin", "email": "admin@devnet.local",
+                                 "password": password, "secret": secret }),
+        ),
+    );
+    assert_eq!(claimed["state"], "approved", "{claimed}");
+    let signed_in = curl(
+        "/api/v1/portal/login",
+        Some(serde_json::json!({ "id": "admin", "password": password })),
+    );
+    assert!(signed_in["csrf_token"].is_string(), "{signed_in}");
+    let me = curl("/api/v1/portal/me", None);
+    assert!(
+        me["roles"].as_array().is_some_and(|r| r.iter().any(|x| x == "admin")),
+        "{me}"
+    );
 
     let bsn = |node: &str, args: &[&str]| {
         let mut all: Vec<&str> = args.to_vec();
