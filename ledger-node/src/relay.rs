@@ -83,14 +83,16 @@ impl Relay {
     }
 
     /// The orderers the statement in force names, starting with the preferred one, then each
-    /// next in turn; `skip` more moves the start on.
-    fn orderers(&self, skip: usize) -> Vec<String> {
+    /// next in turn; `skip` more moves the start on. Also returns where the list starts in the
+    /// statement's order.
+    fn orderers(&self, skip: usize) -> (usize, Vec<String>) {
         let mut o = self.statement_orderers();
+        let mut n = 0;
         if !o.is_empty() {
-            let n = (self.preferred.load(Ordering::Relaxed) + skip) % o.len();
+            n = (self.preferred.load(Ordering::Relaxed) + skip) % o.len();
             o.rotate_left(n);
         }
-        o
+        (n, o)
     }
 
     /// Moves the preference past `name` (it failed), unless another task already moved it.
@@ -103,28 +105,24 @@ impl Relay {
         }
     }
 
-    /// Remembers `name` as the orderer to try first.
-    fn prefer(&self, name: &str) {
-        let all = self.statement_orderers();
-        if let Some(i) = all.iter().position(|o| o == name) {
-            self.preferred.store(i, Ordering::Relaxed);
-        }
-    }
-
     /// Forwards a proposal to the ordering cluster and waits until its block is applied here.
     pub async fn propose(&self, p: Proposal) -> Result<Applied, OrderError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut attempt = 0usize;
         loop {
             let mut last = String::from("the statement names no orderer");
-            for o in self.orderers(attempt) {
-                let Some(url) = self.peers.address(&o) else {
+            let (start, orderers) = self.orderers(attempt);
+            for (k, o) in orderers.iter().enumerate() {
+                let Some(url) = self.peers.address(o) else {
                     last = format!("no URL for orderer {o} in the node directory");
                     continue;
                 };
                 match self.peers.propose(&url, &self.subchain, &p).await {
                     Ok(applied) => {
-                        self.prefer(&o);
+                        // Not the preferred one: it is now (no second read of the statement).
+                        if attempt > 0 || k > 0 {
+                            self.preferred.store((start + k) % orderers.len(), Ordering::Relaxed);
+                        }
                         if let Some(h) = applied.height {
                             let mut w = self.applied.subscribe();
                             let _ =
@@ -135,7 +133,7 @@ impl Relay {
                     }
                     Err(e) => {
                         if matches!(e, crate::peers::PeerError::Unreachable(..)) {
-                            self.prefer_next(&o);
+                            self.prefer_next(o);
                         }
                         last = format!("{o}: {e}");
                     }
@@ -159,7 +157,7 @@ impl Relay {
         let mut stop = self.stop.subscribe();
         while !*stop.borrow() {
             let from = self.store.tip().last.map_or(0, |(h, _)| h + 1);
-            let orderers = self.orderers(0);
+            let (_, orderers) = self.orderers(0);
             let Some(o) = orderers.first() else {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
