@@ -6,6 +6,8 @@
 
 mod devnet;
 mod ledger;
+mod output;
+mod registrations;
 mod subchain;
 
 use std::path::{Path, PathBuf};
@@ -195,6 +197,23 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// Portal registrations waiting for an administrator: list, approve, reject.
+    #[command(subcommand)]
+    Registrations(registrations::RegistrationsCmd),
+    /// Make an invitation code for the portal's Register page (administrators, registrars):
+    /// whoever registers with it is approved at once.
+    Invite {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// Registrations it admits.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// How long it stays usable: 7d, 12h, 30m or seconds.
+        #[arg(long, default_value = "7d", value_parser = registrations::duration)]
+        valid_for: i64,
+    },
     /// Audit the issuance log (no account needed).
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -232,11 +251,17 @@ enum Command {
     Nodes {
         #[command(flatten)]
         ca: CaArgs,
+        /// Print the directory's entries as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Your subchains and roles.
     Memberships {
         #[command(flatten)]
         t: subchain::Target,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Read the change feed as a city node (membership statements of hosted subchains, revocations).
     Feed {
@@ -261,6 +286,9 @@ enum Command {
         /// Only identities with this role.
         #[arg(long)]
         role: Option<String>,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// List certificates (administrators: any; others: their own).
     Certificates {
@@ -283,6 +311,9 @@ enum Command {
         /// Expiring after this RFC 3339 time.
         #[arg(long)]
         expires_after: Option<String>,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -546,8 +577,15 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             interval,
         }) => audit_follow(&ca, &log_vkey, &state, &watch, once, interval).await?,
         Command::Subchain(cmd) => subchain::run(cmd).await?,
-        Command::Memberships { t } => subchain::memberships(t).await?,
-        Command::Nodes { ca } => subchain::nodes(&ca).await?,
+        Command::Registrations(cmd) => registrations::run(cmd).await?,
+        Command::Invite {
+            ca,
+            me,
+            uses,
+            valid_for,
+        } => registrations::invite(&ca, &me, uses, valid_for).await?,
+        Command::Memberships { t, json } => subchain::memberships(t, json).await?,
+        Command::Nodes { ca, json } => subchain::nodes(&ca, json).await?,
         Command::Tx(cmd) => ledger::tx(cmd).await?,
         Command::Devnet {
             dir,
@@ -558,15 +596,36 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         } => devnet::run(dir, base_port, nodes, orderers, cities).await?,
         Command::Query(cmd) => ledger::query(cmd).await?,
         Command::Feed { t, cursor, follow } => subchain::feed(t, cursor, follow).await?,
-        Command::Identities { ca, me, kind, role } => {
+        Command::Identities {
+            ca,
+            me,
+            kind,
+            role,
+            json,
+        } => {
             let q: Vec<(&str, String)> = [("type", kind), ("role", role)]
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect();
-            list(&api(&ca, Some(&me))?, "/api/v1/identities", q, |i: &Identity| {
-                format!("{}\t{}\t{}\t{}", i.id, i.kind, i.status, i.roles.join(","))
-            })
-            .await?;
+            let items: Vec<Identity> = fetch_all(&api(&ca, Some(&me))?, "/api/v1/identities", q).await?;
+            output::print(
+                &items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["ID", "TYPE", "STATUS", "ROLES", "REGISTERED BY"]);
+                    for i in items {
+                        t.row(vec![
+                            i.id.clone(),
+                            i.kind.clone(),
+                            i.status.clone(),
+                            output::joined(&i.roles),
+                            i.registered_by.clone(),
+                        ]);
+                    }
+                    t
+                },
+                "no identities match",
+            )?;
         }
         Command::Certificates {
             ca,
@@ -576,6 +635,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             serial,
             expires_before,
             expires_after,
+            json,
         } => {
             let q: Vec<(&str, String)> = [
                 ("identity", identity),
@@ -587,10 +647,26 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-            list(&api(&ca, Some(&me))?, "/api/v1/certificates", q, |c: &Certificate| {
-                format!("{}\t{}\t{}\t{}", c.serial, c.identity, c.status, c.not_after)
-            })
-            .await?;
+            let items: Vec<Certificate> = fetch_all(&api(&ca, Some(&me))?, "/api/v1/certificates", q).await?;
+            output::print(
+                &items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["SERIAL", "IDENTITY", "STATUS", "ISSUED", "EXPIRES", "REASON"]);
+                    for c in items {
+                        t.row(vec![
+                            c.serial.clone(),
+                            c.identity.clone(),
+                            c.status.clone(),
+                            output::time(&c.issued_at),
+                            output::time(&c.not_after),
+                            c.revocation_reason.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    t
+                },
+                "no certificates match",
+            )?;
         }
     }
     Ok(())
@@ -785,8 +861,8 @@ async fn audit_verify(ca: &CaArgs, vkey_file: &Path, me: Option<&IdentityArgs>) 
         Ok((r, listed)) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "log verified: {} entries ({} issuances, {} revocations)",
-                r.size, r.issuances, r.revocations
+                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions)",
+                r.size, r.issuances, r.revocations, r.memberships
             );
             println!("root {} matches the signed checkpoint", r.root);
             if let Some(n) = listed {
@@ -906,24 +982,22 @@ async fn audit_follow(
     }
 }
 
-/// Prints every page of a listing, one line per item.
-async fn list<T: serde::de::DeserializeOwned>(
+/// Every page of a listing.
+async fn fetch_all<T: serde::de::DeserializeOwned>(
     api: &Api,
     path: &str,
     mut q: Vec<(&str, String)>,
-    line: impl Fn(&T) -> String,
-) -> Result<(), Failure> {
+) -> Result<Vec<T>, Failure> {
+    let mut all = Vec::new();
     loop {
         let page: Page<T> = api.get_as(path, &q).await?;
-        for item in &page.items {
-            println!("{}", line(item));
-        }
+        all.extend(page.items);
         match page.next_after {
             Some(next) => {
                 q.retain(|(k, _)| *k != "after");
                 q.push(("after", next));
             }
-            None => return Ok(()),
+            None => return Ok(all),
         }
     }
 }

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use identity::membership::Member;
 use serde_json::json;
 
-use super::{CaArgs, Failure, IdentityArgs, api, list, local};
+use super::{CaArgs, Failure, IdentityArgs, api, fetch_all, local, output};
 
 #[derive(Args, Clone)]
 pub(crate) struct Target {
@@ -30,6 +30,9 @@ pub(crate) enum SubchainCmd {
         /// Only this publisher's.
         #[arg(long)]
         publisher: Option<String>,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// One subchain: settings, hosting nodes, revision.
     Show {
@@ -97,6 +100,9 @@ pub(crate) enum SubchainCmd {
         t: Target,
         /// The subchain id.
         id: String,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Add a member, or change a member's role (managers).
     SetRole {
@@ -147,6 +153,9 @@ pub(crate) enum SubchainCmd {
         t: Target,
         /// The subchain id.
         id: String,
+        /// Print the API's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a join request (managers; never your own).
     Approve {
@@ -207,20 +216,30 @@ fn role_ok(r: &str) -> Result<(), Failure> {
 
 pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
     match cmd {
-        SubchainCmd::List { t, publisher } => {
+        SubchainCmd::List { t, publisher, json } => {
             let q: Vec<(&str, String)> = publisher.map(|p| ("publisher", p)).into_iter().collect();
-            list(&api(&t.ca, Some(&t.me))?, "/api/v1/subchains", q, |s: &Subchain| {
-                format!(
-                    "{}\t{}\t{}\trevision {}\t{} members\tnodes {}",
-                    s.id,
-                    s.name,
-                    s.policy,
-                    s.revision,
-                    s.members,
-                    s.nodes.join(",")
-                )
-            })
-            .await?;
+            let items: Vec<Subchain> = fetch_all(&api(&t.ca, Some(&t.me))?, "/api/v1/subchains", q).await?;
+            output::print(
+                &items,
+                json,
+                |items| {
+                    let mut t =
+                        output::Table::new(&["ID", "NAME", "POLICY", "MEMBERS", "REVISION", "CHANGED", "CITY NODES"]);
+                    for s in items {
+                        t.row(vec![
+                            s.id.clone(),
+                            s.name.clone(),
+                            s.policy.clone(),
+                            s.members.to_string(),
+                            s.revision.to_string(),
+                            output::unix(s.updated_at),
+                            output::joined(&s.nodes),
+                        ]);
+                    }
+                    t
+                },
+                "no subchains yet",
+            )?;
         }
         SubchainCmd::Show { t, id, json } => {
             let v: Subchain = api(&t.ca, Some(&t.me))?
@@ -293,14 +312,25 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 None => println!("{id} updated"),
             }
         }
-        SubchainCmd::Members { t, id } => {
-            list(
+        SubchainCmd::Members { t, id, json } => {
+            let items: Vec<Member> = fetch_all(
                 &api(&t.ca, Some(&t.me))?,
                 &format!("/api/v1/subchains/{id}/members"),
                 vec![],
-                |m: &Member| format!("{}\t{}", m.id, m.role.name()),
             )
             .await?;
+            output::print(
+                &items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["MEMBER", "ROLE"]);
+                    for m in items {
+                        t.row(vec![m.id.clone(), m.role.name().to_string()]);
+                    }
+                    t
+                },
+                "no members",
+            )?;
         }
         SubchainCmd::SetRole { t, id, member, role } => {
             role_ok(&role)?;
@@ -339,13 +369,27 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 Joined::Pending(_) => println!("request to join {id} as {role} is pending approval"),
             }
         }
-        SubchainCmd::Requests { t, id } => {
+        SubchainCmd::Requests { t, id, json } => {
             let v: Items<JoinRequest> = api(&t.ca, Some(&t.me))?
                 .get_as(&format!("/api/v1/subchains/{id}/requests"), &[])
                 .await?;
-            for r in v.items {
-                println!("{}\t{}\t{}", r.identity, r.role.name(), r.note);
-            }
+            output::print(
+                &v.items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["IDENTITY", "ROLE", "ASKED", "NOTE"]);
+                    for r in items {
+                        t.row(vec![
+                            r.identity.clone(),
+                            r.role.name().to_string(),
+                            output::unix(r.requested_at),
+                            r.note.clone(),
+                        ]);
+                    }
+                    t
+                },
+                "no pending join requests",
+            )?;
         }
         SubchainCmd::Approve { t, id, member, role } => {
             if let Some(r) = &role {
@@ -388,16 +432,24 @@ fn identity_of(me: &IdentityArgs) -> Result<String, Failure> {
 }
 
 /// `bsn memberships`: your subchains and roles.
-pub(crate) async fn memberships(t: Target) -> Result<(), Failure> {
+pub(crate) async fn memberships(t: Target, json: bool) -> Result<(), Failure> {
     let v: Items<MyMembership> = api(&t.ca, Some(&t.me))?.get_as("/api/v1/memberships", &[]).await?;
-    for m in v.items {
-        println!("{}\t{}", m.subchain, m.role.name());
-    }
-    Ok(())
+    output::print(
+        &v.items,
+        json,
+        |items| {
+            let mut t = output::Table::new(&["SUBCHAIN", "ROLE"]);
+            for m in items {
+                t.row(vec![m.subchain.clone(), m.role.name().to_string()]);
+            }
+            t
+        },
+        "no memberships yet: see `bsn subchain list` and `bsn subchain join`",
+    )
 }
 
 /// `bsn nodes`: the node directory, its signature checked with the CA's membership key.
-pub(crate) async fn nodes(ca: &super::CaArgs) -> Result<(), Failure> {
+pub(crate) async fn nodes(ca: &super::CaArgs, json: bool) -> Result<(), Failure> {
     let api = api(ca, None)?;
     let d: bsn_api::ca::Nodes = api.get_as("/api/v1/nodes", &[]).await?;
     let Some(signed) = &d.signed else {
@@ -418,9 +470,23 @@ pub(crate) async fn nodes(ca: &super::CaArgs) -> Result<(), Failure> {
             hint: Some("alert the CA operator"),
         });
     }
-    for n in &verified.nodes {
-        println!("{}\t{}\t{}\t{}", n.id, n.role.as_str(), n.city, n.url);
-    }
+    output::print(
+        &verified.nodes,
+        json,
+        |items| {
+            let mut t = output::Table::new(&["ID", "ROLE", "CITY", "URL"]);
+            for n in items {
+                t.row(vec![
+                    n.id.clone(),
+                    n.role.as_str().to_string(),
+                    n.city.clone(),
+                    n.url.clone(),
+                ]);
+            }
+            t
+        },
+        "no node has published its entry yet",
+    )?;
     eprintln!("directory revision {} (signature verified)", verified.revision);
     Ok(())
 }

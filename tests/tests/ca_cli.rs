@@ -110,8 +110,17 @@ async fn enroll_register_renew_revoke_with_bsn() {
     let list = ca.bsn(&["certificates", "--cert", &al[0], "--key", &al[1]]);
     assert!(list.status.success(), "{}", stderr(&list));
     let lines: Vec<String> = stdout(&list).lines().map(String::from).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines.iter().all(|l| l.contains("\talice\tvalid\t")), "{lines:?}");
+    assert_eq!(lines.len(), 4, "a header and three certificates: {lines:?}");
+    assert!(lines[0].starts_with("SERIAL "), "{lines:?}");
+    assert!(
+        lines[1..].iter().all(|l| l.split_whitespace().nth(1) == Some("alice")
+            && l.split_whitespace().nth(2) == Some("valid")
+            && l.contains(" UTC ")),
+        "{lines:?}"
+    );
+    let json = ca.bsn(&["certificates", "--cert", &al[0], "--key", &al[1], "--json"]);
+    let items: Vec<bsn_api::ca::Certificate> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(items.len(), 3);
     let others = ca.bsn(&["certificates", "--cert", &al[0], "--key", &al[1], "--identity", "admin"]);
     assert_eq!(others.status.code(), Some(3));
 
@@ -144,7 +153,7 @@ async fn enroll_register_renew_revoke_with_bsn() {
         "--status",
         "revoked",
     ]);
-    assert_eq!(stdout(&listed).lines().count(), 1, "{}", stdout(&listed));
+    assert_eq!(stdout(&listed).lines().count(), 2, "{}", stdout(&listed));
     assert!(stdout(&listed).contains(&third.serial_hex));
 }
 
@@ -498,4 +507,119 @@ async fn renew_with_a_new_key_says_what_became_of_the_previous_certificate() {
     // The new certificate works.
     let v = ca.api(Some(&bob)).get("/api/v1/memberships", &[]).await.unwrap();
     assert!(v["items"].is_array());
+}
+
+/// An administrator who works from a terminal decides portal registrations and makes
+/// invitation codes without the portal; listings have a header and `--json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_and_invitations_from_the_command_line() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let carol = ca.participant("carol").await;
+    let c = [
+        carol.join("cert.pem").display().to_string(),
+        carol.join("key.pem").display().to_string(),
+    ];
+    let a = [
+        admin.join("cert.pem").display().to_string(),
+        admin.join("key.pem").display().to_string(),
+    ];
+    let as_admin = |args: &[&str]| {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--cert", &a[0], "--key", &a[1]]);
+        ca.bsn(&v)
+    };
+    let mut b = bsn_tests::Browser::new(&ca);
+    for id in ["ann", "bob"] {
+        let body = json!({ "id": id, "name": id.to_uppercase(), "email": format!("{id}@example.org"),
+            "password": "correct horse battery", "organisation": "Acme" });
+        let (status, v) = b.call("POST", "/api/v1/portal/register", Some(body), false).await;
+        assert_eq!((status, v["state"].as_str()), (201, Some("pending")), "{v}");
+    }
+
+    let out = as_admin(&["registrations", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Vec<String>> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["ID", "NAME", "EMAIL", "ORGANISATION", "REGISTERED"],
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[1][..4], ["ann", "ANN", "ann@example.org", "Acme"], "{rows:?}");
+    let out = as_admin(&["registrations", "list", "--json"]);
+    let items: Vec<bsn_api::ca::Account> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(items.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["ann", "bob"]);
+
+    let out = as_admin(&["registrations", "approve", "ann"]);
+    assert!(
+        stdout(&out).contains("ann approved"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = as_admin(&["registrations", "reject", "bob"]);
+    assert!(stdout(&out).contains("bob is now rejected"), "{}", stdout(&out));
+    let out = as_admin(&["registrations", "list"]);
+    assert_eq!(stdout(&out).trim(), "no pending registrations");
+    let out = as_admin(&["registrations", "list", "--state", "approved"]);
+    assert!(
+        stdout(&out).lines().nth(1).unwrap_or_default().starts_with("ann "),
+        "{}",
+        stdout(&out)
+    );
+    // Bad input: a decided or unknown registration, an unknown state, a participant.
+    let out = as_admin(&["registrations", "approve", "bob"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let out = as_admin(&["registrations", "approve", "nobody"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let out = as_admin(&["registrations", "list", "--state", "maybe"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = ca.bsn(&["registrations", "list", "--cert", &c[0], "--key", &c[1]]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+
+    // An invitation code admits its registrations at once, and no more.
+    let out = as_admin(&["invite", "--uses", "1", "--valid-for", "1d"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = field(&out, "invitation code:");
+    assert!(
+        stdout(&out).contains("/register is approved at once"),
+        "{}",
+        stdout(&out)
+    );
+    let body = |id: &str| {
+        json!({ "id": id, "name": "D", "email": format!("{id}@example.org"),
+            "password": "correct horse battery", "invitation": code })
+    };
+    let (status, v) = b
+        .call("POST", "/api/v1/portal/register", Some(body("dora")), false)
+        .await;
+    assert_eq!((status, v["state"].as_str()), (201, Some("approved")), "{v}");
+    let (status, _) = b
+        .call("POST", "/api/v1/portal/register", Some(body("dave")), false)
+        .await;
+    assert_eq!(status / 100, 4, "a used-up code admits nobody");
+    for bad in ["7w", "0d", "soon"] {
+        let out = as_admin(&["invite", "--valid-for", bad]);
+        assert_eq!(out.status.code(), Some(2), "--valid-for {bad}: {}", stderr(&out));
+    }
+    let out = ca.bsn(&["invite", "--cert", &c[0], "--key", &c[1]]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // `bsn identities`: a header, then one row per identity; --json for scripts.
+    let out = as_admin(&["identities"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("ID "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["carol", "participant", "active", "-", "admin"]),
+        "{text}"
+    );
+    let out = as_admin(&["identities", "--json", "--type", "participant"]);
+    let items: Vec<bsn_api::ca::Identity> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(items.iter().any(|i| i.id == "carol") && items.iter().all(|i| i.kind == "participant"));
 }

@@ -454,10 +454,16 @@ async fn bsn_subchain_commands() {
     assert!(out.contains("trade is at revision 1"), "{out}");
     let (code, out, _) = run(&ca, &dan, &["subchain", "list"]);
     assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID ") && lines[0].ends_with("CITY NODES"), "{out}");
     assert!(
-        out.contains("trade\tTrade finance\tapproval\trevision 1\t1 members\tnodes city-1"),
+        lines[1].starts_with("trade  Trade finance  approval  1  ") && lines[1].ends_with(" UTC  city-1"),
         "{out}"
     );
+    let (code, out, _) = run(&ca, &dan, &["subchain", "list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Vec<bsn_api::ca::Subchain> = serde_json::from_str(&out).unwrap();
+    assert_eq!((listed[0].id.as_str(), listed[0].revision), ("trade", 1));
 
     // Refusals: exit codes and hints.
     let (code, _, err) = run(
@@ -481,14 +487,26 @@ async fn bsn_subchain_commands() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pending approval"), "{out}");
     let (_, out, _) = run(&ca, &publisher, &["subchain", "requests", "trade"]);
-    assert_eq!(out.trim(), "dan\twriter\thi");
+    let rows = table(&out, "IDENTITY  ROLE    ASKED");
+    assert_eq!(
+        (
+            rows[0][0].as_str(),
+            rows[0][1].as_str(),
+            rows[0].last().unwrap().as_str()
+        ),
+        ("dan", "writer", "hi"),
+        "{out}"
+    );
     let (code, out, err) = run(&ca, &publisher, &["subchain", "approve", "trade", "--member", "dan"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("revision 2"), "{out}");
     let (_, out, _) = run(&ca, &dan, &["memberships"]);
-    assert_eq!(out.trim(), "trade\twriter");
+    assert_eq!(table(&out, "SUBCHAIN  ROLE"), [["trade", "writer"]]);
     let (_, out, _) = run(&ca, &dan, &["subchain", "members", "trade"]);
-    assert_eq!(out.trim(), "dan\twriter\npub\tadmin");
+    assert_eq!(table(&out, "MEMBER  ROLE"), [["dan", "writer"], ["pub", "admin"]]);
+    let (_, out, _) = run(&ca, &dan, &["subchain", "members", "trade", "--json"]);
+    let members: Vec<identity::membership::Member> = serde_json::from_str(&out).unwrap();
+    assert_eq!(members.len(), 2);
 
     // The statement, verified with a key obtained out of band.
     let key = ca.api(None).get("/api/v1/membership-key", &[]).await.unwrap();
@@ -533,7 +551,7 @@ async fn bsn_subchain_commands() {
     let (code, _, err) = run(&ca, &dan, &["subchain", "leave", "trade"]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = run(&ca, &dan, &["memberships"]);
-    assert_eq!(out.trim(), "");
+    assert!(out.starts_with("no memberships yet"), "{out}");
 
     // The node reads the feed; a participant may not.
     let (code, out, err) = run(&ca, &node, &["feed"]);
@@ -575,4 +593,17 @@ async fn a_broken_feed_stream_names_the_ca() {
     .expect("the stream ended cleanly, though the CA was killed");
     let text = err.to_string();
     assert!(text.contains(&url), "the error does not name the CA: {text}");
+}
+
+/// The rows of a `bsn` listing under a header that starts with `header`, split on whitespace.
+fn table(out: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.starts_with(header),
+        "header {first:?}, expected {header:?}:\n{out}"
+    );
+    lines
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
 }

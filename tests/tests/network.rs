@@ -231,7 +231,15 @@ async fn orderers_and_the_signed_node_directory() {
     let out = ca.bsn(&["nodes"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("n1\tnode\tBeijing\thttps://n1.test:9444"), "{text}");
-    assert!(text.contains("o1\torderer\tShanghai\thttps://10.0.0.9:9000"), "{text}");
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["ID", "ROLE", "CITY", "URL"], "{text}");
+    assert!(
+        rows.contains(&vec!["n1", "node", "Beijing", "https://n1.test:9444"]),
+        "{text}"
+    );
+    assert!(
+        rows.contains(&vec!["o1", "orderer", "Shanghai", "https://10.0.0.9:9000"]),
+        "{text}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("revision 3 (signature verified)"));
 }
