@@ -305,7 +305,7 @@ pub struct LogEntry {
     pub index: u64,
     /// `issuance`, `revocation` or `membership`.
     pub kind: String,
-    /// The certificate's serial (issuance, revocation) or the subchain (membership).
+    /// The certificate's serial (issuance, revocation); empty for a membership entry.
     pub serial: String,
     /// The holder's identity id, or who changed the membership.
     pub identity: String,
@@ -313,6 +313,12 @@ pub struct LogEntry {
     pub at: String,
     /// The leaf, base64 (verify it against the log).
     pub leaf: String,
+    /// A membership entry's subchain (read from its leaf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subchain: Option<String>,
+    /// A membership entry's revision of that subchain (read from its leaf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 /// `GET /api/v1/log/entries`.

@@ -68,10 +68,13 @@ async function loadCertificates() {
     body.append(tr);
   }
   $("certs-card").hidden = v.items.length === 0;
-  // With a valid certificate, this is renewal: a new key, a new certificate, the same identity.
-  $("enroll-title").textContent = v.items.some((c) => c.status === "valid")
-    ? "Renew: a new key and a new certificate"
-    : "Get a certificate";
+  // Just issued: the card shows that certificate. Otherwise, with a valid certificate, this is
+  // renewal: a new key, a new certificate, the same identity.
+  const renewal = v.items.some((c) => c.status === "valid");
+  $("enroll-title").textContent = !$("issued").hidden
+    ? "Your new certificate"
+    : renewal ? "Renew: a new key and a new certificate" : "Get a certificate";
+  $("enroll").textContent = renewal ? "Make another key and certificate" : "Make a key and get a certificate";
 }
 
 if (me) {

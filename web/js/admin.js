@@ -1,9 +1,10 @@
-// Administration: pending registrations, invitation codes, identities, revoking any certificate.
+// Administration: pending registrations, invitation codes, identities (their certificates, a new
+// secret, disable and enable), revoking any certificate.
 // Every call is the CA's API, as the signed-in administrator.
 
 import { getJSON } from "./api.js";
 import { navFor, post, whoami } from "./session.js";
-import { cell, status } from "./ui.js";
+import { button, cell, status } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,14 +55,117 @@ async function loadPending() {
   }
 }
 
+const REASONS = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn"];
+
+function badge(text, cls) {
+  const b = document.createElement("span");
+  b.className = `badge ${cls}`;
+  b.textContent = text;
+  return b;
+}
+
+/** Runs an identity action, says what happened, and redraws what it changed. */
+async function act(what, f) {
+  try {
+    status($("ids-status"), "ok", await f());
+  } catch (e) {
+    status($("ids-status"), "bad", `${what}: ${e.message}`);
+  }
+}
+
 async function loadIdentities() {
   const v = await getJSON("/api/v1/identities", { limit: 1000 });
   const body = $("identities").querySelector("tbody");
   body.innerHTML = "";
   for (const i of v.items) {
     const tr = document.createElement("tr");
-    tr.append(cell(i.id), cell(i.type), cell(i.status), cell((i.roles || []).join(", ") || "—", "opt"));
+    const st = document.createElement("td");
+    st.append(badge(i.status, i.status));
+    tr.append(cell(i.id), cell(i.type, "opt"), st, cell((i.roles || []).join(", ") || "—", "opt"));
+    const td = document.createElement("td");
+    const box = document.createElement("div");
+    box.className = "actions";
+    box.append(
+      button("Certificates", `Certificates of ${i.id}`, "secondary", () => showCertificates(i.id)),
+      button("New secret", `New enrollment secret for ${i.id}`, "secondary", () =>
+        act(`New secret for ${i.id}`, async () => {
+          const s = await post(`/api/v1/identities/${encodeURIComponent(i.id)}/secret`, {});
+          return `New one-time secret for ${i.id} (the old one no longer works; it is not shown again): ${s.secret} — valid until ${s.secret_expires_at}.`;
+        })),
+    );
+    const [label, path, cls] = i.status === "disabled" ? ["Enable", "enable", ""] : ["Disable", "disable", "danger"];
+    box.append(
+      button(label, `${label} ${i.id}`, cls, () =>
+        act(`${label} ${i.id}`, async () => {
+          const r = await post(`/api/v1/identities/${encodeURIComponent(i.id)}/${path}`, {});
+          await loadIdentities();
+          return r.status === "disabled"
+            ? `${r.id} is disabled: it can no longer enroll, renew or call the CA. Its certificates stay valid on the nodes until they expire or you revoke them (Certificates).`
+            : `${r.id} is active again.`;
+        })),
+    );
+    td.append(box);
+    tr.append(td);
     body.append(tr);
+  }
+}
+
+/** The certificates of one identity, each valid one with a Revoke that asks to be confirmed. */
+async function showCertificates(id, done = "") {
+  $("certs-card").hidden = false;
+  $("certs-title").textContent = `Certificates of ${id}`;
+  status($("certs-status"), "info", "Loading…");
+  try {
+    const v = await getJSON("/api/v1/certificates", { identity: id, limit: 1000 });
+    const body = $("certs").querySelector("tbody");
+    body.innerHTML = "";
+    for (const c of v.items) {
+      const tr = document.createElement("tr");
+      const st = document.createElement("td");
+      st.append(badge(c.status + (c.revocation_reason ? ` (${c.revocation_reason})` : ""), c.status));
+      tr.append(cell(c.serial, "mono"), st, cell(c.issued_at, "opt"), cell(c.not_after, "opt"));
+      const td = document.createElement("td");
+      if (c.status === "valid") {
+        const box = document.createElement("div");
+        box.className = "actions";
+        const sel = document.createElement("select");
+        sel.setAttribute("aria-label", `Reason to revoke ${c.serial}`);
+        for (const r of REASONS) sel.append(new Option(r, r));
+        const rv = button("Revoke", `Revoke certificate ${c.serial}`, "danger", async () => {
+          // Revocation cannot be undone: the first press asks, the second revokes.
+          if (rv.dataset.armed !== "yes") {
+            rv.dataset.armed = "yes";
+            rv.textContent = "Confirm revoke";
+            return;
+          }
+          let r;
+          try {
+            r = await post(`/api/v1/certificates/${c.serial}/revoke`, { reason: sel.value });
+          } catch (e) {
+            status($("certs-status"), "bad", e.message);
+            return;
+          }
+          await showCertificates(id, `Revoked ${r.serial} (${r.reason}); CRL number ${r.crl_number}. Nodes refuse it within seconds.`);
+        });
+        box.append(sel, rv);
+        td.append(box);
+      } else {
+        td.textContent = "—";
+      }
+      tr.append(td);
+      body.append(tr);
+    }
+    if (v.items.length === 0) {
+      const tr = document.createElement("tr");
+      const td = cell(`${id} has no certificates yet.`, "hint");
+      td.colSpan = 5;
+      tr.append(td);
+      body.append(tr);
+    }
+    status($("certs-status"), done ? "ok" : "", done);
+    $("certs-card").scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    status($("certs-status"), "bad", e.message);
   }
 }
 

@@ -28,6 +28,12 @@ async function checkCheckpoint() {
     $("cp-root").textContent = b64encode(verified.root);
     $("cp-facts").hidden = false;
     status(out, "ok", `Signature valid: the log's key signed this checkpoint of ${verified.size} entries.`);
+    for (const [item, cell] of [...waiting.values()]) {
+      if (item.index < verified.size) {
+        waiting.delete(item.index);
+        proveEntry(item, cell);
+      }
+    }
   } catch (e) {
     verified = null;
     $("cp-facts").hidden = true;
@@ -35,65 +41,85 @@ async function checkCheckpoint() {
   }
 }
 
+// Rows whose Verify waits for a (newer) verified checkpoint: they are checked again as soon as
+// one is verified, instead of staying marked as failed.
+const waiting = new Map(); // index -> [item, cell]
+
+function verdict(cell, cls, text) {
+  cell.innerHTML = "";
+  const v = document.createElement("span");
+  v.className = `verdict ${cls}`;
+  v.textContent = text;
+  cell.append(v);
+}
+
+function verifyButton(item, cell) {
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = "secondary";
+  btn.textContent = "Verify";
+  btn.setAttribute("aria-label", `Verify entry ${item.index} is in the log`);
+  btn.addEventListener("click", () => proveEntry(item, cell));
+  return btn;
+}
+
+/** Not a verdict on the entry: the page needs a checkpoint first. Keeps the button. */
+function wait(item, cell, why) {
+  waiting.set(item.index, [item, cell]);
+  verdict(cell, "pending", why);
+  cell.append(" ", verifyButton(item, cell));
+}
+
 async function proveEntry(item, cell) {
   cell.textContent = "checking…";
   try {
-    if (!verified) await checkCheckpoint();
-    if (!verified) throw new Error("verify the checkpoint first");
-    if (item.index >= verified.size) throw new Error("newer than the verified checkpoint; verify it again");
+    if (!verified || item.index >= verified.size) await checkCheckpoint();
+    if (!verified) return wait(item, cell, "waiting for step 1: verify the checkpoint");
+    if (item.index >= verified.size) return wait(item, cell, "newer than the verified checkpoint");
+    waiting.delete(item.index);
     const p = await getJSON("/api/v1/log/proof/inclusion", { index: item.index, size: verified.size });
     const proof = p.inclusion_proof.map(b64decode);
     const ok = await verifyInclusion(item.index, verified.size, await leafHash(b64decode(item.leaf)), proof, verified.root);
-    cell.innerHTML = "";
-    const v = document.createElement("span");
-    v.className = ok ? "verdict ok" : "verdict bad";
-    v.textContent = ok ? `✓ included (${proof.length} hash${proof.length === 1 ? "" : "es"})` : "✗ proof does NOT verify";
-    cell.append(v);
+    verdict(cell, ok ? "ok" : "bad", ok ? `✓ included (${proof.length} hash${proof.length === 1 ? "" : "es"})` : "✗ proof does NOT verify");
   } catch (e) {
-    cell.innerHTML = "";
-    const v = document.createElement("span");
-    v.className = "verdict bad";
-    v.textContent = `✗ ${e.message}`;
-    cell.append(v);
+    verdict(cell, "bad", `✗ ${e.message}`);
   }
 }
 
 function render(items, caption) {
+  waiting.clear();
   const table = $("results");
   const body = table.querySelector("tbody");
   body.innerHTML = "";
   for (const item of items) {
     const tr = document.createElement("tr");
-    const cells = [
-      String(item.index),
-      null,
-      item.identity,
-      item.serial || "—",
-      item.at,
-    ];
-    cells.forEach((text, i) => {
-      const td = document.createElement("td");
-      if (i === 1) {
-        const b = document.createElement("span");
-        b.className = `badge ${item.kind}`;
-        b.textContent = item.kind;
-        td.append(b);
-      } else {
-        td.textContent = text;
-      }
-      if (i === 3) td.className = "mono opt";
-      if (i === 4) td.className = "opt";
-      tr.append(td);
-    });
+    // A membership entry is about a subchain and names who changed it; the others name a
+    // certificate and its holder.
+    const membership = item.kind === "membership";
+    const event = document.createElement("td");
+    const badge = document.createElement("span");
+    badge.className = `badge ${item.kind}`;
+    badge.textContent = item.kind;
+    event.append(badge);
+    if (membership) {
+      const what = document.createElement("span");
+      what.className = "subject";
+      what.textContent = ` of subchain ${item.subchain}, revision ${item.revision}`;
+      event.append(what);
+    }
+    const who = document.createElement("td");
+    who.textContent = membership ? `by ${item.identity}` : item.identity;
+    const serial = document.createElement("td");
+    serial.className = "mono opt";
+    serial.textContent = item.serial || "—";
+    const at = document.createElement("td");
+    at.className = "opt";
+    at.textContent = item.at;
+    const index = document.createElement("td");
+    index.textContent = String(item.index);
     const td = document.createElement("td");
-    const btn = document.createElement("button");
-    btn.type = "button";
-    btn.className = "secondary";
-    btn.textContent = "Verify";
-    btn.setAttribute("aria-label", `Verify entry ${item.index} is in the log`);
-    btn.addEventListener("click", () => proveEntry(item, td));
-    td.append(btn);
-    tr.append(td);
+    td.append(verifyButton(item, td));
+    tr.append(index, event, who, serial, at, td);
     body.append(tr);
   }
   $("results-caption").textContent = caption;

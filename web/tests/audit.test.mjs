@@ -20,6 +20,9 @@ before(async () => {
   const listing = await ca.bsn("certificates", ...creds, "--identity", "alice");
   const serial = /[0-9a-f]{16,}/.exec(listing)[0];
   await ca.bsn("revoke", ...creds, "--serial", serial, "--reason", "keyCompromise");
+  // A subchain: a membership entry, made by the administrator.
+  await ca.bsn("register", ...creds, "--id", "city-1", "--type", "node", "--dns", "city-1.test");
+  await ca.bsn("subchain", "create", ...creds, "trade", "--name", "Trade", "--node", "city-1", "--no-orderers");
   chrome = await browser();
 });
 
@@ -72,6 +75,26 @@ test("an auditor verifies the checkpoint and each entry's inclusion in the brows
   console.log(`checkpoint + 3 inclusion proofs verified in the browser in ${Date.now() - started} ms`);
   assert.deepEqual(errors, []);
   await p.screenshot({ path: join(repo, "docs/screenshots/audit-desktop.png"), fullPage: true });
+});
+
+test("an entry checked before the checkpoint waits for it, then verifies; membership entries name their subchain", async () => {
+  const { p, errors } = await open("/audit");
+  const rows = await searchAlice(p);
+  await rows.first().getByRole("button", { name: /Verify entry/ }).click();
+  await rows.first().locator(".verdict.pending").waitFor();
+  assert.match(await rows.first().locator(".verdict").innerText(), /waiting for step 1/);
+  // Step 1 done: the waiting entry is checked without another click.
+  assert.match(await verifyCheckpoint(p, ca.vkey), /Signature valid/);
+  await rows.first().locator(".verdict.ok").waitFor();
+  assert.match(await rows.first().locator(".verdict").innerText(), /✓ included/);
+
+  await p.getByRole("button", { name: "Latest entries" }).click();
+  const membership = p.locator("#results tbody tr", { has: p.locator(".badge.membership") });
+  await membership.first().waitFor();
+  assert.match(await membership.first().innerText(), /membership of subchain trade, revision 1\s+by admin/);
+  await membership.first().getByRole("button", { name: /Verify entry/ }).click();
+  await membership.first().locator(".verdict.ok").waitFor();
+  assert.deepEqual(errors, []);
 });
 
 test("a tampered inclusion proof is refused", async () => {

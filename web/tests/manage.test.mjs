@@ -1,6 +1,6 @@
 // The administration and subchain pages in a real browser: the bootstrap administrator claims a
 // portal account with a one-time secret and approves a registration, issues an invitation and
-// revokes a certificate; a publisher publishes a subchain; a participant asks to join; the
+// revokes a certificate, and acts on an identity from its row; a publisher publishes a subchain; a participant asks to join; the
 // publisher admits it and changes its role.
 
 import { after, before, test } from "node:test";
@@ -91,8 +91,8 @@ test("an administrator claims an account, approves a registration, invites, revo
   await participant(ca, "zed");
   const listing = await asAdmin(ca, "GET", "/api/v1/certificates?identity=zed");
   const serial = listing.items[0].serial;
-  await admin.getByLabel("Serial").fill(serial);
-  await admin.getByLabel("Reason").selectOption("affiliationChanged");
+  await admin.getByLabel("Serial", { exact: true }).fill(serial);
+  await admin.getByLabel("Reason", { exact: true }).selectOption("affiliationChanged");
   await admin.getByRole("button", { name: "Revoke" }).click();
   await admin.locator("#revoke-status.ok, #revoke-status.bad").waitFor();
   assert.match(await admin.locator("#revoke-status").innerText(), new RegExp(`Revoked ${serial} \\(affiliationChanged\\)`));
@@ -105,6 +105,59 @@ test("an administrator claims an account, approves a registration, invites, revo
   assert.equal(await ann.getByRole("link", { name: "Administration" }).isHidden(), true);
   const refused = await ann.evaluate(async () => (await fetch("/api/v1/accounts")).status);
   assert.equal(refused, 403);
+});
+
+test("an administrator acts on an identity from its row: certificates, revoke, new secret, disable, enable", async () => {
+  const yan = await participant(ca, "yan");
+  const yanCreds = ["--cert", join(yan, "cert.pem"), "--key", join(yan, "key.pem")];
+  const [cert] = (await asAdmin(ca, "GET", "/api/v1/certificates?identity=yan")).items;
+  const admin = await tab();
+  await signIn(admin, "admin");
+  await admin.goto(`${ca.url}/admin`);
+  const row = admin.locator("#identities tbody tr").filter({ has: admin.locator("td:first-child", { hasText: /^yan$/ }) });
+  await row.waitFor();
+
+  // Its certificates, and revoking one takes a second, confirming press.
+  await row.getByRole("button", { name: "Certificates of yan" }).click();
+  const certRow = admin.locator("#certs tbody tr", { hasText: cert.serial });
+  await certRow.waitFor();
+  assert.equal(await admin.locator("#certs-title").innerText(), "Certificates of yan");
+  assert.equal(await certRow.locator(".badge").innerText(), "valid");
+  await certRow.getByLabel(`Reason to revoke ${cert.serial}`).selectOption("keyCompromise");
+  await certRow.getByRole("button", { name: `Revoke certificate ${cert.serial}` }).click();
+  assert.equal(await certRow.getByRole("button", { name: `Revoke certificate ${cert.serial}` }).innerText(), "Confirm revoke");
+  assert.equal((await asAdmin(ca, "GET", `/api/v1/certificates/${cert.serial}`)).status, "valid", "one press revokes nothing");
+  await admin.screenshot({ path: join(repo, "docs/screenshots/admin-identity-desktop.png"), fullPage: true });
+  await certRow.getByRole("button", { name: `Revoke certificate ${cert.serial}` }).click();
+  await admin.locator("#certs-status.ok").waitFor();
+  assert.match(await admin.locator("#certs-status").innerText(), new RegExp(`Revoked ${cert.serial} \\(keyCompromise\\)`));
+  await admin.locator("#certs tbody .badge", { hasText: "revoked (keyCompromise)" }).waitFor();
+  assert.equal((await asAdmin(ca, "GET", `/api/v1/certificates/${cert.serial}`)).status, "revoked");
+
+  // A new one-time secret, shown once, that enrolls.
+  await row.getByRole("button", { name: "New enrollment secret for yan" }).click();
+  await admin.locator("#ids-status.ok, #ids-status.bad").waitFor();
+  const secret = /secret for yan .*: ([A-Za-z0-9]{43})/.exec(await admin.locator("#ids-status").innerText())?.[1];
+  assert.ok(secret, await admin.locator("#ids-status").innerText());
+  await ca.bsn("enroll", "--id", "yan", "--secret", secret, "--out", yan, "--force");
+
+  // Disable: the CA refuses it; enable: it renews again.
+  await row.getByRole("button", { name: "Disable yan" }).click();
+  await admin.locator("#ids-status.ok", { hasText: "yan is disabled" }).waitFor();
+  await row.locator(".badge", { hasText: "disabled" }).waitFor();
+  assert.equal((await asAdmin(ca, "GET", "/api/v1/identities/yan")).status, "disabled");
+  await assert.rejects(ca.bsn("renew", ...yanCreds), (e) => e.code === 3);
+  await row.getByRole("button", { name: "Enable yan" }).click();
+  await admin.locator("#ids-status.ok", { hasText: "yan is active again" }).waitFor();
+  await ca.bsn("renew", ...yanCreds);
+
+  // Bad input gets the CA's own words and changes nothing: no administrator disables itself.
+  const self = admin.locator("#identities tbody tr").filter({ has: admin.locator("td:first-child", { hasText: /^admin$/ }) });
+  await self.getByRole("button", { name: "Disable admin" }).click();
+  await admin.locator("#ids-status.bad").waitFor();
+  assert.match(await admin.locator("#ids-status").innerText(), /Disable admin: /);
+  assert.equal((await asAdmin(ca, "GET", "/api/v1/identities/admin")).status, "active");
+  assert.deepEqual(admin.errors, []);
 });
 
 test("a publisher publishes a subchain, a participant asks to join, the publisher admits it", async () => {
@@ -169,5 +222,9 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   await signIn(adminPhone, "admin");
   await adminPhone.goto(`${ca.url}/admin`);
   await adminPhone.locator("#identities tbody tr").first().waitFor();
+  // Every identity action is on the screen, not scrolled off to the side.
+  const right = await adminPhone.evaluate(() =>
+    Math.max(...[...document.querySelectorAll("#identities button")].map((b) => b.getBoundingClientRect().right)));
+  assert.ok(right <= PHONE.width, `identity actions reach ${right}px on a ${PHONE.width}px screen`);
   await adminPhone.screenshot({ path: join(repo, "docs/screenshots/admin-phone.png"), fullPage: true });
 });

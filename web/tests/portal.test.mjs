@@ -60,9 +60,13 @@ test("register, approve, sign in, enroll in the browser, and use the bundle with
 
   await page.reload();
   await page.locator("#enroll-card:not([hidden])").waitFor();
+  assert.equal(await page.locator("#enroll-title").innerText(), "Get a certificate");
   await page.getByRole("button", { name: "Make a key and get a certificate" }).click();
   await page.locator("#enroll-status.ok, #enroll-status.bad").waitFor();
   assert.match(await page.locator("#enroll-status").innerText(), /Certificate issued/);
+  // The card now shows the certificate just issued, and says how to use the download.
+  assert.equal(await page.locator("#enroll-title").innerText(), "Your new certificate");
+  assert.match(await page.locator("#issued").innerText(), /bsn --cert bundle\.pem --key bundle\.pem/);
   const ms = Number(await page.locator("#enroll-status").getAttribute("data-ms"));
   console.log(`key generation + challenge + proof + issuance in the browser: ${ms} ms`);
   assert.ok(ms < 2000, `enrollment took ${ms} ms`);
@@ -85,6 +89,15 @@ test("register, approve, sign in, enroll in the browser, and use the bundle with
   const renewed = JSON.parse(stdout);
   assert.equal(renewed.spiffe_id, "spiffe://bsn.local/participant/ann");
   assert.ok(renewed.receipt.leaf_index > 0);
+  // ...and with `bsn`, as the page says: the one file is both --cert and --key.
+  const mine = JSON.parse(await ca.bsn("certificates", "--cert", bundle, "--key", bundle, "--json"));
+  assert.ok(mine.some((c) => c.serial === renewed.serial), "bsn sees the certificate curl renewed");
+
+  // Back on the page later: with a valid certificate, the card offers renewal.
+  await page.reload();
+  await page.locator("#certs-card:not([hidden])").waitFor();
+  assert.equal(await page.locator("#enroll-title").innerText(), "Renew: a new key and a new certificate");
+  await page.getByRole("button", { name: "Make another key and certificate" }).waitFor();
 });
 
 test("a wrong password, then the rate limit, each with a clear message", async () => {

@@ -167,13 +167,24 @@ async fn entries(
     use base64::Engine;
     let items: Vec<LogEntry> = rows
         .into_iter()
-        .map(|r| LogEntry {
-            index: r.index,
-            kind: r.kind,
-            serial: r.serial,
-            identity: r.identity,
-            at: crate::app::rfc3339(r.at),
-            leaf: base64::engine::general_purpose::STANDARD.encode(&r.leaf),
+        .map(|r| {
+            // A membership entry's subject is in its leaf, not in the indexed columns.
+            let (subchain, revision) = match identity::logleaf::LogLeaf::decode(&r.leaf) {
+                Ok(identity::logleaf::LogLeaf::Membership { subchain, revision, .. }) => {
+                    (Some(subchain), Some(revision))
+                }
+                _ => (None, None),
+            };
+            LogEntry {
+                index: r.index,
+                kind: r.kind,
+                serial: r.serial,
+                identity: r.identity,
+                at: crate::app::rfc3339(r.at),
+                leaf: base64::engine::general_purpose::STANDARD.encode(&r.leaf),
+                subchain,
+                revision,
+            }
         })
         .collect();
     let next_after = (items.len() as i64 == limit)
