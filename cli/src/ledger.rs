@@ -87,6 +87,9 @@ pub(crate) enum QueryCmd {
         end: String,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print the node's items as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// One block, by height or --hash.
     Block {
@@ -234,7 +237,13 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
             }
             eprintln!("(written at block {})", v.height);
         }
-        QueryCmd::Range { t, start, end, limit } => {
+        QueryCmd::Range {
+            t,
+            start,
+            end,
+            limit,
+            json,
+        } => {
             let v: StatePage = t
                 .api()?
                 .get_as(
@@ -242,13 +251,22 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
                     &[("start", start), ("end", end), ("limit", limit.to_string())],
                 )
                 .await?;
-            for item in v.items {
-                println!(
-                    "{}\t{}",
-                    item.key,
-                    item.text.unwrap_or_else(|| format!("base64:{}", item.value))
-                );
-            }
+            crate::output::print(
+                &v.items,
+                json,
+                |items| {
+                    let mut t = crate::output::Table::new(&["KEY", "VALUE", "BLOCK"]);
+                    for i in items {
+                        t.row(vec![
+                            i.key.clone(),
+                            i.text.clone().unwrap_or_else(|| format!("base64:{}", i.value)),
+                            i.height.to_string(),
+                        ]);
+                    }
+                    t
+                },
+                "no keys in that range",
+            )?;
             if v.more {
                 eprintln!("(more: continue with a larger --limit or a later --start)");
             }

@@ -169,6 +169,13 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
     let chain = text(bsn(&nodes[0], &["query", "blocks"]));
     assert!(chain.starts_with("block 0 "), "{chain}");
     assert!(chain.lines().count() >= 2, "genesis and the write: {chain}");
+    let range = text(bsn(&nodes[0], &["query", "range", "--start", "h", "--end", "i"]));
+    let rows: Vec<Vec<&str>> = range.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["KEY", "VALUE", "BLOCK"], "{range}");
+    assert_eq!(rows[1][..2], ["hello", "world"], "{range}");
+    let json = text(bsn(&nodes[0], &["query", "range", "--json"]));
+    let items: Vec<bsn_api::node::StateValue> = serde_json::from_str(&json).unwrap();
+    assert_eq!(items.len(), 1, "{json}");
     let info = text(bsn(&nodes[0], &["query", "info"]));
     assert!(info.contains("subchain demo on node node1"), "{info}");
     assert!(info.contains("your role: writer"), "{info}");
