@@ -267,8 +267,12 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
         ("node-3", "node", "shanghai"),
         ("node-4", "node", "shanghai"),
     ] {
-        let line = format!("{id}\t{role}\t{city}\thttps://{id}:9443");
-        assert!(nodes.lines().any(|l| l == line), "{line} not in:\n{nodes}");
+        let url = format!("https://{id}:9443");
+        let row = [id, role, city, url.as_str()];
+        assert!(
+            nodes.lines().any(|l| l.split_whitespace().eq(row)),
+            "{row:?} not in:\n{nodes}"
+        );
     }
 
     // Enroll against replica 1, join through replica 2.
