@@ -109,7 +109,7 @@ pub enum TxOp {
 pub struct TxView {
     /// Transaction id, hex.
     pub id: String,
-    /// SPIFFE id of its creator.
+    /// Its creator's identity id (read from the creator certificate).
     pub creator: String,
     /// Its operations.
     pub ops: Vec<TxOp>,

@@ -5,6 +5,8 @@
 //! PostgreSQL runs never fall back to SQLite: if the server cannot be reached the test fails.
 #![forbid(unsafe_code)]
 
+pub mod vectors;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

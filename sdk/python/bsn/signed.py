@@ -1,0 +1,214 @@
+"""What the CA signs, verified offline: membership statements, the node directory and feed
+heartbeats (Ed25519 envelopes over a context string and the exact payload bytes), and the
+issuance log's leaves and C2SP checkpoints (docs/protocol.md sections 6 and 8)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .errors import MalformedError, VerificationError
+
+STATEMENT_CONTEXT = b"bsn membership statement v1\n"
+HEARTBEAT_CONTEXT = b"bsn feed heartbeat v1\n"
+DIRECTORY_CONTEXT = b"bsn node directory v1\n"
+
+_ID = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
+ROLES = ("reader", "writer", "admin")
+
+
+class InvalidDocument(VerificationError):
+    """Signed by the CA, but breaking the protocol's rules."""
+
+
+def _b64(s: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(s, validate=True)
+    except Exception:
+        raise MalformedError(f"{what} is not base64") from None
+
+
+class MembershipKey:
+    """The CA's membership key (Ed25519), pinned from a trusted source."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise MalformedError("a membership key is 32 bytes")
+        self._key = Ed25519PublicKey.from_public_bytes(raw)
+
+    @staticmethod
+    def from_base64(s: str) -> "MembershipKey":
+        return MembershipKey(_b64(s.strip(), "the membership key"))
+
+    def open(self, context: bytes, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        """Checks the envelope's signature over ``context`` and the payload, then parses it."""
+        if not isinstance(envelope, dict) or set(envelope) != {"payload", "signature"}:
+            raise MalformedError("an envelope is {payload, signature}")
+        payload = _b64(envelope["payload"], "the payload")
+        signature = _b64(envelope["signature"], "the signature")
+        try:
+            self._key.verify(signature, context + payload)
+        except InvalidSignature:
+            raise VerificationError("the signature does not verify with the CA's membership key") from None
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            raise MalformedError("the payload is not JSON") from None
+        if not isinstance(doc, dict):
+            raise MalformedError("the payload is not a JSON object")
+        return doc
+
+    def verify_statement(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        """A membership statement: signature, shape and rules."""
+        s = self.open(STATEMENT_CONTEXT, envelope)
+        _fields(s, {"version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"}, {"orderers"})
+        if s["version"] != 1:
+            raise InvalidDocument("unknown statement version")
+        if not isinstance(s["revision"], int) or s["revision"] < 1:
+            raise InvalidDocument("revision must be at least 1")
+        members = s["members"]
+        if not isinstance(members, list) or not all(isinstance(m, dict) and set(m) == {"id", "role"} for m in members):
+            raise MalformedError("members are {id, role}")
+        ids = [m["id"] for m in members]
+        if any(r not in ROLES for r in (m["role"] for m in members)):
+            raise MalformedError("a role is reader, writer or admin")
+        for name, seq in (("members", ids), ("nodes", s["nodes"]), ("orderers", s.get("orderers", []))):
+            if not isinstance(seq, list) or not all(isinstance(x, str) for x in seq):
+                raise MalformedError(f"{name} must be a list of ids")
+            if any(a >= b for a, b in zip(seq, seq[1:])):
+                raise InvalidDocument(f"{name} must be sorted, each once")
+            if not all(_ID.match(x) for x in seq):
+                raise InvalidDocument(f"{name} holds an invalid id")
+        return s
+
+    def verify_directory(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        """The node directory: signature, shape and rules."""
+        d = self.open(DIRECTORY_CONTEXT, envelope)
+        _fields(d, {"version", "trust_domain", "revision", "issued_at", "nodes"}, set())
+        if d["version"] != 1 or not isinstance(d["revision"], int) or d["revision"] < 1:
+            raise InvalidDocument("unknown version, or revision below 1")
+        nodes = d["nodes"]
+        if not all(isinstance(n, dict) and set(n) == {"id", "role", "city", "url"} for n in nodes):
+            raise MalformedError("nodes are {id, role, city, url}")
+        ids = [n["id"] for n in nodes]
+        if any(a >= b for a, b in zip(ids, ids[1:])):
+            raise InvalidDocument("nodes must be sorted by id, each once")
+        for n in nodes:
+            if n["role"] not in ("node", "orderer") or not str(n["url"]).startswith("https://"):
+                raise InvalidDocument(f"{n['id']}: role must be node or orderer, url https://")
+        return d
+
+    def verify_heartbeat(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        """A feed heartbeat: signature and shape."""
+        h = self.open(HEARTBEAT_CONTEXT, envelope)
+        _fields(h, {"trust_domain", "node", "cursor", "at_ms"}, set())
+        return h
+
+
+def _fields(doc: Dict[str, Any], required: set, optional: set) -> None:
+    keys = set(doc)
+    if not required <= keys or not keys <= required | optional:
+        raise MalformedError(f"expected the fields {sorted(required | optional)}, got {sorted(keys)}")
+
+
+# ---- the issuance log -------------------------------------------------------------------------
+
+REASONS = {0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliationChanged", 4: "superseded",
+           5: "cessationOfOperation", 6: "certificateHold", 8: "removeFromCRL", 9: "privilegeWithdrawn",
+           10: "aACompromise"}
+
+
+def decode_leaf(b: bytes) -> Dict[str, Any]:
+    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation or membership)."""
+    from .encoding import _Reader
+
+    r = _Reader(b)
+
+    def text() -> str:
+        try:
+            return r.take(r.u16()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedError("text is not UTF-8") from None
+
+    if r.u8() != 1:
+        raise MalformedError("unknown leaf version")
+    kind = r.u8()
+    time = r.u64()
+    if kind == 1:
+        leaf = {"kind": "issuance", "time": time, "identity": text(), "serial": text(), "authorized_by": text()}
+        leaf["not_before"], leaf["not_after"] = struct.unpack(">qq", r.take(16))
+        leaf["key_sha256"] = r.take(32)
+        leaf["certificate"] = r.take(r.u16())
+    elif kind == 2:
+        leaf = {"kind": "revocation", "time": time, "identity": text(), "serial": text(), "authorized_by": text(),
+                "reason": r.u8()}
+    elif kind == 3:
+        leaf = {"kind": "membership", "time": time, "subchain": text(), "revision": r.u64(), "authorized_by": text(),
+                "statement_sha256": r.take(32)}
+    else:
+        raise MalformedError("unknown leaf kind")
+    if r.rest():
+        raise MalformedError("trailing bytes after the leaf")
+    return leaf
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint: the log's origin, size and root hash."""
+
+    origin: str
+    size: int
+    root: bytes
+
+
+class LogKey:
+    """The issuance log's verifier key (``log.vkey``): ``name+keyid+base64(0x01 || key)``."""
+
+    def __init__(self, vkey: str) -> None:
+        parts = vkey.strip().split("+")
+        if len(parts) != 3 or len(parts[1]) != 8:
+            raise MalformedError("a verifier key is name+1234abcd+base64")
+        self.name = parts[0]
+        raw = _b64(parts[2], "the verifier key")
+        if len(raw) != 33 or raw[0] != 1:
+            raise MalformedError("not an Ed25519 verifier key")
+        self.key_id = bytes.fromhex(parts[1])
+        if hashlib.sha256(self.name.encode() + b"\n" + raw).digest()[:4] != self.key_id:
+            raise MalformedError("the key id does not match the key")
+        self._key = Ed25519PublicKey.from_public_bytes(raw[1:])
+
+    def verify_checkpoint(self, note: str) -> Checkpoint:
+        """Verifies a C2SP checkpoint note signed by this key and returns what it says."""
+        text, sep, sigs = note.partition("\n\n")
+        if not sep or not text:
+            raise MalformedError("a note is text, a blank line, then signatures")
+        message = (text + "\n").encode()
+        ok = False
+        for line in sigs.splitlines():
+            if not line.startswith("\u2014 "):
+                raise MalformedError("a signature line starts with an em dash")
+            name, _, sig = line[2:].partition(" ")
+            blob = _b64(sig, "a note signature")
+            if name != self.name or blob[:4] != self.key_id:
+                continue
+            try:
+                self._key.verify(blob[4:], message)
+                ok = True
+            except InvalidSignature:
+                raise VerificationError("the checkpoint signature does not verify") from None
+        if not ok:
+            raise VerificationError(f"the checkpoint is not signed by {self.name}")
+        lines = text.split("\n")
+        if len(lines) < 3 or not lines[1].isdigit():
+            raise MalformedError("a checkpoint is origin, size and root")
+        if lines[0] != self.name:
+            raise VerificationError(f"checkpoint origin {lines[0]} is not {self.name}")
+        return Checkpoint(lines[0], int(lines[1]), _b64(lines[2], "the root"))
