@@ -21,10 +21,10 @@
 //! root over the entries' SHA-256 hashes, so one hash pins the whole chain.
 
 use ring::digest::{SHA256, digest};
-use tlog_tiles::{Hash, HashReader, record_hash};
+use tlog_tiles::{Hash, record_hash};
 
 use crate::membership::SubchainId;
-use crate::tree::CompactRange;
+use crate::tree::{CompactRange, MemoryTree};
 
 /// What a transaction's signature covers before its body.
 pub const TX_CONTEXT: &[u8] = b"bsn transaction v1\n";
@@ -569,32 +569,16 @@ pub fn merkle_root(ids: &[Digest32]) -> Digest32 {
     r.root().0
 }
 
-struct MemHashes(Vec<Hash>);
-
-impl HashReader for MemHashes {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|i| {
-                self.0
-                    .get(*i as usize)
-                    .copied()
-                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
-            })
-            .collect()
-    }
-}
-
 /// The inclusion proof of entry `index` among `ids` (RFC 6962 audit path).
 pub fn prove_entry(ids: &[Digest32], index: usize) -> Result<Vec<Digest32>, LedgerError> {
     if index >= ids.len() {
         return malformed("index past the last entry");
     }
-    let mut stored = MemHashes(Vec::with_capacity(ids.len() * 2));
-    for (n, id) in ids.iter().enumerate() {
-        let new = tlog_tiles::stored_hashes_for_record_hash(n as u64, record_hash(id), &stored)
+    let mut stored = MemoryTree::default();
+    for id in ids {
+        stored
+            .push(record_hash(id))
             .map_err(|e| LedgerError::Malformed(e.to_string()))?;
-        stored.0.extend(new);
     }
     let proof = tlog_tiles::prove_record(ids.len() as u64, index as u64, &stored)
         .map_err(|e| LedgerError::Malformed(e.to_string()))?;

@@ -15,7 +15,6 @@ use identity::logleaf::LogLeaf;
 use identity::membership::{self, Envelope, SubchainId};
 use ring::signature::{Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use serde_json::{Value, json};
-use tlog_tiles::{Hash, HashReader};
 
 /// A fixed RSA 2048 key (PKCS#8): RSA key generation is not deterministic, so it is stored.
 const RSA_PKCS8_PEM: &str = include_str!("vectors-rsa.pem");
@@ -581,22 +580,6 @@ fn blocks(statement: &Envelope, txs: &[Vec<u8>]) -> Value {
     })
 }
 
-struct MemHashes(Vec<Hash>);
-
-impl HashReader for MemHashes {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|i| {
-                self.0
-                    .get(*i as usize)
-                    .copied()
-                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
-            })
-            .collect()
-    }
-}
-
 fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
     let origin = format!("{TRUST_DOMAIN}/log");
     let (_, pkcs8) = ed25519(seed("log"));
@@ -651,10 +634,9 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
             .expect("leaf"),
         );
     }
-    let mut stored = MemHashes(Vec::new());
-    for (n, leaf) in all.iter().enumerate() {
-        let new = tlog_tiles::stored_hashes(n as u64, leaf, &stored).expect("stored");
-        stored.0.extend(new);
+    let mut stored = identity::tree::MemoryTree::default();
+    for leaf in &all {
+        stored.push(tlog_tiles::record_hash(leaf)).expect("stored");
     }
     let size = all.len() as u64;
     let root = tlog_tiles::tree_hash(size, &stored).expect("root");

@@ -8,24 +8,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bsn_tests::{PASSPHRASE, TestCa, all_leaves, audit, bin, open_checkpoint, tile_path};
 use identity::logleaf::LogLeaf;
 use serde_json::{Value, json};
-use tlog_tiles::{Hash, HashReader};
+use tlog_tiles::Hash;
 
 fn csr() -> String {
     bsn_tests::new_csr()
-}
-
-struct Stored(Vec<Hash>);
-impl HashReader for Stored {
-    fn read_hashes(&self, idx: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        idx.iter()
-            .map(|i| {
-                self.0
-                    .get(*i as usize)
-                    .copied()
-                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
-            })
-            .collect()
-    }
 }
 
 fn check_receipt(vkey: &str, receipt: &Value, leaf: &[u8]) {
@@ -99,10 +85,9 @@ async fn receipts_tiles_and_checkpoints_verify_independently() {
     let leaves = all_leaves(&anon, size).await;
 
     // Recompute the tree from the entries alone; the hash tiles must agree with it.
-    let mut stored = Stored(vec![]);
-    for (n, leaf) in leaves.iter().enumerate() {
-        let hs = tlog_tiles::stored_hashes(n as u64, leaf, &stored).unwrap();
-        stored.0.extend(hs);
+    let mut stored = identity::tree::MemoryTree::default();
+    for leaf in &leaves {
+        stored.push(tlog_tiles::record_hash(leaf)).unwrap();
     }
     assert_eq!(
         tlog_tiles::tree_hash(size, &stored).unwrap(),

@@ -1,0 +1,170 @@
+// What the CA signs, verified offline: membership statements, the node directory and feed
+// heartbeats (Ed25519 envelopes over a context string and the exact payload bytes), and the
+// issuance log's leaves and C2SP checkpoints (docs/protocol.md sections 6 and 8).
+
+import { createHash, createPublicKey, verify } from "node:crypto";
+import { InvalidDocument, MalformedError, VerificationError } from "./errors.js";
+import { Reader } from "./encoding.js";
+
+export const STATEMENT_CONTEXT = Buffer.from("bsn membership statement v1\n");
+export const HEARTBEAT_CONTEXT = Buffer.from("bsn feed heartbeat v1\n");
+export const DIRECTORY_CONTEXT = Buffer.from("bsn node directory v1\n");
+const ID = /^[a-zA-Z0-9._-]{1,128}$/;
+const ROLES = ["reader", "writer", "admin"];
+
+function b64(s, what) {
+  if (typeof s !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) throw new MalformedError(`${what} is not base64`);
+  return Buffer.from(s, "base64");
+}
+
+function ed25519Key(raw) {
+  // SubjectPublicKeyInfo for Ed25519: a fixed 12-byte prefix and the 32-byte key.
+  return createPublicKey({ key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), raw]), format: "der", type: "spki" });
+}
+
+function fields(doc, required, optional = []) {
+  const keys = Object.keys(doc);
+  const ok = required.every((k) => keys.includes(k)) && keys.every((k) => required.includes(k) || optional.includes(k));
+  if (!ok) throw new MalformedError(`expected the fields ${[...required, ...optional].sort()}, got ${keys.sort()}`);
+}
+
+const sortedUnique = (xs) => xs.every((x, i) => i === 0 || xs[i - 1] < x);
+
+/** The CA's membership key (Ed25519), pinned from a trusted source. */
+export class MembershipKey {
+  constructor(raw) {
+    if (raw.length !== 32) throw new MalformedError("a membership key is 32 bytes");
+    this.key = ed25519Key(Buffer.from(raw));
+  }
+
+  static fromBase64(s) {
+    return new MembershipKey(b64(s.trim(), "the membership key"));
+  }
+
+  /** Checks the signature over `context` and the payload, then parses the payload. */
+  open(context, envelope) {
+    if (!envelope || typeof envelope !== "object" || Object.keys(envelope).sort().join() !== "payload,signature") {
+      throw new MalformedError("an envelope is {payload, signature}");
+    }
+    const payload = b64(envelope.payload, "the payload");
+    const signature = b64(envelope.signature, "the signature");
+    if (!verify(null, Buffer.concat([context, payload]), this.key, signature)) {
+      throw new VerificationError("the signature does not verify with the CA's membership key");
+    }
+    let doc;
+    try {
+      doc = JSON.parse(payload.toString("utf8"));
+    } catch {
+      throw new MalformedError("the payload is not JSON");
+    }
+    if (!doc || typeof doc !== "object" || Array.isArray(doc)) throw new MalformedError("the payload is not a JSON object");
+    return doc;
+  }
+
+  /** A membership statement: signature, shape and rules. */
+  verifyStatement(envelope) {
+    const s = this.open(STATEMENT_CONTEXT, envelope);
+    fields(s, ["version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"], ["orderers"]);
+    if (s.version !== 1) throw new InvalidDocument("unknown statement version");
+    if (!Number.isInteger(s.revision) || s.revision < 1) throw new InvalidDocument("revision must be at least 1");
+    if (!Array.isArray(s.members) || !s.members.every((m) => m && Object.keys(m).sort().join() === "id,role")) {
+      throw new MalformedError("members are {id, role}");
+    }
+    if (!s.members.every((m) => ROLES.includes(m.role))) throw new MalformedError("a role is reader, writer or admin");
+    for (const [name, seq] of [["members", s.members.map((m) => m.id)], ["nodes", s.nodes], ["orderers", s.orderers || []]]) {
+      if (!Array.isArray(seq) || !seq.every((x) => typeof x === "string")) throw new MalformedError(`${name} must be a list of ids`);
+      if (!sortedUnique(seq)) throw new InvalidDocument(`${name} must be sorted, each once`);
+      if (!seq.every((x) => ID.test(x))) throw new InvalidDocument(`${name} holds an invalid id`);
+    }
+    return s;
+  }
+
+  /** The node directory: signature, shape and rules. */
+  verifyDirectory(envelope) {
+    const d = this.open(DIRECTORY_CONTEXT, envelope);
+    fields(d, ["version", "trust_domain", "revision", "issued_at", "nodes"]);
+    if (d.version !== 1 || !Number.isInteger(d.revision) || d.revision < 1) throw new InvalidDocument("unknown version, or revision below 1");
+    if (!d.nodes.every((n) => n && Object.keys(n).sort().join() === "city,id,role,url")) throw new MalformedError("nodes are {id, role, city, url}");
+    if (!sortedUnique(d.nodes.map((n) => n.id))) throw new InvalidDocument("nodes must be sorted by id, each once");
+    for (const n of d.nodes) {
+      if (!["node", "orderer"].includes(n.role) || !String(n.url).startsWith("https://")) throw new InvalidDocument(`${n.id}: role must be node or orderer, url https://`);
+    }
+    return d;
+  }
+
+  /** A feed heartbeat: signature and shape. */
+  verifyHeartbeat(envelope) {
+    const h = this.open(HEARTBEAT_CONTEXT, envelope);
+    fields(h, ["trust_domain", "node", "cursor", "at_ms"]);
+    return h;
+  }
+}
+
+/** A v1 issuance-log leaf (`kind`: issuance, revocation or membership). */
+export function decodeLeaf(b) {
+  const r = new Reader(Buffer.from(b));
+  const text = () => {
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(r.take(r.u16()));
+    } catch (e) {
+      if (e instanceof MalformedError) throw e;
+      throw new MalformedError("text is not UTF-8");
+    }
+  };
+  if (r.u8() !== 1) throw new MalformedError("unknown leaf version");
+  const kind = r.u8();
+  const time = r.u64();
+  let leaf;
+  if (kind === 1) {
+    leaf = { kind: "issuance", time, identity: text(), serial: text(), authorizedBy: text() };
+    leaf.notBefore = Number(r.take(8).readBigInt64BE());
+    leaf.notAfter = Number(r.take(8).readBigInt64BE());
+    leaf.keySha256 = Buffer.from(r.take(32));
+    leaf.certificate = Buffer.from(r.take(r.u16()));
+  } else if (kind === 2) {
+    leaf = { kind: "revocation", time, identity: text(), serial: text(), authorizedBy: text(), reason: r.u8() };
+  } else if (kind === 3) {
+    leaf = { kind: "membership", time, subchain: text(), revision: r.u64(), authorizedBy: text(), statementSha256: Buffer.from(r.take(32)) };
+  } else {
+    throw new MalformedError("unknown leaf kind");
+  }
+  if (r.rest()) throw new MalformedError("trailing bytes after the leaf");
+  return leaf;
+}
+
+/** The issuance log's verifier key (`log.vkey`): `name+keyid+base64(0x01 || key)`. */
+export class LogKey {
+  constructor(vkey) {
+    const parts = vkey.trim().split("+");
+    if (parts.length !== 3 || parts[1].length !== 8) throw new MalformedError("a verifier key is name+1234abcd+base64");
+    [this.name] = parts;
+    const raw = b64(parts[2], "the verifier key");
+    if (raw.length !== 33 || raw[0] !== 1) throw new MalformedError("not an Ed25519 verifier key");
+    this.keyId = Buffer.from(parts[1], "hex");
+    const id = createHash("sha256").update(Buffer.concat([Buffer.from(`${this.name}\n`), raw])).digest().subarray(0, 4);
+    if (!id.equals(this.keyId)) throw new MalformedError("the key id does not match the key");
+    this.key = ed25519Key(raw.subarray(1));
+  }
+
+  /** Verifies a C2SP checkpoint note signed by this key: {origin, size, root}. */
+  verifyCheckpoint(note) {
+    const at = note.indexOf("\n\n");
+    if (at <= 0) throw new MalformedError("a note is text, a blank line, then signatures");
+    const text = note.slice(0, at);
+    const message = Buffer.from(`${text}\n`);
+    let ok = false;
+    for (const line of note.slice(at + 2).split("\n").filter(Boolean)) {
+      if (!line.startsWith("\u2014 ")) throw new MalformedError("a signature line starts with an em dash");
+      const [name, sig] = line.slice(2).split(" ");
+      const blob = b64(sig, "a note signature");
+      if (name !== this.name || !blob.subarray(0, 4).equals(this.keyId)) continue;
+      if (!verify(null, message, this.key, blob.subarray(4))) throw new VerificationError("the checkpoint signature does not verify");
+      ok = true;
+    }
+    if (!ok) throw new VerificationError(`the checkpoint is not signed by ${this.name}`);
+    const lines = text.split("\n");
+    if (lines.length < 3 || !/^\d+$/.test(lines[1])) throw new MalformedError("a checkpoint is origin, size and root");
+    if (lines[0] !== this.name) throw new VerificationError(`checkpoint origin ${lines[0]} is not ${this.name}`);
+    return { origin: lines[0], size: Number(lines[1]), root: b64(lines[2], "the root") };
+  }
+}
