@@ -47,6 +47,9 @@ pub enum ClientError {
     /// A local file or argument problem.
     #[error("{0}")]
     Local(String),
+    /// What the server sent does not verify (a proof, a hash chain, a signature): do not trust it.
+    #[error("the server's answer does not verify: {0}")]
+    Verification(String),
 }
 
 /// A configured client.

@@ -14,6 +14,9 @@
 //!   node's gateway; [`contract`]: the OpenAPI schemas generated from them, and the check that
 //!   each server's document carries them unchanged.
 //! - [`tx`]: building and signing ledger transactions with a participant's credentials.
+//! - [`gateway`]: a participant's client of a city node with every answer that can be checked
+//!   checked (transaction proofs, blocks, the hash chain, a resuming block stream): the Rust
+//!   SDK, the same surface as `sdk/python` and `sdk/js`, and what `bsn tx` and `bsn query` use.
 //!
 //! Non-features: no server logic (the servers own their rules), no key storage beyond PEM files
 //! (no OS keychain; PKCS#11 is the CA's own business), no RSA key generation.
@@ -24,6 +27,7 @@ pub mod ca;
 pub mod client;
 pub mod contract;
 pub mod files;
+pub mod gateway;
 pub mod node;
 pub mod problem;
 pub mod tx;

@@ -6,14 +6,10 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bsn_api::client::Api;
-use bsn_api::node::{
-    BlockEntry, BlockKind, BlockPage, BlockView, Committed, StatePage, StateValue, SubchainInfo, SubmitRequest, TxOp,
-    TxProof,
-};
-use bsn_api::tx::TxSigner;
+use bsn_api::gateway::{BlockAt, Gateway, VerifiedBlock};
+use bsn_api::node::{BlockEntry, BlockKind, BlockView, TxOp};
 use clap::{Args, Subcommand};
-use identity::ledger::{Block, BlockHeader, Op, check_entry, sha256};
+use identity::ledger::Op;
 use identity::membership::{Role, SubchainId};
 
 use super::{Failure, IdentityArgs, local};
@@ -34,16 +30,17 @@ pub(crate) struct NodeTarget {
 }
 
 impl NodeTarget {
-    fn api(&self) -> Result<Api, Failure> {
-        Ok(Api::from_files(
-            &self.node,
-            &self.ca_bundle,
-            Some((self.me.cert.as_path(), self.me.key.as_path())),
-        )?)
-    }
-
-    fn path(&self, rest: &str) -> String {
-        format!("/api/v1/subchains/{}{rest}", self.subchain)
+    /// The gateway client and the subchain, both checked before anything is sent.
+    fn open(&self) -> Result<(Gateway, SubchainId), Failure> {
+        let subchain = SubchainId::parse(&self.subchain).map_err(|e| Failure {
+            code: 2,
+            message: format!("--subchain: {e}"),
+            hint: None,
+        })?;
+        Ok((
+            Gateway::from_files(&self.node, &self.ca_bundle, &self.me.cert, &self.me.key)?,
+            subchain,
+        ))
     }
 }
 
@@ -139,13 +136,6 @@ pub(crate) fn https_url(s: &str) -> Result<String, String> {
     }
 }
 
-/// Builds and signs a transaction with the credential files.
-fn sign_tx(me: &IdentityArgs, subchain: &str, ops: Vec<Op>) -> Result<(Vec<u8>, String), Failure> {
-    let subchain = SubchainId::parse(subchain).map_err(local)?;
-    let signed = TxSigner::from_files(&me.cert, &me.key)?.sign(&subchain, ops)?;
-    Ok((signed.bytes, signed.id))
-}
-
 pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {
     match cmd {
         TxCmd::Submit { t, puts, deletes } => {
@@ -157,20 +147,8 @@ pub(crate) async fn tx(cmd: TxCmd) -> Result<(), Failure> {
                 })
                 .collect();
             ops.extend(deletes.into_iter().map(|key| Op::Delete { key }));
-            let (signed, id) = sign_tx(&t.me, &t.subchain, ops)?;
-            let v: Committed = t
-                .api()?
-                .post_as(
-                    &t.path("/transactions"),
-                    &SubmitRequest {
-                        transactions: vec![B64.encode(signed)],
-                    },
-                )
-                .await?;
-            let r = v
-                .results
-                .first()
-                .ok_or_else(|| verify_failed("the node answered with no result"))?;
+            let (node, subchain) = t.open()?;
+            let (id, r) = node.submit(&subchain, ops).await?;
             println!("committed {id}");
             println!(
                 "block {} index {}",
@@ -193,29 +171,11 @@ fn print_block(v: &BlockView) {
     );
 }
 
-fn decode_block(v: &BlockView) -> Result<Block, Failure> {
-    let raw = B64
-        .decode(&v.encoded)
-        .map_err(|_| verify_failed("the node sent a block that is not base64"))?;
-    let b = Block::decode(&raw).map_err(|e| verify_failed(format!("the node sent a bad block: {e}")))?;
-    if hex::encode(b.header.hash()) != v.hash {
-        return Err(verify_failed("a block's hash does not match its header"));
-    }
-    Ok(b)
-}
-
-fn verify_failed(m: impl Into<String>) -> Failure {
-    Failure {
-        code: 6,
-        message: m.into(),
-        hint: Some("the node's answer does not verify; report it to the node operator"),
-    }
-}
-
 pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
     match cmd {
         QueryCmd::Info { t } => {
-            let v: SubchainInfo = t.api()?.get_as(&t.path(""), &[]).await?;
+            let (node, subchain) = t.open()?;
+            let v = node.info(&subchain).await?;
             println!("subchain {} on node {}", v.id, v.node);
             match v.height {
                 Some(h) => println!("height {h} tip {}", v.tip.unwrap_or_default()),
@@ -229,8 +189,8 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
             );
         }
         QueryCmd::Get { t, state_key } => {
-            let enc: String = state_key.split('/').map(urlencode).collect::<Vec<_>>().join("/");
-            let v: StateValue = t.api()?.get_as(&t.path(&format!("/state/{enc}")), &[]).await?;
+            let (node, subchain) = t.open()?;
+            let v = node.get(&subchain, &state_key).await?;
             match v.text {
                 Some(s) => println!("{s}"),
                 None => println!("base64:{}", v.value),
@@ -244,13 +204,8 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
             limit,
             json,
         } => {
-            let v: StatePage = t
-                .api()?
-                .get_as(
-                    &t.path("/state"),
-                    &[("start", start), ("end", end), ("limit", limit.to_string())],
-                )
-                .await?;
+            let (node, subchain) = t.open()?;
+            let v = node.range(&subchain, &start, &end, limit).await?;
             crate::output::print(
                 &v.items,
                 json,
@@ -272,13 +227,13 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
             }
         }
         QueryCmd::Block { t, height, hash } => {
-            let path = match (height, hash) {
-                (Some(h), None) => t.path(&format!("/blocks/{h}")),
-                (None, Some(h)) => t.path(&format!("/blocks/by-hash/{h}")),
+            let at = match (height, hash.as_deref()) {
+                (Some(h), None) => BlockAt::Height(h),
+                (None, Some(h)) => BlockAt::Hash(h),
                 _ => return Err(local("give a height or --hash, not both")),
             };
-            let v: BlockView = t.api()?.get_as(&path, &[]).await?;
-            decode_block(&v)?;
+            let (node, subchain) = t.open()?;
+            let VerifiedBlock { view: v, .. } = node.block(&subchain, at).await?;
             print_block(&v);
             for e in v.entries.iter().flatten() {
                 if let BlockEntry::Transaction(tx) = e {
@@ -292,57 +247,16 @@ pub(crate) async fn query(cmd: QueryCmd) -> Result<(), Failure> {
     Ok(())
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `bsn query tx`: a transaction, with its inclusion proof checked against its block header.
 async fn transaction(t: &NodeTarget, id: &str) -> Result<(), Failure> {
-    let v: TxProof = t.api()?.get_as(&t.path(&format!("/transactions/{id}")), &[]).await?;
-    let header = BlockHeader::decode(
-        &B64.decode(&v.header)
-            .map_err(|_| verify_failed("header is not base64"))?,
-    )
-    .map_err(|e| verify_failed(e.to_string()))?;
-    let signed = B64
-        .decode(&v.transaction.signed)
-        .map_err(|_| verify_failed("transaction is not base64"))?;
-    if hex::encode(identity::ledger::tx_id(&signed).map_err(|e| verify_failed(e.to_string()))?) != id {
-        return Err(verify_failed("the transaction's id is not the one asked for"));
-    }
-    let proof = v
-        .proof
-        .iter()
-        .map(|h| {
-            hex::decode(h)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| verify_failed("bad proof hash"))
-        })
-        .collect::<Result<Vec<[u8; 32]>, _>>()?;
-    let index = u64::from(v.index);
-    if !check_entry(
-        &proof,
-        header.entry_count as u64,
-        header.entries_root,
-        index,
-        &sha256(&signed),
-    ) || hex::encode(header.hash()) != v.block_hash
-    {
-        return Err(verify_failed("the inclusion proof does not verify"));
-    }
+    let (node, subchain) = t.open()?;
+    let v = node.transaction(&subchain, id).await?;
+    let index = v.index;
+    let block_hash = hex::encode(v.header.hash());
     println!("transaction {id} by {}", v.transaction.creator);
     println!(
-        "in block {} at index {index}, block hash {} (inclusion proof verified)",
-        v.height, v.block_hash
+        "in block {} at index {index}, block hash {block_hash} (inclusion proof verified)",
+        v.height
     );
     for op in &v.transaction.ops {
         match op {
@@ -356,51 +270,26 @@ async fn transaction(t: &NodeTarget, id: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `bsn query blocks`: blocks from a height, each checked to extend the one before it.
+/// `bsn query blocks`: blocks from a height, each checked to extend the one before it; with
+/// `--follow`, new ones as they commit (resuming across node restarts).
 async fn blocks(t: &NodeTarget, from: u64, follow: bool) -> Result<(), Failure> {
-    let api = t.api()?;
-    let mut previous: Option<[u8; 32]> = None;
-    let mut check = |v: &BlockView| -> Result<(), Failure> {
-        let b = decode_block(v)?;
-        if let Some(p) = previous
-            && b.header.previous != p
-        {
-            return Err(verify_failed(format!(
-                "block {} does not extend the block before it",
-                b.header.height
-            )));
-        }
-        previous = Some(b.header.hash());
-        print_block(v);
-        Ok(())
-    };
+    let (node, subchain) = t.open()?;
     if follow {
-        let mut es = api
-            .events(&t.path("/blocks/stream"), &[("from", from.to_string())])
-            .await?;
-        while let Some(ev) = es.next().await? {
-            if ev.event == "block" {
-                let v: BlockView = serde_json::from_str(&ev.data).map_err(|e| verify_failed(e.to_string()))?;
-                check(&v)?;
-            }
-        }
-    } else {
-        let mut next = from;
+        let mut stream = node.follow(&subchain, from, std::time::Duration::from_secs(60));
         loop {
-            let page: BlockPage = api
-                .get_as(
-                    &t.path("/blocks"),
-                    &[("from", next.to_string()), ("limit", "1000".into())],
-                )
-                .await?;
-            for b in &page.blocks {
-                check(b)?;
-                next = b.height + 1;
-            }
-            if page.blocks.len() < 1000 {
-                break;
-            }
+            print_block(&stream.next().await?.view);
         }
     }
-    Ok(())
+    let (mut next, mut previous) = (from, None);
+    loop {
+        let page = node.blocks(&subchain, next, 1000, previous).await?;
+        for b in &page {
+            print_block(&b.view);
+            next = b.block.header.height + 1;
+            previous = Some(b.block.header.hash());
+        }
+        if page.len() < 1000 {
+            return Ok(());
+        }
+    }
 }

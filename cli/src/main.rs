@@ -370,6 +370,10 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let (code, hint) = match &e {
             ClientError::Local(_) => (1, None),
+            ClientError::Verification(_) => (
+                6,
+                Some("the node's answer does not verify; keep this output and report it to the node operator"),
+            ),
             ClientError::CertificateRefused { .. } => (
                 3,
                 Some(

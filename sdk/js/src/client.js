@@ -21,7 +21,9 @@ function classifyTls(err) {
   }
   if (/CERTIFICATE[_ ]REVOKED/.test(text)) return new errors.CertificateRevoked("the server refused this client certificate: it is revoked");
   if (/CERTIFICATE[_ ]EXPIRED/.test(text)) return new errors.CertificateExpired("the server refused this client certificate: it has expired");
-  if (/UNKNOWN[_ ]CA|BAD[_ ]CERTIFICATE|CERTIFICATE[_ ]UNKNOWN/.test(text)) return new errors.CertificateUnknown("the server refused this client certificate: it is not from this CA");
+  // decrypt_error in a handshake: the server could not verify the signatures of the client's
+  // chain (a CA of the same name but another key); Credentials checks its own key matches.
+  if (/UNKNOWN[_ ]CA|BAD[_ ]CERTIFICATE|CERTIFICATE[_ ]UNKNOWN|DECRYPT[_ ]ERROR/.test(text)) return new errors.CertificateUnknown("the server refused this client certificate: it is not from this CA");
   if (/CERTIFICATE[_ ]REQUIRED/.test(text)) return new errors.CertificateRefused("the server requires a client certificate");
   return null;
 }

@@ -119,3 +119,51 @@ test("a participant enrolls, joins, writes, reads, follows across a restart, and
   assert.ok(err instanceof bsn.CertificateRevoked, String(err));
   node.close();
 });
+
+test("an expired and a foreign certificate each get their own error", async () => {
+  // A second network whose CA issues participant certificates for 5 seconds.
+  const d = mkdtempSync(join(tmpdir(), "bsn-js-brief-"));
+  const [caPort, nodePort] = [await freePort(), await freePort()];
+  const caUrl = `https://127.0.0.1:${caPort}`;
+  const nodeUrl = `https://127.0.0.1:${nodePort}`;
+  const procs = [await proc([join(BIN, "ca-server"), "dev", "--data-dir", join(d, "ca"), "--listen", `127.0.0.1:${caPort}`],
+    "listening on", { ...process.env, BSN_CA_PARTICIPANT_VALIDITY: "5s" })];
+  try {
+    const bundle = join(d, "ca", "trust-bundle.pem");
+    const secret = procs[0].lines.find((l) => l.startsWith("admin enrollment secret: ")).split(": ")[1].trim();
+    const common = ["--ca", caUrl, "--ca-bundle", bundle];
+    await run(join(BIN, "bsn"), ["enroll", "--id", "admin", "--secret", secret, "--out", join(d, "admin"), ...common]);
+    const admin = ["--cert", join(d, "admin", "cert.pem"), "--key", join(d, "admin", "key.pem"), ...common];
+    const register = async (...args) => /enrollment secret: (\S+)/.exec((await run(join(BIN, "bsn"), ["register", ...args, ...admin])).stdout)[1];
+    const nodeSecret = await register("--id", "n2", "--type", "node", "--ip", "127.0.0.1");
+    const userSecret = await register("--id", "brief");
+    await run(join(BIN, "ledger-node"), ["init", "--data-dir", join(d, "n2"), "--ca", caUrl, "--ca-bundle", bundle, "--name", "n2",
+      "--secret", nodeSecret, "--listen", `127.0.0.1:${nodePort}`]);
+    procs.push(await proc([join(BIN, "ledger-node"), "serve", "--data-dir", join(d, "n2")], "listening on"));
+    const ca = new bsn.Ca(caUrl, bundle);
+    const brief = (await ca.enroll("brief", userSecret, join(d, "brief"))).credentials;
+    ca.close();
+    const node = new bsn.Node(nodeUrl, bundle, brief);
+    await assert.rejects(node.info("nothing-here"), bsn.NotHosted, "admitted at the TLS layer while valid");
+    const expires = new Date(brief.chain[0].validTo).getTime();
+    while (Date.now() < expires + 1000) await new Promise((r) => setTimeout(r, 200));
+    const err = await eventually("the node refuses the expired certificate", async () => {
+      try {
+        await node.info("nothing-here");
+        return null;
+      } catch (e) {
+        if (e instanceof bsn.CertificateRefused) return e;
+        throw e;
+      }
+    });
+    assert.ok(err instanceof bsn.CertificateExpired, String(err));
+    node.close();
+    // A certificate of another network's CA: refused as unknown.
+    const foreign = bsn.Credentials.load(join(net.d, "admin", "cert.pem"), join(net.d, "admin", "key.pem"));
+    const stranger = new bsn.Node(nodeUrl, bundle, foreign);
+    await assert.rejects(stranger.info("nothing-here"), bsn.CertificateUnknown);
+    stranger.close();
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+  }
+});

@@ -36,8 +36,8 @@ export async function eventually(what, f, ms = 30000) {
 }
 
 /** A server process; resolves once it printed `ready`. */
-export async function proc(args, ready) {
-  const p = spawn(args[0], args.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+export async function proc(args, ready, env = process.env) {
+  const p = spawn(args[0], args.slice(1), { stdio: ["ignore", "pipe", "pipe"], env });
   const lines = [];
   const seen = new Promise((ok, fail) => {
     const onData = (d) => {

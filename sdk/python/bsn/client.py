@@ -60,7 +60,9 @@ def _classify_tls(text: str) -> Optional[errors.BsnError]:
         return errors.CertificateRevoked("the server refused this client certificate: it is revoked")
     if "CERTIFICATE_EXPIRED" in t:
         return errors.CertificateExpired("the server refused this client certificate: it has expired")
-    if "UNKNOWN_CA" in t or "BAD_CERTIFICATE" in t or "CERTIFICATE_UNKNOWN" in t:
+    # decrypt_error in a handshake: the server could not verify the signatures of the client's
+    # chain (a CA of the same name but another key); this SDK checks its own key matches.
+    if "UNKNOWN_CA" in t or "BAD_CERTIFICATE" in t or "CERTIFICATE_UNKNOWN" in t or "DECRYPT_ERROR" in t:
         return errors.CertificateUnknown("the server refused this client certificate: it is not from this CA")
     if "CERTIFICATE_REQUIRED" in t:
         return errors.CertificateRefused("the server requires a client certificate")
