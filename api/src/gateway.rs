@@ -290,7 +290,10 @@ impl BlockStream<'_> {
                     .events(&self.path, &[("from", self.next.to_string())])
                     .await
                 {
-                    Ok(es) => self.events = Some(es),
+                    Ok(es) => {
+                        self.events = Some(es);
+                        down_since = None;
+                    }
                     Err(e @ ClientError::Transport { .. }) => {
                         let since = *down_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.give_up_after {
@@ -322,7 +325,16 @@ impl BlockStream<'_> {
                 // The node closed the stream or the connection broke: resume where it stopped.
                 Ok(None) | Err(ClientError::Transport { .. }) => {
                     self.events = None;
-                    down_since.get_or_insert_with(Instant::now);
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.give_up_after {
+                        return Err(ClientError::Transport {
+                            url: self.path.clone(),
+                            reason: format!("no block for {:?}", self.give_up_after),
+                        });
+                    }
+                    // A pause before asking again, so a node that keeps closing the stream is
+                    // not asked in a tight loop.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e),
             }
