@@ -327,3 +327,96 @@ fn devnet_on_a_taken_port_says_which_and_what_to_do() {
         "nothing was started or written"
     );
 }
+
+/// examples/rust/notes.rs runs against a real `bsn devnet`, as its doc says to run it: add, follow
+/// (attached before the second note commits), list, and a usage error.
+#[test]
+fn the_rust_notes_example_against_a_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = bsn_tests::free_ports(4);
+    let (mut child, rx) = start_small(&dir.path().join("net"), base);
+    let _guard = Guard(child.id());
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("Ctrl-C here stops everything"))
+    {
+        lines.push(
+            rx.recv_timeout(Duration::from_secs(120))
+                .expect("bsn devnet did not get ready within 120 s"),
+        );
+    }
+    let export = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export "))
+        .unwrap_or_else(|| panic!("no export line: {lines:?}"))
+        .to_string();
+    let env: Vec<(String, String)> = export
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let notes = || {
+        let mut c = Command::new(bin("examples/notes"));
+        c.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    };
+    let out = notes().args(["add", "the shipment left the port"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("added notes/") && text.contains(" in block "),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut follower = notes().arg("follow").stdout(Stdio::piped()).spawn().unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = seen_tx.send(line);
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = seen
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("follow never printed {text:?}"));
+            if l.contains(text) {
+                return l;
+            }
+        }
+    };
+    // It starts at the tip, the first note's block: once it printed that, it is attached.
+    let first = wait_for("the shipment left the port");
+    assert!(
+        first.starts_with("block ") && first.contains("\tdemo-user\t"),
+        "{first}"
+    );
+    assert!(notes().args(["add", "it arrived"]).status().unwrap().success());
+    wait_for("it arrived");
+    Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follower.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "follow did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let listed = notes().arg("list").output().unwrap();
+    assert!(listed.status.success());
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        rows.iter().map(|r| r[2]).collect::<Vec<_>>(),
+        ["the shipment left the port", "it arrived"],
+        "{listed}"
+    );
+    assert!(rows.iter().all(|r| r[1] == "demo-user"), "{listed}");
+    let bad = notes().arg("add").output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("usage: notes add"));
+    terminate(&mut child, base);
+}

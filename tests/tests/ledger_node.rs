@@ -699,3 +699,52 @@ async fn an_expired_client_certificate_is_refused_and_its_open_connection_cut() 
     let ok = curl(&node, &ca, Some((&dirs[0].join("cert.pem"), &dirs[0].join("key.pem"))));
     assert!(!ok.status.success(), "curl with an expired certificate is refused");
 }
+
+/// The Rust client's block stream (`Gateway::follow`, what `bsn` and the Rust example use) goes on
+/// across a node restart: every block once, in order, each chained to the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_gateway_follows_blocks_across_a_node_restart() {
+    use bsn_api::gateway::Gateway;
+    let mut ca = TestCa::start();
+    let mut node = TestNode::start(&mut ca, "n1").await;
+    let dirs = setup(&mut ca, &node, &[("alice", "writer")]).await;
+    let alice = node.api(&ca, &dirs[0]);
+    wait_revision(&alice, 2).await;
+    let gateway = Gateway::from_files(
+        &node.url,
+        &ca.bundle,
+        &dirs[0].join("cert.pem"),
+        &dirs[0].join("key.pem"),
+    )
+    .unwrap();
+    let demo = identity::membership::SubchainId::parse("demo").unwrap();
+    let (_, first) = gateway.submit(&demo, vec![put("before", "restart")]).await.unwrap();
+    let first = first.height.unwrap();
+    let mut blocks = gateway.follow(&demo, first, Duration::from_secs(60));
+    let b = tokio::time::timeout(Duration::from_secs(10), blocks.next())
+        .await
+        .expect("the first block within 10 s")
+        .unwrap();
+    assert_eq!(b.block.header.height, first);
+
+    node.kill();
+    node.restart();
+    wait_revision(&alice, 2).await;
+    let (_, second) = gateway.submit(&demo, vec![put("after", "restart")]).await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(30), blocks.next())
+        .await
+        .expect("the stream resumed within 30 s of the restart")
+        .unwrap();
+    assert_eq!(b.block.header.height, first + 1, "no block skipped or repeated");
+    assert_eq!(Some(b.block.header.height), second.height);
+    let keys: Vec<String> = b
+        .block
+        .entries
+        .iter()
+        .flat_map(|e| identity::ledger::SignedTx::parse(e.clone()).unwrap().body.ops)
+        .map(|op| match op {
+            identity::ledger::Op::Put { key, .. } | identity::ledger::Op::Delete { key } => key,
+        })
+        .collect();
+    assert_eq!(keys, ["after"]);
+}

@@ -25,6 +25,7 @@ NONCE_BYTES = (8, 64)
 HEADER_BYTES = 94
 
 _SUBCHAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def sha256(data: bytes) -> bytes:
@@ -60,7 +61,7 @@ def _check_key(key: str) -> bytes:
     raw = key.encode("utf-8")
     if not raw or len(raw) > MAX_KEY_BYTES:
         raise TooLargeError(f"a key is 1 to {MAX_KEY_BYTES} bytes")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
+    if _CONTROL.search(key):
         raise MalformedError("a key may not contain control characters")
     return raw
 

@@ -4,6 +4,7 @@ creator certificate's key."""
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class Credentials:
     cert_file: Path
     key_file: Path
 
-    @property
+    @functools.cached_property
     def certificate_der(self) -> bytes:
         """The leaf, DER: the creator certificate of every transaction signed with it."""
         return self.chain[0].public_bytes(serialization.Encoding.DER)
