@@ -14,6 +14,9 @@ pub struct AppState {
     pub ca: Ca,
     /// The store.
     pub db: Db,
+    /// The root's CRL file (`root-crl.der`), read on each request: whoever re-signs it (a
+    /// replica starting, `ca-server root crl`) publishes it to every replica at once.
+    pub root_crl: std::path::PathBuf,
     /// The group-commit writer for issued certificates.
     pub committer: Committer,
     /// argon2id with bounded concurrency.

@@ -34,6 +34,10 @@ impl Paths {
     pub fn root_cert(&self) -> PathBuf {
         self.f("root.pem")
     }
+    /// The root's current CRL (DER), signed by the root key at init and re-signed when due.
+    pub fn root_crl(&self) -> PathBuf {
+        self.f("root-crl.der")
+    }
     /// Sealed root key (not needed to serve; may be moved offline).
     pub fn root_key(&self) -> PathBuf {
         self.f("root.key.sealed")
@@ -93,6 +97,14 @@ pub struct FileConfig {
     /// CRL lifetime (default 24h); the CRL is re-signed when half of it has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crl_validity: Option<String>,
+    /// The root CRL's lifetime (default 365d); re-signed when half of it has passed, by a CA
+    /// that holds the root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_crl_validity: Option<String>,
+    /// The CA's public base URL, such as `https://ca.example.org` (default: `https://` and the
+    /// listen address): certificates name their CRL under it (CRL distribution points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// The issuance log's origin and checkpoint key name (default `<trust_domain>/log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_origin: Option<String>,
@@ -149,6 +161,36 @@ pub struct Config {
     pub connections: bsn_transport::Limits,
     /// Whether anyone may read `/metrics` (else administrators and auditors only).
     pub metrics_public: bool,
+    /// The public base URL, if configured (else derived from the bound address).
+    pub public_url: Option<String>,
+}
+
+/// Checks a public base URL: `https://host[:port]` with an optional path, no query, no trailing
+/// slash (certificates append `/api/v1/crl` to it).
+pub fn check_public_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow::anyhow!("public URL '{url}' must start with https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || url.len() > 200
+        || !url
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]".contains(&b))
+    {
+        bail!("public URL '{url}' must be https://HOST[:PORT][/PATH] without a query or spaces");
+    }
+    Ok(url.to_string())
+}
+
+/// The base URL a CA bound to `addr` is reached at when none is configured.
+pub fn default_public_url(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("https://localhost:{}", addr.port()),
+        std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", addr.port()),
+        ip => format!("https://{ip}:{}", addr.port()),
+    }
 }
 
 fn env(key: &str) -> Option<String> {
@@ -214,7 +256,18 @@ impl Config {
             )?,
             node_validity: lifetime("NODE_VALIDITY", file.node_validity, "30d", second, day * 3650)?,
             crl_validity: lifetime("CRL_VALIDITY", file.crl_validity, "24h", Duration::minutes(2), day * 30)?,
+            root_crl_validity: lifetime(
+                "ROOT_CRL_VALIDITY",
+                file.root_crl_validity,
+                "365d",
+                Duration::minutes(2),
+                day * 3650,
+            )?,
         };
+        let public_url = env("PUBLIC_URL")
+            .or(file.public_url)
+            .map(|u| check_public_url(&u).context("public_url"))
+            .transpose()?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hash_parallelism = env_num("HASH_PARALLELISM", file.hash_parallelism)?
             .unwrap_or(cpus)
@@ -263,6 +316,7 @@ impl Config {
             feed_heartbeat,
             connections,
             metrics_public,
+            public_url,
         })
     }
 }

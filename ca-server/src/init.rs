@@ -49,6 +49,9 @@ pub struct InitOptions<'a> {
     pub listen: Option<String>,
     /// The issuance log's origin (default `<trust domain>/log`).
     pub log_origin: Option<String>,
+    /// The CA's public base URL (recorded in ca.toml; default `https://` and the listen address):
+    /// the intermediate and every leaf name their CRL under it.
+    pub public_url: Option<String>,
 }
 
 /// What `init` made that the operator must see.
@@ -97,19 +100,37 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         );
     }
 
+    let public_url = o
+        .public_url
+        .as_deref()
+        .map(crate::config::check_public_url)
+        .transpose()
+        .context("--public-url")?;
+    let base = match &public_url {
+        Some(u) => u.clone(),
+        None => {
+            let listen = o.listen.as_deref().unwrap_or("127.0.0.1:8443");
+            crate::config::default_public_url(
+                listen
+                    .parse()
+                    .with_context(|| format!("--listen {listen}: expected IP:PORT"))?,
+            )
+        }
+    };
     let now = OffsetDateTime::now_utc();
-    let h = new_hierarchy(td.as_str(), now)?;
+    let h = new_hierarchy(td.as_str(), now, Some(&base))?;
     let log_origin = o.log_origin.clone().unwrap_or_else(|| format!("{td}/log"));
     let log_key = LogSigner::generate()?;
     let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
     write_key_material(&paths, o.passphrase, &h, &log_key, &log)?;
     let signer = CaSigner::software(KeyPair::try_from(h.intermediate_key_pkcs8.as_slice())?);
-    let ca = Ca::new(
+    let mut ca = Ca::new(
         vec![h.root_der.clone().into()],
         h.intermediate_der.clone().into(),
         signer,
         Policy::default(),
     )?;
+    ca.set_public_url(&base);
 
     let mut dns = vec!["localhost".to_string()];
     dns.extend(o.dns_names.iter().map(|d| d.to_ascii_lowercase()));
@@ -140,6 +161,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         trust_domain: td.to_string(),
         database_url: o.database_url,
         listen: o.listen,
+        public_url,
         ..Default::default()
     };
     write_file(&paths.config(), toml::to_string_pretty(&file)?.as_bytes(), 0o600)?;
@@ -169,6 +191,13 @@ fn write_key_material(
         0o600,
     )?;
     write_file(&paths.root_cert(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
+    let root_crl = crate::pki::sign_root_crl(
+        &h.root_der,
+        KeyPair::try_from(h.root_key_pkcs8.as_slice())?,
+        OffsetDateTime::now_utc(),
+        Policy::default().root_crl_validity,
+    )?;
+    write_file(&paths.root_crl(), &root_crl, 0o644)?;
     write_file(&paths.trust_bundle(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
     write_file(
         &paths.intermediate_cert(),

@@ -10,7 +10,12 @@
 //!   Every leaf follows the SPIFFE X509-SVID profile whatever the CSR asks for ([`pki`], [`csr`]).
 //! - Revocation by the holder or an administrator with an RFC 5280 reason ([`revocation`]); the
 //!   CRL is re-signed in the same transaction and served as DER and PEM, with the trust bundle in PEM and as a
-//!   SPIFFE bundle.
+//!   SPIFFE bundle. The root has its own CRL (signed with the root key at init and re-signed at
+//!   start-up when due, or by `ca-server root crl`); both come in one PEM file for relying parties
+//!   that check every CA in the chain; every certificate names its issuer's CRL (distribution
+//!   point under the configured public URL).
+//! - Backups while serving and restores into a new directory that refuse to fork a published
+//!   log ([`backup`]).
 //! - Group commit of issuances: concurrent requests share one durable transaction ([`commit`]).
 //! - The issuance log ([`log`]): every issuance and revocation is a leaf of an RFC 6962 tree written
 //!   in the same transaction, with Ed25519 C2SP checkpoints, receipts, C2SP tiles, proofs and
@@ -44,6 +49,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod commit;
 pub mod config;
 pub mod csr;

@@ -37,8 +37,43 @@ enum Command {
         /// URL prefix without the scheme.
         #[arg(long, value_name = "ORIGIN")]
         log_origin: Option<String>,
+        /// The CA's public base URL, such as https://ca.example.org (default: https:// and the
+        /// listen address); certificates name their CRL under it. Recorded in ca.toml.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
         #[command(flatten)]
         passphrase: PassphraseArgs,
+    },
+    /// The root CA's own operations.
+    Root {
+        #[command(subcommand)]
+        command: RootCommand,
+    },
+    /// Copy the CA (its files and, for SQLite, a consistent snapshot of its database) into one
+    /// archive while it serves.
+    Backup {
+        /// The CA's data directory.
+        #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The archive to write (must not exist; mode 0600: it holds the sealed keys).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Database URL, if not the one in ca.toml.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
+    /// Bring a CA back from a backup into a new, empty data directory.
+    Restore {
+        /// The archive `ca-server backup` wrote.
+        #[arg(long = "from", value_name = "FILE")]
+        from: PathBuf,
+        /// The new data directory (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// A checkpoint of this CA's log that was published (a file with the signed note, such
+        /// as a saved `GET /log/checkpoint`): an archive whose log is behind it is refused.
+        #[arg(long, value_name = "FILE")]
+        published_checkpoint: Option<PathBuf>,
     },
     /// Serve the CA over HTTPS.
     Serve {
@@ -75,6 +110,20 @@ enum Command {
         /// Trust domain for a new CA.
         #[arg(long, default_value = "bsn.local", value_name = "NAME")]
         trust_domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RootCommand {
+    /// Sign a new root CRL now (the server also does when half of the current one's lifetime
+    /// has passed, at start-up): for a CA that runs longer than that without a restart, or
+    /// after changing root_crl_validity. Needs the root key's passphrase.
+    Crl {
+        /// The CA's data directory.
+        #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
     },
 }
 
@@ -129,6 +178,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             database_url,
             listen,
             log_origin,
+            public_url,
             passphrase,
         } => {
             let pass = passphrase.resolve()?;
@@ -141,6 +191,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 dns_names: dns,
                 listen,
                 log_origin,
+                public_url,
             })
             .await?;
             print_init(&data_dir, &trust_domain, &o, &shown_listen);
@@ -155,6 +206,75 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pass = passphrase.resolve()?;
             let cfg = Config::load(&data_dir, listen, database_url)?;
             ca_server::serve::serve(cfg, pass).await
+        }
+        Command::Root {
+            command: RootCommand::Crl { data_dir, passphrase },
+        } => {
+            let cfg = Config::load(&data_dir, None, None)?;
+            let pass = passphrase.resolve()?;
+            let crl = ca_server::serve::sign_root_crl(&cfg, &pass, time::OffsetDateTime::now_utc())?;
+            println!(
+                "root CRL {} signed: valid until {} (serving replicas publish it at once)",
+                cfg.paths.root_crl().display(),
+                crl.next_update
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Backup {
+            data_dir,
+            out,
+            database_url,
+        } => {
+            let cfg = Config::load(&data_dir, None, database_url)?;
+            let m = ca_server::backup::backup(&cfg, &out).await?;
+            println!(
+                "backup of {} written to {}: {} files, log size {}",
+                m.trust_domain,
+                out.display(),
+                m.files.len(),
+                m.log_size
+            );
+            if m.backend == "postgres" {
+                println!(
+                    "the PostgreSQL database is not in it: back it up now with `pg_dump --format=custom \
+                     --file ca.pgdump <database URL>` (see the README's Backups section)"
+                );
+            }
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            data_dir,
+            published_checkpoint,
+        } => {
+            let published = published_checkpoint
+                .map(|f| std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display())))
+                .transpose()?;
+            let m = ca_server::backup::restore(&from, &data_dir, published.as_deref())?;
+            println!(
+                "restored {} (log size {}, taken {}) into {}",
+                m.trust_domain,
+                m.log_size,
+                m.created_at,
+                data_dir.display()
+            );
+            if published.is_none() {
+                println!(
+                    "warning: no --published-checkpoint was given; if this CA published a larger log than {} \
+                     entries, serving this backup forks it and auditors will see that",
+                    m.log_size
+                );
+            }
+            if m.backend == "postgres" {
+                println!("the database was not in the archive: restore it with pg_restore first");
+            }
+            println!(
+                "next: ca-server serve --data-dir {} (it re-verifies the log before serving)",
+                data_dir.display()
+            );
+            Ok(())
         }
         Command::AdminSecret { data_dir, database_url } => {
             let cfg = Config::load(&data_dir, None, database_url)?;
@@ -200,6 +320,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     dns_names: vec![],
                     listen: None,
                     log_origin: None,
+                    public_url: None,
                 })
                 .await?;
                 print_init(&data_dir, &trust_domain, &o, &listen);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use identity::SpiffeId;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason,
-    RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use ring::rand::SecureRandom;
 use rustls_pki_types::CertificateDer;
@@ -64,6 +64,8 @@ pub struct Policy {
     pub node_validity: Duration,
     /// Lifetime of each CRL (nextUpdate - thisUpdate); it is re-signed at half of this.
     pub crl_validity: Duration,
+    /// Lifetime of the root's CRL; re-signed at half of this where the root key is at hand.
+    pub root_crl_validity: Duration,
 }
 
 impl Default for Policy {
@@ -72,6 +74,7 @@ impl Default for Policy {
             participant_validity: Duration::days(90),
             node_validity: Duration::days(30),
             crl_validity: Duration::hours(24),
+            root_crl_validity: Duration::days(365),
         }
     }
 }
@@ -196,6 +199,8 @@ pub struct Ca {
     issuer: Issuer<'static, CaSigner>,
     /// Issuance policy.
     pub policy: Policy,
+    /// Where the issuing CA's CRL is published: every leaf names it (CRL distribution point).
+    crl_url: Option<String>,
 }
 
 impl Ca {
@@ -212,7 +217,14 @@ impl Ca {
             intermediate,
             issuer,
             policy,
+            crl_url: None,
         })
+    }
+
+    /// Names the CA's public base URL: leaves issued from now on carry
+    /// `<base>/api/v1/crl` as their CRL distribution point.
+    pub fn set_public_url(&mut self, base: &str) {
+        self.crl_url = Some(issuing_crl_url(base));
     }
 
     /// Issues a leaf by the BSN leaf profile for `key`, at `now`.
@@ -245,6 +257,11 @@ impl Ca {
         }
         sans.extend(subject.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
         p.subject_alt_names = sans;
+        if let Some(url) = &self.crl_url {
+            p.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         let cert = p.signed_by(&key.rcgen_spki, &self.issuer)?;
         Ok(IssuedCert {
             spiffe_id: subject.spiffe_id.to_string(),
@@ -291,6 +308,37 @@ impl Ca {
     }
 }
 
+/// Where the issuing CA's CRL is published under a CA's public base URL.
+pub fn issuing_crl_url(base: &str) -> String {
+    format!("{base}/api/v1/crl")
+}
+
+/// Where the root's CRL is published under a CA's public base URL.
+pub fn root_crl_url(base: &str) -> String {
+    format!("{base}/api/v1/crl/root")
+}
+
+/// Signs the root's CRL (no intermediate has ever been revoked: the list is empty), numbered by
+/// the signing time in Unix milliseconds so that any holder of the root key (a replica, or the
+/// offline root's operator) makes increasing numbers without coordinating.
+pub fn sign_root_crl(
+    root_der: &[u8],
+    root_key: KeyPair,
+    this_update: OffsetDateTime,
+    validity: Duration,
+) -> Result<Vec<u8>, PkiError> {
+    let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(root_der), root_key)?;
+    let params = CertificateRevocationListParams {
+        this_update,
+        next_update: this_update + validity,
+        crl_number: SerialNumber::from_slice(&((this_update.unix_timestamp_nanos() / 1_000_000) as i64).to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(&issuer)?.der().to_vec())
+}
+
 /// A new CA hierarchy, made once at initialisation.
 pub struct NewHierarchy {
     /// Root certificate.
@@ -303,8 +351,13 @@ pub struct NewHierarchy {
     pub intermediate_key_pkcs8: Vec<u8>,
 }
 
-/// Generates a root (10 years) and an issuing intermediate (path length 0, 5 years), ECDSA P-256.
-pub fn new_hierarchy(trust_domain: &str, now: OffsetDateTime) -> Result<NewHierarchy, PkiError> {
+/// Generates a root (10 years) and an issuing intermediate (path length 0, 5 years), ECDSA P-256;
+/// the intermediate names the root's CRL under `public_url` when one is given.
+pub fn new_hierarchy(
+    trust_domain: &str,
+    now: OffsetDateTime,
+    public_url: Option<&str>,
+) -> Result<NewHierarchy, PkiError> {
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut root = ca_params(trust_domain, "Root CA", now, Duration::days(3650))?;
     root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
@@ -315,6 +368,11 @@ pub fn new_hierarchy(trust_domain: &str, now: OffsetDateTime) -> Result<NewHiera
     let mut inter = ca_params(trust_domain, "Issuing CA 1", now, Duration::days(1825))?;
     inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     inter.use_authority_key_identifier_extension = true;
+    if let Some(base) = public_url {
+        inter.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![root_crl_url(base)],
+        }];
+    }
     let intermediate_der = inter.signed_by(&inter_key, &root_issuer)?.der().to_vec();
     Ok(NewHierarchy {
         root_key_pkcs8: root_key.serialize_der(),
@@ -390,7 +448,7 @@ mod tests {
 
     fn test_ca() -> Ca {
         let now = OffsetDateTime::now_utc();
-        let h = new_hierarchy("example.org", now).unwrap();
+        let h = new_hierarchy("example.org", now, None).unwrap();
         let key = KeyPair::try_from(h.intermediate_key_pkcs8.as_slice()).unwrap();
         Ca::new(
             vec![h.root_der.into()],

@@ -37,7 +37,19 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
     let sealed = String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
     let key_der = crate::keystore::open(&passphrase, "intermediate", &sealed)?;
     let signer = CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?);
-    let ca = Ca::new(roots, intermediate, signer, cfg.policy)?;
+    let mut ca = Ca::new(roots, intermediate, signer, cfg.policy)?;
+    // Bound before anything is issued: certificates name their CRL under the public URL, which
+    // defaults to the bound address.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| crate::config::default_public_url(addr));
+    ca.set_public_url(&public_url);
+    keep_root_crl_fresh(&cfg, &passphrase, now());
 
     let db = Db::connect(&cfg.database_url)
         .await
@@ -108,6 +120,7 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         hasher: Hasher::new(cfg.hash_parallelism),
         trust_domain: cfg.trust_domain.clone(),
         db: db.clone(),
+        root_crl: cfg.paths.root_crl(),
         ca,
     });
     tokio::spawn(refresh_crl(state.clone()));
@@ -121,12 +134,8 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     println!("ca-server listening on https://{addr}");
-    tracing::info!(%addr, database = %redact(&cfg.database_url), "serving");
+    tracing::info!(%addr, %public_url, database = %redact(&cfg.database_url), "serving");
     bsn_transport::serve(
         listener,
         Arc::new(tls),
@@ -198,6 +207,75 @@ async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db, log: &LogSigne
     write_server_tls(p, ca, &cert, &key)?;
     tracing::info!(serial = %cert.serial_hex, "renewed the server's TLS certificate");
     Ok(())
+}
+
+/// The root CRL now published: its thisUpdate and nextUpdate.
+#[derive(Debug, Clone, Copy)]
+pub struct RootCrl {
+    /// When it was signed.
+    pub this_update: time::OffsetDateTime,
+    /// When it expires: relying parties that check the root's CRL (nginx `ssl_crl`, OpenSSL
+    /// `-crl_check_all`) refuse every client after this.
+    pub next_update: time::OffsetDateTime,
+}
+
+/// Reads the published root CRL's dates, if there is one that parses.
+pub fn root_crl(paths: &crate::config::Paths) -> Option<RootCrl> {
+    let der = std::fs::read(paths.root_crl()).ok()?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+    Some(RootCrl {
+        this_update: crl.last_update().to_datetime(),
+        next_update: crl.next_update()?.to_datetime(),
+    })
+}
+
+/// Signs a new root CRL with the root key (opened with `passphrase`) and publishes it (written
+/// durably, then renamed over the old one: a crash leaves the old or the new, never half).
+pub fn sign_root_crl(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) -> anyhow::Result<RootCrl> {
+    let p = &cfg.paths;
+    let sealed = std::fs::read_to_string(p.root_key()).with_context(|| {
+        format!(
+            "reading {}: the root key is not here, so this CA cannot sign the root's CRL",
+            p.root_key().display()
+        )
+    })?;
+    let key = KeyPair::try_from(crate::keystore::open(passphrase, "root", &sealed)?.as_slice()).context("root key")?;
+    let root = std::fs::read(p.root_cert()).with_context(|| format!("reading {}", p.root_cert().display()))?;
+    let root = CertificateDer::from_pem_slice(&root).context("root.pem")?;
+    if let Some(old) = root_crl(p)
+        && old.this_update >= now
+    {
+        bail!(
+            "the published root CRL was signed at {} or later: check the clock",
+            old.this_update
+        );
+    }
+    let der = crate::pki::sign_root_crl(&root, key, now, cfg.policy.root_crl_validity)?;
+    bsn_api::files::write_file(&p.root_crl(), &der, 0o644)
+        .with_context(|| format!("writing {}", p.root_crl().display()))?;
+    Ok(RootCrl {
+        this_update: now,
+        next_update: now + cfg.policy.root_crl_validity,
+    })
+}
+
+/// At start-up: signs the root CRL when there is none or half its lifetime has passed (the
+/// root key is opened for this and dropped); without the root key, warns as its end nears.
+fn keep_root_crl_fresh(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) {
+    let current = root_crl(&cfg.paths);
+    let due = current.is_none_or(|c| now >= c.this_update + (c.next_update - c.this_update) / 2);
+    if !due {
+        return;
+    }
+    match sign_root_crl(cfg, passphrase, now) {
+        Ok(c) => tracing::info!(next_update = %c.next_update, "root CRL signed"),
+        Err(e) => match current {
+            Some(c) => tracing::warn!(next_update = %c.next_update, error = %format!("{e:#}"),
+                "the root CRL is past half its lifetime and could not be re-signed: run `ca-server root crl` before it ends"),
+            None => tracing::warn!(error = %format!("{e:#}"),
+                "no root CRL is published and none could be signed: relying parties that check every CRL in the chain will refuse clients"),
+        },
+    }
 }
 
 /// Keeps the CRL fresh: re-signs it when half its lifetime has passed.

@@ -258,3 +258,74 @@ async fn openssl_rsa_and_p384_keys_keep_their_algorithm() {
         );
     }
 }
+
+/// The root's CRL: signed at init, published at a stable URL (and in `crls.pem` before the
+/// issuing CA's), re-signed by `ca-server root crl` and served by the running CA at once, signed
+/// again at start-up when missing; a wrong passphrase changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_crl_is_published_re_signed_and_recovered() {
+    let mut ca = TestCa::start();
+    let work = ca.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let anon = ca.api(None);
+    let file = ca.data_dir().join("root-crl.der");
+    let first = anon.get_bytes("/api/v1/crl/root").await.unwrap();
+    assert_eq!(first, std::fs::read(&file).unwrap(), "served as written at init");
+    std::fs::write(work.join("root.crl"), &first).unwrap();
+    std::fs::write(work.join("root.pem"), std::fs::read(&ca.bundle).unwrap()).unwrap();
+    // Signed by the root, valid for a year, listing nothing.
+    let text = openssl(
+        &work,
+        &[
+            "crl", "-inform", "DER", "-in", "root.crl", "-CAfile", "root.pem", "-noout", "-text",
+        ],
+    );
+    assert!(
+        text.contains("Root CA") && text.contains("No Revoked Certificates"),
+        "{text}"
+    );
+    let next = openssl(
+        &work,
+        &["crl", "-inform", "DER", "-in", "root.crl", "-noout", "-nextupdate"],
+    );
+    let year = (time::OffsetDateTime::now_utc() + time::Duration::days(365)).year();
+    assert!(next.contains(&year.to_string()), "{next}");
+    let combined = String::from_utf8(anon.get_bytes("/api/v1/crls.pem").await.unwrap()).unwrap();
+    let root_pem = String::from_utf8(anon.get_bytes("/api/v1/crl/root.pem").await.unwrap()).unwrap();
+    let issuing_pem = String::from_utf8(anon.get_bytes("/api/v1/crl.pem").await.unwrap()).unwrap();
+    assert_eq!(combined, root_pem + &issuing_pem);
+
+    let root_crl = |pass: &str| {
+        std::process::Command::new(bsn_tests::bin("ca-server"))
+            .args(["root", "crl", "--data-dir"])
+            .arg(ca.data_dir())
+            .env("BSN_CA_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    // A wrong passphrase: refused, nothing changed.
+    let out = root_crl("not the passphrase of this CA");
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), first);
+    // The right one: a new CRL with a higher number, served by the running CA at once.
+    let out = root_crl(bsn_tests::PASSPHRASE);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("root CRL"), "{out:?}");
+    let second = anon.get_bytes("/api/v1/crl/root").await.unwrap();
+    assert_ne!(second, first);
+    let number = |der: &[u8]| {
+        let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+        crl.crl_number().unwrap().clone()
+    };
+    assert!(number(&second) > number(&first));
+
+    // Lost: the CA says what to do, and signs one again when it starts.
+    std::fs::remove_file(&file).unwrap();
+    let e = anon.get("/api/v1/crl/root", &[]).await.unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "not-found");
+    assert!(e.to_string().contains("ca-server root crl"), "{e}");
+    ca.kill_all();
+    ca.restart();
+    let third = ca.api(None).get_bytes("/api/v1/crl/root").await.unwrap();
+    assert!(number(&third) > number(&second));
+}

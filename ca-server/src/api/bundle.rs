@@ -1,4 +1,7 @@
-//! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRL.
+//! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRLs: the
+//! issuing CA's (`/api/v1/crl`, named by every leaf), the root's (`/api/v1/crl/root`, named by
+//! the intermediate) and both in one PEM file for servers such as nginx whose `ssl_crl` wants a
+//! CRL from every CA in the chain (`/api/v1/crls.pem`).
 
 use std::sync::Arc;
 
@@ -23,6 +26,49 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/spiffe-bundle", get(spiffe_bundle))
         .route("/api/v1/crl", get(crl_der))
         .route("/api/v1/crl.pem", get(crl_pem))
+        .route("/api/v1/crl/root", get(root_crl_der))
+        .route("/api/v1/crl/root.pem", get(root_crl_pem))
+        .route("/api/v1/crls.pem", get(crls_pem))
+}
+
+/// The root's CRL; a CA whose root never signed one (made before CRLs were published for the
+/// root, with the root key kept elsewhere) answers `not-found` saying what to do.
+async fn root_crl(s: &AppState) -> Result<Vec<u8>, ApiError> {
+    match tokio::fs::read(&s.root_crl).await {
+        Ok(der) => Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::NotFound(
+            "this CA publishes no root CRL yet: its operator runs `ca-server root crl`".into(),
+        )),
+        Err(e) => Err(ApiError::Internal(anyhow::anyhow!("reading the root CRL: {e}"))),
+    }
+}
+
+async fn root_crl_der(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],
+        root_crl(&s).await?,
+    )
+        .into_response())
+}
+
+async fn root_crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(pem_response(
+        "application/x-pem-file",
+        pem("X509 CRL", &root_crl(&s).await?),
+    ))
+}
+
+/// Every current CRL of the chain, root first, in one PEM file.
+async fn crls_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let root = root_crl(&s).await?;
+    let issuing =
+        s.db.crl()
+            .await?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
+    Ok(pem_response(
+        "application/x-pem-file",
+        pem("X509 CRL", &root) + &pem("X509 CRL", &issuing.der),
+    ))
 }
 
 async fn trust_bundle(State(s): State<Arc<AppState>>) -> Response {
