@@ -136,6 +136,9 @@ pub struct FileConfig {
     /// `public`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_access: Option<String>,
+    /// The issuing key in a PKCS#11 token (set by `init --pkcs11-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<crate::hsm::Pkcs11Settings>,
 }
 
 /// The resolved configuration of `serve`.
@@ -163,6 +166,8 @@ pub struct Config {
     pub metrics_public: bool,
     /// The public base URL, if configured (else derived from the bound address).
     pub public_url: Option<String>,
+    /// The issuing key's token, if it is in one.
+    pub pkcs11: Option<crate::hsm::Pkcs11Settings>,
 }
 
 /// Checks a public base URL: `https://host[:port]` with an optional path, no query, no trailing
@@ -317,6 +322,7 @@ impl Config {
             connections,
             metrics_public,
             public_url,
+            pkcs11: file.pkcs11,
         })
     }
 }
@@ -373,5 +379,33 @@ impl PassphraseArgs {
             );
         }
         Ok(p)
+    }
+}
+
+/// Where the PKCS#11 user PIN comes from.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PinArgs {
+    /// Read the token's user PIN from this file (first line); else `BSN_PKCS11_PIN`.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
+impl PinArgs {
+    /// The PIN: `--pkcs11-pin-file`, else `BSN_PKCS11_PIN`.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        let pin = match &self.pkcs11_pin_file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading PIN file {}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => std::env::var("BSN_PKCS11_PIN")
+                .map_err(|_| anyhow::anyhow!("the token's PIN: set BSN_PKCS11_PIN or pass --pkcs11-pin-file FILE"))?,
+        };
+        if pin.is_empty() {
+            bail!("the token's PIN is empty");
+        }
+        Ok(pin)
     }
 }

@@ -52,6 +52,19 @@ pub struct InitOptions<'a> {
     /// The CA's public base URL (recorded in ca.toml; default `https://` and the listen address):
     /// the intermediate and every leaf name their CRL under it.
     pub public_url: Option<String>,
+    /// Generate the issuing key in this PKCS#11 token instead of sealing it in a file.
+    pub pkcs11: Option<Pkcs11Init>,
+}
+
+/// The token `init` makes the issuing key in.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Init {
+    /// The token vendor's PKCS#11 module.
+    pub module: std::path::PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The user PIN.
+    pub pin: String,
 }
 
 /// What `init` made that the operator must see.
@@ -118,12 +131,52 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         }
     };
     let now = OffsetDateTime::now_utc();
-    let h = new_hierarchy(td.as_str(), now, Some(&base))?;
+    let root_crl_validity = Policy::default().root_crl_validity;
     let log_origin = o.log_origin.clone().unwrap_or_else(|| format!("{td}/log"));
-    let log_key = LogSigner::generate()?;
-    let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
-    write_key_material(&paths, o.passphrase, &h, &log_key, &log)?;
-    let signer = CaSigner::software(KeyPair::try_from(h.intermediate_key_pkcs8.as_slice())?);
+    let (h, signer, root_crl, log, log_key, pkcs11) = match &o.pkcs11 {
+        None => {
+            let h = new_hierarchy(td.as_str(), now, Some(&base))?;
+            let key = KeyPair::try_from(h.intermediate_key_pkcs8.as_deref().unwrap_or_default())?;
+            let root = KeyPair::try_from(h.root_key_pkcs8.as_deref().unwrap_or_default())?;
+            let crl = crate::pki::sign_root_crl(&h.root_der, &root, now, root_crl_validity)?;
+            let log_key = LogSigner::generate()?;
+            let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
+            (h, CaSigner::software(key), crl, log, Some(log_key), None)
+        }
+        Some(p) => {
+            let token = crate::hsm::Token::open(&p.module, &p.token, &p.pin).context("--pkcs11-token")?;
+            let (root_label, issuing_label) = (format!("{td} root CA"), format!("{td} issuing CA 1"));
+            let (log_label, membership_label) = (format!("{td} log"), format!("{td} membership"));
+            for label in [&root_label, &issuing_label, &log_label, &membership_label] {
+                token.refuse_taken(label)?;
+            }
+            let log_key = token
+                .generate_ed25519(&log_label)
+                .context("generating the log key in the token")?;
+            let log = LogSigner::with_key(&log_origin, crate::hsm::EdKey::Token(log_key)).context("--log-origin")?;
+            token
+                .generate_ed25519(&membership_label)
+                .context("generating the membership key in the token")?;
+            let root = token
+                .generate_p256(&root_label)
+                .context("generating the root key in the token")?;
+            let key = token
+                .generate_p256(&issuing_label)
+                .context("generating the issuing key in the token")?;
+            let h = crate::pki::new_hierarchy_for(td.as_str(), now, Some(&base), &root, &key)?;
+            let crl = crate::pki::sign_root_crl(&h.root_der, &root, now, root_crl_validity)?;
+            let settings = crate::hsm::Pkcs11Settings {
+                module: p.module.clone(),
+                token: p.token.clone(),
+                issuing_key: issuing_label,
+                root_key: Some(root_label),
+                log_key: Some(log_label),
+                membership_key: Some(membership_label),
+            };
+            (h, CaSigner::token(key), crl, log, None, Some(settings))
+        }
+    };
+    write_key_material(&paths, o.passphrase, &h, &root_crl, log_key.as_deref(), &log)?;
     let mut ca = Ca::new(
         vec![h.root_der.clone().into()],
         h.intermediate_der.clone().into(),
@@ -162,6 +215,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         database_url: o.database_url,
         listen: o.listen,
         public_url,
+        pkcs11,
         ..Default::default()
     };
     write_file(&paths.config(), toml::to_string_pretty(&file)?.as_bytes(), 0o600)?;
@@ -177,38 +231,39 @@ fn write_key_material(
     paths: &Paths,
     passphrase: &str,
     h: &crate::pki::NewHierarchy,
-    log_key: &[u8],
+    root_crl: &[u8],
+    log_key: Option<&[u8]>,
     log: &LogSigner,
 ) -> anyhow::Result<()> {
-    write_file(
-        &paths.root_key(),
-        keystore::seal(passphrase, "root", &h.root_key_pkcs8)?.as_bytes(),
-        0o600,
-    )?;
-    write_file(
-        &paths.intermediate_key(),
-        keystore::seal(passphrase, "intermediate", &h.intermediate_key_pkcs8)?.as_bytes(),
-        0o600,
-    )?;
+    if let Some(key) = &h.root_key_pkcs8 {
+        write_file(
+            &paths.root_key(),
+            keystore::seal(passphrase, "root", key)?.as_bytes(),
+            0o600,
+        )?;
+    }
+    if let Some(key) = &h.intermediate_key_pkcs8 {
+        write_file(
+            &paths.intermediate_key(),
+            keystore::seal(passphrase, "intermediate", key)?.as_bytes(),
+            0o600,
+        )?;
+    }
     write_file(&paths.root_cert(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
-    let root_crl = crate::pki::sign_root_crl(
-        &h.root_der,
-        KeyPair::try_from(h.root_key_pkcs8.as_slice())?,
-        OffsetDateTime::now_utc(),
-        Policy::default().root_crl_validity,
-    )?;
-    write_file(&paths.root_crl(), &root_crl, 0o644)?;
+    write_file(&paths.root_crl(), root_crl, 0o644)?;
     write_file(&paths.trust_bundle(), pem("CERTIFICATE", &h.root_der).as_bytes(), 0o644)?;
     write_file(
         &paths.intermediate_cert(),
         pem("CERTIFICATE", &h.intermediate_der).as_bytes(),
         0o644,
     )?;
-    write_file(
-        &paths.log_key(),
-        keystore::seal(passphrase, "log", log_key)?.as_bytes(),
-        0o600,
-    )?;
+    if let Some(log_key) = log_key {
+        write_file(
+            &paths.log_key(),
+            keystore::seal(passphrase, "log", log_key)?.as_bytes(),
+            0o600,
+        )?;
+    }
     write_file(&paths.log_vkey(), format!("{}\n", log.vkey()).as_bytes(), 0o644)?;
     Ok(())
 }

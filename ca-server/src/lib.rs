@@ -38,8 +38,8 @@
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
-//! certificates), no certificateHold (every revocation is final), no ACME, no HSM backend yet
-//! (the signer interface [`pki::CaSigner`] is where one goes), no intermediate rotation command,
+//! certificates), no certificateHold (every revocation is final), no ACME; every CA key may live
+//! in a PKCS#11 token ([`hsm`]), but none can be rotated yet (no intermediate rotation command),
 //! no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
 //! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
@@ -54,6 +54,7 @@ pub mod commit;
 pub mod config;
 pub mod csr;
 pub mod db;
+pub mod hsm;
 pub mod init;
 pub mod issuance;
 pub mod keystore;

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::tree::CompactRange;
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use tlog_tiles::{Checkpoint, EMPTY_HASH, Hash, HashReader, Tile, record_hash, stored_hash_index};
 
@@ -48,7 +48,7 @@ pub enum LogError {
 /// The log's checkpoint signer: an Ed25519 key whose name is the log's origin.
 pub struct LogSigner {
     origin: String,
-    key: Ed25519KeyPair,
+    key: crate::hsm::EdKey,
     id: u32,
 }
 
@@ -66,6 +66,14 @@ impl LogSigner {
             return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
         }
         let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| LogError::Key(e.to_string()))?;
+        Self::with_key(origin, crate::hsm::EdKey::Software(key))
+    }
+
+    /// The signer for `origin` with a key held elsewhere (in a token).
+    pub fn with_key(origin: &str, key: crate::hsm::EdKey) -> Result<Self, LogError> {
+        if !signed_note::is_key_name_valid(origin) {
+            return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
+        }
         let id = signed_note::key_id(origin, &Self::typed_public(&key));
         Ok(Self {
             origin: origin.to_string(),
@@ -74,8 +82,8 @@ impl LogSigner {
         })
     }
 
-    fn typed_public(key: &Ed25519KeyPair) -> Vec<u8> {
-        [&[1u8][..], key.public_key().as_ref()].concat()
+    fn typed_public(key: &crate::hsm::EdKey) -> Vec<u8> {
+        [&[1u8][..], &key.public()[..]].concat()
     }
 
     /// The verifier key in signed-note form: `<name>+<hex key id>+<base64(0x01 || key)>`.
@@ -124,7 +132,10 @@ impl signed_note::Signer for LogSigner {
         self.id
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        Ok(self.key.sign(msg).as_ref().to_vec())
+        self.key.sign(msg).map(|s| s.to_vec()).map_err(|e| {
+            tracing::error!(error = %e, "the log key did not sign");
+            signature::Error::new()
+        })
     }
 }
 

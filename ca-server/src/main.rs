@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ca_server::config::{Config, PassphraseArgs};
+use ca_server::config::{Config, PassphraseArgs, PinArgs};
 use ca_server::init::{InitOptions, init};
 use clap::{Parser, Subcommand};
 
@@ -41,6 +41,15 @@ enum Command {
         /// listen address); certificates name their CRL under it. Recorded in ca.toml.
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
+        /// Generate the issuing key in a PKCS#11 token, with this vendor module (such as
+        /// /usr/lib/softhsm/libsofthsm2.so); the key never leaves the token.
+        #[arg(long, value_name = "PATH", requires = "pkcs11_token")]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label.
+        #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+        pkcs11_token: Option<String>,
+        #[command(flatten)]
+        pin: PinArgs,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
@@ -87,6 +96,8 @@ enum Command {
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
         #[command(flatten)]
+        pin: PinArgs,
+        #[command(flatten)]
         passphrase: PassphraseArgs,
     },
     /// Operator recovery: issue a new one-time secret for the bootstrap administrator `admin`
@@ -122,6 +133,8 @@ enum RootCommand {
         /// The CA's data directory.
         #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        pin: PinArgs,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
@@ -179,9 +192,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             log_origin,
             public_url,
+            pkcs11_module,
+            pkcs11_token,
+            pin,
             passphrase,
         } => {
             let pass = passphrase.resolve()?;
+            let pkcs11 = match (pkcs11_module, pkcs11_token) {
+                (Some(module), Some(token)) => Some(ca_server::init::Pkcs11Init {
+                    module,
+                    token,
+                    pin: pin.resolve()?,
+                }),
+                _ => None,
+            };
             let shown_listen = listen.clone().unwrap_or_else(|| "127.0.0.1:8443".into());
             let o = init(InitOptions {
                 dir: &data_dir,
@@ -192,6 +216,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 listen,
                 log_origin,
                 public_url,
+                pkcs11,
             })
             .await?;
             print_init(&data_dir, &trust_domain, &o, &shown_listen);
@@ -201,18 +226,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             listen,
             database_url,
+            pin,
             passphrase,
         } => {
             let pass = passphrase.resolve()?;
             let cfg = Config::load(&data_dir, listen, database_url)?;
-            ca_server::serve::serve(cfg, pass).await
+            let pin = if cfg.pkcs11.is_some() {
+                Some(pin.resolve()?)
+            } else {
+                None
+            };
+            ca_server::serve::serve(cfg, pass, pin).await
         }
         Command::Root {
-            command: RootCommand::Crl { data_dir, passphrase },
+            command:
+                RootCommand::Crl {
+                    data_dir,
+                    pin,
+                    passphrase,
+                },
         } => {
             let cfg = Config::load(&data_dir, None, None)?;
-            let pass = passphrase.resolve()?;
-            let crl = ca_server::serve::sign_root_crl(&cfg, &pass, time::OffsetDateTime::now_utc())?;
+            let root_label = cfg.pkcs11.as_ref().and_then(|t| t.root_key.clone());
+            let crl = match root_label {
+                Some(label) => {
+                    let token = ca_server::serve::open_token(&cfg, Some(&pin.resolve()?))?
+                        .ok_or_else(|| anyhow::anyhow!("ca.toml names no token"))?;
+                    let key = ca_server::serve::RootKey::Token(&token, &label);
+                    ca_server::serve::sign_root_crl(&cfg, key, time::OffsetDateTime::now_utc())?
+                }
+                None => {
+                    let pass = passphrase.resolve()?;
+                    let key = ca_server::serve::RootKey::Sealed(&pass);
+                    ca_server::serve::sign_root_crl(&cfg, key, time::OffsetDateTime::now_utc())?
+                }
+            };
             println!(
                 "root CRL {} signed: valid until {} (serving replicas publish it at once)",
                 cfg.paths.root_crl().display(),
@@ -321,12 +369,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     listen: None,
                     log_origin: None,
                     public_url: None,
+                    pkcs11: None,
                 })
                 .await?;
                 print_init(&data_dir, &trust_domain, &o, &listen);
             }
             let cfg = Config::load(&data_dir, Some(listen), None)?;
-            ca_server::serve::serve(cfg, pass.to_string()).await
+            ca_server::serve::serve(cfg, pass.to_string(), None).await
         }
     }
 }

@@ -102,7 +102,10 @@ impl Directory<'_> {
         store::upsert(&mut tx, node, city, url, at).await?;
         let revision = store::latest(&mut tx).await?.map_or(0, |(r, _)| r) + 1;
         let nodes = store::entries(&mut tx).await?;
-        let (d, env) = self.signer.directory(revision as u64, at, nodes);
+        let (d, env) = self
+            .signer
+            .directory(revision as u64, at, nodes)
+            .map_err(|e| RegistryError::Internal(e.into()))?;
         let raw = |s: &str| {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD

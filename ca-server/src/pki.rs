@@ -38,6 +38,11 @@ impl CaSigner {
     pub fn software(key: KeyPair) -> Self {
         Self(Arc::new(key))
     }
+
+    /// A key in a PKCS#11 token.
+    pub fn token(key: crate::hsm::TokenKey) -> Self {
+        Self(Arc::new(key))
+    }
 }
 
 impl PublicKeyData for CaSigner {
@@ -197,6 +202,9 @@ pub struct Ca {
     /// The active issuing intermediate.
     pub intermediate: CertificateDer<'static>,
     issuer: Issuer<'static, CaSigner>,
+    signer: CaSigner,
+    /// The last readiness probe: when, and whether the key signed.
+    probed: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// Issuance policy.
     pub policy: Policy,
     /// Where the issuing CA's CRL is published: every leaf names it (CRL distribution point).
@@ -211,14 +219,31 @@ impl Ca {
         signer: CaSigner,
         policy: Policy,
     ) -> Result<Self, PkiError> {
-        let issuer = Issuer::from_ca_cert_der(&intermediate, signer)?;
+        let issuer = Issuer::from_ca_cert_der(&intermediate, signer.clone())?;
         Ok(Self {
             roots,
             intermediate,
             issuer,
+            signer,
+            probed: std::sync::Mutex::new(None),
             policy,
             crl_url: None,
         })
+    }
+
+    /// Whether the signing key signs now (a token may be gone): a signature over a fixed
+    /// message, made and thrown away, at most once a second (callers in between get the last
+    /// answer). Blocking.
+    pub fn signer_works(&self) -> bool {
+        let mut last = self.probed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, ok)) = *last
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return ok;
+        }
+        let ok = self.signer.sign(b"bsn readiness probe").is_ok();
+        *last = Some((std::time::Instant::now(), ok));
+        ok
     }
 
     /// Names the CA's public base URL: leaves issued from now on carry
@@ -323,7 +348,7 @@ pub fn root_crl_url(base: &str) -> String {
 /// offline root's operator) makes increasing numbers without coordinating.
 pub fn sign_root_crl(
     root_der: &[u8],
-    root_key: KeyPair,
+    root_key: impl SigningKey,
     this_update: OffsetDateTime,
     validity: Duration,
 ) -> Result<Vec<u8>, PkiError> {
@@ -343,12 +368,12 @@ pub fn sign_root_crl(
 pub struct NewHierarchy {
     /// Root certificate.
     pub root_der: Vec<u8>,
-    /// Root key, PKCS#8 DER.
-    pub root_key_pkcs8: Vec<u8>,
+    /// Root key, PKCS#8 DER (none when it lives in a token).
+    pub root_key_pkcs8: Option<Vec<u8>>,
     /// Intermediate certificate.
     pub intermediate_der: Vec<u8>,
-    /// Intermediate key, PKCS#8 DER.
-    pub intermediate_key_pkcs8: Vec<u8>,
+    /// Intermediate key, PKCS#8 DER (none when it lives in a token).
+    pub intermediate_key_pkcs8: Option<Vec<u8>>,
 }
 
 /// Generates a root (10 years) and an issuing intermediate (path length 0, 5 years), ECDSA P-256;
@@ -359,12 +384,27 @@ pub fn new_hierarchy(
     public_url: Option<&str>,
 ) -> Result<NewHierarchy, PkiError> {
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut h = new_hierarchy_for(trust_domain, now, public_url, &root_key, &inter_key)?;
+    h.root_key_pkcs8 = Some(root_key.serialize_der());
+    h.intermediate_key_pkcs8 = Some(inter_key.serialize_der());
+    Ok(h)
+}
+
+/// [`new_hierarchy`] with keys made elsewhere (in a token): the root's signs here, and only the
+/// intermediate's public half is needed.
+pub fn new_hierarchy_for(
+    trust_domain: &str,
+    now: OffsetDateTime,
+    public_url: Option<&str>,
+    root_key: &impl SigningKey,
+    inter_key: &impl PublicKeyData,
+) -> Result<NewHierarchy, PkiError> {
     let mut root = ca_params(trust_domain, "Root CA", now, Duration::days(3650))?;
     root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-    let root_der = root.self_signed(&root_key)?.der().to_vec();
-    let root_issuer = Issuer::new(root, &root_key);
+    let root_der = root.self_signed(root_key)?.der().to_vec();
+    let root_issuer = Issuer::new(root, root_key);
 
-    let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut inter = ca_params(trust_domain, "Issuing CA 1", now, Duration::days(1825))?;
     inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     inter.use_authority_key_identifier_extension = true;
@@ -373,11 +413,11 @@ pub fn new_hierarchy(
             uris: vec![root_crl_url(base)],
         }];
     }
-    let intermediate_der = inter.signed_by(&inter_key, &root_issuer)?.der().to_vec();
+    let intermediate_der = inter.signed_by(inter_key, &root_issuer)?.der().to_vec();
     Ok(NewHierarchy {
-        root_key_pkcs8: root_key.serialize_der(),
+        root_key_pkcs8: None,
         root_der,
-        intermediate_key_pkcs8: inter_key.serialize_der(),
+        intermediate_key_pkcs8: None,
         intermediate_der,
     })
 }
@@ -449,7 +489,7 @@ mod tests {
     fn test_ca() -> Ca {
         let now = OffsetDateTime::now_utc();
         let h = new_hierarchy("example.org", now, None).unwrap();
-        let key = KeyPair::try_from(h.intermediate_key_pkcs8.as_slice()).unwrap();
+        let key = KeyPair::try_from(h.intermediate_key_pkcs8.unwrap().as_slice()).unwrap();
         Ca::new(
             vec![h.root_der.into()],
             h.intermediate_der.into(),

@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::membership::{Envelope, Heartbeat, Member, MembershipKey, Role, Statement, SubchainId};
 use identity::{IdentityKind, IdentityStatus};
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use sqlx::{Any, Transaction};
 
 use crate::db::Db;
@@ -22,7 +22,7 @@ use crate::log::{LogSigner, NewLeaf, Receipt};
 /// The CA's membership signing key (Ed25519). Kept sealed in the database's `meta`, so every
 /// replica signs with the same key.
 pub struct MembershipSigner {
-    key: Ed25519KeyPair,
+    key: crate::hsm::EdKey,
     public: MembershipKey,
     trust_domain: String,
 }
@@ -43,7 +43,12 @@ impl MembershipSigner {
             .ok_or_else(|| anyhow::anyhow!("membership key missing"))?;
         let pkcs8 = crate::keystore::open(passphrase, "membership", &sealed)?;
         let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("membership key: {e}"))?;
-        let public = MembershipKey::from_bytes(key.public_key().as_ref())?;
+        Self::with_key(crate::hsm::EdKey::Software(key), trust_domain)
+    }
+
+    /// The signer with a key held elsewhere (in a token).
+    pub fn with_key(key: crate::hsm::EdKey, trust_domain: &str) -> anyhow::Result<Self> {
+        let public = MembershipKey::from_bytes(&key.public())?;
         Ok(Self {
             key,
             public,
@@ -56,12 +61,12 @@ impl MembershipSigner {
         &self.public
     }
 
-    /// Signs a payload under a context.
-    pub fn seal(&self, context: &[u8], payload: &[u8]) -> Envelope {
-        Envelope {
+    /// Signs a payload under a context (a token may refuse).
+    pub fn seal(&self, context: &[u8], payload: &[u8]) -> Result<Envelope, crate::hsm::HsmError> {
+        Ok(Envelope {
             payload: B64.encode(payload),
-            signature: B64.encode(self.key.sign(&identity::membership::signed_message(context, payload))),
-        }
+            signature: B64.encode(self.key.sign(&identity::membership::signed_message(context, payload))?),
+        })
     }
 
     /// The signed node directory of `revision` listing `nodes` (sorted by id).
@@ -70,7 +75,7 @@ impl MembershipSigner {
         revision: u64,
         issued_at: i64,
         nodes: Vec<identity::membership::DirectoryEntry>,
-    ) -> (identity::membership::NodeDirectory, Envelope) {
+    ) -> Result<(identity::membership::NodeDirectory, Envelope), crate::hsm::HsmError> {
         let d = identity::membership::NodeDirectory {
             version: 1,
             trust_domain: self.trust_domain.clone(),
@@ -79,12 +84,12 @@ impl MembershipSigner {
             nodes,
         };
         let payload = serde_json::to_vec(&d).unwrap_or_default();
-        let env = self.seal(identity::membership::DIRECTORY_CONTEXT, &payload);
-        (d, env)
+        let env = self.seal(identity::membership::DIRECTORY_CONTEXT, &payload)?;
+        Ok((d, env))
     }
 
     /// A signed heartbeat for `node` at feed position `cursor`.
-    pub fn heartbeat(&self, node: &str, cursor: u64, at_ms: i64) -> Envelope {
+    pub fn heartbeat(&self, node: &str, cursor: u64, at_ms: i64) -> Result<Envelope, crate::hsm::HsmError> {
         let hb = Heartbeat {
             trust_domain: self.trust_domain.clone(),
             node: node.to_string(),
@@ -645,7 +650,10 @@ impl Registry<'_> {
             members,
         };
         let payload = serde_json::to_vec(&statement).map_err(db_err)?;
-        let envelope = self.signer.seal(identity::membership::STATEMENT_CONTEXT, &payload);
+        let envelope = self
+            .signer
+            .seal(identity::membership::STATEMENT_CONTEXT, &payload)
+            .map_err(db_err)?;
         let signature = B64.decode(&envelope.signature).map_err(db_err)?;
         let leaf = identity::logleaf::LogLeaf::Membership {
             time: now.max(0) as u64,

@@ -21,7 +21,7 @@ use crate::secrets::Hasher;
 
 /// Loads everything and serves until SIGINT/SIGTERM. Prints `ca-server listening on https://ADDR`
 /// on stdout once it accepts connections.
-pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyhow::Result<()> {
     // Every connection is a file descriptor: take the hard open-file limit as the soft one, so
     // `max_connections` is what bounds connections, not the default limit of 1,024.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -34,9 +34,28 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .context("trust-bundle.pem")?;
     let intermediate = CertificateDer::from_pem_slice(&read(p.intermediate_cert())?).context("intermediate.pem")?;
-    let sealed = String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
-    let key_der = crate::keystore::open(&passphrase, "intermediate", &sealed)?;
-    let signer = CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?);
+    let token = open_token(&cfg, pin.as_deref())?;
+    let signer = match (&cfg.pkcs11, &token) {
+        (None, _) | (_, None) => {
+            let sealed = String::from_utf8(read(p.intermediate_key())?).context("intermediate.key.sealed")?;
+            let key_der = crate::keystore::open(&passphrase, "intermediate", &sealed)?;
+            CaSigner::software(KeyPair::try_from(key_der.as_slice()).context("intermediate key")?)
+        }
+        (Some(t), Some(token)) => {
+            let key = token.key(&t.issuing_key)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&intermediate).context("intermediate.pem")?;
+            if rcgen::PublicKeyData::der_bytes(&key) != cert.public_key().subject_public_key.data.as_ref() {
+                bail!(
+                    "the key '{}' in the token '{}' is not the key of {}: refusing to sign with it",
+                    t.issuing_key,
+                    t.token,
+                    p.intermediate_cert().display()
+                );
+            }
+            tracing::info!(token = %t.token, key = %t.issuing_key, "the issuing key is in a PKCS#11 token");
+            CaSigner::token(key)
+        }
+    };
     let mut ca = Ca::new(roots, intermediate, signer, cfg.policy)?;
     // Bound before anything is issued: certificates name their CRL under the public URL, which
     // defaults to the bound address.
@@ -49,7 +68,26 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| crate::config::default_public_url(addr));
     ca.set_public_url(&public_url);
-    keep_root_crl_fresh(&cfg, &passphrase, now());
+    let root_key = match (&cfg.pkcs11, &token) {
+        (
+            Some(crate::hsm::Pkcs11Settings {
+                root_key: Some(label), ..
+            }),
+            Some(token),
+        ) => RootKey::Token(token, label),
+        _ => RootKey::Sealed(&passphrase),
+    };
+    keep_root_crl_fresh(&cfg, root_key, now());
+    // The Ed25519 keys in the token, if they are there.
+    let ed_key = |label: Option<&String>| -> anyhow::Result<Option<crate::hsm::EdKey>> {
+        match (label, &token) {
+            (Some(l), Some(t)) => Ok(Some(crate::hsm::EdKey::Token(t.ed25519_key(l)?))),
+            _ => Ok(None),
+        }
+    };
+    let log_in_token = ed_key(cfg.pkcs11.as_ref().and_then(|t| t.log_key.as_ref()))?;
+    let membership_in_token = ed_key(cfg.pkcs11.as_ref().and_then(|t| t.membership_key.as_ref()))?;
+    drop(token);
 
     let db = Db::connect(&cfg.database_url)
         .await
@@ -73,11 +111,16 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         );
     }
 
-    let sealed_log = String::from_utf8(read(p.log_key())?).context("log.key.sealed")?;
-    let log = LogSigner::new(
-        &cfg.log_origin,
-        &crate::keystore::open(&passphrase, "log", &sealed_log)?,
-    )?;
+    let log = match log_in_token {
+        Some(key) => LogSigner::with_key(&cfg.log_origin, key)?,
+        None => {
+            let sealed_log = String::from_utf8(read(p.log_key())?).context("log.key.sealed")?;
+            LogSigner::new(
+                &cfg.log_origin,
+                &crate::keystore::open(&passphrase, "log", &sealed_log)?,
+            )?
+        }
+    };
     if db.meta("log_vkey").await?.as_deref() != Some(log.vkey().as_str()) {
         bail!(
             "the database's issuance log was signed with another key or origin than {} and '{}'",
@@ -103,9 +146,12 @@ pub async fn serve(cfg: Config, passphrase: String) -> anyhow::Result<()> {
         committer: Committer::start(db.clone(), log.clone(), metrics.clone()),
         log,
         log_hashes: Default::default(),
-        membership: crate::registry::MembershipSigner::load_or_create(&db, &passphrase, cfg.trust_domain.as_str())
-            .await
-            .context("loading the membership key")?,
+        membership: match membership_in_token {
+            Some(key) => crate::registry::MembershipSigner::with_key(key, cfg.trust_domain.as_str())?,
+            None => crate::registry::MembershipSigner::load_or_create(&db, &passphrase, cfg.trust_domain.as_str())
+                .await
+                .context("loading the membership key")?,
+        },
         feed_wakeup: tokio::sync::watch::channel(0).0,
         feed_streams: bsn_transport::KeyedSlots::new(crate::api::FEED_STREAMS_PER_NODE, crate::api::MAX_FEED_STREAMS),
         feed_heartbeat: cfg.feed_heartbeat,
@@ -229,17 +275,32 @@ pub fn root_crl(paths: &crate::config::Paths) -> Option<RootCrl> {
     })
 }
 
-/// Signs a new root CRL with the root key (opened with `passphrase`) and publishes it (written
-/// durably, then renamed over the old one: a crash leaves the old or the new, never half).
-pub fn sign_root_crl(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) -> anyhow::Result<RootCrl> {
-    let p = &cfg.paths;
-    let sealed = std::fs::read_to_string(p.root_key()).with_context(|| {
-        format!(
-            "reading {}: the root key is not here, so this CA cannot sign the root's CRL",
-            p.root_key().display()
+/// The CA's PKCS#11 token, opened with `pin`, when `ca.toml` names one.
+pub fn open_token(cfg: &Config, pin: Option<&str>) -> anyhow::Result<Option<crate::hsm::Token>> {
+    let Some(t) = &cfg.pkcs11 else { return Ok(None) };
+    let pin = pin.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the CA's keys are in the token '{}': set BSN_PKCS11_PIN or pass --pkcs11-pin-file FILE",
+            t.token
         )
     })?;
-    let key = KeyPair::try_from(crate::keystore::open(passphrase, "root", &sealed)?.as_slice()).context("root key")?;
+    let token = crate::hsm::Token::open(&t.module, &t.token, pin)
+        .with_context(|| format!("opening the token '{}' that holds the CA's keys", t.token))?;
+    Ok(Some(token))
+}
+
+/// Where the root key is, for signing the root's CRL.
+pub enum RootKey<'a> {
+    /// Sealed in `root.key.sealed`, opened with this passphrase.
+    Sealed(&'a str),
+    /// In the token, with this label.
+    Token(&'a crate::hsm::Token, &'a str),
+}
+
+/// Signs a new root CRL with the root key and publishes it (written durably, then renamed over
+/// the old one: a crash leaves the old or the new, never half).
+pub fn sign_root_crl(cfg: &Config, root_key: RootKey<'_>, now: time::OffsetDateTime) -> anyhow::Result<RootCrl> {
+    let p = &cfg.paths;
     let root = std::fs::read(p.root_cert()).with_context(|| format!("reading {}", p.root_cert().display()))?;
     let root = CertificateDer::from_pem_slice(&root).context("root.pem")?;
     if let Some(old) = root_crl(p)
@@ -250,7 +311,21 @@ pub fn sign_root_crl(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) 
             old.this_update
         );
     }
-    let der = crate::pki::sign_root_crl(&root, key, now, cfg.policy.root_crl_validity)?;
+    let validity = cfg.policy.root_crl_validity;
+    let der = match root_key {
+        RootKey::Sealed(passphrase) => {
+            let sealed = std::fs::read_to_string(p.root_key()).with_context(|| {
+                format!(
+                    "reading {}: the root key is not here, so this CA cannot sign the root's CRL",
+                    p.root_key().display()
+                )
+            })?;
+            let key = KeyPair::try_from(crate::keystore::open(passphrase, "root", &sealed)?.as_slice())
+                .context("root key")?;
+            crate::pki::sign_root_crl(&root, &key, now, validity)?
+        }
+        RootKey::Token(token, label) => crate::pki::sign_root_crl(&root, &token.key(label)?, now, validity)?,
+    };
     bsn_api::files::write_file(&p.root_crl(), &der, 0o644)
         .with_context(|| format!("writing {}", p.root_crl().display()))?;
     Ok(RootCrl {
@@ -261,13 +336,13 @@ pub fn sign_root_crl(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) 
 
 /// At start-up: signs the root CRL when there is none or half its lifetime has passed (the
 /// root key is opened for this and dropped); without the root key, warns as its end nears.
-fn keep_root_crl_fresh(cfg: &Config, passphrase: &str, now: time::OffsetDateTime) {
+fn keep_root_crl_fresh(cfg: &Config, root_key: RootKey<'_>, now: time::OffsetDateTime) {
     let current = root_crl(&cfg.paths);
     let due = current.is_none_or(|c| now >= c.this_update + (c.next_update - c.this_update) / 2);
     if !due {
         return;
     }
-    match sign_root_crl(cfg, passphrase, now) {
+    match sign_root_crl(cfg, root_key, now) {
         Ok(c) => tracing::info!(next_update = %c.next_update, "root CRL signed"),
         Err(e) => match current {
             Some(c) => tracing::warn!(next_update = %c.next_update, error = %format!("{e:#}"),

@@ -196,13 +196,21 @@ impl TestCa {
 
     /// Initialises and starts a CA with extra `BSN_CA_*` environment for `serve`.
     pub fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_custom(&[], env)
+    }
+
+    /// Initialises a CA with extra `init` arguments and starts it; `env` is given to both
+    /// `init` and every `serve`.
+    pub fn start_custom(init_args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("ca");
         let db = TestDb::new();
         let mut cmd = Command::new(bin("ca-server"));
         cmd.args(["init", "--data-dir"])
             .arg(&data)
-            .args(["--trust-domain", "test.example"]);
+            .args(["--trust-domain", "test.example"])
+            .args(init_args)
+            .envs(env.iter().copied());
         if let Some(u) = &db.url {
             cmd.args(["--database-url", u]);
         }
@@ -1104,4 +1112,83 @@ pub fn leaf_of(path: &Path) -> identity::profile::Leaf {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_file(path).unwrap();
     identity::profile::check_leaf(&der).unwrap()
+}
+
+/// SoftHSM2 (Debian `softhsm2`) for tests and benchmarks of keys in a PKCS#11 token.
+pub mod softhsm {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// Debian's SoftHSM2 module.
+    pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    /// The user PIN of every test token.
+    pub const PIN: &str = "1234-user-pin";
+
+    /// A SoftHSM2 configuration with its own token directory, holding one token per label.
+    pub struct SoftHsm {
+        /// Its `SOFTHSM2_CONF` file.
+        pub conf: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl SoftHsm {
+        /// Tokens labelled `labels`, each with the user PIN [`PIN`].
+        pub fn new(labels: &[&str]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let tokens = dir.path().join("tokens");
+            std::fs::create_dir_all(&tokens).unwrap();
+            let conf = dir.path().join("softhsm2.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                    tokens.display()
+                ),
+            )
+            .unwrap();
+            let hsm = Self { conf, _dir: dir };
+            for label in labels {
+                let o = hsm.tool(
+                    "softhsm2-util",
+                    &[
+                        "--init-token",
+                        "--free",
+                        "--label",
+                        label,
+                        "--pin",
+                        PIN,
+                        "--so-pin",
+                        "5678-so-pin",
+                    ],
+                );
+                assert!(
+                    o.status.success(),
+                    "softhsm2-util: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            hsm
+        }
+
+        /// Runs a tool against this configuration.
+        pub fn tool(&self, cmd: &str, args: &[&str]) -> std::process::Output {
+            Command::new(cmd)
+                .args(args)
+                .env("SOFTHSM2_CONF", &self.conf)
+                .output()
+                .unwrap_or_else(|e| panic!("{cmd} (apt-get install softhsm2 opensc): {e}"))
+        }
+
+        /// `pkcs11-tool` logged in to the token `token`: its output and error text.
+        pub fn pkcs11_tool(&self, token: &str, args: &[&str]) -> String {
+            let mut all = vec!["--module", MODULE, "--token-label", token, "--login", "--pin", PIN];
+            all.extend_from_slice(args);
+            let o = self.tool("pkcs11-tool", &all);
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        }
+    }
 }

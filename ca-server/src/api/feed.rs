@@ -91,7 +91,10 @@ async fn page(
         events,
         cursor: next,
         more,
-        heartbeat: s.membership.heartbeat(&node, next as u64, now_ms()),
+        heartbeat: s
+            .membership
+            .heartbeat(&node, next as u64, now_ms())
+            .map_err(|e| ApiError::Internal(e.into()))?,
     }))
 }
 
@@ -151,7 +154,9 @@ async fn stream(
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
                 _ = beat.tick() => {
-                    let hb = state.membership.heartbeat(&node, cursor as u64, now_ms());
+                    // Without a signature there is no heartbeat: the node's staleness bound then
+                    // fails its writes closed, as it should while the CA cannot sign.
+                    let Ok(hb) = state.membership.heartbeat(&node, cursor as u64, now_ms()) else { continue };
                     let data = serde_json::to_string(&hb).unwrap_or_default();
                     if tx.send(Event::default().event("heartbeat").data(data)).await.is_err() {
                         return;

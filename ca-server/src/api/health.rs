@@ -21,11 +21,19 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/openapi.json", get(openapi))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and the issuing key signs (a token may be gone).
 async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     match s.db.meta("trust_domain").await {
-        Ok(Some(_)) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+        Ok(Some(_)) => {}
+        _ => return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+    let state = s.clone();
+    match tokio::task::spawn_blocking(move || state.ca.signer_works()).await {
+        Ok(true) => (StatusCode::OK, "ready\n"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the issuing key does not sign (is its token present?)\n",
+        ),
     }
 }
 
