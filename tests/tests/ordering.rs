@@ -406,7 +406,12 @@ async fn two_cities_30_ms_apart_and_a_city_cut_off_for_30_s() {
         })
     };
     let mut beijing_writes = 0;
+    // What the cut-off orderer holds once the messages in flight at the cut have arrived.
+    let mut settled = None;
     while t0.elapsed() < Duration::from_secs(30) {
+        if settled.is_none() && t0.elapsed() > Duration::from_secs(3) {
+            settled = height(&apis[2]).await;
+        }
         let tx = sign_tx(&alice, "demo", vec![put(&format!("cut-b-{beijing_writes}"), "x")]);
         if n1
             .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
@@ -422,10 +427,24 @@ async fn two_cities_30_ms_apart_and_a_city_cut_off_for_30_s() {
         beijing_writes > 10,
         "the majority side went on ({beijing_writes} writes)"
     );
+    // Regression: this compared with the height read just before the cut, and failed when two
+    // blocks the majority had committed were still on their way to the orderer. What must hold:
+    // after those, the cut-off orderer commits nothing, and all it has is the majority's chain.
+    let settled = settled.expect("the cut-off orderer answered during the cut");
     let o3_height = height(&apis[2]).await.unwrap();
     assert!(
-        o3_height <= cut_at + 1,
-        "the cut-off orderer committed on its own ({cut_at} -> {o3_height})"
+        settled <= cut_at + 5,
+        "more than a few blocks reached the cut-off orderer after the cut ({cut_at} -> {settled})"
+    );
+    assert_eq!(
+        o3_height, settled,
+        "the cut-off orderer committed on its own during the cut ({settled} -> {o3_height})"
+    );
+    let o3_chain = chain_hashes(&chain_of(&apis[2], "demo").await);
+    let majority_chain = chain_hashes(&chain_of(&apis[0], "demo").await);
+    assert!(
+        o3_chain.len() <= majority_chain.len() && o3_chain[..] == majority_chain[..o3_chain.len()],
+        "the cut-off orderer holds a block the majority did not commit"
     );
     let majority = height(&apis[0]).await.unwrap();
     assert!(
