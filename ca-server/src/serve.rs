@@ -265,6 +265,13 @@ pub struct RootCrl {
     pub next_update: time::OffsetDateTime,
 }
 
+/// When the root CRL in `file` expires (Unix seconds), if there is one that parses.
+pub fn root_crl_next_update(file: &std::path::Path) -> Option<i64> {
+    let der = std::fs::read(file).ok()?;
+    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+    Some(crl.next_update()?.timestamp())
+}
+
 /// Reads the published root CRL's dates, if there is one that parses.
 pub fn root_crl(paths: &crate::config::Paths) -> Option<RootCrl> {
     let der = std::fs::read(paths.root_crl()).ok()?;
@@ -356,8 +363,19 @@ fn keep_root_crl_fresh(cfg: &Config, root_key: RootKey<'_>, now: time::OffsetDat
 /// Keeps the CRL fresh: re-signs it when half its lifetime has passed.
 async fn refresh_crl(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(StdDuration::from_secs(60));
-    loop {
+    for minute in 0u64.. {
         tick.tick().await;
+        // Hourly: the root's CRL is re-signed only at start-up or by the operator, so say so
+        // loudly in its last 30 days.
+        if minute % 60 == 0
+            && let Some(end) = root_crl_next_update(&state.root_crl)
+            && end - now().unix_timestamp() < 30 * 86_400
+        {
+            tracing::warn!(
+                next_update = end,
+                "the root CRL expires within 30 days: run `ca-server root crl`"
+            );
+        }
         match state.db.refresh_crl_if_due(&state.ca, now()).await {
             Ok(Some(n)) => tracing::info!(crl_number = n, "CRL re-signed"),
             Ok(None) => {}

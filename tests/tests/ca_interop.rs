@@ -290,6 +290,16 @@ async fn the_root_crl_is_published_re_signed_and_recovered() {
     );
     let year = (time::OffsetDateTime::now_utc() + time::Duration::days(365)).year();
     assert!(next.contains(&year.to_string()), "{next}");
+    // Operators see when it ends.
+    let admin = ca.admin();
+    let metrics = String::from_utf8(ca.api(Some(&admin)).get_bytes("/metrics").await.unwrap()).unwrap();
+    let end: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bsn_ca_root_crl_next_update_seconds "))
+        .unwrap_or_else(|| panic!("no root CRL gauge in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!((end - bsn_tests::now_unix() - 365 * 86_400).abs() < 600, "{end}");
     let combined = String::from_utf8(anon.get_bytes("/api/v1/crls.pem").await.unwrap()).unwrap();
     let root_pem = String::from_utf8(anon.get_bytes("/api/v1/crl/root.pem").await.unwrap()).unwrap();
     let issuing_pem = String::from_utf8(anon.get_bytes("/api/v1/crl.pem").await.unwrap()).unwrap();

@@ -46,9 +46,18 @@ async fn metrics(
     if !s.metrics_public {
         caller?.require_any(&[CaRole::Admin, CaRole::Auditor])?;
     }
+    let root_crl = match crate::serve::root_crl_next_update(&s.root_crl) {
+        Some(t) => format!(
+            "# HELP bsn_ca_root_crl_next_update_seconds When the root's published CRL expires (Unix seconds); \
+             relying parties that check every CRL of the chain refuse all clients after it: re-sign with \
+             `ca-server root crl` before.\n# TYPE bsn_ca_root_crl_next_update_seconds gauge\n\
+             bsn_ca_root_crl_next_update_seconds {t}\n"
+        ),
+        None => String::new(),
+    };
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render() + &s.connections.render("bsn_ca_"),
+        s.metrics.render() + &s.connections.render("bsn_ca_") + &root_crl,
     ))
 }
 
