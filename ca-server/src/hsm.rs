@@ -154,13 +154,21 @@ impl Token {
     /// Generates an ECDSA P-256 key pair labelled `label` inside the token: the private key
     /// sensitive, non-extractable, for signing only. Refuses if the label is taken.
     pub fn generate_p256(&self, label: &str) -> Result<TokenKey, HsmError> {
+        self.generate(label, Mechanism::EccKeyPairGen, &P256_PARAMS)?;
+        self.key(label)
+    }
+
+    /// Generates a key pair labelled `label` (and identified by a hash of it) with `mechanism`
+    /// on the curve `params`: the public half for verifying, the private half sensitive,
+    /// non-extractable, for signing only. Refuses if the label is taken.
+    fn generate(&self, label: &str, mechanism: Mechanism<'_>, params: &[u8]) -> Result<(), HsmError> {
         self.refuse_taken(label)?;
         let s = self.session()?;
         let id = ring::digest::digest(&ring::digest::SHA256, label.as_bytes()).as_ref()[..16].to_vec();
         let public = [
             Attribute::Token(true),
             Attribute::Private(false),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::EcParams(params.to_vec()),
             Attribute::Verify(true),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
@@ -174,9 +182,8 @@ impl Token {
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id),
         ];
-        s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-            .map_err(token_err)?;
-        self.key(label)
+        s.generate_key_pair(&mechanism, &public, &private).map_err(token_err)?;
+        Ok(())
     }
 
     /// The key pair labelled `label`, checked to be a non-extractable ECDSA P-256 signing key.
@@ -234,25 +241,7 @@ impl Token {
     /// Generates an Ed25519 key pair labelled `label` inside the token (sensitive,
     /// non-extractable, signing only). Refuses if the label is taken.
     pub fn generate_ed25519(&self, label: &str) -> Result<TokenEdKey, HsmError> {
-        self.refuse_taken(label)?;
-        let s = self.session()?;
-        let public = [
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::EcParams(ED25519_PARAMS.to_vec()),
-            Attribute::Verify(true),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ];
-        let private = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ];
-        s.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
-            .map_err(token_err)?;
+        self.generate(label, Mechanism::EccEdwardsKeyPairGen, ED25519_PARAMS)?;
         self.ed25519_key(label)
     }
 
