@@ -54,6 +54,20 @@ pub struct InitOptions<'a> {
     pub public_url: Option<String>,
     /// Generate the issuing key in this PKCS#11 token instead of sealing it in a file.
     pub pkcs11: Option<Pkcs11Init>,
+    /// Start from an intermediate an offline root signed (for the key [`request_intermediate`]
+    /// made) instead of making a root here: this CA then keeps no root key.
+    pub offline: Option<OfflineHierarchy>,
+}
+
+/// What an offline root gave the CA to start from (the files' contents, PEM or DER).
+#[derive(Debug, Clone)]
+pub struct OfflineHierarchy {
+    /// The root certificate.
+    pub root: Vec<u8>,
+    /// The intermediate the root signed for this CA's issuing key.
+    pub intermediate: Vec<u8>,
+    /// The root's current CRL.
+    pub root_crl: Vec<u8>,
 }
 
 /// The token `init` makes the issuing key in.
@@ -133,8 +147,9 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
     let now = OffsetDateTime::now_utc();
     let root_crl_validity = Policy::default().root_crl_validity;
     let log_origin = o.log_origin.clone().unwrap_or_else(|| format!("{td}/log"));
-    let (h, signer, root_crl, log, log_key, pkcs11) = match &o.pkcs11 {
-        None => {
+    let (h, signer, root_crl, log, log_key, pkcs11) = match (&o.offline, &o.pkcs11) {
+        (Some(offline), p) => adopt_offline(&paths, &o, offline, p.as_ref(), &td, &log_origin, now)?,
+        (None, None) => {
             let h = new_hierarchy(td.as_str(), now, Some(&base))?;
             let key = KeyPair::try_from(h.intermediate_key_pkcs8.as_deref().unwrap_or_default())?;
             let root = KeyPair::try_from(h.root_key_pkcs8.as_deref().unwrap_or_default())?;
@@ -143,20 +158,13 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
             let log = LogSigner::new(&log_origin, &log_key).context("--log-origin")?;
             (h, CaSigner::software(key), crl, log, Some(log_key), None)
         }
-        Some(p) => {
+        (None, Some(p)) => {
             let token = crate::hsm::Token::open(&p.module, &p.token, &p.pin).context("--pkcs11-token")?;
-            let (root_label, issuing_label) = (format!("{td} root CA"), format!("{td} issuing CA 1"));
-            let (log_label, membership_label) = (format!("{td} log"), format!("{td} membership"));
-            for label in [&root_label, &issuing_label, &log_label, &membership_label] {
+            let (root_label, issuing_label) = (format!("{td} root CA"), issuing_label(&td));
+            for label in [&root_label, &issuing_label] {
                 token.refuse_taken(label)?;
             }
-            let log_key = token
-                .generate_ed25519(&log_label)
-                .context("generating the log key in the token")?;
-            let log = LogSigner::with_key(&log_origin, crate::hsm::EdKey::Token(log_key)).context("--log-origin")?;
-            token
-                .generate_ed25519(&membership_label)
-                .context("generating the membership key in the token")?;
+            let (log, mut settings) = token_ed_keys(&token, p, &td, &log_origin)?;
             let root = token
                 .generate_p256(&root_label)
                 .context("generating the root key in the token")?;
@@ -165,14 +173,7 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
                 .context("generating the issuing key in the token")?;
             let h = crate::pki::new_hierarchy_for(td.as_str(), now, Some(&base), &root, &key)?;
             let crl = crate::pki::sign_root_crl(&h.root_der, &root, now, root_crl_validity)?;
-            let settings = crate::hsm::Pkcs11Settings {
-                module: p.module.clone(),
-                token: p.token.clone(),
-                issuing_key: issuing_label,
-                root_key: Some(root_label),
-                log_key: Some(log_label),
-                membership_key: Some(membership_label),
-            };
+            settings.root_key = Some(root_label);
             (h, CaSigner::token(key), crl, log, None, Some(settings))
         }
     };
@@ -223,6 +224,175 @@ pub async fn init(o: InitOptions<'_>) -> anyhow::Result<InitOutcome> {
         admin_secret,
         admin_secret_expires_at: expires,
     })
+}
+
+/// The label of the first issuing key in a token.
+fn issuing_label(td: &TrustDomain) -> String {
+    format!("{td} issuing CA 1")
+}
+
+/// Generates the log and membership keys (Ed25519) in the token, refusing taken labels; returns
+/// the log's signer and the token settings for ca.toml (without a root key).
+fn token_ed_keys(
+    token: &crate::hsm::Token,
+    p: &Pkcs11Init,
+    td: &TrustDomain,
+    log_origin: &str,
+) -> anyhow::Result<(LogSigner, crate::hsm::Pkcs11Settings)> {
+    let (log_label, membership_label) = (format!("{td} log"), format!("{td} membership"));
+    for label in [&log_label, &membership_label] {
+        token.refuse_taken(label)?;
+    }
+    let log_key = token
+        .generate_ed25519(&log_label)
+        .context("generating the log key in the token")?;
+    let log = LogSigner::with_key(log_origin, crate::hsm::EdKey::Token(log_key)).context("--log-origin")?;
+    token
+        .generate_ed25519(&membership_label)
+        .context("generating the membership key in the token")?;
+    let settings = crate::hsm::Pkcs11Settings {
+        module: p.module.clone(),
+        token: p.token.clone(),
+        issuing_key: issuing_label(td),
+        root_key: None,
+        log_key: Some(log_label),
+        membership_key: Some(membership_label),
+    };
+    Ok((log, settings))
+}
+
+/// `ca-server init --offline-root`, the first of two steps: makes the issuing key (sealed in
+/// the data directory, or in the token) and writes its CSR for the offline root to sign. Run
+/// again, it reuses the key it made and writes the same request. Returns the CSR's path.
+pub fn request_intermediate(o: &InitOptions<'_>) -> anyhow::Result<std::path::PathBuf> {
+    let paths = Paths::new(o.dir);
+    if paths.config().exists() {
+        bail!(
+            "{} already holds a CA; refusing to make another issuing key",
+            o.dir.display()
+        );
+    }
+    let td = TrustDomain::parse(o.trust_domain).context("--trust-domain")?;
+    create_private_dir(o.dir)?;
+    let csr = match &o.pkcs11 {
+        Some(p) => {
+            let token = crate::hsm::Token::open(&p.module, &p.token, &p.pin).context("--pkcs11-token")?;
+            let label = issuing_label(&td);
+            let key = match token.refuse_taken(&label) {
+                Ok(()) => token
+                    .generate_p256(&label)
+                    .context("generating the issuing key in the token")?,
+                Err(crate::hsm::HsmError::KeyExists(_)) => token.key(&label)?,
+                Err(e) => return Err(e.into()),
+            };
+            crate::pki::intermediate_csr(td.as_str(), &key)?
+        }
+        None => {
+            let key = if paths.intermediate_key().exists() {
+                open_pending_key(&paths, o.passphrase)?
+            } else {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                write_file(
+                    &paths.intermediate_key(),
+                    keystore::seal(o.passphrase, "intermediate", &key.serialize_der())?.as_bytes(),
+                    0o600,
+                )?;
+                key
+            };
+            crate::pki::intermediate_csr(td.as_str(), &key)?
+        }
+    };
+    let out = paths.dir.join("intermediate.csr.pem");
+    write_file(&out, csr.as_bytes(), 0o644)?;
+    Ok(out)
+}
+
+/// The issuing key `request_intermediate` sealed in the data directory.
+fn open_pending_key(paths: &Paths, passphrase: &str) -> anyhow::Result<KeyPair> {
+    let sealed = std::fs::read_to_string(paths.intermediate_key()).with_context(|| {
+        format!(
+            "reading {}: no issuing key is waiting for an intermediate here; run `ca-server init \
+             --offline-root` first and have the root sign the CSR it writes",
+            paths.intermediate_key().display()
+        )
+    })?;
+    Ok(KeyPair::try_from(
+        keystore::open(passphrase, "intermediate", &sealed)?.as_slice(),
+    )?)
+}
+
+type Made = (
+    crate::pki::NewHierarchy,
+    CaSigner,
+    Vec<u8>,
+    LogSigner,
+    Option<Vec<u8>>,
+    Option<crate::hsm::Pkcs11Settings>,
+);
+
+/// The second step of an offline-root init: checks what the root gave (the intermediate is for
+/// this CA's waiting key, signed by the root, a CA with path length 0, valid; the CRL is the
+/// root's and current) before anything is written, then makes the log (and, with a token, the
+/// membership) key. No root key is kept.
+fn adopt_offline(
+    paths: &Paths,
+    o: &InitOptions<'_>,
+    offline: &OfflineHierarchy,
+    pkcs11: Option<&Pkcs11Init>,
+    td: &TrustDomain,
+    log_origin: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Made> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let root = CertificateDer::from_pem_slice(&offline.root).context("--root-cert: expected a PEM certificate")?;
+    let intermediate = CertificateDer::from_pem_slice(&offline.intermediate)
+        .context("--intermediate-cert: expected a PEM certificate")?;
+    let crl = match rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&offline.root_crl) {
+        Ok(c) => c.to_vec(),
+        Err(_) => offline.root_crl.clone(),
+    };
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&intermediate)
+        && let Some(org) = cert.subject().iter_organization().next().and_then(|a| a.as_str().ok())
+        && org != td.as_str()
+    {
+        bail!("the intermediate was signed for trust domain '{org}', not '{td}'");
+    }
+    let token = pkcs11
+        .map(|p| crate::hsm::Token::open(&p.module, &p.token, &p.pin).context("--pkcs11-token"))
+        .transpose()?;
+    let (signer, spki) = match &token {
+        None => {
+            let key = open_pending_key(paths, o.passphrase)?;
+            let spki = key.subject_public_key_info();
+            (CaSigner::software(key), spki)
+        }
+        Some(t) => {
+            let key = t.key(&issuing_label(td)).with_context(
+                || "no issuing key is waiting in the token: run `ca-server init --offline-root` with it first",
+            )?;
+            let spki = key.subject_public_key_info();
+            (CaSigner::token(key), spki)
+        }
+    };
+    crate::pki::check_hierarchy(&root, &intermediate, &spki, &crl, now)?;
+    let h = crate::pki::NewHierarchy {
+        root_der: root.to_vec(),
+        root_key_pkcs8: None,
+        intermediate_der: intermediate.to_vec(),
+        intermediate_key_pkcs8: None,
+    };
+    match (&token, pkcs11) {
+        (Some(t), Some(p)) => {
+            let (log, settings) = token_ed_keys(t, p, td, log_origin)?;
+            Ok((h, signer, crl, log, None, Some(settings)))
+        }
+        _ => {
+            let log_key = LogSigner::generate()?;
+            let log = LogSigner::new(log_origin, &log_key).context("--log-origin")?;
+            Ok((h, signer, crl, log, Some(log_key), None))
+        }
+    }
 }
 
 /// The sealed keys and the public certificates and verifier key, each written durably before

@@ -67,6 +67,7 @@ pub mod portal;
 pub mod problem;
 pub mod registry;
 pub mod revocation;
+pub mod root;
 pub mod secrets;
 pub mod serve;
 pub mod web;

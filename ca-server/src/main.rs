@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
         pkcs11_token: Option<String>,
         #[command(flatten)]
+        offline: Box<OfflineArgs>,
+        #[command(flatten)]
         pin: PinArgs,
         #[command(flatten)]
         passphrase: PassphraseArgs,
@@ -124,19 +126,90 @@ enum Command {
     },
 }
 
+/// `init` with an offline root.
+#[derive(clap::Args)]
+struct OfflineArgs {
+    /// The root is kept offline: make the issuing key and write its CSR
+    /// (DIR/intermediate.csr.pem) for `ca-server root sign-intermediate`, then stop; run
+    /// init again with --root-cert, --intermediate-cert and --root-crl to finish.
+    #[arg(long, conflicts_with_all = ["root_cert", "intermediate_cert", "root_crl"])]
+    offline_root: bool,
+    /// Finish an offline-root init: the root certificate (PEM) ...
+    #[arg(long, value_name = "FILE", requires_all = ["intermediate_cert", "root_crl"])]
+    root_cert: Option<PathBuf>,
+    /// ... the intermediate it signed for the CSR `--offline-root` wrote (PEM) ...
+    #[arg(long, value_name = "FILE", requires_all = ["root_cert", "root_crl"])]
+    intermediate_cert: Option<PathBuf>,
+    /// ... and the root's CRL (DER or PEM). This CA then keeps no root key.
+    #[arg(long, value_name = "FILE", requires_all = ["root_cert", "intermediate_cert"])]
+    root_crl: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum RootCommand {
-    /// Sign a new root CRL now (the server also does when half of the current one's lifetime
-    /// has passed, at start-up): for a CA that runs longer than that without a restart, or
-    /// after changing root_crl_validity. Needs the root key's passphrase.
+    /// Offline root: make a root (key sealed with the passphrase, certificate, first CRL) in
+    /// a directory of its own, on a machine that needs no server and no network.
+    Init {
+        /// The offline root's directory (must not hold a root).
+        #[arg(long, value_name = "DIR")]
+        root_dir: PathBuf,
+        /// The SPIFFE trust domain, such as example.org.
+        #[arg(long, value_name = "NAME")]
+        trust_domain: String,
+        /// The online CA's public base URL: intermediates name the root's CRL under it.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Offline root: sign an issuing intermediate for a CSR that `ca-server init
+    /// --offline-root` wrote (only its public key is taken).
+    SignIntermediate {
+        /// The offline root's directory.
+        #[arg(long, value_name = "DIR")]
+        root_dir: PathBuf,
+        /// The CSR (PEM).
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// Where to write the intermediate (PEM; must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Its lifetime, such as 1825d (default from root.toml; never past the root's end).
+        #[arg(long, value_name = "DURATION")]
+        validity: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Sign a new root CRL now: with --root-dir on the offline root (then install it on the CA
+    /// with `root install-crl`), or with --data-dir on a CA that holds its root key (the
+    /// server also does when half of the current one's lifetime has passed, at start-up).
     Crl {
-        /// The CA's data directory.
-        #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
-        data_dir: PathBuf,
+        /// The CA's data directory (a CA that keeps its root key).
+        #[arg(
+            long,
+            env = "BSN_CA_DATA_DIR",
+            value_name = "DIR",
+            required_unless_present = "root_dir",
+            conflicts_with = "root_dir"
+        )]
+        data_dir: Option<PathBuf>,
+        /// The offline root's directory.
+        #[arg(long, value_name = "DIR")]
+        root_dir: Option<PathBuf>,
         #[command(flatten)]
         pin: PinArgs,
         #[command(flatten)]
         passphrase: PassphraseArgs,
+    },
+    /// Publish a root CRL signed offline: checked to be the CA's root's, unexpired and newer
+    /// than the one published; serving replicas publish it at once.
+    InstallCrl {
+        /// The CA's data directory.
+        #[arg(long, env = "BSN_CA_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The CRL (`root-crl.der` from the root's directory).
+        #[arg(long, value_name = "FILE")]
+        crl: PathBuf,
     },
 }
 
@@ -194,10 +267,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
             public_url,
             pkcs11_module,
             pkcs11_token,
+            offline: offline_args,
             pin,
             passphrase,
         } => {
             let pass = passphrase.resolve()?;
+            let read = |f: &PathBuf| std::fs::read(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()));
+            let OfflineArgs {
+                offline_root,
+                root_cert,
+                intermediate_cert,
+                root_crl,
+            } = *offline_args;
+            let offline = match (&root_cert, &intermediate_cert, &root_crl) {
+                (Some(r), Some(i), Some(c)) => Some(ca_server::init::OfflineHierarchy {
+                    root: read(r)?,
+                    intermediate: read(i)?,
+                    root_crl: read(c)?,
+                }),
+                _ => None,
+            };
             let pkcs11 = match (pkcs11_module, pkcs11_token) {
                 (Some(module), Some(token)) => Some(ca_server::init::Pkcs11Init {
                     module,
@@ -207,7 +296,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 _ => None,
             };
             let shown_listen = listen.clone().unwrap_or_else(|| "127.0.0.1:8443".into());
-            let o = init(InitOptions {
+            let options = InitOptions {
                 dir: &data_dir,
                 trust_domain: &trust_domain,
                 passphrase: &pass,
@@ -217,8 +306,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 log_origin,
                 public_url,
                 pkcs11,
-            })
-            .await?;
+                offline,
+            };
+            if offline_root {
+                let csr = ca_server::init::request_intermediate(&options)?;
+                println!("issuing key made; its certificate signing request is {}", csr.display());
+                println!(
+                    "next, on the root's machine: ca-server root sign-intermediate --root-dir ROOT --csr {} --out intermediate.pem",
+                    csr.display()
+                );
+                println!(
+                    "then here: ca-server init --data-dir {} --trust-domain {trust_domain} --root-cert root.pem \\\n  --intermediate-cert intermediate.pem --root-crl root-crl.der (the same other options as now)",
+                    data_dir.display()
+                );
+                return Ok(());
+            }
+            let o = init(options).await?;
             print_init(&data_dir, &trust_domain, &o, &shown_listen);
             Ok(())
         }
@@ -238,38 +341,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             ca_server::serve::serve(cfg, pass, pin).await
         }
-        Command::Root {
-            command:
-                RootCommand::Crl {
-                    data_dir,
-                    pin,
-                    passphrase,
-                },
-        } => {
-            let cfg = Config::load(&data_dir, None, None)?;
-            let root_label = cfg.pkcs11.as_ref().and_then(|t| t.root_key.clone());
-            let crl = match root_label {
-                Some(label) => {
-                    let token = ca_server::serve::open_token(&cfg, Some(&pin.resolve()?))?
-                        .ok_or_else(|| anyhow::anyhow!("ca.toml names no token"))?;
-                    let key = ca_server::serve::RootKey::Token(&token, &label);
-                    ca_server::serve::sign_root_crl(&cfg, key, time::OffsetDateTime::now_utc())?
-                }
-                None => {
-                    let pass = passphrase.resolve()?;
-                    let key = ca_server::serve::RootKey::Sealed(&pass);
-                    ca_server::serve::sign_root_crl(&cfg, key, time::OffsetDateTime::now_utc())?
-                }
-            };
-            println!(
-                "root CRL {} signed: valid until {} (serving replicas publish it at once)",
-                cfg.paths.root_crl().display(),
-                crl.next_update
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            );
-            Ok(())
-        }
+        Command::Root { command } => root(command),
         Command::Backup {
             data_dir,
             out,
@@ -370,12 +442,133 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     log_origin: None,
                     public_url: None,
                     pkcs11: None,
+                    offline: None,
                 })
                 .await?;
                 print_init(&data_dir, &trust_domain, &o, &listen);
             }
             let cfg = Config::load(&data_dir, Some(listen), None)?;
             ca_server::serve::serve(cfg, pass.to_string(), None).await
+        }
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn root(command: RootCommand) -> anyhow::Result<()> {
+    use ca_server::root::RootDir;
+    let now = time::OffsetDateTime::now_utc();
+    match command {
+        RootCommand::Init {
+            root_dir,
+            trust_domain,
+            public_url,
+            passphrase,
+        } => {
+            let dir = RootDir::new(&root_dir);
+            dir.init(&trust_domain, public_url.as_deref(), &passphrase.resolve()?, now)?;
+            println!("root for {trust_domain} made in {}", root_dir.display());
+            println!("root certificate: {}", dir.cert().display());
+            println!("root CRL: {}", dir.crl().display());
+            println!(
+                "next: on the CA, ca-server init --offline-root ...; then here, ca-server root sign-intermediate --root-dir {} --csr FILE --out FILE",
+                root_dir.display()
+            );
+            Ok(())
+        }
+        RootCommand::SignIntermediate {
+            root_dir,
+            csr,
+            out,
+            validity,
+            passphrase,
+        } => {
+            if out.exists() {
+                anyhow::bail!("{} exists; refusing to overwrite it", out.display());
+            }
+            let validity = validity
+                .map(|v| ca_server::config::parse_duration(&v))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--validity: {e:#}"))?;
+            let csr_pem =
+                std::fs::read_to_string(&csr).map_err(|e| anyhow::anyhow!("reading {}: {e}", csr.display()))?;
+            let dir = RootDir::new(&root_dir);
+            let signed = dir.sign_intermediate(&passphrase.resolve()?, &csr_pem, validity, now)?;
+            bsn_api::files::write_file(&out, ca_server::pki::pem("CERTIFICATE", &signed.der).as_bytes(), 0o644)?;
+            println!(
+                "issuing CA {} (serial {}) signed, valid until {}: {}",
+                signed.number,
+                signed.serial_hex,
+                rfc3339(signed.not_after),
+                out.display()
+            );
+            println!(
+                "next: give the CA {}, {} and {}",
+                out.display(),
+                dir.cert().display(),
+                dir.crl().display()
+            );
+            Ok(())
+        }
+        RootCommand::Crl {
+            root_dir: Some(root_dir),
+            passphrase,
+            ..
+        } => {
+            let dir = RootDir::new(&root_dir);
+            let (_, next) = dir.sign_crl(&passphrase.resolve()?, now)?;
+            println!("root CRL {} signed: valid until {}", dir.crl().display(), rfc3339(next));
+            println!(
+                "next: ca-server root install-crl --data-dir DIR --crl {} on the CA",
+                dir.crl().display()
+            );
+            Ok(())
+        }
+        RootCommand::Crl {
+            data_dir,
+            pin,
+            passphrase,
+            ..
+        } => {
+            let data_dir = data_dir.ok_or_else(|| anyhow::anyhow!("--data-dir or --root-dir is required"))?;
+            let cfg = Config::load(&data_dir, None, None)?;
+            let root_label = cfg.pkcs11.as_ref().and_then(|t| t.root_key.clone());
+            let crl = match root_label {
+                Some(label) => {
+                    let token = ca_server::serve::open_token(&cfg, Some(&pin.resolve()?))?
+                        .ok_or_else(|| anyhow::anyhow!("ca.toml names no token"))?;
+                    let key = ca_server::serve::RootKey::Token(&token, &label);
+                    ca_server::serve::sign_root_crl(&cfg, key, now)?
+                }
+                None => {
+                    let pass = passphrase.resolve()?;
+                    let key = ca_server::serve::RootKey::Sealed(&pass);
+                    ca_server::serve::sign_root_crl(&cfg, key, now)?
+                }
+            };
+            println!(
+                "root CRL {} signed: valid until {} (serving replicas publish it at once)",
+                cfg.paths.root_crl().display(),
+                rfc3339(crl.next_update)
+            );
+            Ok(())
+        }
+        RootCommand::InstallCrl { data_dir, crl } => {
+            let paths = ca_server::config::Paths::new(&data_dir);
+            if !paths.config().exists() {
+                anyhow::bail!("{} holds no CA", data_dir.display());
+            }
+            let der = std::fs::read(&crl).map_err(|e| anyhow::anyhow!("reading {}: {e}", crl.display()))?;
+            let next = ca_server::root::install_crl(&paths, &der, now)?;
+            println!(
+                "root CRL installed in {}: valid until {} (serving replicas publish it at once)",
+                paths.root_crl().display(),
+                rfc3339(next)
+            );
+            Ok(())
         }
     }
 }

@@ -400,26 +400,188 @@ pub fn new_hierarchy_for(
     root_key: &impl SigningKey,
     inter_key: &impl PublicKeyData,
 ) -> Result<NewHierarchy, PkiError> {
-    let mut root = ca_params(trust_domain, "Root CA", now, Duration::days(3650))?;
-    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-    let root_der = root.self_signed(root_key)?.der().to_vec();
-    let root_issuer = Issuer::new(root, root_key);
-
-    let mut inter = ca_params(trust_domain, "Issuing CA 1", now, Duration::days(1825))?;
-    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    inter.use_authority_key_identifier_extension = true;
-    if let Some(base) = public_url {
-        inter.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![root_crl_url(base)],
-        }];
-    }
-    let intermediate_der = inter.signed_by(inter_key, &root_issuer)?.der().to_vec();
+    let root_der = self_signed_root(trust_domain, now, root_key)?;
+    let intermediate = IntermediateRequest {
+        trust_domain,
+        number: 1,
+        now,
+        validity: INTERMEDIATE_VALIDITY,
+        public_url,
+    };
+    let intermediate_der = issue_intermediate(&intermediate, &root_der, root_key, inter_key)?;
     Ok(NewHierarchy {
         root_key_pkcs8: None,
         root_der,
         intermediate_key_pkcs8: None,
         intermediate_der,
     })
+}
+
+/// How long a root lasts.
+pub const ROOT_VALIDITY: Duration = Duration::days(3650);
+/// How long an issuing intermediate lasts, unless asked otherwise (never past its root).
+pub const INTERMEDIATE_VALIDITY: Duration = Duration::days(1825);
+
+/// A self-signed root for `trust_domain` (10 years, path length 1), signed by `root_key`.
+pub fn self_signed_root(
+    trust_domain: &str,
+    now: OffsetDateTime,
+    root_key: &impl SigningKey,
+) -> Result<Vec<u8>, PkiError> {
+    let mut root = ca_params(trust_domain, "Root CA", now, ROOT_VALIDITY)?;
+    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    Ok(root.self_signed(root_key)?.der().to_vec())
+}
+
+/// What an issuing intermediate is made with.
+#[derive(Debug, Clone, Copy)]
+pub struct IntermediateRequest<'a> {
+    /// The trust domain (its organisation name).
+    pub trust_domain: &'a str,
+    /// Its number under the root: the common name is `<td> Issuing CA <number>`.
+    pub number: u32,
+    /// When it is signed.
+    pub now: OffsetDateTime,
+    /// How long it lasts (cut at the root's own end).
+    pub validity: Duration,
+    /// The CA's public base URL, under which it names the root's CRL.
+    pub public_url: Option<&'a str>,
+}
+
+/// Signs an issuing intermediate (path length 0) for `inter_key` under the root `root_der`,
+/// whose key is `root_key`. It never outlives the root.
+pub fn issue_intermediate(
+    r: &IntermediateRequest<'_>,
+    root_der: &[u8],
+    root_key: &impl SigningKey,
+    inter_key: &impl PublicKeyData,
+) -> Result<Vec<u8>, PkiError> {
+    let root_issuer = Issuer::from_ca_cert_der(&CertificateDer::from(root_der), root_key)?;
+    let mut inter = ca_params(r.trust_domain, &format!("Issuing CA {}", r.number), r.now, r.validity)?;
+    if let Ok((_, root)) = x509_parser::parse_x509_certificate(root_der) {
+        let root_end = root.validity().not_after.to_datetime();
+        if inter.not_after > root_end {
+            inter.not_after = root_end;
+        }
+    }
+    inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter.use_authority_key_identifier_extension = true;
+    if let Some(base) = r.public_url {
+        inter.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![root_crl_url(base)],
+        }];
+    }
+    Ok(inter.signed_by(inter_key, &root_issuer)?.der().to_vec())
+}
+
+/// A CSR for an issuing intermediate's key (`ca-server init --offline-root`): the offline root
+/// takes only its public key from it.
+pub fn intermediate_csr(trust_domain: &str, key: &impl SigningKey) -> Result<String, PkiError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, trust_domain);
+    dn.push(DnType::CommonName, format!("{trust_domain} Issuing CA"));
+    p.distinguished_name = dn;
+    Ok(p.serialize_request(key)?.pem()?)
+}
+
+/// Why an offline-signed hierarchy was refused by [`check_hierarchy`].
+#[derive(Debug, thiserror::Error)]
+pub enum HierarchyError {
+    /// A certificate or CRL does not parse.
+    #[error("{0} does not parse: {1}")]
+    Malformed(&'static str, String),
+    /// A check failed; the text says which.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Checks a hierarchy made elsewhere before a CA adopts it: `root_der` a self-signed CA
+/// certificate valid at `now`; `inter_der` a CA certificate with path length 0 and
+/// keyCertSign, signed by the root, valid at `now`, for exactly the key `key_spki_der`; and
+/// `root_crl_der` a CRL signed by the root that has not expired and does not list the
+/// intermediate.
+pub fn check_hierarchy(
+    root_der: &[u8],
+    inter_der: &[u8],
+    key_spki_der: &[u8],
+    root_crl_der: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), HierarchyError> {
+    use HierarchyError::{Malformed, Refused};
+    let (_, root) =
+        x509_parser::parse_x509_certificate(root_der).map_err(|e| Malformed("the root certificate", e.to_string()))?;
+    let (_, inter) = x509_parser::parse_x509_certificate(inter_der)
+        .map_err(|e| Malformed("the intermediate certificate", e.to_string()))?;
+    let (_, crl) = x509_parser::parse_x509_crl(root_crl_der).map_err(|e| Malformed("the root CRL", e.to_string()))?;
+    let t = now.unix_timestamp();
+    if !root.is_ca() || root.verify_signature(None).is_err() || root.subject() != root.issuer() {
+        return Err(Refused(
+            "the root certificate is not a self-signed CA certificate".into(),
+        ));
+    }
+    if !root
+        .validity()
+        .is_valid_at(x509_parser::time::ASN1Time::from_timestamp(t).map_err(|e| Refused(e.to_string()))?)
+    {
+        return Err(Refused(
+            "the root certificate is not valid now (check its dates and the clock)".into(),
+        ));
+    }
+    if inter.issuer() != root.subject() || inter.verify_signature(Some(root.public_key())).is_err() {
+        return Err(Refused(format!(
+            "the intermediate ({}) was not signed by this root ({}): sign its CSR with this root",
+            inter.subject(),
+            root.subject()
+        )));
+    }
+    let constraints = inter
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .map(|b| (b.value.ca, b.value.path_len_constraint));
+    if constraints != Some((true, Some(0))) {
+        return Err(Refused(
+            "the intermediate is not a CA certificate with path length 0".into(),
+        ));
+    }
+    if !inter
+        .key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|k| k.value.key_cert_sign() && k.value.crl_sign())
+    {
+        return Err(Refused(
+            "the intermediate's key usage lacks keyCertSign or cRLSign".into(),
+        ));
+    }
+    let at = x509_parser::time::ASN1Time::from_timestamp(t).map_err(|e| Refused(e.to_string()))?;
+    if !inter.validity().is_valid_at(at) {
+        return Err(Refused(
+            "the intermediate is not valid now (check its dates and the clock)".into(),
+        ));
+    }
+    if inter.public_key().raw != key_spki_der {
+        return Err(Refused(
+            "the intermediate certifies another key than this CA's issuing key: it was signed for a different CSR"
+                .into(),
+        ));
+    }
+    if crl.issuer() != root.subject() || crl.verify_signature(root.public_key()).is_err() {
+        return Err(Refused("the root CRL was not signed by this root".into()));
+    }
+    if crl.next_update().is_none_or(|n| n.timestamp() <= t) {
+        return Err(Refused(
+            "the root CRL has expired: sign a new one with `ca-server root crl --root-dir`".into(),
+        ));
+    }
+    if crl
+        .iter_revoked_certificates()
+        .any(|r| r.raw_serial() == inter.raw_serial())
+    {
+        return Err(Refused("the root CRL revokes this intermediate".into()));
+    }
+    Ok(())
 }
 
 fn ca_params(

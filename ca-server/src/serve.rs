@@ -323,7 +323,9 @@ pub fn sign_root_crl(cfg: &Config, root_key: RootKey<'_>, now: time::OffsetDateT
         RootKey::Sealed(passphrase) => {
             let sealed = std::fs::read_to_string(p.root_key()).with_context(|| {
                 format!(
-                    "reading {}: the root key is not here, so this CA cannot sign the root's CRL",
+                    "reading {}: the root key is not here (the root is offline), so this CA cannot sign \
+                     the root's CRL: sign it with `ca-server root crl --root-dir DIR` on the root's \
+                     machine and publish it with `ca-server root install-crl`",
                     p.root_key().display()
                 )
             })?;

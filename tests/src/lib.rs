@@ -220,8 +220,14 @@ impl TestCa {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let admin_secret = text
+        Self::serve_initialised(dir, db, &String::from_utf8_lossy(&out.stdout), env)
+    }
+
+    /// Starts `ca-server serve` on a CA the caller initialised in `dir/ca` with `db`, from what
+    /// its `init` printed (the administrator's secret).
+    pub fn serve_initialised(dir: tempfile::TempDir, db: TestDb, init_stdout: &str, env: &[(&str, &str)]) -> Self {
+        let data = dir.path().join("ca");
+        let admin_secret = init_stdout
             .lines()
             .find(|l| l.contains("secret:"))
             .and_then(|l| l.split_whitespace().last())

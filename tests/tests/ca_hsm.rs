@@ -267,3 +267,103 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs softhsm2 and opensc: run by .ci/run"]
+async fn an_offline_root_with_the_ca_keys_in_the_token() {
+    let hsm = SoftHsm::new(&["bsn-ca"]);
+    let conf = hsm.conf.to_str().unwrap().to_string();
+    let env = [("SOFTHSM2_CONF", conf.as_str()), ("BSN_PKCS11_PIN", PIN)];
+    let dir = tempfile::tempdir().unwrap();
+    let (root, data) = (dir.path().join("root"), dir.path().join("ca"));
+    let db = bsn_tests::TestDb::new();
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("ca-server"))
+            .args(args)
+            .env("BSN_CA_PASSPHRASE", bsn_tests::PASSPHRASE)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    run(&[
+        "root",
+        "init",
+        "--root-dir",
+        &s(&root),
+        "--trust-domain",
+        "test.example",
+    ]);
+    let mut init = vec![
+        "init".to_string(),
+        "--data-dir".into(),
+        s(&data),
+        "--trust-domain".into(),
+        "test.example".into(),
+    ];
+    init.extend(["--pkcs11-module", MODULE, "--pkcs11-token", "bsn-ca"].map(String::from));
+    if let Some(u) = &db.url {
+        init.extend(["--database-url".to_string(), u.clone()]);
+    }
+    let args = |extra: &[String]| -> Vec<String> { init.iter().chain(extra).cloned().collect() };
+    let first = args(&["--offline-root".into()]);
+    run(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    // Asked again, the same key in the token: no second one is made.
+    run(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let inter = s(&dir.path().join("intermediate.pem"));
+    run(&[
+        "root",
+        "sign-intermediate",
+        "--root-dir",
+        &s(&root),
+        "--csr",
+        &s(&data.join("intermediate.csr.pem")),
+        "--out",
+        &inter,
+    ]);
+    let finish = args(&[
+        "--root-cert".into(),
+        s(&root.join("root.pem")),
+        "--intermediate-cert".into(),
+        inter,
+        "--root-crl".into(),
+        s(&root.join("root-crl.der")),
+    ]);
+    let out = run(&finish.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let objects = hsm.pkcs11_tool("bsn-ca", &["--list-objects", "--type", "privkey"]);
+    for label in [
+        "test.example issuing CA 1",
+        "test.example log",
+        "test.example membership",
+    ] {
+        assert_eq!(
+            objects.matches(&format!("label:      {label}\n")).count(),
+            1,
+            "{label}: {objects}"
+        );
+    }
+    assert!(!objects.contains("root CA"), "no root key in the token: {objects}");
+    assert!(!data.join("root.key.sealed").exists() && !data.join("intermediate.key.sealed").exists());
+    let toml = std::fs::read_to_string(data.join("ca.toml")).unwrap();
+    assert!(toml.contains("[pkcs11]") && !toml.contains("root_key"), "{toml}");
+
+    let mut ca = TestCa::serve_initialised(dir, db, &out, &env);
+    let alice = ca.participant("alice").await;
+    let o = bsn_tests::run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &s(&root.join("root.pem")),
+            "-untrusted",
+            &s(&data.join("intermediate.pem")),
+            "alice/cert.pem",
+        ],
+        ca.dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(alice.join("cert.pem").exists());
+}
