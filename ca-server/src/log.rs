@@ -420,6 +420,7 @@ pub async fn append(
         }
         q.execute(&mut **tx).await?;
     }
+    store_full_bundles(tx, size, leaves).await?;
     for chunk in new_hashes.chunks(512) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(backend, i * 2 + 1, 2)))
@@ -444,6 +445,72 @@ pub async fn append(
         checkpoint,
         proofs,
     })
+}
+
+/// Entries per entry bundle (C2SP tlog-tiles).
+const BUNDLE: u64 = 256;
+
+/// An entry bundle's bytes: each leaf behind its big-endian u16 length.
+fn bundle_bytes<'a>(leaves: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for leaf in leaves {
+        out.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+        out.extend_from_slice(leaf);
+    }
+    out
+}
+
+/// Writes every entry bundle that `leaves`, appended at `size`, complete: their earlier entries
+/// are read back (at most 255, once per 256 entries), the rest are in hand.
+async fn store_full_bundles(tx: &mut Transaction<'static, Any>, size: u64, leaves: &[NewLeaf]) -> Result<(), LogError> {
+    let end = size + leaves.len() as u64;
+    for n in size / BUNDLE..end / BUNDLE {
+        let start = n * BUNDLE;
+        let mut earlier: Vec<Vec<u8>> = Vec::new();
+        if start < size {
+            earlier = sqlx::query_scalar("SELECT leaf FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                .bind(start as i64)
+                .bind(size as i64)
+                .fetch_all(&mut **tx)
+                .await?;
+            if earlier.len() as u64 != size - start {
+                return Err(LogError::Corrupt(format!("entries of bundle {n} are missing")));
+            }
+        }
+        let from = start.saturating_sub(size) as usize;
+        let to = (start + BUNDLE - size) as usize;
+        let data = bundle_bytes(
+            earlier
+                .iter()
+                .map(Vec::as_slice)
+                .chain(leaves[from..to].iter().map(|l| l.bytes.as_slice())),
+        );
+        sqlx::query("INSERT INTO log_bundles (n, data) VALUES ($1, $2)")
+            .bind(n as i64)
+            .bind(data)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores full entry bundles a log appended before they were stored lacks (each one already
+/// built from the stored leaves), in one transaction.
+async fn store_missing_bundles(conn: &mut AnyConnection, missing: Vec<(u64, Vec<u8>)>) -> Result<(), LogError> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(bundles = missing.len(), "storing entry bundles of the log");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    for (n, data) in missing {
+        sqlx::query("INSERT INTO log_bundles (n, data) VALUES ($1, $2) ON CONFLICT (n) DO NOTHING")
+            .bind(n as i64)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Creates the empty log (size 0, its signed checkpoint) at initialisation.
@@ -588,22 +655,27 @@ pub async fn read_tile(
     tile: Tile,
 ) -> Result<Vec<u8>, LogError> {
     if tile.is_data() {
-        let start = tile.level_index() * 256;
-        let rows = sqlx::query("SELECT leaf FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
-            .bind(start as i64)
-            .bind((start + u64::from(tile.width())) as i64)
-            .fetch_all(&mut *conn)
-            .await?;
+        // A full bundle is stored whole; a partial one (the log's right edge) is built from
+        // its entries.
+        if u64::from(tile.width()) == BUNDLE
+            && let Some(data) = sqlx::query_scalar::<_, Vec<u8>>("SELECT data FROM log_bundles WHERE n = $1")
+                .bind(tile.level_index() as i64)
+                .fetch_optional(&mut *conn)
+                .await?
+        {
+            return Ok(data);
+        }
+        let start = tile.level_index() * BUNDLE;
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                .bind(start as i64)
+                .bind((start + u64::from(tile.width())) as i64)
+                .fetch_all(&mut *conn)
+                .await?;
         if rows.len() != tile.width() as usize {
             return Err(LogError::Corrupt("entries missing".into()));
         }
-        let mut out = Vec::new();
-        for r in rows {
-            let leaf: Vec<u8> = r.try_get(0)?;
-            out.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
-            out.extend_from_slice(&leaf);
-        }
-        return Ok(out);
+        return Ok(bundle_bytes(rows.iter().map(Vec::as_slice)));
     }
     let hashes = Hashes::cached(cache);
     hashes.resolve(conn, backend, |r| tile.read_data(r)).await
@@ -658,14 +730,26 @@ pub async fn self_check(conn: &mut AnyConnection, signer: &LogSigner) -> Result<
     }
     let mut range = CompactRange::default();
     let mut next = 0u64;
+    let mut bundle: Vec<u8> = Vec::new();
+    let mut missing: Vec<(u64, Vec<u8>)> = Vec::new();
     while next < size {
-        let rows = sqlx::query("SELECT idx, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 10000")
+        // Whole bundles per query (40 of them), and the stored copies of those bundles.
+        let rows = sqlx::query("SELECT idx, leaf FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT 10240")
             .bind(next as i64)
             .fetch_all(&mut *conn)
             .await?;
         if rows.is_empty() {
             return Err(LogError::Corrupt(format!("leaves from {next} on are missing")));
         }
+        let stored: std::collections::HashMap<i64, Vec<u8>> =
+            sqlx::query("SELECT n, data FROM log_bundles WHERE n >= $1 AND n < $2")
+                .bind((next / BUNDLE) as i64)
+                .bind(((next + 10240) / BUNDLE) as i64)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<Vec<u8>, _>(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
         for r in rows {
             let idx = r.try_get::<i64, _>(0)? as u64;
             if idx != next {
@@ -678,8 +762,24 @@ pub async fn self_check(conn: &mut AnyConnection, signer: &LogSigner) -> Result<
             }
             let leaf: Vec<u8> = r.try_get(1)?;
             range.push(record_hash(&leaf));
+            bundle.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            bundle.extend_from_slice(&leaf);
             next += 1;
+            if next.is_multiple_of(BUNDLE) {
+                let n = next / BUNDLE - 1;
+                match stored.get(&(n as i64)) {
+                    Some(data) if *data == bundle => {}
+                    Some(_) => {
+                        return Err(LogError::Corrupt(format!(
+                            "the stored entry bundle {n} differs from its leaves"
+                        )));
+                    }
+                    None => missing.push((n, bundle.clone())),
+                }
+                bundle.clear();
+            }
         }
+        store_missing_bundles(conn, std::mem::take(&mut missing)).await?;
     }
     if range.root() != cp_root {
         return Err(LogError::Corrupt(format!(

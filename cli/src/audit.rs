@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use identity::logleaf::LogLeaf;
+use identity::logleaf::{LeafRef, LogLeaf};
 use identity::tree::CompactRange;
 use identity::verify::{LeafVerifier, TrustBundle};
 use rustls_pki_types::CertificateDer;
@@ -152,28 +152,63 @@ fn split_bundles(start: u64, bundles: &[Vec<u8>], size: u64) -> Result<Vec<&[u8]
     Ok(out)
 }
 
-/// Decodes and checks entries `start..` in parallel (one slice per core): each parses, and
-/// each issued certificate verifies against the bundle and matches its entry.
-fn check_entries(
+/// How much of each entry an audit checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Depth {
+    /// Everything: each issued certificate is parsed, verified against the CA's chain (one
+    /// ECDSA verification each) and compared with its entry.
+    #[default]
+    Full,
+    /// The log's structure only: every entry hashed into the tree and decoded, the checkpoint's
+    /// signature, serials issued once, revocations of issued certificates, membership revisions
+    /// in order; certificates are neither parsed nor verified. Fast enough to re-check a large
+    /// log often; run a full audit at least once per log.
+    Structure,
+}
+
+/// Hashes, decodes and checks entries `start..` in parallel: one worker per core takes slices
+/// of [`SLICE`] entries in turn until none are left (so a worker the scheduler delays does not
+/// hold the others up), and at [`Depth::Full`] each issued certificate verifies against the
+/// bundle and matches its entry. Returns the record hashes and the decoded entries, in order.
+fn check_entries<'a>(
     start: u64,
-    leaves: &[&[u8]],
+    leaves: &[&'a [u8]],
     bundle: &TrustBundle,
     chain: &[CertificateDer<'static>],
-) -> Result<Vec<LogLeaf>, AuditError> {
+    depth: Depth,
+) -> Result<(Vec<Hash>, Vec<LeafRef<'a>>), AuditError> {
+    const SLICE: usize = 64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = leaves.len().div_ceil(threads).max(64);
-    let parts: Vec<Result<Vec<LogLeaf>, AuditError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = leaves
-            .chunks(per)
-            .enumerate()
-            .map(|(k, part)| {
+    let slices = leaves.len().div_ceil(SLICE);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Done<'a> = Vec<(usize, Vec<Hash>, Vec<LeafRef<'a>>)>;
+    let parts: Vec<Result<Done<'a>, AuditError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(slices))
+            .map(|_| {
+                let next = &next;
                 scope.spawn(move || {
-                    let mut verifier =
-                        LeafVerifier::new(bundle, chain).map_err(|e| AuditError::Invalid(format!("CA chain: {e}")))?;
-                    part.iter()
-                        .enumerate()
-                        .map(|(i, leaf)| check_entry(start + (k * per + i) as u64, leaf, &mut verifier))
-                        .collect()
+                    let mut verifier = match depth {
+                        Depth::Full => Some(
+                            LeafVerifier::new(bundle, chain)
+                                .map_err(|e| AuditError::Invalid(format!("CA chain: {e}")))?,
+                        ),
+                        Depth::Structure => None,
+                    };
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= slices {
+                            return Ok(done);
+                        }
+                        let part = &leaves[k * SLICE..((k + 1) * SLICE).min(leaves.len())];
+                        let hashes = part.iter().map(|l| record_hash(l)).collect();
+                        let checked = part
+                            .iter()
+                            .enumerate()
+                            .map(|(i, leaf)| check_entry(start + (k * SLICE + i) as u64, leaf, verifier.as_mut()))
+                            .collect::<Result<_, _>>()?;
+                        done.push((k, hashes, checked));
+                    }
                 })
             })
             .collect();
@@ -185,11 +220,18 @@ fn check_entries(
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(leaves.len());
+    let mut all = Vec::with_capacity(slices);
     for part in parts {
-        out.extend(part?);
+        all.extend(part?);
     }
-    Ok(out)
+    all.sort_unstable_by_key(|(k, _, _)| *k);
+    let mut hashes = Vec::with_capacity(leaves.len());
+    let mut out = Vec::with_capacity(leaves.len());
+    for (_, h, l) in all {
+        hashes.extend(h);
+        out.extend(l);
+    }
+    Ok((hashes, out))
 }
 
 /// Audits the whole log. `progress` is called with (entries verified, total).
@@ -201,37 +243,46 @@ pub async fn verify(
     vkey: &str,
     bundle: &TrustBundle,
     chain: &[CertificateDer<'static>],
+    depth: Depth,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<AuditReport, AuditError> {
     let note = api.get_bytes("/log/checkpoint").await?;
     let (_, size, root) = open_checkpoint(vkey, &note)?;
     let mut edge = CompactRange::default();
-    let mut issued: HashMap<String, bool> = HashMap::new();
-    let mut report = AuditReport {
-        size,
-        ..Default::default()
-    };
+    // The books travel into each group's blocking task, which records its entries in log order
+    // while they are still borrowed from the downloaded bundles, and come back with the hashes.
+    let mut books = Some((
+        HashMap::<String, bool>::new(),
+        AuditReport {
+            size,
+            ..Default::default()
+        },
+    ));
     let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec()));
     for_each_group(api, size, 0, size.div_ceil(256), async |start, bundles| {
         let shared = shared.clone();
-        let checked = tokio::task::spawn_blocking(move || {
+        let (mut issued, mut report) = books.take().unwrap_or_default();
+        let done = tokio::task::spawn_blocking(move || {
             let leaves = split_bundles(start, &bundles, size)?;
-            let hashes: Vec<Hash> = leaves.iter().map(|l| record_hash(l)).collect();
-            let checked = check_entries(start, &leaves, &shared.0, &shared.1)?;
-            Ok::<_, AuditError>((hashes, checked))
+            let (hashes, checked) = check_entries(start, &leaves, &shared.0, &shared.1, depth)?;
+            for (i, leaf) in checked.into_iter().enumerate() {
+                record(start + i as u64, leaf, &mut issued, true, &mut report)?;
+            }
+            Ok::<_, AuditError>((hashes, issued, report))
         })
         .await
         .map_err(|e| AuditError::Invalid(format!("verification task failed: {e}")))?;
-        let (hashes, checked) = checked?;
+        let (hashes, issued, report) = done?;
         let n = hashes.len() as u64;
-        for (i, (h, leaf)) in hashes.into_iter().zip(checked).enumerate() {
+        for h in hashes {
             edge.push(h);
-            record(start + i as u64, &leaf, &mut issued, true, &mut report)?;
         }
+        books = Some((issued, report));
         progress(start + n, size);
         Ok(())
     })
     .await?;
+    let (issued, mut report) = books.unwrap_or_default();
     if edge.root() != root {
         return Err(AuditError::Invalid(format!(
             "the root recomputed from {size} entries differs from the signed checkpoint"
@@ -340,8 +391,8 @@ pub async fn follow_once(
             // The first bundle may hold entries verified in an earlier round.
             let skip = from.saturating_sub(start) as usize;
             let new = &leaves[skip.min(leaves.len())..];
-            let hashes: Vec<Hash> = new.iter().map(|l| record_hash(l)).collect();
-            let checked = check_entries(start + skip as u64, new, &shared.0, &shared.1)?;
+            let (hashes, checked) = check_entries(start + skip as u64, new, &shared.0, &shared.1, Depth::Full)?;
+            let checked: Vec<LogLeaf> = checked.into_iter().map(LeafRef::to_owned).collect();
             Ok::<_, AuditError>((start + skip as u64, hashes, checked))
         })
         .await
@@ -351,7 +402,7 @@ pub async fn follow_once(
             let at = first + i as u64;
             edge.push(h);
             // This round sees only the new entries: a revocation may refer to an earlier issuance.
-            record(at, &leaf, &mut issued, false, &mut scratch)?;
+            record(at, leaf.as_ref(), &mut issued, false, &mut scratch)?;
             on_entry(at, &leaf);
         }
         Ok(())
@@ -371,28 +422,33 @@ pub async fn follow_once(
     Ok(new)
 }
 
-/// Decodes one entry and, for an issuance, verifies its certificate (at its own start of
+/// Decodes one entry and, for an issuance and with a verifier, verifies its certificate (at its own start of
 /// validity: a certificate that has expired since was still correctly issued) and that the
 /// certificate matches the entry.
-fn check_entry(index: u64, leaf: &[u8], verifier: &mut LeafVerifier<'_>) -> Result<LogLeaf, AuditError> {
+fn check_entry<'a>(
+    index: u64,
+    leaf: &'a [u8],
+    verifier: Option<&mut LeafVerifier<'_>>,
+) -> Result<LeafRef<'a>, AuditError> {
     let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
-    let decoded = LogLeaf::decode(leaf).map_err(|e| bad(e.to_string()))?;
-    if let LogLeaf::Issuance {
-        identity,
-        serial,
-        not_before,
-        not_after,
-        certificate,
-        ..
-    } = &decoded
+    let decoded = LeafRef::parse(leaf).map_err(|e| bad(e.to_string()))?;
+    if let Some(verifier) = verifier
+        && let LeafRef::Issuance {
+            identity,
+            serial,
+            not_before,
+            not_after,
+            certificate,
+            ..
+        } = decoded
     {
         let cert = verifier
             .verify(certificate, not_before + 60)
             .map_err(|e| bad(format!("certificate does not verify: {e}")))?;
-        if &cert.serial_hex != serial
-            || &cert.spiffe_id.to_string() != identity
-            || cert.not_after != *not_after
-            || cert.not_before != *not_before
+        if cert.serial_hex != serial
+            || cert.spiffe_id.to_string() != identity
+            || cert.not_after != not_after
+            || cert.not_before != not_before
         {
             return Err(bad("the certificate does not match its entry".into()));
         }
@@ -404,36 +460,36 @@ fn check_entry(index: u64, leaf: &[u8], verifier: &mut LeafVerifier<'_>) -> Resu
 /// each revocation refers to an issued, not yet revoked certificate.
 fn record(
     index: u64,
-    leaf: &LogLeaf,
+    leaf: LeafRef<'_>,
     issued: &mut HashMap<String, bool>,
     complete_history: bool,
     report: &mut AuditReport,
 ) -> Result<(), AuditError> {
     let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
     match leaf {
-        LogLeaf::Issuance { serial, .. } => {
-            if issued.insert(serial.clone(), false).is_some() {
+        LeafRef::Issuance { serial, .. } => {
+            if issued.insert(serial.to_string(), false).is_some() {
                 return Err(bad(format!("serial {serial} was issued twice")));
             }
             report.issuances += 1;
         }
-        LogLeaf::Membership { subchain, revision, .. } => {
+        LeafRef::Membership { subchain, revision, .. } => {
             let last = report.revisions.get(subchain).copied();
             let expected = match last {
                 Some(r) => Some(r + 1),
                 None if complete_history => Some(1),
                 None => None,
             };
-            if expected.is_some_and(|e| e != *revision) {
+            if expected.is_some_and(|e| e != revision) {
                 return Err(bad(format!(
                     "subchain {subchain} jumps to revision {revision} after {}",
                     last.unwrap_or(0)
                 )));
             }
-            report.revisions.insert(subchain.clone(), *revision);
+            report.revisions.insert(subchain.to_string(), revision);
             report.memberships += 1;
         }
-        LogLeaf::Revocation { serial, .. } => match issued.get_mut(serial) {
+        LeafRef::Revocation { serial, .. } => match issued.get_mut(serial) {
             None if complete_history => return Err(bad(format!("revocation of {serial}, which the log never issued"))),
             None => report.revocations += 1,
             Some(true) => return Err(bad(format!("{serial} revoked twice"))),

@@ -109,8 +109,147 @@ impl<'a> Reader<'a> {
         let n = u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| LeafError::Malformed("len"))?);
         self.take(n as usize)
     }
-    fn str(&mut self) -> Result<String, LeafError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| LeafError::Malformed("text is not UTF-8"))
+    fn str(&mut self) -> Result<&'a str, LeafError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| LeafError::Malformed("text is not UTF-8"))
+    }
+    fn hash(&mut self, what: &'static str) -> Result<&'a [u8; 32], LeafError> {
+        self.take(32)?.try_into().map_err(|_| LeafError::Malformed(what))
+    }
+}
+
+/// A leaf decoded in place, borrowing from its bytes: the same checks as [`LogLeaf::decode`]
+/// without a copy (an auditor reads millions of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafRef<'a> {
+    /// See [`LogLeaf::Issuance`].
+    #[allow(missing_docs)]
+    Issuance {
+        time: u64,
+        identity: &'a str,
+        serial: &'a str,
+        authorized_by: &'a str,
+        not_before: i64,
+        not_after: i64,
+        key_sha256: &'a [u8; 32],
+        certificate: &'a [u8],
+    },
+    /// See [`LogLeaf::Revocation`].
+    #[allow(missing_docs)]
+    Revocation {
+        time: u64,
+        identity: &'a str,
+        serial: &'a str,
+        authorized_by: &'a str,
+        reason: u8,
+    },
+    /// See [`LogLeaf::Membership`].
+    #[allow(missing_docs)]
+    Membership {
+        time: u64,
+        subchain: &'a str,
+        revision: u64,
+        authorized_by: &'a str,
+        statement_sha256: &'a [u8; 32],
+    },
+}
+
+impl<'a> LeafRef<'a> {
+    /// Decodes a leaf, refusing anything but the canonical encoding.
+    pub fn parse(b: &'a [u8]) -> Result<Self, LeafError> {
+        let mut r = Reader(b);
+        if r.u8()? != 1 {
+            return Err(LeafError::Malformed("unknown version"));
+        }
+        let kind = r.u8()?;
+        let time = r.u64()?;
+        let leaf = if kind == 3 {
+            LeafRef::Membership {
+                time,
+                subchain: r.str()?,
+                revision: r.u64()?,
+                authorized_by: r.str()?,
+                statement_sha256: r.hash("statement hash")?,
+            }
+        } else {
+            let identity = r.str()?;
+            let serial = r.str()?;
+            let authorized_by = r.str()?;
+            match kind {
+                1 => LeafRef::Issuance {
+                    time,
+                    identity,
+                    serial,
+                    authorized_by,
+                    not_before: r.u64()? as i64,
+                    not_after: r.u64()? as i64,
+                    key_sha256: r.hash("key hash")?,
+                    certificate: r.bytes()?,
+                },
+                2 => LeafRef::Revocation {
+                    time,
+                    identity,
+                    serial,
+                    authorized_by,
+                    reason: r.u8()?,
+                },
+                _ => return Err(LeafError::Malformed("unknown kind")),
+            }
+        };
+        if !r.0.is_empty() {
+            return Err(LeafError::Malformed("trailing bytes"));
+        }
+        Ok(leaf)
+    }
+
+    /// The owned form.
+    pub fn to_owned(self) -> LogLeaf {
+        match self {
+            LeafRef::Issuance {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                not_before,
+                not_after,
+                key_sha256,
+                certificate,
+            } => LogLeaf::Issuance {
+                time,
+                identity: identity.into(),
+                serial: serial.into(),
+                authorized_by: authorized_by.into(),
+                not_before,
+                not_after,
+                key_sha256: *key_sha256,
+                certificate: certificate.to_vec(),
+            },
+            LeafRef::Revocation {
+                time,
+                identity,
+                serial,
+                authorized_by,
+                reason,
+            } => LogLeaf::Revocation {
+                time,
+                identity: identity.into(),
+                serial: serial.into(),
+                authorized_by: authorized_by.into(),
+                reason,
+            },
+            LeafRef::Membership {
+                time,
+                subchain,
+                revision,
+                authorized_by,
+                statement_sha256,
+            } => LogLeaf::Membership {
+                time,
+                subchain: subchain.into(),
+                revision,
+                authorized_by: authorized_by.into(),
+                statement_sha256: *statement_sha256,
+            },
+        }
     }
 }
 
@@ -176,55 +315,58 @@ impl LogLeaf {
 
     /// Decodes a leaf, refusing anything but the canonical encoding.
     pub fn decode(b: &[u8]) -> Result<Self, LeafError> {
-        let mut r = Reader(b);
-        if r.u8()? != 1 {
-            return Err(LeafError::Malformed("unknown version"));
-        }
-        let kind = r.u8()?;
-        let time = r.u64()?;
-        if kind == 3 {
-            let leaf = LogLeaf::Membership {
-                time,
-                subchain: r.str()?,
-                revision: r.u64()?,
-                authorized_by: r.str()?,
-                statement_sha256: r
-                    .take(32)?
-                    .try_into()
-                    .map_err(|_| LeafError::Malformed("statement hash"))?,
-            };
-            if !r.0.is_empty() {
-                return Err(LeafError::Malformed("trailing bytes"));
-            }
-            return Ok(leaf);
-        }
-        let identity = r.str()?;
-        let serial = r.str()?;
-        let authorized_by = r.str()?;
-        let leaf = match kind {
-            1 => LogLeaf::Issuance {
+        LeafRef::parse(b).map(LeafRef::to_owned)
+    }
+
+    /// The borrowed form.
+    pub fn as_ref(&self) -> LeafRef<'_> {
+        match self {
+            LogLeaf::Issuance {
                 time,
                 identity,
                 serial,
                 authorized_by,
-                not_before: r.u64()? as i64,
-                not_after: r.u64()? as i64,
-                key_sha256: r.take(32)?.try_into().map_err(|_| LeafError::Malformed("key hash"))?,
-                certificate: r.bytes()?.to_vec(),
+                not_before,
+                not_after,
+                key_sha256,
+                certificate,
+            } => LeafRef::Issuance {
+                time: *time,
+                identity,
+                serial,
+                authorized_by,
+                not_before: *not_before,
+                not_after: *not_after,
+                key_sha256,
+                certificate,
             },
-            2 => LogLeaf::Revocation {
+            LogLeaf::Revocation {
                 time,
                 identity,
                 serial,
                 authorized_by,
-                reason: r.u8()?,
+                reason,
+            } => LeafRef::Revocation {
+                time: *time,
+                identity,
+                serial,
+                authorized_by,
+                reason: *reason,
             },
-            _ => return Err(LeafError::Malformed("unknown kind")),
-        };
-        if !r.0.is_empty() {
-            return Err(LeafError::Malformed("trailing bytes"));
+            LogLeaf::Membership {
+                time,
+                subchain,
+                revision,
+                authorized_by,
+                statement_sha256,
+            } => LeafRef::Membership {
+                time: *time,
+                subchain,
+                revision: *revision,
+                authorized_by,
+                statement_sha256,
+            },
         }
-        Ok(leaf)
     }
 
     /// The serial the event is about (empty for a membership change).
@@ -271,6 +413,7 @@ mod tests {
         for leaf in leaves {
             let bytes = leaf.encode().unwrap();
             assert_eq!(LogLeaf::decode(&bytes).unwrap(), leaf);
+            assert_eq!(LeafRef::parse(&bytes).unwrap(), leaf.as_ref());
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(LogLeaf::decode(&longer).is_err());

@@ -908,6 +908,26 @@ pub fn audit(ca: &TestCa) -> std::process::Output {
     ca.bsn(&["audit", "verify", "--log-vkey", vkey.to_str().unwrap()])
 }
 
+/// CPU seconds (user + system) of a process (`self` or a pid), or of its waited-for children,
+/// from `/proc/<pid>/stat` (fields 14-17, in clock ticks of 1/100 s on Linux).
+pub fn cpu_secs(pid: &str, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The name may hold spaces: the fields after it start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the name: state is field 3, so utime (14) is index 11 and cutime (16) index 13.
+    let at = if children { 13 } else { 11 };
+    let ticks: u64 = fields
+        .iter()
+        .skip(at)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// Every block of `subchain` on a node, through the gateway (as JSON block views).
 pub async fn chain_of(api: &Api, subchain: &str) -> Vec<Value> {
     let mut out = Vec::new();

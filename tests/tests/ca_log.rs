@@ -167,6 +167,15 @@ async fn a_tampered_leaf_stops_the_ca_from_starting() {
             .await
             .unwrap();
     }
+    let err = serve_refused(&ca);
+    assert!(
+        err.contains("self-check") && err.contains("differs from the signed checkpoint"),
+        "{err}"
+    );
+}
+
+/// Runs `ca-server serve` on `ca`'s files, expecting it to refuse to start; returns its stderr.
+fn serve_refused(ca: &TestCa) -> String {
     let mut cmd = Command::new(bin("ca-server"));
     cmd.args(["serve", "--data-dir"])
         .arg(ca.data_dir())
@@ -176,9 +185,102 @@ async fn a_tampered_leaf_stops_the_ca_from_starting() {
     }
     let out = cmd.env("BSN_CA_PASSPHRASE", PASSPHRASE).output().unwrap();
     assert!(!out.status.success(), "the CA must refuse to start");
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Full entry bundles are stored whole when their last entry is appended (also when a bundle
+/// spans several appends), served as stored, checked against the leaves at start-up, and
+/// rebuilt from the leaves for a log that has none stored (one appended before they were).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_entry_bundles_are_stored_checked_at_start_up_and_rebuilt() {
+    let mut ca = TestCa::start();
+    ca.kill_all();
+    let dir = ca.data_dir();
+    let sealed = std::fs::read_to_string(dir.join("log.key.sealed")).unwrap();
+    let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
+    let log = ca_server::log::LogSigner::new("test.example/log", &key).unwrap();
+    let url = ca
+        .db
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("ca.db").display()));
+    let db = ca_server::db::Db::connect(&url).await.unwrap();
+    // 700 revocation entries in appends of 1, 99 and 300 at a time: bundle 0 ends inside the
+    // third append, bundle 1 inside a later one, and 700 - 512 entries stay in a partial bundle.
+    let mut appended = 1u64;
+    for (k, n) in [1usize, 99, 300, 300].into_iter().enumerate() {
+        let leaves: Vec<ca_server::log::NewLeaf> = (0..n)
+            .map(|i| {
+                let serial = format!("{:x}", 0x1000 + k * 1000 + i);
+                let leaf = LogLeaf::Revocation {
+                    time: 1,
+                    identity: "spiffe://test.example/participant/x".into(),
+                    serial: serial.clone(),
+                    authorized_by: "test".into(),
+                    reason: 0,
+                };
+                ca_server::log::NewLeaf {
+                    bytes: leaf.encode().unwrap(),
+                    kind: "revocation",
+                    serial,
+                    identity: "x".into(),
+                    at: 1,
+                }
+            })
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        ca_server::log::append(&mut tx, db.backend, &log, &leaves, false)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        appended += n as u64;
+    }
+    assert_eq!(appended, 701);
+    let mut c = ca.db_conn().await;
+    let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM log_bundles ORDER BY n")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![0, 1]);
+
+    // Served as stored: the same bytes as the entries they hold, through the tile API.
+    ca.restart();
+    let api = ca.api(None);
+    let leaves = all_leaves(&api, 701).await;
+    assert_eq!(leaves.len(), 701);
+    let bundle1 = api.get_bytes("/log/tile/entries/001").await.unwrap();
+    let mut expected = Vec::new();
+    for l in &leaves[256..512] {
+        expected.extend_from_slice(&(l.len() as u16).to_be_bytes());
+        expected.extend_from_slice(l);
+    }
+    assert_eq!(bundle1, expected);
+
+    // A log whose bundles are not stored gets them rebuilt at start-up.
+    ca.kill_all();
+    sqlx::query("DELETE FROM log_bundles").execute(&mut c).await.unwrap();
+    ca.restart();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_bundles")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    let api = ca.api(None);
+    assert_eq!(api.get_bytes("/log/tile/entries/001").await.unwrap(), expected);
+
+    // A stored bundle that differs from the leaves stops the CA before it serves it.
+    ca.kill_all();
+    let mut bad = expected.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    sqlx::query("UPDATE log_bundles SET data = $1 WHERE n = 1")
+        .bind(bad)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let err = serve_refused(&ca);
     assert!(
-        err.contains("self-check") && err.contains("differs from the signed checkpoint"),
+        err.contains("self-check") && err.contains("entry bundle 1 differs from its leaves"),
         "{err}"
     );
 }
@@ -227,6 +329,24 @@ async fn bsn_audit_verify_passes_on_a_good_log_and_catches_tampering() {
         "{text}"
     );
 
+    // The structure-only audit passes too, and says what it did not check.
+    let vkey = ca.data_dir().join("log.vkey");
+    let structure = [
+        "audit",
+        "verify",
+        "--structure-only",
+        "--log-vkey",
+        vkey.to_str().unwrap(),
+    ];
+    let out = ca.bsn(&structure);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("log verified: 4 entries (3 issuances, 1 revocations")
+            && text.contains("structure only: certificates were not parsed"),
+        "{text}"
+    );
+
     // The same check with another CA's key fails: the vkey is pinned, not taken from the server.
     let other = TestCa::start();
     let out = ca.bsn(&[
@@ -264,6 +384,9 @@ async fn bsn_audit_verify_passes_on_a_good_log_and_catches_tampering() {
     assert_eq!(out.status.code(), Some(6));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("log verification failed"), "{err}");
+    // The structure-only audit catches it as well: every entry is still hashed into the tree.
+    let out = ca.bsn(&structure);
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// kill -9 with 1,000 enrollments in flight: every certificate any client received is in the

@@ -311,7 +311,11 @@ async fn main() {
         let held_at_start = held.load(Ordering::Relaxed);
         let pid = if server == "ca" { ca_pid } else { node_pid };
         let sampler = rss_sampler(pid);
-        let (server_cpu0, own_cpu0, t0) = (cpu_secs(&pid.to_string()), cpu_secs("self"), Instant::now());
+        let (server_cpu0, own_cpu0, t0) = (
+            bsn_tests::cpu_secs(&pid.to_string(), false),
+            bsn_tests::cpu_secs("self", false),
+            Instant::now(),
+        );
         let f = if server == "ca" {
             probe_ca(&ca, &mut secrets, args.secs).await
         } else {
@@ -319,8 +323,8 @@ async fn main() {
         };
         let held_at_end = held.load(Ordering::Relaxed);
         let wall = t0.elapsed().as_secs_f64();
-        let server_cpu = (cpu_secs(&pid.to_string()) - server_cpu0) / wall * 100.0;
-        let own_cpu = (cpu_secs("self") - own_cpu0) / wall * 100.0;
+        let server_cpu = (bsn_tests::cpu_secs(&pid.to_string(), false) - server_cpu0) / wall * 100.0;
+        let own_cpu = (bsn_tests::cpu_secs("self", false) - own_cpu0) / wall * 100.0;
         stop.store(true, Ordering::Relaxed);
         let peak = sampler.finish().await;
         while set.join_next().await.is_some() {}
@@ -483,17 +487,6 @@ async fn main() {
     } else {
         println!("all probes succeeded (p99 ratios printed, not checked)");
     }
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Sampler {

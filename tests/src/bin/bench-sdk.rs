@@ -44,25 +44,6 @@ struct Args {
     no_pin: bool,
 }
 
-/// CPU seconds (user + system) of a process (`self` or a pid), or of its waited-for children,
-/// from `/proc/<pid>/stat` (fields 14-17, in clock ticks of 1/100 s on Linux).
-fn cpu_secs(pid: &str, children: bool) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the name: state is field 3, so utime (14) is index 11.
-    let at = if children { 13 } else { 11 };
-    let ticks: u64 = fields
-        .iter()
-        .skip(at)
-        .take(2)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
-}
-
 /// One client's run: its rate, its CPU per transaction, and how busy the node was meanwhile
 /// (node CPU seconds per second: 1.0 is one CPU saturated).
 struct Run {
@@ -84,11 +65,11 @@ fn pin(pid: u32, cpus: &str) {
 /// The Rust client: the same loop as the SDK benchmarks. Returns tx/s and CPU s per transaction.
 async fn rust(node: &TestNode, ca: &TestCa, writer: &Path, args: &Args, run: &str) -> Run {
     let node_pid = node.pid().expect("the node runs").to_string();
-    let node_cpu = cpu_secs(&node_pid, false);
+    let node_cpu = bsn_tests::cpu_secs(&node_pid, false);
     let signer = Arc::new(TxSigner::from_files(&writer.join("cert.pem"), &writer.join("key.pem")).unwrap());
     let subchain = identity::membership::SubchainId::parse("bench").unwrap();
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu = cpu_secs("self", false);
+    let cpu = bsn_tests::cpu_secs("self", false);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -129,8 +110,8 @@ async fn rust(node: &TestNode, ca: &TestCa, writer: &Path, args: &Args, run: &st
         committed += t.await.unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    let cpu = (cpu_secs("self", false) - cpu) / committed as f64;
-    let node_busy = (cpu_secs(&node_pid, false) - node_cpu) / secs;
+    let cpu = (bsn_tests::cpu_secs("self", false) - cpu) / committed as f64;
+    let node_busy = (bsn_tests::cpu_secs(&node_pid, false) - node_cpu) / secs;
     println!(
         "Rust client (bsn-api), run {run}: {committed} committed in {secs:.2} s, {:.0} us of client CPU per transaction, node busy {node_busy:.2} CPU",
         cpu * 1e6
@@ -145,8 +126,8 @@ async fn rust(node: &TestNode, ca: &TestCa, writer: &Path, args: &Args, run: &st
 /// Runs one SDK's benchmark script and reads its rate; returns tx/s and CPU s per transaction.
 fn sdk(program: &str, script: &Path, node: &TestNode, ca: &TestCa, writer: &Path, args: &Args) -> Run {
     let node_pid = node.pid().expect("the node runs").to_string();
-    let node_cpu = cpu_secs(&node_pid, false);
-    let cpu = cpu_secs("self", true);
+    let node_cpu = bsn_tests::cpu_secs(&node_pid, false);
+    let cpu = bsn_tests::cpu_secs("self", true);
     let out = Command::new(program)
         .arg(script)
         .args(["--node", &node.url, "--subchain", "bench"])
@@ -173,9 +154,9 @@ fn sdk(program: &str, script: &Path, node: &TestNode, ca: &TestCa, writer: &Path
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no rate from {program}: {text}"));
     // The child's whole CPU time, start-up included, over its transactions.
-    let cpu = (cpu_secs("self", true) - cpu) / args.txs as f64;
+    let cpu = (bsn_tests::cpu_secs("self", true) - cpu) / args.txs as f64;
     // The node works only in the SDK's timed part: its CPU over that part's seconds.
-    let node_busy = (cpu_secs(&node_pid, false) - node_cpu) / (args.txs as f64 / rate);
+    let node_busy = (bsn_tests::cpu_secs(&node_pid, false) - node_cpu) / (args.txs as f64 / rate);
     print!(
         "{}",
         text.lines()
