@@ -15,6 +15,7 @@ block, with the block hash chain verified by the SDK.
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 
@@ -51,6 +52,9 @@ def main(argv):
                     break
                 start = items[-1][0] + "\x00"
         else:
+            # Following only reads: Ctrl-C ends the process at once, with no clean-up that could
+            # wait on the open stream (once in CI a follower outlived its SIGINT by 10 s).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             for block in n.follow(subchain, start=n.info(subchain).get("height") or 0):
                 for entry in block.entries if block.header.kind == "transactions" else []:
                     for op in bsn.SignedTx.parse(entry).body.ops:
