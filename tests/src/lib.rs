@@ -364,16 +364,32 @@ impl TestCa {
         d
     }
 
+    /// The URL of the CA's own database.
+    pub fn db_url(&self) -> String {
+        self.db
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir().join("ca.db").display()))
+    }
+
     /// A connection to the CA's own database (to count or alter rows behind its back).
     pub async fn db_conn(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        let url = self
-            .db
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("ca.db").display()));
-        sqlx::AnyConnection::connect(&url).await.unwrap()
+        sqlx::AnyConnection::connect(&self.db_url()).await.unwrap()
+    }
+
+    /// The CA's store, opened as the server opens it (for work done beside or instead of the
+    /// server, such as growing the log).
+    pub async fn store(&self) -> ca_server::db::Db {
+        ca_server::db::Db::connect(&self.db_url()).await.unwrap()
+    }
+
+    /// The CA's log signer, from its sealed key and the test passphrase.
+    pub fn log_signer(&self) -> ca_server::log::LogSigner {
+        let sealed = std::fs::read_to_string(self.data_dir().join("log.key.sealed")).unwrap();
+        let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
+        ca_server::log::LogSigner::new("test.example/log", &key).unwrap()
     }
 
     /// (identities, certificates) counted in the CA's database itself.

@@ -195,16 +195,8 @@ fn serve_refused(ca: &TestCa) -> String {
 async fn full_entry_bundles_are_stored_checked_at_start_up_and_rebuilt() {
     let mut ca = TestCa::start();
     ca.kill_all();
-    let dir = ca.data_dir();
-    let sealed = std::fs::read_to_string(dir.join("log.key.sealed")).unwrap();
-    let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
-    let log = ca_server::log::LogSigner::new("test.example/log", &key).unwrap();
-    let url = ca
-        .db
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("ca.db").display()));
-    let db = ca_server::db::Db::connect(&url).await.unwrap();
+    let log = ca.log_signer();
+    let db = ca.store().await;
     // 700 revocation entries in appends of 1, 99 and 300 at a time: bundle 0 ends inside the
     // third append, bundle 1 inside a later one, and 700 - 512 entries stay in a partial bundle.
     let mut appended = 1u64;

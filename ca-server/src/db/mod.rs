@@ -215,6 +215,9 @@ impl Db {
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = FULL",
                             "PRAGMA busy_timeout = 10000",
+                            // 32 MiB of pages per connection at most (SQLite's default is 2 MiB):
+                            // appends touch index pages all over a large log.
+                            "PRAGMA cache_size = -32768",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -721,4 +724,90 @@ fn cert_row(r: &AnyRow, with_der: bool) -> Result<CertRow, sqlx::Error> {
         revoked_by: r.try_get("revoked_by")?,
         der: if with_der { Some(r.try_get("der")?) } else { None },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upgrading a SQLite CA to migration 8 keeps every log entry and stored hash, now keyed by
+    /// the rowid, with the entries' indexes in place.
+    #[tokio::test]
+    async fn the_rowid_migration_keeps_the_whole_log() {
+        sqlx::any::install_default_drivers();
+        let file = std::env::temp_dir().join(format!("bsn-migration-8-{}.db", std::process::id()));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let pool = AnyPool::connect(&url).await.unwrap();
+        SQLITE.run_to(7, &pool).await.unwrap();
+        for i in 0..300i64 {
+            sqlx::query(
+                "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at, leaf_hash) \
+                 VALUES ($1, $2, 'issuance', $3, 'p', $4, $5)",
+            )
+            .bind(i)
+            .bind(vec![i as u8; 10])
+            .bind(format!("s{i}"))
+            .bind(1000 + i)
+            .bind(vec![(i % 251) as u8; 32])
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO log_hashes (idx, hash) VALUES ($1, $2)")
+                .bind(2 * i)
+                .bind(vec![(i % 7) as u8; 32])
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let db = Db::connect(&url).await.unwrap();
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool);
+        assert_eq!(
+            count("SELECT count(*) FROM log_entries WHERE rowid = idx")
+                .await
+                .unwrap(),
+            300
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM log_hashes WHERE rowid = idx")
+                .await
+                .unwrap(),
+            300
+        );
+        let (leaf, serial, at): (Vec<u8>, String, i64) =
+            sqlx::query_as("SELECT leaf, serial, at FROM log_entries WHERE idx = 299")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!((leaf, serial.as_str(), at), (vec![43u8; 10], "s299", 1299));
+        let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM log_hashes WHERE idx = 598")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(hash, vec![5u8; 32]);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+                 ('log_entries_serial', 'log_entries_identity', 'log_entries_leaf_hash', 'log_entries_at')"
+            )
+            .await
+            .unwrap(),
+            4
+        );
+        // Only the rowid keys them now: no automatic index on idx is left.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name IN ('log_entries', 'log_hashes') AND name LIKE 'sqlite_autoindex%'"
+            )
+            .await
+            .unwrap(),
+            0
+        );
+        db.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    }
 }

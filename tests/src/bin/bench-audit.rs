@@ -118,15 +118,8 @@ async fn main() {
     let key = ca_server::keystore::open(PASSPHRASE, "intermediate", &sealed).unwrap();
     let signer = ca_server::pki::CaSigner::software(rcgen::KeyPair::try_from(key.as_slice()).unwrap());
     let issuing = ca_server::pki::Ca::new(roots, intermediate, signer, Default::default()).unwrap();
-    let sealed = std::fs::read_to_string(dir.join("log.key.sealed")).unwrap();
-    let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
-    let log = ca_server::log::LogSigner::new("test.example/log", &key).unwrap();
-    let url = ca
-        .db
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("ca.db").display()));
-    let db = ca_server::db::Db::connect(&url).await.unwrap();
+    let log = ca.log_signer();
+    let db = ca.store().await;
 
     eprintln!("issuing and logging {} certificates...", args.entries);
     let subject_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use bsn_tests::{PASSPHRASE, TestCa};
+use bsn_tests::TestCa;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -28,15 +28,8 @@ async fn main() {
     ca.kill_all();
 
     eprintln!("appending {} leaves to the log...", args.entries);
-    let sealed = std::fs::read_to_string(ca.data_dir().join("log.key.sealed")).unwrap();
-    let key = ca_server::keystore::open(PASSPHRASE, "log", &sealed).unwrap();
-    let signer = ca_server::log::LogSigner::new("test.example/log", &key).unwrap();
-    let url = ca
-        .db
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", ca.data_dir().join("ca.db").display()));
-    let db = ca_server::db::Db::connect(&url).await.unwrap();
+    let signer = ca.log_signer();
+    let db = ca.store().await;
     let started = Instant::now();
     let mut added = 0u64;
     while added < args.entries {
@@ -86,7 +79,7 @@ async fn main() {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
 
     // The same proofs computed in this process straight from the database: the server's share.
-    let db = ca_server::db::Db::connect(&url).await.unwrap();
+    let db = ca.store().await;
     let mut conn = db.acquire().await.unwrap();
     let cache = ca_server::log::HashCache::default();
     let mut direct = Vec::with_capacity(args.proofs);
