@@ -203,7 +203,7 @@ pub fn tls_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = bsn_transport::server_crypto();
     // Client certificates are optional (public routes, the portal); an expired one reaches
     // `crate::auth::Caller`, which answers with a `certificate-expired` problem document that
     // tells the user what to do rather than a bare TLS alert.
@@ -217,6 +217,7 @@ pub fn tls_config(
         .with_single_cert(chain, key)
         .context("server certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
     cfg.session_storage = Arc::new(NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     Ok(cfg)

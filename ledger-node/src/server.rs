@@ -48,7 +48,7 @@ pub fn tls_config(
     trust_domain: &str,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let chain = credential.chain();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = bsn_transport::server_crypto();
     let verifier = bsn_transport::verify::ClientCerts::builder(bundle.roots(), provider.clone())
         .policy(leaf_policy(directory, trust_domain))
         .fallback_intermediates(chain.iter().skip(1).cloned().collect())
@@ -62,6 +62,7 @@ pub fn tls_config(
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
     Ok(cfg)
 }
 
