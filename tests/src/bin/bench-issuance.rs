@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bsn_tests::TestCa;
 use clap::Parser;
-use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 
 #[derive(Parser)]
 struct Args {
@@ -28,24 +27,6 @@ struct Args {
     enrollments: usize,
 }
 
-/// Single-core ECDSA P-256 sign+verify pairs per second with ring.
-fn crypto_baseline() -> f64 {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let public =
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, kp.public_key().as_ref().to_vec());
-    let msg = [7u8; 256];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(2) {
-        let sig = kp.sign(&rng, &msg).unwrap();
-        public.verify(&msg, sig.as_ref()).unwrap();
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -55,7 +36,7 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     eprintln!("measuring the crypto baseline (2 s, one core)...");
-    let baseline = crypto_baseline();
+    let baseline = bsn_tests::sign_verify_rate();
 
     eprintln!("starting a CA on {}...", bsn_tests::backend());
     let mut ca = TestCa::start();

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use bsn_tests::TestCa;
 use clap::Parser;
-use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -51,24 +50,6 @@ struct Args {
     /// Handshake rounds per server (the best is reported).
     #[arg(long, default_value_t = 2)]
     handshake_rounds: usize,
-}
-
-/// Microseconds of one ECDSA P-256 verification plus one signature on one core (ring).
-fn crypto_cost_us() -> f64 {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let public =
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, kp.public_key().as_ref().to_vec());
-    let msg = [7u8; 256];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(2) {
-        let sig = kp.sign(&rng, &msg).unwrap();
-        public.verify(&msg, sig.as_ref()).unwrap();
-        n += 1;
-    }
-    start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
 /// One server under test.
@@ -335,7 +316,7 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     eprintln!("timing the cryptographic cost of one issuance (2 s, one core)...");
-    let crypto_us = crypto_cost_us();
+    let crypto_us = 1e6 / bsn_tests::sign_verify_rate();
 
     eprintln!("starting a CA on {}...", bsn_tests::backend());
     let mut ca = TestCa::start();
