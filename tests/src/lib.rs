@@ -456,6 +456,14 @@ pub fn sign_verify_rate() -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The value of an unlabelled metric in a Prometheus text page (0 if absent); the name must be
+/// followed by a space, so a longer name sharing its prefix is not taken for it.
+pub fn metric_value(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A PEM CSR for a fresh P-256 key (the CA takes only the key from it).
 pub fn new_csr() -> String {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -130,13 +130,7 @@ async fn main() {
     // /metrics is for administrators and auditors.
     let admin = ca.admin();
     let metrics = String::from_utf8(ca.api(Some(&admin)).get_bytes("/metrics").await.unwrap()).unwrap();
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let metric = |name: &str| bsn_tests::metric_value(&metrics, name);
     let (batches, certs, secs) = (
         metric("bsn_ca_issuance_batches_total"),
         metric("bsn_ca_certificates_issued_total"),

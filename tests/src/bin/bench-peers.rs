@@ -283,13 +283,7 @@ async fn batching(api: &bsn_api::client::Api) -> [f64; 3] {
         "bsn_ca_certificates_issued_total",
         "bsn_ca_issuance_batch_seconds_total",
     ]
-    .map(|name| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    })
+    .map(|name| bsn_tests::metric_value(&metrics, name))
 }
 
 fn cfssl_body(csr: &str) -> Vec<u8> {
