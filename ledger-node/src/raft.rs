@@ -341,7 +341,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        blocking(|| self.store.set_meta("committed", &encode(&committed))).map_err(|e| StorageIOError::write(&e).into())
+        // Lost in a crash at worst: the leader tells a follower the committed index again, and a
+        // lone voter commits its whole durable log once it leads.
+        blocking(|| self.store.set_meta_lazily("committed", &encode(&committed)))
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {

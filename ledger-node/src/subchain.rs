@@ -515,6 +515,8 @@ impl Subchains {
             use std::collections::HashSet;
             let mut seen = HashSet::with_capacity(raw.len());
             let mut out = Vec::with_capacity(raw.len());
+            // One read transaction for the request (unreadable: apply refuses duplicates anyway).
+            let on_chain = subchain.store.tx_index().ok();
             for (index, bytes) in raw.into_iter().enumerate() {
                 let tx = SignedTx::parse(bytes).map_err(|e| Refusal::Malformed {
                     index,
@@ -541,7 +543,7 @@ impl Subchains {
                         creator: creator.id,
                     });
                 }
-                let known = subchain.store.tx_position(&tx.id).ok().flatten().is_some();
+                let known = on_chain.as_ref().is_some_and(|i| i.contains(&tx.id));
                 if known || !seen.insert(tx.id) {
                     return Err(Refusal::Duplicate {
                         index,

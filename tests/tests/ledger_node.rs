@@ -521,6 +521,10 @@ async fn revocation_refuses_new_connections_and_cuts_open_ones() {
     println!("open stream cut {cut_ms} ms after the revocation returned");
 }
 
+/// Also the test of the ledger's crash story (`ledger-node/src/store.rs`): applying a block
+/// commits without an fsync, so a kill may take the chain back behind what was acknowledged;
+/// Raft re-applies those entries from its durable log, and each acknowledged transaction must
+/// come back at the very height and index it was acknowledged with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
     let mut ca = TestCa::start();
@@ -529,7 +533,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
     let alice_dir = dirs[0].clone();
     wait_revision(&node.api(&ca, &alice_dir), 2).await;
 
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64, u64)>::new()));
     let mut writers = Vec::new();
     for w in 0..8 {
         let api = node.api(&ca, &alice_dir);
@@ -544,7 +548,11 @@ async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
                     Ok(v) => {
                         let mut g = acked.lock().unwrap();
                         for r in v["results"].as_array().unwrap() {
-                            g.push(r["id"].as_str().unwrap().to_string());
+                            g.push((
+                                r["id"].as_str().unwrap().to_string(),
+                                r["height"].as_u64().unwrap(),
+                                r["index"].as_u64().unwrap(),
+                            ));
                         }
                     }
                     Err(_) => return,
@@ -565,13 +573,14 @@ async fn kill_9_under_write_load_loses_no_acknowledged_transaction() {
     let api = node.api(&ca, &alice_dir);
     wait_revision(&api, 2).await;
     let mut missing = 0;
-    for id in &acked {
-        if api
-            .get(&format!("/api/v1/subchains/demo/transactions/{id}"), &[])
-            .await
-            .is_err()
-        {
-            missing += 1;
+    for (id, height, index) in &acked {
+        match api.get(&format!("/api/v1/subchains/demo/transactions/{id}"), &[]).await {
+            Ok(v) => assert_eq!(
+                (v["height"].as_u64(), v["index"].as_u64()),
+                (Some(*height), Some(*index)),
+                "transaction {id} moved after kill -9"
+            ),
+            Err(_) => missing += 1,
         }
     }
     assert_eq!(missing, 0, "acknowledged transactions lost after kill -9");

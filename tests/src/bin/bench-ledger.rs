@@ -45,6 +45,9 @@ struct Args {
     /// Seconds of the one-transaction-per-request phase.
     #[arg(long, default_value_t = 5)]
     latency_secs: u64,
+    /// Clients of the one-transaction-per-request phase, each with one request in flight.
+    #[arg(long, default_value_t = 8)]
+    latency_clients: usize,
     /// City nodes hosting the subchain.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
@@ -226,12 +229,12 @@ async fn main() {
         rate / baseline
     );
 
-    // Latency: one transaction per request from 8 concurrent clients.
+    // Latency: one transaction per request from --latency-clients concurrent clients.
     let single = Arc::new(sign_all(&signer, args.txs, 200_000.min(args.txs.max(20_000))));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs(args.latency_secs);
     let mut tasks = Vec::new();
-    for c in 0..8 {
+    for c in 0..args.latency_clients {
         let api = nodes[c % nodes.len()].api(&ca, &writer);
         let (single, next) = (single.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
@@ -258,7 +261,8 @@ async fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "one transaction per request, 8 clients ({} orderer(s), {} city node(s)): {:.0} tx/s, submit-to-commit latency p50 {:.2} ms, p99 {:.2} ms ({} transactions)",
+        "one transaction per request, {} clients ({} orderer(s), {} city node(s)): {:.0} tx/s, submit-to-commit latency p50 {:.2} ms, p99 {:.2} ms ({} transactions)",
+        args.latency_clients,
         orderers.len(),
         nodes.len(),
         lat.len() as f64 / secs,
