@@ -236,21 +236,33 @@ impl Store {
     /// subchain, newer than the one in force. One write transaction for the batch, with `meta`
     /// written alongside.
     pub fn import(&self, key: &MembershipKey, batch: &[Block], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        self.import_inner(key, batch, meta, None)
+        self.import_inner(key, batch, meta, None, true)
     }
 
     /// [`Store::import`] for blocks from an orderer this node does not trust to have checked
     /// them: besides the link and config checks, every transaction id must be new on the chain,
     /// timestamps may not go back, and `check` must accept each block given the tip before it
     /// (the relay checks creators, signatures and roles there). Nothing of a batch is written
-    /// unless every block passes.
+    /// unless every block passes. With `durable` false the commit is not fsynced (see
+    /// [`Store::flush`] and the relay's crash story).
     pub fn import_checked(
         &self,
         key: &MembershipKey,
         batch: &[Block],
         check: &BlockCheck<'_>,
+        durable: bool,
     ) -> Result<(), StoreError> {
-        self.import_inner(key, batch, &[], Some(check))
+        self.import_inner(key, batch, &[], Some(check), durable)
+    }
+
+    /// Makes every earlier commit durable (an fsynced commit of the time it ran).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        w.open_table(META)
+            .map_err(err)?
+            .insert("flushed_ms", crate::clock::now_ms().to_be_bytes().as_slice())
+            .map_err(err)?;
+        w.commit().map_err(err)
     }
 
     fn import_inner(
@@ -259,9 +271,10 @@ impl Store {
         batch: &[Block],
         meta: &[(&str, Vec<u8>)],
         check: Option<&BlockCheck<'_>>,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let mut tip = self.tip();
-        let w = self.db.begin_write().map_err(err)?;
+        let mut w = self.db.begin_write().map_err(err)?;
         {
             let mut blocks = w.open_table(BLOCKS).map_err(err)?;
             let mut hashes = w.open_table(BLOCK_HASHES).map_err(err)?;
@@ -326,6 +339,9 @@ impl Store {
             for (k, v) in meta {
                 m.insert(*k, v.as_slice()).map_err(err)?;
             }
+        }
+        if !durable {
+            w.set_durability(redb::Durability::None).map_err(err)?;
         }
         w.commit().map_err(err)?;
         *self.tip.lock().expect("tip") = tip;

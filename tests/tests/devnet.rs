@@ -306,9 +306,16 @@ fn devnet_stops_its_children_on_sigterm_while_starting_and_when_ready() {
 
 #[test]
 fn devnet_on_a_taken_port_says_which_and_what_to_do() {
-    let base = bsn_tests::free_ports(3);
-    // Something else holds the second port (the first node's).
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
+    // Something else holds the second port (the first node's). Free ports are found by binding
+    // and letting go, so another process may take one in between: take the next range then.
+    let (base, _holder) = (0..20)
+        .find_map(|_| {
+            let base = bsn_tests::free_ports(3);
+            std::net::TcpListener::bind(("127.0.0.1", base + 1))
+                .ok()
+                .map(|h| (base, h))
+        })
+        .expect("three free consecutive ports");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin("bsn"))
         .args(["devnet", "--nodes", "1", "--orderers", "1", "--dir"])
