@@ -70,6 +70,9 @@ pub struct Relay {
     vouched: std::sync::Mutex<std::collections::HashSet<identity::ledger::Digest32>>,
     /// When the oldest import not yet fsynced committed (`None`: everything is durable).
     unflushed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Wakes the flusher when imports start waiting for an fsync (an idle subchain has no
+    /// timer running).
+    flush_wanted: tokio::sync::Notify,
 }
 
 impl Relay {
@@ -94,6 +97,7 @@ impl Relay {
             preferred: AtomicUsize::new(0),
             vouched: Default::default(),
             unflushed: std::sync::Mutex::new(None),
+            flush_wanted: tokio::sync::Notify::new(),
         });
         tokio::spawn(r.clone().follow());
         tokio::spawn(r.clone().flush_in_time());
@@ -217,12 +221,17 @@ impl Relay {
         }
     }
 
-    /// Fsyncs imported blocks within [`FLUSH_EVERY`] when no later import did.
+    /// Fsyncs imported blocks within [`FLUSH_EVERY`] when no later import did. Sleeps without a
+    /// timer until an import leaves something to fsync.
     async fn flush_in_time(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        while !*stop.borrow() {
+        loop {
             tokio::select! {
-                _ = tokio::time::sleep(FLUSH_EVERY / 4) => {}
+                _ = self.flush_wanted.notified() => {}
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
                 _ = stop.changed() => return,
             }
             let due = self
@@ -301,10 +310,13 @@ impl Relay {
             let mut u = self.unflushed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let durable = u.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
             self.store.import_checked(&self.key, &blocks, &check, durable)?;
-            *u = if durable {
-                None
-            } else {
-                Some(u.unwrap_or_else(std::time::Instant::now))
+            *u = match (durable, *u) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => {
+                    self.flush_wanted.notify_one();
+                    Some(std::time::Instant::now())
+                }
             };
             Ok::<_, crate::store::StoreError>(())
         })
