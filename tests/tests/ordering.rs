@@ -337,8 +337,8 @@ async fn a_revoked_orderer_leaves_every_group_it_orders() {
 /// cities goes through a proxy (each node's `[peers]` override), which delays each direction or
 /// drops everything; `proxies` maps (from, to) indexes to it.
 struct TwoCities {
-    ca: TestCa,
-    nodes: Vec<TestNode>,
+    _ca: TestCa,
+    _nodes: Vec<TestNode>,
     proxies: std::collections::HashMap<(usize, usize), Proxy>,
     apis: Vec<Api>,
     alice: std::path::PathBuf,
@@ -398,8 +398,8 @@ async fn two_cities() -> TwoCities {
     .await;
 
     TwoCities {
-        ca,
-        nodes,
+        _ca: ca,
+        _nodes: nodes,
         proxies,
         apis,
         alice,
@@ -408,13 +408,8 @@ async fn two_cities() -> TwoCities {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cities_30_ms_apart_and_a_city_cut_off_for_30_s() {
-    let TwoCities {
-        ca: _ca,
-        nodes: _nodes,
-        proxies,
-        apis,
-        alice,
-    } = two_cities().await;
+    let net = two_cities().await;
+    let (proxies, apis, alice) = (&net.proxies, &net.apis, net.alice.clone());
     let (n1, n2) = (&apis[3], &apis[4]);
 
     // Commit latency through each city, then with 30 ms each way between the cities.
@@ -631,13 +626,8 @@ impl Drop for Loss {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and iptables; .ci/run runs it"]
 async fn two_cities_30_ms_apart_with_1_percent_loss_between_them() {
-    let TwoCities {
-        ca: _ca,
-        nodes: _nodes,
-        proxies,
-        apis,
-        alice,
-    } = two_cities().await;
+    let net = two_cities().await;
+    let (proxies, apis, alice) = (&net.proxies, &net.apis, net.alice.clone());
     let (n1, n2) = (&apis[3], &apis[4]);
     for p in proxies.values() {
         p.set_delay(Duration::from_millis(30));
