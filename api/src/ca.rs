@@ -560,6 +560,33 @@ pub struct OwnEntry {
     pub url: String,
 }
 
+// ---- issuing intermediates -----------------------------------------------------------------
+
+/// One of the CA's issuing intermediates (`GET /api/v1/intermediates`, public; the rotation
+/// steps under it, for administrators). Its life: `next` (made, not yet public), `published`
+/// (in the bundle, issuing nothing yet), `active` (issuing), `retiring` (replaced; its CRL is
+/// still published until its last certificate expires), `retired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intermediate {
+    /// Its number at this CA (1 is the one made at initialisation).
+    pub number: i64,
+    /// `next`, `published`, `active`, `retiring` or `retired`.
+    pub state: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub sha256: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Where its CRL is published (while it is published, active or retiring).
+    pub crl_url: Option<String>,
+    /// When its state last changed, Unix seconds.
+    pub changed_at: i64,
+}
+
 /// One event of the change feed (`/api/v1/feed`, `/api/v1/feed/stream`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -601,6 +628,20 @@ pub enum FeedEvent {
         /// The signed directory.
         directory: Envelope,
     },
+    /// An issuing intermediate was published, activated or retired (every node sees it). Its
+    /// certificate proves itself: a node uses it only for chains that verify to its bundle.
+    Intermediate {
+        /// Feed position.
+        seq: i64,
+        /// The intermediate's number.
+        number: i64,
+        /// `published`, `activated` or `retired`.
+        step: String,
+        /// Unix seconds.
+        at: i64,
+        /// The certificate, base64 DER.
+        certificate: String,
+    },
 }
 
 impl FeedEvent {
@@ -609,7 +650,8 @@ impl FeedEvent {
         match self {
             FeedEvent::Membership { seq, .. }
             | FeedEvent::Revocation { seq, .. }
-            | FeedEvent::Directory { seq, .. } => *seq,
+            | FeedEvent::Directory { seq, .. }
+            | FeedEvent::Intermediate { seq, .. } => *seq,
         }
     }
 }

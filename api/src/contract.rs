@@ -129,6 +129,8 @@ pub fn ca() -> Map<String, Value> {
         .response::<Items<MyMembership>>()
         .response::<MembershipKey>()
         .response::<Nodes>()
+        .response::<Intermediate>()
+        .response::<Items<Intermediate>>()
         .response::<Envelope>()
         .response::<FeedPage>()
         .response::<SpiffeBundle>()

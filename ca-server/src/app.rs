@@ -10,8 +10,10 @@ use crate::secrets::Hasher;
 
 /// Everything handlers need.
 pub struct AppState {
-    /// The issuing CA.
-    pub ca: Ca,
+    /// The issuing intermediates (the active one issues).
+    pub issuers: std::sync::Arc<crate::intermediates::Current>,
+    /// What opens and makes intermediates' keys.
+    pub keys: std::sync::Arc<crate::intermediates::Keys>,
     /// The store.
     pub db: Db,
     /// The root's CRL file (`root-crl.der`), read on each request: whoever re-signs it (a
@@ -56,6 +58,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The intermediate issuing now.
+    pub fn ca(&self) -> std::sync::Arc<Ca> {
+        self.issuers.get().active.clone()
+    }
+
     /// Wakes feed streams after a commit that added feed events.
     pub fn feed_changed(&self) {
         crate::registry::wake_feed(&self.feed_wakeup);

@@ -290,11 +290,11 @@ struct OnRecord {
     sans: (String, String),
 }
 
-/// Rows per multi-row statement (9 parameters a row stays far below both databases' limits).
+/// Rows per multi-row statement (11 parameters a row stays far below both databases' limits).
 const INSERT_CHUNK: usize = 256;
 
 const INSERT_CERT: &str = "INSERT INTO certificates (serial, identity_id, not_before, not_after, der, key_sha256, \
-     issued_at, issued_via, authorized_by, log_index) VALUES ";
+     issued_at, issued_via, authorized_by, log_index, issuer) VALUES ";
 
 /// One certificate row to insert.
 #[derive(Debug, Clone, Copy)]
@@ -363,7 +363,7 @@ pub async fn record_certs(
     let appended = crate::log::append(tx, backend, log, &leaves, true).await?;
     for (chunk_no, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(backend, i * 10 + 1, 10)))
+            .map(|i| format!("({})", placeholders(backend, i * 11 + 1, 11)))
             .collect();
         let sql = format!("{INSERT_CERT}{}", values.join(", "));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -378,7 +378,8 @@ pub async fn record_certs(
                 .bind(r.issued_at)
                 .bind(r.issued_via)
                 .bind(r.authorized_by)
-                .bind((appended.first + (chunk_no * INSERT_CHUNK + i) as u64) as i64);
+                .bind((appended.first + (chunk_no * INSERT_CHUNK + i) as u64) as i64)
+                .bind(r.cert.issuer);
         }
         q.execute(&mut **tx).await?;
     }

@@ -75,14 +75,16 @@ pub struct Issued {
     pub not_after: i64,
     /// The leaf, DER.
     pub der: Vec<u8>,
+    /// The intermediate that issued it (what the holder presents after the leaf).
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Where its issuance is in the issuance log.
     pub receipt: Receipt,
 }
 
 /// The service.
 pub struct Issuance<'a> {
-    /// The issuing CA.
-    pub ca: &'a Ca,
+    /// The issuing CA (the active intermediate when the request came).
+    pub ca: std::sync::Arc<Ca>,
     /// The store.
     pub db: &'a Db,
     /// The group-commit writer.
@@ -237,6 +239,7 @@ impl Issuance<'_> {
             not_before,
             not_after,
             der,
+            chain: self.ca.chain(),
             receipt,
         })
     }

@@ -56,6 +56,7 @@ pub mod csr;
 pub mod db;
 pub mod hsm;
 pub mod init;
+pub mod intermediates;
 pub mod issuance;
 pub mod keystore;
 pub mod limits;

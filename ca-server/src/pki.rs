@@ -115,6 +115,8 @@ pub struct IssuedCert {
     pub not_after: i64,
     /// SHA-256 of the subject public key info, lowercase hex.
     pub key_sha256: String,
+    /// The number of the intermediate that signed it.
+    pub issuer: i64,
 }
 
 /// A revoked certificate as listed in a CRL.
@@ -209,6 +211,8 @@ pub struct Ca {
     pub policy: Policy,
     /// Where the issuing CA's CRL is published: every leaf names it (CRL distribution point).
     crl_url: Option<String>,
+    /// Its number at this CA (1: the intermediate made at initialisation).
+    pub number: i64,
 }
 
 impl Ca {
@@ -228,7 +232,19 @@ impl Ca {
             probed: std::sync::Mutex::new(None),
             policy,
             crl_url: None,
+            number: 1,
         })
+    }
+
+    /// The same CA as intermediate number `number` (its CRL's URL is numbered).
+    pub fn numbered(mut self, number: i64) -> Self {
+        self.number = number;
+        self
+    }
+
+    /// Its signing key.
+    pub fn signer(&self) -> CaSigner {
+        self.signer.clone()
     }
 
     /// Whether the signing key signs now (a token may be gone): a signature over a fixed
@@ -247,9 +263,14 @@ impl Ca {
     }
 
     /// Names the CA's public base URL: leaves issued from now on carry
-    /// `<base>/api/v1/crl` as their CRL distribution point.
+    /// `<base>/api/v1/crls/<number>` as their CRL distribution point.
     pub fn set_public_url(&mut self, base: &str) {
-        self.crl_url = Some(issuing_crl_url(base));
+        self.crl_url = Some(issuing_crl_url(base, self.number));
+    }
+
+    /// The CRL distribution point its leaves name, once the public URL is set.
+    pub fn crl_url(&self) -> Option<&str> {
+        self.crl_url.as_deref()
     }
 
     /// Issues a leaf by the BSN leaf profile for `key`, at `now`.
@@ -295,6 +316,7 @@ impl Ca {
             not_before: not_before.unix_timestamp(),
             not_after: not_after.unix_timestamp(),
             key_sha256: sha256_hex(&key.spki_der),
+            issuer: self.number,
         })
     }
 
@@ -333,9 +355,9 @@ impl Ca {
     }
 }
 
-/// Where the issuing CA's CRL is published under a CA's public base URL.
-pub fn issuing_crl_url(base: &str) -> String {
-    format!("{base}/api/v1/crl")
+/// Where issuing intermediate `number`'s CRL is published under a CA's public base URL.
+pub fn issuing_crl_url(base: &str, number: i64) -> String {
+    format!("{base}/api/v1/crls/{number}")
 }
 
 /// Where the root's CRL is published under a CA's public base URL.

@@ -74,6 +74,9 @@ pub enum ApiError {
     /// The change conflicts with the current state (exists already, already a member...).
     #[error("{0}")]
     Conflict(String),
+    /// A rotation step that does not fit the intermediates' current state.
+    #[error("{0}")]
+    RotationRefused(String),
     /// The portal enrollment challenge is unknown, used, expired, or its signature is wrong.
     #[error("{0}")]
     InvalidProof(String),
@@ -140,6 +143,7 @@ impl ApiError {
             Self::IdReserved(_) => (S::CONFLICT, "id-reserved", "Id held by a portal account"),
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflicts with the current state"),
+            Self::RotationRefused(_) => (S::CONFLICT, "rotation-refused", "Rotation step refused"),
             Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
             Self::InvalidProof(_) => (S::BAD_REQUEST, "invalid-proof", "Proof of possession failed"),
             Self::InvalidChallenge => (S::CONFLICT, "invalid-challenge", "Enrollment challenge used or expired"),

@@ -12,8 +12,10 @@
 use time::OffsetDateTime;
 
 use crate::db::Db;
+use crate::intermediates::{Current, Keys};
 use crate::log::{LogSigner, NewLeaf, Receipt};
-use crate::pki::{Ca, Reason};
+use crate::pki::Ca;
+use crate::pki::Reason;
 use crate::registry::{MembershipSigner, Registry};
 
 /// Who asks to revoke.
@@ -75,8 +77,10 @@ pub struct Revoked {
 pub struct Revocations<'a> {
     /// The store.
     pub db: &'a Db,
-    /// The CA (signs the CRL).
-    pub ca: &'a Ca,
+    /// The intermediates (the certificate's issuer signs the CRL).
+    pub issuers: &'a Current,
+    /// Their keys (to load an intermediate another replica activated moments ago).
+    pub keys: &'a Keys,
     /// The issuance log's key.
     pub log: &'a LogSigner,
     /// The membership key (signs the statements of subchains a revoked orderer leaves).
@@ -110,7 +114,17 @@ impl Revocations<'_> {
         if cert.revoked_at.is_some() {
             return Err(RevokeError::AlreadyRevoked);
         }
-        let revoked = self.record(serial, reason, by.who(), now).await?;
+        // The issuer's key signs the new CRL. One another replica made moments ago may not be
+        // loaded here yet: load it now rather than leave the revocation off its CRL.
+        let mut issuer = self.issuers.get().signing.get(&cert.issuer).cloned();
+        if issuer.is_none() {
+            self.issuers
+                .reload(self.db, self.keys)
+                .await
+                .map_err(|e| RevokeError::Internal(anyhow::anyhow!("loading the intermediates: {e}")))?;
+            issuer = self.issuers.get().signing.get(&cert.issuer).cloned();
+        }
+        let revoked = self.record(serial, issuer.as_deref(), reason, by.who(), now).await?;
         crate::registry::wake_feed(self.feed);
         tracing::info!(
             serial,
@@ -126,13 +140,19 @@ impl Revocations<'_> {
     async fn record(
         &self,
         serial: &str,
+        ca: Option<&Ca>,
         reason: Reason,
         by: &str,
         now: OffsetDateTime,
     ) -> Result<Revoked, RevokeError> {
         let at = now.unix_timestamp();
         let mut tx = self.db.begin().await?;
-        let number = Db::next_crl_number(&mut tx).await?;
+        // The issuer's CRL row, locked first. A retired intermediate has none: its certificates
+        // have all expired, and a revocation of one is recorded in the log and the feed only.
+        let number = match ca {
+            Some(ca) => Db::next_crl_number(&mut tx, ca.number).await?,
+            None => None,
+        };
         if !Db::mark_revoked(&mut tx, serial, at, reason, by).await? {
             // Another request revoked it since we looked.
             tx.rollback().await?;
@@ -160,7 +180,9 @@ impl Revocations<'_> {
         crate::registry::feed_revocation(&mut tx, serial, &holder, reason.name(), at)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Db::resign_crl(&mut tx, self.ca, number, now).await?;
+        if let (Some(ca), Some(number)) = (ca, number) {
+            Db::resign_crl(&mut tx, ca, number, now).await?;
+        }
         if kind == identity::IdentityKind::Orderer.as_str() {
             let registry = Registry {
                 db: self.db,
@@ -186,7 +208,7 @@ impl Revocations<'_> {
             serial: serial.to_string(),
             reason,
             revoked_at: at,
-            crl_number: number,
+            crl_number: number.unwrap_or(0),
             receipt: appended.receipt(0),
         })
     }

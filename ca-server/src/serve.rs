@@ -128,6 +128,28 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
             cfg.log_origin
         );
     }
+    // The intermediates: number 1 is the one of initialisation; rotation adds the others.
+    crate::intermediates::record_first(&db, &ca.intermediate, now()).await?;
+    let keys = Arc::new(crate::intermediates::Keys {
+        passphrase: passphrase.clone(),
+        first: ca.signer(),
+        roots: ca.roots.clone(),
+        policy: cfg.policy,
+        public_url: public_url.clone(),
+        trust_domain: cfg.trust_domain.as_str().to_string(),
+        paths: cfg.paths.clone(),
+        in_token: cfg.pkcs11.is_some(),
+        opened: Default::default(),
+    });
+    let issuers = Arc::new(crate::intermediates::Current::new(
+        crate::intermediates::Issuers::load(&db, &keys)
+            .await
+            .context("loading the issuing intermediates")?,
+    ));
+    drop(ca);
+    let ca = issuers.get().active.clone();
+    tracing::info!(intermediate = ca.number, "issuing intermediate");
+
     let size = crate::log::self_check(&mut *db.acquire().await?, &log)
         .await
         .context("the issuance log failed its start-up self-check; refusing to sign anything")?;
@@ -167,8 +189,10 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
         trust_domain: cfg.trust_domain.clone(),
         db: db.clone(),
         root_crl: cfg.paths.root_crl(),
-        ca,
+        issuers: issuers.clone(),
+        keys: keys.clone(),
     });
+    tokio::spawn(issuers.follow(db.clone(), keys));
     tokio::spawn(refresh_crl(state.clone()));
     tokio::spawn(watch_feed(state.clone()));
     let connection_stats = state.connections.clone();
@@ -379,10 +403,13 @@ async fn refresh_crl(state: Arc<AppState>) {
                 "the root CRL expires within 30 days: run `ca-server root crl`"
             );
         }
-        match state.db.refresh_crl_if_due(&state.ca, now()).await {
-            Ok(Some(n)) => tracing::info!(crl_number = n, "CRL re-signed"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "CRL refresh failed; will retry"),
+        // Every intermediate whose CRL is published: an old one until it is retired.
+        for ca in state.issuers.get().signing.values() {
+            match state.db.refresh_crl_if_due(ca, now()).await {
+                Ok(Some(n)) => tracing::info!(intermediate = ca.number, crl_number = n, "CRL re-signed"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(intermediate = ca.number, error = %e, "CRL refresh failed; will retry"),
+            }
         }
     }
 }

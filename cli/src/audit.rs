@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use identity::logleaf::IntermediateStep;
 use identity::logleaf::{LeafRef, LogLeaf};
 use identity::tree::CompactRange;
 use identity::verify::{LeafVerifier, TrustBundle};
@@ -41,6 +42,13 @@ pub struct AuditReport {
     pub issued: HashMap<String, bool>,
     /// Each subchain's latest logged membership revision.
     pub revisions: HashMap<String, u64>,
+    /// Issuing intermediates' steps (published, activated, retired) in the log.
+    pub intermediate_steps: u64,
+    /// Each logged intermediate's last step, by its certificate's SHA-256.
+    steps: HashMap<[u8; 32], (u64, IntermediateStep)>,
+    /// The one intermediate that issued without being announced in the log: the CA's first,
+    /// made at initialisation.
+    unannounced: Option<[u8; 32]>,
 }
 
 /// Checks that `vkey` is a note verifier key (`<name>+<hash>+<key>`) this audit can use.
@@ -166,6 +174,10 @@ pub enum Depth {
     Structure,
 }
 
+/// An entry decoded and checked, with the issuing intermediate of its certificate when it is an
+/// issuance checked at [`Depth::Full`] (its index in the chain given to the audit).
+type Checked<'a> = (LeafRef<'a>, Option<usize>);
+
 /// Hashes, decodes and checks entries `start..` in parallel: one worker per core takes slices
 /// of [`SLICE`] entries in turn until none are left (so a worker the scheduler delays does not
 /// hold the others up), and at [`Depth::Full`] each issued certificate verifies against the
@@ -176,12 +188,12 @@ fn check_entries<'a>(
     bundle: &TrustBundle,
     chain: &[CertificateDer<'static>],
     depth: Depth,
-) -> Result<(Vec<Hash>, Vec<LeafRef<'a>>), AuditError> {
+) -> Result<(Vec<Hash>, Vec<Checked<'a>>), AuditError> {
     const SLICE: usize = 64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slices = leaves.len().div_ceil(SLICE);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    type Done<'a> = Vec<(usize, Vec<Hash>, Vec<LeafRef<'a>>)>;
+    type Done<'a> = Vec<(usize, Vec<Hash>, Vec<Checked<'a>>)>;
     let parts: Vec<Result<Done<'a>, AuditError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.min(slices))
             .map(|_| {
@@ -205,7 +217,9 @@ fn check_entries<'a>(
                         let checked = part
                             .iter()
                             .enumerate()
-                            .map(|(i, leaf)| check_entry(start + (k * SLICE + i) as u64, leaf, verifier.as_mut()))
+                            .map(|(i, leaf)| {
+                                check_entry(start + (k * SLICE + i) as u64, leaf, bundle, verifier.as_mut())
+                            })
                             .collect::<Result<_, _>>()?;
                         done.push((k, hashes, checked));
                     }
@@ -258,15 +272,16 @@ pub async fn verify(
             ..Default::default()
         },
     ));
-    let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec()));
+    let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec(), issuer_hashes(chain)));
     for_each_group(api, size, 0, size.div_ceil(256), async |start, bundles| {
         let shared = shared.clone();
         let (mut issued, mut report) = books.take().unwrap_or_default();
         let done = tokio::task::spawn_blocking(move || {
             let leaves = split_bundles(start, &bundles, size)?;
             let (hashes, checked) = check_entries(start, &leaves, &shared.0, &shared.1, depth)?;
-            for (i, leaf) in checked.into_iter().enumerate() {
-                record(start + i as u64, leaf, &mut issued, true, &mut report)?;
+            for (i, (leaf, issuer)) in checked.into_iter().enumerate() {
+                let issuer = issuer.map(|k| &shared.2[k]);
+                record(start + i as u64, leaf, issuer, &mut issued, true, &mut report)?;
             }
             Ok::<_, AuditError>((hashes, issued, report))
         })
@@ -392,7 +407,7 @@ pub async fn follow_once(
             let skip = from.saturating_sub(start) as usize;
             let new = &leaves[skip.min(leaves.len())..];
             let (hashes, checked) = check_entries(start + skip as u64, new, &shared.0, &shared.1, Depth::Full)?;
-            let checked: Vec<LogLeaf> = checked.into_iter().map(LeafRef::to_owned).collect();
+            let checked: Vec<LogLeaf> = checked.into_iter().map(|(l, _)| l.to_owned()).collect();
             Ok::<_, AuditError>((start + skip as u64, hashes, checked))
         })
         .await
@@ -402,7 +417,7 @@ pub async fn follow_once(
             let at = first + i as u64;
             edge.push(h);
             // This round sees only the new entries: a revocation may refer to an earlier issuance.
-            record(at, leaf.as_ref(), &mut issued, false, &mut scratch)?;
+            record(at, leaf.as_ref(), None, &mut issued, false, &mut scratch)?;
             on_entry(at, &leaf);
         }
         Ok(())
@@ -428,10 +443,21 @@ pub async fn follow_once(
 fn check_entry<'a>(
     index: u64,
     leaf: &'a [u8],
+    bundle: &TrustBundle,
     verifier: Option<&mut LeafVerifier<'_>>,
-) -> Result<LeafRef<'a>, AuditError> {
+) -> Result<Checked<'a>, AuditError> {
     let bad = |m: String| AuditError::Invalid(format!("entry {index}: {m}"));
     let decoded = LeafRef::parse(leaf).map_err(|e| bad(e.to_string()))?;
+    let mut issuer = None;
+    if verifier.is_some()
+        && let LeafRef::Intermediate {
+            number, certificate, ..
+        } = decoded
+    {
+        bundle
+            .verify_intermediate(certificate)
+            .map_err(|e| bad(format!("intermediate {number}'s certificate: {e}")))?;
+    }
     if let Some(verifier) = verifier
         && let LeafRef::Issuance {
             identity,
@@ -442,9 +468,10 @@ fn check_entry<'a>(
             ..
         } = decoded
     {
-        let cert = verifier
-            .verify(certificate, not_before + 60)
+        let (cert, by) = verifier
+            .verify_issued(certificate, not_before + 60)
             .map_err(|e| bad(format!("certificate does not verify: {e}")))?;
+        issuer = Some(by);
         if cert.serial_hex != serial
             || cert.spiffe_id.to_string() != identity
             || cert.not_after != not_after
@@ -453,14 +480,26 @@ fn check_entry<'a>(
             return Err(bad("the certificate does not match its entry".into()));
         }
     }
-    Ok(decoded)
+    Ok((decoded, issuer))
+}
+
+/// SHA-256 of each intermediate of the chain, in order.
+fn issuer_hashes(chain: &[CertificateDer<'static>]) -> Vec<[u8; 32]> {
+    chain.iter().map(|c| identity::ledger::sha256(c)).collect()
 }
 
 /// Books a checked entry in log order: serials are issued once, and (with the complete history)
 /// each revocation refers to an issued, not yet revoked certificate.
+///
+/// An intermediate's steps come in order (published, activated, retired; the intermediate of
+/// initialisation is never published or activated in the log, only retired), and with the
+/// issuer of each certificate known (`issuer`, at [`Depth::Full`]): a certificate is issued
+/// only by an intermediate that was activated and not yet retired, or by the one intermediate
+/// the log never announced (the first).
 fn record(
     index: u64,
     leaf: LeafRef<'_>,
+    issuer: Option<&[u8; 32]>,
     issued: &mut HashMap<String, bool>,
     complete_history: bool,
     report: &mut AuditReport,
@@ -471,7 +510,65 @@ fn record(
             if issued.insert(serial.to_string(), false).is_some() {
                 return Err(bad(format!("serial {serial} was issued twice")));
             }
+            if let Some(sha) = issuer {
+                match report.steps.get(sha) {
+                    Some((_, IntermediateStep::Activated)) => {}
+                    Some((n, IntermediateStep::Published)) => {
+                        return Err(bad(format!(
+                            "serial {serial} was issued by intermediate {n} before it was activated"
+                        )));
+                    }
+                    Some((n, IntermediateStep::Retired)) => {
+                        return Err(bad(format!(
+                            "serial {serial} was issued by intermediate {n} after it was retired"
+                        )));
+                    }
+                    None => match report.unannounced {
+                        Some(first) if first != *sha => {
+                            return Err(bad(format!(
+                                "serial {serial} was issued by an intermediate the log never announced \
+                                 (only the first intermediate may be unannounced)"
+                            )));
+                        }
+                        _ => report.unannounced = Some(*sha),
+                    },
+                }
+            }
             report.issuances += 1;
+        }
+        LeafRef::Intermediate {
+            step,
+            number,
+            certificate,
+            ..
+        } => {
+            let sha = identity::ledger::sha256(certificate);
+            let last = report.steps.get(&sha).map(|(_, s)| *s);
+            let fits = match (step, last) {
+                (IntermediateStep::Published, None) => true,
+                (IntermediateStep::Activated, Some(IntermediateStep::Published)) => true,
+                (IntermediateStep::Retired, Some(IntermediateStep::Activated)) => true,
+                // The first intermediate (never announced) retires; or, following the log
+                // from the middle, an earlier step is not known.
+                (IntermediateStep::Retired | IntermediateStep::Activated, None) => {
+                    !complete_history || step == IntermediateStep::Retired
+                }
+                _ => false,
+            };
+            if !fits {
+                return Err(bad(format!(
+                    "intermediate {number} is {} after {}",
+                    step.name(),
+                    last.map_or("nothing", IntermediateStep::name)
+                )));
+            }
+            if report.steps.values().any(|(n, _)| *n == number) && last.is_none() {
+                return Err(bad(format!(
+                    "intermediate number {number} is announced with a second certificate"
+                )));
+            }
+            report.steps.insert(sha, (number, step));
+            report.intermediate_steps += 1;
         }
         LeafRef::Membership { subchain, revision, .. } => {
             let last = report.revisions.get(subchain).copied();
@@ -500,6 +597,29 @@ fn record(
         },
     }
     Ok(())
+}
+
+/// Every issuing intermediate the CA lists (`/api/v1/intermediates`, retired ones included, so
+/// old entries verify); a CA from before rotation existed answers with its chain. Nothing here
+/// is trusted: each one verifies to the pinned bundle before a certificate under it counts.
+pub async fn fetch_intermediates(api: &Api) -> Result<Vec<CertificateDer<'static>>, AuditError> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = match api
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::Intermediate>>("/api/v1/intermediates", &[])
+        .await
+    {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(|i| i.certificate)
+            .collect::<String>()
+            .into_bytes(),
+        Err(ClientError::Problem { status: 404, .. }) => api.get_bytes("/api/v1/ca-chain").await?,
+        Err(e) => return Err(e.into()),
+    };
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AuditError::Invalid(format!("the CA's intermediates: {e}")))
 }
 
 /// A certificate as the CA's listing shows it.
@@ -574,4 +694,72 @@ pub fn check_listing(listing: &[Listed], report: &AuditReport) -> Result<u64, Au
         )));
     }
     Ok(listing.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: IntermediateStep, number: u64, cert: &[u8]) -> LeafRef<'_> {
+        LeafRef::Intermediate {
+            time: 0,
+            step,
+            number,
+            authorized_by: "admin",
+            certificate: cert,
+        }
+    }
+
+    fn issuance(serial: &str) -> LeafRef<'_> {
+        LeafRef::Issuance {
+            time: 0,
+            identity: "spiffe://t/participant/a",
+            serial,
+            authorized_by: "secret:admin",
+            not_before: 0,
+            not_after: 1,
+            key_sha256: &[0; 32],
+            certificate: b"",
+        }
+    }
+
+    /// An intermediate's steps come in order, and certificates come only from an intermediate
+    /// that is activated and not retired, or from the one the log never announced.
+    #[test]
+    fn intermediates_step_in_order_and_issue_only_while_active() {
+        use IntermediateStep::*;
+        let (first, second, third) = (b"one".as_slice(), b"two".as_slice(), b"three".as_slice());
+        let (h1, h2, h3) = (
+            identity::ledger::sha256(first),
+            identity::ledger::sha256(second),
+            identity::ledger::sha256(third),
+        );
+        let mut issued = HashMap::new();
+        let mut r = AuditReport::default();
+        let mut at = 0u64;
+        let mut go = |leaf: LeafRef<'_>, issuer: Option<&[u8; 32]>, r: &mut AuditReport| {
+            at += 1;
+            record(at, leaf, issuer, &mut issued, true, r)
+        };
+        go(issuance("01"), Some(&h1), &mut r).unwrap();
+        go(step(Published, 2, second), None, &mut r).unwrap();
+        let e = go(issuance("02"), Some(&h2), &mut r).unwrap_err();
+        assert!(e.to_string().contains("before it was activated"), "{e}");
+        let e = go(step(Retired, 2, second), None, &mut r).unwrap_err();
+        assert!(e.to_string().contains("retired after published"), "{e}");
+        go(step(Activated, 2, second), None, &mut r).unwrap();
+        go(issuance("03"), Some(&h2), &mut r).unwrap();
+        // The first intermediate still issues while replicas switch, until it retires.
+        go(issuance("04"), Some(&h1), &mut r).unwrap();
+        let e = go(issuance("05"), Some(&h3), &mut r).unwrap_err();
+        assert!(e.to_string().contains("never announced"), "{e}");
+        let e = go(step(Activated, 3, third), None, &mut r).unwrap_err();
+        assert!(e.to_string().contains("activated after nothing"), "{e}");
+        let e = go(step(Published, 2, third), None, &mut r).unwrap_err();
+        assert!(e.to_string().contains("second certificate"), "{e}");
+        go(step(Retired, 1, first), None, &mut r).unwrap();
+        let e = go(issuance("06"), Some(&h1), &mut r).unwrap_err();
+        assert!(e.to_string().contains("after it was retired"), "{e}");
+        assert_eq!((r.issuances, r.intermediate_steps), (3, 3));
+    }
 }

@@ -217,6 +217,10 @@ enum Command {
     /// Audit the issuance log (no account needed).
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The CA's issuing intermediates, and rotating to a new one (administrators): next,
+    /// publish, activate, then retire the old one once its last certificate has expired.
+    #[command(subcommand)]
+    Intermediates(IntermediateCmd),
     /// Subchains: the directory, creating and managing them, joining, signed statements.
     #[command(subcommand)]
     Subchain(subchain::SubchainCmd),
@@ -314,6 +318,52 @@ enum Command {
         /// Print the API's items as JSON (for scripts).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntermediateCmd {
+    /// Every intermediate the CA publishes, with its state (public).
+    List {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// Print the API's items as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next intermediate (signed by the root; not public until published).
+    Next {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+    },
+    /// Publish intermediate NUMBER: listed, its CRL published, announced to every node.
+    Publish {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The intermediate's number.
+        number: u32,
+    },
+    /// Issue with intermediate NUMBER from now on; the active one keeps its CRL until retired.
+    Activate {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The intermediate's number.
+        number: u32,
+    },
+    /// Retire intermediate NUMBER once its last certificate has expired.
+    Retire {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The intermediate's number.
+        number: u32,
     },
 }
 
@@ -421,6 +471,10 @@ impl From<ClientError> for Failure {
                     (4, Some("use a P-256, P-384, Ed25519 or RSA (2048+) key"))
                 }
                 "busy" => (5, Some("the CA is busy; try again in a moment")),
+                "rotation-refused" => (
+                    4,
+                    Some("see where the rotation stands with `bsn intermediates list`, then take the step it is at"),
+                ),
                 "not-a-member" => (3, Some("ask the subchain's publisher to admit you (bsn subchain join)")),
                 "role-required" | "not-a-writer" => (
                     3,
@@ -567,6 +621,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 .await?;
             print_secret(&v.secret, &v.secret_expires_at, max_enrollments);
         }
+        Command::Intermediates(cmd) => intermediates(cmd).await?,
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
         Command::Audit(AuditCmd::Verify {
@@ -820,6 +875,60 @@ fn print_secret(secret: &str, expires_at: &str, uses: i64) {
     println!("(expires {expires_at}, {uses} use(s); it is shown only now)");
 }
 
+/// `bsn intermediates`: the listing, or one rotation step.
+async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
+    use bsn_api::ca::{Intermediate, Items};
+    let show = |i: &Intermediate| {
+        println!("intermediate {} is {}", i.number, i.state);
+        match i.state.as_str() {
+            "next" => println!(
+                "next: `bsn intermediates publish {}` puts it in the bundle and on the feed",
+                i.number
+            ),
+            "published" => println!(
+                "next: give nodes and relying parties time to fetch it, then `bsn intermediates activate {}`",
+                i.number
+            ),
+            "active" => println!("certificates are issued by it from now on"),
+            _ => {}
+        }
+    };
+    let (path, ca, me) = match cmd {
+        IntermediateCmd::List { ca, json } => {
+            let list: Items<Intermediate> = api(&ca, None)?.get_as("/api/v1/intermediates", &[]).await?;
+            return output::print(
+                &list.items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["NUMBER", "STATE", "EXPIRES", "SHA-256", "CRL"]);
+                    for i in items {
+                        let expires = time::OffsetDateTime::from_unix_timestamp(i.not_after)
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default();
+                        t.row(vec![
+                            i.number.to_string(),
+                            i.state.clone(),
+                            output::time(&expires),
+                            i.sha256[..16].to_string(),
+                            i.crl_url.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    t
+                },
+                "no intermediates",
+            );
+        }
+        IntermediateCmd::Next { ca, me } => ("/api/v1/intermediates".to_string(), ca, me),
+        IntermediateCmd::Publish { ca, me, number } => (format!("/api/v1/intermediates/{number}/publish"), ca, me),
+        IntermediateCmd::Activate { ca, me, number } => (format!("/api/v1/intermediates/{number}/activate"), ca, me),
+        IntermediateCmd::Retire { ca, me, number } => (format!("/api/v1/intermediates/{number}/retire"), ca, me),
+    };
+    let i: Intermediate = api(&ca, Some(&me))?.post_as(&path, &json!({})).await?;
+    show(&i);
+    Ok(())
+}
+
 async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> Result<(), Failure> {
     let v: Identity = api(ca, Some(me))?
         .post_as(&format!("/api/v1/identities/{id}/{action}"), &json!({}))
@@ -839,11 +948,7 @@ async fn audit_verify(
         std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
     let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
     let api = api(ca, None)?;
-    use rustls_pki_types::pem::PemObject;
-    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
-        rustls_pki_types::CertificateDer::pem_slice_iter(&api.get_bytes("/api/v1/ca-chain").await?)
-            .collect::<Result<_, _>>()
-            .map_err(|e| local(format!("CA chain: {e}")))?;
+    let chain = bsn::audit::fetch_intermediates(&api).await.map_err(audit_failure)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} entries ({per_sec}, {eta} left)")
@@ -882,8 +987,8 @@ async fn audit_verify(
         Ok((r, listed)) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions)",
-                r.size, r.issuances, r.revocations, r.memberships
+                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions, {} intermediate steps)",
+                r.size, r.issuances, r.revocations, r.memberships, r.intermediate_steps
             );
             println!("root {} matches the signed checkpoint", r.root);
             if depth == bsn::audit::Depth::Structure {
@@ -942,11 +1047,7 @@ async fn audit_follow(
         Err(e) => return Err(local(format!("reading {}: {e}", state_file.display()))),
     };
     let api = api(ca, None)?;
-    use rustls_pki_types::pem::PemObject;
-    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
-        rustls_pki_types::CertificateDer::pem_slice_iter(&api.get_bytes("/api/v1/ca-chain").await?)
-            .collect::<Result<_, _>>()
-            .map_err(|e| local(format!("CA chain: {e}")))?;
+    let chain = bsn::audit::fetch_intermediates(&api).await.map_err(audit_failure)?;
     loop {
         let mut alerts = Vec::new();
         let result = bsn::audit::follow_once(&api, &vkey, &bundle, &chain, &mut state, &mut |index, leaf| {
@@ -962,6 +1063,15 @@ async fn audit_follow(
                     ..
                 } => {
                     println!("{index}	membership	{subchain}	revision {revision} by {authorized_by}");
+                    return;
+                }
+                identity::logleaf::LogLeaf::Intermediate {
+                    step,
+                    number,
+                    authorized_by,
+                    ..
+                } => {
+                    println!("{index}\tintermediate\t{number} {} by {authorized_by}", step.name());
                     return;
                 }
             };

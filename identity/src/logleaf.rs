@@ -3,13 +3,18 @@
 //!
 //! ```text
 //! u8 version = 1
-//! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership)
+//! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership) | 4 (intermediate)
 //! u64 time   (Unix seconds, big-endian)
-//! issuance:   str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by,
-//!             i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
-//! revocation: str identity, str serial, str authorised_by, u8 reason (RFC 5280 code)
-//! membership: str subchain, u64 revision, str authorised_by, [32] statement_sha256
+//! issuance:     str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by,
+//!               i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
+//! revocation:   str identity, str serial, str authorised_by, u8 reason (RFC 5280 code)
+//! membership:   str subchain, u64 revision, str authorised_by, [32] statement_sha256
+//! intermediate: u8 step (1 published, 2 activated, 3 retired), u64 number, str authorised_by,
+//!               bytes certificate (DER)
 //! ```
+//! An intermediate leaf records a step of an issuing CA's rotation: published (in the bundle,
+//! not yet issuing), activated (issuing from now on; the one active before keeps its CRL until it
+//! is retired) and retired (no longer issuing or publishing a CRL: its last certificate expired).
 //! A membership leaf commits to the signed statement's payload by its SHA-256 (a statement of a
 //! large subchain does not fit in a leaf).
 //! `str` and `bytes` are a big-endian u16 length followed by that many bytes. Decoding refuses
@@ -77,6 +82,50 @@ pub enum LogLeaf {
         /// SHA-256 of the signed statement's payload bytes.
         statement_sha256: [u8; 32],
     },
+    /// A step in the life of an issuing intermediate.
+    Intermediate {
+        /// Unix seconds.
+        time: u64,
+        /// Which step.
+        step: IntermediateStep,
+        /// The intermediate's number at this CA.
+        number: u64,
+        /// Who took the step.
+        authorized_by: String,
+        /// The intermediate's certificate, DER.
+        certificate: Vec<u8>,
+    },
+}
+
+/// The steps of an issuing intermediate's rotation, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IntermediateStep {
+    /// In the bundle: relying parties learn it; nothing is issued under it yet.
+    Published = 1,
+    /// Issuing: every certificate from now on is signed by it.
+    Activated = 2,
+    /// Withdrawn: it issues nothing more and its CRL is no longer published.
+    Retired = 3,
+}
+
+impl IntermediateStep {
+    fn from_code(c: u8) -> Result<Self, LeafError> {
+        match c {
+            1 => Ok(Self::Published),
+            2 => Ok(Self::Activated),
+            3 => Ok(Self::Retired),
+            _ => Err(LeafError::Malformed("unknown intermediate step")),
+        }
+    }
+
+    /// Its name: `published`, `activated` or `retired`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Activated => "activated",
+            Self::Retired => "retired",
+        }
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), LeafError> {
@@ -151,6 +200,15 @@ pub enum LeafRef<'a> {
         authorized_by: &'a str,
         statement_sha256: &'a [u8; 32],
     },
+    /// See [`LogLeaf::Intermediate`].
+    #[allow(missing_docs)]
+    Intermediate {
+        time: u64,
+        step: IntermediateStep,
+        number: u64,
+        authorized_by: &'a str,
+        certificate: &'a [u8],
+    },
 }
 
 impl<'a> LeafRef<'a> {
@@ -169,6 +227,14 @@ impl<'a> LeafRef<'a> {
                 revision: r.u64()?,
                 authorized_by: r.str()?,
                 statement_sha256: r.hash("statement hash")?,
+            }
+        } else if kind == 4 {
+            LeafRef::Intermediate {
+                time,
+                step: IntermediateStep::from_code(r.u8()?)?,
+                number: r.u64()?,
+                authorized_by: r.str()?,
+                certificate: r.bytes()?,
             }
         } else {
             let identity = r.str()?;
@@ -249,6 +315,19 @@ impl<'a> LeafRef<'a> {
                 authorized_by: authorized_by.into(),
                 statement_sha256: *statement_sha256,
             },
+            LeafRef::Intermediate {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+            } => LogLeaf::Intermediate {
+                time,
+                step,
+                number,
+                authorized_by: authorized_by.into(),
+                certificate: certificate.to_vec(),
+            },
         }
     }
 }
@@ -305,6 +384,20 @@ impl LogLeaf {
                 out.extend_from_slice(&revision.to_be_bytes());
                 put_bytes(&mut out, authorized_by.as_bytes())?;
                 out.extend_from_slice(statement_sha256);
+            }
+            LogLeaf::Intermediate {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+            } => {
+                out.push(4);
+                out.extend_from_slice(&time.to_be_bytes());
+                out.push(*step as u8);
+                out.extend_from_slice(&number.to_be_bytes());
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                put_bytes(&mut out, certificate)?;
             }
         }
         if out.len() > MAX_LEAF {
@@ -366,14 +459,27 @@ impl LogLeaf {
                 authorized_by,
                 statement_sha256,
             },
+            LogLeaf::Intermediate {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+            } => LeafRef::Intermediate {
+                time: *time,
+                step: *step,
+                number: *number,
+                authorized_by,
+                certificate,
+            },
         }
     }
 
-    /// The serial the event is about (empty for a membership change).
+    /// The serial the event is about (empty for a membership change or an intermediate's step).
     pub fn serial(&self) -> &str {
         match self {
             LogLeaf::Issuance { serial, .. } | LogLeaf::Revocation { serial, .. } => serial,
-            LogLeaf::Membership { .. } => "",
+            LogLeaf::Membership { .. } | LogLeaf::Intermediate { .. } => "",
         }
     }
 }
@@ -409,6 +515,13 @@ mod tests {
                 authorized_by: "publisher".into(),
                 statement_sha256: [3; 32],
             },
+            LogLeaf::Intermediate {
+                time: 3,
+                step: IntermediateStep::Activated,
+                number: 2,
+                authorized_by: "admin".into(),
+                certificate: vec![0x30, 0x82, 3, 4],
+            },
         ];
         for leaf in leaves {
             let bytes = leaf.encode().unwrap();
@@ -433,5 +546,19 @@ mod tests {
             certificate: vec![0; 65_500],
         };
         assert_eq!(huge.encode(), Err(LeafError::TooLarge));
+        let mut step = LogLeaf::Intermediate {
+            time: 0,
+            step: IntermediateStep::Retired,
+            number: 1,
+            authorized_by: "a".into(),
+            certificate: vec![1],
+        }
+        .encode()
+        .unwrap();
+        step[10] = 9;
+        assert_eq!(
+            LogLeaf::decode(&step),
+            Err(LeafError::Malformed("unknown intermediate step"))
+        );
     }
 }

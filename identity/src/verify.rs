@@ -58,6 +58,32 @@ impl TrustBundle {
         &self.roots
     }
 
+    /// Checks that `der` is a CA certificate signed by one of the bundle's roots, issued to a
+    /// different key (an issuing intermediate, as the issuance log announces them).
+    pub fn verify_intermediate(&self, der: &[u8]) -> Result<(), VerifyError> {
+        use x509_parser::prelude::FromDer;
+        let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|_| VerifyError::Malformed("not a DER X.509 certificate".into()))?;
+        if !rest.is_empty() {
+            return Err(VerifyError::Malformed("trailing bytes after the certificate".into()));
+        }
+        if !cert.is_ca() {
+            return Err(VerifyError::Chain("not a CA certificate".into()));
+        }
+        for root in &self.roots {
+            let Ok((_, r)) = x509_parser::certificate::X509Certificate::from_der(root) else {
+                continue;
+            };
+            if r.subject().as_raw() == cert.issuer().as_raw()
+                && r.public_key().raw != cert.public_key().raw
+                && cert.verify_signature(Some(r.public_key())).is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(VerifyError::Chain("not signed by a root of the bundle".into()))
+    }
+
     /// Verifies `chain` (leaf first, then intermediates) for client authentication at
     /// `now_unix`, checks the leaf profile, and, when `crls` is not empty, checks the leaf
     /// against them (a leaf whose issuer has no CRL in the set is refused).
@@ -137,6 +163,12 @@ impl<'a> LeafVerifier<'a> {
 
     /// Verifies `leaf` for client authentication at `at_unix` and checks its profile.
     pub fn verify(&mut self, leaf: &[u8], at_unix: i64) -> Result<Leaf, VerifyError> {
+        self.verify_issued(leaf, at_unix).map(|(leaf, _)| leaf)
+    }
+
+    /// [`LeafVerifier::verify`], also saying which intermediate of the chain issued the leaf
+    /// (its index in the chain given to [`LeafVerifier::new`]).
+    pub fn verify_issued(&mut self, leaf: &[u8], at_unix: i64) -> Result<(Leaf, usize), VerifyError> {
         use x509_parser::prelude::FromDer;
         let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
             .map_err(|_| VerifyError::Malformed("not a DER X.509 certificate".into()))?;
@@ -155,7 +187,7 @@ impl<'a> LeafVerifier<'a> {
                 match self.bundle.verify_client(&full, at_unix.max(0) as u64, &[]) {
                     Ok(checked) => {
                         self.verified[i] = true;
-                        return Ok(checked);
+                        return Ok((checked, i));
                     }
                     Err(e) => refused = e,
                 }
@@ -187,6 +219,6 @@ impl<'a> LeafVerifier<'a> {
                 ext.oid
             )));
         }
-        Ok(crate::profile::check_parsed_leaf(&cert)?)
+        Ok((crate::profile::check_parsed_leaf(&cert)?, issuer))
     }
 }

@@ -28,6 +28,8 @@ const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
 const STATEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("statements");
 /// The newest signed node directory (the envelope as JSON), under the key `current`.
 const NODE_DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("node_directory");
+/// The CA's issuing intermediates by number (DER), as the feed announced them.
+const INTERMEDIATES: TableDefinition<u64, &[u8]> = TableDefinition::new("intermediates");
 
 /// A statement in force, with the envelope it came in.
 #[derive(Debug, Clone)]
@@ -43,6 +45,7 @@ struct Inner {
     statements: HashMap<String, Known>,
     revoked: HashSet<String>,
     nodes: Option<NodeDirectory>,
+    intermediates: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// The node's view of the CA.
@@ -63,6 +66,7 @@ enum Pending {
     Statement(String, Vec<u8>),
     Revoked(String, i64),
     Nodes(Vec<u8>),
+    Intermediate(u64, Option<Vec<u8>>),
 }
 
 impl Directory {
@@ -75,6 +79,7 @@ impl Directory {
             w.open_table(REVOKED)?;
             w.open_table(STATEMENTS)?;
             w.open_table(NODE_DIRECTORY)?;
+            w.open_table(INTERMEDIATES)?;
         }
         w.commit()?;
         let mut inner = Inner::default();
@@ -94,6 +99,10 @@ impl Directory {
                         envelope: v.value().to_vec(),
                     },
                 );
+            }
+            for item in r.open_table(INTERMEDIATES)?.iter()? {
+                let (k, v) = item?;
+                inner.intermediates.insert(k.value(), v.value().to_vec());
             }
             if let Some(v) = r.open_table(NODE_DIRECTORY)?.get("current")? {
                 let env: Envelope = serde_json::from_slice(v.value())?;
@@ -207,8 +216,15 @@ impl Directory {
             let mut revoked = w.open_table(REVOKED)?;
             let mut statements = w.open_table(STATEMENTS)?;
             let mut nodes = w.open_table(NODE_DIRECTORY)?;
+            let mut intermediates = w.open_table(INTERMEDIATES)?;
             for p in pending.iter() {
                 match p {
+                    Pending::Intermediate(n, Some(der)) => {
+                        intermediates.insert(*n, der.as_slice())?;
+                    }
+                    Pending::Intermediate(n, None) => {
+                        intermediates.remove(*n)?;
+                    }
                     Pending::Nodes(env) => {
                         nodes.insert("current", env.as_slice())?;
                     }
@@ -225,6 +241,15 @@ impl Directory {
         w.commit()?;
         pending.clear();
         Ok(())
+    }
+
+    /// The CA's issuing intermediates the feed announced (published, active or retiring).
+    pub fn intermediates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        let g = self.inner.read().expect("directory");
+        g.intermediates
+            .values()
+            .map(|d| rustls_pki_types::CertificateDer::from(d.clone()))
+            .collect()
     }
 
     /// Adds serials revoked by a CRL (a start-up safety net: the feed carries every revocation).
@@ -255,49 +280,75 @@ impl Directory {
                 anyhow::ensure!(hb.node == self.node, "heartbeat for another node ({})", hb.node);
                 self.synced.store(true, Ordering::Relaxed);
             }
-            "membership" | "revocation" | "directory" => match serde_json::from_str::<FeedEvent>(&ev.data)? {
-                FeedEvent::Directory { seq, directory, .. } => {
-                    let d = self.key.verify_directory(&directory)?;
-                    let mut g = self.inner.write().expect("directory");
-                    if g.nodes.as_ref().is_none_or(|n| n.revision < d.revision) {
-                        tracing::info!(revision = d.revision, nodes = d.nodes.len(), "node directory");
-                        g.nodes = Some(d);
-                        drop(g);
-                        pending.push(Pending::Nodes(serde_json::to_vec(&directory)?));
-                        self.nodes_gen.send_modify(|g| *g += 1);
+            "membership" | "revocation" | "directory" | "intermediate" => {
+                match serde_json::from_str::<FeedEvent>(&ev.data)? {
+                    FeedEvent::Intermediate {
+                        seq,
+                        number,
+                        step,
+                        certificate,
+                        ..
+                    } => {
+                        // Not trusted for what it says: a creator's chain through it must still
+                        // verify to the bundle.
+                        use base64::Engine;
+                        let der = base64::engine::general_purpose::STANDARD.decode(certificate)?;
+                        let number = u64::try_from(number)?;
+                        let keep = (step != "retired").then_some(der);
+                        {
+                            let mut g = self.inner.write().expect("directory");
+                            match &keep {
+                                Some(der) => g.intermediates.insert(number, der.clone()),
+                                None => g.intermediates.remove(&number),
+                            };
+                        }
+                        tracing::info!(intermediate = number, step, "the CA's issuing intermediate {step}");
+                        pending.push(Pending::Intermediate(number, keep));
+                        *cursor = u64::try_from(seq)?;
                     }
-                    *cursor = u64::try_from(seq)?;
-                }
-                FeedEvent::Membership { seq, statement, .. } => {
-                    let s = self.key.verify_statement(&statement)?;
-                    let id = s.subchain.as_str().to_string();
-                    let env = serde_json::to_vec(&statement)?;
-                    let mut g = self.inner.write().expect("directory");
-                    let newer = g.statements.get(&id).is_none_or(|k| k.statement.revision < s.revision);
-                    if newer {
-                        g.statements.insert(
-                            id.clone(),
-                            Known {
-                                statement: s,
-                                envelope: env.clone(),
-                            },
-                        );
-                        drop(g);
-                        pending.push(Pending::Statement(id, env));
-                        self.statements_gen.send_modify(|g| *g += 1);
+                    FeedEvent::Directory { seq, directory, .. } => {
+                        let d = self.key.verify_directory(&directory)?;
+                        let mut g = self.inner.write().expect("directory");
+                        if g.nodes.as_ref().is_none_or(|n| n.revision < d.revision) {
+                            tracing::info!(revision = d.revision, nodes = d.nodes.len(), "node directory");
+                            g.nodes = Some(d);
+                            drop(g);
+                            pending.push(Pending::Nodes(serde_json::to_vec(&directory)?));
+                            self.nodes_gen.send_modify(|g| *g += 1);
+                        }
+                        *cursor = u64::try_from(seq)?;
                     }
-                    *cursor = u64::try_from(seq)?;
-                }
-                FeedEvent::Revocation { seq, serial, at, .. } => {
-                    let serial = serial.to_ascii_lowercase();
-                    if self.inner.write().expect("directory").revoked.insert(serial.clone()) {
-                        self.revoked_gen.send_modify(|g| *g += 1);
-                        tracing::info!(serial, "certificate revoked: refused from now on");
+                    FeedEvent::Membership { seq, statement, .. } => {
+                        let s = self.key.verify_statement(&statement)?;
+                        let id = s.subchain.as_str().to_string();
+                        let env = serde_json::to_vec(&statement)?;
+                        let mut g = self.inner.write().expect("directory");
+                        let newer = g.statements.get(&id).is_none_or(|k| k.statement.revision < s.revision);
+                        if newer {
+                            g.statements.insert(
+                                id.clone(),
+                                Known {
+                                    statement: s,
+                                    envelope: env.clone(),
+                                },
+                            );
+                            drop(g);
+                            pending.push(Pending::Statement(id, env));
+                            self.statements_gen.send_modify(|g| *g += 1);
+                        }
+                        *cursor = u64::try_from(seq)?;
                     }
-                    pending.push(Pending::Revoked(serial, at));
-                    *cursor = u64::try_from(seq)?;
+                    FeedEvent::Revocation { seq, serial, at, .. } => {
+                        let serial = serial.to_ascii_lowercase();
+                        if self.inner.write().expect("directory").revoked.insert(serial.clone()) {
+                            self.revoked_gen.send_modify(|g| *g += 1);
+                            tracing::info!(serial, "certificate revoked: refused from now on");
+                        }
+                        pending.push(Pending::Revoked(serial, at));
+                        *cursor = u64::try_from(seq)?;
+                    }
                 }
-            },
+            }
             other => tracing::debug!(event = other, "ignoring unknown feed event"),
         }
         Ok(())

@@ -440,7 +440,11 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
     };
     let subchains = Arc::new(Subchains::new(
         directory.clone(),
-        Creators::new(bundle.clone(), credential.chain().into_iter().skip(1).collect()),
+        Creators::new(
+            bundle.clone(),
+            credential.chain().into_iter().skip(1).collect(),
+            directory.clone(),
+        ),
         dir.to_path_buf(),
         &cfg.name,
         cfg.public_url(),

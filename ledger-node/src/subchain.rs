@@ -134,17 +134,21 @@ struct Creator {
 pub struct Creators {
     bundle: TrustBundle,
     intermediates: Vec<CertificateDer<'static>>,
+    /// Where the intermediates the CA published since this node's credential was issued are.
+    directory: Arc<Directory>,
     cache: Mutex<HashMap<Digest32, Creator>>,
 }
 
 const CREATOR_CACHE: usize = 100_000;
 
 impl Creators {
-    /// Creators verified against `bundle`, with the CA's issuing `intermediates`.
-    pub fn new(bundle: TrustBundle, intermediates: Vec<CertificateDer<'static>>) -> Self {
+    /// Creators verified against `bundle`, with the CA's issuing `intermediates` and those the
+    /// change feed announces (a rotation publishes the next one before it issues anything).
+    pub fn new(bundle: TrustBundle, intermediates: Vec<CertificateDer<'static>>, directory: Arc<Directory>) -> Self {
         Self {
             bundle,
             intermediates,
+            directory,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -167,6 +171,7 @@ impl Creators {
             None => {
                 let mut chain = vec![CertificateDer::from(cert.to_vec())];
                 chain.extend(self.intermediates.iter().cloned());
+                chain.extend(self.directory.intermediates());
                 let leaf = self
                     .bundle
                     .verify_client(&chain, now.max(0) as u64, &[])

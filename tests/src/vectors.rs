@@ -617,9 +617,17 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
             authorized_by: "admin".into(),
             reason: 1,
         },
+        // The certificate bytes are carried, not interpreted, by the encoding.
+        LogLeaf::Intermediate {
+            time: 1_767_225_603,
+            step: identity::logleaf::IntermediateStep::Activated,
+            number: 2,
+            authorized_by: "admin".into(),
+            certificate: alice.cert.clone(),
+        },
     ];
     let encoded: Vec<Vec<u8>> = leaves.iter().map(|l| l.encode().expect("leaf")).collect();
-    // A tree of 7 leaves: the three events, then four more issuances of the same shape.
+    // A tree of 8 leaves: the four events, then four more revocations of the same shape.
     let mut all = encoded.clone();
     for i in 0..4u64 {
         all.push(
@@ -665,7 +673,7 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
             .expect("checkpoint")
     };
     let vkey = signer.vkey();
-    let names = ["issuance", "membership", "revocation"];
+    let names = ["issuance", "membership", "revocation", "intermediate"];
     let json = json!({
         "description": "The issuance log (docs/protocol.md section 8). 'leaves' are v1 leaf encodings (decode and re-encode to the same bytes); the tree holds 'tree_leaves' in order (leaf hash SHA-256(0x00 || leaf)), with the given root, RFC 6962 inclusion proofs, and a consistency proof from size 3. The checkpoint verifies with 'vkey' (C2SP signed note); each refused checkpoint must not.",
         "origin": origin,

@@ -317,7 +317,9 @@ async fn bsn_audit_verify_passes_on_a_good_log_and_catches_tampering() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}{}", text, String::from_utf8_lossy(&out.stderr));
     assert!(
-        text.contains("log verified: 4 entries (3 issuances, 1 revocations, 0 membership revisions)"),
+        text.contains(
+            "log verified: 4 entries (3 issuances, 1 revocations, 0 membership revisions, 0 intermediate steps)"
+        ),
         "{text}"
     );
 

@@ -285,4 +285,16 @@ async fn a_ca_started_from_an_offline_root_keeps_no_root_key() {
     ca.restart();
     let bob = ca.participant("bob").await;
     assert!(bob.join("cert.pem").exists());
+
+    // Rotating the intermediate needs the root: refused, saying why, and nothing changes.
+    let admin = ca.admin();
+    let e = ca
+        .api(Some(&admin))
+        .post("/api/v1/intermediates", &serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "rotation-refused");
+    assert!(e.to_string().contains("the root is offline"), "{e}");
+    let list = ca.api(None).get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }

@@ -449,3 +449,103 @@ fn check_serves(data: &Path, db: &TestDb) {
     let _ = child.wait();
     assert!(ready.is_ok(), "the CA did not become ready: {ready:?}");
 }
+
+/// The intermediates' states, by number, as stored.
+async fn intermediate_states(ca: &TestCa) -> Vec<(i64, String)> {
+    use sqlx::Row;
+    let mut c = ca.db_conn().await;
+    sqlx::query("SELECT number, state FROM issuing_cas ORDER BY number")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect()
+}
+
+/// kill -9 at each step of an intermediate rotation (next, publish, activate), at a different
+/// moment each time: after the restart the step is wholly taken or not at all (state, log leaf,
+/// feed event and CRL agree), a step not taken can be taken again, a step taken is refused when
+/// repeated, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let node = ca.enrolled("n1", json!({ "type": "node" })).await;
+    let steps = [
+        ("/api/v1/intermediates", "next"),
+        ("/api/v1/intermediates/2/publish", "published"),
+        ("/api/v1/intermediates/2/activate", "active"),
+    ];
+    let mut kills = 0;
+    for (step_no, (path, after)) in steps.iter().enumerate() {
+        let mut attempt = 0u64;
+        loop {
+            let api = ca.api(Some(&admin));
+            let call = tokio::spawn({
+                let path = path.to_string();
+                async move { api.post(&path, &json!({})).await }
+            });
+            // 0, 10, 20, 40 ... ms: the kill lands at a different moment of the step each time,
+            // until the step is quicker than the wait.
+            tokio::time::sleep(Duration::from_millis(if attempt == 0 {
+                0
+            } else {
+                5 << attempt.min(12)
+            }))
+            .await;
+            ca.kill_all();
+            kills += 1;
+            let answered = call.await.unwrap().is_ok();
+            ca.restart();
+            let states = intermediate_states(&ca).await;
+            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.as_str());
+            let taken = second == Some(*after);
+            if answered {
+                assert!(
+                    taken,
+                    "step {path} was acknowledged but is not in the database: {states:?}"
+                );
+            }
+            // Exactly the steps taken so far are in the log and the feed; one intermediate is active.
+            let logged = log_leaves(&ca)
+                .await
+                .iter()
+                .filter(|l| matches!(l, LogLeaf::Intermediate { .. }))
+                .count();
+            let fed = feed_events(&ca, &node)
+                .await
+                .iter()
+                .filter(|e| e["kind"] == "intermediate")
+                .count();
+            let done = step_no + usize::from(taken);
+            assert_eq!(
+                (logged, fed),
+                (done.saturating_sub(1), done.saturating_sub(1)),
+                "{states:?}"
+            );
+            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
+            let crl = ca.api(None).get_bytes("/api/v1/crls/2").await.is_ok();
+            assert_eq!(crl, matches!(second, Some("published" | "active")), "{states:?}");
+            if taken {
+                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
+                assert_eq!(
+                    bsn_tests::slug(&e),
+                    "rotation-refused",
+                    "a step taken is refused when repeated"
+                );
+                break;
+            }
+            attempt += 1;
+            assert!(attempt < 16, "step {path} never completed");
+        }
+    }
+    let out = audit(&ca);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("rotation: {kills} kill -9s across next, publish and activate; every step whole or absent");
+}

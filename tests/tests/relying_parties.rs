@@ -145,7 +145,10 @@ async fn nginx_openssl_and_pkilint_check_every_crl_in_the_chain() {
             "crlDistributionPoints",
         ],
     );
-    assert!(leaf_dp.contains(&format!("URI:{}/api/v1/crl\n", ca.url)), "{leaf_dp}");
+    assert!(
+        leaf_dp.contains(&format!("URI:{}/api/v1/crls/1\n", ca.url)),
+        "{leaf_dp}"
+    );
     let (_, inter_dp) = output(
         &work,
         "openssl",
@@ -221,5 +224,47 @@ async fn nginx_openssl_and_pkilint_check_every_crl_in_the_chain() {
     assert!(
         ok && findings.trim().is_empty(),
         "pkilint on a CRL listing a revocation: {findings}"
+    );
+
+    // The issuing intermediate rotates. The combined file holds the new intermediate's CRL from
+    // its publication on, so a relying party that fetched it then accepts the new leaves at
+    // once, and the old leaves still, each checked against its own intermediate's CRL.
+    for step in [
+        "/api/v1/intermediates",
+        "/api/v1/intermediates/2/publish",
+        "/api/v1/intermediates/2/activate",
+    ] {
+        ca.api(Some(&admin)).post(step, &json!({})).await.unwrap();
+    }
+    fetch("/api/v1/crls.pem", "crls.pem").await;
+    ca.participant("dave").await;
+    let old_chain = std::fs::read_to_string(work.join("chain.pem")).unwrap();
+    fetch("/api/v1/ca-chain", "chain.pem").await;
+    let new_chain = std::fs::read_to_string(work.join("chain.pem")).unwrap();
+    assert_ne!(old_chain, new_chain, "dave's intermediate is the new one");
+    std::fs::write(work.join("chain.pem"), format!("{old_chain}{new_chain}")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(work.join("crls.pem"))
+            .unwrap()
+            .matches("BEGIN X509 CRL")
+            .count(),
+        3,
+        "the root's and both intermediates' CRLs"
+    );
+    for who in ["alice", "dave"] {
+        let (ok, msg) = openssl_verify(&work, "crls.pem", who);
+        assert!(ok, "{who} after the rotation: {msg}");
+    }
+    let (ok, msg) = openssl_verify(&work, "crls.pem", "bob");
+    assert!(!ok && msg.contains("certificate revoked"), "{msg}");
+    let (_rotated, port) = nginx(&work, &ca, "crls.pem");
+    assert_eq!(curl(&work, port, "dave").0, "200", "a leaf of the new intermediate");
+    assert_eq!(curl(&work, port, "alice").0, "200", "a leaf of the old intermediate");
+    assert_eq!(curl(&work, port, "bob").0, "400", "still revoked");
+    fetch("/api/v1/crls/2", "issuing-2.crl").await;
+    let (ok, findings) = output(&work, "lint_crl", &["lint", "-t", "CRL", "-p", "PKIX", "issuing-2.crl"]);
+    assert!(
+        ok && findings.trim().is_empty(),
+        "pkilint on the new intermediate's CRL: {findings}"
     );
 }

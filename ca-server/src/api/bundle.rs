@@ -1,12 +1,13 @@
-//! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRLs: the
-//! issuing CA's (`/api/v1/crl`, named by every leaf), the root's (`/api/v1/crl/root`, named by
-//! the intermediate) and both in one PEM file for servers such as nginx whose `ssl_crl` wants a
-//! CRL from every CA in the chain (`/api/v1/crls.pem`).
+//! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRLs: each
+//! issuing intermediate's (`/api/v1/crls/{number}`, named by the leaves it issued; the active
+//! one's also at `/api/v1/crl`), the root's (`/api/v1/crl/root`, named by the intermediates) and
+//! all of them in one PEM file for servers such as nginx whose `ssl_crl` wants a CRL from every
+//! CA in the chain (`/api/v1/crls.pem`).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -29,6 +30,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/crl/root", get(root_crl_der))
         .route("/api/v1/crl/root.pem", get(root_crl_pem))
         .route("/api/v1/crls.pem", get(crls_pem))
+        .route("/api/v1/crls/{number}", get(numbered_crl_der))
 }
 
 /// The root's CRL; a CA whose root never signed one (made before CRLs were published for the
@@ -58,33 +60,50 @@ async fn root_crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiErr
     ))
 }
 
-/// Every current CRL of the chain, root first, in one PEM file.
+/// Every current CRL, root first, then each intermediate's whose CRL is published (a new one
+/// before it issues anything, an old one until its last certificate expires), in one PEM file.
 async fn crls_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let root = root_crl(&s).await?;
-    let issuing =
-        s.db.crl()
-            .await?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
-    Ok(pem_response(
-        "application/x-pem-file",
-        pem("X509 CRL", &root) + &pem("X509 CRL", &issuing.der),
-    ))
+    let mut body = pem("X509 CRL", &root_crl(&s).await?);
+    for number in s.issuers.get().signing.keys() {
+        if let Some(crl) = s.db.crl(*number).await? {
+            body += &pem("X509 CRL", &crl.der);
+        }
+    }
+    Ok(pem_response("application/x-pem-file", body))
+}
+
+/// The active intermediate's CRL.
+async fn active_crl(s: &AppState) -> Result<Vec<u8>, ApiError> {
+    let number = s.ca().number;
+    Ok(s.db
+        .crl(number)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored for intermediate {number}")))?
+        .der)
+}
+
+/// Intermediate `number`'s CRL, while it is published.
+async fn numbered_crl_der(State(s): State<Arc<AppState>>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no CRL is published for intermediate '{n}'"));
+    let number: i64 = n.parse().map_err(|_| not_found())?;
+    let crl = s.db.crl(number).await?.ok_or_else(not_found)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/pkix-crl")], crl.der).into_response())
 }
 
 async fn trust_bundle(State(s): State<Arc<AppState>>) -> Response {
-    let body: String = s.ca.roots.iter().map(|r| pem("CERTIFICATE", r)).collect();
+    let body: String = s.keys.roots.iter().map(|r| pem("CERTIFICATE", r)).collect();
     pem_response("application/pem-certificate-chain", body)
 }
 
 async fn ca_chain(State(s): State<Arc<AppState>>) -> Response {
-    let body: String = s.ca.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
+    let body: String = s.ca().chain().iter().map(|c| pem("CERTIFICATE", c)).collect();
     pem_response("application/pem-certificate-chain", body)
 }
 
 /// The SPIFFE trust bundle (a JWK set with `use: x509-svid` keys).
 async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let mut keys = Vec::new();
-    for root in &s.ca.roots {
+    for root in &s.keys.roots {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(root)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("root does not parse: {e}")))?;
         let point = cert.public_key().subject_public_key.data.as_ref();
@@ -104,7 +123,7 @@ async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
             x5c: vec![STANDARD.encode(root)],
         });
     }
-    let crl_number = s.db.crl().await?.map(|c| c.number).unwrap_or(0);
+    let crl_number = s.db.crl(s.ca().number).await?.map(|c| c.number).unwrap_or(0);
     // JWK Set members an implementation does not know are ignored (RFC 7517 section 5), so the
     // membership key rides along for BSN ledger nodes without upsetting SPIFFE libraries.
     let body = SpiffeBundle {
@@ -120,17 +139,16 @@ async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
 }
 
 async fn crl_der(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let crl =
-        s.db.crl()
-            .await?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/pkix-crl")], crl.der).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],
+        active_crl(&s).await?,
+    )
+        .into_response())
 }
 
 async fn crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let crl =
-        s.db.crl()
-            .await?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no CRL stored")))?;
-    Ok(pem_response("application/x-pem-file", pem("X509 CRL", &crl.der)))
+    Ok(pem_response(
+        "application/x-pem-file",
+        pem("X509 CRL", &active_crl(&s).await?),
+    ))
 }

@@ -162,7 +162,8 @@ pub(super) fn parse_reason(name: Option<&str>) -> Result<Reason, ApiError> {
 pub(super) fn revocations(s: &AppState) -> Revocations<'_> {
     Revocations {
         db: &s.db,
-        ca: &s.ca,
+        issuers: &s.issuers,
+        keys: &s.keys,
         log: &s.log,
         membership: &s.membership,
         trust_domain: s.trust_domain.as_str(),

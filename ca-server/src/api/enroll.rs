@@ -70,7 +70,7 @@ impl From<IssueError> for ApiError {
 /// The issuance service over this replica's state.
 pub(super) fn issuance(s: &AppState) -> Issuance<'_> {
     Issuance {
-        ca: &s.ca,
+        ca: s.ca(),
         db: &s.db,
         committer: &s.committer,
         hasher: &s.hasher,
@@ -80,7 +80,7 @@ pub(super) fn issuance(s: &AppState) -> Issuance<'_> {
 }
 
 /// The response to an issuance.
-pub(super) fn issued(s: &AppState, i: crate::issuance::Issued) -> (StatusCode, axum::Json<Issued>) {
+pub(super) fn issued(i: crate::issuance::Issued) -> (StatusCode, axum::Json<Issued>) {
     (
         StatusCode::CREATED,
         axum::Json(Issued {
@@ -89,7 +89,7 @@ pub(super) fn issued(s: &AppState, i: crate::issuance::Issued) -> (StatusCode, a
             not_before: rfc3339(i.not_before),
             not_after: rfc3339(i.not_after),
             certificate: pem("CERTIFICATE", &i.der),
-            chain: s.ca.chain().iter().map(|c| pem("CERTIFICATE", c)).collect(),
+            chain: i.chain.iter().map(|c| pem("CERTIFICATE", c)).collect(),
             receipt: Some(i.receipt),
         }),
     )
@@ -112,7 +112,7 @@ async fn enroll(
         clean: s.demerits.clean(&source),
     };
     match issuance(&s).enroll(&id, req.secret, &key, who).await {
-        Ok(i) => Ok(issued(&s, i)),
+        Ok(i) => Ok(issued(i)),
         Err(e) => {
             if matches!(e, IssueError::InvalidCredentials) {
                 s.enroll_limits.failed(&source);
@@ -130,5 +130,5 @@ async fn renew(
 ) -> Result<(StatusCode, axum::Json<Issued>), ApiError> {
     let key = check_csr_pem(&req.csr)?;
     let i = issuance(&s).renew(&me.spiffe_id, &me.serial, &key).await?;
-    Ok(issued(&s, i))
+    Ok(issued(i))
 }

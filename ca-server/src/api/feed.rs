@@ -137,6 +137,7 @@ async fn stream(
                         FeedEvent::Membership { .. } => "membership",
                         FeedEvent::Revocation { .. } => "revocation",
                         FeedEvent::Directory { .. } => "directory",
+                        FeedEvent::Intermediate { .. } => "intermediate",
                     };
                     let data = serde_json::to_string(&e).unwrap_or_default();
                     if tx

@@ -28,7 +28,8 @@ async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, &'static str) {
         _ => return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
     }
     let state = s.clone();
-    match tokio::task::spawn_blocking(move || state.ca.signer_works()).await {
+    let ca = state.ca();
+    match tokio::task::spawn_blocking(move || ca.signer_works()).await {
         Ok(true) => (StatusCode::OK, "ready\n"),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -16,6 +16,7 @@ mod enroll;
 mod feed;
 mod health;
 mod identities;
+mod intermediates;
 mod log;
 mod nodes;
 mod portal;
@@ -33,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(bundle::router())
         .merge(enroll::router())
         .merge(identities::router())
+        .merge(intermediates::router())
         .merge(certificates::router())
         .merge(log::router())
         .merge(subchains::router())
@@ -122,6 +124,7 @@ mod tests {
             "bundle.rs",
             "enroll.rs",
             "identities.rs",
+            "intermediates.rs",
             "certificates.rs",
             "log.rs",
             "subchains.rs",

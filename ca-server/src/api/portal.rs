@@ -292,7 +292,7 @@ async fn enroll(
     let i = super::enroll::issuance(&s)
         .enroll_from_portal(&ident, &key, portal::token_hash(r.challenge.trim()))
         .await?;
-    Ok(super::enroll::issued(&s, i))
+    Ok(super::enroll::issued(i))
 }
 
 async fn my_certificates(
@@ -311,7 +311,14 @@ async fn my_certificates(
     };
     let rows = s.db.list_certificates(&filter, t).await?;
     let items: Vec<_> = rows.into_iter().map(|c| super::certificates::view(c, t)).collect();
-    let chain: String = s.ca.chain().iter().map(|c| crate::pki::pem("CERTIFICATE", c)).collect();
+    // Their certificates may come from any intermediate whose CRL is still published.
+    let chain: String = s
+        .issuers
+        .get()
+        .signing
+        .values()
+        .map(|c| crate::pki::pem("CERTIFICATE", &c.intermediate))
+        .collect();
     Ok(axum::Json(MyCertificates { items, chain }))
 }
 

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::pki::{Ca, Reason, RevokedEntry};
 
 pub mod accounts;
+pub mod intermediates;
 pub mod nodes;
 pub mod registry;
 
@@ -109,6 +110,8 @@ pub struct CertRow {
     pub revoked_by: Option<String>,
     /// DER, when the query asked for it.
     pub der: Option<Vec<u8>>,
+    /// The number of the intermediate that issued it.
+    pub issuer: i64,
 }
 
 /// Filters for listing certificates.
@@ -188,7 +191,7 @@ pub struct CrlRow {
 macro_rules! cert_columns {
     () => {
         "serial, identity_id, not_before, not_after, key_sha256, issued_at, issued_via, \
-         authorized_by, revoked_at, revocation_reason, revoked_by"
+         authorized_by, revoked_at, revocation_reason, revoked_by, issuer"
     };
 }
 
@@ -494,9 +497,10 @@ impl Db {
         Ok((i, c))
     }
 
-    /// The current CRL.
-    pub async fn crl(&self) -> Result<Option<CrlRow>, DbError> {
-        let row = sqlx::query("SELECT number, this_update, next_update, der FROM crl WHERE id = 1")
+    /// Intermediate `issuer`'s current CRL.
+    pub async fn crl(&self, issuer: i64) -> Result<Option<CrlRow>, DbError> {
+        let row = sqlx::query("SELECT number, this_update, next_update, der FROM crls WHERE issuer = $1")
+            .bind(issuer)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
@@ -510,27 +514,30 @@ impl Db {
         .transpose()
     }
 
-    /// Writes the first CRL (number 1) at initialisation.
+    /// Writes an intermediate's first CRL (number 1): at initialisation, and when a new
+    /// intermediate is published.
     pub async fn insert_first_crl(
-        tx: &mut Transaction<'static, Any>,
+        c: &mut sqlx::AnyConnection,
         ca: &Ca,
         now: OffsetDateTime,
     ) -> Result<(), anyhow::Error> {
         let der = ca.sign_crl(1, now, &[])?;
-        sqlx::query("INSERT INTO crl (id, number, this_update, next_update, der) VALUES (1, 1, $1, $2, $3)")
+        sqlx::query("INSERT INTO crls (issuer, number, this_update, next_update, der) VALUES ($1, 1, $2, $3, $4)")
+            .bind(ca.number)
             .bind(now.unix_timestamp())
             .bind((now + ca.policy.crl_validity).unix_timestamp())
             .bind(der)
-            .execute(&mut **tx)
+            .execute(c)
             .await?;
         Ok(())
     }
 
-    /// Takes the next CRL number, locking the CRL row until the transaction ends (so
-    /// concurrent revocations from any replica get consecutive numbers).
-    pub async fn next_crl_number(c: &mut sqlx::AnyConnection) -> Result<i64, DbError> {
-        sqlx::query_scalar("UPDATE crl SET number = number + 1 WHERE id = 1 RETURNING number")
-            .fetch_one(c)
+    /// Takes intermediate `issuer`'s next CRL number, locking its CRL row until the transaction
+    /// ends (so concurrent revocations from any replica get consecutive numbers).
+    pub async fn next_crl_number(c: &mut sqlx::AnyConnection, issuer: i64) -> Result<Option<i64>, DbError> {
+        sqlx::query_scalar("UPDATE crls SET number = number + 1 WHERE issuer = $1 RETURNING number")
+            .bind(issuer)
+            .fetch_optional(c)
             .await
     }
 
@@ -580,16 +587,17 @@ impl Db {
         Ok(())
     }
 
-    /// Re-signs the CRL if more than half of its lifetime has passed (any replica may do it;
-    /// the row lock makes only one succeed per period). Returns the new number if it did.
+    /// Re-signs `ca`'s CRL if more than half of its lifetime has passed (any replica may do
+    /// it; the row lock makes only one succeed per period). Returns the new number if it did.
     pub async fn refresh_crl_if_due(&self, ca: &Ca, now: OffsetDateTime) -> Result<Option<i64>, anyhow::Error> {
         let half = ca.policy.crl_validity.whole_seconds() / 2;
         let mut tx = self.begin().await?;
         let number: Option<i64> = sqlx::query_scalar(
-            "UPDATE crl SET number = number + 1 WHERE id = 1 AND next_update - $1 <= $2 RETURNING number",
+            "UPDATE crls SET number = number + 1 WHERE issuer = $3 AND next_update - $1 <= $2 RETURNING number",
         )
         .bind(half)
         .bind(now.unix_timestamp())
+        .bind(ca.number)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(number) = number else {
@@ -601,20 +609,21 @@ impl Db {
         Ok(Some(number))
     }
 
-    /// Signs and stores CRL `number` listing every unexpired revoked certificate, inside the
-    /// caller's transaction (which took the number, and so holds the CRL row).
+    /// Signs and stores `ca`'s CRL `number` listing every unexpired revoked certificate it
+    /// issued, inside the caller's transaction (which took the number, and so holds the row).
     pub async fn resign_crl(
-        tx: &mut Transaction<'static, Any>,
+        c: &mut sqlx::AnyConnection,
         ca: &Ca,
         number: i64,
         now: OffsetDateTime,
     ) -> Result<(), anyhow::Error> {
         let rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM certificates \
-             WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial",
+             WHERE revoked_at IS NOT NULL AND not_after > $1 AND issuer = $2 ORDER BY serial",
         )
         .bind(now.unix_timestamp())
-        .fetch_all(&mut **tx)
+        .bind(ca.number)
+        .fetch_all(&mut *c)
         .await?;
         let revoked = rows
             .iter()
@@ -628,11 +637,12 @@ impl Db {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let der = ca.sign_crl(number, now, &revoked)?;
-        sqlx::query("UPDATE crl SET this_update = $1, next_update = $2, der = $3 WHERE id = 1")
+        sqlx::query("UPDATE crls SET this_update = $1, next_update = $2, der = $3 WHERE issuer = $4")
             .bind(now.unix_timestamp())
             .bind((now + ca.policy.crl_validity).unix_timestamp())
             .bind(der)
-            .execute(&mut **tx)
+            .bind(ca.number)
+            .execute(c)
             .await?;
         Ok(())
     }
@@ -659,7 +669,7 @@ const IDENTITY_LIST: &str = concat!(
 
 const CALLER_SELECT: &str = concat!(
     "SELECT c.serial, c.identity_id, c.not_before, c.not_after, c.key_sha256, c.issued_at, c.issued_via, \
-     c.authorized_by, c.revoked_at, c.revocation_reason, c.revoked_by, c.der, ",
+     c.authorized_by, c.revoked_at, c.revocation_reason, c.revoked_by, c.issuer, c.der, ",
     identity_columns!(),
     " FROM certificates c JOIN identities i ON i.id = c.identity_id WHERE c.serial = $1"
 );
@@ -723,6 +733,7 @@ fn cert_row(r: &AnyRow, with_der: bool) -> Result<CertRow, sqlx::Error> {
         revocation_reason: r.try_get("revocation_reason")?,
         revoked_by: r.try_get("revoked_by")?,
         der: if with_der { Some(r.try_get("der")?) } else { None },
+        issuer: r.try_get("issuer")?,
     })
 }
 

@@ -102,9 +102,5 @@ pub async fn insert_directory_event(c: &mut AnyConnection, seq: i64, revision: i
         .bind(at)
         .execute(&mut *c)
         .await?;
-    sqlx::query("INSERT INTO feed_audience (node_id, seq) VALUES ('*', $1)")
-        .bind(seq)
-        .execute(c)
-        .await?;
-    Ok(())
+    super::registry::for_every_node(c, seq).await
 }

@@ -585,6 +585,11 @@ pub async fn insert_revocation_event(
     .bind(at)
     .execute(&mut *c)
     .await?;
+    for_every_node(c, seq).await
+}
+
+/// Makes feed event `seq` visible to every node.
+pub async fn for_every_node(c: &mut AnyConnection, seq: i64) -> Result<(), DbError> {
     sqlx::query("INSERT INTO feed_audience (node_id, seq) VALUES ('*', $1)")
         .bind(seq)
         .execute(c)
@@ -604,10 +609,11 @@ pub async fn feed_head(c: &mut AnyConnection) -> Result<i64, DbError> {
 pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, DbError> {
     let rows = sqlx::query(
         "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature, \
-         d.payload, d.signature \
+         d.payload, d.signature, ic.der \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \
          LEFT JOIN subchain_statements s ON s.subchain_id = f.subchain_id AND s.revision = f.revision \
          LEFT JOIN directory_revisions d ON f.kind = 'directory' AND d.revision = f.revision \
+         LEFT JOIN issuing_cas ic ON f.kind = 'intermediate' AND ic.number = f.revision \
          WHERE a.node_id IN ('*', $1) AND a.seq > $2 ORDER BY a.seq LIMIT $3",
     )
     .bind(node)
@@ -620,7 +626,16 @@ pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i6
             let kind: String = r.try_get(1)?;
             let seq: i64 = r.try_get(0)?;
             let at: i64 = r.try_get(7)?;
-            Ok(if kind == "directory" {
+            Ok(if kind == "intermediate" {
+                let der: Vec<u8> = r.try_get(12)?;
+                FeedEvent::Intermediate {
+                    seq,
+                    number: r.try_get(3)?,
+                    step: r.try_get(6)?,
+                    at,
+                    certificate: B64.encode(der),
+                }
+            } else if kind == "directory" {
                 let payload: Vec<u8> = r.try_get(10)?;
                 let signature: Vec<u8> = r.try_get(11)?;
                 FeedEvent::Directory {

@@ -100,7 +100,7 @@ export class MembershipKey {
   }
 }
 
-/** A v1 issuance-log leaf (`kind`: issuance, revocation or membership). */
+/** A v1 issuance-log leaf (`kind`: issuance, revocation, membership or intermediate). */
 export function decodeLeaf(b) {
   const r = new Reader(Buffer.from(b));
   const text = () => {
@@ -125,6 +125,10 @@ export function decodeLeaf(b) {
     leaf = { kind: "revocation", time, identity: text(), serial: text(), authorizedBy: text(), reason: r.u8() };
   } else if (kind === 3) {
     leaf = { kind: "membership", time, subchain: text(), revision: r.u64(), authorizedBy: text(), statementSha256: Buffer.from(r.take(32)) };
+  } else if (kind === 4) {
+    const step = { 1: "published", 2: "activated", 3: "retired" }[r.u8()];
+    if (!step) throw new MalformedError("unknown intermediate step");
+    leaf = { kind: "intermediate", time, step, number: r.u64(), authorizedBy: text(), certificate: Buffer.from(r.take(r.u16())) };
   } else {
     throw new MalformedError("unknown leaf kind");
   }

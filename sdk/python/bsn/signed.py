@@ -127,7 +127,7 @@ REASONS = {0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliat
 
 
 def decode_leaf(b: bytes) -> Dict[str, Any]:
-    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation or membership)."""
+    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation, membership or intermediate)."""
     from .encoding import _Reader
 
     r = _Reader(b)
@@ -153,6 +153,13 @@ def decode_leaf(b: bytes) -> Dict[str, Any]:
     elif kind == 3:
         leaf = {"kind": "membership", "time": time, "subchain": text(), "revision": r.u64(), "authorized_by": text(),
                 "statement_sha256": r.take(32)}
+    elif kind == 4:
+        steps = {1: "published", 2: "activated", 3: "retired"}
+        step = steps.get(r.u8())
+        if step is None:
+            raise MalformedError("unknown intermediate step")
+        leaf = {"kind": "intermediate", "time": time, "step": step, "number": r.u64(), "authorized_by": text(),
+                "certificate": r.take(r.u16())}
     else:
         raise MalformedError("unknown leaf kind")
     if r.rest():

@@ -1,0 +1,439 @@
+//! Rotation of the issuing intermediate without an outage: make the next one, publish it,
+//! switch issuance to it, retire the old one when its last certificate has expired.
+//!
+//! Features:
+//! - Every intermediate the CA has had is a row of `issuing_cas` with its state: `next` (made
+//!   and signed by the root, not public), `published` (in `GET /api/v1/intermediates`, on the
+//!   feed, its CRL published: relying parties and nodes learn it before anything is issued
+//!   under it), `active` (issuing; exactly one), `retiring` (replaced: issues nothing, its CRL
+//!   is still re-signed and published for the certificates it issued), `retired` (its last
+//!   certificate has expired; its key is destroyed and its CRL withdrawn).
+//! - Each step is one transaction under the issuance log's sequencer lock: the state change,
+//!   the log leaf (`identity::logleaf::LogLeaf::Intermediate`, which `bsn audit verify` checks),
+//!   the feed event for every node, and the new CRL (publish). Before the commit nothing
+//!   changed; after it all did (crash story: kill -9 at any point leaves the step done or not
+//!   done, never half; a retried step that was done is refused with what state it is in).
+//! - Keys of intermediates made by rotation are sealed with the CA's passphrase and kept in the
+//!   database, so every replica opens the same key; replicas notice a step within
+//!   [`FOLLOW_EVERY`] and switch themselves.
+//! - One rotation at a time: a new one cannot start while another intermediate is `next` or
+//!   `published`.
+//!
+//! Non-features (yet): rotating a key that lives in a PKCS#11 token, an offline root signing the
+//! next intermediate (both refused with what to do instead), rotating the root itself, the log
+//! and membership keys.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use rcgen::KeyPair;
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use crate::db::Db;
+use crate::db::intermediates::{self as store, IntermediateRow};
+use crate::log::{LogSigner, NewLeaf};
+use crate::pki::{Ca, CaSigner, Policy};
+use identity::logleaf::{IntermediateStep, LogLeaf};
+
+/// How often a replica reads the intermediates' states to notice another replica's step.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why a rotation step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The step does not fit the current state; the text says what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// No intermediate with this number.
+    #[error("no intermediate number {0}")]
+    Unknown(i64),
+    /// Storage, sealing or signing failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::db::DbError> for RotationError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<crate::log::LogError> for RotationError {
+    fn from(e: crate::log::LogError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// What the CA needs to open and make intermediates' keys.
+pub struct Keys {
+    /// The passphrase that seals the CA's keys.
+    pub passphrase: String,
+    /// Number 1's signer (a sealed file or a token key, opened at start-up).
+    pub first: CaSigner,
+    /// The roots (the trust bundle).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Issuance policy.
+    pub policy: Policy,
+    /// The CA's public base URL (CRL distribution points).
+    pub public_url: String,
+    /// The trust domain.
+    pub trust_domain: String,
+    /// The data directory's files (the root's certificate and sealed key).
+    pub paths: crate::config::Paths,
+    /// Whether the CA's keys are in a PKCS#11 token (rotation inside a token is not supported).
+    pub in_token: bool,
+    /// Keys of later intermediates, each opened once (argon2id makes opening slow on purpose).
+    pub opened: std::sync::Mutex<BTreeMap<i64, CaSigner>>,
+}
+
+/// Runs slow key work (argon2id, key generation, signing) without holding up the async workers.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Keys {
+    fn signer(&self, row: &IntermediateRow) -> Result<CaSigner, RotationError> {
+        if row.number == 1 {
+            return Ok(self.first.clone());
+        }
+        if let Some(s) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
+            return Ok(s.clone());
+        }
+        let sealed = row
+            .key_sealed
+            .as_deref()
+            .ok_or_else(|| RotationError::Internal(anyhow::anyhow!("intermediate {} has no key", row.number)))?;
+        let der = blocking(|| crate::keystore::open(&self.passphrase, &key_label(row.number), sealed))
+            .map_err(|e| RotationError::Internal(e.into()))?;
+        let signer =
+            CaSigner::software(KeyPair::try_from(der.as_slice()).map_err(|e| RotationError::Internal(e.into()))?);
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.number, signer.clone());
+        Ok(signer)
+    }
+
+    fn ca(&self, row: &IntermediateRow) -> Result<Ca, RotationError> {
+        let signer = self.signer(row)?;
+        let mut ca = Ca::new(
+            self.roots.clone(),
+            CertificateDer::from(row.der.clone()),
+            signer,
+            self.policy,
+        )
+        .map_err(|e| RotationError::Internal(e.into()))?
+        .numbered(row.number);
+        ca.set_public_url(&self.public_url);
+        Ok(ca)
+    }
+}
+
+fn key_label(number: i64) -> String {
+    format!("intermediate-{number}")
+}
+
+/// The intermediates as this replica knows them.
+pub struct Issuers {
+    /// The one issuing now.
+    pub active: Arc<Ca>,
+    /// Every intermediate whose CRL is published (published, active, retiring), by number.
+    pub signing: BTreeMap<i64, Arc<Ca>>,
+    /// Every intermediate, by number.
+    pub rows: Vec<IntermediateRow>,
+}
+
+impl Issuers {
+    /// Reads the intermediates and opens the keys of those that sign.
+    pub async fn load(db: &Db, keys: &Keys) -> Result<Self, RotationError> {
+        let rows = store::all(&mut *db.acquire().await?).await?;
+        let mut signing = BTreeMap::new();
+        let mut active = None;
+        for row in &rows {
+            if matches!(row.state.as_str(), "published" | "active" | "retiring") {
+                let ca = Arc::new(keys.ca(row)?);
+                if row.state == "active" {
+                    active = Some(ca.clone());
+                }
+                signing.insert(row.number, ca);
+            }
+        }
+        let active = active.ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no active intermediate")))?;
+        Ok(Self { active, signing, rows })
+    }
+
+    fn states(&self) -> Vec<(i64, String)> {
+        self.rows.iter().map(|r| (r.number, r.state.clone())).collect()
+    }
+}
+
+/// The current [`Issuers`], replaced whole when a step commits (here or on another replica).
+pub struct Current(RwLock<Arc<Issuers>>);
+
+impl Current {
+    /// Starts with `issuers`.
+    pub fn new(issuers: Issuers) -> Self {
+        Self(RwLock::new(Arc::new(issuers)))
+    }
+
+    /// A snapshot.
+    pub fn get(&self) -> Arc<Issuers> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads from the database.
+    pub async fn reload(&self, db: &Db, keys: &Keys) -> Result<(), RotationError> {
+        let fresh = Issuers::load(db, keys).await?;
+        let active = fresh.active.number;
+        let changed = self.get().active.number != active;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        if changed {
+            tracing::info!(intermediate = active, "issuing with intermediate {active} from now on");
+        }
+        Ok(())
+    }
+
+    /// Reloads whenever the stored states differ from this replica's, checking every
+    /// [`FOLLOW_EVERY`].
+    pub async fn follow(self: Arc<Self>, db: Db, keys: Arc<Keys>) {
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let stored = match db.acquire().await {
+                Ok(mut c) => store::states(&mut c).await,
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(s) if s != self.get().states() => {
+                    if let Err(e) = self.reload(&db, &keys).await {
+                        tracing::warn!(error = %e, "reloading the issuing intermediates failed; will retry");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the issuing intermediates failed"),
+            }
+        }
+    }
+}
+
+/// Records the intermediate of initialisation as number 1 if nothing is recorded yet.
+pub async fn record_first(db: &Db, der: &[u8], now: OffsetDateTime) -> Result<(), RotationError> {
+    if store::record_first(&mut *db.acquire().await?, der, now.unix_timestamp()).await? {
+        tracing::info!("recorded the issuing intermediate as number 1");
+    }
+    Ok(())
+}
+
+/// The rotation service.
+pub struct Rotation<'a> {
+    /// The store.
+    pub db: &'a Db,
+    /// The issuance log's key.
+    pub log: &'a LogSigner,
+    /// The keys.
+    pub keys: &'a Keys,
+    /// Woken after each committed step that wrote a feed event.
+    pub feed: &'a tokio::sync::watch::Sender<u64>,
+}
+
+fn find(rows: &[IntermediateRow], number: i64) -> Result<&IntermediateRow, RotationError> {
+    rows.iter()
+        .find(|r| r.number == number)
+        .ok_or(RotationError::Unknown(number))
+}
+
+impl Rotation<'_> {
+    /// Makes the next intermediate: a new P-256 key, sealed, and a certificate from the root
+    /// (the root key is opened for this and dropped). Refused while another is under way.
+    pub async fn next(&self, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
+        if self.keys.in_token {
+            return Err(RotationError::Refused(
+                "this CA keeps its keys in a PKCS#11 token, and rotating a key inside a token is not \
+                 supported yet"
+                    .into(),
+            ));
+        }
+        // Checked first without the lock, so a refused step costs no key work; then again
+        // under it, where the row is written.
+        let refuse_busy =
+            |rows: &[IntermediateRow]| match rows.iter().find(|r| matches!(r.state.as_str(), "next" | "published")) {
+                Some(r) => Err(RotationError::Refused(format!(
+                    "a rotation is under way: intermediate {} is {}; activate it (or wait) before making another",
+                    r.number, r.state
+                ))),
+                None => Ok(rows.iter().map(|r| r.number).max().unwrap_or(0) + 1),
+            };
+        let number = refuse_busy(&store::all(&mut *self.db.acquire().await?).await?)?;
+        let (der, sealed) = blocking(|| self.make(number, now))?;
+        let mut tx = self.db.begin().await?;
+        crate::log::lock_sequencer(&mut tx).await?;
+        if refuse_busy(&store::all(&mut tx).await?)? != number {
+            return Err(RotationError::Refused(format!(
+                "another administrator made intermediate {number} meanwhile; see `bsn intermediates list`"
+            )));
+        }
+        store::insert_next(&mut tx, number, &der, &sealed, now.unix_timestamp()).await?;
+        tx.commit().await?;
+        tracing::info!(intermediate = number, "next issuing intermediate made");
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        Ok(find(&rows, number)?.clone())
+    }
+
+    /// A new P-256 key and its certificate as intermediate `number` from the root (opened for
+    /// this and dropped); returns the certificate and the key sealed with the passphrase.
+    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Vec<u8>, String), RotationError> {
+        let p = &self.keys.paths;
+        let sealed_root = std::fs::read_to_string(p.root_key()).map_err(|_| {
+            RotationError::Refused(format!(
+                "the root key is not on this CA's machine ({} is missing: the root is offline), and \
+                 signing the next intermediate with an offline root is not supported yet",
+                p.root_key().display()
+            ))
+        })?;
+        let root_pem =
+            std::fs::read(p.root_cert()).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.root_cert().display()))?;
+        let root_der = {
+            use rustls_pki_types::pem::PemObject;
+            CertificateDer::from_pem_slice(&root_pem).map_err(|e| anyhow::anyhow!("root.pem: {e}"))?
+        };
+        let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
+        let root_key = KeyPair::try_from(
+            crate::keystore::open(&self.keys.passphrase, "root", &sealed_root)
+                .map_err(|e| internal(&e))?
+                .as_slice(),
+        )
+        .map_err(|e| internal(&e))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
+        let der = crate::pki::issue_intermediate(
+            &crate::pki::IntermediateRequest {
+                trust_domain: &self.keys.trust_domain,
+                number: u32::try_from(number).map_err(|e| internal(&e))?,
+                now,
+                validity: crate::pki::INTERMEDIATE_VALIDITY,
+                public_url: Some(&self.keys.public_url),
+            },
+            &root_der,
+            &root_key,
+            &key,
+        )
+        .map_err(|e| internal(&e))?;
+        drop(root_key);
+        let sealed = crate::keystore::seal(&self.keys.passphrase, &key_label(number), &key.serialize_der())
+            .map_err(|e| internal(&e))?;
+        Ok((der, sealed))
+    }
+
+    /// Publishes intermediate `number` (from `next`): its first CRL is signed, the log and the
+    /// feed say so.
+    pub async fn publish(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
+        self.step(number, "next", "published", IntermediateStep::Published, by, now)
+            .await
+    }
+
+    /// Switches issuance to intermediate `number` (from `published`); the active one becomes
+    /// `retiring`.
+    pub async fn activate(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
+        self.step(number, "published", "active", IntermediateStep::Activated, by, now)
+            .await
+    }
+
+    /// Retires intermediate `number` (from `retiring`) once no certificate it issued is valid:
+    /// its key is destroyed and its CRL withdrawn.
+    pub async fn retire(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
+        self.step(number, "retiring", "retired", IntermediateStep::Retired, by, now)
+            .await
+    }
+
+    async fn step(
+        &self,
+        number: i64,
+        from: &str,
+        to: &str,
+        step: IntermediateStep,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<IntermediateRow, RotationError> {
+        let at = now.unix_timestamp();
+        let mut tx = self.db.begin().await?;
+        crate::log::lock_sequencer(&mut tx).await?;
+        let rows = store::all(&mut tx).await?;
+        let row = find(&rows, number)?.clone();
+        if row.state != from {
+            let what = match step {
+                IntermediateStep::Published => "only a `next` intermediate can be published",
+                IntermediateStep::Activated => "only a `published` intermediate can be activated (publish it first)",
+                IntermediateStep::Retired => {
+                    "only a `retiring` intermediate can be retired (activate its successor first)"
+                }
+            };
+            return Err(RotationError::Refused(format!(
+                "intermediate {number} is {}: {what}",
+                row.state
+            )));
+        }
+        match step {
+            IntermediateStep::Published => {
+                let ca = self.keys.ca(&row)?;
+                Db::insert_first_crl(&mut tx, &ca, now).await?;
+            }
+            IntermediateStep::Activated => {
+                if let Some(old) = rows.iter().find(|r| r.state == "active") {
+                    store::set_state(&mut tx, old.number, "active", "retiring", at).await?;
+                }
+            }
+            IntermediateStep::Retired => {
+                let (count, last) = store::unexpired(&mut tx, number, at).await?;
+                if count > 0 {
+                    return Err(RotationError::Refused(format!(
+                        "intermediate {number} still has {count} valid certificate(s), the last until {}: \
+                         retire it after that",
+                        OffsetDateTime::from_unix_timestamp(last.unwrap_or(at))
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default()
+                    )));
+                }
+                store::drop_key(&mut tx, number).await?;
+                store::drop_crl(&mut tx, number).await?;
+            }
+        }
+        if !store::set_state(&mut tx, number, from, to, at).await? {
+            return Err(RotationError::Internal(anyhow::anyhow!(
+                "intermediate {number} changed under the lock"
+            )));
+        }
+        let leaf = LogLeaf::Intermediate {
+            time: at.max(0) as u64,
+            step,
+            number: number as u64,
+            authorized_by: by.to_string(),
+            certificate: row.der.clone(),
+        };
+        let new = NewLeaf {
+            bytes: leaf.encode().map_err(anyhow::Error::from)?,
+            kind: "intermediate",
+            serial: String::new(),
+            identity: by.to_string(),
+            at,
+        };
+        crate::log::append(&mut tx, self.db.backend, self.log, &[new], true).await?;
+        let seq = crate::db::registry::next_seq(&mut tx).await?;
+        store::insert_feed_event(&mut tx, seq, number, step.name(), at).await?;
+        tx.commit().await?;
+        crate::registry::wake_feed(self.feed);
+        tracing::info!(
+            intermediate = number,
+            step = step.name(),
+            by,
+            "issuing intermediate {}",
+            step.name()
+        );
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        Ok(find(&rows, number)?.clone())
+    }
+}

@@ -1,0 +1,344 @@
+//! Rotating the issuing intermediate without an outage (issue 16): next, publish, activate,
+//! retire, each refused out of turn; clients renewing and enrolling and a city node admitting
+//! clients through the whole rotation see no failed request; old leaves keep working, new ones
+//! work at once everywhere; each intermediate has its own CRL; `bsn audit verify` checks the
+//! steps in the log.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bsn_api::client::Api;
+use bsn_tests::{TestCa, TestNode, eventually, new_csr, put, sign_tx, slug, submit_body};
+use serde_json::{Value, json};
+
+/// The first certificate of a PEM file, DER.
+fn first_der(pem: &[u8]) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// The common name of the certificate's issuer.
+fn issuer_cn(pem: &[u8]) -> String {
+    let der = first_der(pem);
+    let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+    c.issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The serials a DER CRL lists.
+fn crl_serials(der: &[u8]) -> Vec<String> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| {
+            identity::profile::hex_lower(r.raw_serial())
+                .trim_start_matches('0')
+                .to_string()
+        })
+        .collect()
+}
+
+/// One write to the demo subchain on `node` as `who`.
+async fn write(ca: &TestCa, node: &TestNode, who: &Path, key: &str) -> Result<Value, bsn_api::client::ClientError> {
+    let tx = sign_tx(who, "demo", vec![put(key, "v")]);
+    node.api(ca, who)
+        .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+        .await
+}
+
+fn states(list: &Value) -> Vec<(i64, String)> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["number"].as_i64().unwrap(), i["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Load on the CA and the node until stopped: renewals, enrollments and ledger writes, each
+/// failure counted with what it was.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(ca_renewer: Api, ca_anon: Api, secrets: Vec<(String, String)>, node: Api, who: &Path) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (api, stop, ok, failures) = (ca_renewer.clone(), stop.clone(), ok.clone(), failures.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match api.post("/api/v1/renew", &json!({ "csr": new_csr() })).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("renew: {e}"));
+                            0
+                        }
+                    };
+                }
+            }));
+        }
+        {
+            let (api, stop, ok, failures) = (ca_anon, stop.clone(), ok.clone(), failures.clone());
+            tasks.push(tokio::spawn(async move {
+                for (id, secret) in secrets {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({ "id": id, "secret": secret, "csr": new_csr() });
+                    match api.post("/api/v1/enroll", &body).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("enroll {id}: {e}"));
+                            0
+                        }
+                    };
+                }
+            }));
+        }
+        {
+            let (stop, ok, failures, who) = (stop.clone(), ok.clone(), failures.clone(), who.to_path_buf());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let tx = sign_tx(&who, "demo", vec![put(&format!("load-{i}"), "x")]);
+                    match node
+                        .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
+                        .await
+                    {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("ledger write: {e}"));
+                            0
+                        }
+                    };
+                    i += 1;
+                }
+            }));
+        }
+        Self {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Waits until `more` further requests succeeded (the load is really running).
+    async fn progress(&self, more: usize) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        eventually("the load to make progress", Duration::from_secs(60), || async {
+            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywhere() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let as_admin = ca.api(Some(&admin));
+    let node = TestNode::start(&mut ca, "n1").await;
+    as_admin
+        .post(
+            "/api/v1/subchains",
+            &json!({ "id": "demo", "name": "Demo", "nodes": [node.name], "policy": "approval" }),
+        )
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for id in ["alice", "bob", "carol"] {
+        let d = ca.participant(id).await;
+        as_admin
+            .put(
+                &format!("/api/v1/subchains/demo/members/{id}"),
+                &json!({ "role": "writer" }),
+            )
+            .await
+            .unwrap();
+        members.push(d);
+    }
+    let (alice, bob, carol) = (&members[0], &members[1], &members[2]);
+    eventually("alice to be admitted by the node", Duration::from_secs(20), || async {
+        write(&ca, &node, alice, "hello").await.ok()
+    })
+    .await;
+    assert_eq!(
+        issuer_cn(&std::fs::read(alice.join("cert.pem")).unwrap()),
+        "test.example Issuing CA 1"
+    );
+
+    let anon = ca.api(None);
+    let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "active".to_string())]);
+
+    let mut secrets = Vec::new();
+    for i in 0..400 {
+        let id = format!("e{i}");
+        secrets.push((id.clone(), ca.register(&id, json!({})).await));
+    }
+    let load = Load::start(ca.api(Some(carol)), anon.clone(), secrets, node.api(&ca, alice), alice);
+    load.progress(20).await;
+
+    // Step 1: the next intermediate, not public yet. A second one at once, or skipping a step,
+    // is refused and changes nothing.
+    let next: Value = as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+    assert_eq!(
+        (next["number"].as_i64(), next["state"].as_str()),
+        (Some(2), Some("next"))
+    );
+    let e = as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "{e}");
+    let e = as_admin
+        .post("/api/v1/intermediates/2/activate", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "{e}");
+    let e = ca
+        .api(Some(alice))
+        .post("/api/v1/intermediates/2/publish", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "forbidden", "only administrators rotate");
+    let e = as_admin
+        .post("/api/v1/intermediates/9/publish", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "not-found");
+    let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(
+        states(&list),
+        [(1, "active".to_string())],
+        "a next intermediate is not public"
+    );
+    load.progress(20).await;
+
+    // Step 2: published: listed, its CRL in the combined file, announced to the nodes.
+    let published: Value = as_admin
+        .post("/api/v1/intermediates/2/publish", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(published["state"], "published");
+    let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "active".to_string()), (2, "published".to_string())]);
+    let crls = String::from_utf8(anon.get_bytes("/api/v1/crls.pem").await.unwrap()).unwrap();
+    assert_eq!(crls.matches("BEGIN X509 CRL").count(), 3, "root, 1 and 2");
+    assert!(anon.get_bytes("/api/v1/crls/2").await.is_ok());
+    load.progress(20).await;
+
+    // Step 3: issuance switches to 2 while the load runs.
+    let active: Value = as_admin
+        .post("/api/v1/intermediates/2/activate", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(active["state"], "active");
+    let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "retiring".to_string()), (2, "active".to_string())]);
+    load.progress(40).await;
+    let (ok, failures) = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    println!("rotation under load: {ok} requests, none failed");
+
+    // A leaf of the new intermediate works at once: at the CA, and at the node, which learned
+    // the intermediate from the feed (the node's own certificate is still from the old one).
+    let b = bob.to_str().unwrap();
+    let out = ca.bsn(&[
+        "renew",
+        "--cert",
+        &format!("{b}/cert.pem"),
+        "--key",
+        &format!("{b}/key.pem"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        issuer_cn(&std::fs::read(bob.join("cert.pem")).unwrap()),
+        "test.example Issuing CA 2"
+    );
+    write(&ca, &node, bob, "from-the-new-intermediate")
+        .await
+        .expect("a new leaf writes at once");
+    ca.api(Some(bob))
+        .post("/api/v1/renew", &json!({ "csr": new_csr() }))
+        .await
+        .expect("the CA takes a new leaf over mTLS");
+    // The old leaf keeps working.
+    write(&ca, &node, alice, "from-the-old-intermediate")
+        .await
+        .expect("an old leaf keeps working");
+
+    // Each intermediate's revocations are on its own CRL; leaves name their own.
+    let bob_cert = first_der(&std::fs::read(bob.join("cert.pem")).unwrap());
+    let bob_leaf = identity::profile::check_leaf(&bob_cert).unwrap();
+    as_admin
+        .post(
+            &format!("/api/v1/certificates/{}/revoke", bob_leaf.serial_hex),
+            &json!({ "reason": "keyCompromise" }),
+        )
+        .await
+        .unwrap();
+    let serial = bob_leaf.serial_hex.trim_start_matches('0').to_string();
+    assert!(crl_serials(&anon.get_bytes("/api/v1/crls/2").await.unwrap()).contains(&serial));
+    assert!(!crl_serials(&anon.get_bytes("/api/v1/crls/1").await.unwrap()).contains(&serial));
+    let (_, parsed) = x509_parser::parse_x509_certificate(&bob_cert).unwrap();
+    let dp = format!("{:?}", parsed.extensions());
+    assert!(dp.contains("/api/v1/crls/2"), "a leaf names its own intermediate's CRL");
+
+    // Step 4: the old intermediate cannot retire while its certificates are valid.
+    let e = as_admin
+        .post("/api/v1/intermediates/1/retire", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused");
+    assert!(e.to_string().contains("valid certificate"), "{e}");
+
+    // The auditor verifies every certificate under its own intermediate and the steps in order.
+    let out = bsn_tests::audit(&ca);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 intermediate steps"), "{stdout}");
+
+    // A restarted CA issues with the active intermediate.
+    ca.restart();
+    let out = ca.bsn(&[
+        "renew",
+        "--cert",
+        &format!("{}/cert.pem", alice.to_str().unwrap()),
+        "--key",
+        &format!("{}/key.pem", alice.to_str().unwrap()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        issuer_cn(&std::fs::read(alice.join("cert.pem")).unwrap()),
+        "test.example Issuing CA 2"
+    );
+}
