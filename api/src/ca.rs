@@ -573,9 +573,12 @@ pub struct Intermediate {
     pub number: i64,
     /// `next`, `published`, `active`, `retiring` or `retired`.
     pub state: String,
-    /// The certificate, PEM.
+    /// The certificate, PEM (empty while `requested`).
     pub certificate: String,
-    /// SHA-256 of the certificate's DER, lowercase hex.
+    /// While `requested` (the root is offline): the CSR for the root's operator to sign with
+    /// `ca-server root sign-intermediate`.
+    pub csr: Option<String>,
+    /// SHA-256 of the certificate's DER, lowercase hex (empty while `requested`).
     pub sha256: String,
     /// Unix seconds.
     pub not_before: i64,
@@ -585,6 +588,15 @@ pub struct Intermediate {
     pub crl_url: Option<String>,
     /// When its state last changed, Unix seconds.
     pub changed_at: i64,
+}
+
+/// `POST /api/v1/intermediates/{number}/certificate` (administrators): the certificate an
+/// offline root signed for a `requested` intermediate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptIntermediate {
+    /// The certificate, PEM.
+    pub certificate: String,
 }
 
 /// One event of the change feed (`/api/v1/feed`, `/api/v1/feed/stream`).

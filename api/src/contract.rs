@@ -108,6 +108,7 @@ pub fn ca() -> Map<String, Value> {
         .request::<PortalEnroll>()
         .request::<InviteRequest>()
         .request::<OwnEntry>()
+        .request::<AdoptIntermediate>()
         .response::<Issued>()
         .response::<Registered>()
         .response::<Identity>()

@@ -19,9 +19,12 @@
 //! - One rotation at a time: a new one cannot start while another intermediate is `next` or
 //!   `published`.
 //!
-//! Non-features (yet): rotating a key that lives in a PKCS#11 token, an offline root signing the
-//! next intermediate (both refused with what to do instead), rotating the root itself, the log
-//! and membership keys.
+//! - Under an offline root the new intermediate starts `requested`: its key is made and sealed
+//!   here, its CSR goes to the root's operator (`ca-server root sign-intermediate`), and the
+//!   signed certificate is checked and taken (`adopt`) before it is `next`.
+//!
+//! Non-features (yet): rotating a key that lives in a PKCS#11 token (refused, saying so),
+//! rotating the root itself, the log and membership keys.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -31,7 +34,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::db::Db;
-use crate::db::intermediates::{self as store, IntermediateRow};
+use crate::db::intermediates::{self as store, IntermediateRow, Made};
 use crate::log::{LogSigner, NewLeaf};
 use crate::pki::{Ca, CaSigner, Policy};
 use identity::logleaf::{IntermediateStep, LogLeaf};
@@ -249,7 +252,9 @@ fn find(rows: &[IntermediateRow], number: i64) -> Result<&IntermediateRow, Rotat
 
 impl Rotation<'_> {
     /// Makes the next intermediate: a new P-256 key, sealed, and a certificate from the root
-    /// (the root key is opened for this and dropped). Refused while another is under way.
+    /// (the root key is opened for this and dropped), or, when the root is offline, the key and
+    /// a CSR for the root's operator (`requested`; [`Rotation::adopt`] takes the signed
+    /// certificate). Refused while another is under way.
     pub async fn next(&self, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
         if self.keys.in_token {
             return Err(RotationError::Refused(
@@ -260,16 +265,18 @@ impl Rotation<'_> {
         }
         // Checked first without the lock, so a refused step costs no key work; then again
         // under it, where the row is written.
-        let refuse_busy =
-            |rows: &[IntermediateRow]| match rows.iter().find(|r| matches!(r.state.as_str(), "next" | "published")) {
-                Some(r) => Err(RotationError::Refused(format!(
-                    "a rotation is under way: intermediate {} is {}; activate it (or wait) before making another",
-                    r.number, r.state
-                ))),
-                None => Ok(rows.iter().map(|r| r.number).max().unwrap_or(0) + 1),
-            };
+        let refuse_busy = |rows: &[IntermediateRow]| match rows
+            .iter()
+            .find(|r| matches!(r.state.as_str(), "requested" | "next" | "published"))
+        {
+            Some(r) => Err(RotationError::Refused(format!(
+                "a rotation is under way: intermediate {} is {}; activate it (or wait) before making another",
+                r.number, r.state
+            ))),
+            None => Ok(rows.iter().map(|r| r.number).max().unwrap_or(0) + 1),
+        };
         let number = refuse_busy(&store::all(&mut *self.db.acquire().await?).await?)?;
-        let (der, sealed) = blocking(|| self.make(number, now))?;
+        let (made, sealed) = blocking(|| self.make(number, now))?;
         let mut tx = self.db.begin().await?;
         crate::log::lock_sequencer(&mut tx).await?;
         if refuse_busy(&store::all(&mut tx).await?)? != number {
@@ -277,38 +284,44 @@ impl Rotation<'_> {
                 "another administrator made intermediate {number} meanwhile; see `bsn intermediates list`"
             )));
         }
-        store::insert_next(&mut tx, number, &der, &sealed, now.unix_timestamp()).await?;
+        store::insert_new(&mut tx, number, &made, &sealed, now.unix_timestamp()).await?;
         tx.commit().await?;
-        tracing::info!(intermediate = number, "next issuing intermediate made");
+        match made {
+            Made::Certificate(_) => tracing::info!(intermediate = number, "next issuing intermediate made"),
+            Made::Request(_) => tracing::info!(
+                intermediate = number,
+                "next issuing intermediate's key made; its CSR waits for the offline root"
+            ),
+        }
         let rows = store::all(&mut *self.db.acquire().await?).await?;
         Ok(find(&rows, number)?.clone())
     }
 
     /// A new P-256 key and its certificate as intermediate `number` from the root (opened for
-    /// this and dropped); returns the certificate and the key sealed with the passphrase.
-    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Vec<u8>, String), RotationError> {
+    /// this and dropped), or its CSR when the root key is not here; with the key sealed with the
+    /// passphrase.
+    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Made, String), RotationError> {
         let p = &self.keys.paths;
-        let sealed_root = std::fs::read_to_string(p.root_key()).map_err(|_| {
-            RotationError::Refused(format!(
-                "the root key is not on this CA's machine ({} is missing: the root is offline), and \
-                 signing the next intermediate with an offline root is not supported yet",
-                p.root_key().display()
-            ))
-        })?;
+        let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
+        let sealed = crate::keystore::seal(&self.keys.passphrase, &key_label(number), &key.serialize_der())
+            .map_err(|e| internal(&e))?;
+        let Ok(sealed_root) = std::fs::read_to_string(p.root_key()) else {
+            let csr = crate::pki::intermediate_csr(&self.keys.trust_domain, &key).map_err(|e| internal(&e))?;
+            return Ok((Made::Request(csr), sealed));
+        };
         let root_pem =
             std::fs::read(p.root_cert()).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.root_cert().display()))?;
         let root_der = {
             use rustls_pki_types::pem::PemObject;
             CertificateDer::from_pem_slice(&root_pem).map_err(|e| anyhow::anyhow!("root.pem: {e}"))?
         };
-        let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
         let root_key = KeyPair::try_from(
             crate::keystore::open(&self.keys.passphrase, "root", &sealed_root)
                 .map_err(|e| internal(&e))?
                 .as_slice(),
         )
         .map_err(|e| internal(&e))?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
         let der = crate::pki::issue_intermediate(
             &crate::pki::IntermediateRequest {
                 trust_domain: &self.keys.trust_domain,
@@ -323,9 +336,84 @@ impl Rotation<'_> {
         )
         .map_err(|e| internal(&e))?;
         drop(root_key);
-        let sealed = crate::keystore::seal(&self.keys.passphrase, &key_label(number), &key.serialize_der())
-            .map_err(|e| internal(&e))?;
-        Ok((der, sealed))
+        Ok((Made::Certificate(der), sealed))
+    }
+
+    /// Takes the certificate the offline root signed for `requested` intermediate `number`
+    /// (`ca-server root sign-intermediate`), after checking it as `init` checks an offline
+    /// hierarchy: a CA certificate with path length 0 for exactly this intermediate's key, signed
+    /// by this CA's root, in date, not on the root's published CRL. It becomes `next`.
+    pub async fn adopt(
+        &self,
+        number: i64,
+        certificate_pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<IntermediateRow, RotationError> {
+        use rustls_pki_types::pem::PemObject;
+        let refused = |m: String| RotationError::Refused(m);
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+            .map_err(|e| refused(format!("the certificate is not one PEM certificate: {e}")))?;
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        let row = find(&rows, number)?;
+        if row.state != "requested" {
+            return Err(refused(format!(
+                "intermediate {number} is {}: only a `requested` intermediate takes a certificate from the offline root",
+                row.state
+            )));
+        }
+        let key = KeyPair::try_from(
+            blocking(|| {
+                crate::keystore::open(
+                    &self.keys.passphrase,
+                    &key_label(number),
+                    row.key_sealed.as_deref().unwrap_or_default(),
+                )
+            })
+            .map_err(|e| RotationError::Internal(e.into()))?
+            .as_slice(),
+        )
+        .map_err(|e| RotationError::Internal(e.into()))?;
+        let root_crl = std::fs::read(self.keys.paths.root_crl()).map_err(|e| {
+            refused(format!(
+                "no root CRL is installed ({e}): install the root's current CRL with `ca-server root install-crl` first"
+            ))
+        })?;
+        let root = self
+            .keys
+            .roots
+            .first()
+            .ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no root")))?;
+        crate::pki::check_hierarchy(
+            root,
+            &der,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+            &root_crl,
+            now,
+        )
+        .map_err(|e| refused(format!("the certificate for intermediate {number} is refused: {e}")))?;
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der)
+            && let Some(org) = cert.subject().iter_organization().next().and_then(|a| a.as_str().ok())
+            && org != self.keys.trust_domain
+        {
+            return Err(refused(format!(
+                "the certificate was signed for trust domain '{org}', not '{}'",
+                self.keys.trust_domain
+            )));
+        }
+        let mut tx = self.db.begin().await?;
+        crate::log::lock_sequencer(&mut tx).await?;
+        if !store::adopt(&mut tx, number, &der, now.unix_timestamp()).await? {
+            return Err(refused(format!(
+                "intermediate {number} changed meanwhile; see `bsn intermediates list`"
+            )));
+        }
+        tx.commit().await?;
+        tracing::info!(
+            intermediate = number,
+            "the offline root's certificate for the next intermediate taken"
+        );
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        Ok(find(&rows, number)?.clone())
     }
 
     /// Publishes intermediate `number` (from `next`): its first CRL is signed, the log and the

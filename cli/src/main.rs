@@ -331,12 +331,28 @@ enum IntermediateCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Make the next intermediate (signed by the root; not public until published).
+    /// Make the next intermediate (signed by the root; not public until published). Under an
+    /// offline root, writes the CSR for the root's operator instead.
     Next {
         #[command(flatten)]
         ca: CaArgs,
         #[command(flatten)]
         me: IdentityArgs,
+        /// Where to write the CSR when the root is offline.
+        #[arg(long, value_name = "FILE", default_value = "intermediate.csr")]
+        csr_out: PathBuf,
+    },
+    /// Give the CA the certificate the offline root signed for intermediate NUMBER.
+    Adopt {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The intermediate's number.
+        number: u32,
+        /// The certificate (PEM) from `ca-server root sign-intermediate`.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
     },
     /// Publish intermediate NUMBER: listed, its CRL published, announced to every node.
     Publish {
@@ -881,6 +897,10 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
     let show = |i: &Intermediate| {
         println!("intermediate {} is {}", i.number, i.state);
         match i.state.as_str() {
+            "requested" => println!(
+                "next: sign the CSR on the root's machine with `ca-server root sign-intermediate --root-dir DIR --csr FILE --out intermediate-{n}.pem`, then `bsn intermediates adopt {n} --cert intermediate-{n}.pem`",
+                n = i.number
+            ),
             "next" => println!(
                 "next: `bsn intermediates publish {}` puts it in the bundle and on the feed",
                 i.number
@@ -919,7 +939,30 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
                 "no intermediates",
             );
         }
-        IntermediateCmd::Next { ca, me } => ("/api/v1/intermediates".to_string(), ca, me),
+        IntermediateCmd::Next { ca, me, csr_out } => {
+            let i: Intermediate = api(&ca, Some(&me))?
+                .post_as("/api/v1/intermediates", &json!({}))
+                .await?;
+            if let Some(csr) = &i.csr {
+                bsn_api::files::write_file(&csr_out, csr.as_bytes(), 0o644)
+                    .map_err(|e| local(format!("writing {}: {e}", csr_out.display())))?;
+                println!("the root is offline: its CSR is in {}", csr_out.display());
+            }
+            show(&i);
+            return Ok(());
+        }
+        IntermediateCmd::Adopt { ca, me, number, cert } => {
+            let certificate =
+                std::fs::read_to_string(&cert).map_err(|e| local(format!("reading {}: {e}", cert.display())))?;
+            let i: Intermediate = api(&ca, Some(&me))?
+                .post_as(
+                    &format!("/api/v1/intermediates/{number}/certificate"),
+                    &bsn_api::ca::AdoptIntermediate { certificate },
+                )
+                .await?;
+            show(&i);
+            return Ok(());
+        }
         IntermediateCmd::Publish { ca, me, number } => (format!("/api/v1/intermediates/{number}/publish"), ca, me),
         IntermediateCmd::Activate { ca, me, number } => (format!("/api/v1/intermediates/{number}/activate"), ca, me),
         IntermediateCmd::Retire { ca, me, number } => (format!("/api/v1/intermediates/{number}/retire"), ca, me),

@@ -252,6 +252,27 @@ impl Directory {
             .collect()
     }
 
+    /// Adds the CA's issuing intermediates from its public listing (a start-up safety net: the
+    /// first intermediate is never announced on the feed, and a node may start long after a
+    /// step). Returns how many were new.
+    pub fn learn_intermediates(&self, items: impl IntoIterator<Item = (u64, Vec<u8>)>) -> anyhow::Result<usize> {
+        let mut pending: Vec<Pending> = Vec::new();
+        {
+            let mut g = self.inner.write().expect("directory");
+            for (number, der) in items {
+                if g.intermediates.get(&number) != Some(&der) {
+                    g.intermediates.insert(number, der.clone());
+                    pending.push(Pending::Intermediate(number, Some(der)));
+                }
+            }
+        }
+        let n = pending.len();
+        if n > 0 {
+            self.persist(self.cursor(), &mut pending)?;
+        }
+        Ok(n)
+    }
+
     /// Adds serials revoked by a CRL (a start-up safety net: the feed carries every revocation).
     pub fn add_revoked(&self, serials: impl IntoIterator<Item = String>) -> anyhow::Result<usize> {
         let mut pending: Vec<Pending> = Vec::new();

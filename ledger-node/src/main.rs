@@ -397,6 +397,25 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         }
         Err(e) => tracing::warn!(error = %e, "cannot fetch the CA's CRL now; relying on the feed"),
     }
+    // The CA's issuing intermediates, for creators whose certificates come from one this node's
+    // own chain does not hold (the feed announces every later step).
+    match ca
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::Intermediate>>("/api/v1/intermediates", &[])
+        .await
+    {
+        Ok(list) => {
+            use rustls_pki_types::pem::PemObject;
+            let items = list.items.into_iter().filter(|i| i.state != "retired").filter_map(|i| {
+                let der = rustls_pki_types::CertificateDer::from_pem_slice(i.certificate.as_bytes()).ok()?;
+                Some((u64::try_from(i.number).ok()?, der.to_vec()))
+            });
+            match directory.learn_intermediates(items) {
+                Ok(n) => tracing::info!(new = n, "the CA's issuing intermediates read"),
+                Err(e) => tracing::warn!(error = %e, "cannot keep the CA's issuing intermediates"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the CA's issuing intermediates now; relying on the feed"),
+    }
     tokio::spawn(credential.clone().keep_fresh(ca.clone()));
     {
         // Where this node runs, in the CA's node directory: published at every start (an

@@ -4,12 +4,14 @@
 -- The intermediate made at initialisation is number 1; its row is written at start-up from
 -- intermediate.pem (the database never held its certificate), its key stays where init put it
 -- (intermediate.key.sealed or the token). Later ones are made by rotation; their keys are
--- sealed here, so that every replica opens the same key.
+-- sealed here, so that every replica opens the same key. Under an offline root a new one is
+-- `requested` (key made, CSR waiting for the root's signature; no certificate yet) before `next`.
 CREATE TABLE issuing_cas (
     number     INTEGER PRIMARY KEY,
-    der        BLOB NOT NULL,
+    der        BLOB,
+    csr        TEXT,
     key_sealed TEXT,
-    state      TEXT NOT NULL CHECK (state IN ('next', 'published', 'active', 'retiring', 'retired')),
+    state      TEXT NOT NULL CHECK (state IN ('requested', 'next', 'published', 'active', 'retiring', 'retired')),
     created_at BIGINT NOT NULL,
     changed_at BIGINT NOT NULL
 );

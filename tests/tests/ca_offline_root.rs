@@ -286,15 +286,64 @@ async fn a_ca_started_from_an_offline_root_keeps_no_root_key() {
     let bob = ca.participant("bob").await;
     assert!(bob.join("cert.pem").exists());
 
-    // Rotating the intermediate needs the root: refused, saying why, and nothing changes.
+    // Rotation under the offline root: the CA makes the next key and its CSR, the root's
+    // operator signs it offline, the CA checks the certificate and takes it, then publish and
+    // activate as with a root at hand.
     let admin = ca.admin();
-    let e = ca
-        .api(Some(&admin))
-        .post("/api/v1/intermediates", &serde_json::json!({}))
+    let as_admin = ca.api(Some(&admin));
+    let body = serde_json::json!({});
+    let requested = as_admin.post("/api/v1/intermediates", &body).await.unwrap();
+    assert_eq!(requested["state"], "requested", "{requested}");
+    let n = requested["number"].as_i64().unwrap();
+    let next_csr = ca.dir.path().join("next.csr");
+    std::fs::write(&next_csr, requested["csr"].as_str().unwrap()).unwrap();
+    let e = as_admin.post("/api/v1/intermediates", &body).await.unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "rotation-refused", "one rotation at a time");
+    let e = as_admin
+        .post(&format!("/api/v1/intermediates/{n}/publish"), &body)
         .await
         .unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "rotation-refused", "not before the root signed it");
+    let adopt = |pem: String| {
+        let api = as_admin.clone();
+        async move {
+            api.post(
+                &format!("/api/v1/intermediates/{n}/certificate"),
+                &serde_json::json!({ "certificate": pem }),
+            )
+            .await
+        }
+    };
+    // Another root's signature, or a certificate for another key, is refused.
+    let foreign = ca.dir.path().join("next-other.pem");
+    ok(sign(&other_root, &next_csr, &foreign));
+    let e = adopt(std::fs::read_to_string(&foreign).unwrap()).await.unwrap_err();
     assert_eq!(bsn_tests::slug(&e), "rotation-refused");
-    assert!(e.to_string().contains("the root is offline"), "{e}");
-    let list = ca.api(None).get("/api/v1/intermediates", &[]).await.unwrap();
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(e.to_string().contains("not signed by this root"), "{e}");
+    let chain_1 = std::fs::read_to_string(alice.join("chain.pem")).unwrap();
+    let e = adopt(chain_1.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("another key"), "{e}");
+    let signed = ca.dir.path().join("next.pem");
+    ok(sign(&root, &next_csr, &signed));
+    let taken = adopt(std::fs::read_to_string(&signed).unwrap()).await.unwrap();
+    assert_eq!(taken["state"], "next");
+    for step in ["publish", "activate"] {
+        as_admin
+            .post(&format!("/api/v1/intermediates/{n}/{step}"), &body)
+            .await
+            .unwrap();
+    }
+    let carol = ca.participant("carol").await;
+    assert_ne!(
+        std::fs::read_to_string(carol.join("chain.pem")).unwrap(),
+        chain_1,
+        "carol's certificate comes from the new intermediate"
+    );
+    assert_eq!(
+        std::fs::read_to_string(carol.join("chain.pem")).unwrap(),
+        std::fs::read_to_string(&signed).unwrap()
+    );
+    assert!(!data.join("root.key.sealed").exists(), "still no root key here");
+    let out = bsn_tests::audit(&ca);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

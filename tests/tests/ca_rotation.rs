@@ -327,6 +327,30 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("2 intermediate steps"), "{stdout}");
 
+    // The same from the command line: the listing, and a step out of turn with what to do.
+    let out = ca.bsn(&["intermediates", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("retiring") && text.contains("/api/v1/crls/2"),
+        "{text}"
+    );
+    let a = admin.to_str().unwrap();
+    let out = ca.bsn(&[
+        "intermediates",
+        "retire",
+        "1",
+        "--cert",
+        &format!("{a}/cert.pem"),
+        "--key",
+        &format!("{a}/key.pem"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("valid certificate") && err.contains("bsn intermediates list"),
+        "{err}"
+    );
+
     // A restarted CA issues with the active intermediate.
     ca.restart();
     let out = ca.bsn(&[
@@ -341,4 +365,38 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
         issuer_cn(&std::fs::read(alice.join("cert.pem")).unwrap()),
         "test.example Issuing CA 2"
     );
+
+    // A node that starts after the rotation (its own certificate from intermediate 2, the first
+    // intermediate never announced on the feed) still admits creators whose certificates come
+    // from intermediate 1: it reads the CA's listing at start-up.
+    let node2 = TestNode::start(&mut ca, "n2").await;
+    let as_admin = ca.api(Some(&admin));
+    as_admin
+        .post(
+            "/api/v1/subchains",
+            &json!({ "id": "later", "name": "Later", "nodes": [node2.name], "policy": "approval" }),
+        )
+        .await
+        .unwrap();
+    as_admin
+        .put("/api/v1/subchains/later/members/carol", &json!({ "role": "writer" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        issuer_cn(&std::fs::read(carol.join("cert.pem")).unwrap()),
+        "test.example Issuing CA 1"
+    );
+    eventually(
+        "carol (intermediate 1) to write on the new node",
+        Duration::from_secs(30),
+        || async {
+            let tx = sign_tx(carol, "later", vec![put("old-leaf", "v")]);
+            node2
+                .api(&ca, carol)
+                .post("/api/v1/subchains/later/transactions", &submit_body(&[tx]))
+                .await
+                .ok()
+        },
+    )
+    .await;
 }

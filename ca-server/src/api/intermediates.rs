@@ -8,14 +8,14 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use bsn_api::ca::{Intermediate, Items};
+use bsn_api::ca::{AdoptIntermediate, Intermediate, Items};
 use identity::CaRole;
 
 use crate::app::{AppState, now};
 use crate::auth::Caller;
 use crate::db::intermediates::IntermediateRow;
 use crate::intermediates::{Rotation, RotationError};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Json};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -23,6 +23,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/intermediates/{number}/publish", post(publish))
         .route("/api/v1/intermediates/{number}/activate", post(activate))
         .route("/api/v1/intermediates/{number}/retire", post(retire))
+        .route("/api/v1/intermediates/{number}/certificate", post(adopt))
 }
 
 impl From<RotationError> for ApiError {
@@ -40,11 +41,21 @@ fn view(s: &AppState, r: &IntermediateRow) -> Intermediate {
         .map(|(_, c)| (c.validity().not_before.timestamp(), c.validity().not_after.timestamp()))
         .unwrap_or((0, 0));
     let crl_published = matches!(r.state.as_str(), "published" | "active" | "retiring");
+    let made = !r.der.is_empty();
     Intermediate {
         number: r.number,
         state: r.state.clone(),
-        certificate: crate::pki::pem("CERTIFICATE", &r.der),
-        sha256: crate::pki::sha256_hex(&r.der),
+        certificate: if made {
+            crate::pki::pem("CERTIFICATE", &r.der)
+        } else {
+            String::new()
+        },
+        csr: r.csr.clone(),
+        sha256: if made {
+            crate::pki::sha256_hex(&r.der)
+        } else {
+            String::new()
+        },
         not_before,
         not_after,
         crl_url: crl_published.then(|| crate::pki::issuing_crl_url(&s.keys.public_url, r.number)),
@@ -68,11 +79,15 @@ fn number(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::InvalidField(format!("'{text}' is not an intermediate's number")))
 }
 
-/// Every intermediate but one still `next` (public).
+/// Every intermediate but one still being made (`requested`, `next`): public.
 async fn list(State(s): State<Arc<AppState>>) -> Result<axum::Json<Items<Intermediate>>, ApiError> {
     let rows = crate::db::intermediates::all(&mut *s.db.acquire().await?).await?;
     Ok(axum::Json(Items {
-        items: rows.iter().filter(|r| r.state != "next").map(|r| view(&s, r)).collect(),
+        items: rows
+            .iter()
+            .filter(|r| !matches!(r.state.as_str(), "requested" | "next"))
+            .map(|r| view(&s, r))
+            .collect(),
     }))
 }
 
@@ -117,6 +132,18 @@ async fn activate(
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
     step(&s, &caller, &n, "activate").await
+}
+
+/// Takes the certificate an offline root signed for a `requested` intermediate (administrators).
+async fn adopt(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(n): Path<String>,
+    Json(body): Json<AdoptIntermediate>,
+) -> Result<axum::Json<Intermediate>, ApiError> {
+    caller.require_any(&[CaRole::Admin])?;
+    let row = rotation(&s).adopt(number(&n)?, &body.certificate, now()).await?;
+    Ok(axum::Json(view(&s, &row)))
 }
 
 /// Retires a `retiring` intermediate whose certificates have all expired (administrators).

@@ -10,12 +10,14 @@ use super::DbError;
 pub struct IntermediateRow {
     /// Its number (1: made at initialisation).
     pub number: i64,
-    /// The certificate, DER.
+    /// The certificate, DER (empty while `requested`).
     pub der: Vec<u8>,
+    /// The CSR waiting for an offline root's signature (while `requested`).
+    pub csr: Option<String>,
     /// Its key, sealed with the CA's passphrase (none for number 1, whose key is where init
     /// put it, and for a retired one, whose key was destroyed).
     pub key_sealed: Option<String>,
-    /// `next`, `published`, `active`, `retiring` or `retired`.
+    /// `requested`, `next`, `published`, `active`, `retiring` or `retired`.
     pub state: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -26,20 +28,22 @@ pub struct IntermediateRow {
 fn row(r: &sqlx::any::AnyRow) -> Result<IntermediateRow, sqlx::Error> {
     Ok(IntermediateRow {
         number: r.try_get(0)?,
-        der: r.try_get(1)?,
+        der: r.try_get::<Option<Vec<u8>>, _>(1)?.unwrap_or_default(),
         key_sealed: r.try_get(2)?,
         state: r.try_get(3)?,
         created_at: r.try_get(4)?,
         changed_at: r.try_get(5)?,
+        csr: r.try_get(6)?,
     })
 }
 
 /// Every intermediate, by number.
 pub async fn all(c: &mut AnyConnection) -> Result<Vec<IntermediateRow>, DbError> {
-    let rows =
-        sqlx::query("SELECT number, der, key_sealed, state, created_at, changed_at FROM issuing_cas ORDER BY number")
-            .fetch_all(c)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT number, der, key_sealed, state, created_at, changed_at, csr FROM issuing_cas ORDER BY number",
+    )
+    .fetch_all(c)
+    .await?;
     rows.iter().map(row).collect()
 }
 
@@ -66,25 +70,56 @@ pub async fn record_first(c: &mut AnyConnection, der: &[u8], at: i64) -> Result<
     Ok(r.rows_affected() == 1)
 }
 
-/// Adds a new intermediate in state `next`.
-pub async fn insert_next(
+/// Adds a new intermediate: `next` with its certificate, or `requested` with the CSR an offline
+/// root is to sign.
+pub async fn insert_new(
     c: &mut AnyConnection,
     number: i64,
-    der: &[u8],
+    made: &Made,
     key_sealed: &str,
     at: i64,
 ) -> Result<(), DbError> {
+    let (der, csr, state) = match made {
+        Made::Certificate(der) => (Some(der.clone()), None, "next"),
+        Made::Request(csr) => (None, Some(csr.clone()), "requested"),
+    };
     sqlx::query(
-        "INSERT INTO issuing_cas (number, der, key_sealed, state, created_at, changed_at) \
-         VALUES ($1, $2, $3, 'next', $4, $4)",
+        "INSERT INTO issuing_cas (number, der, csr, key_sealed, state, created_at, changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
     .bind(number)
     .bind(der)
+    .bind(csr)
     .bind(key_sealed)
+    .bind(state)
     .bind(at)
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// What making a new intermediate produced.
+#[derive(Debug, Clone)]
+pub enum Made {
+    /// Its certificate, signed by the root at hand (DER).
+    Certificate(Vec<u8>),
+    /// Its CSR (PEM), for the offline root.
+    Request(String),
+}
+
+/// Stores the certificate an offline root signed for `requested` intermediate `number`, which
+/// becomes `next`; false if it was not `requested`.
+pub async fn adopt(c: &mut AnyConnection, number: i64, der: &[u8], at: i64) -> Result<bool, DbError> {
+    let r = sqlx::query(
+        "UPDATE issuing_cas SET der = $2, csr = NULL, state = 'next', changed_at = $3 \
+         WHERE number = $1 AND state = 'requested'",
+    )
+    .bind(number)
+    .bind(der)
+    .bind(at)
+    .execute(c)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Moves `number` from state `from` to `to`; false if it was not in `from`.

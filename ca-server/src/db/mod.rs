@@ -821,4 +821,51 @@ mod tests {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
         }
     }
+
+    /// Upgrading a SQLite CA to migration 9 (rotation): its one CRL becomes intermediate 1's,
+    /// every certificate is intermediate 1's, and the log and the feed keep every row while they
+    /// learn the `intermediate` kind.
+    #[tokio::test]
+    async fn the_rotation_migration_keeps_the_crl_certificates_log_and_feed() {
+        sqlx::any::install_default_drivers();
+        let file = std::env::temp_dir().join(format!("bsn-migration-9-{}.db", std::process::id()));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let pool = AnyPool::connect(&url).await.unwrap();
+        SQLITE.run_to(8, &pool).await.unwrap();
+        for sql in [
+            "INSERT INTO identities (id, kind, roles, attributes, dns_names, ip_addresses, status, \
+             enrollments_left, registered_by, created_at) VALUES ('alice', 'participant', '[]', '{}', '[]', '[]', \
+             'active', 0, 'admin', 1)",
+            "INSERT INTO certificates (serial, identity_id, not_before, not_after, der, key_sha256, issued_at, \
+             issued_via, authorized_by) VALUES ('0a', 'alice', 1, 2, x'3082', 'k', 1, 'enroll', 'admin')",
+            "INSERT INTO crl (id, number, this_update, next_update, der) VALUES (1, 7, 10, 20, x'308201')",
+            "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at) VALUES (0, x'01', 'issuance', '0a', 'alice', 1)",
+            "INSERT INTO feed (seq, kind, serial, identity_id, reason, at) VALUES (1, 'revocation', '0a', 'alice', 'x', 1)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let db = Db::connect(&url).await.unwrap();
+        let crl = db.crl(1).await.unwrap().unwrap();
+        assert_eq!((crl.number, crl.this_update, crl.der), (7, 10, vec![0x30, 0x82, 0x01]));
+        assert_eq!(db.certificate("0a").await.unwrap().unwrap().issuer, 1);
+        let kinds: Vec<(String, String)> = sqlx::query_as(
+            "SELECT (SELECT kind FROM log_entries WHERE idx = 0), (SELECT kind FROM feed WHERE seq = 1)",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(kinds, [("issuance".to_string(), "revocation".to_string())]);
+        for sql in [
+            "INSERT INTO log_entries (idx, leaf, kind, serial, identity, at) VALUES (1, x'01', 'intermediate', '', 'admin', 2)",
+            "INSERT INTO feed (seq, kind, revision, reason, at) VALUES (2, 'intermediate', 2, 'published', 2)",
+        ] {
+            sqlx::query(sql).execute(&db.pool).await.unwrap();
+        }
+        db.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    }
 }
