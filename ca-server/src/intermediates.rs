@@ -166,6 +166,11 @@ impl Issuers {
             }
         }
         let active = active.ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no active intermediate")))?;
+        // A retired intermediate's key leaves memory too, not only the database.
+        keys.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| signing.contains_key(n) || rows.iter().any(|r| r.number == *n && r.state == "next"));
         Ok(Self { active, signing, rows })
     }
 

@@ -47,11 +47,19 @@ pub fn tls_config(
     directory: Arc<Directory>,
     trust_domain: &str,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let chain = credential.chain();
+    // A client that sends only its leaf is verified with this node's own intermediates and
+    // those the CA announced (a rotation's new one verifies before this node's certificate is
+    // renewed under it).
+    let own: Vec<CertificateDer<'static>> = credential.chain().into_iter().skip(1).collect();
+    let announced = directory.clone();
     let provider = bsn_transport::server_crypto();
     let verifier = bsn_transport::verify::ClientCerts::builder(bundle.roots(), provider.clone())
         .policy(leaf_policy(directory, trust_domain))
-        .fallback_intermediates(chain.iter().skip(1).cloned().collect())
+        .fallback_intermediates(Arc::new(move || {
+            let mut all = own.clone();
+            all.extend(announced.intermediates());
+            all
+        }))
         .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -291,6 +291,19 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
         .post("/api/v1/renew", &json!({ "csr": new_csr() }))
         .await
         .expect("the CA takes a new leaf over mTLS");
+    // A client that sends only its leaf (no chain) is verified with the intermediates the node
+    // learned from the CA.
+    let leaf_only = bob.join("leaf-only.pem");
+    std::fs::write(
+        &leaf_only,
+        ca_server::pki::pem("CERTIFICATE", &first_der(&std::fs::read(bob.join("cert.pem")).unwrap())),
+    )
+    .unwrap();
+    Api::from_files(&node.url, &ca.bundle, Some((&leaf_only, &bob.join("key.pem"))))
+        .unwrap()
+        .get("/api/v1/subchains/demo", &[])
+        .await
+        .expect("a leaf of the new intermediate, sent alone, is admitted");
     // The old leaf keeps working.
     write(&ca, &node, alice, "from-the-old-intermediate")
         .await

@@ -69,11 +69,15 @@ struct Known {
     not_after: u64,
 }
 
+/// The intermediates to verify with when a client sends only its leaf, asked for at each such
+/// handshake (a node learns new ones from the CA while it runs).
+pub type Fallback = Arc<dyn Fn() -> Vec<CertificateDer<'static>> + Send + Sync>;
+
 /// A server's verifier of client certificates.
 pub struct ClientCerts {
     inner: Arc<dyn ClientCertVerifier>,
     policy: Option<LeafPolicy>,
-    intermediates: Vec<CertificateDer<'static>>,
+    intermediates: Fallback,
     expired_to_application: bool,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     /// `None` when a root has name constraints.
@@ -94,7 +98,7 @@ pub struct ClientCertsBuilder {
     provider: Arc<CryptoProvider>,
     optional: bool,
     policy: Option<LeafPolicy>,
-    intermediates: Vec<CertificateDer<'static>>,
+    intermediates: Fallback,
     expired_to_application: bool,
 }
 
@@ -107,7 +111,7 @@ impl ClientCerts {
             provider,
             optional: false,
             policy: None,
-            intermediates: Vec::new(),
+            intermediates: Arc::new(Vec::new),
             expired_to_application: false,
         }
     }
@@ -126,8 +130,9 @@ impl ClientCertsBuilder {
         self
     }
 
-    /// Intermediates to verify with when a client sends only its leaf.
-    pub fn fallback_intermediates(mut self, intermediates: Vec<CertificateDer<'static>>) -> Self {
+    /// Intermediates to verify with when a client sends only its leaf, asked for at each
+    /// handshake that needs them.
+    pub fn fallback_intermediates(mut self, intermediates: Fallback) -> Self {
         self.intermediates = intermediates;
         self
     }
@@ -262,8 +267,10 @@ impl ClientCertVerifier for ClientCerts {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let leaf = check(end_entity, self.policy.as_ref())?;
+        let fallback;
         let intermediates = if intermediates.is_empty() {
-            &self.intermediates[..]
+            fallback = (self.intermediates)();
+            &fallback[..]
         } else {
             intermediates
         };
