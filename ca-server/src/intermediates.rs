@@ -421,36 +421,25 @@ impl Rotation<'_> {
         Ok(find(&rows, number)?.clone())
     }
 
-    /// Publishes intermediate `number` (from `next`): its first CRL is signed, the log and the
-    /// feed say so.
-    pub async fn publish(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
-        self.step(number, "next", "published", IntermediateStep::Published, by, now)
-            .await
-    }
-
-    /// Switches issuance to intermediate `number` (from `published`); the active one becomes
-    /// `retiring`.
-    pub async fn activate(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
-        self.step(number, "published", "active", IntermediateStep::Activated, by, now)
-            .await
-    }
-
-    /// Retires intermediate `number` (from `retiring`) once no certificate it issued is valid:
-    /// its key is destroyed and its CRL withdrawn.
-    pub async fn retire(&self, number: i64, by: &str, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
-        self.step(number, "retiring", "retired", IntermediateStep::Retired, by, now)
-            .await
-    }
-
-    async fn step(
+    /// Takes `step` for intermediate `number`:
+    /// - `Published` (from `next`): its first CRL is signed;
+    /// - `Activated` (from `published`): it issues from now on, the active one becomes `retiring`;
+    /// - `Retired` (from `retiring`), once no certificate it issued is valid: its key is destroyed
+    ///   and its CRL withdrawn.
+    ///
+    /// Each with its log leaf and feed event, in one transaction.
+    pub async fn step(
         &self,
-        number: i64,
-        from: &str,
-        to: &str,
         step: IntermediateStep,
+        number: i64,
         by: &str,
         now: OffsetDateTime,
     ) -> Result<IntermediateRow, RotationError> {
+        let (from, to) = match step {
+            IntermediateStep::Published => ("next", "published"),
+            IntermediateStep::Activated => ("published", "active"),
+            IntermediateStep::Retired => ("retiring", "retired"),
+        };
         let at = now.unix_timestamp();
         let mut tx = self.db.begin().await?;
         crate::log::lock_sequencer(&mut tx).await?;

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use bsn_api::ca::{AdoptIntermediate, Intermediate, Items};
 use identity::CaRole;
+use identity::logleaf::IntermediateStep;
 
 use crate::app::{AppState, now};
 use crate::auth::Caller;
@@ -101,16 +102,16 @@ async fn next(
     Ok((StatusCode::CREATED, axum::Json(view(&s, &row))))
 }
 
-async fn step(s: &AppState, caller: &Caller, text: &str, which: &str) -> Result<axum::Json<Intermediate>, ApiError> {
+async fn step(
+    s: &AppState,
+    caller: &Caller,
+    text: &str,
+    step: IntermediateStep,
+) -> Result<axum::Json<Intermediate>, ApiError> {
     caller.require_any(&[CaRole::Admin])?;
-    let n = number(text)?;
-    let r = rotation(s);
-    let by = caller.identity.id.as_str();
-    let row = match which {
-        "publish" => r.publish(n, by, now()).await?,
-        "activate" => r.activate(n, by, now()).await?,
-        _ => r.retire(n, by, now()).await?,
-    };
+    let row = rotation(s)
+        .step(step, number(text)?, caller.identity.id.as_str(), now())
+        .await?;
     // This replica switches at once; the others within `intermediates::FOLLOW_EVERY`.
     s.issuers.reload(&s.db, &s.keys).await?;
     Ok(axum::Json(view(s, &row)))
@@ -122,7 +123,7 @@ async fn publish(
     caller: Caller,
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, "publish").await
+    step(&s, &caller, &n, IntermediateStep::Published).await
 }
 
 /// Switches issuance to a `published` intermediate (administrators).
@@ -131,7 +132,7 @@ async fn activate(
     caller: Caller,
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, "activate").await
+    step(&s, &caller, &n, IntermediateStep::Activated).await
 }
 
 /// Takes the certificate an offline root signed for a `requested` intermediate (administrators).
@@ -152,5 +153,5 @@ async fn retire(
     caller: Caller,
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, "retire").await
+    step(&s, &caller, &n, IntermediateStep::Retired).await
 }
