@@ -590,6 +590,31 @@ pub struct Intermediate {
     pub changed_at: i64,
 }
 
+/// One of the CA's Ed25519 signing keys (`GET /api/v1/keys/{purpose}`, public): the issuance
+/// log's checkpoint key (`log`) or the membership key (`membership`). A handover makes the next
+/// key `incoming` (published; a log key co-signs every checkpoint beside the active one), then
+/// `active`, and its predecessor `retired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    /// `log` or `membership`.
+    pub purpose: String,
+    /// Its number at this CA (1 is the one made at initialisation).
+    pub number: i64,
+    /// `incoming`, `active` or `retired`.
+    pub state: String,
+    /// The raw Ed25519 public key, base64.
+    pub public_key: String,
+    /// A log key's signed-note verifier key (`<origin>+<key id>+<key>`), what auditors pin.
+    pub vkey: Option<String>,
+    /// For a log key that took over from its predecessor: the last checkpoint both signed. A
+    /// verifier that pins the predecessor checks it with that key, finds the handover's `begun`
+    /// leaf in the tree it commits to, and pins this key from then on.
+    pub handover_checkpoint: Option<String>,
+    /// When its state last changed, Unix seconds.
+    pub changed_at: i64,
+}
+
 /// `POST /api/v1/intermediates/{number}/certificate` (administrators): the certificate an
 /// offline root signed for a `requested` intermediate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

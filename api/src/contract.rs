@@ -132,6 +132,8 @@ pub fn ca() -> Map<String, Value> {
         .response::<Nodes>()
         .response::<Intermediate>()
         .response::<Items<Intermediate>>()
+        .response::<SigningKey>()
+        .response::<Items<SigningKey>>()
         .response::<Envelope>()
         .response::<FeedPage>()
         .response::<SpiffeBundle>()

@@ -35,6 +35,7 @@ use time::OffsetDateTime;
 
 use crate::db::Db;
 use crate::db::intermediates::{self as store, IntermediateRow, Made};
+use crate::keystore::blocking;
 use crate::log::{LogSigner, NewLeaf};
 use crate::pki::{Ca, CaSigner, Policy};
 use identity::logleaf::{IntermediateStep, LogLeaf};
@@ -88,14 +89,6 @@ pub struct Keys {
     pub in_token: bool,
     /// Keys of later intermediates, each opened once (argon2id makes opening slow on purpose).
     pub opened: std::sync::Mutex<BTreeMap<i64, CaSigner>>,
-}
-
-/// Runs slow key work (argon2id, key generation, signing) without holding up the async workers.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 impl Keys {

@@ -104,6 +104,14 @@ fn aad(label: &str) -> Vec<u8> {
     format!("bsn-ca-key/v1/{label}").into_bytes()
 }
 
+/// Runs slow key work (argon2id, key generation, signing) without holding up the async workers.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

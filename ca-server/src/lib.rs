@@ -35,12 +35,14 @@
 //! - Limits on what strangers can make it do ([`limits`]): sign-in keyed so failures from
 //!   elsewhere never lock an owner out, registrations per address, failed enrollments per
 //!   source; argon2id slots shared round-robin between sources ([`secrets`]).
+//! - Rotation of the issuing intermediate ([`intermediates`]) and handover of the log's
+//!   checkpoint key ([`handover`]) without an outage, each step an issuance-log event.
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME; every CA key may live
-//! in a PKCS#11 token ([`hsm`]), but none can be rotated yet (no intermediate rotation command),
-//! no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
+//! in a PKCS#11 token ([`hsm`]), but a key in a token cannot be rotated yet; the root and the
+//! membership key cannot be rotated yet; no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
 //! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
@@ -54,6 +56,7 @@ pub mod commit;
 pub mod config;
 pub mod csr;
 pub mod db;
+pub mod handover;
 pub mod hsm;
 pub mod init;
 pub mod intermediates;

@@ -10,8 +10,8 @@
 //! runs under SQLite's one writer; so at most one transaction at a time extends the tree, whichever
 //! replica runs it, and every checkpoint signed extends the previous one.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -45,11 +45,83 @@ pub enum LogError {
     Key(String),
 }
 
-/// The log's checkpoint signer: an Ed25519 key whose name is the log's origin.
+/// One Ed25519 key of the log: a signed-note signer whose name is the log's origin.
+#[derive(Clone)]
+struct NoteKey {
+    origin: String,
+    number: i64,
+    key: Arc<crate::hsm::EdKey>,
+    id: u32,
+}
+
+impl NoteKey {
+    fn new(origin: &str, number: i64, key: Arc<crate::hsm::EdKey>) -> Self {
+        let id = signed_note::key_id(origin, &typed_public(&key.public()));
+        Self {
+            origin: origin.to_string(),
+            number,
+            key,
+            id,
+        }
+    }
+
+    fn vkey(&self) -> String {
+        vkey_of(&self.origin, &self.key.public())
+    }
+}
+
+impl signed_note::Signer for NoteKey {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+    fn key_id(&self) -> u32 {
+        self.id
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        self.key.sign(msg).map(|s| s.to_vec()).map_err(|e| {
+            tracing::error!(error = %e, key = self.number, "the log key did not sign");
+            signature::Error::new()
+        })
+    }
+}
+
+fn typed_public(public: &[u8; 32]) -> Vec<u8> {
+    [&[1u8][..], &public[..]].concat()
+}
+
+/// The signed-note verifier key of an Ed25519 public key named `origin`:
+/// `<name>+<hex key id>+<base64(0x01 || key)>`.
+pub fn vkey_of(origin: &str, public: &[u8; 32]) -> String {
+    format!(
+        "{origin}+{:08x}+{}",
+        signed_note::key_id(origin, &typed_public(public)),
+        B64.encode(typed_public(public))
+    )
+}
+
+/// The keys that sign checkpoints now: the active one first, then an incoming one (during a
+/// handover both sign), as of `log_state.key_epoch` = `epoch` (0, before any handover: number 1
+/// alone).
+struct Signing {
+    epoch: i64,
+    keys: Vec<NoteKey>,
+}
+
+/// The log's checkpoint signer: the log's Ed25519 key or, while a key handover is under way
+/// (`crate::handover`), the active key and its successor, both named by the log's origin.
+///
+/// Which keys sign is stored (`signing_keys`); a change bumps `log_state.key_epoch` under the
+/// sequencer's lock, and [`append`] compares it with what this replica loaded in the same
+/// transaction, so no replica signs a checkpoint with keys a step on another replica changed.
 pub struct LogSigner {
     origin: String,
-    key: crate::hsm::EdKey,
-    id: u32,
+    /// Number 1's key, where init put it (a sealed file or the token).
+    first: Option<Arc<crate::hsm::EdKey>>,
+    /// Opens the sealed keys of later numbers.
+    passphrase: Option<String>,
+    /// Keys of later numbers, each opened once (argon2id makes opening slow on purpose).
+    opened: Mutex<BTreeMap<i64, Arc<crate::hsm::EdKey>>>,
+    now: RwLock<Arc<Signing>>,
 }
 
 impl LogSigner {
@@ -74,40 +146,89 @@ impl LogSigner {
         if !signed_note::is_key_name_valid(origin) {
             return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
         }
-        let id = signed_note::key_id(origin, &Self::typed_public(&key));
+        let first = Arc::new(key);
         Ok(Self {
             origin: origin.to_string(),
-            key,
-            id,
+            now: RwLock::new(Arc::new(Signing {
+                epoch: 0,
+                keys: vec![NoteKey::new(origin, 1, first.clone())],
+            })),
+            first: Some(first),
+            passphrase: None,
+            opened: Mutex::default(),
         })
     }
 
-    fn typed_public(key: &crate::hsm::EdKey) -> Vec<u8> {
-        [&[1u8][..], &key.public()[..]].concat()
+    /// The signer of a CA that serves: number 1's key if this replica still holds it, the keys
+    /// of later numbers opened from the database with `passphrase`. It signs nothing before
+    /// [`LogSigner::reload`] has read which keys sign.
+    pub fn stored(origin: &str, first: Option<crate::hsm::EdKey>, passphrase: &str) -> Result<Self, LogError> {
+        if !signed_note::is_key_name_valid(origin) {
+            return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
+        }
+        Ok(Self {
+            origin: origin.to_string(),
+            now: RwLock::new(Arc::new(Signing {
+                epoch: -1,
+                keys: Vec::new(),
+            })),
+            first: first.map(Arc::new),
+            passphrase: Some(passphrase.to_string()),
+            opened: Mutex::default(),
+        })
     }
 
-    /// The verifier key in signed-note form: `<name>+<hex key id>+<base64(0x01 || key)>`.
+    /// The log's origin (every key's name).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn signing(&self) -> Arc<Signing> {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The active key's verifier key in signed-note form.
     pub fn vkey(&self) -> String {
-        format!(
-            "{}+{:08x}+{}",
-            self.origin,
-            self.id,
-            B64.encode(Self::typed_public(&self.key))
-        )
+        self.signing().keys.first().map(NoteKey::vkey).unwrap_or_default()
     }
 
-    /// Signs the checkpoint of a tree.
+    /// Number 1's raw public key (the key of initialisation), if this replica holds it.
+    pub fn first_public(&self) -> Option<[u8; 32]> {
+        self.first.as_ref().map(|k| k.public())
+    }
+
+    /// The numbers of the keys signing now (the active one first).
+    pub fn signing_numbers(&self) -> Vec<i64> {
+        self.signing().keys.iter().map(|k| k.number).collect()
+    }
+
+    /// Signs the checkpoint of a tree with every key signing now.
     pub fn sign_checkpoint(&self, size: u64, root: Hash) -> Result<String, LogError> {
+        let signing = self.signing();
+        if signing.keys.is_empty() {
+            return Err(LogError::Key("no log key has been loaded".into()));
+        }
         let cp = Checkpoint::new(&self.origin, size, root, "").map_err(|_| LogError::Key("bad checkpoint".into()))?;
         let mut note = signed_note::Note::new(&cp.to_bytes(), &[]).map_err(|e| LogError::Key(e.to_string()))?;
-        note.add_sigs(&[self]).map_err(|e| LogError::Key(e.to_string()))?;
+        let signers: Vec<&dyn signed_note::Signer> =
+            signing.keys.iter().map(|k| k as &dyn signed_note::Signer).collect();
+        note.add_sigs(&signers).map_err(|e| LogError::Key(e.to_string()))?;
         String::from_utf8(note.to_bytes()).map_err(|e| LogError::Key(e.to_string()))
     }
 
-    /// Verifies a checkpoint note signed by this key and returns its size and root.
+    /// Verifies a checkpoint note signed by a key signing now and returns its size and root.
     pub fn open_checkpoint(&self, note: &str) -> Result<(u64, Hash), LogError> {
-        let verifier = signed_note::StandardVerifier::new(&self.vkey()).map_err(|e| LogError::Key(e.to_string()))?;
-        let list = signed_note::VerifierList::new(vec![Box::new(verifier)]);
+        let signing = self.signing();
+        let verifiers = signing
+            .keys
+            .iter()
+            .map(|k| {
+                signed_note::StandardVerifier::new(&k.vkey())
+                    .map(|v| Box::new(v) as Box<dyn signed_note::Verifier>)
+                    .map_err(|e| LogError::Key(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = signed_note::VerifierList::new(verifiers);
         let n = signed_note::Note::from_bytes(note.as_bytes())
             .map_err(|e| LogError::Corrupt(format!("checkpoint note: {e}")))?;
         n.verify(&list)
@@ -122,21 +243,107 @@ impl LogSigner {
         }
         Ok((cp.size(), *cp.hash()))
     }
+
+    /// Loads the stored signing keys if `epoch` is not the one loaded (inside the sequencer's
+    /// transaction when called from [`append`]).
+    pub async fn refresh(&self, conn: &mut AnyConnection, epoch: i64) -> Result<(), LogError> {
+        if self.signing().epoch == epoch {
+            return Ok(());
+        }
+        let rows = crate::db::keys::all(conn, "log").await.map_err(LogError::Db)?;
+        let mut keys = Vec::new();
+        for state in ["active", "incoming"] {
+            for row in rows.iter().filter(|r| r.state == state) {
+                keys.push(NoteKey::new(&self.origin, row.number, self.key_of(row)?));
+            }
+        }
+        if keys.is_empty() {
+            return Err(LogError::Key("no active log key is recorded".into()));
+        }
+        let numbers: Vec<i64> = keys.iter().map(|k| k.number).collect();
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| numbers.contains(n));
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Signing { epoch, keys });
+        tracing::info!(epoch, keys = ?numbers, "log checkpoints are signed by key(s) {numbers:?}");
+        Ok(())
+    }
+
+    /// Makes the next [`LogSigner::refresh`] load the stored keys whatever the epoch.
+    pub fn forget(&self) {
+        let keys = self.signing().keys.clone();
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Signing { epoch: -1, keys });
+    }
+
+    /// Reads the key epoch and loads the keys if it changed (start-up and followers).
+    pub async fn reload(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
+        let epoch = crate::db::keys::epoch(&mut *conn).await.map_err(LogError::Db)?;
+        self.refresh(conn, epoch).await
+    }
+
+    fn key_of(&self, row: &crate::db::keys::KeyRow) -> Result<Arc<crate::hsm::EdKey>, LogError> {
+        let key = if row.number == 1 {
+            self.first.clone().ok_or_else(|| {
+                LogError::Key("log key 1 is still in use but this replica does not hold it (log.key.sealed)".into())
+            })?
+        } else if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
+            k.clone()
+        } else {
+            let (Some(passphrase), Some(sealed)) = (&self.passphrase, &row.key_sealed) else {
+                return Err(LogError::Key(format!("log key {} cannot be opened here", row.number)));
+            };
+            let pkcs8 = crate::keystore::blocking(|| crate::keystore::open(passphrase, &key_label(row.number), sealed))
+                .map_err(|e| LogError::Key(format!("opening log key {}: {e}", row.number)))?;
+            let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| LogError::Key(e.to_string()))?;
+            let key = Arc::new(crate::hsm::EdKey::Software(key));
+            self.opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(row.number, key.clone());
+            key
+        };
+        if B64.encode(key.public()) != row.public_key {
+            return Err(LogError::Key(format!(
+                "log key {} is not the key recorded for it",
+                row.number
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Keeps this replica's keys in step with the stored ones between appends, checking every
+    /// `every` (so `/log/vkey` names the active key soon after a step on another replica).
+    pub async fn follow(self: Arc<Self>, db: crate::db::Db, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let result = match db.acquire().await {
+                Ok(mut c) => self.reload(&mut c).await,
+                Err(e) => Err(LogError::Db(e)),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "reading the log's signing keys failed; will retry");
+            }
+        }
+    }
 }
 
-impl signed_note::Signer for LogSigner {
-    fn name(&self) -> &str {
-        &self.origin
-    }
-    fn key_id(&self) -> u32 {
-        self.id
-    }
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
-        self.key.sign(msg).map(|s| s.to_vec()).map_err(|e| {
-            tracing::error!(error = %e, "the log key did not sign");
-            signature::Error::new()
-        })
-    }
+/// Verifies a checkpoint note with one verifier key; returns its size and root.
+pub fn open_with(vkey: &str, note: &str) -> Result<(u64, Hash), LogError> {
+    let verifier = signed_note::StandardVerifier::new(vkey).map_err(|e| LogError::Key(e.to_string()))?;
+    let n = signed_note::Note::from_bytes(note.as_bytes())
+        .map_err(|e| LogError::Corrupt(format!("checkpoint note: {e}")))?;
+    n.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|e| LogError::Corrupt(format!("checkpoint signature: {e}")))?;
+    let cp = Checkpoint::from_bytes(n.text()).map_err(|_| LogError::Corrupt("checkpoint text".into()))?;
+    Ok((cp.size(), *cp.hash()))
+}
+
+/// The label a sealed log key of `number` is sealed under.
+pub fn key_label(number: i64) -> String {
+    format!("log-{number}")
 }
 
 /// A [`HashReader`] over hashes fetched so far; it records the ones it lacks, so the caller can
@@ -367,10 +574,12 @@ pub async fn append(
     leaves: &[NewLeaf],
     with_proofs: bool,
 ) -> Result<Appended, LogError> {
-    let size: i64 = sqlx::query_scalar("UPDATE log_state SET size = size WHERE id = 1 RETURNING size")
+    let row = sqlx::query("UPDATE log_state SET size = size WHERE id = 1 RETURNING size, key_epoch")
         .fetch_one(&mut **tx)
         .await?;
-    let size = size as u64;
+    let size = row.try_get::<i64, _>(0)? as u64;
+    // A key handover (here or on another replica) changes the epoch under this lock.
+    signer.refresh(tx, row.try_get::<i64, _>(1)?).await?;
     let hashes = Hashes::default();
     let mut new_hashes = Vec::new();
     for (i, leaf) in leaves.iter().enumerate() {

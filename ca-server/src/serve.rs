@@ -111,23 +111,36 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
         );
     }
 
-    let log = match log_in_token {
-        Some(key) => LogSigner::with_key(&cfg.log_origin, key)?,
-        None => {
-            let sealed_log = String::from_utf8(read(p.log_key())?).context("log.key.sealed")?;
-            LogSigner::new(
-                &cfg.log_origin,
-                &crate::keystore::open(&passphrase, "log", &sealed_log)?,
-            )?
-        }
+    // The log's key of initialisation, unless a handover retired it and its file is gone.
+    let first_log_key = match log_in_token {
+        Some(key) => Some(key),
+        None => match std::fs::read(p.log_key()) {
+            Ok(bytes) => {
+                let sealed = String::from_utf8(bytes).context("log.key.sealed")?;
+                let pkcs8 = crate::keystore::open(&passphrase, "log", &sealed)?;
+                Some(crate::hsm::EdKey::Software(
+                    ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+                        .map_err(|e| anyhow::anyhow!("log.key.sealed: {e}"))?,
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => bail!("reading {}: {e}", p.log_key().display()),
+        },
     };
-    if db.meta("log_vkey").await?.as_deref() != Some(log.vkey().as_str()) {
-        bail!(
-            "the database's issuance log was signed with another key or origin than {} and '{}'",
-            p.log_key().display(),
-            cfg.log_origin
-        );
+    let log = LogSigner::stored(&cfg.log_origin, first_log_key, &passphrase)?;
+    if let Some(first) = log.first_public() {
+        if db.meta("log_vkey").await?.as_deref() != Some(crate::log::vkey_of(&cfg.log_origin, &first).as_str()) {
+            bail!(
+                "the database's issuance log was signed with another key or origin than {} and '{}'",
+                p.log_key().display(),
+                cfg.log_origin
+            );
+        }
+        crate::handover::record_first(&db, identity::logleaf::KeyPurpose::Log, &first, now()).await?;
     }
+    log.reload(&mut *db.acquire().await?)
+        .await
+        .context("loading the log's signing keys")?;
     // The intermediates: number 1 is the one of initialisation; rotation adds the others.
     crate::intermediates::record_first(&db, &ca.intermediate, now()).await?;
     let keys = Arc::new(crate::intermediates::Keys {
@@ -193,6 +206,7 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
         keys: keys.clone(),
     });
     tokio::spawn(issuers.follow(db.clone(), keys));
+    tokio::spawn(state.log.clone().follow(db.clone(), crate::intermediates::FOLLOW_EVERY));
     tokio::spawn(refresh_crl(state.clone()));
     tokio::spawn(watch_feed(state.clone()));
     let connection_stats = state.connections.clone();

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use identity::logleaf::IntermediateStep;
-use identity::logleaf::{LeafRef, LogLeaf};
+use identity::logleaf::{HandoverStep, IntermediateStep, KeyPurpose, LeafRef, LogLeaf};
 use identity::tree::CompactRange;
 use identity::verify::{LeafVerifier, TrustBundle};
 use rustls_pki_types::CertificateDer;
@@ -49,6 +48,23 @@ pub struct AuditReport {
     /// The one intermediate that issued without being announced in the log: the CA's first,
     /// made at initialisation.
     unannounced: Option<[u8; 32]>,
+    /// Key handover steps (log and membership keys) in the log.
+    pub key_steps: u64,
+    /// Each purpose's keys as the log tells them.
+    keys: HashMap<u8, KeyTrack>,
+    /// Log-key handovers begun: (entry index, old key, new key).
+    log_handovers: Vec<(u64, [u8; 32], [u8; 32])>,
+    /// Log keys this audit took over from the pinned one by following handovers (verifier keys,
+    /// in order); the last one signs the verified checkpoint and is the one to pin from now on.
+    pub handed_over_to: Vec<String>,
+}
+
+/// A purpose's keys as the log tells them: the active one (known from the first handover leaf
+/// on) and an incoming one.
+#[derive(Debug, Clone, Default)]
+struct KeyTrack {
+    active: Option<[u8; 32]>,
+    incoming: Option<(u64, [u8; 32])>,
 }
 
 /// Checks that `vkey` is a note verifier key (`<name>+<hash>+<key>`) this audit can use.
@@ -74,6 +90,112 @@ pub fn open_checkpoint(vkey: &str, note: &[u8]) -> Result<(String, u64, Hash), A
         )));
     }
     Ok((origin, cp.size(), *cp.hash()))
+}
+
+/// The raw Ed25519 key of a verifier key (`name+id+base64(0x01 || key)`).
+fn vkey_public(vkey: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(vkey.trim().splitn(3, '+').nth(2)?)
+        .ok()?;
+    match raw.split_first() {
+        Some((1, key)) => key.try_into().ok(),
+        _ => None,
+    }
+}
+
+/// A log-key handover followed from a pinned key: the last checkpoint both keys signed (its
+/// size and root) and the key taken over.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The handover checkpoint's tree size.
+    pub size: u64,
+    /// Its root.
+    pub root: Hash,
+    /// The key handed over.
+    pub from: [u8; 32],
+    /// The key that took over.
+    pub to: [u8; 32],
+    /// The new key's verifier key.
+    pub vkey: String,
+}
+
+/// Opens `note` with `pinned`, or, when it is signed by a key the pinned one handed over to,
+/// follows the handovers the CA lists (`GET /api/v1/keys/log`): each hop's handover checkpoint
+/// must verify with the key pinned so far and with the next one, naming the same tree. Returns
+/// the note's size and root and the hops taken; the caller checks that each hop's tree holds the
+/// `begun` leaf naming both keys and has the hop's root (nothing here trusts the listing).
+pub async fn open_following_handovers(
+    api: &Api,
+    pinned: &str,
+    note: &[u8],
+) -> Result<(u64, Hash, Vec<Hop>), AuditError> {
+    let first_error = match open_checkpoint(pinned, note) {
+        Ok((_, size, root)) => return Ok((size, root, Vec::new())),
+        Err(e) => e,
+    };
+    let keys = match api
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::SigningKey>>("/api/v1/keys/log", &[])
+        .await
+    {
+        Ok(k) => k.items,
+        Err(ClientError::Problem { status: 404, .. }) => return Err(first_error),
+        Err(e) => return Err(e.into()),
+    };
+    let mut current = pinned.trim().to_string();
+    let mut hops: Vec<Hop> = Vec::new();
+    for _ in 0..keys.len() {
+        let next = keys.iter().find_map(|k| {
+            let (vkey, cp) = (k.vkey.as_deref()?, k.handover_checkpoint.as_deref()?);
+            if vkey.trim() == current {
+                return None;
+            }
+            let (_, size, root) = open_checkpoint(&current, cp.as_bytes()).ok()?;
+            let (_, size2, root2) = open_checkpoint(vkey, cp.as_bytes()).ok()?;
+            (size == size2 && root == root2).then(|| Hop {
+                size,
+                root,
+                from: vkey_public(&current).unwrap_or_default(),
+                to: vkey_public(vkey).unwrap_or_default(),
+                vkey: vkey.trim().to_string(),
+            })
+        });
+        let Some(hop) = next else { break };
+        if hops.last().is_some_and(|h| h.size > hop.size) {
+            return Err(AuditError::Invalid(
+                "the CA's log keys' handover checkpoints go back in time".into(),
+            ));
+        }
+        current = hop.vkey.clone();
+        hops.push(hop);
+        if let Ok((_, size, root)) = open_checkpoint(&current, note) {
+            if hops.last().is_some_and(|h| h.size > size) {
+                return Err(AuditError::Invalid(
+                    "a handover checkpoint is larger than the latest checkpoint".into(),
+                ));
+            }
+            return Ok((size, root, hops));
+        }
+    }
+    Err(first_error)
+}
+
+/// Checks, after a verified replay, that each hop's tree held the `begun` leaf of its handover.
+fn check_hops(hops: &[Hop], report: &AuditReport) -> Result<(), AuditError> {
+    for hop in hops {
+        if !report
+            .log_handovers
+            .iter()
+            .any(|(at, old, new)| *at < hop.size && *old == hop.from && *new == hop.to)
+        {
+            return Err(AuditError::Invalid(format!(
+                "the checkpoint is signed by {}, but the log holds no handover to it from the pinned key \
+                 within the {} entries its handover checkpoint covers",
+                hop.vkey, hop.size
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The C2SP path of entry bundle `n` with `width` entries.
@@ -261,7 +383,8 @@ pub async fn verify(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<AuditReport, AuditError> {
     let note = api.get_bytes("/log/checkpoint").await?;
-    let (_, size, root) = open_checkpoint(vkey, &note)?;
+    let (size, root, hops) = open_following_handovers(api, vkey, &note).await?;
+    let mut next_hop = 0;
     let mut edge = CompactRange::default();
     // The books travel into each group's blocking task, which records its entries in log order
     // while they are still borrowed from the downloaded bundles, and come back with the hashes.
@@ -289,8 +412,19 @@ pub async fn verify(
         .map_err(|e| AuditError::Invalid(format!("verification task failed: {e}")))?;
         let (hashes, issued, report) = done?;
         let n = hashes.len() as u64;
-        for h in hashes {
+        for (i, h) in hashes.into_iter().enumerate() {
             edge.push(h);
+            while let Some(hop) = hops.get(next_hop)
+                && hop.size == start + i as u64 + 1
+            {
+                if edge.root() != hop.root {
+                    return Err(AuditError::Invalid(format!(
+                        "the root recomputed from {} entries differs from the handover checkpoint to {}",
+                        hop.size, hop.vkey
+                    )));
+                }
+                next_hop += 1;
+            }
         }
         books = Some((issued, report));
         progress(start + n, size);
@@ -303,6 +437,13 @@ pub async fn verify(
             "the root recomputed from {size} entries differs from the signed checkpoint"
         )));
     }
+    if next_hop != hops.len() {
+        return Err(AuditError::Invalid(
+            "a handover checkpoint names a tree the log never had".into(),
+        ));
+    }
+    check_hops(&hops, &report)?;
+    report.handed_over_to = hops.into_iter().map(|h| h.vkey).collect();
     use base64::Engine;
     report.root = base64::engine::general_purpose::STANDARD.encode(root.0);
     report.issued = issued;
@@ -318,6 +459,13 @@ pub struct FollowState {
     pub root: String,
     /// The right edge (subtree sizes and base64 hashes), enough to extend the tree.
     pub edge: Vec<(u64, String)>,
+    /// The log's verifier key pinned now, once a handover was followed (until then, the one the
+    /// follower was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vkey: Option<String>,
+    /// Log-key handovers begun in the verified entries: (entry index, old key, new key), base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handovers: Vec<(u64, String, String)>,
 }
 
 fn b64(h: &Hash) -> String {
@@ -339,6 +487,10 @@ fn unb64(s: &str) -> Result<Hash, AuditError> {
 /// extend the verified tree: a consistency proof checks out, and the new entries appended to the
 /// stored right edge give the new root), checks each new entry and reports it to `on_entry`,
 /// then advances the state. Returns the number of new entries.
+///
+/// `vkey` is the key the follower was given; once a handover of the log's key was followed (its
+/// handover checkpoint verified with the pinned key, the `begun` leaf naming both keys in the
+/// tree it commits to), the state pins the new key and later rounds use it alone.
 pub async fn follow_once(
     api: &Api,
     vkey: &str,
@@ -348,7 +500,40 @@ pub async fn follow_once(
     on_entry: &mut dyn FnMut(u64, &LogLeaf),
 ) -> Result<u64, AuditError> {
     let note = api.get_bytes("/log/checkpoint").await?;
-    let (_, size, root) = open_checkpoint(vkey, &note)?;
+    let pinned = state.vkey.clone().unwrap_or_else(|| vkey.trim().to_string());
+    let (size, root, hops) = open_following_handovers(api, &pinned, &note).await?;
+    let from = state.size;
+    for hop in hops {
+        advance(api, bundle, chain, state, hop.size, hop.root, on_entry).await?;
+        use base64::Engine;
+        let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+        let (old, new) = (b64(&hop.from), b64(&hop.to));
+        if !state
+            .handovers
+            .iter()
+            .any(|(at, o, n)| *at < hop.size && *o == old && *n == new)
+        {
+            return Err(AuditError::Invalid(format!(
+                "the checkpoint is signed by {}, but the log holds no handover to it from the pinned key",
+                hop.vkey
+            )));
+        }
+        state.vkey = Some(hop.vkey);
+    }
+    advance(api, bundle, chain, state, size, root, on_entry).await?;
+    Ok(size - from)
+}
+
+/// Extends the verified tree in `state` to the checkpoint (`size`, `root`), already verified.
+async fn advance(
+    api: &Api,
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'static>],
+    state: &mut FollowState,
+    size: u64,
+    root: Hash,
+    on_entry: &mut dyn FnMut(u64, &LogLeaf),
+) -> Result<(), AuditError> {
     let old_root = if state.size == 0 {
         EMPTY_HASH
     } else {
@@ -366,7 +551,7 @@ pub async fn follow_once(
                 "two different roots signed for size {size}: the log forked"
             )));
         }
-        return Ok(0);
+        return Ok(());
     }
     if state.size > 0 {
         let v = api
@@ -397,6 +582,7 @@ pub async fn follow_once(
     );
     let mut issued = HashMap::new();
     let mut scratch = AuditReport::default();
+    let mut begun = Vec::new();
     let shared = std::sync::Arc::new((bundle.clone(), chain.to_vec()));
     let from = state.size;
     for_each_group(api, size, from / 256, size.div_ceil(256), async |start, bundles| {
@@ -416,6 +602,18 @@ pub async fn follow_once(
         for (i, (h, leaf)) in hashes.into_iter().zip(checked).enumerate() {
             let at = first + i as u64;
             edge.push(h);
+            if let LogLeaf::Key {
+                purpose: KeyPurpose::Log,
+                step: HandoverStep::Begun,
+                old_key,
+                new_key,
+                ..
+            } = &leaf
+            {
+                use base64::Engine;
+                let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+                begun.push((at, b64(old_key), b64(new_key)));
+            }
             // This round sees only the new entries: a revocation may refer to an earlier issuance.
             record(at, leaf.as_ref(), None, &mut issued, false, &mut scratch)?;
             on_entry(at, &leaf);
@@ -428,13 +626,11 @@ pub async fn follow_once(
             "the new entries do not extend the verified tree to the signed root of size {size}"
         )));
     }
-    let new = size - state.size;
-    *state = FollowState {
-        size,
-        root: b64(&root),
-        edge: edge.subtrees().iter().map(|(n, h)| (*n, b64(h))).collect(),
-    };
-    Ok(new)
+    state.size = size;
+    state.root = b64(&root);
+    state.edge = edge.subtrees().iter().map(|(n, h)| (*n, b64(h))).collect();
+    state.handovers.extend(begun);
+    Ok(())
 }
 
 /// Decodes one entry and, for an issuance and with a verifier, verifies its certificate (at its own start of
@@ -585,6 +781,51 @@ fn record(
             }
             report.revisions.insert(subchain.to_string(), revision);
             report.memberships += 1;
+        }
+        LeafRef::Key {
+            purpose,
+            step,
+            number,
+            old_key,
+            new_key,
+            ..
+        } => {
+            let name = purpose.name();
+            if old_key == new_key {
+                return Err(bad(format!("{name} key {number} hands a key over to itself")));
+            }
+            let track = report.keys.entry(purpose as u8).or_default();
+            if track.active.is_some_and(|a| a != *old_key) {
+                return Err(bad(format!(
+                    "{name} key {number}: the handover is {} from a key that is not the active one",
+                    step.name()
+                )));
+            }
+            match step {
+                HandoverStep::Begun => {
+                    if let Some((n, _)) = track.incoming {
+                        return Err(bad(format!("{name} key {number} begun while key {n} is incoming")));
+                    }
+                    track.incoming = Some((number, *new_key));
+                    if purpose == KeyPurpose::Log {
+                        report.log_handovers.push((index, *old_key, *new_key));
+                    }
+                }
+                HandoverStep::Finished => {
+                    match track.incoming {
+                        Some((n, k)) if n == number && k == *new_key => {}
+                        None if !complete_history => {}
+                        _ => return Err(bad(format!("{name} key {number} finished without being begun"))),
+                    }
+                    track.incoming = None;
+                }
+            }
+            track.active = Some(if step == HandoverStep::Finished {
+                *new_key
+            } else {
+                *old_key
+            });
+            report.key_steps += 1;
         }
         LeafRef::Revocation { serial, .. } => match issued.get_mut(serial) {
             None if complete_history => return Err(bad(format!("revocation of {serial}, which the log never issued"))),

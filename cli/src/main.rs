@@ -221,6 +221,10 @@ enum Command {
     /// publish, activate, then retire the old one once its last certificate has expired.
     #[command(subcommand)]
     Intermediates(IntermediateCmd),
+    /// The CA's Ed25519 signing keys, and handing one over to its successor (administrators):
+    /// begin (both sign), then finish (the new one alone).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Subchains: the directory, creating and managing them, joining, signed statements.
     #[command(subcommand)]
     Subchain(subchain::SubchainCmd),
@@ -318,6 +322,41 @@ enum Command {
         /// Print the API's items as JSON (for scripts).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Every key of PURPOSE (`log` or `membership`) with its state (public).
+    List {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// `log` (the issuance log's checkpoint key) or `membership`.
+        purpose: String,
+        /// Print the API's items as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Begin handing PURPOSE's key over: a new key, published; a log key co-signs every
+    /// checkpoint beside the old one from now on.
+    Begin {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// `log` or `membership`.
+        purpose: String,
+    },
+    /// Finish the handover to PURPOSE's key NUMBER: it alone signs from now on; the old one is retired.
+    Finish {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// `log` or `membership`.
+        purpose: String,
+        /// The incoming key's number.
+        number: u32,
     },
 }
 
@@ -489,7 +528,9 @@ impl From<ClientError> for Failure {
                 "busy" => (5, Some("the CA is busy; try again in a moment")),
                 "rotation-refused" => (
                     4,
-                    Some("see where the rotation stands with `bsn intermediates list`, then take the step it is at"),
+                    Some(
+                        "see where the rotation stands with `bsn intermediates list` (or `bsn keys list log`), then take the step it is at",
+                    ),
                 ),
                 "not-a-member" => (3, Some("ask the subchain's publisher to admit you (bsn subchain join)")),
                 "role-required" | "not-a-writer" => (
@@ -638,6 +679,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             print_secret(&v.secret, &v.secret_expires_at, max_enrollments);
         }
         Command::Intermediates(cmd) => intermediates(cmd).await?,
+        Command::Keys(cmd) => keys(cmd).await?,
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
         Command::Audit(AuditCmd::Verify {
@@ -972,6 +1014,68 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `bsn keys`: the listing, or one handover step.
+async fn keys(cmd: KeysCmd) -> Result<(), Failure> {
+    use bsn_api::ca::{Items, SigningKey};
+    let show = |k: &SigningKey| {
+        println!("{} key {} is {}", k.purpose, k.number, k.state);
+        if let Some(vkey) = &k.vkey {
+            println!("verifier key: {vkey}");
+        }
+        match k.state.as_str() {
+            "incoming" => println!(
+                "next: give auditors time to see it (`bsn audit follow` records it), then `bsn keys finish {} {}`",
+                k.purpose, k.number
+            ),
+            "active" if k.purpose == "log" => println!(
+                "checkpoints are signed by it alone from now on; auditors that pinned the old key follow the handover once and pin this one"
+            ),
+            _ => {}
+        }
+    };
+    match cmd {
+        KeysCmd::List { ca, purpose, json } => {
+            let list: Items<SigningKey> = api(&ca, None)?.get_as(&format!("/api/v1/keys/{purpose}"), &[]).await?;
+            output::print(
+                &list.items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["NUMBER", "STATE", "PUBLIC KEY", "VERIFIER KEY"]);
+                    for k in items {
+                        t.row(vec![
+                            k.number.to_string(),
+                            k.state.clone(),
+                            k.public_key.clone(),
+                            k.vkey.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    t
+                },
+                "no keys",
+            )
+        }
+        KeysCmd::Begin { ca, me, purpose } => {
+            let k: SigningKey = api(&ca, Some(&me))?
+                .post_as(&format!("/api/v1/keys/{purpose}"), &json!({}))
+                .await?;
+            show(&k);
+            Ok(())
+        }
+        KeysCmd::Finish {
+            ca,
+            me,
+            purpose,
+            number,
+        } => {
+            let k: SigningKey = api(&ca, Some(&me))?
+                .post_as(&format!("/api/v1/keys/{purpose}/{number}/finish"), &json!({}))
+                .await?;
+            show(&k);
+            Ok(())
+        }
+    }
+}
+
 async fn set_status(ca: &CaArgs, me: &IdentityArgs, id: &str, action: &str) -> Result<(), Failure> {
     let v: Identity = api(ca, Some(me))?
         .post_as(&format!("/api/v1/identities/{id}/{action}"), &json!({}))
@@ -1030,10 +1134,17 @@ async fn audit_verify(
         Ok((r, listed)) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions, {} intermediate steps)",
-                r.size, r.issuances, r.revocations, r.memberships, r.intermediate_steps
+                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions, {} intermediate steps, {} key handover steps)",
+                r.size, r.issuances, r.revocations, r.memberships, r.intermediate_steps, r.key_steps
             );
             println!("root {} matches the signed checkpoint", r.root);
+            if let Some(new) = r.handed_over_to.last() {
+                println!(
+                    "the log's checkpoint key was handed over from the key in {}: the handover verified with it, and the checkpoint is signed by {new}",
+                    vkey_file.display()
+                );
+                println!("pin the new key: save that line as your log.vkey");
+            }
             if depth == bsn::audit::Depth::Structure {
                 println!("structure only: certificates were not parsed and their signatures not checked");
             }
@@ -1093,6 +1204,7 @@ async fn audit_follow(
     let chain = bsn::audit::fetch_intermediates(&api).await.map_err(audit_failure)?;
     loop {
         let mut alerts = Vec::new();
+        let pinned_before = state.vkey.clone();
         let result = bsn::audit::follow_once(&api, &vkey, &bundle, &chain, &mut state, &mut |index, leaf| {
             let (kind, identity, serial) = match leaf {
                 identity::logleaf::LogLeaf::Issuance { identity, serial, .. } => ("issued", identity, serial.clone()),
@@ -1117,6 +1229,20 @@ async fn audit_follow(
                     println!("{index}\tintermediate\t{number} {} by {authorized_by}", step.name());
                     return;
                 }
+                identity::logleaf::LogLeaf::Key {
+                    purpose,
+                    step,
+                    number,
+                    authorized_by,
+                    ..
+                } => {
+                    println!(
+                        "{index}\tkey\t{} key {number} handover {} by {authorized_by}",
+                        purpose.name(),
+                        step.name()
+                    );
+                    return;
+                }
             };
             println!("{index}\t{kind}\t{identity}\t{serial}");
             if watch.iter().any(|w| identity.rsplit('/').next() == Some(w.as_str())) {
@@ -1128,6 +1254,13 @@ async fn audit_follow(
         .await;
         match result {
             Ok(_) => {
+                if state.vkey != pinned_before
+                    && let Some(new) = &state.vkey
+                {
+                    eprintln!(
+                        "the log's checkpoint key was handed over (its begun entry and a checkpoint both keys signed verified); pinned from now on: {new}"
+                    );
+                }
                 let json = serde_json::to_vec_pretty(&state).map_err(local)?;
                 bsn_api::files::write_file(state_file, &json, 0o644)
                     .map_err(|e| local(format!("writing {}: {e}", state_file.display())))?;

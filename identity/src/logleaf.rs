@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! u8 version = 1
-//! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership) | 4 (intermediate)
+//! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership) | 4 (intermediate) | 5 (key)
 //! u64 time   (Unix seconds, big-endian)
 //! issuance:     str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by,
 //!               i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
@@ -11,7 +11,12 @@
 //! membership:   str subchain, u64 revision, str authorised_by, [32] statement_sha256
 //! intermediate: u8 step (1 published, 2 activated, 3 retired), u64 number, str authorised_by,
 //!               bytes certificate (DER)
+//! key:          u8 purpose (1 log, 2 membership), u8 step (1 begun, 2 finished), u64 number,
+//!               str authorised_by, [32] old_key, [32] new_key (Ed25519 public keys)
 //! ```
+//! A key leaf records a step of handing one of the CA's Ed25519 keys over to its successor
+//! (number `number`): begun (the new key is published; a log key co-signs every checkpoint beside
+//! the old one from this leaf on) and finished (the new key alone signs; the old one is retired).
 //! An intermediate leaf records a step of an issuing CA's rotation: published (in the bundle,
 //! not yet issuing), activated (issuing from now on; the one active before keeps its CRL until it
 //! is retired) and retired (no longer issuing or publishing a CRL: its last certificate expired).
@@ -95,6 +100,86 @@ pub enum LogLeaf {
         /// The intermediate's certificate, DER.
         certificate: Vec<u8>,
     },
+    /// A step in handing a CA signing key over to its successor.
+    Key {
+        /// Unix seconds.
+        time: u64,
+        /// Which key.
+        purpose: KeyPurpose,
+        /// Which step.
+        step: HandoverStep,
+        /// The new key's number at this CA (the key of initialisation is 1).
+        number: u64,
+        /// Who took the step.
+        authorized_by: String,
+        /// The key handed over (Ed25519 public key).
+        old_key: [u8; 32],
+        /// Its successor (Ed25519 public key).
+        new_key: [u8; 32],
+    },
+}
+
+/// Which of the CA's Ed25519 keys a handover is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// The issuance log's checkpoint key.
+    Log = 1,
+    /// The membership key (statements, the node directory, heartbeats).
+    Membership = 2,
+}
+
+impl KeyPurpose {
+    fn from_code(c: u8) -> Result<Self, LeafError> {
+        match c {
+            1 => Ok(Self::Log),
+            2 => Ok(Self::Membership),
+            _ => Err(LeafError::Malformed("unknown key purpose")),
+        }
+    }
+
+    /// Its name: `log` or `membership`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Membership => "membership",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "log" => Some(Self::Log),
+            "membership" => Some(Self::Membership),
+            _ => None,
+        }
+    }
+}
+
+/// The steps of a key handover, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandoverStep {
+    /// The new key is published; the old one still signs (a log key's checkpoints carry both).
+    Begun = 1,
+    /// The new key alone signs; the old one is retired.
+    Finished = 2,
+}
+
+impl HandoverStep {
+    fn from_code(c: u8) -> Result<Self, LeafError> {
+        match c {
+            1 => Ok(Self::Begun),
+            2 => Ok(Self::Finished),
+            _ => Err(LeafError::Malformed("unknown handover step")),
+        }
+    }
+
+    /// Its name: `begun` or `finished`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Begun => "begun",
+            Self::Finished => "finished",
+        }
+    }
 }
 
 /// The steps of an issuing intermediate's rotation, in the order they happen.
@@ -209,6 +294,17 @@ pub enum LeafRef<'a> {
         authorized_by: &'a str,
         certificate: &'a [u8],
     },
+    /// See [`LogLeaf::Key`].
+    #[allow(missing_docs)]
+    Key {
+        time: u64,
+        purpose: KeyPurpose,
+        step: HandoverStep,
+        number: u64,
+        authorized_by: &'a str,
+        old_key: &'a [u8; 32],
+        new_key: &'a [u8; 32],
+    },
 }
 
 impl<'a> LeafRef<'a> {
@@ -235,6 +331,16 @@ impl<'a> LeafRef<'a> {
                 number: r.u64()?,
                 authorized_by: r.str()?,
                 certificate: r.bytes()?,
+            }
+        } else if kind == 5 {
+            LeafRef::Key {
+                time,
+                purpose: KeyPurpose::from_code(r.u8()?)?,
+                step: HandoverStep::from_code(r.u8()?)?,
+                number: r.u64()?,
+                authorized_by: r.str()?,
+                old_key: r.hash("old key")?,
+                new_key: r.hash("new key")?,
             }
         } else {
             let identity = r.str()?;
@@ -328,6 +434,23 @@ impl<'a> LeafRef<'a> {
                 authorized_by: authorized_by.into(),
                 certificate: certificate.to_vec(),
             },
+            LeafRef::Key {
+                time,
+                purpose,
+                step,
+                number,
+                authorized_by,
+                old_key,
+                new_key,
+            } => LogLeaf::Key {
+                time,
+                purpose,
+                step,
+                number,
+                authorized_by: authorized_by.into(),
+                old_key: *old_key,
+                new_key: *new_key,
+            },
         }
     }
 }
@@ -398,6 +521,24 @@ impl LogLeaf {
                 out.extend_from_slice(&number.to_be_bytes());
                 put_bytes(&mut out, authorized_by.as_bytes())?;
                 put_bytes(&mut out, certificate)?;
+            }
+            LogLeaf::Key {
+                time,
+                purpose,
+                step,
+                number,
+                authorized_by,
+                old_key,
+                new_key,
+            } => {
+                out.push(5);
+                out.extend_from_slice(&time.to_be_bytes());
+                out.push(*purpose as u8);
+                out.push(*step as u8);
+                out.extend_from_slice(&number.to_be_bytes());
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                out.extend_from_slice(old_key);
+                out.extend_from_slice(new_key);
             }
         }
         if out.len() > MAX_LEAF {
@@ -472,14 +613,32 @@ impl LogLeaf {
                 authorized_by,
                 certificate,
             },
+            LogLeaf::Key {
+                time,
+                purpose,
+                step,
+                number,
+                authorized_by,
+                old_key,
+                new_key,
+            } => LeafRef::Key {
+                time: *time,
+                purpose: *purpose,
+                step: *step,
+                number: *number,
+                authorized_by,
+                old_key,
+                new_key,
+            },
         }
     }
 
-    /// The serial the event is about (empty for a membership change or an intermediate's step).
+    /// The serial the event is about (empty for a membership change, an intermediate's step or a
+    /// key handover).
     pub fn serial(&self) -> &str {
         match self {
             LogLeaf::Issuance { serial, .. } | LogLeaf::Revocation { serial, .. } => serial,
-            LogLeaf::Membership { .. } | LogLeaf::Intermediate { .. } => "",
+            LogLeaf::Membership { .. } | LogLeaf::Intermediate { .. } | LogLeaf::Key { .. } => "",
         }
     }
 }
@@ -522,6 +681,15 @@ mod tests {
                 authorized_by: "admin".into(),
                 certificate: vec![0x30, 0x82, 3, 4],
             },
+            LogLeaf::Key {
+                time: 4,
+                purpose: KeyPurpose::Log,
+                step: HandoverStep::Begun,
+                number: 2,
+                authorized_by: "admin".into(),
+                old_key: [5; 32],
+                new_key: [6; 32],
+            },
         ];
         for leaf in leaves {
             let bytes = leaf.encode().unwrap();
@@ -559,6 +727,25 @@ mod tests {
         assert_eq!(
             LogLeaf::decode(&step),
             Err(LeafError::Malformed("unknown intermediate step"))
+        );
+        let mut key = LogLeaf::Key {
+            time: 0,
+            purpose: KeyPurpose::Membership,
+            step: HandoverStep::Finished,
+            number: 2,
+            authorized_by: "a".into(),
+            old_key: [1; 32],
+            new_key: [2; 32],
+        }
+        .encode()
+        .unwrap();
+        key[10] = 3;
+        assert_eq!(LogLeaf::decode(&key), Err(LeafError::Malformed("unknown key purpose")));
+        key[10] = 1;
+        key[11] = 0;
+        assert_eq!(
+            LogLeaf::decode(&key),
+            Err(LeafError::Malformed("unknown handover step"))
         );
     }
 }

@@ -625,11 +625,20 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
             authorized_by: "admin".into(),
             certificate: alice.cert.clone(),
         },
+        LogLeaf::Key {
+            time: 1_767_225_604,
+            purpose: identity::logleaf::KeyPurpose::Log,
+            step: identity::logleaf::HandoverStep::Begun,
+            number: 2,
+            authorized_by: "admin".into(),
+            old_key: [0x11; 32],
+            new_key: [0x22; 32],
+        },
     ];
     let encoded: Vec<Vec<u8>> = leaves.iter().map(|l| l.encode().expect("leaf")).collect();
-    // A tree of 8 leaves: the four events, then four more revocations of the same shape.
+    // A tree of 8 leaves: the five events, then three more revocations of the same shape.
     let mut all = encoded.clone();
-    for i in 0..4u64 {
+    for i in 0..3u64 {
         all.push(
             LogLeaf::Revocation {
                 time: 1_767_225_610 + i,
@@ -665,17 +674,16 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
         .map(|h| B64.encode(h.0))
         .collect();
     let tampered = checkpoint.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
-    let other = {
-        let (_, pkcs8) = ed25519(seed("another log"));
-        ca_server::log::LogSigner::new(&origin, &pkcs8)
-            .expect("signer")
-            .sign_checkpoint(size, root)
-            .expect("checkpoint")
-    };
+    let (_, other_pkcs8) = ed25519(seed("another log"));
+    let other_signer = ca_server::log::LogSigner::new(&origin, &other_pkcs8).expect("signer");
+    let other = other_signer.sign_checkpoint(size, root).expect("checkpoint");
+    // During a handover of the log's key, a checkpoint carries both keys' signatures; a verifier
+    // uses the one whose key it pins and ignores the other.
+    let cosigned = format!("{checkpoint}{}\n", other.lines().last().expect("signature line"));
     let vkey = signer.vkey();
-    let names = ["issuance", "membership", "revocation", "intermediate"];
+    let names = ["issuance", "membership", "revocation", "intermediate", "key"];
     let json = json!({
-        "description": "The issuance log (docs/protocol.md section 8). 'leaves' are v1 leaf encodings (decode and re-encode to the same bytes); the tree holds 'tree_leaves' in order (leaf hash SHA-256(0x00 || leaf)), with the given root, RFC 6962 inclusion proofs, and a consistency proof from size 3. The checkpoint verifies with 'vkey' (C2SP signed note); each refused checkpoint must not.",
+        "description": "The issuance log (docs/protocol.md section 8). 'leaves' are v1 leaf encodings (decode and re-encode to the same bytes); the tree holds 'tree_leaves' in order (leaf hash SHA-256(0x00 || leaf)), with the given root, RFC 6962 inclusion proofs, and a consistency proof from size 3. The checkpoint verifies with 'vkey' (C2SP signed note); the cosigned checkpoint (the same tree signed by 'vkey' and by 'other_vkey', as during a handover of the log's key) verifies with either; each refused checkpoint must not.",
         "origin": origin,
         "vkey": vkey,
         "leaves": leaves.iter().zip(&encoded).zip(names).map(|((_, e), name)| json!({ "kind": name, "encoded": hexs(e) })).collect::<Vec<_>>(),
@@ -685,6 +693,7 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
         "inclusion": inclusion,
         "consistency": { "first": 3, "first_root": B64.encode(root3.0), "second": size, "proof": consistency },
         "checkpoint": checkpoint,
+        "cosigned_checkpoint": { "checkpoint": cosigned, "other_vkey": other_signer.vkey() },
         "refused_checkpoints": [
             { "name": "the size changed after signing", "checkpoint": tampered },
             { "name": "signed by another key with the same name", "checkpoint": other },

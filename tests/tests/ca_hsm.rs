@@ -78,6 +78,13 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         .unwrap_err();
     assert_eq!(bsn_tests::slug(&e), "rotation-refused");
     assert!(e.to_string().contains("PKCS#11 token"), "{e}");
+    let e = ca
+        .api(Some(&admin))
+        .post("/api/v1/keys/log", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "rotation-refused");
+    assert!(e.to_string().contains("PKCS#11 token"), "{e}");
     // The leaves chain to the root through the intermediate whose key is in the token.
     let work = ca.dir.path().to_path_buf();
     let work = work.as_path();

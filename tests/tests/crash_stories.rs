@@ -549,3 +549,103 @@ async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
     );
     println!("rotation: {kills} kill -9s across next, publish and activate; every step whole or absent");
 }
+
+/// The log keys' states, by number.
+async fn log_key_states(ca: &TestCa) -> Vec<(i64, String)> {
+    use sqlx::Row;
+    let mut c = ca.db_conn().await;
+    sqlx::query("SELECT number, state FROM signing_keys WHERE purpose = 'log' ORDER BY number")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect()
+}
+
+/// kill -9 at each step of a log-key handover (begin, finish), at a different moment each time:
+/// after the restart the step is wholly taken or not at all (the key's state, the log leaf and
+/// the keys that sign the latest checkpoint agree), a step taken is refused when repeated, and
+/// an auditor pinning the old key verifies the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_each_key_handover_step_leaves_it_taken_or_not() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let old_vkey = std::fs::read_to_string(ca.data_dir().join("log.vkey")).unwrap();
+    let steps = [
+        ("/api/v1/keys/log", "incoming"),
+        ("/api/v1/keys/log/2/finish", "active"),
+    ];
+    let mut kills = 0;
+    for (step_no, (path, after)) in steps.iter().enumerate() {
+        let mut attempt = 0u64;
+        loop {
+            let api = ca.api(Some(&admin));
+            let call = tokio::spawn({
+                let path = path.to_string();
+                async move { api.post(&path, &json!({})).await }
+            });
+            tokio::time::sleep(Duration::from_millis(if attempt == 0 {
+                0
+            } else {
+                5 << attempt.min(12)
+            }))
+            .await;
+            ca.kill_all();
+            kills += 1;
+            let answered = call.await.unwrap().is_ok();
+            ca.restart();
+            let states = log_key_states(&ca).await;
+            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
+            let taken = second.as_deref() == Some(*after);
+            if answered {
+                assert!(
+                    taken,
+                    "step {path} was acknowledged but is not in the database: {states:?}"
+                );
+            }
+            let anon = ca.api(None);
+            let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+            let logged = all_leaves(&anon, size)
+                .await
+                .iter()
+                .filter(|l| matches!(LogLeaf::decode(l).unwrap(), LogLeaf::Key { .. }))
+                .count();
+            let done = step_no + usize::from(taken);
+            assert_eq!(logged, done, "{states:?}");
+            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
+            // Who signs the latest checkpoint follows the step: key 1 alone, both, key 2 alone.
+            let keys: Value = anon.get("/api/v1/keys/log", &[]).await.unwrap();
+            let new_vkey = keys["items"][1]["vkey"].as_str().map(str::to_string);
+            let by_old = ca_server::log::open_with(old_vkey.trim(), &note).is_ok();
+            let by_new = new_vkey
+                .as_deref()
+                .is_some_and(|v| ca_server::log::open_with(v, &note).is_ok());
+            assert_eq!(
+                (by_old, by_new),
+                [(true, false), (true, true), (false, true)][done],
+                "{note}"
+            );
+            if taken {
+                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
+                assert_eq!(
+                    bsn_tests::slug(&e),
+                    "rotation-refused",
+                    "a step taken is refused when repeated"
+                );
+                break;
+            }
+            attempt += 1;
+            assert!(attempt < 16, "step {path} never completed");
+        }
+    }
+    let out = audit(&ca);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("key handover: {kills} kill -9s across begin and finish; every step whole or absent");
+}

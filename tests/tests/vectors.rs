@@ -219,6 +219,14 @@ fn log_leaves_proofs_and_checkpoints_hold() {
     note.verify(&list).unwrap();
     let cp = tlog_tiles::Checkpoint::from_bytes(note.text()).unwrap();
     assert_eq!((cp.size(), *cp.hash()), (size, root));
+    for vkey in [&v["vkey"], &v["cosigned_checkpoint"]["other_vkey"]] {
+        let verifier = signed_note::StandardVerifier::new(vkey.as_str().unwrap()).unwrap();
+        let one = signed_note::VerifierList::new(vec![Box::new(verifier)]);
+        let note =
+            signed_note::Note::from_bytes(v["cosigned_checkpoint"]["checkpoint"].as_str().unwrap().as_bytes()).unwrap();
+        note.verify(&one)
+            .expect("a cosigned checkpoint verifies with either key");
+    }
     for r in v["refused_checkpoints"].as_array().unwrap() {
         let bad = signed_note::Note::from_bytes(r["checkpoint"].as_str().unwrap().as_bytes())
             .map_err(|e| e.to_string())

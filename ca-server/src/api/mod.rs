@@ -17,6 +17,7 @@ mod feed;
 mod health;
 mod identities;
 mod intermediates;
+mod keys;
 mod log;
 mod nodes;
 mod portal;
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(enroll::router())
         .merge(identities::router())
         .merge(intermediates::router())
+        .merge(keys::router())
         .merge(certificates::router())
         .merge(log::router())
         .merge(subchains::router())
@@ -125,6 +127,7 @@ mod tests {
             "enroll.rs",
             "identities.rs",
             "intermediates.rs",
+            "keys.rs",
             "certificates.rs",
             "log.rs",
             "subchains.rs",

@@ -17,6 +17,7 @@ use crate::pki::{Ca, Reason, RevokedEntry};
 
 pub mod accounts;
 pub mod intermediates;
+pub mod keys;
 pub mod nodes;
 pub mod registry;
 

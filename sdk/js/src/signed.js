@@ -100,7 +100,7 @@ export class MembershipKey {
   }
 }
 
-/** A v1 issuance-log leaf (`kind`: issuance, revocation, membership or intermediate). */
+/** A v1 issuance-log leaf (`kind`: issuance, revocation, membership, intermediate or key). */
 export function decodeLeaf(b) {
   const r = new Reader(Buffer.from(b));
   const text = () => {
@@ -129,6 +129,12 @@ export function decodeLeaf(b) {
     const step = { 1: "published", 2: "activated", 3: "retired" }[r.u8()];
     if (!step) throw new MalformedError("unknown intermediate step");
     leaf = { kind: "intermediate", time, step, number: r.u64(), authorizedBy: text(), certificate: Buffer.from(r.take(r.u16())) };
+  } else if (kind === 5) {
+    const purpose = { 1: "log", 2: "membership" }[r.u8()];
+    if (!purpose) throw new MalformedError("unknown key purpose");
+    const step = { 1: "begun", 2: "finished" }[r.u8()];
+    if (!step) throw new MalformedError("unknown handover step");
+    leaf = { kind: "key", time, purpose, step, number: r.u64(), authorizedBy: text(), oldKey: Buffer.from(r.take(32)), newKey: Buffer.from(r.take(32)) };
   } else {
     throw new MalformedError("unknown leaf kind");
   }

@@ -131,5 +131,8 @@ test("log leaves, proofs and checkpoints", () => {
   const cp = key.verifyCheckpoint(v.checkpoint);
   assert.deepEqual([cp.size, cp.origin], [v.tree_size, v.origin]);
   assert.ok(cp.root.equals(root));
+  for (const k of [key, new bsn.LogKey(v.cosigned_checkpoint.other_vkey)]) {
+    assert.ok(k.verifyCheckpoint(v.cosigned_checkpoint.checkpoint).root.equals(root), "a cosigned checkpoint verifies with either key");
+  }
   for (const r of v.refused_checkpoints) assert.throws(() => key.verifyCheckpoint(r.checkpoint), bsn.VerificationError, r.name);
 });

@@ -127,7 +127,7 @@ REASONS = {0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliat
 
 
 def decode_leaf(b: bytes) -> Dict[str, Any]:
-    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation, membership or intermediate)."""
+    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation, membership, intermediate or key)."""
     from .encoding import _Reader
 
     r = _Reader(b)
@@ -160,6 +160,15 @@ def decode_leaf(b: bytes) -> Dict[str, Any]:
             raise MalformedError("unknown intermediate step")
         leaf = {"kind": "intermediate", "time": time, "step": step, "number": r.u64(), "authorized_by": text(),
                 "certificate": r.take(r.u16())}
+    elif kind == 5:
+        purpose = {1: "log", 2: "membership"}.get(r.u8())
+        if purpose is None:
+            raise MalformedError("unknown key purpose")
+        step = {1: "begun", 2: "finished"}.get(r.u8())
+        if step is None:
+            raise MalformedError("unknown handover step")
+        leaf = {"kind": "key", "time": time, "purpose": purpose, "step": step, "number": r.u64(),
+                "authorized_by": text(), "old_key": r.take(32), "new_key": r.take(32)}
     else:
         raise MalformedError("unknown leaf kind")
     if r.rest():

@@ -138,6 +138,9 @@ def test_log_leaves_proofs_and_checkpoints():
     key = LogKey(v["vkey"])
     cp = key.verify_checkpoint(v["checkpoint"])
     assert (cp.size, cp.root, cp.origin) == (v["tree_size"], root, v["origin"])
+    cosigned = v["cosigned_checkpoint"]
+    for k in (key, LogKey(cosigned["other_vkey"])):
+        assert k.verify_checkpoint(cosigned["checkpoint"]).root == root
     for r in v["refused_checkpoints"]:
         with pytest.raises(VerificationError):
             key.verify_checkpoint(r["checkpoint"])
