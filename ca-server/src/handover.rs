@@ -23,15 +23,18 @@
 //!   never used).
 //! - One handover at a time per purpose.
 //!
-//! Non-features (yet): handing over the membership key, keys inside a PKCS#11 token.
+//! - A CA whose log key is in a PKCS#11 token makes the successor in the token (labelled
+//!   `<trust domain> log <number> <random>`) and destroys a retired one made there.
+//!
+//! Non-features (yet): handing over the membership key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::logleaf::{HandoverStep, KeyPurpose, LogLeaf};
 use time::OffsetDateTime;
 
-use crate::db::Db;
 use crate::db::keys::{self as store, KeyRow};
+use crate::db::{Db, NewKey};
 use crate::log::{LogSigner, NewLeaf};
 
 /// Why a handover step was refused or failed.
@@ -92,8 +95,9 @@ pub struct Handover<'a> {
     pub log: &'a LogSigner,
     /// Seals new keys.
     pub passphrase: &'a str,
-    /// Whether the CA's keys are in a PKCS#11 token.
-    pub in_token: bool,
+    /// The CA's PKCS#11 token, when its keys are there: a log key in it is succeeded by one
+    /// made in it.
+    pub token: Option<&'a crate::hsm::InToken>,
 }
 
 fn public_of(row: &KeyRow) -> Result<[u8; 32], HandoverError> {
@@ -108,13 +112,6 @@ impl Handover<'_> {
         if purpose == KeyPurpose::Membership {
             return Err(HandoverError::Refused(
                 "handing over the membership key is not supported yet: ledger nodes pin it".into(),
-            ));
-        }
-        if self.in_token {
-            return Err(HandoverError::Refused(
-                "this CA keeps its keys in a PKCS#11 token, and handing over a key inside a token is not \
-                 supported yet"
-                    .into(),
             ));
         }
         Ok(())
@@ -134,18 +131,7 @@ impl Handover<'_> {
         };
         // Checked first without the lock, so a refused step costs no key work; then again under it.
         let number = refuse_busy(&store::all(&mut *self.db.acquire().await?, name).await?)?;
-        let pkcs8 = LogSigner::generate()?;
-        let public = {
-            let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-                .map_err(|e| HandoverError::Internal(anyhow::anyhow!("new key: {e}")))?;
-            let mut p = [0u8; 32];
-            p.copy_from_slice(ring::signature::KeyPair::public_key(&key).as_ref());
-            p
-        };
-        let sealed = crate::keystore::blocking(|| {
-            crate::keystore::seal(self.passphrase, &crate::log::key_label(number), &pkcs8)
-        })
-        .map_err(|e| HandoverError::Internal(e.into()))?;
+        let (public, key) = self.make(number)?;
         let at = now.unix_timestamp();
         let result = async {
             let mut tx = self.db.begin().await?;
@@ -160,7 +146,7 @@ impl Handover<'_> {
                 .iter()
                 .find(|r| r.state == "active")
                 .ok_or_else(|| HandoverError::Internal(anyhow::anyhow!("no active {name} key is recorded")))?;
-            store::insert_incoming(&mut tx, name, number, &B64.encode(public), &sealed, at).await?;
+            store::insert_incoming(&mut tx, name, number, &B64.encode(public), &key, at).await?;
             store::bump_epoch(&mut tx).await?;
             self.append(
                 &mut tx,
@@ -177,6 +163,10 @@ impl Handover<'_> {
             Ok(())
         }
         .await;
+        if let (Err(_), NewKey::Token(label), Some(t)) = (&result, &key, self.token) {
+            // The key made for a step that did not commit is no one's.
+            t.destroy(label);
+        }
         self.settle(result).await?;
         tracing::info!(purpose = name, key = number, by, "{name} key handover begun");
         self.row(name, number).await
@@ -233,22 +223,46 @@ impl Handover<'_> {
             self.append(&mut tx, purpose, HandoverStep::Finished, number, by, old, new, at)
                 .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(active.key_label.clone())
         }
         .await;
-        self.settle(result).await?;
+        let retired = self.settle(result).await?;
+        if let (Some(label), Some(t)) = (retired, self.token) {
+            t.destroy(&label);
+        }
         tracing::info!(purpose = name, key = number, by, "{name} key handover finished");
         self.row(name, number).await
     }
 
     /// After a step: whether it committed or not, this replica's signer reads the stored keys
     /// again (a step that failed after its append may have loaded keys that never committed).
-    async fn settle(&self, result: Result<(), HandoverError>) -> Result<(), HandoverError> {
+    async fn settle<T>(&self, result: Result<T, HandoverError>) -> Result<T, HandoverError> {
         if result.is_err() {
             self.log.forget();
         }
         self.log.reload(&mut *self.db.acquire().await?).await?;
         result
+    }
+
+    /// A new Ed25519 key for log key `number`: in the token when the log key is there, else
+    /// sealed with the passphrase. Returns its public key and where it is kept.
+    fn make(&self, number: i64) -> Result<([u8; 32], NewKey), HandoverError> {
+        let internal = |e: &dyn std::fmt::Display| HandoverError::Internal(anyhow::anyhow!("{e}"));
+        if let Some(t) = self.token
+            && t.log_label.is_some()
+        {
+            let label = t.label("log", number);
+            let key = t.token.generate_ed25519(&label).map_err(|e| internal(&e))?;
+            return Ok((crate::hsm::EdKey::Token(key).public(), NewKey::Token(label)));
+        }
+        let pkcs8 = LogSigner::generate()?;
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| internal(&e))?;
+        let public = crate::hsm::EdKey::Software(key).public();
+        let sealed = crate::keystore::blocking(|| {
+            crate::keystore::seal(self.passphrase, &crate::log::key_label(number), &pkcs8)
+        })
+        .map_err(|e| internal(&e))?;
+        Ok((public, NewKey::Sealed(sealed)))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,10 @@
 //! concurrent issuance is not serialised on one session; every token failure is an error, so the
 //! CA signs nothing without its token (fail closed) and `/readyz` says so.
 //! The log's checkpoint key and the membership key (Ed25519, `CKM_EDDSA`) live in the token too.
-//! Non-features (yet): no key rotation inside the token.
+//! Rotation stays inside the token: the next issuing intermediate's key and the next log key are
+//! generated in it (labelled `<trust domain> issuing CA <number> <random>` and `<trust domain> log
+//! <number> <random>`), and a retired one made there is destroyed.
+//! Non-features (yet): the membership key's handover (refused for every CA).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -92,7 +95,7 @@ pub struct Token {
     ctx: Pkcs11,
     slot: Slot,
     /// Keeps the login: PKCS#11 logins belong to the application, and end with its last session.
-    _login: Session,
+    _login: Mutex<Session>,
 }
 
 impl Token {
@@ -130,7 +133,7 @@ impl Token {
         Ok(Self {
             ctx,
             slot,
-            _login: login,
+            _login: Mutex::new(login),
         })
     }
 
@@ -149,6 +152,19 @@ impl Token {
         } else {
             Err(HsmError::KeyExists(label.into()))
         }
+    }
+
+    /// Destroys every object labelled `label` (a retired key, or one made for a step that did not
+    /// commit); returns how many.
+    pub fn destroy(&self, label: &str) -> Result<usize, HsmError> {
+        let s = self.session()?;
+        let found = s
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(token_err)?;
+        for o in &found {
+            s.destroy_object(*o).map_err(token_err)?;
+        }
+        Ok(found.len())
     }
 
     /// Generates an ECDSA P-256 key pair labelled `label` inside the token: the private key
@@ -442,6 +458,43 @@ fn ecdsa_der(raw: &[u8]) -> Option<Vec<u8>> {
     out.extend(r);
     out.extend(s);
     Some(out)
+}
+
+/// The CA's PKCS#11 token and the labels its keys go by, kept open while the CA serves so that
+/// rotation and handover make their keys in it.
+pub struct InToken {
+    /// The open token.
+    pub token: std::sync::Arc<Token>,
+    /// The trust domain, which begins every label (as init's do).
+    pub trust_domain: String,
+    /// The root key's label, when the root key is in the token.
+    pub root_label: Option<String>,
+    /// The log key's label, when the log key is in the token.
+    pub log_label: Option<String>,
+}
+
+impl InToken {
+    /// A fresh label for key `number` of `what` (`issuing CA`, `log`): `<trust domain> <what>
+    /// <number> <8 random hex digits>`, so that a key made for a step that did not commit never
+    /// collides with a later one.
+    pub fn label(&self, what: &str, number: i64) -> String {
+        let mut r = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+        format!(
+            "{} {what} {number} {}",
+            self.trust_domain,
+            r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+
+    /// Destroys the key labelled `label`, logging (not failing) when the token refuses: it runs
+    /// after the step that retired the key committed, or after a step that made it failed.
+    pub fn destroy(&self, label: &str) {
+        match self.token.destroy(label) {
+            Ok(n) => tracing::info!(label, objects = n, "destroyed a key in the token"),
+            Err(e) => tracing::warn!(label, error = %e, "could not destroy a key in the token; delete it by hand"),
+        }
+    }
 }
 
 #[cfg(test)]

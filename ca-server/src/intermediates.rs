@@ -23,8 +23,11 @@
 //!   here, its CSR goes to the root's operator (`ca-server root sign-intermediate`), and the
 //!   signed certificate is checked and taken (`adopt`) before it is `next`.
 //!
-//! Non-features (yet): rotating a key that lives in a PKCS#11 token (refused, saying so),
-//! rotating the root itself, the log and membership keys.
+//! - A CA whose keys are in a PKCS#11 token rotates inside it: the next intermediate's key is
+//!   generated in the token (labelled `<trust domain> issuing CA <number> <random>`), certified by the root
+//!   key in the token when it is there, and destroyed in the token when it retires.
+//!
+//! Non-features (yet): rotating the root itself.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -34,7 +37,9 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use crate::db::Db;
+use crate::db::NewKey;
 use crate::db::intermediates::{self as store, IntermediateRow, Made};
+use crate::hsm::InToken;
 use crate::keystore::blocking;
 use crate::log::{LogSigner, NewLeaf};
 use crate::pki::{Ca, CaSigner, Policy};
@@ -85,8 +90,8 @@ pub struct Keys {
     pub trust_domain: String,
     /// The data directory's files (the root's certificate and sealed key).
     pub paths: crate::config::Paths,
-    /// Whether the CA's keys are in a PKCS#11 token (rotation inside a token is not supported).
-    pub in_token: bool,
+    /// The CA's PKCS#11 token, when its keys are there.
+    pub token: Option<InToken>,
     /// Keys of later intermediates, each opened once (argon2id makes opening slow on purpose).
     pub opened: std::sync::Mutex<BTreeMap<i64, CaSigner>>,
 }
@@ -98,6 +103,20 @@ impl Keys {
         }
         if let Some(s) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
             return Ok(s.clone());
+        }
+        if let Some(label) = &row.key_label {
+            let token = self.token.as_ref().ok_or_else(|| {
+                RotationError::Internal(anyhow::anyhow!(
+                    "intermediate {}'s key is in a PKCS#11 token, and this CA has none configured",
+                    row.number
+                ))
+            })?;
+            let signer = CaSigner::token(token.token.key(label).map_err(|e| RotationError::Internal(e.into()))?);
+            self.opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(row.number, signer.clone());
+            return Ok(signer);
         }
         let sealed = row
             .key_sealed
@@ -254,13 +273,6 @@ impl Rotation<'_> {
     /// a CSR for the root's operator (`requested`; [`Rotation::adopt`] takes the signed
     /// certificate). Refused while another is under way.
     pub async fn next(&self, now: OffsetDateTime) -> Result<IntermediateRow, RotationError> {
-        if self.keys.in_token {
-            return Err(RotationError::Refused(
-                "this CA keeps its keys in a PKCS#11 token, and rotating a key inside a token is not \
-                 supported yet"
-                    .into(),
-            ));
-        }
         // Checked first without the lock, so a refused step costs no key work; then again
         // under it, where the row is written.
         let refuse_busy = |rows: &[IntermediateRow]| match rows
@@ -274,16 +286,25 @@ impl Rotation<'_> {
             None => Ok(rows.iter().map(|r| r.number).max().unwrap_or(0) + 1),
         };
         let number = refuse_busy(&store::all(&mut *self.db.acquire().await?).await?)?;
-        let (made, sealed) = blocking(|| self.make(number, now))?;
-        let mut tx = self.db.begin().await?;
-        crate::log::lock_sequencer(&mut tx).await?;
-        if refuse_busy(&store::all(&mut tx).await?)? != number {
-            return Err(RotationError::Refused(format!(
-                "another administrator made intermediate {number} meanwhile; see `bsn intermediates list`"
-            )));
+        let (made, key) = blocking(|| self.make(number, now))?;
+        let result = async {
+            let mut tx = self.db.begin().await?;
+            crate::log::lock_sequencer(&mut tx).await?;
+            if refuse_busy(&store::all(&mut tx).await?)? != number {
+                return Err(RotationError::Refused(format!(
+                    "another administrator made intermediate {number} meanwhile; see `bsn intermediates list`"
+                )));
+            }
+            store::insert_new(&mut tx, number, &made, &key, now.unix_timestamp()).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        store::insert_new(&mut tx, number, &made, &sealed, now.unix_timestamp()).await?;
-        tx.commit().await?;
+        .await;
+        if let (Err(_), NewKey::Token(label), Some(t)) = (&result, &key, &self.keys.token) {
+            // The key made for a step that did not commit is no one's.
+            t.destroy(label);
+        }
+        result?;
         match made {
             Made::Certificate(_) => tracing::info!(intermediate = number, "next issuing intermediate made"),
             Made::Request(_) => tracing::info!(
@@ -295,24 +316,60 @@ impl Rotation<'_> {
         Ok(find(&rows, number)?.clone())
     }
 
-    /// A new P-256 key and its certificate as intermediate `number` from the root (opened for
-    /// this and dropped), or its CSR when the root key is not here; with the key sealed with the
-    /// passphrase.
-    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Made, String), RotationError> {
-        let p = &self.keys.paths;
+    /// A new P-256 key for intermediate `number` (in the CA's token when its keys are there,
+    /// else sealed with the passphrase) and its certificate from the root, or its CSR when the
+    /// root key is not at hand.
+    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Made, NewKey), RotationError> {
         let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
+        if let Some(t) = &self.keys.token {
+            let label = t.label("issuing CA", number);
+            let key = t.token.generate_p256(&label).map_err(|e| internal(&e))?;
+            return match self.certify(number, now, &key) {
+                Ok(made) => Ok((made, NewKey::Token(label))),
+                Err(e) => {
+                    t.destroy(&label);
+                    Err(e)
+                }
+            };
+        }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
         let sealed = crate::keystore::seal(&self.keys.passphrase, &key_label(number), &key.serialize_der())
             .map_err(|e| internal(&e))?;
-        let Ok(sealed_root) = std::fs::read_to_string(p.root_key()) else {
-            let csr = crate::pki::intermediate_csr(&self.keys.trust_domain, &key).map_err(|e| internal(&e))?;
-            return Ok((Made::Request(csr), sealed));
+        Ok((self.certify(number, now, &key)?, NewKey::Sealed(sealed)))
+    }
+
+    /// The certificate of intermediate `number` for `key`, signed by the root key in the token
+    /// or in the data directory; or, when neither is here (an offline root), the key's CSR.
+    fn certify<K: rcgen::SigningKey>(&self, number: i64, now: OffsetDateTime, key: &K) -> Result<Made, RotationError> {
+        let p = &self.keys.paths;
+        let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
+        let request = crate::pki::IntermediateRequest {
+            trust_domain: &self.keys.trust_domain,
+            number: u32::try_from(number).map_err(|e| internal(&e))?,
+            now,
+            validity: crate::pki::INTERMEDIATE_VALIDITY,
+            public_url: Some(&self.keys.public_url),
         };
-        let root_pem =
-            std::fs::read(p.root_cert()).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.root_cert().display()))?;
-        let root_der = {
+        let root_der = || -> Result<CertificateDer<'static>, RotationError> {
             use rustls_pki_types::pem::PemObject;
-            CertificateDer::from_pem_slice(&root_pem).map_err(|e| anyhow::anyhow!("root.pem: {e}"))?
+            let pem = std::fs::read(p.root_cert())
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.root_cert().display()))?;
+            Ok(CertificateDer::from_pem_slice(&pem).map_err(|e| anyhow::anyhow!("root.pem: {e}"))?)
+        };
+        if let Some(InToken {
+            token,
+            root_label: Some(root_label),
+            ..
+        }) = &self.keys.token
+        {
+            let root_key = token.key(root_label).map_err(|e| internal(&e))?;
+            let der =
+                crate::pki::issue_intermediate(&request, &root_der()?, &root_key, key).map_err(|e| internal(&e))?;
+            return Ok(Made::Certificate(der));
+        }
+        let Ok(sealed_root) = std::fs::read_to_string(p.root_key()) else {
+            let csr = crate::pki::intermediate_csr(&self.keys.trust_domain, key).map_err(|e| internal(&e))?;
+            return Ok(Made::Request(csr));
         };
         let root_key = KeyPair::try_from(
             crate::keystore::open(&self.keys.passphrase, "root", &sealed_root)
@@ -320,21 +377,9 @@ impl Rotation<'_> {
                 .as_slice(),
         )
         .map_err(|e| internal(&e))?;
-        let der = crate::pki::issue_intermediate(
-            &crate::pki::IntermediateRequest {
-                trust_domain: &self.keys.trust_domain,
-                number: u32::try_from(number).map_err(|e| internal(&e))?,
-                now,
-                validity: crate::pki::INTERMEDIATE_VALIDITY,
-                public_url: Some(&self.keys.public_url),
-            },
-            &root_der,
-            &root_key,
-            &key,
-        )
-        .map_err(|e| internal(&e))?;
+        let der = crate::pki::issue_intermediate(&request, &root_der()?, &root_key, key).map_err(|e| internal(&e))?;
         drop(root_key);
-        Ok((Made::Certificate(der), sealed))
+        Ok(Made::Certificate(der))
     }
 
     /// Takes the certificate the offline root signed for `requested` intermediate `number`
@@ -359,18 +404,25 @@ impl Rotation<'_> {
                 row.state
             )));
         }
-        let key = KeyPair::try_from(
-            blocking(|| {
-                crate::keystore::open(
-                    &self.keys.passphrase,
-                    &key_label(number),
-                    row.key_sealed.as_deref().unwrap_or_default(),
+        let spki = match (&row.key_label, &self.keys.token) {
+            (Some(label), Some(t)) => rcgen::PublicKeyData::subject_public_key_info(
+                &t.token.key(label).map_err(|e| RotationError::Internal(e.into()))?,
+            ),
+            _ => rcgen::PublicKeyData::subject_public_key_info(
+                &KeyPair::try_from(
+                    blocking(|| {
+                        crate::keystore::open(
+                            &self.keys.passphrase,
+                            &key_label(number),
+                            row.key_sealed.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .map_err(|e| RotationError::Internal(e.into()))?
+                    .as_slice(),
                 )
-            })
-            .map_err(|e| RotationError::Internal(e.into()))?
-            .as_slice(),
-        )
-        .map_err(|e| RotationError::Internal(e.into()))?;
+                .map_err(|e| RotationError::Internal(e.into()))?,
+            ),
+        };
         let root_crl = std::fs::read(self.keys.paths.root_crl()).map_err(|e| {
             refused(format!(
                 "no root CRL is installed ({e}): install the root's current CRL with `ca-server root install-crl` first"
@@ -381,14 +433,8 @@ impl Rotation<'_> {
             .roots
             .first()
             .ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no root")))?;
-        crate::pki::check_hierarchy(
-            root,
-            &der,
-            &rcgen::PublicKeyData::subject_public_key_info(&key),
-            &root_crl,
-            now,
-        )
-        .map_err(|e| refused(format!("the certificate for intermediate {number} is refused: {e}")))?;
+        crate::pki::check_hierarchy(root, &der, &spki, &root_crl, now)
+            .map_err(|e| refused(format!("the certificate for intermediate {number} is refused: {e}")))?;
         if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der)
             && let Some(org) = cert.subject().iter_organization().next().and_then(|a| a.as_str().ok())
             && org != self.keys.trust_domain
@@ -500,6 +546,9 @@ impl Rotation<'_> {
         let seq = crate::db::registry::next_seq(&mut tx).await?;
         store::insert_feed_event(&mut tx, seq, number, step.name(), at).await?;
         tx.commit().await?;
+        if let (IntermediateStep::Retired, Some(label), Some(t)) = (step, &row.key_label, &self.keys.token) {
+            t.destroy(label);
+        }
         crate::registry::wake_feed(self.feed);
         tracing::info!(
             intermediate = number,

@@ -41,8 +41,8 @@
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME; every CA key may live
-//! in a PKCS#11 token ([`hsm`]), but a key in a token cannot be rotated yet; the root and the
-//! membership key cannot be rotated yet; no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
+//! in a PKCS#11 token ([`hsm`]) and rotates inside it; the root and the membership key cannot be
+//! rotated yet; no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
 //! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]

@@ -119,6 +119,8 @@ pub struct LogSigner {
     first: Option<Arc<crate::hsm::EdKey>>,
     /// Opens the sealed keys of later numbers.
     passphrase: Option<String>,
+    /// Holds the keys of later numbers made in the CA's token.
+    token: Option<Arc<crate::hsm::Token>>,
     /// Keys of later numbers, each opened once (argon2id makes opening slow on purpose).
     opened: Mutex<BTreeMap<i64, Arc<crate::hsm::EdKey>>>,
     now: RwLock<Arc<Signing>>,
@@ -155,14 +157,20 @@ impl LogSigner {
             })),
             first: Some(first),
             passphrase: None,
+            token: None,
             opened: Mutex::default(),
         })
     }
 
     /// The signer of a CA that serves: number 1's key if this replica still holds it, the keys
-    /// of later numbers opened from the database with `passphrase`. It signs nothing before
-    /// [`LogSigner::reload`] has read which keys sign.
-    pub fn stored(origin: &str, first: Option<crate::hsm::EdKey>, passphrase: &str) -> Result<Self, LogError> {
+    /// of later numbers opened from the database with `passphrase` or found in `token` by their
+    /// label. It signs nothing before [`LogSigner::reload`] has read which keys sign.
+    pub fn stored(
+        origin: &str,
+        first: Option<crate::hsm::EdKey>,
+        passphrase: &str,
+        token: Option<Arc<crate::hsm::Token>>,
+    ) -> Result<Self, LogError> {
         if !signed_note::is_key_name_valid(origin) {
             return Err(LogError::Key(format!("'{origin}' is not a valid key name")));
         }
@@ -174,6 +182,7 @@ impl LogSigner {
             })),
             first: first.map(Arc::new),
             passphrase: Some(passphrase.to_string()),
+            token,
             opened: Mutex::default(),
         })
     }
@@ -289,6 +298,21 @@ impl LogSigner {
             })?
         } else if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
             k.clone()
+        } else if let Some(label) = &row.key_label {
+            let token = self.token.as_ref().ok_or_else(|| {
+                LogError::Key(format!(
+                    "log key {} is in a PKCS#11 token, and this CA has none configured",
+                    row.number
+                ))
+            })?;
+            let key = Arc::new(crate::hsm::EdKey::Token(
+                token.ed25519_key(label).map_err(|e| LogError::Key(e.to_string()))?,
+            ));
+            self.opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(row.number, key.clone());
+            key
         } else {
             let (Some(passphrase), Some(sealed)) = (&self.passphrase, &row.key_sealed) else {
                 return Err(LogError::Key(format!("log key {} cannot be opened here", row.number)));

@@ -87,7 +87,17 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
     };
     let log_in_token = ed_key(cfg.pkcs11.as_ref().and_then(|t| t.log_key.as_ref()))?;
     let membership_in_token = ed_key(cfg.pkcs11.as_ref().and_then(|t| t.membership_key.as_ref()))?;
-    drop(token);
+    // Kept open: rotation and handover make their keys in it.
+    let token = token.map(Arc::new);
+    let in_token = match (&cfg.pkcs11, &token) {
+        (Some(t), Some(token)) => Some(crate::hsm::InToken {
+            token: token.clone(),
+            trust_domain: cfg.trust_domain.as_str().to_string(),
+            root_label: t.root_key.clone(),
+            log_label: t.log_key.clone(),
+        }),
+        _ => None,
+    };
 
     let db = Db::connect(&cfg.database_url)
         .await
@@ -127,7 +137,7 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
             Err(e) => bail!("reading {}: {e}", p.log_key().display()),
         },
     };
-    let log = LogSigner::stored(&cfg.log_origin, first_log_key, &passphrase)?;
+    let log = LogSigner::stored(&cfg.log_origin, first_log_key, &passphrase, token.clone())?;
     if let Some(first) = log.first_public() {
         if db.meta("log_vkey").await?.as_deref() != Some(crate::log::vkey_of(&cfg.log_origin, &first).as_str()) {
             bail!(
@@ -151,7 +161,7 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
         public_url: public_url.clone(),
         trust_domain: cfg.trust_domain.as_str().to_string(),
         paths: cfg.paths.clone(),
-        in_token: cfg.pkcs11.is_some(),
+        token: in_token,
         opened: Default::default(),
     });
     let issuers = Arc::new(crate::intermediates::Current::new(

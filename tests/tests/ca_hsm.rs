@@ -1,7 +1,8 @@
 //! Every CA key in a PKCS#11 token (SoftHSM2, Debian `softhsm2`; `pkcs11-tool` from `opensc`
 //! inspects the token): the root's, the issuing CA's, the log's and the membership key. init
 //! generates them inside the token; enrollment, renewal, revocation, the root's CRL, checkpoints
-//! and membership statements are signed with them; no copy exists outside, and a wrong PIN, a missing token or a
+//! and membership statements are signed with them; the next intermediate and the next log key
+//! are made inside it too (rotation and handover); no copy exists outside, and a wrong PIN, a missing token or a
 //! key of the wrong type stop the CA with a clear error before it signs anything.
 //!
 //! Ignored by the README's test command (a fresh machine has no SoftHSM2); `.ci/run` installs
@@ -70,42 +71,61 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         .await
         .unwrap();
     assert!(revoked["crl_number"].as_i64().unwrap() >= 2, "{revoked}");
-    // Rotating a key inside the token is not supported yet: refused, saying so.
-    let e = ca
-        .api(Some(&admin))
-        .post("/api/v1/intermediates", &json!({}))
-        .await
-        .unwrap_err();
-    assert_eq!(bsn_tests::slug(&e), "rotation-refused");
-    assert!(e.to_string().contains("PKCS#11 token"), "{e}");
-    let e = ca
-        .api(Some(&admin))
-        .post("/api/v1/keys/log", &json!({}))
-        .await
-        .unwrap_err();
-    assert_eq!(bsn_tests::slug(&e), "rotation-refused");
-    assert!(e.to_string().contains("PKCS#11 token"), "{e}");
-    // The leaves chain to the root through the intermediate whose key is in the token.
+    // Rotation stays inside the token: the next intermediate's key is generated there and
+    // certified by the root key there; the log key is handed over to one made there.
+    let as_admin = ca.api(Some(&admin));
+    let next = as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+    assert_eq!(next["state"], "next", "{next}");
+    for step in ["publish", "activate"] {
+        as_admin
+            .post(&format!("/api/v1/intermediates/2/{step}"), &json!({}))
+            .await
+            .unwrap();
+    }
+    let old_vkey = std::fs::read_to_string(data.join("log.vkey")).unwrap();
+    let begun = as_admin.post("/api/v1/keys/log", &json!({})).await.unwrap();
+    let new_vkey = begun["vkey"].as_str().unwrap().to_string();
+    let dora = ca.participant("dora").await;
+    as_admin.post("/api/v1/keys/log/2/finish", &json!({})).await.unwrap();
+    let note = String::from_utf8(ca.api(None).get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+    assert!(ca_server::log::open_with(&new_vkey, &note).is_ok(), "{note}");
+    assert!(ca_server::log::open_with(old_vkey.trim(), &note).is_err(), "{note}");
+    let issuer = {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_file(dora.join("cert.pem")).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        c.issuer().to_string()
+    };
+    assert!(
+        issuer.contains("Issuing CA 2"),
+        "dora's leaf comes from intermediate 2: {issuer}"
+    );
+    // The leaves chain to the root through the intermediates whose keys are in the token.
     let work = ca.dir.path().to_path_buf();
     let work = work.as_path();
-    std::fs::write(
-        work.join("chain.pem"),
-        ca.api(None).get_bytes("/api/v1/ca-chain").await.unwrap(),
-    )
-    .unwrap();
-    let o = bsn_tests::run(
-        "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            ca.bundle.to_str().unwrap(),
-            "-untrusted",
-            "chain.pem",
-            "alice/cert.pem",
-        ],
-        work,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = ca.api(None).get("/api/v1/intermediates", &[]).await.unwrap();
+    let chain: String = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["certificate"].as_str().unwrap())
+        .collect();
+    std::fs::write(work.join("chain.pem"), chain).unwrap();
+    for leaf in ["alice/cert.pem", "dora/cert.pem"] {
+        let o = bsn_tests::run(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                ca.bundle.to_str().unwrap(),
+                "-untrusted",
+                "chain.pem",
+                leaf,
+            ],
+            work,
+        );
+        assert!(o.status.success(), "{leaf}: {}", String::from_utf8_lossy(&o.stderr));
+    }
     // A subchain: its membership statement is signed by the membership key in the token, and
     // verifies with the published key; the log (checkpoints signed in the token) verifies.
     ca.enrolled("n1", json!({ "type": "node" })).await;
@@ -141,11 +161,17 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
             "{label} is in the token: {objects}"
         );
     }
+    for label in ["test.example issuing CA 2 ", "test.example log 2 "] {
+        assert!(
+            objects.contains(&format!("label:      {label}")),
+            "the rotated {label}key is in the token: {objects}"
+        );
+    }
     assert_eq!(
         objects
             .matches("Access:     sensitive, always sensitive, never extractable, local")
             .count(),
-        4,
+        6,
         "{objects}"
     );
     assert!(!data.join("intermediate.key.sealed").exists());
@@ -252,11 +278,20 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
     let err = serve_refused(&data, &env);
     assert!(err.contains("is not the key of"), "{err}");
 
-    // Back to the right token: serving resumes with the same key.
+    // Back to the right token: serving resumes with the same keys, the rotated ones found in
+    // the token by their labels.
     std::fs::write(data.join("ca.toml"), &toml).unwrap();
     ca.restart();
     let bob = ca.participant("bob").await;
     assert!(bob.join("cert.pem").exists());
+    let leaf = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(bob.join("cert.pem")).unwrap()
+    };
+    let (_, c) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    assert!(c.issuer().to_string().contains("Issuing CA 2"), "{}", c.issuer());
+    let note = String::from_utf8(ca.api(None).get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+    assert!(ca_server::log::open_with(&new_vkey, &note).is_ok(), "{note}");
 
     // init refuses a token whose label is taken, and changes nothing in it.
     let dir = tempfile::tempdir().unwrap();

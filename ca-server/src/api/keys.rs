@@ -69,7 +69,7 @@ fn handover(s: &AppState) -> Handover<'_> {
         db: &s.db,
         log: &s.log,
         passphrase: &s.keys.passphrase,
-        in_token: s.keys.in_token,
+        token: s.keys.token.as_ref(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::DbError;
+use super::{DbError, NewKey};
 
 /// An intermediate as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +15,11 @@ pub struct IntermediateRow {
     /// The CSR waiting for an offline root's signature (while `requested`).
     pub csr: Option<String>,
     /// Its key, sealed with the CA's passphrase (none for number 1, whose key is where init
-    /// put it, and for a retired one, whose key was destroyed).
+    /// put it, for one whose key is in the CA's token, and for a retired one, whose key was
+    /// destroyed).
     pub key_sealed: Option<String>,
+    /// The label of its key in the CA's PKCS#11 token, when rotation made it there.
+    pub key_label: Option<String>,
     /// `requested`, `next`, `published`, `active`, `retiring` or `retired`.
     pub state: String,
     /// Unix seconds.
@@ -34,13 +37,14 @@ fn row(r: &sqlx::any::AnyRow) -> Result<IntermediateRow, sqlx::Error> {
         created_at: r.try_get(4)?,
         changed_at: r.try_get(5)?,
         csr: r.try_get(6)?,
+        key_label: r.try_get(7)?,
     })
 }
 
 /// Every intermediate, by number.
 pub async fn all(c: &mut AnyConnection) -> Result<Vec<IntermediateRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT number, der, key_sealed, state, created_at, changed_at, csr FROM issuing_cas ORDER BY number",
+        "SELECT number, der, key_sealed, state, created_at, changed_at, csr, key_label FROM issuing_cas ORDER BY number",
     )
     .fetch_all(c)
     .await?;
@@ -71,26 +75,25 @@ pub async fn record_first(c: &mut AnyConnection, der: &[u8], at: i64) -> Result<
 }
 
 /// Adds a new intermediate: `next` with its certificate, or `requested` with the CSR an offline
-/// root is to sign.
-pub async fn insert_new(
-    c: &mut AnyConnection,
-    number: i64,
-    made: &Made,
-    key_sealed: &str,
-    at: i64,
-) -> Result<(), DbError> {
+/// root is to sign; its key sealed here or named in the token.
+pub async fn insert_new(c: &mut AnyConnection, number: i64, made: &Made, key: &NewKey, at: i64) -> Result<(), DbError> {
+    let (key_sealed, key_label) = match key {
+        NewKey::Sealed(s) => (Some(s.as_str()), None),
+        NewKey::Token(l) => (None, Some(l.as_str())),
+    };
     let (der, csr, state) = match made {
         Made::Certificate(der) => (Some(der.clone()), None, "next"),
         Made::Request(csr) => (None, Some(csr.clone()), "requested"),
     };
     sqlx::query(
-        "INSERT INTO issuing_cas (number, der, csr, key_sealed, state, created_at, changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO issuing_cas (number, der, csr, key_sealed, key_label, state, created_at, changed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
     .bind(number)
     .bind(der)
     .bind(csr)
     .bind(key_sealed)
+    .bind(key_label)
     .bind(state)
     .bind(at)
     .execute(c)

@@ -4,7 +4,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::DbError;
+use super::{DbError, NewKey};
 
 /// A signing key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct KeyRow {
     /// Its PKCS#8 key sealed with the CA's passphrase (none for number 1, whose key is where init
     /// put it, and for a retired one).
     pub key_sealed: Option<String>,
+    /// The label of its key in the CA's PKCS#11 token, when a handover made it there.
+    pub key_label: Option<String>,
     /// For a log key that took over: the last checkpoint its predecessor and it both signed.
     pub handover_checkpoint: Option<String>,
     /// Unix seconds.
@@ -38,14 +40,15 @@ fn row(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         handover_checkpoint: r.try_get(5)?,
         created_at: r.try_get(6)?,
         changed_at: r.try_get(7)?,
+        key_label: r.try_get(8)?,
     })
 }
 
 /// Every key of `purpose`, by number.
 pub async fn all(c: &mut AnyConnection, purpose: &str) -> Result<Vec<KeyRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT purpose, number, state, public_key, key_sealed, handover_checkpoint, created_at, changed_at \
-         FROM signing_keys WHERE purpose = $1 ORDER BY number",
+        "SELECT purpose, number, state, public_key, key_sealed, handover_checkpoint, created_at, changed_at, \
+         key_label FROM signing_keys WHERE purpose = $1 ORDER BY number",
     )
     .bind(purpose)
     .fetch_all(c)
@@ -68,23 +71,28 @@ pub async fn record_first(c: &mut AnyConnection, purpose: &str, public_key: &str
     Ok(r.rows_affected() == 1)
 }
 
-/// Adds key `number` of `purpose` as `incoming`.
+/// Adds key `number` of `purpose` as `incoming`, sealed here or named in the token.
 pub async fn insert_incoming(
     c: &mut AnyConnection,
     purpose: &str,
     number: i64,
     public_key: &str,
-    key_sealed: &str,
+    key: &NewKey,
     at: i64,
 ) -> Result<(), DbError> {
+    let (key_sealed, key_label) = match key {
+        NewKey::Sealed(s) => (Some(s.as_str()), None),
+        NewKey::Token(l) => (None, Some(l.as_str())),
+    };
     sqlx::query(
-        "INSERT INTO signing_keys (purpose, number, state, public_key, key_sealed, created_at, changed_at) \
-         VALUES ($1, $2, 'incoming', $3, $4, $5, $5)",
+        "INSERT INTO signing_keys (purpose, number, state, public_key, key_sealed, key_label, created_at, changed_at) \
+         VALUES ($1, $2, 'incoming', $3, $4, $5, $6, $6)",
     )
     .bind(purpose)
     .bind(number)
     .bind(public_key)
     .bind(key_sealed)
+    .bind(key_label)
     .bind(at)
     .execute(c)
     .await?;

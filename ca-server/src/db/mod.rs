@@ -27,6 +27,15 @@ static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
 /// A database failure (connection, SQL, constraint) that is not the client's fault.
 pub type DbError = sqlx::Error;
 
+/// Where a key made by a rotation or a handover is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewKey {
+    /// Sealed with the CA's passphrase, in the database.
+    Sealed(String),
+    /// In the CA's token, under this label.
+    Token(String),
+}
+
 /// A connection, or (through `&mut *tx`) the connection of a transaction: what the store
 /// functions that run inside a caller's transaction take.
 pub type Conn = sqlx::AnyConnection;
