@@ -615,6 +615,25 @@ pub struct SigningKey {
     pub changed_at: i64,
 }
 
+/// `POST /api/v1/feed/ack` (nodes): the node has durably processed the change feed up to
+/// `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedAck {
+    /// The last feed position the node has processed and saved.
+    pub cursor: i64,
+}
+
+/// `POST /api/v1/intermediates/{number}/activate` (administrators).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateIntermediate {
+    /// Activate even though nodes that report to the feed have not acknowledged the
+    /// intermediate's publication (they are gone for good, say).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `POST /api/v1/intermediates/{number}/certificate` (administrators): the certificate an
 /// offline root signed for a `requested` intermediate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

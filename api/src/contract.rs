@@ -109,6 +109,8 @@ pub fn ca() -> Map<String, Value> {
         .request::<InviteRequest>()
         .request::<OwnEntry>()
         .request::<AdoptIntermediate>()
+        .request::<ActivateIntermediate>()
+        .request::<FeedAck>()
         .response::<Issued>()
         .response::<Registered>()
         .response::<Identity>()

@@ -45,6 +45,11 @@ use crate::log::{LogSigner, NewLeaf};
 use crate::pki::{Ca, CaSigner, Policy};
 use identity::logleaf::{IntermediateStep, LogLeaf};
 
+/// A node that reported its feed position within this window is waited for before an
+/// intermediate is activated; one silent for longer is taken to be down (it learns the CA's
+/// intermediates when it starts again).
+pub const ACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// How often a replica reads the intermediates' states to notice another replica's step.
 pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -463,6 +468,9 @@ impl Rotation<'_> {
     /// Takes `step` for intermediate `number`:
     /// - `Published` (from `next`): its first CRL is signed;
     /// - `Activated` (from `published`): it issues from now on, the active one becomes `retiring`;
+    ///   unless `force`, only once every node that reported its feed position within
+    ///   [`ACK_WINDOW`] has acknowledged the publication (a node that has not learned the
+    ///   intermediate would refuse creators who send only their leaf);
     /// - `Retired` (from `retiring`), once no certificate it issued is valid: its key is destroyed
     ///   and its CRL withdrawn.
     ///
@@ -472,6 +480,7 @@ impl Rotation<'_> {
         step: IntermediateStep,
         number: i64,
         by: &str,
+        force: bool,
         now: OffsetDateTime,
     ) -> Result<IntermediateRow, RotationError> {
         let (from, to) = match step {
@@ -503,6 +512,25 @@ impl Rotation<'_> {
                 Db::insert_first_crl(&mut tx, &ca, now).await?;
             }
             IntermediateStep::Activated => {
+                if !force {
+                    let published = store::published_at(&mut tx, number).await?.unwrap_or(0);
+                    let behind = store::behind(&mut tx, published, at - ACK_WINDOW.as_secs() as i64).await?;
+                    if !behind.is_empty() {
+                        let who: Vec<String> = behind
+                            .iter()
+                            .take(5)
+                            .map(|(node, seq, when)| format!("{node} (at {seq}, {} s ago)", (at - when).max(0)))
+                            .collect();
+                        return Err(RotationError::Refused(format!(
+                            "intermediate {number} was published at feed position {published}, and {} node(s) \
+                             have not acknowledged it yet: {}{}; wait for them (nodes acknowledge within seconds), \
+                             or activate with force if they are gone",
+                            behind.len(),
+                            who.join(", "),
+                            if behind.len() > 5 { ", ..." } else { "" }
+                        )));
+                    }
+                }
                 if let Some(old) = rows.iter().find(|r| r.state == "active") {
                     store::set_state(&mut tx, old.number, "active", "retiring", at).await?;
                 }

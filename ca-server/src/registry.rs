@@ -708,6 +708,11 @@ pub async fn feed_head(db: &Db) -> Result<i64, RegistryError> {
     Ok(store::feed_head(&mut *db.acquire().await?).await?)
 }
 
+/// Records `node`'s report that it has durably processed the feed up to `seq`.
+pub async fn record_ack(db: &Db, node: &str, seq: i64, at: i64) -> Result<(), RegistryError> {
+    Ok(store::record_ack(&mut *db.acquire().await?, node, seq, at).await?)
+}
+
 /// Events after `cursor` that `node` may see, oldest first.
 pub async fn feed_page(db: &Db, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, RegistryError> {
     Ok(store::feed_page(&mut *db.acquire().await?, node, cursor, limit).await?)

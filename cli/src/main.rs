@@ -403,6 +403,7 @@ enum IntermediateCmd {
         number: u32,
     },
     /// Issue with intermediate NUMBER from now on; the active one keeps its CRL until retired.
+    /// Refused until every node that reports to the feed has acknowledged its publication.
     Activate {
         #[command(flatten)]
         ca: CaArgs,
@@ -410,6 +411,9 @@ enum IntermediateCmd {
         me: IdentityArgs,
         /// The intermediate's number.
         number: u32,
+        /// Activate even though some nodes have not acknowledged it (they are gone for good).
+        #[arg(long)]
+        force: bool,
     },
     /// Retire intermediate NUMBER once its last certificate has expired.
     Retire {
@@ -1006,7 +1010,16 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
             return Ok(());
         }
         IntermediateCmd::Publish { ca, me, number } => (format!("/api/v1/intermediates/{number}/publish"), ca, me),
-        IntermediateCmd::Activate { ca, me, number } => (format!("/api/v1/intermediates/{number}/activate"), ca, me),
+        IntermediateCmd::Activate { ca, me, number, force } => {
+            let i: Intermediate = api(&ca, Some(&me))?
+                .post_as(
+                    &format!("/api/v1/intermediates/{number}/activate"),
+                    &bsn_api::ca::ActivateIntermediate { force },
+                )
+                .await?;
+            show(&i);
+            return Ok(());
+        }
         IntermediateCmd::Retire { ca, me, number } => (format!("/api/v1/intermediates/{number}/retire"), ca, me),
     };
     let i: Intermediate = api(&ca, Some(&me))?.post_as(&path, &json!({})).await?;

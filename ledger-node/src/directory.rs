@@ -375,9 +375,11 @@ impl Directory {
         Ok(())
     }
 
-    /// Follows the CA's change feed for ever, reconnecting after a second on any failure.
+    /// Follows the CA's change feed for ever, reconnecting after a second on any failure, and
+    /// acknowledges how far it has saved what it read (see [`ack`]).
     pub async fn follow(self: std::sync::Arc<Self>, api: Api) {
         let mut cursor = self.cursor();
+        let mut acked = Acked::default();
         loop {
             match api
                 .events("/api/v1/feed/stream", &[("cursor", cursor.to_string())])
@@ -393,6 +395,9 @@ impl Directory {
                                     && let Err(e) = self.persist(cursor, &mut pending)
                                 {
                                     tracing::error!(error = %e, "cannot save the feed position");
+                                }
+                                if pending.is_empty() {
+                                    ack(&api, cursor, &mut acked);
                                 }
                                 continue;
                             }
@@ -424,4 +429,37 @@ impl Directory {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// A node acknowledges its saved feed position when it moved, and at least this often as a sign
+/// of life (the CA waits for nodes that acknowledged within its window before it activates a new
+/// issuing intermediate).
+const ACK_EVERY: Duration = Duration::from_secs(60);
+
+/// The last position acknowledged to the CA, and when.
+#[derive(Default)]
+struct Acked {
+    cursor: u64,
+    at: Option<std::time::Instant>,
+}
+
+/// Tells the CA (`POST /api/v1/feed/ack`) that the feed is saved up to `saved`, when that moved
+/// or [`ACK_EVERY`] passed; in the background, so the feed never waits for it.
+fn ack(api: &Api, saved: u64, acked: &mut Acked) {
+    if saved == acked.cursor && acked.at.is_some_and(|t| t.elapsed() < ACK_EVERY) {
+        return;
+    }
+    *acked = Acked {
+        cursor: saved,
+        at: Some(std::time::Instant::now()),
+    };
+    let api = api.clone();
+    tokio::spawn(async move {
+        if let Err(e) = api
+            .post("/api/v1/feed/ack", &bsn_api::ca::FeedAck { cursor: saved as i64 })
+            .await
+        {
+            crate::warn_every!("ca-feed-ack", error = %e, "cannot acknowledge the feed position to the CA");
+        }
+    });
 }

@@ -490,6 +490,54 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// What a background load did: the requests that succeeded, each failure with what it was,
+/// and the flag its tasks check to stop.
+#[derive(Clone, Default)]
+pub struct Tally {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Tally {
+    /// Whether the load should go on.
+    pub fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request's outcome (a failure with `what` it was); returns its value if it succeeded.
+    pub fn record<T, E: std::fmt::Display>(&self, what: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                Some(v)
+            }
+            Err(e) => {
+                self.failures.lock().unwrap().push(format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Waits until `more` further requests succeeded (the load is really running).
+    pub async fn progress(&self, more: usize) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        eventually("the load to make progress", Duration::from_secs(60), || async {
+            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the load, waits for its `tasks`, and returns (successes, failures).
+    pub async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+    }
+}
+
 /// Runs a command and returns its output, panicking if it cannot start.
 pub fn run(cmd: &str, args: &[&str], cwd: &Path) -> Output {
     Command::new(cmd)

@@ -293,6 +293,36 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
     let note = String::from_utf8(ca.api(None).get_bytes("/log/checkpoint").await.unwrap()).unwrap();
     assert!(ca_server::log::open_with(&new_vkey, &note).is_ok(), "{note}");
 
+    // Intermediate 2 is replaced by 3 and, once its certificates are over (their expiry is moved
+    // to the past in the database: nobody waits a year in a test), retired: its key is destroyed
+    // in the token, and 3's is there.
+    let as_admin = ca.api(Some(&admin));
+    as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+    for step in ["publish", "activate"] {
+        as_admin
+            .post(&format!("/api/v1/intermediates/3/{step}"), &json!({}))
+            .await
+            .unwrap();
+    }
+    {
+        let mut c = ca.db_conn().await;
+        sqlx::query("UPDATE certificates SET not_after = 0 WHERE issuer = 2")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let retired = as_admin
+        .post("/api/v1/intermediates/2/retire", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(retired["state"], "retired");
+    let objects = hsm.pkcs11_tool("bsn-ca", &["--list-objects", "--type", "privkey"]);
+    assert!(
+        !objects.contains("label:      test.example issuing CA 2 ")
+            && objects.contains("label:      test.example issuing CA 3 "),
+        "the retired key is gone from the token, its successor is there: {objects}"
+    );
+
     // init refuses a token whose label is taken, and changes nothing in it.
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(bin("ca-server"))

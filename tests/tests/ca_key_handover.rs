@@ -6,11 +6,10 @@
 //! "handover" the log does not hold.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, eventually, new_csr, slug};
+use bsn_tests::{Tally, TestCa, eventually, new_csr, slug};
 use serde_json::{Value, json};
 
 /// Whether `note` carries a valid signature by `vkey`.
@@ -41,18 +40,14 @@ fn text(out: &std::process::Output) -> String {
 
 /// Renewals and enrollments on both replicas until stopped; every receipt's checkpoint kept.
 struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tally: Tally,
     receipts: Arc<std::sync::Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
     fn start(renewers: Vec<Api>, anon: Api, secrets: Vec<(String, String)>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tally = Tally::default();
         let receipts = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         // Each job renews (no secrets) or enrolls with the secrets it is given.
@@ -60,10 +55,10 @@ impl Load {
         let mut jobs: Vec<(Api, Secrets)> = renewers.into_iter().map(|a| (a, None)).collect();
         jobs.push((anon, Some(secrets)));
         for (api, secrets) in jobs {
-            let (stop, ok, failures, receipts) = (stop.clone(), ok.clone(), failures.clone(), receipts.clone());
+            let (tally, receipts) = (tally.clone(), receipts.clone());
             tasks.push(tokio::spawn(async move {
                 let mut secrets = secrets.map(|s| s.into_iter());
-                while !stop.load(Ordering::Relaxed) {
+                while tally.running() {
                     let result = match &mut secrets {
                         None => api.post("/api/v1/renew", &json!({ "csr": new_csr() })).await,
                         Some(it) => {
@@ -75,34 +70,20 @@ impl Load {
                             .await
                         }
                     };
-                    match result {
-                        Ok(v) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            receipts
-                                .lock()
-                                .unwrap()
-                                .push(v["receipt"]["checkpoint"].as_str().unwrap_or_default().to_string());
-                        }
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    if let Some(v) = tally.record("issuance", result) {
+                        receipts
+                            .lock()
+                            .unwrap()
+                            .push(v["receipt"]["checkpoint"].as_str().unwrap_or_default().to_string());
                     }
                 }
             }));
         }
-        Self {
-            stop,
-            ok,
-            failures,
-            receipts,
-            tasks,
-        }
+        Self { tally, receipts, tasks }
     }
 
     async fn progress(&self, more: usize) {
-        let target = self.ok.load(Ordering::Relaxed) + more;
-        eventually("the load to make progress", Duration::from_secs(60), || async {
-            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
-        })
-        .await;
+        self.tally.progress(more).await
     }
 
     /// The receipts' checkpoints received from now on.
@@ -115,11 +96,7 @@ impl Load {
     }
 
     async fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+        self.tally.stop(self.tasks).await
     }
 }
 

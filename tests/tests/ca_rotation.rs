@@ -5,12 +5,10 @@
 //! steps in the log.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bsn_api::client::Api;
-use bsn_tests::{TestCa, TestNode, eventually, new_csr, put, sign_tx, slug, submit_body};
+use bsn_tests::{Tally, TestCa, TestNode, eventually, new_csr, put, sign_tx, slug, submit_body};
 use serde_json::{Value, json};
 
 /// The first certificate of a PEM file, DER.
@@ -67,93 +65,57 @@ fn states(list: &Value) -> Vec<(i64, String)> {
 /// Load on the CA and the node until stopped: renewals, enrollments and ledger writes, each
 /// failure counted with what it was.
 struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tally: Tally,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
     fn start(ca_renewer: Api, ca_anon: Api, secrets: Vec<(String, String)>, node: Api, who: &Path) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tally = Tally::default();
         let mut tasks = Vec::new();
         for _ in 0..3 {
-            let (api, stop, ok, failures) = (ca_renewer.clone(), stop.clone(), ok.clone(), failures.clone());
+            let (api, tally) = (ca_renewer.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    match api.post("/api/v1/renew", &json!({ "csr": new_csr() })).await {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            failures.lock().unwrap().push(format!("renew: {e}"));
-                            0
-                        }
-                    };
+                while tally.running() {
+                    tally.record("renew", api.post("/api/v1/renew", &json!({ "csr": new_csr() })).await);
                 }
             }));
         }
         {
-            let (api, stop, ok, failures) = (ca_anon, stop.clone(), ok.clone(), failures.clone());
+            let (api, tally) = (ca_anon, tally.clone());
             tasks.push(tokio::spawn(async move {
                 for (id, secret) in secrets {
-                    if stop.load(Ordering::Relaxed) {
+                    if !tally.running() {
                         break;
                     }
                     let body = json!({ "id": id, "secret": secret, "csr": new_csr() });
-                    match api.post("/api/v1/enroll", &body).await {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            failures.lock().unwrap().push(format!("enroll {id}: {e}"));
-                            0
-                        }
-                    };
+                    tally.record(&format!("enroll {id}"), api.post("/api/v1/enroll", &body).await);
                 }
             }));
         }
         {
-            let (stop, ok, failures, who) = (stop.clone(), ok.clone(), failures.clone(), who.to_path_buf());
+            let (tally, who) = (tally.clone(), who.to_path_buf());
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
+                while tally.running() {
                     let tx = sign_tx(&who, "demo", vec![put(&format!("load-{i}"), "x")]);
-                    match node
+                    let result = node
                         .post("/api/v1/subchains/demo/transactions", &submit_body(&[tx]))
-                        .await
-                    {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            failures.lock().unwrap().push(format!("ledger write: {e}"));
-                            0
-                        }
-                    };
+                        .await;
+                    tally.record("ledger write", result);
                     i += 1;
                 }
             }));
         }
-        Self {
-            stop,
-            ok,
-            failures,
-            tasks,
-        }
+        Self { tally, tasks }
     }
 
-    /// Waits until `more` further requests succeeded (the load is really running).
     async fn progress(&self, more: usize) {
-        let target = self.ok.load(Ordering::Relaxed) + more;
-        eventually("the load to make progress", Duration::from_secs(60), || async {
-            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
-        })
-        .await;
+        self.tally.progress(more).await
     }
 
     async fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().clone())
+        self.tally.stop(self.tasks).await
     }
 }
 
@@ -250,11 +212,25 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
     assert!(anon.get_bytes("/api/v1/crls/2").await.is_ok());
     load.progress(20).await;
 
-    // Step 3: issuance switches to 2 while the load runs.
-    let active: Value = as_admin
-        .post("/api/v1/intermediates/2/activate", &json!({}))
-        .await
-        .unwrap();
+    // Step 3: issuance switches to 2 while the load runs, once the node has acknowledged the
+    // publication (within a moment of it).
+    let active: Value = eventually(
+        "the node to acknowledge intermediate 2",
+        Duration::from_secs(20),
+        || async {
+            match as_admin.post("/api/v1/intermediates/2/activate", &json!({})).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("n1 (at"),
+                        "only the node's acknowledgement is awaited: {e}"
+                    );
+                    None
+                }
+            }
+        },
+    )
+    .await;
     assert_eq!(active["state"], "active");
     let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
     assert_eq!(states(&list), [(1, "retiring".to_string()), (2, "active".to_string())]);
@@ -412,4 +388,85 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
         },
     )
     .await;
+}
+
+/// Activation waits for every node that acknowledged the feed recently: a node that is down
+/// holds it back (named in the refusal) until the administrator forces it; nodes that never
+/// followed the feed, or stopped long ago, are not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_waits_for_the_nodes_to_acknowledge_the_new_intermediate() {
+    use sqlx::Row;
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let as_admin = ca.api(Some(&admin));
+    let n1 = TestNode::start(&mut ca, "n1").await;
+    let mut n2 = TestNode::start(&mut ca, "n2").await;
+    eventually(
+        "both nodes to acknowledge the feed",
+        Duration::from_secs(20),
+        || async {
+            let mut c = ca.db_conn().await;
+            let rows = sqlx::query("SELECT node_id FROM feed_acks ORDER BY node_id")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            (ids == ["n1", "n2"]).then_some(())
+        },
+    )
+    .await;
+    n2.kill();
+    as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+    as_admin
+        .post("/api/v1/intermediates/2/publish", &json!({}))
+        .await
+        .unwrap();
+    // n1 acknowledges within a moment; n2 never does: the refusal names it alone.
+    let refusal = eventually("the refusal to name only n2", Duration::from_secs(20), || async {
+        let e = as_admin
+            .post("/api/v1/intermediates/2/activate", &json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(slug(&e), "rotation-refused", "{e}");
+        let text = e.to_string();
+        (text.contains("1 node(s)") && text.contains("n2 (at")).then_some(text)
+    })
+    .await;
+    assert!(refusal.contains("force"), "the refusal says what to do: {refusal}");
+    let list: Value = as_admin.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "active".to_string()), (2, "published".to_string())]);
+    let a = admin.to_str().unwrap();
+    let cert = format!("{a}/cert.pem");
+    let key = format!("{a}/key.pem");
+    let out = ca.bsn(&["intermediates", "activate", "2", "--cert", &cert, "--key", &key]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("n2"));
+    let out = ca.bsn(&[
+        "intermediates",
+        "activate",
+        "2",
+        "--force",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = as_admin.get("/api/v1/intermediates", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "retiring".to_string()), (2, "active".to_string())]);
+    // A node's acknowledgement cannot run ahead of the feed, and only nodes acknowledge.
+    let n3 = ca.enrolled("n3", json!({ "type": "node" })).await;
+    let e = ca
+        .api(Some(&n3))
+        .post("/api/v1/feed/ack", &json!({ "cursor": 1_000_000 }))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "invalid-cursor", "{e}");
+    drop(n1);
+    let e = ca
+        .api(Some(&admin))
+        .post("/api/v1/feed/ack", &json!({ "cursor": 1 }))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "forbidden", "{e}");
 }

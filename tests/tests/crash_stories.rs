@@ -463,6 +463,28 @@ async fn intermediate_states(ca: &TestCa) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Posts an administrator's step to `path` and kills every replica with SIGKILL after 0, 10,
+/// 20, 40 ... ms (`attempt` picks the wait, so the kill lands at a different moment of the step
+/// each time, until the step is quicker than the wait), then restarts the CA. Returns whether
+/// the step was acknowledged before the kill.
+async fn kill_during_step(ca: &mut TestCa, admin: &Path, path: &str, attempt: u64) -> bool {
+    let api = ca.api(Some(admin));
+    let call = tokio::spawn({
+        let path = path.to_string();
+        async move { api.post(&path, &json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(if attempt == 0 {
+        0
+    } else {
+        5 << attempt.min(12)
+    }))
+    .await;
+    ca.kill_all();
+    let answered = call.await.unwrap().is_ok();
+    ca.restart();
+    answered
+}
+
 /// kill -9 at each step of an intermediate rotation (next, publish, activate), at a different
 /// moment each time: after the restart the step is wholly taken or not at all (state, log leaf,
 /// feed event and CRL agree), a step not taken can be taken again, a step taken is refused when
@@ -481,23 +503,8 @@ async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
     for (step_no, (path, after)) in steps.iter().enumerate() {
         let mut attempt = 0u64;
         loop {
-            let api = ca.api(Some(&admin));
-            let call = tokio::spawn({
-                let path = path.to_string();
-                async move { api.post(&path, &json!({})).await }
-            });
-            // 0, 10, 20, 40 ... ms: the kill lands at a different moment of the step each time,
-            // until the step is quicker than the wait.
-            tokio::time::sleep(Duration::from_millis(if attempt == 0 {
-                0
-            } else {
-                5 << attempt.min(12)
-            }))
-            .await;
-            ca.kill_all();
+            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
             kills += 1;
-            let answered = call.await.unwrap().is_ok();
-            ca.restart();
             let states = intermediate_states(&ca).await;
             let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.as_str());
             let taken = second == Some(*after);
@@ -580,21 +587,8 @@ async fn kill_9_during_each_key_handover_step_leaves_it_taken_or_not() {
     for (step_no, (path, after)) in steps.iter().enumerate() {
         let mut attempt = 0u64;
         loop {
-            let api = ca.api(Some(&admin));
-            let call = tokio::spawn({
-                let path = path.to_string();
-                async move { api.post(&path, &json!({})).await }
-            });
-            tokio::time::sleep(Duration::from_millis(if attempt == 0 {
-                0
-            } else {
-                5 << attempt.min(12)
-            }))
-            .await;
-            ca.kill_all();
+            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
             kills += 1;
-            let answered = call.await.unwrap().is_ok();
-            ca.restart();
             let states = log_key_states(&ca).await;
             let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
             let taken = second.as_deref() == Some(*after);

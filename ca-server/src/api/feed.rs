@@ -2,6 +2,8 @@
 //! every revocation, in commit order, resumable from a cursor (the last `seq` seen).
 //!
 //! - `GET /api/v1/feed?cursor=N[&limit=]`: one page (JSON) and a signed heartbeat.
+//! - `POST /api/v1/feed/ack` `{"cursor": N}`: the node has durably processed everything up to
+//!   `N` (activating a new issuing intermediate waits for the nodes that report).
 //! - `GET /api/v1/feed/stream?cursor=N`: server-sent events (`membership`, `revocation`), pushed
 //!   as they commit, and a signed `heartbeat` every few seconds, so a node can tell "nothing
 //!   changed" from "cut off".
@@ -14,16 +16,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::problem::{ApiError, Query};
-use bsn_api::ca::{FeedEvent, FeedPage};
+use crate::problem::{ApiError, Json, Query};
+use bsn_api::ca::{FeedAck, FeedEvent, FeedPage};
 
-use crate::registry::{feed_head, feed_page};
+use crate::registry::{feed_head, feed_page, record_ack};
 
 /// Events per page or per push.
 const PAGE: i64 = 500;
@@ -36,6 +39,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/feed", get(page))
         .route("/api/v1/feed/stream", get(stream))
+        .route("/api/v1/feed/ack", post(ack))
 }
 
 #[derive(Deserialize)]
@@ -96,6 +100,17 @@ async fn page(
             .heartbeat(&node, next as u64, now_ms())
             .map_err(|e| ApiError::Internal(e.into()))?,
     }))
+}
+
+/// A node reports how far it has durably processed the feed.
+async fn ack(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<FeedAck>,
+) -> Result<StatusCode, ApiError> {
+    let (node, cursor) = node_and_cursor(&s, &caller, &body.cursor.to_string()).await?;
+    record_ack(&s.db, &node, cursor, crate::app::now().unix_timestamp()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn stream(

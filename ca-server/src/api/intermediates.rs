@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use bsn_api::ca::{AdoptIntermediate, Intermediate, Items};
+use bsn_api::ca::{ActivateIntermediate, AdoptIntermediate, Intermediate, Items};
 use identity::CaRole;
 use identity::logleaf::IntermediateStep;
 
@@ -107,10 +107,11 @@ async fn step(
     caller: &Caller,
     text: &str,
     step: IntermediateStep,
+    force: bool,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
     caller.require_any(&[CaRole::Admin])?;
     let row = rotation(s)
-        .step(step, number(text)?, caller.identity.id.as_str(), now())
+        .step(step, number(text)?, caller.identity.id.as_str(), force, now())
         .await?;
     // This replica switches at once; the others within `intermediates::FOLLOW_EVERY`.
     s.issuers.reload(&s.db, &s.keys).await?;
@@ -123,16 +124,18 @@ async fn publish(
     caller: Caller,
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, IntermediateStep::Published).await
+    step(&s, &caller, &n, IntermediateStep::Published, false).await
 }
 
-/// Switches issuance to a `published` intermediate (administrators).
+/// Switches issuance to a `published` intermediate (administrators), once the nodes that report
+/// to the feed acknowledged its publication (or with `force`).
 async fn activate(
     State(s): State<Arc<AppState>>,
     caller: Caller,
     Path(n): Path<String>,
+    Json(body): Json<ActivateIntermediate>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, IntermediateStep::Activated).await
+    step(&s, &caller, &n, IntermediateStep::Activated, body.force).await
 }
 
 /// Takes the certificate an offline root signed for a `requested` intermediate (administrators).
@@ -153,5 +156,5 @@ async fn retire(
     caller: Caller,
     Path(n): Path<String>,
 ) -> Result<axum::Json<Intermediate>, ApiError> {
-    step(&s, &caller, &n, IntermediateStep::Retired).await
+    step(&s, &caller, &n, IntermediateStep::Retired, false).await
 }

@@ -183,3 +183,29 @@ pub async fn insert_feed_event(
         .await?;
     super::registry::for_every_node(c, seq).await
 }
+
+/// The feed position at which intermediate `number` was published, if it was.
+pub async fn published_at(c: &mut AnyConnection, number: i64) -> Result<Option<i64>, DbError> {
+    let r =
+        sqlx::query("SELECT MAX(seq) FROM feed WHERE kind = 'intermediate' AND revision = $1 AND reason = 'published'")
+            .bind(number)
+            .fetch_one(c)
+            .await?;
+    r.try_get(0)
+}
+
+/// Active node identities that acknowledged a feed position at or after `since` (Unix seconds)
+/// but not yet `seq`: (node, acknowledged position, when), by node.
+pub async fn behind(c: &mut AnyConnection, seq: i64, since: i64) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT a.node_id, a.seq, a.at FROM feed_acks a JOIN identities i ON i.id = a.node_id \
+         WHERE a.at >= $1 AND a.seq < $2 AND i.status = 'active' ORDER BY a.node_id",
+    )
+    .bind(since)
+    .bind(seq)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}

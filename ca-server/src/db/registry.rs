@@ -597,6 +597,20 @@ pub async fn for_every_node(c: &mut AnyConnection, seq: i64) -> Result<(), DbErr
     Ok(())
 }
 
+/// Records that `node` has durably processed the feed up to `seq` (positions only grow).
+pub async fn record_ack(c: &mut AnyConnection, node: &str, seq: i64, at: i64) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO feed_acks (node_id, seq, at) VALUES ($1, $2, $3) ON CONFLICT (node_id) DO UPDATE \
+         SET seq = CASE WHEN excluded.seq > feed_acks.seq THEN excluded.seq ELSE feed_acks.seq END, at = excluded.at",
+    )
+    .bind(node)
+    .bind(seq)
+    .bind(at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 /// The feed's newest position (0 when empty).
 pub async fn feed_head(c: &mut AnyConnection) -> Result<i64, DbError> {
     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
