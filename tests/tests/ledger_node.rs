@@ -739,7 +739,18 @@ async fn the_rust_gateway_follows_blocks_across_a_node_restart() {
     node.kill();
     node.restart();
     wait_revision(&alice, 2).await;
-    let (_, second) = gateway.submit(&demo, vec![put("after", "restart")]).await.unwrap();
+    // The restarted node refuses writes (503 membership-stale) until it has heard from the CA
+    // again; a client retries.
+    let (_, second) = eventually("the restarted node to take writes", Duration::from_secs(30), || async {
+        match gateway.submit(&demo, vec![put("after", "restart")]).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                assert_eq!(bsn_tests::slug(&e), "membership-stale", "{e}");
+                None
+            }
+        }
+    })
+    .await;
     let b = tokio::time::timeout(Duration::from_secs(30), blocks.next())
         .await
         .expect("the stream resumed within 30 s of the restart")
