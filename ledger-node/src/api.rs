@@ -121,9 +121,10 @@ pub enum ApiError {
     /// A node-to-node call from a node that does not host the subchain.
     #[error("{0} is not a host of subchain {1}")]
     NotHost(String, String),
-    /// The CA has been silent too long: membership may be out of date.
-    #[error("this node has not heard from the CA for {0} s; writes are refused until it does")]
-    Stale(i64),
+    /// The CA has been silent too long (for so many seconds; `None`: not once since this node
+    /// started): membership may be out of date.
+    #[error("{}", stale_text(*.0))]
+    Stale(Option<i64>),
     /// A transaction was refused before ordering.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -359,7 +360,7 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
     }
     let silent = s.directory.silent_for_ms();
     if silent > s.stale_after_ms {
-        return ApiError::Stale(silent / 1000).into_response();
+        return ApiError::Stale(s.directory.heard().then_some(silent / 1000)).into_response();
     }
     (StatusCode::OK, "ready").into_response()
 }
@@ -466,7 +467,7 @@ async fn submit(
     let c = authorize(&s, &peer, &id, Role::Writer)?;
     let silent = s.directory.silent_for_ms();
     if silent > s.stale_after_ms {
-        return Err(ApiError::Stale(silent / 1000));
+        return Err(ApiError::Stale(s.directory.heard().then_some(silent / 1000)));
     }
     let _slot = s.submits.try_take(&peer.id).ok_or_else(|| {
         ApiError::TooMany(format!(
@@ -918,9 +919,29 @@ async fn raft_blocks(
     }))
 }
 
+/// What a node that refuses writes for want of news from the CA says.
+fn stale_text(silent_secs: Option<i64>) -> String {
+    match silent_secs {
+        Some(secs) => format!("this node has not heard from the CA for {secs} s; writes are refused until it does"),
+        None => "this node has not heard from the CA since it started (its change feed is connecting); writes are \
+                 refused until it does"
+            .to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
+
+    /// A node that has not heard from the CA since it started says so, instead of counting the
+    /// seconds since 1970 (seen in CI as "for 1796613705 s").
+    #[test]
+    fn a_node_that_never_heard_from_the_ca_says_so() {
+        let never = super::ApiError::Stale(None).to_string();
+        assert!(never.contains("since it started") && !never.contains(" s;"), "{never}");
+        let late = super::ApiError::Stale(Some(42)).to_string();
+        assert!(late.contains("for 42 s"), "{late}");
+    }
 
     fn doc() -> Value {
         serde_json::from_str(super::OPENAPI).unwrap()

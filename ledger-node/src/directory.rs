@@ -191,6 +191,11 @@ impl Directory {
         k.statement.role_of(identity)
     }
 
+    /// Whether the CA has been heard from since this node started.
+    pub fn heard(&self) -> bool {
+        self.last_contact_ms.load(Ordering::Relaxed) != 0
+    }
+
     /// Milliseconds since the CA was last heard from (a signed heartbeat or an event).
     pub fn silent_for_ms(&self) -> i64 {
         now_ms() - self.last_contact_ms.load(Ordering::Relaxed)
