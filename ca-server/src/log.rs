@@ -206,11 +206,6 @@ impl LogSigner {
         self.first.as_ref().map(|k| k.public())
     }
 
-    /// The numbers of the keys signing now (the active one first).
-    pub fn signing_numbers(&self) -> Vec<i64> {
-        self.signing().keys.iter().map(|k| k.number).collect()
-    }
-
     /// Signs the checkpoint of a tree with every key signing now.
     pub fn sign_checkpoint(&self, size: u64, root: Hash) -> Result<String, LogError> {
         let signing = self.signing();

@@ -54,21 +54,34 @@ fn now_ms() -> i64 {
     (crate::app::now().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// The node calling, and its cursor checked against the feed's head.
-async fn node_and_cursor(s: &AppState, caller: &Caller, cursor: &str) -> Result<(String, i64), ApiError> {
+/// A cursor as a query gives it (empty: the start).
+fn parse_cursor(cursor: &str) -> Result<i64, ApiError> {
+    if cursor.is_empty() {
+        return Ok(0);
+    }
+    cursor
+        .parse()
+        .map_err(|_| ApiError::InvalidCursor("cursor must be a feed position (a non-negative integer)".into()))
+}
+
+/// The node calling, and its cursor (as parsed) checked against the feed's head; the caller is
+/// checked first.
+async fn node_and_cursor(
+    s: &AppState,
+    caller: &Caller,
+    cursor: Result<i64, ApiError>,
+) -> Result<(String, i64), ApiError> {
     if !caller.identity.kind.is_network_node() {
         return Err(ApiError::Forbidden(
             "only city nodes and orderers follow the change feed".into(),
         ));
     }
-    let cursor: i64 =
-        if cursor.is_empty() {
-            0
-        } else {
-            cursor.parse().ok().filter(|c| *c >= 0).ok_or_else(|| {
-                ApiError::InvalidCursor("cursor must be a feed position (a non-negative integer)".into())
-            })?
-        };
+    let cursor = cursor?;
+    if cursor < 0 {
+        return Err(ApiError::InvalidCursor(
+            "cursor must be a feed position (a non-negative integer)".into(),
+        ));
+    }
     let head = feed_head(&s.db).await?;
     if cursor > head {
         return Err(ApiError::InvalidCursor(format!(
@@ -83,7 +96,7 @@ async fn page(
     caller: Caller,
     Query(q): Query<FeedQuery>,
 ) -> Result<axum::Json<FeedPage>, ApiError> {
-    let (node, cursor) = node_and_cursor(&s, &caller, &q.cursor).await?;
+    let (node, cursor) = node_and_cursor(&s, &caller, parse_cursor(&q.cursor)).await?;
     let limit = q.limit.unwrap_or(PAGE);
     if !(1..=PAGE).contains(&limit) {
         return Err(ApiError::InvalidField(format!("limit must be from 1 to {PAGE}")));
@@ -108,7 +121,7 @@ async fn ack(
     caller: Caller,
     Json(body): Json<FeedAck>,
 ) -> Result<StatusCode, ApiError> {
-    let (node, cursor) = node_and_cursor(&s, &caller, &body.cursor.to_string()).await?;
+    let (node, cursor) = node_and_cursor(&s, &caller, Ok(body.cursor)).await?;
     record_ack(&s.db, &node, cursor, crate::app::now().unix_timestamp()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -118,7 +131,7 @@ async fn stream(
     caller: Caller,
     Query(q): Query<FeedQuery>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (node, mut cursor) = node_and_cursor(&s, &caller, &q.cursor).await?;
+    let (node, mut cursor) = node_and_cursor(&s, &caller, parse_cursor(&q.cursor)).await?;
     // One node identity cannot take every stream: a few each (reconnects overlap), and a bound
     // in all.
     let permit = match s.feed_streams.try_take(&node) {

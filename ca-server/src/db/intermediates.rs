@@ -77,10 +77,7 @@ pub async fn record_first(c: &mut AnyConnection, der: &[u8], at: i64) -> Result<
 /// Adds a new intermediate: `next` with its certificate, or `requested` with the CSR an offline
 /// root is to sign; its key sealed here or named in the token.
 pub async fn insert_new(c: &mut AnyConnection, number: i64, made: &Made, key: &NewKey, at: i64) -> Result<(), DbError> {
-    let (key_sealed, key_label) = match key {
-        NewKey::Sealed(s) => (Some(s.as_str()), None),
-        NewKey::Token(l) => (None, Some(l.as_str())),
-    };
+    let (key_sealed, key_label) = key.columns();
     let (der, csr, state) = match made {
         Made::Certificate(der) => (Some(der.clone()), None, "next"),
         Made::Request(csr) => (None, Some(csr.clone()), "requested"),

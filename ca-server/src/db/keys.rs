@@ -80,10 +80,7 @@ pub async fn insert_incoming(
     key: &NewKey,
     at: i64,
 ) -> Result<(), DbError> {
-    let (key_sealed, key_label) = match key {
-        NewKey::Sealed(s) => (Some(s.as_str()), None),
-        NewKey::Token(l) => (None, Some(l.as_str())),
-    };
+    let (key_sealed, key_label) = key.columns();
     sqlx::query(
         "INSERT INTO signing_keys (purpose, number, state, public_key, key_sealed, key_label, created_at, changed_at) \
          VALUES ($1, $2, 'incoming', $3, $4, $5, $6, $6)",

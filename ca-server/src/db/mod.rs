@@ -36,6 +36,16 @@ pub enum NewKey {
     Token(String),
 }
 
+impl NewKey {
+    /// Its `key_sealed` and `key_label` columns.
+    pub fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            NewKey::Sealed(s) => (Some(s.as_str()), None),
+            NewKey::Token(l) => (None, Some(l.as_str())),
+        }
+    }
+}
+
 /// A connection, or (through `&mut *tx`) the connection of a transaction: what the store
 /// functions that run inside a caller's transaction take.
 pub type Conn = sqlx::AnyConnection;
