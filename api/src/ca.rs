@@ -590,6 +590,51 @@ pub struct Intermediate {
     pub changed_at: i64,
 }
 
+/// A root of the CA (`GET /api/v1/roots`, public, every root it has had): `published` (in the
+/// trust bundle beside the active one, with its cross-certificate), `active` (it certifies the
+/// next intermediates), `retiring` (replaced; still trusted while intermediates it certified
+/// live), `withdrawn` (out of the trust bundle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    /// Its number at this CA (1 is the root of initialisation).
+    pub number: i64,
+    /// `published`, `active`, `retiring` or `withdrawn`.
+    pub state: String,
+    /// The self-signed certificate, PEM.
+    pub certificate: String,
+    /// Its subject and key certified by the root before it, PEM (none for number 1): a verifier
+    /// that trusts the old root trusts this one through it.
+    pub cross: Option<String>,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub sha256: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Where its CRL is published (until it is withdrawn).
+    pub crl_url: Option<String>,
+    /// When its state last changed, Unix seconds.
+    pub changed_at: i64,
+}
+
+/// `POST /api/v1/roots` (administrators): publish the next root. Empty when the CA holds the
+/// current root's key (it makes the new root and its cross-certificate itself); under an
+/// offline root, the three files `ca-server root rotate` made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddRoot {
+    /// The new root's self-signed certificate, PEM.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// Its cross-certificate, signed by the current root, PEM.
+    #[serde(default)]
+    pub cross: Option<String>,
+    /// Its first CRL, PEM.
+    #[serde(default)]
+    pub crl: Option<String>,
+}
+
 /// One of the CA's Ed25519 signing keys (`GET /api/v1/keys/{purpose}`, public): the issuance
 /// log's checkpoint key (`log`) or the membership key (`membership`). A handover makes the next
 /// key `incoming` (published; a log key co-signs every checkpoint beside the active one), then
@@ -698,6 +743,23 @@ pub enum FeedEvent {
         /// The certificate, base64 DER.
         certificate: String,
     },
+    /// A root was published, activated or withdrawn (every node sees it). Its
+    /// cross-certificate proves itself: a node uses it only for chains that verify to its
+    /// bundle.
+    Root {
+        /// Feed position.
+        seq: i64,
+        /// The root's number.
+        number: i64,
+        /// `published`, `activated` or `withdrawn`.
+        step: String,
+        /// Unix seconds.
+        at: i64,
+        /// The self-signed certificate, base64 DER.
+        certificate: String,
+        /// Its cross-certificate from the root before it, base64 DER.
+        cross: String,
+    },
 }
 
 impl FeedEvent {
@@ -707,7 +769,8 @@ impl FeedEvent {
             FeedEvent::Membership { seq, .. }
             | FeedEvent::Revocation { seq, .. }
             | FeedEvent::Directory { seq, .. }
-            | FeedEvent::Intermediate { seq, .. } => *seq,
+            | FeedEvent::Intermediate { seq, .. }
+            | FeedEvent::Root { seq, .. } => *seq,
         }
     }
 }

@@ -27,7 +27,9 @@
 //!   generated in the token (labelled `<trust domain> issuing CA <number> <random>`), certified by the root
 //!   key in the token when it is there, and destroyed in the token when it retires.
 //!
-//! Non-features (yet): rotating the root itself.
+//! - Each intermediate records the root that certified it (the active root when it was made;
+//!   see `crate::roots` for the root's own rotation), and its chain carries the cross-certificates
+//!   back to roots still trusted before its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -39,10 +41,10 @@ use time::OffsetDateTime;
 use crate::db::Db;
 use crate::db::NewKey;
 use crate::db::intermediates::{self as store, IntermediateRow, Made};
-use crate::hsm::InToken;
+use crate::db::roots::RootRow;
 use crate::keystore::blocking;
 use crate::log::{LogSigner, NewLeaf};
-use crate::pki::{Ca, CaSigner, Policy};
+use crate::pki::{Ca, CaSigner};
 use identity::logleaf::{IntermediateStep, LogLeaf};
 
 /// A node that reported its feed position within this window is waited for before an
@@ -53,53 +55,7 @@ pub const ACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 /// How often a replica reads the intermediates' states to notice another replica's step.
 pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Why a rotation step was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RotationError {
-    /// The step does not fit the current state; the text says what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// No intermediate with this number.
-    #[error("no intermediate number {0}")]
-    Unknown(i64),
-    /// Storage, sealing or signing failed.
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<crate::db::DbError> for RotationError {
-    fn from(e: crate::db::DbError) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
-impl From<crate::log::LogError> for RotationError {
-    fn from(e: crate::log::LogError) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
-/// What the CA needs to open and make intermediates' keys.
-pub struct Keys {
-    /// The passphrase that seals the CA's keys.
-    pub passphrase: String,
-    /// Number 1's signer (a sealed file or a token key, opened at start-up).
-    pub first: CaSigner,
-    /// The roots (the trust bundle).
-    pub roots: Vec<CertificateDer<'static>>,
-    /// Issuance policy.
-    pub policy: Policy,
-    /// The CA's public base URL (CRL distribution points).
-    pub public_url: String,
-    /// The trust domain.
-    pub trust_domain: String,
-    /// The data directory's files (the root's certificate and sealed key).
-    pub paths: crate::config::Paths,
-    /// The CA's PKCS#11 token, when its keys are there.
-    pub token: Option<InToken>,
-    /// Keys of later intermediates, each opened once (argon2id makes opening slow on purpose).
-    pub opened: std::sync::Mutex<BTreeMap<i64, CaSigner>>,
-}
+pub use crate::rotation::{Keys, RotationError};
 
 impl Keys {
     fn signer(&self, row: &IntermediateRow) -> Result<CaSigner, RotationError> {
@@ -138,16 +94,17 @@ impl Keys {
         Ok(signer)
     }
 
-    fn ca(&self, row: &IntermediateRow) -> Result<Ca, RotationError> {
+    fn ca(&self, row: &IntermediateRow, roots: &[RootRow]) -> Result<Ca, RotationError> {
         let signer = self.signer(row)?;
         let mut ca = Ca::new(
-            self.roots.clone(),
+            trusted(roots),
             CertificateDer::from(row.der.clone()),
             signer,
             self.policy,
         )
         .map_err(|e| RotationError::Internal(e.into()))?
-        .numbered(row.number);
+        .numbered(row.number)
+        .with_cross(crate::roots::cross_chain(roots, row.root));
         ca.set_public_url(&self.public_url);
         Ok(ca)
     }
@@ -155,6 +112,15 @@ impl Keys {
 
 fn key_label(number: i64) -> String {
     format!("intermediate-{number}")
+}
+
+/// The roots relying parties trust now (every one not withdrawn), by number.
+pub fn trusted(roots: &[RootRow]) -> Vec<CertificateDer<'static>> {
+    roots
+        .iter()
+        .filter(|r| r.trusted())
+        .map(|r| CertificateDer::from(r.der.clone()))
+        .collect()
 }
 
 /// The intermediates as this replica knows them.
@@ -165,17 +131,22 @@ pub struct Issuers {
     pub signing: BTreeMap<i64, Arc<Ca>>,
     /// Every intermediate, by number.
     pub rows: Vec<IntermediateRow>,
+    /// Every root, by number.
+    pub roots: Vec<RootRow>,
 }
 
 impl Issuers {
     /// Reads the intermediates and opens the keys of those that sign.
     pub async fn load(db: &Db, keys: &Keys) -> Result<Self, RotationError> {
-        let rows = store::all(&mut *db.acquire().await?).await?;
+        let mut c = db.acquire().await?;
+        let rows = store::all(&mut c).await?;
+        let roots = crate::db::roots::all(&mut c).await?;
+        drop(c);
         let mut signing = BTreeMap::new();
         let mut active = None;
         for row in &rows {
             if matches!(row.state.as_str(), "published" | "active" | "retiring") {
-                let ca = Arc::new(keys.ca(row)?);
+                let ca = Arc::new(keys.ca(row, &roots)?);
                 if row.state == "active" {
                     active = Some(ca.clone());
                 }
@@ -188,13 +159,30 @@ impl Issuers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|n, _| signing.contains_key(n) || rows.iter().any(|r| r.number == *n && r.state == "next"));
-        Ok(Self { active, signing, rows })
+        Ok(Self {
+            active,
+            signing,
+            rows,
+            roots,
+        })
     }
 
-    fn states(&self) -> Vec<(i64, String)> {
-        self.rows.iter().map(|r| (r.number, r.state.clone())).collect()
+    /// The roots relying parties trust now.
+    pub fn trusted_roots(&self) -> Vec<CertificateDer<'static>> {
+        trusted(&self.roots)
+    }
+
+    fn states(&self) -> States {
+        (
+            self.rows.iter().map(|r| (r.number, r.state.clone())).collect(),
+            self.roots.iter().map(|r| (r.number, r.state.clone())).collect(),
+        )
     }
 }
+
+/// What a replica compares to notice another's step: (number, state) of every intermediate and
+/// of every root.
+type States = (Vec<(i64, String)>, Vec<(i64, String)>);
 
 /// The current [`Issuers`], replaced whole when a step commits (here or on another replica).
 pub struct Current(RwLock<Arc<Issuers>>);
@@ -230,7 +218,10 @@ impl Current {
         loop {
             tick.tick().await;
             let stored = match db.acquire().await {
-                Ok(mut c) => store::states(&mut c).await,
+                Ok(mut c) => match store::states(&mut c).await {
+                    Ok(i) => crate::db::roots::states(&mut c).await.map(|r| (i, r)),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match stored {
@@ -269,7 +260,7 @@ pub struct Rotation<'a> {
 fn find(rows: &[IntermediateRow], number: i64) -> Result<&IntermediateRow, RotationError> {
     rows.iter()
         .find(|r| r.number == number)
-        .ok_or(RotationError::Unknown(number))
+        .ok_or(RotationError::Unknown("intermediate", number))
 }
 
 impl Rotation<'_> {
@@ -291,7 +282,9 @@ impl Rotation<'_> {
             None => Ok(rows.iter().map(|r| r.number).max().unwrap_or(0) + 1),
         };
         let number = refuse_busy(&store::all(&mut *self.db.acquire().await?).await?)?;
-        let (made, key) = blocking(|| self.make(number, now))?;
+        let roots = crate::db::roots::all(&mut *self.db.acquire().await?).await?;
+        let root = crate::roots::active(&roots)?.clone();
+        let (made, key) = blocking(|| self.make(number, &root, now))?;
         let result = async {
             let mut tx = self.db.begin().await?;
             crate::log::lock_sequencer(&mut tx).await?;
@@ -300,7 +293,12 @@ impl Rotation<'_> {
                     "another administrator made intermediate {number} meanwhile; see `bsn intermediates list`"
                 )));
             }
-            store::insert_new(&mut tx, number, &made, &key, now.unix_timestamp()).await?;
+            if crate::roots::active(&crate::db::roots::all(&mut tx).await?)?.number != root.number {
+                return Err(RotationError::Refused(
+                    "the active root changed meanwhile; make the next intermediate again".into(),
+                ));
+            }
+            store::insert_new(&mut tx, number, &made, &key, root.number, now.unix_timestamp()).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -324,12 +322,12 @@ impl Rotation<'_> {
     /// A new P-256 key for intermediate `number` (in the CA's token when its keys are there,
     /// else sealed with the passphrase) and its certificate from the root, or its CSR when the
     /// root key is not at hand.
-    fn make(&self, number: i64, now: OffsetDateTime) -> Result<(Made, NewKey), RotationError> {
+    fn make(&self, number: i64, root: &RootRow, now: OffsetDateTime) -> Result<(Made, NewKey), RotationError> {
         let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
         if let Some(t) = &self.keys.token {
             let label = t.label("issuing CA", number);
             let key = t.token.generate_p256(&label).map_err(|e| internal(&e))?;
-            return match self.certify(number, now, &key) {
+            return match self.certify(number, root, now, &key) {
                 Ok(made) => Ok((made, NewKey::Token(label))),
                 Err(e) => {
                     t.destroy(&label);
@@ -340,13 +338,19 @@ impl Rotation<'_> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| internal(&e))?;
         let sealed = crate::keystore::seal(&self.keys.passphrase, &key_label(number), &key.serialize_der())
             .map_err(|e| internal(&e))?;
-        Ok((self.certify(number, now, &key)?, NewKey::Sealed(sealed)))
+        Ok((self.certify(number, root, now, &key)?, NewKey::Sealed(sealed)))
     }
 
-    /// The certificate of intermediate `number` for `key`, signed by the root key in the token
-    /// or in the data directory; or, when neither is here (an offline root), the key's CSR.
-    fn certify<K: rcgen::SigningKey>(&self, number: i64, now: OffsetDateTime, key: &K) -> Result<Made, RotationError> {
-        let p = &self.keys.paths;
+    /// The certificate of intermediate `number` for `key`, signed by the active root's key (in
+    /// the token, the data directory or its row); or, when the CA does not hold it (an offline
+    /// root), the key's CSR.
+    fn certify<K: rcgen::SigningKey>(
+        &self,
+        number: i64,
+        root: &RootRow,
+        now: OffsetDateTime,
+        key: &K,
+    ) -> Result<Made, RotationError> {
         let internal = |e: &dyn std::fmt::Display| RotationError::Internal(anyhow::anyhow!("{e}"));
         let request = crate::pki::IntermediateRequest {
             trust_domain: &self.keys.trust_domain,
@@ -354,35 +358,13 @@ impl Rotation<'_> {
             now,
             validity: crate::pki::INTERMEDIATE_VALIDITY,
             public_url: Some(&self.keys.public_url),
+            root: u32::try_from(root.number).map_err(|e| internal(&e))?,
         };
-        let root_der = || -> Result<CertificateDer<'static>, RotationError> {
-            use rustls_pki_types::pem::PemObject;
-            let pem = std::fs::read(p.root_cert())
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.root_cert().display()))?;
-            Ok(CertificateDer::from_pem_slice(&pem).map_err(|e| anyhow::anyhow!("root.pem: {e}"))?)
-        };
-        if let Some(InToken {
-            token,
-            root_label: Some(root_label),
-            ..
-        }) = &self.keys.token
-        {
-            let root_key = token.key(root_label).map_err(|e| internal(&e))?;
-            let der =
-                crate::pki::issue_intermediate(&request, &root_der()?, &root_key, key).map_err(|e| internal(&e))?;
-            return Ok(Made::Certificate(der));
-        }
-        let Ok(sealed_root) = std::fs::read_to_string(p.root_key()) else {
+        let Some(root_key) = crate::roots::signer(self.keys, root)? else {
             let csr = crate::pki::intermediate_csr(&self.keys.trust_domain, key).map_err(|e| internal(&e))?;
             return Ok(Made::Request(csr));
         };
-        let root_key = KeyPair::try_from(
-            crate::keystore::open(&self.keys.passphrase, "root", &sealed_root)
-                .map_err(|e| internal(&e))?
-                .as_slice(),
-        )
-        .map_err(|e| internal(&e))?;
-        let der = crate::pki::issue_intermediate(&request, &root_der()?, &root_key, key).map_err(|e| internal(&e))?;
+        let der = crate::pki::issue_intermediate(&request, &root.der, &root_key, key).map_err(|e| internal(&e))?;
         drop(root_key);
         Ok(Made::Certificate(der))
     }
@@ -428,17 +410,20 @@ impl Rotation<'_> {
                 .map_err(|e| RotationError::Internal(e.into()))?,
             ),
         };
-        let root_crl = std::fs::read(self.keys.paths.root_crl()).map_err(|e| {
-            refused(format!(
-                "no root CRL is installed ({e}): install the root's current CRL with `ca-server root install-crl` first"
-            ))
-        })?;
-        let root = self
-            .keys
-            .roots
-            .first()
-            .ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no root")))?;
-        crate::pki::check_hierarchy(root, &der, &spki, &root_crl, now)
+        let roots = crate::db::roots::all(&mut *self.db.acquire().await?).await?;
+        let root = roots
+            .iter()
+            .find(|r| r.number == row.root)
+            .ok_or_else(|| RotationError::Internal(anyhow::anyhow!("no root {}", row.root)))?;
+        let root_crl = match &root.crl {
+            Some(crl) => crl.clone(),
+            None => std::fs::read(self.keys.paths.root_crl()).map_err(|e| {
+                refused(format!(
+                    "no root CRL is installed ({e}): install the root's current CRL with `ca-server root install-crl` first"
+                ))
+            })?,
+        };
+        crate::pki::check_hierarchy(&root.der, &der, &spki, &root_crl, now)
             .map_err(|e| refused(format!("the certificate for intermediate {number} is refused: {e}")))?;
         if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der)
             && let Some(org) = cert.subject().iter_organization().next().and_then(|a| a.as_str().ok())
@@ -508,7 +493,7 @@ impl Rotation<'_> {
         }
         match step {
             IntermediateStep::Published => {
-                let ca = self.keys.ca(&row)?;
+                let ca = self.keys.ca(&row, &crate::db::roots::all(&mut tx).await?)?;
                 Db::insert_first_crl(&mut tx, &ca, now).await?;
             }
             IntermediateStep::Activated => {

@@ -35,14 +35,16 @@
 //! - Limits on what strangers can make it do ([`limits`]): sign-in keyed so failures from
 //!   elsewhere never lock an owner out, registrations per address, failed enrollments per
 //!   source; argon2id slots shared round-robin between sources ([`secrets`]).
-//! - Rotation of the issuing intermediate ([`intermediates`]) and handover of the log's
-//!   checkpoint key ([`handover`]) without an outage, each step an issuance-log event.
+//! - Rotation of the issuing intermediate ([`intermediates`]) and of the root through a
+//!   cross-certificate ([`roots`]), and handover of the log's checkpoint key ([`handover`]),
+//!   without an outage, each step an issuance-log event.
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME; every CA key may live
-//! in a PKCS#11 token ([`hsm`]) and rotates inside it; the root and the membership key cannot be
-//! rotated yet; no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
+//! in a PKCS#11 token ([`hsm`]) and rotates inside it; the membership key cannot be handed over
+//! yet, and a node's pinned bundle does not follow a root rotation (it trusts the new root through
+//! the cross-certificate); no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
 //! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
@@ -72,6 +74,8 @@ pub mod problem;
 pub mod registry;
 pub mod revocation;
 pub mod root;
+pub mod roots;
+pub mod rotation;
 pub mod secrets;
 pub mod serve;
 pub mod web;

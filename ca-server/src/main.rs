@@ -180,6 +180,19 @@ enum RootCommand {
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
+    /// Offline root: make the next root in a new directory (its key sealed with the same
+    /// passphrase, its certificate, its first CRL) and its cross-certificate signed by this
+    /// root; the CA publishes both with `bsn roots add`.
+    Rotate {
+        /// The current root's directory.
+        #[arg(long, value_name = "DIR")]
+        root_dir: PathBuf,
+        /// The directory for the next root (must not hold a root).
+        #[arg(long, value_name = "DIR")]
+        new_root_dir: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
     /// Sign a new root CRL now: with --root-dir on the offline root (then install it on the CA
     /// with `root install-crl`), or with --data-dir on a CA that holds its root key (the
     /// server also does when half of the current one's lifetime has passed, at start-up).
@@ -510,6 +523,28 @@ fn root(command: RootCommand) -> anyhow::Result<()> {
                 out.display(),
                 dir.cert().display(),
                 dir.crl().display()
+            );
+            Ok(())
+        }
+        RootCommand::Rotate {
+            root_dir,
+            new_root_dir,
+            passphrase,
+        } => {
+            let next = RootDir::new(&new_root_dir);
+            let number = RootDir::new(&root_dir).rotate(&next, &passphrase.resolve()?, now)?;
+            println!("root {number} made in {}", new_root_dir.display());
+            println!("root certificate: {}", next.cert().display());
+            println!(
+                "cross-certificate (signed by the current root): {}",
+                next.cross().display()
+            );
+            println!("root CRL: {}", next.crl().display());
+            println!(
+                "next: bsn roots add --certificate {} --cross {} --crl {}",
+                next.cert().display(),
+                next.cross().display(),
+                next.crl().display()
             );
             Ok(())
         }

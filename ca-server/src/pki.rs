@@ -213,6 +213,10 @@ pub struct Ca {
     crl_url: Option<String>,
     /// Its number at this CA (1: the intermediate made at initialisation).
     pub number: i64,
+    /// Cross-certificates that lead from its root to roots still trusted before it (while a
+    /// root rotation is under way): sent after the intermediate, so a verifier that trusts only
+    /// the old root still verifies the chain.
+    cross: Vec<CertificateDer<'static>>,
 }
 
 impl Ca {
@@ -233,7 +237,14 @@ impl Ca {
             policy,
             crl_url: None,
             number: 1,
+            cross: Vec::new(),
         })
+    }
+
+    /// The same CA, whose chain carries `cross` after the intermediate.
+    pub fn with_cross(mut self, cross: Vec<CertificateDer<'static>>) -> Self {
+        self.cross = cross;
+        self
     }
 
     /// The same CA as intermediate number `number` (its CRL's URL is numbered).
@@ -349,9 +360,12 @@ impl Ca {
         Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
 
-    /// The chain a leaf holder presents after its leaf: the intermediate.
+    /// The chain a leaf holder presents after its leaf: the intermediate, then during a root
+    /// rotation the cross-certificates from its root back to the old root.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.intermediate.clone()]
+        let mut chain = vec![self.intermediate.clone()];
+        chain.extend(self.cross.iter().cloned());
+        chain
     }
 }
 
@@ -363,6 +377,16 @@ pub fn issuing_crl_url(base: &str, number: i64) -> String {
 /// Where the root's CRL is published under a CA's public base URL.
 pub fn root_crl_url(base: &str) -> String {
     format!("{base}/api/v1/crl/root")
+}
+
+/// Where root `number`'s CRL is published (the first root's at its historical address, which
+/// the intermediates it certified name).
+pub fn numbered_root_crl_url(base: &str, number: u32) -> String {
+    if number <= 1 {
+        root_crl_url(base)
+    } else {
+        format!("{base}/api/v1/crl/root/{number}")
+    }
 }
 
 /// Signs the root's CRL (no intermediate has ever been revoked: the list is empty), numbered by
@@ -429,6 +453,7 @@ pub fn new_hierarchy_for(
         now,
         validity: INTERMEDIATE_VALIDITY,
         public_url,
+        root: 1,
     };
     let intermediate_der = issue_intermediate(&intermediate, &root_der, root_key, inter_key)?;
     Ok(NewHierarchy {
@@ -444,15 +469,124 @@ pub const ROOT_VALIDITY: Duration = Duration::days(3650);
 /// How long an issuing intermediate lasts, unless asked otherwise (never past its root).
 pub const INTERMEDIATE_VALIDITY: Duration = Duration::days(1825);
 
-/// A self-signed root for `trust_domain` (10 years, path length 1), signed by `root_key`.
+/// A self-signed root for `trust_domain` (10 years, no path length constraint, like public
+/// roots: a root must be able to certify its successor, so that root, cross-certificate,
+/// intermediate, leaf is a valid path during a root rotation; the intermediates' path length 0
+/// still keeps every leaf from acting as a CA), signed by `root_key`.
 pub fn self_signed_root(
     trust_domain: &str,
     now: OffsetDateTime,
     root_key: &impl SigningKey,
 ) -> Result<Vec<u8>, PkiError> {
     let mut root = ca_params(trust_domain, "Root CA", now, ROOT_VALIDITY)?;
-    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     Ok(root.self_signed(root_key)?.der().to_vec())
+}
+
+/// The common name of root `number` after the trust domain: `Root CA`, then `Root CA <n>`.
+fn root_cn(number: u32) -> String {
+    if number <= 1 {
+        "Root CA".into()
+    } else {
+        format!("Root CA {number}")
+    }
+}
+
+/// A later root, number `number`, for `new_key`: its self-signed certificate (10 years, like
+/// the first) and its cross-certificate, the same subject and key certified by
+/// the root before it (`old_der`, whose key is `old_key`), which ends with the earlier of the
+/// two. A verifier that trusts the old root trusts the new one through the cross-certificate.
+pub fn next_root(
+    trust_domain: &str,
+    number: u32,
+    now: OffsetDateTime,
+    new_key: &impl SigningKey,
+    old_der: &[u8],
+    old_key: &impl SigningKey,
+) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+    let mut root = ca_params(trust_domain, &root_cn(number), now, ROOT_VALIDITY)?;
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root_der = root.self_signed(new_key)?.der().to_vec();
+    let old_issuer = Issuer::from_ca_cert_der(&CertificateDer::from(old_der), old_key)?;
+    let mut cross = ca_params(trust_domain, &root_cn(number), now, ROOT_VALIDITY)?;
+    cross.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    cross.use_authority_key_identifier_extension = true;
+    if let Ok((_, old)) = x509_parser::parse_x509_certificate(old_der) {
+        let old_end = old.validity().not_after.to_datetime();
+        if cross.not_after > old_end {
+            cross.not_after = old_end;
+        }
+    }
+    let cross_der = cross.signed_by(new_key, &old_issuer)?.der().to_vec();
+    Ok((root_der, cross_der))
+}
+
+/// Checks a later root made elsewhere (by the offline root's operator) before the CA publishes
+/// it: `root_der` a self-signed CA certificate valid at `now`; `cross_der` a CA certificate for
+/// exactly the same subject and key, signed by `trusted_der` (the root it succeeds), valid at
+/// `now`; and `crl_der` a current CRL signed by the new root.
+pub fn check_next_root(
+    root_der: &[u8],
+    cross_der: &[u8],
+    crl_der: &[u8],
+    trusted_der: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), HierarchyError> {
+    use HierarchyError::{Malformed, Refused};
+    let (_, root) = x509_parser::parse_x509_certificate(root_der)
+        .map_err(|e| Malformed("the new root certificate", e.to_string()))?;
+    let (_, cross) = x509_parser::parse_x509_certificate(cross_der)
+        .map_err(|e| Malformed("the cross-certificate", e.to_string()))?;
+    let (_, old) = x509_parser::parse_x509_certificate(trusted_der)
+        .map_err(|e| Malformed("the current root certificate", e.to_string()))?;
+    let (_, crl) = x509_parser::parse_x509_crl(crl_der).map_err(|e| Malformed("the new root's CRL", e.to_string()))?;
+    let at = x509_parser::time::ASN1Time::from_timestamp(now.unix_timestamp()).map_err(|e| Refused(e.to_string()))?;
+    if !root.is_ca() || root.verify_signature(None).is_err() || root.subject() != root.issuer() {
+        return Err(Refused("the new root is not a self-signed CA certificate".into()));
+    }
+    if !root.validity().is_valid_at(at) {
+        return Err(Refused(
+            "the new root is not valid now (check its dates and the clock)".into(),
+        ));
+    }
+    if root.public_key().raw == old.public_key().raw {
+        return Err(Refused(
+            "the new root has the current root's key: a rotation needs a new key".into(),
+        ));
+    }
+    if cross.public_key().raw != root.public_key().raw {
+        return Err(Refused(
+            "the cross-certificate certifies another key than the new root's: it was made for a different root".into(),
+        ));
+    }
+    if cross.subject().as_raw() != root.subject().as_raw() {
+        return Err(Refused(format!(
+            "the cross-certificate's subject ({}) is not the new root's ({})",
+            cross.subject(),
+            root.subject()
+        )));
+    }
+    if !cross.is_ca() {
+        return Err(Refused("the cross-certificate is not a CA certificate".into()));
+    }
+    if cross.issuer().as_raw() != old.subject().as_raw() || cross.verify_signature(Some(old.public_key())).is_err() {
+        return Err(Refused(format!(
+            "the cross-certificate was not signed by the current root ({}): sign it with the root the CA trusts now",
+            old.subject()
+        )));
+    }
+    if !cross.validity().is_valid_at(at) {
+        return Err(Refused(
+            "the cross-certificate is not valid now (check its dates and the clock)".into(),
+        ));
+    }
+    if crl.issuer() != root.subject() || crl.verify_signature(root.public_key()).is_err() {
+        return Err(Refused("the CRL was not signed by the new root".into()));
+    }
+    if crl.next_update().is_none_or(|n| n.timestamp() <= now.unix_timestamp()) {
+        return Err(Refused("the new root's CRL has expired".into()));
+    }
+    Ok(())
 }
 
 /// What an issuing intermediate is made with.
@@ -468,6 +602,8 @@ pub struct IntermediateRequest<'a> {
     pub validity: Duration,
     /// The CA's public base URL, under which it names the root's CRL.
     pub public_url: Option<&'a str>,
+    /// The number of the root that signs it (whose CRL it names).
+    pub root: u32,
 }
 
 /// Signs an issuing intermediate (path length 0) for `inter_key` under the root `root_der`,
@@ -490,7 +626,7 @@ pub fn issue_intermediate(
     inter.use_authority_key_identifier_extension = true;
     if let Some(base) = r.public_url {
         inter.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![root_crl_url(base)],
+            uris: vec![numbered_root_crl_url(base, r.root)],
         }];
     }
     Ok(inter.signed_by(inter_key, &root_issuer)?.der().to_vec())

@@ -12,10 +12,16 @@
 //! - `root.pem` and `root.key.sealed` (the key sealed with the passphrase, argon2id and AES-GCM,
 //!   like the online CA's keys);
 //! - `root-crl.der`: the root's current CRL;
-//! - `intermediates/<serial>.pem`: every intermediate this root signed, its own record.
+//! - `intermediates/<serial>.pem`: every intermediate this root signed, its own record;
+//! - `cross.pem` (a root made by `root rotate`): its subject and key certified by the root
+//!   before it, which the CA publishes beside it (`bsn roots add`).
 //!
 //! Not here: keeping the root key in a PKCS#11 token (the online CA can; the offline root keeps
 //! a sealed file), and revoking an intermediate (the root's CRL lists none).
+//!
+//! `root rotate --root-dir OLD --new-root-dir NEW` makes the next root in `NEW` (number + 1):
+//! the CA publishes it with its cross-certificate, activates it (the intermediates it signs
+//! from then on come from `NEW`), and withdraws the old one once all it certified has retired.
 //!
 //! Crash story: `init` writes the key, the certificate and the CRL, each durably, and `root.toml`
 //! last, so a directory without `root.toml` is an unfinished init that `init` may redo; with it,
@@ -50,6 +56,9 @@ pub struct RootFile {
     /// How long an intermediate lasts (default 1825d, never past the root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediate_validity: Option<String>,
+    /// The root's number at the CA (1 unless `root rotate` made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
 }
 
 /// An offline root's directory.
@@ -134,6 +143,7 @@ impl RootDir {
             public_url,
             crl_validity: None,
             intermediate_validity: None,
+            number: None,
         };
         let crl = crate::pki::sign_root_crl(&root, &key, now, file.crl_validity()?)?;
         write_file(
@@ -210,6 +220,7 @@ impl RootDir {
             now,
             validity,
             public_url: file.public_url.as_deref(),
+            root: file.number.unwrap_or(1),
         };
         let der = crate::pki::issue_intermediate(&request, &root, &root_key, &key.rcgen_spki)?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der).context("the new intermediate")?;
@@ -226,6 +237,52 @@ impl RootDir {
             serial_hex,
             not_after,
         })
+    }
+
+    /// The cross-certificate `rotate` made: this root's subject and key certified by the root
+    /// before it.
+    pub fn cross(&self) -> PathBuf {
+        self.f("cross.pem")
+    }
+
+    /// Makes the next root in `next` (a new, empty directory): its key (sealed with
+    /// `passphrase`), its self-signed certificate, its first CRL, and `cross.pem`, the same
+    /// subject and key certified by this root. The CA publishes them with `bsn roots add`.
+    pub fn rotate(&self, next: &RootDir, passphrase: &str, now: OffsetDateTime) -> anyhow::Result<u32> {
+        let (file, old) = self.load()?;
+        if next.config().exists() {
+            bail!(
+                "{} already holds a root ({} exists); refusing to overwrite it",
+                next.dir.display(),
+                next.config().display()
+            );
+        }
+        let old_key = self.open_key(passphrase, &old)?;
+        let number = file.number.unwrap_or(1) + 1;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let (root, cross) = crate::pki::next_root(&file.trust_domain, number, now, &key, &old, &old_key)?;
+        drop(old_key);
+        let new_file = RootFile {
+            number: Some(number),
+            ..file
+        };
+        let crl = crate::pki::sign_root_crl(&root, &key, now, new_file.crl_validity()?)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(next.intermediates())
+            .with_context(|| format!("creating {}", next.dir.display()))?;
+        write_file(
+            &next.key(),
+            crate::keystore::seal(passphrase, "root", &key.serialize_der())?.as_bytes(),
+            0o600,
+        )?;
+        write_file(&next.cert(), pem("CERTIFICATE", &root).as_bytes(), 0o644)?;
+        write_file(&next.cross(), pem("CERTIFICATE", &cross).as_bytes(), 0o644)?;
+        write_file(&next.crl(), &crl, 0o644)?;
+        write_file(&next.config(), toml::to_string_pretty(&new_file)?.as_bytes(), 0o600)?;
+        Ok(number)
     }
 
     /// The intermediates this root signed, as recorded.

@@ -153,10 +153,12 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
         .context("loading the log's signing keys")?;
     // The intermediates: number 1 is the one of initialisation; rotation adds the others.
     crate::intermediates::record_first(&db, &ca.intermediate, now()).await?;
+    // The roots: number 1 is the one of initialisation; root rotation adds the others.
+    let first_root = ca.roots.first().context("root.pem holds no certificate")?;
+    crate::roots::record_first(&db, first_root, now()).await?;
     let keys = Arc::new(crate::intermediates::Keys {
         passphrase: passphrase.clone(),
         first: ca.signer(),
-        roots: ca.roots.clone(),
         policy: cfg.policy,
         public_url: public_url.clone(),
         trust_domain: cfg.trust_domain.as_str().to_string(),

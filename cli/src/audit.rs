@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use identity::logleaf::{HandoverStep, IntermediateStep, KeyPurpose, LeafRef, LogLeaf};
+use identity::logleaf::{HandoverStep, IntermediateStep, KeyPurpose, LeafRef, LogLeaf, RootStep};
 use identity::tree::CompactRange;
 use identity::verify::{LeafVerifier, TrustBundle};
 use rustls_pki_types::CertificateDer;
@@ -48,6 +48,10 @@ pub struct AuditReport {
     /// The one intermediate that issued without being announced in the log: the CA's first,
     /// made at initialisation.
     unannounced: Option<[u8; 32]>,
+    /// Root rotation steps (published, activated, withdrawn) in the log.
+    pub root_steps: u64,
+    /// Each logged root's last step, by number.
+    roots: HashMap<u64, RootStep>,
     /// Key handover steps (log and membership keys) in the log.
     pub key_steps: u64,
     /// Each purpose's keys as the log tells them.
@@ -654,6 +658,16 @@ fn check_entry<'a>(
             .verify_intermediate(certificate)
             .map_err(|e| bad(format!("intermediate {number}'s certificate: {e}")))?;
     }
+    if verifier.is_some()
+        && let LeafRef::Root {
+            number,
+            certificate,
+            cross,
+            ..
+        } = decoded
+    {
+        check_cross(bundle, certificate, cross).map_err(|e| bad(format!("root {number}: {e}")))?;
+    }
     if let Some(verifier) = verifier
         && let LeafRef::Issuance {
             identity,
@@ -677,6 +691,57 @@ fn check_entry<'a>(
         }
     }
     Ok((decoded, issuer))
+}
+
+/// Checks a later root against its cross-certificate: the root is a self-signed CA
+/// certificate, the cross-certificate certifies exactly its subject and key, and a root of
+/// `bundle` signed the cross-certificate.
+pub fn check_cross(bundle: &TrustBundle, root: &[u8], cross: &[u8]) -> Result<(), String> {
+    let (_, r) = x509_parser::parse_x509_certificate(root).map_err(|e| format!("the root does not parse: {e}"))?;
+    let (_, c) =
+        x509_parser::parse_x509_certificate(cross).map_err(|e| format!("the cross-certificate does not parse: {e}"))?;
+    if !r.is_ca() || r.subject() != r.issuer() || r.verify_signature(None).is_err() {
+        return Err("the root is not a self-signed CA certificate".into());
+    }
+    if c.subject().as_raw() != r.subject().as_raw() || c.public_key().raw != r.public_key().raw {
+        return Err("the cross-certificate certifies another subject or key than the root".into());
+    }
+    bundle
+        .verify_intermediate(cross)
+        .map_err(|e| format!("the cross-certificate: {e}"))
+}
+
+/// The pinned bundle, extended with each later root the CA lists (`/api/v1/roots`) whose
+/// cross-certificate a root already trusted signed, in order: a verifier that pins the old root
+/// accepts its successors through their cross-certificates (withdrawn ones too, so old entries
+/// verify). A CA from before root rotation existed lists none.
+pub async fn follow_roots(api: &Api, pinned: &TrustBundle) -> Result<TrustBundle, AuditError> {
+    use rustls_pki_types::pem::PemObject;
+    let listed = match api
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::Root>>("/api/v1/roots", &[])
+        .await
+    {
+        Ok(list) => list.items,
+        Err(ClientError::Problem { status: 404, .. }) => return Ok(pinned.clone()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut roots: Vec<CertificateDer<'static>> = pinned.roots().to_vec();
+    for r in listed.into_iter().filter(|r| r.number > 1) {
+        let bad = |m: String| AuditError::Invalid(format!("the CA's root {}: {m}", r.number));
+        let der = CertificateDer::from_pem_slice(r.certificate.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let cross = r
+            .cross
+            .as_deref()
+            .ok_or_else(|| bad("listed without a cross-certificate".into()))
+            .and_then(|c| CertificateDer::from_pem_slice(c.as_bytes()).map_err(|e| bad(e.to_string())))?;
+        if roots.contains(&der) {
+            continue;
+        }
+        let trusted = TrustBundle::from_der(roots.clone()).map_err(|e| bad(e.to_string()))?;
+        check_cross(&trusted, &der, &cross).map_err(bad)?;
+        roots.push(der);
+    }
+    TrustBundle::from_der(roots).map_err(|e| AuditError::Invalid(format!("the CA's roots: {e}")))
 }
 
 /// SHA-256 of each intermediate of the chain, in order.
@@ -826,6 +891,31 @@ fn record(
                 *old_key
             });
             report.key_steps += 1;
+        }
+        LeafRef::Root { step, number, .. } => {
+            let last = report.roots.get(&number).copied();
+            let fits = match (step, last) {
+                (RootStep::Published, None) => {
+                    number >= 2
+                        && (!complete_history || number == 2 || report.roots.contains_key(&(number - 1)))
+                        && !report.roots.values().any(|s| *s == RootStep::Published)
+                }
+                (RootStep::Activated, Some(RootStep::Published)) => true,
+                // The root before an activated one retires; the first (never announced) too.
+                (RootStep::Withdrawn, Some(RootStep::Activated)) => true,
+                (RootStep::Withdrawn, None) => !complete_history || number == 1,
+                (RootStep::Activated, None) => !complete_history,
+                _ => false,
+            };
+            if !fits {
+                return Err(bad(format!(
+                    "root {number} is {} after {}",
+                    step.name(),
+                    last.map_or("nothing", RootStep::name)
+                )));
+            }
+            report.roots.insert(number, step);
+            report.root_steps += 1;
         }
         LeafRef::Revocation { serial, .. } => match issued.get_mut(serial) {
             None if complete_history => return Err(bad(format!("revocation of {serial}, which the log never issued"))),

@@ -221,6 +221,11 @@ enum Command {
     /// publish, activate, then retire the old one once its last certificate has expired.
     #[command(subcommand)]
     Intermediates(IntermediateCmd),
+    /// The CA's roots, and rotating to a new one (administrators): add (published beside the
+    /// current one with a cross-certificate), activate, then withdraw the old one once every
+    /// intermediate it certified has retired.
+    #[command(subcommand)]
+    Roots(RootCmd),
     /// The CA's Ed25519 signing keys, and handing one over to its successor (administrators):
     /// begin (both sign), then finish (the new one alone).
     #[command(subcommand)]
@@ -422,6 +427,53 @@ enum IntermediateCmd {
         #[command(flatten)]
         me: IdentityArgs,
         /// The intermediate's number.
+        number: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum RootCmd {
+    /// Every root the CA has had, with its state (public).
+    List {
+        #[command(flatten)]
+        ca: CaArgs,
+        /// Print the API's items as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the next root beside the current one. With no files the CA makes it with the
+    /// current root's key; under an offline root, give what `ca-server root rotate` made.
+    Add {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The new root's certificate (PEM: NEW/root.pem).
+        #[arg(long, value_name = "FILE", requires_all = ["cross", "crl"])]
+        certificate: Option<PathBuf>,
+        /// Its cross-certificate signed by the current root (PEM: NEW/cross.pem).
+        #[arg(long, value_name = "FILE", requires_all = ["certificate", "crl"])]
+        cross: Option<PathBuf>,
+        /// Its first CRL (DER or PEM: NEW/root-crl.der).
+        #[arg(long, value_name = "FILE", requires_all = ["certificate", "cross"])]
+        crl: Option<PathBuf>,
+    },
+    /// Certify the next intermediates with root NUMBER; the active one keeps being trusted.
+    Activate {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The root's number.
+        number: u32,
+    },
+    /// Take root NUMBER out of the trust bundle once every intermediate it certified retired.
+    Withdraw {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The root's number.
         number: u32,
     },
 }
@@ -683,6 +735,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             print_secret(&v.secret, &v.secret_expires_at, max_enrollments);
         }
         Command::Intermediates(cmd) => intermediates(cmd).await?,
+        Command::Roots(cmd) => roots(cmd).await?,
         Command::Keys(cmd) => keys(cmd).await?,
         Command::Disable { ca, me, id } => set_status(&ca, &me, &id, "disable").await?,
         Command::Enable { ca, me, id } => set_status(&ca, &me, &id, "enable").await?,
@@ -1027,6 +1080,97 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `bsn roots`: the listing, or one rotation step.
+async fn roots(cmd: RootCmd) -> Result<(), Failure> {
+    use bsn_api::ca::{Items, Root};
+    let show = |r: &Root| {
+        println!("root {} is {}", r.number, r.state);
+        match r.state.as_str() {
+            "published" => println!(
+                "next: give nodes and relying parties time to fetch it, then `bsn roots activate {}`",
+                r.number
+            ),
+            "active" => println!(
+                "the next intermediate (`bsn intermediates next`) is certified by it; then retire the old root's \
+                 intermediates and `bsn roots withdraw` the old root"
+            ),
+            _ => {}
+        }
+    };
+    let read = |f: &Path| std::fs::read(f).map_err(|e| local(format!("reading {}: {e}", f.display())));
+    let (path, ca, me) = match cmd {
+        RootCmd::List { ca, json } => {
+            let list: Items<Root> = api(&ca, None)?.get_as("/api/v1/roots", &[]).await?;
+            return output::print(
+                &list.items,
+                json,
+                |items| {
+                    let mut t = output::Table::new(&["NUMBER", "STATE", "EXPIRES", "SHA-256", "CRL"]);
+                    for r in items {
+                        let expires = time::OffsetDateTime::from_unix_timestamp(r.not_after)
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .unwrap_or_default();
+                        t.row(vec![
+                            r.number.to_string(),
+                            r.state.clone(),
+                            output::time(&expires),
+                            r.sha256[..16].to_string(),
+                            r.crl_url.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    t
+                },
+                "no roots",
+            );
+        }
+        RootCmd::Add {
+            ca,
+            me,
+            certificate,
+            cross,
+            crl,
+        } => {
+            let body = match (certificate, cross, crl) {
+                (Some(certificate), Some(cross), Some(crl)) => {
+                    let crl = read(&crl)?;
+                    let crl = if crl.starts_with(b"-----") {
+                        String::from_utf8_lossy(&crl).into_owned()
+                    } else {
+                        pem_block("X509 CRL", &crl)
+                    };
+                    bsn_api::ca::AddRoot {
+                        certificate: Some(String::from_utf8_lossy(&read(&certificate)?).into_owned()),
+                        cross: Some(String::from_utf8_lossy(&read(&cross)?).into_owned()),
+                        crl: Some(crl),
+                    }
+                }
+                _ => bsn_api::ca::AddRoot::default(),
+            };
+            let r: Root = api(&ca, Some(&me))?.post_as("/api/v1/roots", &body).await?;
+            show(&r);
+            return Ok(());
+        }
+        RootCmd::Activate { ca, me, number } => (format!("/api/v1/roots/{number}/activate"), ca, me),
+        RootCmd::Withdraw { ca, me, number } => (format!("/api/v1/roots/{number}/withdraw"), ca, me),
+    };
+    let r: Root = api(&ca, Some(&me))?.post_as(&path, &json!({})).await?;
+    show(&r);
+    Ok(())
+}
+
+/// PEM armour around DER.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out + &format!("-----END {label}-----\n")
+}
+
 /// `bsn keys`: the listing, or one handover step.
 async fn keys(cmd: KeysCmd) -> Result<(), Failure> {
     use bsn_api::ca::{Items, SigningKey};
@@ -1108,6 +1252,7 @@ async fn audit_verify(
         std::fs::read(&ca.ca_bundle).map_err(|e| local(format!("reading {}: {e}", ca.ca_bundle.display())))?;
     let bundle = identity::verify::TrustBundle::from_pem(&bundle_pem).map_err(local)?;
     let api = api(ca, None)?;
+    let bundle = bsn::audit::follow_roots(&api, &bundle).await.map_err(audit_failure)?;
     let chain = bsn::audit::fetch_intermediates(&api).await.map_err(audit_failure)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -1147,8 +1292,8 @@ async fn audit_verify(
         Ok((r, listed)) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions, {} intermediate steps, {} key handover steps)",
-                r.size, r.issuances, r.revocations, r.memberships, r.intermediate_steps, r.key_steps
+                "log verified: {} entries ({} issuances, {} revocations, {} membership revisions, {} intermediate steps, {} root steps, {} key handover steps)",
+                r.size, r.issuances, r.revocations, r.memberships, r.intermediate_steps, r.root_steps, r.key_steps
             );
             println!("root {} matches the signed checkpoint", r.root);
             if let Some(new) = r.handed_over_to.last() {
@@ -1214,6 +1359,7 @@ async fn audit_follow(
         Err(e) => return Err(local(format!("reading {}: {e}", state_file.display()))),
     };
     let api = api(ca, None)?;
+    let bundle = bsn::audit::follow_roots(&api, &bundle).await.map_err(audit_failure)?;
     let chain = bsn::audit::fetch_intermediates(&api).await.map_err(audit_failure)?;
     loop {
         let mut alerts = Vec::new();
@@ -1240,6 +1386,15 @@ async fn audit_follow(
                     ..
                 } => {
                     println!("{index}\tintermediate\t{number} {} by {authorized_by}", step.name());
+                    return;
+                }
+                identity::logleaf::LogLeaf::Root {
+                    step,
+                    number,
+                    authorized_by,
+                    ..
+                } => {
+                    println!("{index}\troot\t{number} {} by {authorized_by}", step.name());
                     return;
                 }
                 identity::logleaf::LogLeaf::Key {

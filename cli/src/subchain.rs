@@ -510,6 +510,7 @@ pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Fai
         } => println!("{seq}\trevocation\t{identity}\t{serial}\t{reason}"),
         FeedEvent::Directory { seq, revision, .. } => println!("{seq}\tdirectory\trevision {revision}"),
         FeedEvent::Intermediate { seq, number, step, .. } => println!("{seq}\tintermediate\t{number}\t{step}"),
+        FeedEvent::Root { seq, number, step, .. } => println!("{seq}\troot\t{number}\t{step}"),
     };
     if !follow {
         let mut cursor = cursor;

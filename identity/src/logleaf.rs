@@ -4,6 +4,7 @@
 //! ```text
 //! u8 version = 1
 //! u8 kind    = 1 (issuance) | 2 (revocation) | 3 (membership) | 4 (intermediate) | 5 (key)
+//!              | 6 (root)
 //! u64 time   (Unix seconds, big-endian)
 //! issuance:     str identity (SPIFFE ID), str serial (lowercase hex), str authorised_by,
 //!               i64 not_before, i64 not_after, [32] key_sha256, bytes certificate (DER)
@@ -13,7 +14,14 @@
 //!               bytes certificate (DER)
 //! key:          u8 purpose (1 log, 2 membership), u8 step (1 begun, 2 finished), u64 number,
 //!               str authorised_by, [32] old_key, [32] new_key (Ed25519 public keys)
+//! root:         u8 step (1 published, 2 activated, 3 withdrawn), u64 number, str authorised_by,
+//!               bytes certificate (the self-signed root, DER), bytes cross (the same subject and
+//!               key certified by the root before it, DER)
 //! ```
+//! A root leaf records a step of the root's rotation: published (the new root and its
+//! cross-certificate are in the trust bundle; a verifier that trusts the old root trusts the new
+//! one through the cross-certificate), activated (the new root certifies every intermediate from
+//! now on) and withdrawn (the old root leaves the bundle: everything it certified has retired).
 //! A key leaf records a step of handing one of the CA's Ed25519 keys over to its successor
 //! (number `number`): begun (the new key is published; a log key co-signs every checkpoint beside
 //! the old one from this leaf on) and finished (the new key alone signs; the old one is retired).
@@ -117,6 +125,52 @@ pub enum LogLeaf {
         /// Its successor (Ed25519 public key).
         new_key: [u8; 32],
     },
+    /// A step in the rotation of the root.
+    Root {
+        /// Unix seconds.
+        time: u64,
+        /// Which step.
+        step: RootStep,
+        /// The root's number at this CA (the root of initialisation is 1).
+        number: u64,
+        /// Who took the step.
+        authorized_by: String,
+        /// The root's self-signed certificate, DER.
+        certificate: Vec<u8>,
+        /// The root's subject and key certified by its predecessor, DER.
+        cross: Vec<u8>,
+    },
+}
+
+/// The steps of a root's rotation, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RootStep {
+    /// In the trust bundle beside its predecessor, with its cross-certificate.
+    Published = 1,
+    /// Certifying: every intermediate from now on is signed by it.
+    Activated = 2,
+    /// Out of the trust bundle: everything it certified has retired.
+    Withdrawn = 3,
+}
+
+impl RootStep {
+    fn from_code(c: u8) -> Result<Self, LeafError> {
+        match c {
+            1 => Ok(Self::Published),
+            2 => Ok(Self::Activated),
+            3 => Ok(Self::Withdrawn),
+            _ => Err(LeafError::Malformed("unknown root step")),
+        }
+    }
+
+    /// Its name: `published`, `activated` or `withdrawn`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Activated => "activated",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
 }
 
 /// Which of the CA's Ed25519 keys a handover is about.
@@ -305,6 +359,16 @@ pub enum LeafRef<'a> {
         old_key: &'a [u8; 32],
         new_key: &'a [u8; 32],
     },
+    /// See [`LogLeaf::Root`].
+    #[allow(missing_docs)]
+    Root {
+        time: u64,
+        step: RootStep,
+        number: u64,
+        authorized_by: &'a str,
+        certificate: &'a [u8],
+        cross: &'a [u8],
+    },
 }
 
 impl<'a> LeafRef<'a> {
@@ -341,6 +405,15 @@ impl<'a> LeafRef<'a> {
                 authorized_by: r.str()?,
                 old_key: r.hash("old key")?,
                 new_key: r.hash("new key")?,
+            }
+        } else if kind == 6 {
+            LeafRef::Root {
+                time,
+                step: RootStep::from_code(r.u8()?)?,
+                number: r.u64()?,
+                authorized_by: r.str()?,
+                certificate: r.bytes()?,
+                cross: r.bytes()?,
             }
         } else {
             let identity = r.str()?;
@@ -451,6 +524,21 @@ impl<'a> LeafRef<'a> {
                 old_key: *old_key,
                 new_key: *new_key,
             },
+            LeafRef::Root {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+                cross,
+            } => LogLeaf::Root {
+                time,
+                step,
+                number,
+                authorized_by: authorized_by.into(),
+                certificate: certificate.to_vec(),
+                cross: cross.to_vec(),
+            },
         }
     }
 }
@@ -539,6 +627,22 @@ impl LogLeaf {
                 put_bytes(&mut out, authorized_by.as_bytes())?;
                 out.extend_from_slice(old_key);
                 out.extend_from_slice(new_key);
+            }
+            LogLeaf::Root {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+                cross,
+            } => {
+                out.push(6);
+                out.extend_from_slice(&time.to_be_bytes());
+                out.push(*step as u8);
+                out.extend_from_slice(&number.to_be_bytes());
+                put_bytes(&mut out, authorized_by.as_bytes())?;
+                put_bytes(&mut out, certificate)?;
+                put_bytes(&mut out, cross)?;
             }
         }
         if out.len() > MAX_LEAF {
@@ -630,15 +734,32 @@ impl LogLeaf {
                 old_key,
                 new_key,
             },
+            LogLeaf::Root {
+                time,
+                step,
+                number,
+                authorized_by,
+                certificate,
+                cross,
+            } => LeafRef::Root {
+                time: *time,
+                step: *step,
+                number: *number,
+                authorized_by,
+                certificate,
+                cross,
+            },
         }
     }
 
-    /// The serial the event is about (empty for a membership change, an intermediate's step or a
-    /// key handover).
+    /// The serial the event is about (empty for a membership change, an intermediate's or a
+    /// root's step, or a key handover).
     pub fn serial(&self) -> &str {
         match self {
             LogLeaf::Issuance { serial, .. } | LogLeaf::Revocation { serial, .. } => serial,
-            LogLeaf::Membership { .. } | LogLeaf::Intermediate { .. } | LogLeaf::Key { .. } => "",
+            LogLeaf::Membership { .. } | LogLeaf::Intermediate { .. } | LogLeaf::Key { .. } | LogLeaf::Root { .. } => {
+                ""
+            }
         }
     }
 }
@@ -689,6 +810,14 @@ mod tests {
                 authorized_by: "admin".into(),
                 old_key: [5; 32],
                 new_key: [6; 32],
+            },
+            LogLeaf::Root {
+                time: 5,
+                step: RootStep::Published,
+                number: 2,
+                authorized_by: "admin".into(),
+                certificate: vec![0x30, 0x82, 5, 6],
+                cross: vec![0x30, 0x82, 7, 8],
             },
         ];
         for leaf in leaves {
@@ -741,6 +870,18 @@ mod tests {
         .unwrap();
         key[10] = 3;
         assert_eq!(LogLeaf::decode(&key), Err(LeafError::Malformed("unknown key purpose")));
+        let mut root = LogLeaf::Root {
+            time: 0,
+            step: RootStep::Withdrawn,
+            number: 1,
+            authorized_by: "a".into(),
+            certificate: vec![1],
+            cross: vec![2],
+        }
+        .encode()
+        .unwrap();
+        root[10] = 4;
+        assert_eq!(LogLeaf::decode(&root), Err(LeafError::Malformed("unknown root step")));
         key[10] = 1;
         key[11] = 0;
         assert_eq!(

@@ -30,6 +30,9 @@ const STATEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("statement
 const NODE_DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("node_directory");
 /// The CA's issuing intermediates by number (DER), as the feed announced them.
 const INTERMEDIATES: TableDefinition<u64, &[u8]> = TableDefinition::new("intermediates");
+/// The cross-certificates of the CA's later roots by root number (DER), as the feed announced
+/// them: a creator whose chain ends at a new root verifies through one to the pinned bundle.
+const CROSSES: TableDefinition<u64, &[u8]> = TableDefinition::new("crosses");
 
 /// A statement in force, with the envelope it came in.
 #[derive(Debug, Clone)]
@@ -46,6 +49,7 @@ struct Inner {
     revoked: HashSet<String>,
     nodes: Option<NodeDirectory>,
     intermediates: std::collections::BTreeMap<u64, Vec<u8>>,
+    crosses: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// The node's view of the CA.
@@ -67,6 +71,7 @@ enum Pending {
     Revoked(String, i64),
     Nodes(Vec<u8>),
     Intermediate(u64, Option<Vec<u8>>),
+    Cross(u64, Option<Vec<u8>>),
 }
 
 impl Directory {
@@ -80,6 +85,7 @@ impl Directory {
             w.open_table(STATEMENTS)?;
             w.open_table(NODE_DIRECTORY)?;
             w.open_table(INTERMEDIATES)?;
+            w.open_table(CROSSES)?;
         }
         w.commit()?;
         let mut inner = Inner::default();
@@ -103,6 +109,10 @@ impl Directory {
             for item in r.open_table(INTERMEDIATES)?.iter()? {
                 let (k, v) = item?;
                 inner.intermediates.insert(k.value(), v.value().to_vec());
+            }
+            for item in r.open_table(CROSSES)?.iter()? {
+                let (k, v) = item?;
+                inner.crosses.insert(k.value(), v.value().to_vec());
             }
             if let Some(v) = r.open_table(NODE_DIRECTORY)?.get("current")? {
                 let env: Envelope = serde_json::from_slice(v.value())?;
@@ -222,8 +232,15 @@ impl Directory {
             let mut statements = w.open_table(STATEMENTS)?;
             let mut nodes = w.open_table(NODE_DIRECTORY)?;
             let mut intermediates = w.open_table(INTERMEDIATES)?;
+            let mut crosses = w.open_table(CROSSES)?;
             for p in pending.iter() {
                 match p {
+                    Pending::Cross(n, Some(der)) => {
+                        crosses.insert(*n, der.as_slice())?;
+                    }
+                    Pending::Cross(n, None) => {
+                        crosses.remove(*n)?;
+                    }
                     Pending::Intermediate(n, Some(der)) => {
                         intermediates.insert(*n, der.as_slice())?;
                     }
@@ -248,26 +265,40 @@ impl Directory {
         Ok(())
     }
 
-    /// The CA's issuing intermediates the feed announced (published, active or retiring).
+    /// The CA certificates the feed announced: its issuing intermediates (published, active
+    /// or retiring) and its later roots' cross-certificates (until the root before is
+    /// withdrawn). None is trusted for what it says: a chain through them must still verify to
+    /// the pinned bundle.
     pub fn intermediates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
         let g = self.inner.read().expect("directory");
         g.intermediates
             .values()
+            .chain(g.crosses.values())
             .map(|d| rustls_pki_types::CertificateDer::from(d.clone()))
             .collect()
     }
 
-    /// Adds the CA's issuing intermediates from its public listing (a start-up safety net: the
+    /// Adds the CA's issuing intermediates (`cross` false) or its later roots'
+    /// cross-certificates (`cross` true) from its public listings (a start-up safety net: the
     /// first intermediate is never announced on the feed, and a node may start long after a
     /// step). Returns how many were new.
-    pub fn learn_intermediates(&self, items: impl IntoIterator<Item = (u64, Vec<u8>)>) -> anyhow::Result<usize> {
+    pub fn learn_intermediates(
+        &self,
+        cross: bool,
+        items: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    ) -> anyhow::Result<usize> {
         let mut pending: Vec<Pending> = Vec::new();
         {
             let mut g = self.inner.write().expect("directory");
+            let known = if cross { &mut g.crosses } else { &mut g.intermediates };
             for (number, der) in items {
-                if g.intermediates.get(&number) != Some(&der) {
-                    g.intermediates.insert(number, der.clone());
-                    pending.push(Pending::Intermediate(number, Some(der)));
+                if known.get(&number) != Some(&der) {
+                    known.insert(number, der.clone());
+                    pending.push(if cross {
+                        Pending::Cross(number, Some(der))
+                    } else {
+                        Pending::Intermediate(number, Some(der))
+                    });
                 }
             }
         }
@@ -306,8 +337,36 @@ impl Directory {
                 anyhow::ensure!(hb.node == self.node, "heartbeat for another node ({})", hb.node);
                 self.synced.store(true, Ordering::Relaxed);
             }
-            "membership" | "revocation" | "directory" | "intermediate" => {
+            "membership" | "revocation" | "directory" | "intermediate" | "root" => {
                 match serde_json::from_str::<FeedEvent>(&ev.data)? {
+                    FeedEvent::Root {
+                        seq,
+                        number,
+                        step,
+                        cross,
+                        ..
+                    } => {
+                        // The cross-certificate is not trusted for what it says either: a chain
+                        // through it must verify to the pinned bundle.
+                        use base64::Engine;
+                        let number = u64::try_from(number)?;
+                        let keep = match step.as_str() {
+                            "published" | "activated" => Some(base64::engine::general_purpose::STANDARD.decode(cross)?),
+                            _ => None,
+                        };
+                        // A withdrawn root takes nothing away here: its successor's
+                        // cross-certificate is what a node pinned on it still needs.
+                        if let Some(der) = keep {
+                            self.inner
+                                .write()
+                                .expect("directory")
+                                .crosses
+                                .insert(number, der.clone());
+                            pending.push(Pending::Cross(number, Some(der)));
+                        }
+                        tracing::info!(root = number, step, "the CA's root {step}");
+                        *cursor = u64::try_from(seq)?;
+                    }
                     FeedEvent::Intermediate {
                         seq,
                         number,

@@ -409,12 +409,31 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
                 let der = rustls_pki_types::CertificateDer::from_pem_slice(i.certificate.as_bytes()).ok()?;
                 Some((u64::try_from(i.number).ok()?, der.to_vec()))
             });
-            match directory.learn_intermediates(items) {
+            match directory.learn_intermediates(false, items) {
                 Ok(n) => tracing::info!(new = n, "the CA's issuing intermediates read"),
                 Err(e) => tracing::warn!(error = %e, "cannot keep the CA's issuing intermediates"),
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the CA's issuing intermediates now; relying on the feed"),
+    }
+    // ... and its later roots' cross-certificates, for creators under a root this node's bundle
+    // does not hold yet.
+    match ca
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::Root>>("/api/v1/roots", &[])
+        .await
+    {
+        Ok(list) => {
+            use rustls_pki_types::pem::PemObject;
+            let items = list.items.into_iter().filter_map(|r| {
+                let der = rustls_pki_types::CertificateDer::from_pem_slice(r.cross.as_deref()?.as_bytes()).ok()?;
+                Some((u64::try_from(r.number).ok()?, der.to_vec()))
+            });
+            match directory.learn_intermediates(true, items) {
+                Ok(n) => tracing::info!(new = n, "the CA's roots read"),
+                Err(e) => tracing::warn!(error = %e, "cannot keep the CA's cross-certificates"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the CA's roots now; relying on the feed"),
     }
     tokio::spawn(credential.clone().keep_fresh(ca.clone()));
     {

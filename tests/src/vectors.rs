@@ -634,11 +634,19 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
             old_key: [0x11; 32],
             new_key: [0x22; 32],
         },
+        LogLeaf::Root {
+            time: 1_767_225_605,
+            step: identity::logleaf::RootStep::Published,
+            number: 2,
+            authorized_by: "admin".into(),
+            certificate: alice.cert.clone(),
+            cross: alice.cert.clone(),
+        },
     ];
     let encoded: Vec<Vec<u8>> = leaves.iter().map(|l| l.encode().expect("leaf")).collect();
-    // A tree of 8 leaves: the five events, then three more revocations of the same shape.
+    // A tree of 8 leaves: the six events, then two more revocations of the same shape.
     let mut all = encoded.clone();
-    for i in 0..3u64 {
+    for i in 0..2u64 {
         all.push(
             LogLeaf::Revocation {
                 time: 1_767_225_610 + i,
@@ -681,7 +689,7 @@ fn log(creators: &[Creator], statement: &Envelope) -> (Value, String) {
     // uses the one whose key it pins and ignores the other.
     let cosigned = format!("{checkpoint}{}\n", other.lines().last().expect("signature line"));
     let vkey = signer.vkey();
-    let names = ["issuance", "membership", "revocation", "intermediate", "key"];
+    let names = ["issuance", "membership", "revocation", "intermediate", "key", "root"];
     let json = json!({
         "description": "The issuance log (docs/protocol.md section 8). 'leaves' are v1 leaf encodings (decode and re-encode to the same bytes); the tree holds 'tree_leaves' in order (leaf hash SHA-256(0x00 || leaf)), with the given root, RFC 6962 inclusion proofs, and a consistency proof from size 3. The checkpoint verifies with 'vkey' (C2SP signed note); the cosigned checkpoint (the same tree signed by 'vkey' and by 'other_vkey', as during a handover of the log's key) verifies with either; each refused checkpoint must not.",
         "origin": origin,

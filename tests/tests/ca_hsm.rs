@@ -293,6 +293,18 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
     let note = String::from_utf8(ca.api(None).get_bytes("/log/checkpoint").await.unwrap()).unwrap();
     assert!(ca_server::log::open_with(&new_vkey, &note).is_ok(), "{note}");
 
+    // The root rotates inside the token too: root 2's key is generated there and certified by
+    // root 1's key there; intermediate 3 below is certified by root 2.
+    let as_admin = ca.api(Some(&admin));
+    let added = as_admin.post("/api/v1/roots", &json!({})).await.unwrap();
+    assert_eq!(added["state"], "published", "{added}");
+    as_admin.post("/api/v1/roots/2/activate", &json!({})).await.unwrap();
+    let objects = hsm.pkcs11_tool("bsn-ca", &["--list-objects", "--type", "privkey"]);
+    assert!(
+        objects.contains("label:      test.example root CA 2 "),
+        "root 2's key is in the token: {objects}"
+    );
+
     // Intermediate 2 is replaced by 3 and, once its certificates are over (their expiry is moved
     // to the past in the database: nobody waits a year in a test), retired: its key is destroyed
     // in the token, and 3's is there.
@@ -316,6 +328,21 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         .await
         .unwrap();
     assert_eq!(retired["state"], "retired");
+    let listing = ca.api(None).get("/api/v1/intermediates", &[]).await.unwrap();
+    let third = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["number"] == 3)
+        .unwrap();
+    let third = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(third["certificate"].as_str().unwrap().as_bytes()).unwrap()
+    };
+    let (_, c) = x509_parser::parse_x509_certificate(&third).unwrap();
+    assert!(c.issuer().to_string().contains("Root CA 2"), "{}", c.issuer());
+    let audit = bsn_tests::audit(&ca);
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
     let objects = hsm.pkcs11_tool("bsn-ca", &["--list-objects", "--type", "privkey"]);
     assert!(
         !objects.contains("label:      test.example issuing CA 2 ")

@@ -318,7 +318,7 @@ async fn bsn_audit_verify_passes_on_a_good_log_and_catches_tampering() {
     assert!(out.status.success(), "{}{}", text, String::from_utf8_lossy(&out.stderr));
     assert!(
         text.contains(
-            "log verified: 4 entries (3 issuances, 1 revocations, 0 membership revisions, 0 intermediate steps, 0 key handover steps)"
+            "log verified: 4 entries (3 issuances, 1 revocations, 0 membership revisions, 0 intermediate steps, 0 root steps, 0 key handover steps)"
         ),
         "{text}"
     );

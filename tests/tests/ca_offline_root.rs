@@ -346,4 +346,93 @@ async fn a_ca_started_from_an_offline_root_keeps_no_root_key() {
     assert!(!data.join("root.key.sealed").exists(), "still no root key here");
     let out = bsn_tests::audit(&ca);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Rotating the offline root: its operator makes the next root and its cross-certificate
+    // offline; the CA checks them and publishes them; the next intermediate is signed by the new
+    // root, offline too.
+    let root2 = ca.dir.path().join("root2");
+    let rotate =
+        |from: &Path, to: &Path| ca_server(&["root", "rotate", "--root-dir", p(from), "--new-root-dir", p(to)]);
+    let made = ok(rotate(&root, &root2));
+    assert!(made.contains("bsn roots add --certificate"), "{made}");
+    refused(rotate(&root, &root2), "already holds a root");
+    let e = as_admin.post("/api/v1/roots", &body).await.unwrap_err();
+    assert_eq!(bsn_tests::slug(&e), "rotation-refused");
+    assert!(
+        e.to_string().contains("ca-server root rotate"),
+        "the CA holds no root key: {e}"
+    );
+    let other2 = ca.dir.path().join("other2");
+    ok(rotate(&other_root, &other2));
+    let a = admin.to_str().unwrap();
+    let add = |dir: &Path, cross: &Path| {
+        ca.bsn(&[
+            "roots",
+            "add",
+            "--certificate",
+            p(&dir.join("root.pem")),
+            "--cross",
+            p(cross),
+            "--crl",
+            p(&dir.join("root-crl.der")),
+            "--cert",
+            &format!("{a}/cert.pem"),
+            "--key",
+            &format!("{a}/key.pem"),
+        ])
+    };
+    // A cross-certificate for another key, or one another root signed, is refused.
+    refused(add(&root2, &other2.join("cross.pem")), "another key");
+    refused(
+        add(&other2, &other2.join("cross.pem")),
+        "not signed by the current root",
+    );
+    let listed = ca.api(None).get("/api/v1/roots", &[]).await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "nothing changed");
+    let out = ok(add(&root2, &root2.join("cross.pem")));
+    assert!(out.contains("root 2 is published"), "{out}");
+    as_admin.post("/api/v1/roots/2/activate", &body).await.unwrap();
+    let requested = as_admin.post("/api/v1/intermediates", &body).await.unwrap();
+    let n = requested["number"].as_i64().unwrap();
+    let csr = ca.dir.path().join("under-root2.csr");
+    std::fs::write(&csr, requested["csr"].as_str().unwrap()).unwrap();
+    let by_old = ca.dir.path().join("under-root1.pem");
+    ok(sign(&root, &csr, &by_old));
+    let adopt = |pem: String| {
+        let api = as_admin.clone();
+        async move {
+            api.post(
+                &format!("/api/v1/intermediates/{n}/certificate"),
+                &serde_json::json!({ "certificate": pem }),
+            )
+            .await
+        }
+    };
+    let e = adopt(std::fs::read_to_string(&by_old).unwrap()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("not signed by this root"),
+        "the active root is 2 now: {e}"
+    );
+    let by_new = ca.dir.path().join("under-root2.pem");
+    ok(sign(&root2, &csr, &by_new));
+    adopt(std::fs::read_to_string(&by_new).unwrap()).await.unwrap();
+    for step in ["publish", "activate"] {
+        as_admin
+            .post(&format!("/api/v1/intermediates/{n}/{step}"), &body)
+            .await
+            .unwrap();
+    }
+    let dave = ca.participant("dave").await;
+    let chain = std::fs::read_to_string(dave.join("chain.pem")).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "the intermediate and root 2's cross-certificate"
+    );
+    assert!(chain.contains(std::fs::read_to_string(root2.join("cross.pem")).unwrap().trim()));
+    assert_eq!(subject_cn(&root2.join("root.pem")), "test.example Root CA 2");
+    let out = bsn_tests::audit(&ca);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 root steps"), "{stdout}");
 }

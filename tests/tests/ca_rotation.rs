@@ -119,36 +119,63 @@ impl Load {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywhere() {
-    let mut ca = TestCa::start();
-    let admin = ca.admin();
-    let as_admin = ca.api(Some(&admin));
-    let node = TestNode::start(&mut ca, "n1").await;
-    as_admin
-        .post(
-            "/api/v1/subchains",
-            &json!({ "id": "demo", "name": "Demo", "nodes": [node.name], "policy": "approval" }),
-        )
-        .await
-        .unwrap();
-    let mut members = Vec::new();
-    for id in ["alice", "bob", "carol"] {
-        let d = ca.participant(id).await;
+/// A CA, its administrator, a city node hosting the demo subchain, and three writers on it
+/// (alice, bob, carol) whose first write went through.
+struct Setup {
+    ca: TestCa,
+    admin: std::path::PathBuf,
+    node: TestNode,
+    members: Vec<std::path::PathBuf>,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let mut ca = TestCa::start();
+        let admin = ca.admin();
+        let as_admin = ca.api(Some(&admin));
+        let node = TestNode::start(&mut ca, "n1").await;
         as_admin
-            .put(
-                &format!("/api/v1/subchains/demo/members/{id}"),
-                &json!({ "role": "writer" }),
+            .post(
+                "/api/v1/subchains",
+                &json!({ "id": "demo", "name": "Demo", "nodes": [node.name], "policy": "approval" }),
             )
             .await
             .unwrap();
-        members.push(d);
+        let mut members = Vec::new();
+        for id in ["alice", "bob", "carol"] {
+            let d = ca.participant(id).await;
+            as_admin
+                .put(
+                    &format!("/api/v1/subchains/demo/members/{id}"),
+                    &json!({ "role": "writer" }),
+                )
+                .await
+                .unwrap();
+            members.push(d);
+        }
+        eventually("alice to be admitted by the node", Duration::from_secs(20), || async {
+            write(&ca, &node, &members[0], "hello").await.ok()
+        })
+        .await;
+        Self {
+            ca,
+            admin,
+            node,
+            members,
+        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywhere() {
+    let Setup {
+        mut ca,
+        admin,
+        node,
+        members,
+    } = Setup::start().await;
+    let as_admin = ca.api(Some(&admin));
     let (alice, bob, carol) = (&members[0], &members[1], &members[2]);
-    eventually("alice to be admitted by the node", Duration::from_secs(20), || async {
-        write(&ca, &node, alice, "hello").await.ok()
-    })
-    .await;
     assert_eq!(
         issuer_cn(&std::fs::read(alice.join("cert.pem")).unwrap()),
         "test.example Issuing CA 1"
@@ -469,4 +496,255 @@ async fn activation_waits_for_the_nodes_to_acknowledge_the_new_intermediate() {
         .await
         .unwrap_err();
     assert_eq!(slug(&e), "forbidden", "{e}");
+}
+
+/// The certificates of a PEM file, DER, in order.
+fn all_der(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap().to_vec())
+        .collect()
+}
+
+/// `openssl verify` of `leaf` (its chain after it in the same file) against `roots` alone.
+fn openssl_verifies(dir: &Path, name: &str, roots: &[&str], chain_pem: &[u8]) -> Result<(), String> {
+    let certs = all_der(chain_pem);
+    let ca_file = dir.join(format!("{name}-roots.pem"));
+    std::fs::write(&ca_file, roots.concat()).unwrap();
+    let leaf = dir.join(format!("{name}-leaf.pem"));
+    std::fs::write(&leaf, ca_server::pki::pem("CERTIFICATE", &certs[0])).unwrap();
+    let untrusted = dir.join(format!("{name}-untrusted.pem"));
+    let rest: String = certs[1..]
+        .iter()
+        .map(|c| ca_server::pki::pem("CERTIFICATE", c))
+        .collect();
+    std::fs::write(&untrusted, rest).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&ca_file)
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Rotating the root without an outage: the next root is published beside the current one with
+/// a cross-certificate, activated, and certifies the next intermediate, while clients renew and
+/// enroll and a node admits writers; a node and a relying party that pinned only the old root
+/// admit a leaf of the new hierarchy at once (through the cross-certificate the chain carries),
+/// one that pinned only the new root does too; the old root cannot be withdrawn while its
+/// intermediate lives; a cross-certificate for another key is refused and changes nothing; the
+/// audit checks the root's steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() {
+    let Setup {
+        mut ca,
+        admin,
+        node,
+        members,
+    } = Setup::start().await;
+    let as_admin = ca.api(Some(&admin));
+    let (alice, bob, carol) = (&members[0], &members[1], &members[2]);
+    let anon = ca.api(None);
+    let list: Value = anon.get("/api/v1/roots", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "active".to_string())]);
+    let root1 = list["items"][0]["certificate"].as_str().unwrap().to_string();
+
+    // Bad input first: a "new root" whose cross-certificate certifies another key is refused,
+    // and nothing changes.
+    let stranger = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let stranger_root = p.self_signed(&stranger).unwrap();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: time::OffsetDateTime::now_utc(),
+        next_update: time::OffsetDateTime::now_utc() + time::Duration::days(30),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&rcgen::Issuer::from_params(&p, &stranger))
+    .unwrap();
+    let intermediate1 = anon.get_bytes("/api/v1/ca-chain").await.unwrap();
+    let e = as_admin
+        .post(
+            "/api/v1/roots",
+            &json!({
+                "certificate": stranger_root.pem(),
+                "cross": String::from_utf8(intermediate1).unwrap(),
+                "crl": crl.pem().unwrap(),
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "{e}");
+    assert!(e.to_string().contains("another key"), "{e}");
+    let e = as_admin
+        .post("/api/v1/roots", &json!({ "certificate": stranger_root.pem() }))
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "invalid-field", "{e}");
+    let e = ca.api(Some(alice)).post("/api/v1/roots", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "forbidden", "only administrators rotate");
+    let list: Value = anon.get("/api/v1/roots", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "active".to_string())], "nothing changed");
+
+    let mut secrets = Vec::new();
+    for i in 0..400 {
+        let id = format!("e{i}");
+        secrets.push((id.clone(), ca.register(&id, json!({})).await));
+    }
+    let load = Load::start(ca.api(Some(carol)), anon.clone(), secrets, node.api(&ca, alice), alice);
+    load.progress(20).await;
+
+    // Step 1: root 2 published beside root 1: in both bundles, its CRL in the combined file.
+    let added: Value = as_admin.post("/api/v1/roots", &json!({})).await.unwrap();
+    assert_eq!(
+        (added["number"].as_i64(), added["state"].as_str()),
+        (Some(2), Some("published"))
+    );
+    let root2 = added["certificate"].as_str().unwrap().to_string();
+    assert!(added["cross"].as_str().is_some_and(|c| c.contains("BEGIN CERTIFICATE")));
+    let e = as_admin.post("/api/v1/roots", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "one root rotation at a time: {e}");
+    let e = as_admin.post("/api/v1/roots/1/withdraw", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "{e}");
+    let e = as_admin.post("/api/v1/roots/9/activate", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "not-found", "{e}");
+    let bundle = String::from_utf8(anon.get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+    let spiffe: Value = anon.get("/api/v1/spiffe-bundle", &[]).await.unwrap();
+    assert_eq!(spiffe["keys"].as_array().unwrap().len(), 2);
+    let crls = String::from_utf8(anon.get_bytes("/api/v1/crls.pem").await.unwrap()).unwrap();
+    assert_eq!(
+        crls.matches("BEGIN X509 CRL").count(),
+        3,
+        "roots 1 and 2, intermediate 1"
+    );
+    assert!(anon.get_bytes("/api/v1/crl/root/2").await.is_ok());
+    load.progress(20).await;
+
+    // Step 2: root 2 certifies from now on; root 1 stays trusted.
+    let active: Value = as_admin.post("/api/v1/roots/2/activate", &json!({})).await.unwrap();
+    assert_eq!(active["state"], "active");
+    let list: Value = anon.get("/api/v1/roots", &[]).await.unwrap();
+    assert_eq!(states(&list), [(1, "retiring".to_string()), (2, "active".to_string())]);
+
+    // The next intermediate comes from root 2, then issuance switches to it under the load.
+    as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+    as_admin
+        .post("/api/v1/intermediates/2/publish", &json!({}))
+        .await
+        .unwrap();
+    eventually(
+        "the node to acknowledge intermediate 2",
+        Duration::from_secs(20),
+        || async { as_admin.post("/api/v1/intermediates/2/activate", &json!({})).await.ok() },
+    )
+    .await;
+    load.progress(40).await;
+    let (ok, failures) = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    println!("root rotation under load: {ok} requests, none failed");
+
+    // A leaf of the new hierarchy: its chain carries the cross-certificate after the
+    // intermediate; the CA and the node (which pinned only root 1) admit it at once.
+    let b = bob.to_str().unwrap();
+    let out = ca.bsn(&[
+        "renew",
+        "--cert",
+        &format!("{b}/cert.pem"),
+        "--key",
+        &format!("{b}/key.pem"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let chain = std::fs::read(bob.join("cert.pem")).unwrap();
+    assert_eq!(issuer_cn(&chain), "test.example Issuing CA 2");
+    let certs = all_der(&chain);
+    assert_eq!(certs.len(), 3, "leaf, intermediate 2, the cross-certificate of root 2");
+    let (_, inter) = x509_parser::parse_x509_certificate(&certs[1]).unwrap();
+    assert!(inter.issuer().to_string().contains("Root CA 2"), "{}", inter.issuer());
+    assert!(format!("{:?}", inter.extensions()).contains("/api/v1/crl/root/2"));
+    write(&ca, &node, bob, "from-the-new-root")
+        .await
+        .expect("a leaf of the new root writes at once on a node that pinned the old root");
+    // Sent alone, it is verified with the intermediate and the cross-certificate the node learned
+    // from the feed.
+    let leaf_only = bob.join("leaf-only.pem");
+    std::fs::write(&leaf_only, ca_server::pki::pem("CERTIFICATE", &certs[0])).unwrap();
+    Api::from_files(&node.url, &ca.bundle, Some((&leaf_only, &bob.join("key.pem"))))
+        .unwrap()
+        .get("/api/v1/subchains/demo", &[])
+        .await
+        .expect("a leaf of the new root, sent alone, is admitted");
+    ca.api(Some(bob))
+        .post("/api/v1/renew", &json!({ "csr": new_csr() }))
+        .await
+        .expect("the CA takes it over mTLS");
+    write(&ca, &node, alice, "from-the-old-root")
+        .await
+        .expect("a leaf of the old root keeps working");
+
+    // Relying parties: one that pinned only root 1 and one that pinned only root 2 both verify
+    // the new leaf; the old leaf verifies under root 1.
+    let tmp = ca.dir.path();
+    openssl_verifies(tmp, "old-root", &[&root1], &chain).expect("root 1 alone, through the cross-certificate");
+    openssl_verifies(tmp, "new-root", &[&root2], &chain).expect("root 2 alone");
+    openssl_verifies(
+        tmp,
+        "old-leaf",
+        &[&root1],
+        &std::fs::read(alice.join("cert.pem")).unwrap(),
+    )
+    .expect("the old leaf under root 1");
+
+    // Root 1 cannot be withdrawn while intermediate 1 (retiring) has valid certificates.
+    let e = as_admin.post("/api/v1/roots/1/withdraw", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused");
+    assert!(e.to_string().contains("1 (retiring)"), "{e}");
+
+    // The auditor, who pinned root 1, follows root 2 through its cross-certificate and checks
+    // the steps in order.
+    let out = bsn_tests::audit(&ca);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 intermediate steps, 2 root steps"), "{stdout}");
+    let out = ca.bsn(&["roots", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("retiring") && text.contains("/api/v1/crl/root/2"),
+        "{text}"
+    );
+
+    // A restarted CA keeps both roots and issues under root 2.
+    ca.restart();
+    let bundle = String::from_utf8(ca.api(None).get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+    let a = alice.to_str().unwrap();
+    let out = ca.bsn(&[
+        "renew",
+        "--cert",
+        &format!("{a}/cert.pem"),
+        "--key",
+        &format!("{a}/key.pem"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(all_der(&std::fs::read(alice.join("cert.pem")).unwrap()).len(), 3);
 }

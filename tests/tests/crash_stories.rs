@@ -452,9 +452,18 @@ fn check_serves(data: &Path, db: &TestDb) {
 
 /// The intermediates' states, by number, as stored.
 async fn intermediate_states(ca: &TestCa) -> Vec<(i64, String)> {
+    states_in(ca, "issuing_cas").await
+}
+
+/// (number, state) of every row of `table` (`issuing_cas` or `roots`), by number.
+async fn states_in(ca: &TestCa, table: &str) -> Vec<(i64, String)> {
     use sqlx::Row;
     let mut c = ca.db_conn().await;
-    sqlx::query("SELECT number, state FROM issuing_cas ORDER BY number")
+    let sql = match table {
+        "roots" => "SELECT number, state FROM roots ORDER BY number",
+        _ => "SELECT number, state FROM issuing_cas ORDER BY number",
+    };
+    sqlx::query(sql)
         .fetch_all(&mut c)
         .await
         .unwrap()
@@ -555,6 +564,75 @@ async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("rotation: {kills} kill -9s across next, publish and activate; every step whole or absent");
+}
+
+/// kill -9 at each step of a root rotation (add, activate), at a different moment each time:
+/// after the restart the step is wholly taken or not at all (state, log leaf, feed event, the
+/// trust bundle and the new root's CRL agree), a step taken is refused when repeated, and the log
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let node = ca.enrolled("n1", json!({ "type": "node" })).await;
+    let steps = [("/api/v1/roots", "published"), ("/api/v1/roots/2/activate", "active")];
+    let mut kills = 0;
+    for (step_no, (path, after)) in steps.iter().enumerate() {
+        let mut attempt = 0u64;
+        loop {
+            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
+            kills += 1;
+            let states = states_in(&ca, "roots").await;
+            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.as_str());
+            let taken = second == Some(*after);
+            if answered {
+                assert!(
+                    taken,
+                    "step {path} was acknowledged but is not in the database: {states:?}"
+                );
+            }
+            let logged = log_leaves(&ca)
+                .await
+                .iter()
+                .filter(|l| matches!(l, LogLeaf::Root { .. }))
+                .count();
+            let fed = feed_events(&ca, &node)
+                .await
+                .iter()
+                .filter(|e| e["kind"] == "root")
+                .count();
+            let done = step_no + usize::from(taken);
+            assert_eq!((logged, fed), (done, done), "{states:?}");
+            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
+            let anon = ca.api(None);
+            let bundle = String::from_utf8(anon.get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
+            assert_eq!(
+                bundle.matches("BEGIN CERTIFICATE").count(),
+                1 + usize::from(second.is_some()),
+                "{states:?}"
+            );
+            assert_eq!(anon.get_bytes("/api/v1/crl/root/2").await.is_ok(), second.is_some());
+            if taken {
+                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
+                assert_eq!(
+                    bsn_tests::slug(&e),
+                    "rotation-refused",
+                    "a step taken is refused when repeated"
+                );
+                break;
+            }
+            attempt += 1;
+            assert!(attempt < 16, "step {path} never completed");
+        }
+    }
+    let out = audit(&ca);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("root rotation: {kills} kill -9s across add and activate; every step whole or absent");
 }
 
 /// The log keys' states, by number.

@@ -1,7 +1,7 @@
 //! Public material: the trust bundle (PEM and SPIFFE bundle), the CA chain and the CRLs: each
 //! issuing intermediate's (`/api/v1/crls/{number}`, named by the leaves it issued; the active
-//! one's also at `/api/v1/crl`), the root's (`/api/v1/crl/root`, named by the intermediates) and
-//! all of them in one PEM file for servers such as nginx whose `ssl_crl` wants a CRL from every
+//! one's also at `/api/v1/crl`), the first root's (`/api/v1/crl/root`, named by the
+//! intermediates it certified), each root's (`/api/v1/crl/root/{number}`) and all of them in one PEM file for servers such as nginx whose `ssl_crl` wants a CRL from every
 //! CA in the chain (`/api/v1/crls.pem`).
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/crl.pem", get(crl_pem))
         .route("/api/v1/crl/root", get(root_crl_der))
         .route("/api/v1/crl/root.pem", get(root_crl_pem))
+        .route("/api/v1/crl/root/{number}", get(numbered_root_crl_der))
         .route("/api/v1/crls.pem", get(crls_pem))
         .route("/api/v1/crls/{number}", get(numbered_crl_der))
 }
@@ -60,11 +61,38 @@ async fn root_crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiErr
     ))
 }
 
-/// Every current CRL, root first, then each intermediate's whose CRL is published (a new one
-/// before it issues anything, an old one until its last certificate expires), in one PEM file.
+/// Root `number`'s CRL while it is trusted (root 1's is the data directory's file).
+async fn numbered_root_crl_der(State(s): State<Arc<AppState>>, Path(n): Path<String>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no CRL is published for root '{n}'"));
+    let number: i64 = n.parse().map_err(|_| not_found())?;
+    let issuers = s.issuers.get();
+    let row = issuers
+        .roots
+        .iter()
+        .find(|r| r.number == number && r.trusted())
+        .ok_or_else(not_found)?;
+    let der = match &row.crl {
+        Some(crl) => crl.clone(),
+        None if number == 1 => root_crl(&s).await?,
+        None => return Err(not_found()),
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+}
+
+/// Every current CRL: each trusted root's first, then each intermediate's whose CRL is published
+/// (a new one before it issues anything, an old one until its last certificate expires), in one
+/// PEM file.
 async fn crls_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let mut body = pem("X509 CRL", &root_crl(&s).await?);
-    for number in s.issuers.get().signing.keys() {
+    let issuers = s.issuers.get();
+    let mut body = String::new();
+    for root in issuers.roots.iter().filter(|r| r.trusted()) {
+        match &root.crl {
+            Some(crl) => body += &pem("X509 CRL", crl),
+            None if root.number == 1 => body += &pem("X509 CRL", &root_crl(&s).await?),
+            None => {}
+        }
+    }
+    for number in issuers.signing.keys() {
         if let Some(crl) = s.db.crl(*number).await? {
             body += &pem("X509 CRL", &crl.der);
         }
@@ -91,7 +119,13 @@ async fn numbered_crl_der(State(s): State<Arc<AppState>>, Path(n): Path<String>)
 }
 
 async fn trust_bundle(State(s): State<Arc<AppState>>) -> Response {
-    let body: String = s.keys.roots.iter().map(|r| pem("CERTIFICATE", r)).collect();
+    let body: String = s
+        .issuers
+        .get()
+        .trusted_roots()
+        .iter()
+        .map(|r| pem("CERTIFICATE", r))
+        .collect();
     pem_response("application/pem-certificate-chain", body)
 }
 
@@ -103,7 +137,7 @@ async fn ca_chain(State(s): State<Arc<AppState>>) -> Response {
 /// The SPIFFE trust bundle (a JWK set with `use: x509-svid` keys).
 async fn spiffe_bundle(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let mut keys = Vec::new();
-    for root in &s.keys.roots {
+    for root in &s.issuers.get().trusted_roots() {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(root)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("root does not parse: {e}")))?;
         let point = cert.public_key().subject_public_key.data.as_ref();

@@ -166,6 +166,7 @@ async fn stream(
                         FeedEvent::Revocation { .. } => "revocation",
                         FeedEvent::Directory { .. } => "directory",
                         FeedEvent::Intermediate { .. } => "intermediate",
+                        FeedEvent::Root { .. } => "root",
                     };
                     let data = serde_json::to_string(&e).unwrap_or_default();
                     if tx

@@ -31,7 +31,7 @@ impl From<RotationError> for ApiError {
     fn from(e: RotationError) -> Self {
         match e {
             RotationError::Refused(m) => ApiError::RotationRefused(m),
-            RotationError::Unknown(n) => ApiError::NotFound(format!("no intermediate number {n}")),
+            RotationError::Unknown(what, n) => ApiError::NotFound(format!("no {what} number {n}")),
             RotationError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -21,6 +21,7 @@ mod keys;
 mod log;
 mod nodes;
 mod portal;
+mod roots;
 mod subchains;
 
 pub use feed::{MAX_STREAMS as MAX_FEED_STREAMS, STREAMS_PER_NODE as FEED_STREAMS_PER_NODE};
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(enroll::router())
         .merge(identities::router())
         .merge(intermediates::router())
+        .merge(roots::router())
         .merge(keys::router())
         .merge(certificates::router())
         .merge(log::router())
@@ -127,6 +129,7 @@ mod tests {
             "enroll.rs",
             "identities.rs",
             "intermediates.rs",
+            "roots.rs",
             "keys.rs",
             "certificates.rs",
             "log.rs",

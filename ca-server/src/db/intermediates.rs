@@ -26,6 +26,8 @@ pub struct IntermediateRow {
     pub created_at: i64,
     /// Unix seconds.
     pub changed_at: i64,
+    /// The number of the root that certified it (or is to, while `requested`).
+    pub root: i64,
 }
 
 fn row(r: &sqlx::any::AnyRow) -> Result<IntermediateRow, sqlx::Error> {
@@ -38,13 +40,15 @@ fn row(r: &sqlx::any::AnyRow) -> Result<IntermediateRow, sqlx::Error> {
         changed_at: r.try_get(5)?,
         csr: r.try_get(6)?,
         key_label: r.try_get(7)?,
+        root: r.try_get(8)?,
     })
 }
 
 /// Every intermediate, by number.
 pub async fn all(c: &mut AnyConnection) -> Result<Vec<IntermediateRow>, DbError> {
     let rows = sqlx::query(
-        "SELECT number, der, key_sealed, state, created_at, changed_at, csr, key_label FROM issuing_cas ORDER BY number",
+        "SELECT number, der, key_sealed, state, created_at, changed_at, csr, key_label, root FROM issuing_cas \
+         ORDER BY number",
     )
     .fetch_all(c)
     .await?;
@@ -75,16 +79,23 @@ pub async fn record_first(c: &mut AnyConnection, der: &[u8], at: i64) -> Result<
 }
 
 /// Adds a new intermediate: `next` with its certificate, or `requested` with the CSR an offline
-/// root is to sign; its key sealed here or named in the token.
-pub async fn insert_new(c: &mut AnyConnection, number: i64, made: &Made, key: &NewKey, at: i64) -> Result<(), DbError> {
+/// root is to sign; its key sealed here or named in the token; certified by root `root`.
+pub async fn insert_new(
+    c: &mut AnyConnection,
+    number: i64,
+    made: &Made,
+    key: &NewKey,
+    root: i64,
+    at: i64,
+) -> Result<(), DbError> {
     let (key_sealed, key_label) = key.columns();
     let (der, csr, state) = match made {
         Made::Certificate(der) => (Some(der.clone()), None, "next"),
         Made::Request(csr) => (None, Some(csr.clone()), "requested"),
     };
     sqlx::query(
-        "INSERT INTO issuing_cas (number, der, csr, key_sealed, key_label, state, created_at, changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO issuing_cas (number, der, csr, key_sealed, key_label, state, created_at, changed_at, root) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(number)
     .bind(der)
@@ -93,6 +104,7 @@ pub async fn insert_new(c: &mut AnyConnection, number: i64, made: &Made, key: &N
     .bind(key_label)
     .bind(state)
     .bind(at)
+    .bind(root)
     .execute(c)
     .await?;
     Ok(())

@@ -20,6 +20,7 @@ pub mod intermediates;
 pub mod keys;
 pub mod nodes;
 pub mod registry;
+pub mod roots;
 
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -623,11 +623,12 @@ pub async fn feed_head(c: &mut AnyConnection) -> Result<i64, DbError> {
 pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, DbError> {
     let rows = sqlx::query(
         "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature, \
-         d.payload, d.signature, ic.der \
+         d.payload, d.signature, ic.der, ro.der, ro.cross_der \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \
          LEFT JOIN subchain_statements s ON s.subchain_id = f.subchain_id AND s.revision = f.revision \
          LEFT JOIN directory_revisions d ON f.kind = 'directory' AND d.revision = f.revision \
          LEFT JOIN issuing_cas ic ON f.kind = 'intermediate' AND ic.number = f.revision \
+         LEFT JOIN roots ro ON f.kind = 'root' AND ro.number = f.revision \
          WHERE a.node_id IN ('*', $1) AND a.seq > $2 ORDER BY a.seq LIMIT $3",
     )
     .bind(node)
@@ -648,6 +649,17 @@ pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i6
                     step: r.try_get(6)?,
                     at,
                     certificate: B64.encode(der),
+                }
+            } else if kind == "root" {
+                let der: Vec<u8> = r.try_get(13)?;
+                let cross: Option<Vec<u8>> = r.try_get(14)?;
+                FeedEvent::Root {
+                    seq,
+                    number: r.try_get(3)?,
+                    step: r.try_get(6)?,
+                    at,
+                    certificate: B64.encode(der),
+                    cross: B64.encode(cross.unwrap_or_default()),
                 }
             } else if kind == "directory" {
                 let payload: Vec<u8> = r.try_get(10)?;

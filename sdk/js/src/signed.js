@@ -100,7 +100,7 @@ export class MembershipKey {
   }
 }
 
-/** A v1 issuance-log leaf (`kind`: issuance, revocation, membership, intermediate or key). */
+/** A v1 issuance-log leaf (`kind`: issuance, revocation, membership, intermediate, key or root). */
 export function decodeLeaf(b) {
   const r = new Reader(Buffer.from(b));
   const text = () => {
@@ -135,6 +135,10 @@ export function decodeLeaf(b) {
     const step = { 1: "begun", 2: "finished" }[r.u8()];
     if (!step) throw new MalformedError("unknown handover step");
     leaf = { kind: "key", time, purpose, step, number: r.u64(), authorizedBy: text(), oldKey: Buffer.from(r.take(32)), newKey: Buffer.from(r.take(32)) };
+  } else if (kind === 6) {
+    const step = { 1: "published", 2: "activated", 3: "withdrawn" }[r.u8()];
+    if (!step) throw new MalformedError("unknown root step");
+    leaf = { kind: "root", time, step, number: r.u64(), authorizedBy: text(), certificate: Buffer.from(r.take(r.u16())), cross: Buffer.from(r.take(r.u16())) };
   } else {
     throw new MalformedError("unknown leaf kind");
   }

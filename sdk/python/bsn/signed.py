@@ -127,7 +127,7 @@ REASONS = {0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliat
 
 
 def decode_leaf(b: bytes) -> Dict[str, Any]:
-    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation, membership, intermediate or key)."""
+    """A v1 issuance-log leaf as a dict (``kind``: issuance, revocation, membership, intermediate, key or root)."""
     from .encoding import _Reader
 
     r = _Reader(b)
@@ -169,6 +169,12 @@ def decode_leaf(b: bytes) -> Dict[str, Any]:
             raise MalformedError("unknown handover step")
         leaf = {"kind": "key", "time": time, "purpose": purpose, "step": step, "number": r.u64(),
                 "authorized_by": text(), "old_key": r.take(32), "new_key": r.take(32)}
+    elif kind == 6:
+        step = {1: "published", 2: "activated", 3: "withdrawn"}.get(r.u8())
+        if step is None:
+            raise MalformedError("unknown root step")
+        leaf = {"kind": "root", "time": time, "step": step, "number": r.u64(), "authorized_by": text(),
+                "certificate": r.take(r.u16()), "cross": r.take(r.u16())}
     else:
         raise MalformedError("unknown leaf kind")
     if r.rest():
