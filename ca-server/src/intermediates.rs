@@ -142,6 +142,12 @@ impl Issuers {
         let rows = store::all(&mut c).await?;
         let roots = crate::db::roots::all(&mut c).await?;
         drop(c);
+        // Root 1's key file goes from every replica's data directory once it is withdrawn.
+        if let Some(first) = roots.iter().find(|r| r.number == 1 && !r.trusted())
+            && keys.paths.root_key().exists()
+        {
+            crate::roots::forget_withdrawn_key(keys, first);
+        }
         let mut signing = BTreeMap::new();
         let mut active = None;
         for row in &rows {

@@ -10,11 +10,15 @@
 //!   bundles; its key erased or destroyed in the token). Number 1 is the root of initialisation,
 //!   recorded at start-up.
 //! - The cross-certificate: the new root's subject and key certified by the root before it.
-//!   While the old root is trusted, every chain the CA hands out (`Ca::chain`) carries it after
-//!   the intermediate, so a relying party or node that pinned only the old root verifies a leaf
-//!   of the new hierarchy at once (leaf, intermediate, cross-certificate, old root), and one that
+//!   Every chain the CA hands out under the new root (`Ca::chain`) carries it after the
+//!   intermediate, so a relying party or node that pinned only the old root verifies a leaf of
+//!   the new hierarchy at once (leaf, intermediate, cross-certificate, old root), and one that
 //!   pinned the new root ignores it. Nodes also learn it from the feed for clients that send only
 //!   their leaf.
+//! - Withdrawing the old root takes it out of the bundles and the combined CRL file and
+//!   destroys its key (erased from the row, destroyed in the token, and for root 1 the data
+//!   directory's `root.key.sealed` deleted, by each replica when it notices), so nothing can be
+//!   certified under it again. The cross-certificates stay in the chains (see [`cross_chain`]).
 //! - Where the new root comes from: a CA that holds the current root's key (in its data
 //!   directory or its token) makes it (the key sealed in the row, or generated in the token);
 //!   under an offline root its operator makes it with `ca-server root rotate` and the CA checks
@@ -29,9 +33,11 @@
 //!   withdrawn only once every intermediate it certified is retired.
 //!
 //! Non-features (yet): a node's pinned bundle does not change (it keeps verifying new leaves
-//! through the cross-certificate, which ends with the old root), the CA's own TLS verifier
-//! trusts the roots it loaded at start-up, and a later root's CRL is not re-signed
-//! automatically (it lasts the root CRL lifetime; `ca-server root crl` signs root 1's).
+//! through the cross-certificate, which ends with the old root, so a node stops trusting a
+//! withdrawn root only when its operator replaces `ca-bundle.pem` and restarts it: withdrawal
+//! retires a root, it does not answer its compromise), the CA's own TLS verifier trusts the
+//! roots it loaded at start-up, and a later root's CRL is not re-signed automatically (it lasts
+//! the root CRL lifetime; `ca-server root crl` signs root 1's).
 
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
@@ -98,6 +104,27 @@ pub fn signer(keys: &Keys, row: &RootRow) -> Result<Option<CaSigner>, RotationEr
     )))
 }
 
+/// Destroys what is left of withdrawn root `row`'s key outside the database: its token key
+/// (root 1's is the one `ca.toml` names), and root 1's `root.key.sealed` in this replica's data
+/// directory. Run after the step commits, and by every replica when it notices the step.
+pub fn forget_withdrawn_key(keys: &Keys, row: &RootRow) {
+    let label = match (&row.key_label, row.number) {
+        (Some(l), _) => Some(l.clone()),
+        (None, 1) => keys.token.as_ref().and_then(|t| t.root_label.clone()),
+        _ => None,
+    };
+    if let (Some(label), Some(t)) = (label, &keys.token) {
+        t.destroy(&label);
+    }
+    if row.number == 1 {
+        match std::fs::remove_file(keys.paths.root_key()) {
+            Ok(()) => tracing::info!("root 1 is withdrawn: its sealed key in this data directory is deleted"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "root 1 is withdrawn, and its sealed key could not be deleted"),
+        }
+    }
+}
+
 /// The active root.
 pub fn active(rows: &[RootRow]) -> Result<&RootRow, RotationError> {
     rows.iter()
@@ -105,22 +132,17 @@ pub fn active(rows: &[RootRow]) -> Result<&RootRow, RotationError> {
         .ok_or_else(|| internal("no active root"))
 }
 
-/// The cross-certificates a leaf of an intermediate certified by root `root` is sent with:
-/// from that root back through each predecessor that is still trusted.
+/// The cross-certificates a leaf of an intermediate certified by root `root` is sent with: from
+/// that root back to root 1, each certified by the one before. They stay in the chain after
+/// the older root is withdrawn (a cross-certificate cannot outlive the root that signed it):
+/// anything that still pins the old root, such as a city node's `ca-bundle.pem` or the CA's own
+/// TLS verifier until it restarts, keeps verifying new leaves, and a verifier that has the new
+/// root ignores them.
 pub fn cross_chain(rows: &[RootRow], root: i64) -> Vec<CertificateDer<'static>> {
     let mut out = Vec::new();
     let mut n = root;
     while n > 1 {
-        let (Some(this), Some(before)) = (
-            rows.iter().find(|r| r.number == n),
-            rows.iter().find(|r| r.number == n - 1),
-        ) else {
-            break;
-        };
-        if !before.trusted() {
-            break;
-        }
-        match &this.cross {
+        match rows.iter().find(|r| r.number == n).and_then(|r| r.cross.as_ref()) {
             Some(c) => out.push(CertificateDer::from(c.clone())),
             None => break,
         }
@@ -299,8 +321,8 @@ impl RootRotation<'_> {
         self.log_and_announce(&mut tx, step, number, by, &row.der, &cross, at)
             .await?;
         tx.commit().await?;
-        if let (RootStep::Withdrawn, Some(label), Some(t)) = (step, &row.key_label, &self.keys.token) {
-            t.destroy(label);
+        if step == RootStep::Withdrawn {
+            forget_withdrawn_key(self.keys, &row);
         }
         crate::registry::wake_feed(self.feed);
         tracing::info!(root = number, step = step.name(), by, "root {}", step.name());

@@ -277,12 +277,20 @@ pub fn tls_config(
 /// missing), recording it like any other certificate.
 async fn renew_server_cert_if_due(cfg: &Config, ca: &Ca, db: &Db, log: &LogSigner) -> anyhow::Result<()> {
     let p = &cfg.paths;
-    let remaining = std::fs::read(p.tls_cert())
+    let chain: Vec<CertificateDer<'static>> = std::fs::read(p.tls_cert())
         .ok()
-        .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
-        .and_then(|der| identity::profile::check_leaf(&der).ok())
+        .map(|pem| CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    let remaining = chain
+        .first()
+        .and_then(|der| identity::profile::check_leaf(der).ok())
         .map(|leaf| leaf.not_after - now().unix_timestamp());
-    if remaining.is_some_and(|r| r > SERVER_CERT_VALIDITY.whole_seconds() / 3) && p.tls_key().exists() {
+    // Also when another intermediate issues now: after a rotation the server's certificate moves
+    // to the active hierarchy at the next start, so the old intermediate (and, after a root
+    // rotation, the old root) can retire, and clients that trust only the new root reach it.
+    let current_issuer = chain.get(1) == Some(&ca.intermediate);
+    if current_issuer && remaining.is_some_and(|r| r > SERVER_CERT_VALIDITY.whole_seconds() / 3) && p.tls_key().exists()
+    {
         return Ok(());
     }
     let server = db
@@ -421,6 +429,7 @@ async fn refresh_crl(state: Arc<AppState>) {
         // Hourly: the root's CRL is re-signed only at start-up or by the operator, so say so
         // loudly in its last 30 days.
         if minute % 60 == 0
+            && state.issuers.get().roots.iter().any(|r| r.number == 1 && r.trusted())
             && let Some(end) = root_crl_next_update(&state.root_crl)
             && end - now().unix_timestamp() < 30 * 86_400
         {

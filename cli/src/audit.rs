@@ -666,7 +666,18 @@ fn check_entry<'a>(
             ..
         } = decoded
     {
-        check_cross(bundle, certificate, cross).map_err(|e| bad(format!("root {number}: {e}")))?;
+        // The first root has no cross-certificate: it is the one the auditor pins, and the log
+        // names it only when it is withdrawn.
+        let checked = match number {
+            1 if cross.is_empty() => bundle
+                .roots()
+                .iter()
+                .any(|r| r.as_ref() == certificate)
+                .then_some(())
+                .ok_or_else(|| "is not the first root of the pinned bundle".to_string()),
+            _ => check_cross(bundle, certificate, cross),
+        };
+        checked.map_err(|e| bad(format!("root {number}: {e}")))?;
     }
     if let Some(verifier) = verifier
         && let LeafRef::Issuance {

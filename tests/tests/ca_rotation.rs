@@ -367,8 +367,11 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
         "{err}"
     );
 
-    // A restarted CA issues with the active intermediate.
+    // A restarted CA issues with the active intermediate, and its own TLS certificate moved to
+    // it (so intermediate 1 can retire once its other certificates end).
     ca.restart();
+    let tls = std::fs::read(ca.data_dir().join("tls.pem")).unwrap();
+    assert_eq!(issuer_cn(&tls), "test.example Issuing CA 2");
     let out = ca.bsn(&[
         "renew",
         "--cert",
@@ -747,4 +750,65 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(all_der(&std::fs::read(alice.join("cert.pem")).unwrap()).len(), 3);
+
+    // Step 3: once intermediate 1 has retired (its certificates' ends are moved to the past in
+    // the database: nobody waits years in a test), root 1 is withdrawn: out of the bundles and
+    // the combined CRL file, its key deleted from the data directory.
+    // The administrator renews first, as it would have long before its certificate from
+    // intermediate 1 really ended.
+    let renew = |ca: &TestCa, who: &Path| {
+        let w = who.to_str().unwrap().to_string();
+        ca.bsn(&[
+            "renew",
+            "--cert",
+            &format!("{w}/cert.pem"),
+            "--key",
+            &format!("{w}/key.pem"),
+        ])
+    };
+    let out = renew(&ca, &admin);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let as_admin = ca.api(Some(&admin));
+    {
+        let mut c = ca.db_conn().await;
+        sqlx::query("UPDATE certificates SET not_after = 0 WHERE issuer = 1")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    as_admin
+        .post("/api/v1/intermediates/1/retire", &json!({}))
+        .await
+        .unwrap();
+    assert!(ca.data_dir().join("root.key.sealed").exists());
+    let withdrawn: Value = as_admin.post("/api/v1/roots/1/withdraw", &json!({})).await.unwrap();
+    assert_eq!(withdrawn["state"], "withdrawn");
+    let e = as_admin.post("/api/v1/roots/1/withdraw", &json!({})).await.unwrap_err();
+    assert_eq!(slug(&e), "rotation-refused", "{e}");
+    assert!(!ca.data_dir().join("root.key.sealed").exists(), "root 1's key is gone");
+    let anon = ca.api(None);
+    let bundle = String::from_utf8(anon.get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
+    assert_eq!(bundle.trim(), root2.trim(), "only root 2 is in the bundle");
+    let crls = String::from_utf8(anon.get_bytes("/api/v1/crls.pem").await.unwrap()).unwrap();
+    assert_eq!(crls.matches("BEGIN X509 CRL").count(), 2, "root 2 and intermediate 2");
+    assert!(anon.get_bytes("/api/v1/crl/root/1").await.is_err());
+    // Leaves of root 2 keep working where root 1 is still pinned (the node's bundle, the CA's
+    // own verifier since its start): their chains still carry the cross-certificate.
+    let out = renew(&ca, alice);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    write(&ca, &node, alice, "after-the-withdrawal")
+        .await
+        .expect("a node that pinned root 1 admits a leaf of root 2 after the withdrawal");
+    ca.restart();
+    let out = renew(&ca, alice);
+    assert!(
+        out.status.success(),
+        "a CA restarted with root 2 alone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ca.data_dir().join("root.key.sealed").exists());
+    let out = bsn_tests::audit(&ca);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 intermediate steps, 3 root steps"), "{stdout}");
 }

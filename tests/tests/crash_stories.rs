@@ -566,25 +566,65 @@ async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
     println!("rotation: {kills} kill -9s across next, publish and activate; every step whole or absent");
 }
 
-/// kill -9 at each step of a root rotation (add, activate), at a different moment each time:
-/// after the restart the step is wholly taken or not at all (state, log leaf, feed event, the
-/// trust bundle and the new root's CRL agree), a step taken is refused when repeated, and the log
+/// kill -9 at each step of a root rotation (add, activate, and withdraw once the old root's
+/// intermediate has retired), at a different moment each time: after the restart the step is
+/// wholly taken or not at all (state, log leaf, feed event, the trust bundle, the new root's CRL
+/// and the old root's key file agree), a step taken is refused when repeated, and the log
 /// verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
     let node = ca.enrolled("n1", json!({ "type": "node" })).await;
-    let steps = [("/api/v1/roots", "published"), ("/api/v1/roots/2/activate", "active")];
+    let steps = [
+        ("/api/v1/roots", 2, "published"),
+        ("/api/v1/roots/2/activate", 2, "active"),
+        ("/api/v1/roots/1/withdraw", 1, "withdrawn"),
+    ];
     let mut kills = 0;
-    for (step_no, (path, after)) in steps.iter().enumerate() {
+    for (step_no, (path, root, after)) in steps.iter().enumerate() {
+        if *root == 1 {
+            // Root 1 is withdrawn only once its intermediate has retired: rotate to an
+            // intermediate of root 2, and move 1's certificates' ends to the past.
+            let as_admin = ca.api(Some(&admin));
+            as_admin.post("/api/v1/intermediates", &json!({})).await.unwrap();
+            for step in ["publish", "activate"] {
+                as_admin
+                    .post(&format!("/api/v1/intermediates/2/{step}"), &json!({}))
+                    .await
+                    .unwrap();
+            }
+            // The administrator and the node renew first, as they would have long before
+            // their certificates from intermediate 1 really ended.
+            for who in [&admin, &node] {
+                let w = who.to_str().unwrap();
+                let out = ca.bsn(&[
+                    "renew",
+                    "--cert",
+                    &format!("{w}/cert.pem"),
+                    "--key",
+                    &format!("{w}/key.pem"),
+                ]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+            let mut c = ca.db_conn().await;
+            sqlx::query("UPDATE certificates SET not_after = 0 WHERE issuer = 1")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let as_admin = ca.api(Some(&admin));
+            as_admin
+                .post("/api/v1/intermediates/1/retire", &json!({}))
+                .await
+                .unwrap();
+        }
         let mut attempt = 0u64;
         loop {
             let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
             kills += 1;
             let states = states_in(&ca, "roots").await;
-            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.as_str());
-            let taken = second == Some(*after);
+            let state = |n: i64| states.iter().find(|(k, _)| *k == n).map(|(_, s)| s.as_str());
+            let taken = state(*root) == Some(*after);
             if answered {
                 assert!(
                     taken,
@@ -606,12 +646,14 @@ async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
             assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
             let anon = ca.api(None);
             let bundle = String::from_utf8(anon.get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
+            let trusted = states.iter().filter(|(_, s)| s != "withdrawn").count();
+            assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), trusted, "{states:?}");
+            assert_eq!(anon.get_bytes("/api/v1/crl/root/2").await.is_ok(), state(2).is_some());
             assert_eq!(
-                bundle.matches("BEGIN CERTIFICATE").count(),
-                1 + usize::from(second.is_some()),
-                "{states:?}"
+                ca.data_dir().join("root.key.sealed").exists(),
+                state(1) != Some("withdrawn"),
+                "root 1's key file goes with its withdrawal: {states:?}"
             );
-            assert_eq!(anon.get_bytes("/api/v1/crl/root/2").await.is_ok(), second.is_some());
             if taken {
                 let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
                 assert_eq!(
@@ -632,7 +674,7 @@ async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("root rotation: {kills} kill -9s across add and activate; every step whole or absent");
+    println!("root rotation: {kills} kill -9s across add, activate and withdraw; every step whole or absent");
 }
 
 /// The log keys' states, by number.
