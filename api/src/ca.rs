@@ -635,6 +635,15 @@ pub struct AddRoot {
     pub crl: Option<String>,
 }
 
+/// `POST /api/v1/roots/{number}/crl` (administrators): a later root's CRL its offline operator
+/// signed (`ca-server root crl --root-dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRootCrl {
+    /// The CRL, PEM.
+    pub crl: String,
+}
+
 /// One of the CA's Ed25519 signing keys (`GET /api/v1/keys/{purpose}`, public): the issuance
 /// log's checkpoint key (`log`) or the membership key (`membership`). A handover makes the next
 /// key `incoming` (published; a log key co-signs every checkpoint beside the active one), then

@@ -111,6 +111,7 @@ pub fn ca() -> Map<String, Value> {
         .request::<AdoptIntermediate>()
         .request::<ActivateIntermediate>()
         .request::<AddRoot>()
+        .request::<InstallRootCrl>()
         .request::<FeedAck>()
         .response::<Issued>()
         .response::<Registered>()

@@ -32,12 +32,16 @@
 //! - One rotation at a time: a root cannot be added while another is `published`; a root is
 //!   withdrawn only once every intermediate it certified is retired.
 //!
+//! - A later root's CRL is re-signed by any replica that holds its key once half its lifetime
+//!   has passed ([`refresh_crls`], checked every minute); under an offline root its operator
+//!   signs the next one with `ca-server root crl --root-dir` and an administrator installs it
+//!   ([`RootRotation::install_crl`]: signed by that root, unexpired, newer than the one stored).
+//!
 //! Non-features (yet): a node's pinned bundle does not change (it keeps verifying new leaves
 //! through the cross-certificate, which ends with the old root, so a node stops trusting a
 //! withdrawn root only when its operator replaces `ca-bundle.pem` and restarts it: withdrawal
-//! retires a root, it does not answer its compromise), the CA's own TLS verifier trusts the
-//! roots it loaded at start-up, and a later root's CRL is not re-signed automatically (it lasts
-//! the root CRL lifetime; `ca-server root crl` signs root 1's).
+//! retires a root, it does not answer its compromise), and the CA's own TLS verifier trusts the
+//! roots it loaded at start-up.
 
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
@@ -149,6 +153,42 @@ pub fn cross_chain(rows: &[RootRow], root: i64) -> Vec<CertificateDer<'static>> 
         n -= 1;
     }
     out
+}
+
+/// thisUpdate and nextUpdate of a DER CRL, Unix seconds.
+fn crl_times(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    Some((crl.last_update().timestamp(), crl.next_update()?.timestamp()))
+}
+
+/// Re-signs the CRL of every trusted later root whose CRL is past half its lifetime and whose
+/// key this CA holds. Returns the roots re-signed. Replicas may both re-sign one: each CRL is
+/// valid and numbered by its signing time, and the later write stays.
+pub async fn refresh_crls(db: &Db, keys: &Keys, now: OffsetDateTime) -> Result<Vec<i64>, RotationError> {
+    let rows = store::all(&mut *db.acquire().await?).await?;
+    let t = now.unix_timestamp();
+    let mut done = Vec::new();
+    for row in rows.iter().filter(|r| r.number > 1 && r.trusted()) {
+        let due = row
+            .crl
+            .as_deref()
+            .and_then(crl_times)
+            .is_none_or(|(this, next)| t >= this + (next - this) / 2);
+        if !due || (row.key_label.is_none() && row.key_sealed.is_none()) {
+            continue;
+        }
+        let crl = blocking(|| -> Result<Option<Vec<u8>>, RotationError> {
+            let Some(key) = signer(keys, row)? else { return Ok(None) };
+            crate::pki::sign_root_crl(&row.der, key, now, keys.policy.root_crl_validity)
+                .map(Some)
+                .map_err(internal)
+        })?;
+        if let Some(crl) = crl {
+            store::set_crl(&mut *db.acquire().await?, row.number, &crl).await?;
+            done.push(row.number);
+        }
+    }
+    Ok(done)
 }
 
 /// What an offline root's operator gives for the next root (`ca-server root rotate`).
@@ -330,6 +370,53 @@ impl RootRotation<'_> {
         Ok(find(&rows, number)?.clone())
     }
 
+    /// Installs a CRL the offline operator of root `number` (a later root; root 1's is
+    /// `ca-server root install-crl`) signed: it must be that root's, unexpired, and newer than
+    /// the one published.
+    pub async fn install_crl(&self, number: i64, crl_pem: &str, now: OffsetDateTime) -> Result<RootRow, RotationError> {
+        use rustls_pki_types::pem::PemObject;
+        let refused = |m: String| RotationError::Refused(m);
+        let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes())
+            .map_err(|e| refused(format!("crl: not one PEM CRL: {e}")))?;
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        let row = find(&rows, number)?;
+        if number == 1 {
+            return Err(refused(
+                "root 1's CRL is the data directory's file: install it with `ca-server root install-crl`".into(),
+            ));
+        }
+        if !row.trusted() {
+            return Err(refused(format!(
+                "root {number} is withdrawn: its CRL is no longer published"
+            )));
+        }
+        let (_, root) = x509_parser::parse_x509_certificate(&row.der).map_err(internal)?;
+        let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| refused(format!("crl: {e}")))?;
+        if crl.issuer() != root.subject() || crl.verify_signature(root.public_key()).is_err() {
+            return Err(refused(format!(
+                "this CRL was not signed by root {number} ({}): it is another root's, or damaged",
+                root.subject()
+            )));
+        }
+        let (this, next) = crl_times(&der).ok_or_else(|| refused("this CRL has no nextUpdate".into()))?;
+        if next <= now.unix_timestamp() {
+            return Err(refused(
+                "this CRL has expired: sign a new one with `ca-server root crl --root-dir DIR`".into(),
+            ));
+        }
+        if let Some((current, _)) = row.crl.as_deref().and_then(crl_times)
+            && this <= current
+        {
+            return Err(refused(
+                "this CRL is not newer than the published one; nothing changed".into(),
+            ));
+        }
+        store::set_crl(&mut *self.db.acquire().await?, number, &der).await?;
+        tracing::info!(root = number, "root {number}'s CRL installed");
+        let rows = store::all(&mut *self.db.acquire().await?).await?;
+        Ok(find(&rows, number)?.clone())
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn log_and_announce(
         &self,
@@ -383,7 +470,7 @@ impl Made {
             ))
         })?;
         let n = u32::try_from(number).map_err(internal)?;
-        let validity = crate::pki::Policy::default().root_crl_validity;
+        let validity = keys.policy.root_crl_validity;
         if let Some(t) = &keys.token {
             let label = t.label("root CA", number);
             let key = t.token.generate_p256(&label).map_err(internal)?;

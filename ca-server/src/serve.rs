@@ -438,6 +438,15 @@ async fn refresh_crl(state: Arc<AppState>) {
                 "the root CRL expires within 30 days: run `ca-server root crl`"
             );
         }
+        // Every later root whose key this CA holds.
+        match crate::roots::refresh_crls(&state.db, &state.keys, now()).await {
+            Ok(done) => {
+                for root in done {
+                    tracing::info!(root, "root {root}'s CRL re-signed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "re-signing a root's CRL failed; will retry"),
+        }
         // Every intermediate whose CRL is published: an old one until it is retired.
         for ca in state.issuers.get().signing.values() {
             match state.db.refresh_crl_if_due(ca, now()).await {

@@ -467,6 +467,19 @@ enum RootCmd {
         /// The root's number.
         number: u32,
     },
+    /// Publish root NUMBER's next CRL, signed offline with `ca-server root crl --root-dir DIR`
+    /// (a CA that holds the root's key re-signs it itself at half its lifetime).
+    InstallCrl {
+        #[command(flatten)]
+        ca: CaArgs,
+        #[command(flatten)]
+        me: IdentityArgs,
+        /// The root's number.
+        number: u32,
+        /// The CRL (DER or PEM: DIR/root-crl.der).
+        #[arg(long, value_name = "FILE")]
+        crl: PathBuf,
+    },
     /// Take root NUMBER out of the trust bundle once every intermediate it certified retired.
     Withdraw {
         #[command(flatten)]
@@ -1132,23 +1145,29 @@ async fn roots(cmd: RootCmd) -> Result<(), Failure> {
             crl,
         } => {
             let body = match (certificate, cross, crl) {
-                (Some(certificate), Some(cross), Some(crl)) => {
-                    let crl = read(&crl)?;
-                    let crl = if crl.starts_with(b"-----") {
-                        String::from_utf8_lossy(&crl).into_owned()
-                    } else {
-                        pem_block("X509 CRL", &crl)
-                    };
-                    bsn_api::ca::AddRoot {
-                        certificate: Some(String::from_utf8_lossy(&read(&certificate)?).into_owned()),
-                        cross: Some(String::from_utf8_lossy(&read(&cross)?).into_owned()),
-                        crl: Some(crl),
-                    }
-                }
+                (Some(certificate), Some(cross), Some(crl)) => bsn_api::ca::AddRoot {
+                    certificate: Some(String::from_utf8_lossy(&read(&certificate)?).into_owned()),
+                    cross: Some(String::from_utf8_lossy(&read(&cross)?).into_owned()),
+                    crl: Some(crl_pem(&read(&crl)?)),
+                },
                 _ => bsn_api::ca::AddRoot::default(),
             };
             let r: Root = api(&ca, Some(&me))?.post_as("/api/v1/roots", &body).await?;
             show(&r);
+            return Ok(());
+        }
+        RootCmd::InstallCrl { ca, me, number, crl } => {
+            let body = bsn_api::ca::InstallRootCrl {
+                crl: crl_pem(&read(&crl)?),
+            };
+            let r: Root = api(&ca, Some(&me))?
+                .post_as(&format!("/api/v1/roots/{number}/crl"), &body)
+                .await?;
+            println!(
+                "root {}'s CRL installed; it is at {}",
+                r.number,
+                r.crl_url.unwrap_or_default()
+            );
             return Ok(());
         }
         RootCmd::Activate { ca, me, number } => (format!("/api/v1/roots/{number}/activate"), ca, me),
@@ -1157,6 +1176,15 @@ async fn roots(cmd: RootCmd) -> Result<(), Failure> {
     let r: Root = api(&ca, Some(&me))?.post_as(&path, &json!({})).await?;
     show(&r);
     Ok(())
+}
+
+/// A CRL file's contents as PEM (a DER file is armoured).
+fn crl_pem(bytes: &[u8]) -> String {
+    if bytes.starts_with(b"-----") {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        pem_block("X509 CRL", bytes)
+    }
 }
 
 /// PEM armour around DER.

@@ -293,6 +293,19 @@ impl TestCa {
         Command::new(bin("bsn")).args(&all).output().unwrap()
     }
 
+    /// Runs `bsn renew` with the credentials in `dir` (`cert.pem`, `key.pem`), which it
+    /// replaces.
+    pub fn bsn_renew(&self, dir: &Path) -> Output {
+        let d = dir.to_str().expect("UTF-8 path");
+        self.bsn(&[
+            "renew",
+            "--cert",
+            &format!("{d}/cert.pem"),
+            "--key",
+            &format!("{d}/key.pem"),
+        ])
+    }
+
     /// Runs `bsn enroll` for `id` with `secret`, writing credentials into `out`.
     pub fn bsn_enroll(&self, id: &str, secret: &str, out: &Path) -> Output {
         self.bsn(&["enroll", "--id", id, "--secret", secret, "--out", out.to_str().unwrap()])

@@ -435,4 +435,34 @@ async fn a_ca_started_from_an_offline_root_keeps_no_root_key() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("2 root steps"), "{stdout}");
+
+    // Root 2's next CRL is signed offline and installed; another root's, an older one, or root
+    // 1's through this path are refused and change nothing.
+    let first_crl_2 = ca.api(None).get_bytes("/api/v1/crl/root/2").await.unwrap();
+    assert_eq!(first_crl_2, std::fs::read(root2.join("root-crl.der")).unwrap());
+    ok(ca_server(&["root", "crl", "--root-dir", p(&root2)]));
+    let install = |n: &str, crl: &Path| {
+        ca.bsn(&[
+            "roots",
+            "install-crl",
+            n,
+            "--crl",
+            p(crl),
+            "--cert",
+            &format!("{a}/cert.pem"),
+            "--key",
+            &format!("{a}/key.pem"),
+        ])
+    };
+    refused(install("2", &other2.join("root-crl.der")), "not signed by root 2");
+    refused(install("1", &root.join("root-crl.der")), "ca-server root install-crl");
+    let stale = ca.dir.path().join("root2-first-crl.der");
+    std::fs::write(&stale, &first_crl_2).unwrap();
+    refused(install("2", &stale), "not newer");
+    assert_eq!(ca.api(None).get_bytes("/api/v1/crl/root/2").await.unwrap(), first_crl_2);
+    let out = ok(install("2", &root2.join("root-crl.der")));
+    assert!(out.contains("/api/v1/crl/root/2"), "{out}");
+    let served = ca.api(None).get_bytes("/api/v1/crl/root/2").await.unwrap();
+    assert_eq!(served, std::fs::read(root2.join("root-crl.der")).unwrap());
+    assert_ne!(served, first_crl_2);
 }

@@ -274,14 +274,7 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
 
     // A leaf of the new intermediate works at once: at the CA, and at the node, which learned
     // the intermediate from the feed (the node's own certificate is still from the old one).
-    let b = bob.to_str().unwrap();
-    let out = ca.bsn(&[
-        "renew",
-        "--cert",
-        &format!("{b}/cert.pem"),
-        "--key",
-        &format!("{b}/key.pem"),
-    ]);
+    let out = ca.bsn_renew(bob);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         issuer_cn(&std::fs::read(bob.join("cert.pem")).unwrap()),
@@ -372,13 +365,7 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
     ca.restart();
     let tls = std::fs::read(ca.data_dir().join("tls.pem")).unwrap();
     assert_eq!(issuer_cn(&tls), "test.example Issuing CA 2");
-    let out = ca.bsn(&[
-        "renew",
-        "--cert",
-        &format!("{}/cert.pem", alice.to_str().unwrap()),
-        "--key",
-        &format!("{}/key.pem", alice.to_str().unwrap()),
-    ]);
+    let out = ca.bsn_renew(alice);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         issuer_cn(&std::fs::read(alice.join("cert.pem")).unwrap()),
@@ -669,14 +656,7 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
 
     // A leaf of the new hierarchy: its chain carries the cross-certificate after the
     // intermediate; the CA and the node (which pinned only root 1) admit it at once.
-    let b = bob.to_str().unwrap();
-    let out = ca.bsn(&[
-        "renew",
-        "--cert",
-        &format!("{b}/cert.pem"),
-        "--key",
-        &format!("{b}/key.pem"),
-    ]);
+    let out = ca.bsn_renew(bob);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let chain = std::fs::read(bob.join("cert.pem")).unwrap();
     assert_eq!(issuer_cn(&chain), "test.example Issuing CA 2");
@@ -740,14 +720,7 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     ca.restart();
     let bundle = String::from_utf8(ca.api(None).get_bytes("/api/v1/trust-bundle").await.unwrap()).unwrap();
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
-    let a = alice.to_str().unwrap();
-    let out = ca.bsn(&[
-        "renew",
-        "--cert",
-        &format!("{a}/cert.pem"),
-        "--key",
-        &format!("{a}/key.pem"),
-    ]);
+    let out = ca.bsn_renew(alice);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(all_der(&std::fs::read(alice.join("cert.pem")).unwrap()).len(), 3);
 
@@ -756,17 +729,7 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     // the combined CRL file, its key deleted from the data directory.
     // The administrator renews first, as it would have long before its certificate from
     // intermediate 1 really ended.
-    let renew = |ca: &TestCa, who: &Path| {
-        let w = who.to_str().unwrap().to_string();
-        ca.bsn(&[
-            "renew",
-            "--cert",
-            &format!("{w}/cert.pem"),
-            "--key",
-            &format!("{w}/key.pem"),
-        ])
-    };
-    let out = renew(&ca, &admin);
+    let out = ca.bsn_renew(&admin);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let as_admin = ca.api(Some(&admin));
     {
@@ -794,13 +757,13 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     assert!(anon.get_bytes("/api/v1/crl/root/1").await.is_err());
     // Leaves of root 2 keep working where root 1 is still pinned (the node's bundle, the CA's
     // own verifier since its start): their chains still carry the cross-certificate.
-    let out = renew(&ca, alice);
+    let out = ca.bsn_renew(alice);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     write(&ca, &node, alice, "after-the-withdrawal")
         .await
         .expect("a node that pinned root 1 admits a leaf of root 2 after the withdrawal");
     ca.restart();
-    let out = renew(&ca, alice);
+    let out = ca.bsn_renew(alice);
     assert!(
         out.status.success(),
         "a CA restarted with root 2 alone: {}",
@@ -811,4 +774,37 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("3 intermediate steps, 3 root steps"), "{stdout}");
+}
+
+/// A later root whose key the CA holds has its CRL re-signed once half its lifetime has passed
+/// (here 2 minutes, the shortest allowed), so relying parties that check every CRL in the chain
+/// never find it expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_roots_crl_is_re_signed_at_half_its_life() {
+    let mut ca = TestCa::start_custom(&[], &[("BSN_CA_ROOT_CRL_VALIDITY", "2m")]);
+    let admin = ca.admin();
+    let as_admin = ca.api(Some(&admin));
+    let added: Value = as_admin.post("/api/v1/roots", &json!({})).await.unwrap();
+    let root2 = first_der(added["certificate"].as_str().unwrap().as_bytes());
+    let anon = ca.api(None);
+    let first = anon.get_bytes("/api/v1/crl/root/2").await.unwrap();
+    let times = |der: &[u8]| {
+        let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+        (crl.last_update().timestamp(), crl.next_update().unwrap().timestamp())
+    };
+    let (this, next) = times(&first);
+    assert_eq!(next - this, 120, "the configured lifetime");
+    let fresh = eventually("root 2's CRL to be re-signed", Duration::from_secs(150), || async {
+        let crl = anon.get_bytes("/api/v1/crl/root/2").await.unwrap();
+        (crl != first).then_some(crl)
+    })
+    .await;
+    let (this2, next2) = times(&fresh);
+    assert!(
+        this2 >= this + 60 && next2 > next,
+        "{this}..{next} then {this2}..{next2}"
+    );
+    let (_, root) = x509_parser::parse_x509_certificate(&root2).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&fresh).unwrap();
+    assert!(crl.verify_signature(root.public_key()).is_ok(), "signed by root 2");
 }

@@ -597,14 +597,7 @@ async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
             // The administrator and the node renew first, as they would have long before
             // their certificates from intermediate 1 really ended.
             for who in [&admin, &node] {
-                let w = who.to_str().unwrap();
-                let out = ca.bsn(&[
-                    "renew",
-                    "--cert",
-                    &format!("{w}/cert.pem"),
-                    "--key",
-                    &format!("{w}/key.pem"),
-                ]);
+                let out = ca.bsn_renew(who);
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             }
             let mut c = ca.db_conn().await;

@@ -65,9 +65,9 @@ async fn root_crl_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiErr
 async fn numbered_root_crl_der(State(s): State<Arc<AppState>>, Path(n): Path<String>) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no CRL is published for root '{n}'"));
     let number: i64 = n.parse().map_err(|_| not_found())?;
-    let issuers = s.issuers.get();
-    let row = issuers
-        .roots
+    // Read from the database, not the loaded view: another replica may have re-signed it.
+    let roots = crate::db::roots::all(&mut *s.db.acquire().await?).await?;
+    let row = roots
         .iter()
         .find(|r| r.number == number && r.trusted())
         .ok_or_else(not_found)?;
@@ -85,7 +85,11 @@ async fn numbered_root_crl_der(State(s): State<Arc<AppState>>, Path(n): Path<Str
 async fn crls_pem(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let issuers = s.issuers.get();
     let mut body = String::new();
-    for root in issuers.roots.iter().filter(|r| r.trusted()) {
+    for root in crate::db::roots::all(&mut *s.db.acquire().await?)
+        .await?
+        .iter()
+        .filter(|r| r.trusted())
+    {
         match &root.crl {
             Some(crl) => body += &pem("X509 CRL", crl),
             None if root.number == 1 => body += &pem("X509 CRL", &root_crl(&s).await?),

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use bsn_api::ca::{AddRoot, Items, Root};
+use bsn_api::ca::{AddRoot, InstallRootCrl, Items, Root};
 use identity::CaRole;
 use identity::logleaf::RootStep;
 
@@ -23,6 +23,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/roots", get(list).post(add))
         .route("/api/v1/roots/{number}/activate", post(activate))
         .route("/api/v1/roots/{number}/withdraw", post(withdraw))
+        .route("/api/v1/roots/{number}/crl", post(install_crl))
 }
 
 fn view(s: &AppState, r: &RootRow) -> Root {
@@ -121,4 +122,17 @@ async fn withdraw(
     Path(n): Path<String>,
 ) -> Result<axum::Json<Root>, ApiError> {
     step(&s, &caller, &n, RootStep::Withdrawn).await
+}
+
+/// Installs a later root's CRL signed offline (administrators).
+async fn install_crl(
+    State(s): State<Arc<AppState>>,
+    caller: Caller,
+    Path(n): Path<String>,
+    Json(body): Json<InstallRootCrl>,
+) -> Result<axum::Json<Root>, ApiError> {
+    caller.require_any(&[CaRole::Admin])?;
+    let row = rotation(&s).install_crl(number(&n)?, &body.crl, now()).await?;
+    s.issuers.reload(&s.db, &s.keys).await?;
+    Ok(axum::Json(view(&s, &row)))
 }
