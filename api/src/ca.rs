@@ -661,6 +661,9 @@ pub struct SigningKey {
     pub public_key: String,
     /// A log key's signed-note verifier key (`<origin>+<key id>+<key>`), what auditors pin.
     pub vkey: Option<String>,
+    /// For a membership key that took over from its predecessor: the handover, signed by both.
+    /// A verifier that pins either key learns the other from it.
+    pub handover: Option<identity::membership::KeyHandover>,
     /// For a log key that took over from its predecessor: the last checkpoint both signed. A
     /// verifier that pins the predecessor checks it with that key, finds the handover's `begun`
     /// leaf in the tree it commits to, and pins this key from then on.
@@ -769,6 +772,19 @@ pub enum FeedEvent {
         /// Its cross-certificate from the root before it, base64 DER.
         cross: String,
     },
+    /// The CA's membership key was handed over to its successor (every node sees it): from now
+    /// on statements, directory revisions and heartbeats are signed by the new key. The
+    /// handover proves itself (signed by both keys); a node follows it from the key it pinned.
+    Key {
+        /// Feed position.
+        seq: i64,
+        /// The new membership key's number.
+        number: i64,
+        /// Unix seconds.
+        at: i64,
+        /// The handover, signed by the old key and the new one.
+        handover: identity::membership::KeyHandover,
+    },
 }
 
 impl FeedEvent {
@@ -779,7 +795,8 @@ impl FeedEvent {
             | FeedEvent::Revocation { seq, .. }
             | FeedEvent::Directory { seq, .. }
             | FeedEvent::Intermediate { seq, .. }
-            | FeedEvent::Root { seq, .. } => *seq,
+            | FeedEvent::Root { seq, .. }
+            | FeedEvent::Key { seq, .. } => *seq,
         }
     }
 }

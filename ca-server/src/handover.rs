@@ -1,36 +1,45 @@
-//! Handing the CA's Ed25519 keys over to their successors without an outage: the issuance log's
-//! checkpoint key now; the membership key's handover is refused, saying so, until ledger nodes
-//! and the SDKs follow it.
+//! Handing the CA's Ed25519 keys over to their successors without an outage: the issuance
+//! log's checkpoint key and the membership key.
 //!
 //! Features:
-//! - Every log key the CA has had is a row of `signing_keys` with its state: `incoming` (made,
-//!   sealed with the CA's passphrase in the database so every replica opens it, published at
-//!   `GET /api/v1/keys/log`, and co-signing every checkpoint beside the active key: a C2SP signed
-//!   note carries both signatures, and a verifier ignores the one whose key it does not know),
+//! - Every key the CA has had is a row of `signing_keys` with its state: `incoming` (made,
+//!   sealed with the CA's passphrase in the database so every replica opens it, or made in the
+//!   CA's token when the key it succeeds is there; published at `GET /api/v1/keys/{purpose}`),
 //!   `active` (signing), `retired` (its sealed key erased). Number 1 is the key of
-//!   initialisation, recorded at start-up; its key stays where init put it.
-//! - `begin` makes the next key and appends the `begun` leaf
-//!   (`identity::logleaf::LogLeaf::Key`), the first leaf whose checkpoint both keys sign. `finish`
-//!   keeps the latest checkpoint (both signed it, and its tree holds the `begun` leaf) as the
-//!   successor's `handover_checkpoint`, makes the successor active and the predecessor retired,
-//!   and appends the `finished` leaf, signed by the successor alone. A verifier that pins the
-//!   old key checks the handover checkpoint with it, finds the `begun` leaf naming both keys in
-//!   the tree it commits to, and pins the new key from then on (`bsn audit`).
+//!   initialisation, recorded at start-up; its key stays where init put it until retired.
+//! - The log key: an incoming key co-signs every checkpoint beside the active key (a C2SP
+//!   signed note carries both signatures, and a verifier ignores the one whose key it does not
+//!   know). `begin` makes the next key and appends the `begun` leaf
+//!   (`identity::logleaf::LogLeaf::Key`), the first leaf whose checkpoint both keys sign.
+//!   `finish` keeps the latest checkpoint (both signed it, and its tree holds the `begun` leaf)
+//!   as the successor's `handover_checkpoint`, makes the successor active and the predecessor
+//!   retired, and appends the `finished` leaf, signed by the successor alone. A verifier that
+//!   pins the old key checks the handover checkpoint with it, finds the `begun` leaf naming both
+//!   keys in the tree it commits to, and pins the new key from then on (`bsn audit`).
+//! - The membership key: `begin` makes and publishes the next key (nothing is signed with it
+//!   yet, so nodes can be told of it ahead); `finish` signs the handover
+//!   (`identity::membership::KeyHandover`: both keys sign its terms) and keeps it in the
+//!   successor's row, makes the successor active (statements, directory revisions and heartbeats
+//!   are signed by it from then on), retires and erases the predecessor (number 1's sealed copy
+//!   in `ca_meta` too), appends the `finished` leaf and announces the handover on the feed to
+//!   every node. A node, an SDK or `bsn` follows it from the key it pinned
+//!   (`identity::membership::MembershipKeys`); statements signed before stay valid.
 //! - Each step is one transaction under the issuance log's sequencer lock that also bumps
-//!   `log_state.key_epoch`; every append compares the epoch with the keys its replica loaded, in
-//!   the same transaction, so no replica signs with keys a step changed (crash story: kill -9 at
-//!   any point leaves the step done or not done; a key made for a step that did not commit is
-//!   never used).
+//!   `log_state.key_epoch`; every append (and every statement or directory revision) compares
+//!   the epoch with the keys its replica loaded, in the same transaction, so no replica signs
+//!   with keys a step changed (crash story: kill -9 at any point leaves the step done or not
+//!   done; a key made for a step that did not commit is never used).
 //! - One handover at a time per purpose.
+//! - A key made in the token is labelled `<trust domain> <purpose> <number> <random>`; a retired
+//!   one made there is destroyed.
 //!
-//! - A CA whose log key is in a PKCS#11 token makes the successor in the token (labelled
-//!   `<trust domain> log <number> <random>`) and destroys a retired one made there.
-//!
-//! Non-features (yet): handing over the membership key.
+//! Non-features: recovering from a stolen membership key (a handover is for a key that is still
+//! the CA's alone; verifiers keep accepting what the old key signed).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::logleaf::{HandoverStep, KeyPurpose, LogLeaf};
+use identity::membership::{HANDOVER_CONTEXT, HandoverTerms, KeyHandover};
 use time::OffsetDateTime;
 
 use crate::db::keys::{self as store, KeyRow};
@@ -87,6 +96,29 @@ pub async fn record_first(
     Ok(())
 }
 
+/// `name`'s incoming key `number` and the active key, or why a handover cannot finish.
+fn incoming_and_active<'r>(
+    rows: &'r [KeyRow],
+    name: &'static str,
+    number: i64,
+) -> Result<(&'r KeyRow, &'r KeyRow), HandoverError> {
+    let row = rows
+        .iter()
+        .find(|r| r.number == number)
+        .ok_or(HandoverError::Unknown(name, number))?;
+    if row.state != "incoming" {
+        return Err(HandoverError::Refused(format!(
+            "{name} key {number} is {}: only an incoming key can take over (begin a handover first)",
+            row.state
+        )));
+    }
+    let active = rows
+        .iter()
+        .find(|r| r.state == "active")
+        .ok_or_else(|| HandoverError::Internal(anyhow::anyhow!("no active {name} key is recorded")))?;
+    Ok((row, active))
+}
+
 /// The handover service.
 pub struct Handover<'a> {
     /// The store.
@@ -95,9 +127,13 @@ pub struct Handover<'a> {
     pub log: &'a LogSigner,
     /// Seals new keys.
     pub passphrase: &'a str,
-    /// The CA's PKCS#11 token, when its keys are there: a log key in it is succeeded by one
-    /// made in it.
+    /// The CA's PKCS#11 token, when its keys are there: a key in it is succeeded by one made
+    /// in it.
     pub token: Option<&'a crate::hsm::InToken>,
+    /// The membership signer (opens the keys that sign a membership handover, and follows it).
+    pub membership: &'a crate::registry::MembershipSigner,
+    /// Woken after a membership handover's feed event.
+    pub feed: &'a tokio::sync::watch::Sender<u64>,
 }
 
 fn public_of(row: &KeyRow) -> Result<[u8; 32], HandoverError> {
@@ -108,19 +144,9 @@ fn public_of(row: &KeyRow) -> Result<[u8; 32], HandoverError> {
 }
 
 impl Handover<'_> {
-    fn supported(&self, purpose: KeyPurpose) -> Result<(), HandoverError> {
-        if purpose == KeyPurpose::Membership {
-            return Err(HandoverError::Refused(
-                "handing over the membership key is not supported yet: ledger nodes pin it".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Begins handing `purpose`'s key over: a new key, sealed, `incoming`, and the `begun` leaf
     /// (whose checkpoint the new key co-signs). Refused while another handover is under way.
     pub async fn begin(&self, purpose: KeyPurpose, by: &str, now: OffsetDateTime) -> Result<KeyRow, HandoverError> {
-        self.supported(purpose)?;
         let name = purpose.name();
         let refuse_busy = |rows: &[KeyRow]| match rows.iter().find(|r| r.state == "incoming") {
             Some(r) => Err(HandoverError::Refused(format!(
@@ -131,7 +157,7 @@ impl Handover<'_> {
         };
         // Checked first without the lock, so a refused step costs no key work; then again under it.
         let number = refuse_busy(&store::all(&mut *self.db.acquire().await?, name).await?)?;
-        let (public, key) = self.make(number)?;
+        let (public, key) = self.make(purpose, number)?;
         let at = now.unix_timestamp();
         let result = async {
             let mut tx = self.db.begin().await?;
@@ -172,9 +198,10 @@ impl Handover<'_> {
         self.row(name, number).await
     }
 
-    /// Finishes the handover to `purpose`'s incoming key `number`: the latest checkpoint (both
-    /// keys signed it) is kept as its handover checkpoint, it becomes active, its predecessor is
-    /// retired, and the `finished` leaf's checkpoint is the first it signs alone.
+    /// Finishes the handover to `purpose`'s incoming key `number`: it becomes active and its
+    /// predecessor retired. For the log key, the latest checkpoint (both keys signed it) is kept
+    /// as its handover checkpoint and the `finished` leaf's checkpoint is the first it signs
+    /// alone; for the membership key, the handover both keys signed is kept and announced.
     pub async fn finish(
         &self,
         purpose: KeyPurpose,
@@ -182,46 +209,58 @@ impl Handover<'_> {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<KeyRow, HandoverError> {
-        self.supported(purpose)?;
         let name = purpose.name();
         let at = now.unix_timestamp();
+        // Signed before the transaction: opening a sealed key is slow on purpose.
+        let membership = match purpose {
+            KeyPurpose::Membership => Some(self.sign_membership_handover(number, at).await?),
+            KeyPurpose::Log => None,
+        };
         let result = async {
             let mut tx = self.db.begin().await?;
             crate::log::lock_sequencer(&mut tx).await?;
             let rows = store::all(&mut tx, name).await?;
-            let row = rows
-                .iter()
-                .find(|r| r.number == number)
-                .ok_or(HandoverError::Unknown(name, number))?;
-            if row.state != "incoming" {
-                return Err(HandoverError::Refused(format!(
-                    "{name} key {number} is {}: only an incoming key can take over (begin a handover first)",
-                    row.state
-                )));
-            }
-            let active = rows
-                .iter()
-                .find(|r| r.state == "active")
-                .ok_or_else(|| HandoverError::Internal(anyhow::anyhow!("no active {name} key is recorded")))?;
+            let (row, active) = incoming_and_active(&rows, name, number)?;
             let (old, new) = (public_of(active)?, public_of(row)?);
-            let (_, checkpoint) = crate::log::latest(&mut tx).await?;
-            // Both keys signed it: the `begun` leaf's append and every one since were signed so.
-            for key in [&old, &new] {
-                let vkey = crate::log::vkey_of(self.log.origin(), key);
-                crate::log::open_with(&vkey, &checkpoint).map_err(|e| {
-                    HandoverError::Internal(anyhow::anyhow!(
-                        "the latest checkpoint is not signed by both keys ({e}); retry"
-                    ))
-                })?;
-            }
-            if !store::finish(&mut tx, name, number, Some(&checkpoint), at).await? {
+            let proof = match &membership {
+                Some((from, handover)) => {
+                    if *from != active.number {
+                        return Err(HandoverError::Refused(format!(
+                            "the active membership key changed meanwhile (now {}); finish again",
+                            active.number
+                        )));
+                    }
+                    serde_json::to_string(handover).map_err(anyhow::Error::from)?
+                }
+                None => {
+                    let (_, checkpoint) = crate::log::latest(&mut tx).await?;
+                    // Both keys signed it: the `begun` leaf's append and every one since were signed so.
+                    for key in [&old, &new] {
+                        let vkey = crate::log::vkey_of(self.log.origin(), key);
+                        crate::log::open_with(&vkey, &checkpoint).map_err(|e| {
+                            HandoverError::Internal(anyhow::anyhow!(
+                                "the latest checkpoint is not signed by both keys ({e}); retry"
+                            ))
+                        })?;
+                    }
+                    checkpoint
+                }
+            };
+            if !store::finish(&mut tx, name, number, Some(&proof), at).await? {
                 return Err(HandoverError::Internal(anyhow::anyhow!(
                     "{name} key {number} changed under the lock"
                 )));
             }
+            if membership.is_some() && active.number == 1 {
+                store::erase_first_membership_key(&mut tx).await?;
+            }
             store::bump_epoch(&mut tx).await?;
             self.append(&mut tx, purpose, HandoverStep::Finished, number, by, old, new, at)
                 .await?;
+            if membership.is_some() {
+                let seq = crate::db::registry::next_seq(&mut tx).await?;
+                store::insert_feed_event(&mut tx, seq, number, at).await?;
+            }
             tx.commit().await?;
             Ok(active.key_label.clone())
         }
@@ -230,38 +269,93 @@ impl Handover<'_> {
         if let (Some(label), Some(t)) = (retired, self.token) {
             t.destroy(&label);
         }
+        if membership.is_some() {
+            crate::registry::wake_feed(self.feed);
+        }
         tracing::info!(purpose = name, key = number, by, "{name} key handover finished");
         self.row(name, number).await
     }
 
-    /// After a step: whether it committed or not, this replica's signer reads the stored keys
+    /// The membership handover to incoming key `number`, signed by the active key and by it.
+    /// Returns the active key's number with it (checked again under the lock).
+    async fn sign_membership_handover(&self, number: i64, at: i64) -> Result<(i64, KeyHandover), HandoverError> {
+        let name = KeyPurpose::Membership.name();
+        let rows = store::all(&mut *self.db.acquire().await?, name).await?;
+        let (row, active) = incoming_and_active(&rows, name, number)?;
+        let (old, new) = (self.membership.key_of(active)?, self.membership.key_of(row)?);
+        for (key, r) in [(&old, active), (&new, row)] {
+            if B64.encode(key.public()) != r.public_key {
+                return Err(HandoverError::Internal(anyhow::anyhow!(
+                    "membership key {} is not the key recorded for it",
+                    r.number
+                )));
+            }
+        }
+        let terms = HandoverTerms {
+            version: 1,
+            trust_domain: self.membership.trust_domain().to_string(),
+            from: active.public_key.clone(),
+            to: row.public_key.clone(),
+            number: number as u64,
+            issued_at: at,
+        };
+        let payload = serde_json::to_vec(&terms).map_err(anyhow::Error::from)?;
+        let message = identity::membership::signed_message(HANDOVER_CONTEXT, &payload);
+        let sign = |k: &crate::hsm::EdKey| {
+            k.sign(&message)
+                .map(|s| B64.encode(s))
+                .map_err(|e| HandoverError::Internal(anyhow::anyhow!("signing the membership handover: {e}")))
+        };
+        let handover = KeyHandover {
+            payload: B64.encode(&payload),
+            from_signature: sign(&old)?,
+            to_signature: sign(&new)?,
+        };
+        handover
+            .verify()
+            .map_err(|e| HandoverError::Internal(anyhow::anyhow!("the membership handover does not verify: {e}")))?;
+        Ok((active.number, handover))
+    }
+
+    /// After a step: whether it committed or not, this replica's signers read the stored keys
     /// again (a step that failed after its append may have loaded keys that never committed).
     async fn settle<T>(&self, result: Result<T, HandoverError>) -> Result<T, HandoverError> {
         if result.is_err() {
             self.log.forget();
+            self.membership.forget();
         }
-        self.log.reload(&mut *self.db.acquire().await?).await?;
+        let mut c = self.db.acquire().await?;
+        self.log.reload(&mut c).await?;
+        self.membership.reload(&mut c).await?;
         result
     }
 
-    /// A new Ed25519 key for log key `number`: in the token when the log key is there, else
-    /// sealed with the passphrase. Returns its public key and where it is kept.
-    fn make(&self, number: i64) -> Result<([u8; 32], NewKey), HandoverError> {
+    /// A new Ed25519 key for `purpose`'s key `number`: in the token when the key it succeeds is
+    /// there, else sealed with the passphrase. Returns its public key and where it is kept.
+    fn make(&self, purpose: KeyPurpose, number: i64) -> Result<([u8; 32], NewKey), HandoverError> {
         let internal = |e: &dyn std::fmt::Display| HandoverError::Internal(anyhow::anyhow!("{e}"));
+        let (in_token, sealed_label) = match purpose {
+            KeyPurpose::Log => (
+                self.token.is_some_and(|t| t.log_label.is_some()),
+                crate::log::key_label(number),
+            ),
+            KeyPurpose::Membership => (
+                self.token.is_some_and(|t| t.membership_label.is_some()),
+                crate::registry::key_label(number),
+            ),
+        };
         if let Some(t) = self.token
-            && t.log_label.is_some()
+            && in_token
         {
-            let label = t.label("log", number);
+            let label = t.label(purpose.name(), number);
             let key = t.token.generate_ed25519(&label).map_err(|e| internal(&e))?;
             return Ok((crate::hsm::EdKey::Token(key).public(), NewKey::Token(label)));
         }
         let pkcs8 = LogSigner::generate()?;
         let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| internal(&e))?;
         let public = crate::hsm::EdKey::Software(key).public();
-        let sealed = crate::keystore::blocking(|| {
-            crate::keystore::seal(self.passphrase, &crate::log::key_label(number), &pkcs8)
-        })
-        .map_err(|e| internal(&e))?;
+        let sealed = crate::keystore::blocking(|| crate::keystore::seal(self.passphrase, &sealed_label, &pkcs8))
+            .map_err(|e| internal(&e))?;
         Ok((public, NewKey::Sealed(sealed)))
     }
 

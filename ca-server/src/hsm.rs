@@ -11,7 +11,7 @@
 //! Rotation stays inside the token: the next issuing intermediate's key and the next log key are
 //! generated in it (labelled `<trust domain> issuing CA <number> <random>` and `<trust domain> log
 //! <number> <random>`), and a retired one made there is destroyed.
-//! Non-features (yet): the membership key's handover (refused for every CA).
+//! A membership key in the token is succeeded, at a handover, by one made in it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -471,6 +471,8 @@ pub struct InToken {
     pub root_label: Option<String>,
     /// The log key's label, when the log key is in the token.
     pub log_label: Option<String>,
+    /// The membership key's label, when the membership key is in the token.
+    pub membership_label: Option<String>,
 }
 
 impl InToken {

@@ -42,6 +42,15 @@ pub struct Current {
     pub signed: Option<Envelope>,
 }
 
+/// A directory revision this CA stored: its payload, checked for shape.
+fn stored_directory(env: &Envelope) -> anyhow::Result<NodeDirectory> {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::STANDARD.decode(&env.payload)?;
+    let d: NodeDirectory = serde_json::from_slice(&payload)?;
+    d.check()?;
+    Ok(d)
+}
+
 impl Directory<'_> {
     /// The current directory.
     pub async fn current(&self) -> Result<Current, RegistryError> {
@@ -55,11 +64,9 @@ impl Directory<'_> {
                 signed: None,
             },
             Some((rev, env)) => {
-                // The listing is read from the signed revision itself, so the two always agree.
-                let d: NodeDirectory = self
-                    .signer
-                    .public()
-                    .verify_directory(&env)
+                // The listing is read from the signed revision itself, so the two always agree
+                // (signed here, perhaps by a membership key a handover has since retired).
+                let d: NodeDirectory = stored_directory(&env)
                     .map_err(|e| RegistryError::Internal(anyhow::anyhow!("stored directory {rev}: {e}")))?;
                 Current {
                     revision: d.revision,
@@ -88,9 +95,10 @@ impl Directory<'_> {
         identity::membership::check_city(city).map_err(RegistryError::InvalidField)?;
         identity::membership::check_node_url(url).map_err(RegistryError::InvalidField)?;
         let mut tx = self.db.begin().await?;
-        crate::log::lock_sequencer(&mut tx)
+        self.signer
+            .refresh_locked(&mut tx)
             .await
-            .map_err(|e| RegistryError::Internal(e.into()))?;
+            .map_err(RegistryError::Internal)?;
         if store::entry(&mut tx, node)
             .await?
             .is_some_and(|(c, u)| c == city && u == url)

@@ -19,53 +19,222 @@ use crate::db::Db;
 use crate::db::registry as store;
 use crate::log::{LogSigner, NewLeaf, Receipt};
 
-/// The CA's membership signing key (Ed25519). Kept sealed in the database's `meta`, so every
-/// replica signs with the same key.
+/// The CA's membership signing key (Ed25519), as `signing_keys` says which one is active: number
+/// 1 is the key of initialisation (sealed in the database's `meta`, so every replica signs with
+/// it, or in the token), later ones are made by a handover (`crate::handover`), sealed in their
+/// rows or in the token. A handover bumps `log_state.key_epoch`; a statement or directory
+/// revision is signed inside a transaction that read the epoch under the log's lock
+/// ([`MembershipSigner::refresh_locked`]), so no replica signs one with a key a handover retired.
+/// Heartbeats, signed outside a transaction, follow within a minute (`serve`'s refresh loop);
+/// verifiers accept every key of the chain for them.
 pub struct MembershipSigner {
-    key: crate::hsm::EdKey,
-    public: MembershipKey,
     trust_domain: String,
+    /// Number 1's key, unless it was retired and erased.
+    first: Option<Arc<crate::hsm::EdKey>>,
+    passphrase: String,
+    token: Option<Arc<crate::hsm::Token>>,
+    /// Keys of later numbers, each opened once (argon2id makes opening slow on purpose).
+    opened: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<crate::hsm::EdKey>>>,
+    now: std::sync::RwLock<Arc<ActiveKey>>,
 }
 
+/// The key signing now, as of `epoch` (-1: not loaded).
+struct ActiveKey {
+    epoch: i64,
+    number: i64,
+    key: Option<Arc<crate::hsm::EdKey>>,
+    public: MembershipKey,
+}
+
+use std::sync::Arc;
+
 impl MembershipSigner {
-    /// Loads the key from the database, creating it on first use (the first replica to insert
-    /// it wins; the others read the winner's).
-    pub async fn load_or_create(db: &Db, passphrase: &str, trust_domain: &str) -> anyhow::Result<Self> {
-        if db.meta("membership_key_sealed").await?.is_none() {
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("cannot generate the membership key"))?;
-            let sealed = crate::keystore::seal(passphrase, "membership", pkcs8.as_ref())?;
-            store::insert_membership_key(&mut *db.acquire().await?, &sealed).await?;
-        }
-        let sealed = db
-            .meta("membership_key_sealed")
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("membership key missing"))?;
-        let pkcs8 = crate::keystore::open(passphrase, "membership", &sealed)?;
-        let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("membership key: {e}"))?;
-        Self::with_key(crate::hsm::EdKey::Software(key), trust_domain)
-    }
-
-    /// The signer with a key held elsewhere (in a token).
-    pub fn with_key(key: crate::hsm::EdKey, trust_domain: &str) -> anyhow::Result<Self> {
-        let public = MembershipKey::from_bytes(&key.public())?;
-        Ok(Self {
-            key,
-            public,
+    /// Opens the signer: number 1's key from the token (`first_in_token`) or the database (made
+    /// on first use: the first replica to insert it wins, the others read the winner's). It signs
+    /// nothing before [`MembershipSigner::reload`] has read which key is active.
+    pub async fn load(
+        db: &Db,
+        passphrase: &str,
+        trust_domain: &str,
+        first_in_token: Option<crate::hsm::EdKey>,
+        token: Option<Arc<crate::hsm::Token>>,
+    ) -> anyhow::Result<Self> {
+        let first = match first_in_token {
+            Some(k) => Some(k),
+            None => {
+                let handed_over = crate::db::keys::all(&mut *db.acquire().await?, "membership")
+                    .await?
+                    .iter()
+                    .any(|r| r.number > 1);
+                if db.meta("membership_key_sealed").await?.is_none() && !handed_over {
+                    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                        .map_err(|_| anyhow::anyhow!("cannot generate the membership key"))?;
+                    let sealed = crate::keystore::seal(passphrase, "membership", pkcs8.as_ref())?;
+                    store::insert_membership_key(&mut *db.acquire().await?, &sealed).await?;
+                }
+                match db.meta("membership_key_sealed").await? {
+                    Some(sealed) => {
+                        let pkcs8 = crate::keystore::open(passphrase, "membership", &sealed)?;
+                        let key =
+                            Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("membership key: {e}"))?;
+                        Some(crate::hsm::EdKey::Software(key))
+                    }
+                    // Retired by a handover and erased.
+                    None => None,
+                }
+            }
+        };
+        let first = first.map(Arc::new);
+        let placeholder = MembershipKey::from_bytes(&[0; 32])?;
+        let signer = Self {
             trust_domain: trust_domain.to_string(),
-        })
+            first,
+            passphrase: passphrase.to_string(),
+            token,
+            opened: Default::default(),
+            now: std::sync::RwLock::new(Arc::new(ActiveKey {
+                epoch: -1,
+                number: 0,
+                key: None,
+                public: placeholder,
+            })),
+        };
+        Ok(signer)
     }
 
-    /// The verification key.
-    pub fn public(&self) -> &MembershipKey {
-        &self.public
+    /// Number 1's public key, if this replica holds it (the caller records it as number 1, then
+    /// [`MembershipSigner::reload`]s: nothing is signed before).
+    pub fn first_public(&self) -> Option<[u8; 32]> {
+        self.first.as_ref().map(|k| k.public())
     }
 
-    /// Signs a payload under a context (a token may refuse).
+    fn active(&self) -> Arc<ActiveKey> {
+        self.now.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads the active key if the key epoch `epoch` is not the one loaded.
+    pub async fn refresh(&self, conn: &mut sqlx::AnyConnection, epoch: i64) -> anyhow::Result<()> {
+        if self.active().epoch == epoch {
+            return Ok(());
+        }
+        let rows = crate::db::keys::all(conn, "membership").await?;
+        let row = rows
+            .iter()
+            .find(|r| r.state == "active")
+            .ok_or_else(|| anyhow::anyhow!("no active membership key is recorded"))?;
+        let key = self.key_of(row)?;
+        let public = MembershipKey::from_bytes(&key.public())?;
+        if public.to_base64() != row.public_key {
+            anyhow::bail!("membership key {} is not the key recorded for it", row.number);
+        }
+        let changed = self.active().number != row.number;
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| rows.iter().any(|r| r.number == *n && r.state != "retired"));
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ActiveKey {
+            epoch,
+            number: row.number,
+            key: Some(key),
+            public,
+        });
+        if changed {
+            tracing::info!(
+                epoch,
+                key = row.number,
+                "membership documents are signed by key {}",
+                row.number
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the key epoch and loads the active key if it changed (start-up, after a handover
+    /// step, and every minute for heartbeats).
+    pub async fn reload(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<()> {
+        let epoch = crate::db::keys::epoch(&mut *conn).await?;
+        self.refresh(conn, epoch).await
+    }
+
+    /// Takes the issuance log's lock in `tx` and loads the active key as of the epoch read under
+    /// it: what a transaction that signs a statement or a directory revision calls first.
+    pub async fn refresh_locked(&self, tx: &mut Transaction<'static, Any>) -> anyhow::Result<()> {
+        crate::log::lock_sequencer(tx).await?;
+        let epoch = crate::db::keys::epoch(tx).await?;
+        self.refresh(tx, epoch).await
+    }
+
+    /// Makes the next refresh load the stored keys whatever the epoch.
+    pub fn forget(&self) {
+        let now = self.active();
+        *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ActiveKey {
+            epoch: -1,
+            number: now.number,
+            key: now.key.clone(),
+            public: now.public.clone(),
+        });
+    }
+
+    /// Membership key `row`'s signing key: number 1's, or one a handover made (sealed in its row
+    /// or in the token).
+    pub fn key_of(&self, row: &crate::db::keys::KeyRow) -> anyhow::Result<Arc<crate::hsm::EdKey>> {
+        if row.number == 1 {
+            return self
+                .first
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("membership key 1 was retired and erased"));
+        }
+        if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
+            return Ok(k.clone());
+        }
+        let key = if let Some(label) = &row.key_label {
+            let token = self.token.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "membership key {} is in a PKCS#11 token, and this CA has none configured",
+                    row.number
+                )
+            })?;
+            crate::hsm::EdKey::Token(token.ed25519_key(label)?)
+        } else {
+            let sealed = row
+                .key_sealed
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("membership key {} was retired and erased", row.number))?;
+            let pkcs8 =
+                crate::keystore::blocking(|| crate::keystore::open(&self.passphrase, &key_label(row.number), sealed))?;
+            crate::hsm::EdKey::Software(
+                Ed25519KeyPair::from_pkcs8(&pkcs8)
+                    .map_err(|e| anyhow::anyhow!("membership key {}: {e}", row.number))?,
+            )
+        };
+        let key = Arc::new(key);
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.number, key.clone());
+        Ok(key)
+    }
+
+    /// The active verification key.
+    pub fn public(&self) -> MembershipKey {
+        self.active().public.clone()
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Signs a payload under a context with the active key (a token may refuse).
     pub fn seal(&self, context: &[u8], payload: &[u8]) -> Result<Envelope, crate::hsm::HsmError> {
+        let active = self.active();
+        let key = active
+            .key
+            .as_ref()
+            .ok_or_else(|| crate::hsm::HsmError::Token("no membership key has been loaded".into()))?;
         Ok(Envelope {
             payload: B64.encode(payload),
-            signature: B64.encode(self.key.sign(&identity::membership::signed_message(context, payload))?),
+            signature: B64.encode(key.sign(&identity::membership::signed_message(context, payload))?),
         })
     }
 
@@ -99,6 +268,11 @@ impl MembershipSigner {
         let payload = serde_json::to_vec(&hb).unwrap_or_default();
         self.seal(identity::membership::HEARTBEAT_CONTEXT, &payload)
     }
+}
+
+/// The label a later membership key is sealed under.
+pub fn key_label(number: i64) -> String {
+    format!("membership {number}")
 }
 
 pub use crate::db::registry::{FeedEvent, JoinRequest, Policy, Subchain};
@@ -641,7 +815,7 @@ impl Registry<'_> {
         let members = store::members(tx, subchain, "", i64::MAX).await?;
         let statement = Statement {
             version: 1,
-            trust_domain: self.signer.trust_domain.clone(),
+            trust_domain: self.signer.trust_domain().to_string(),
             subchain: SubchainId::parse(subchain).map_err(db_err)?,
             revision: revision as u64,
             issued_at: now,
@@ -650,6 +824,7 @@ impl Registry<'_> {
             members,
         };
         let payload = serde_json::to_vec(&statement).map_err(db_err)?;
+        self.signer.refresh_locked(tx).await.map_err(db_err)?;
         let envelope = self
             .signer
             .seal(identity::membership::STATEMENT_CONTEXT, &payload)

@@ -95,6 +95,7 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
             trust_domain: cfg.trust_domain.as_str().to_string(),
             root_label: t.root_key.clone(),
             log_label: t.log_key.clone(),
+            membership_label: t.membership_key.clone(),
         }),
         _ => None,
     };
@@ -188,17 +189,30 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
     let key = PrivateKeyDer::from_pem_slice(&read(p.tls_key())?).context("tls.key")?;
     let tls = tls_config(&ca, chain, key)?;
 
+    // The membership key: number 1 is the one of initialisation; a handover adds the others.
+    let membership = crate::registry::MembershipSigner::load(
+        &db,
+        &passphrase,
+        cfg.trust_domain.as_str(),
+        membership_in_token,
+        token.clone(),
+    )
+    .await
+    .context("loading the membership key")?;
+    if let Some(first) = membership.first_public() {
+        crate::handover::record_first(&db, identity::logleaf::KeyPurpose::Membership, &first, now()).await?;
+    }
+    membership
+        .reload(&mut *db.acquire().await?)
+        .await
+        .context("loading the active membership key")?;
+
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AppState {
         committer: Committer::start(db.clone(), log.clone(), metrics.clone()),
         log,
         log_hashes: Default::default(),
-        membership: match membership_in_token {
-            Some(key) => crate::registry::MembershipSigner::with_key(key, cfg.trust_domain.as_str())?,
-            None => crate::registry::MembershipSigner::load_or_create(&db, &passphrase, cfg.trust_domain.as_str())
-                .await
-                .context("loading the membership key")?,
-        },
+        membership,
         feed_wakeup: tokio::sync::watch::channel(0).0,
         feed_streams: bsn_transport::KeyedSlots::new(crate::api::FEED_STREAMS_PER_NODE, crate::api::MAX_FEED_STREAMS),
         feed_heartbeat: cfg.feed_heartbeat,
@@ -437,6 +451,12 @@ async fn refresh_crl(state: Arc<AppState>) {
                 next_update = end,
                 "the root CRL expires within 30 days: run `ca-server root crl`"
             );
+        }
+        // A membership key handover made on another replica: heartbeats follow it within a minute.
+        if let Ok(mut c) = state.db.acquire().await
+            && let Err(e) = state.membership.reload(&mut c).await
+        {
+            tracing::warn!(error = %e, "loading the active membership key failed; will retry");
         }
         // Every later root whose key this CA holds.
         match crate::roots::refresh_crls(&state.db, &state.keys, now()).await {

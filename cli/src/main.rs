@@ -1032,21 +1032,15 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
                 &list.items,
                 json,
                 |items| {
-                    let mut t = output::Table::new(&["NUMBER", "STATE", "EXPIRES", "SHA-256", "CRL"]);
-                    for i in items {
-                        let expires = time::OffsetDateTime::from_unix_timestamp(i.not_after)
-                            .ok()
-                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                            .unwrap_or_default();
-                        t.row(vec![
-                            i.number.to_string(),
-                            i.state.clone(),
-                            output::time(&expires),
-                            i.sha256[..16].to_string(),
-                            i.crl_url.clone().unwrap_or_else(|| "-".into()),
-                        ]);
-                    }
-                    t
+                    ca_certificates(items.iter().map(|i| {
+                        (
+                            i.number,
+                            i.state.as_str(),
+                            i.not_after,
+                            i.sha256.as_str(),
+                            i.crl_url.as_deref(),
+                        )
+                    }))
                 },
                 "no intermediates",
             );
@@ -1093,6 +1087,26 @@ async fn intermediates(cmd: IntermediateCmd) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The table of the CA's own certificates (intermediates, roots): number, state, end, the
+/// start of the SHA-256 and where the CRL is.
+fn ca_certificates<'a>(rows: impl Iterator<Item = (i64, &'a str, i64, &'a str, Option<&'a str>)>) -> output::Table {
+    let mut t = output::Table::new(&["NUMBER", "STATE", "EXPIRES", "SHA-256", "CRL"]);
+    for (number, state, not_after, sha256, crl_url) in rows {
+        let expires = time::OffsetDateTime::from_unix_timestamp(not_after)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        t.row(vec![
+            number.to_string(),
+            state.to_string(),
+            output::time(&expires),
+            sha256.get(..16).unwrap_or(sha256).to_string(),
+            crl_url.unwrap_or("-").to_string(),
+        ]);
+    }
+    t
+}
+
 /// `bsn roots`: the listing, or one rotation step.
 async fn roots(cmd: RootCmd) -> Result<(), Failure> {
     use bsn_api::ca::{Items, Root};
@@ -1118,21 +1132,15 @@ async fn roots(cmd: RootCmd) -> Result<(), Failure> {
                 &list.items,
                 json,
                 |items| {
-                    let mut t = output::Table::new(&["NUMBER", "STATE", "EXPIRES", "SHA-256", "CRL"]);
-                    for r in items {
-                        let expires = time::OffsetDateTime::from_unix_timestamp(r.not_after)
-                            .ok()
-                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                            .unwrap_or_default();
-                        t.row(vec![
-                            r.number.to_string(),
-                            r.state.clone(),
-                            output::time(&expires),
-                            r.sha256[..16].to_string(),
-                            r.crl_url.clone().unwrap_or_else(|| "-".into()),
-                        ]);
-                    }
-                    t
+                    ca_certificates(items.iter().map(|r| {
+                        (
+                            r.number,
+                            r.state.as_str(),
+                            r.not_after,
+                            r.sha256.as_str(),
+                            r.crl_url.as_deref(),
+                        )
+                    }))
                 },
                 "no roots",
             );
@@ -1214,6 +1222,9 @@ async fn keys(cmd: KeysCmd) -> Result<(), Failure> {
             ),
             "active" if k.purpose == "log" => println!(
                 "checkpoints are signed by it alone from now on; auditors that pinned the old key follow the handover once and pin this one"
+            ),
+            "active" => println!(
+                "statements, the node directory and heartbeats are signed by it from now on; nodes and SDKs that pinned the old key follow the handover (signed by both keys) from the feed or `GET /api/v1/keys/membership`"
             ),
             _ => {}
         }

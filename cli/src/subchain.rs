@@ -458,6 +458,7 @@ pub(crate) async fn nodes(ca: &super::CaArgs, json: bool) -> Result<(), Failure>
     };
     let key: bsn_api::ca::MembershipKey = api.get_as("/api/v1/membership-key", &[]).await?;
     let key = identity::membership::MembershipKey::from_base64(&key.key).map_err(local)?;
+    let key = membership_keys(&api, key).await?;
     let verified = key.verify_directory(signed).map_err(|e| Failure {
         code: 6,
         message: format!("the CA's node directory does not verify: {e}"),
@@ -511,6 +512,7 @@ pub(crate) async fn feed(t: Target, cursor: u64, follow: bool) -> Result<(), Fai
         FeedEvent::Directory { seq, revision, .. } => println!("{seq}\tdirectory\trevision {revision}"),
         FeedEvent::Intermediate { seq, number, step, .. } => println!("{seq}\tintermediate\t{number}\t{step}"),
         FeedEvent::Root { seq, number, step, .. } => println!("{seq}\troot\t{number}\t{step}"),
+        FeedEvent::Key { seq, number, .. } => println!("{seq}\tkey\tmembership {number}\thanded over"),
     };
     if !follow {
         let mut cursor = cursor;
@@ -554,6 +556,7 @@ async fn statement(
         None => api.get_as::<MembershipKey>("/api/v1/membership-key", &[]).await?.key,
     };
     let key = identity::membership::MembershipKey::from_base64(&key_text).map_err(local)?;
+    let key = membership_keys(&api, key).await?;
     let path = match revision {
         Some(r) => format!("/api/v1/subchains/{id}/statements/{r}"),
         None => format!("/api/v1/subchains/{id}/statement"),
@@ -565,8 +568,32 @@ async fn statement(
         hint: Some("the statement does not verify: do not act on it, and alert the CA operator"),
     })?;
     println!("{}", serde_json::to_string_pretty(&statement).map_err(local)?);
-    eprintln!("signature verified with membership key {}", key.to_base64());
+    eprintln!(
+        "signature verified with the CA's membership key{} (now {})",
+        if key.keys().len() > 1 {
+            ", following its handovers from the one given"
+        } else {
+            ""
+        },
+        key.current().to_base64()
+    );
     Ok(())
+}
+
+/// The membership keys linked to `pinned` by the handovers the CA lists (each signed by both of
+/// its keys, so the CA's word is not needed for them): a statement signed before or after a
+/// handover verifies.
+async fn membership_keys(
+    api: &bsn_api::client::Api,
+    pinned: identity::membership::MembershipKey,
+) -> Result<identity::membership::MembershipKeys, Failure> {
+    let list: Items<bsn_api::ca::SigningKey> = api.get_as("/api/v1/keys/membership", &[]).await?;
+    let handovers: Vec<_> = list.items.into_iter().filter_map(|k| k.handover).collect();
+    identity::membership::MembershipKeys::following(pinned, &handovers).map_err(|e| Failure {
+        code: 6,
+        message: format!("the CA's membership key handovers do not verify: {e}"),
+        hint: Some("alert the CA operator: a handover was altered"),
+    })
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.

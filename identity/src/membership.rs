@@ -19,6 +19,8 @@ pub const STATEMENT_CONTEXT: &[u8] = b"bsn membership statement v1\n";
 pub const HEARTBEAT_CONTEXT: &[u8] = b"bsn feed heartbeat v1\n";
 /// Signature context of the node directory.
 pub const DIRECTORY_CONTEXT: &[u8] = b"bsn node directory v1\n";
+/// Signature context of a membership key handover (signed by both keys).
+pub const HANDOVER_CONTEXT: &[u8] = b"bsn membership key handover v1\n";
 
 /// What a member may do on a subchain. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -249,7 +251,8 @@ impl NodeDirectory {
             .map(|i| &self.nodes[i])
     }
 
-    fn check(&self) -> Result<(), StatementError> {
+    /// The rules: sorted, unique, valid ids, roles, cities and URLs.
+    pub fn check(&self) -> Result<(), StatementError> {
         let bad = |m: String| Err(StatementError::Invalid(m));
         if self.version != 1 {
             return bad("unknown directory version".into());
@@ -413,6 +416,182 @@ impl MembershipKey {
     /// Verifies a heartbeat's signature and shape.
     pub fn verify_heartbeat(&self, env: &Envelope) -> Result<Heartbeat, StatementError> {
         self.open(HEARTBEAT_CONTEXT, env)
+    }
+}
+
+/// What a membership key handover says: the CA's membership key `from` handed over to `to`
+/// (its number `number` at the CA) at `issued_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoverTerms {
+    /// Format version, 1.
+    pub version: u32,
+    /// The CA's trust domain.
+    pub trust_domain: String,
+    /// The key handing over, raw Ed25519, base64.
+    pub from: String,
+    /// The key taking over, raw Ed25519, base64.
+    pub to: String,
+    /// The new key's number at the CA.
+    pub number: u64,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
+
+/// A membership key handover as the CA publishes it (`GET /api/v1/keys/membership`): the terms
+/// (JSON, base64) signed under [`HANDOVER_CONTEXT`] by the old key and by the new one. A verifier
+/// that trusts either key learns the other from it: forward, the old key vouches for its
+/// successor; backward, the new key vouches for what its predecessor signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyHandover {
+    /// The [`HandoverTerms`] (JSON), base64.
+    pub payload: String,
+    /// The old key's signature over the context and the payload, base64.
+    pub from_signature: String,
+    /// The new key's signature over the context and the payload, base64.
+    pub to_signature: String,
+}
+
+impl KeyHandover {
+    /// Checks both signatures and returns the terms with the two keys.
+    pub fn verify(&self) -> Result<(HandoverTerms, MembershipKey, MembershipKey), StatementError> {
+        let payload = B64
+            .decode(&self.payload)
+            .map_err(|_| StatementError::Malformed("handover payload is not base64".into()))?;
+        let terms: HandoverTerms =
+            serde_json::from_slice(&payload).map_err(|e| StatementError::Malformed(format!("handover: {e}")))?;
+        if terms.version != 1 {
+            return Err(StatementError::Malformed(format!("handover version {}", terms.version)));
+        }
+        let (from, to) = (
+            MembershipKey::from_base64(&terms.from)?,
+            MembershipKey::from_base64(&terms.to)?,
+        );
+        if from == to {
+            return Err(StatementError::Invalid("a key cannot hand over to itself".into()));
+        }
+        let message = signed_message(HANDOVER_CONTEXT, &payload);
+        for (key, sig) in [(&from, &self.from_signature), (&to, &self.to_signature)] {
+            let sig = B64
+                .decode(sig)
+                .map_err(|_| StatementError::Malformed("handover signature is not base64".into()))?;
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key.0)
+                .verify(&message, &sig)
+                .map_err(|_| StatementError::BadSignature)?;
+        }
+        Ok((terms, from, to))
+    }
+}
+
+/// The membership keys a verifier trusts: the one it pinned and those linked to it by verified
+/// [`KeyHandover`]s, oldest first; the last is the key the CA signs with now.
+///
+/// A document signed by any of them verifies: statements and directory revisions the CA signed
+/// before a handover stay valid (their revisions still have to increase where the verifier
+/// tracks them). Non-feature: recovering from a stolen membership key; a handover is for keys
+/// that are still the CA's alone (the CA erases the retired one), and a stolen key means pinning
+/// afresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipKeys {
+    keys: Vec<MembershipKey>,
+}
+
+impl MembershipKeys {
+    /// The set of one pinned key.
+    pub fn pinned(key: MembershipKey) -> Self {
+        Self { keys: vec![key] }
+    }
+
+    /// The pinned key followed through `handovers` (in any order; ones that do not link to it are
+    /// ignored). A handover whose signatures do not verify is an error.
+    pub fn following(key: MembershipKey, handovers: &[KeyHandover]) -> Result<Self, StatementError> {
+        let mut keys = Self::pinned(key);
+        keys.learn(handovers)?;
+        Ok(keys)
+    }
+
+    /// The newest key: the one the CA signs with now, as far as this set knows.
+    pub fn current(&self) -> &MembershipKey {
+        self.keys.last().expect("a key set is never empty")
+    }
+
+    /// Every key, oldest first.
+    pub fn keys(&self) -> &[MembershipKey] {
+        &self.keys
+    }
+
+    /// Whether `key` is one of them.
+    pub fn contains(&self, key: &MembershipKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Extends the set through `handovers` linking to it (forward from the newest key, backward
+    /// from the oldest). Returns whether it learned a key. Checks every handover's signatures
+    /// first: one that does not verify changes nothing.
+    pub fn learn(&mut self, handovers: &[KeyHandover]) -> Result<bool, StatementError> {
+        let links = handovers
+            .iter()
+            .map(|h| h.verify().map(|(_, from, to)| (from, to)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut learned = false;
+        loop {
+            let before = self.keys.len();
+            for (from, to) in &links {
+                if from == self.current() && !self.contains(to) {
+                    self.keys.push(to.clone());
+                } else if to == &self.keys[0] && !self.contains(from) {
+                    self.keys.insert(0, from.clone());
+                }
+            }
+            if self.keys.len() == before {
+                return Ok(learned);
+            }
+            learned = true;
+        }
+    }
+
+    /// A copy that also follows `handovers`.
+    pub fn with(&self, handovers: &[KeyHandover]) -> Result<Self, StatementError> {
+        let mut keys = self.clone();
+        keys.learn(handovers)?;
+        Ok(keys)
+    }
+
+    /// Opens an envelope signed by any of the keys (the newest tried first); returns the payload
+    /// and the key that signed it.
+    pub fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        context: &[u8],
+        env: &Envelope,
+    ) -> Result<(T, &MembershipKey), StatementError> {
+        for key in self.keys.iter().rev() {
+            match key.open(context, env) {
+                Err(StatementError::BadSignature) => continue,
+                other => return other.map(|t| (t, key)),
+            }
+        }
+        Err(StatementError::BadSignature)
+    }
+
+    /// [`MembershipKey::verify_statement`] with any of the keys.
+    pub fn verify_statement(&self, env: &Envelope) -> Result<Statement, StatementError> {
+        let (s, _): (Statement, _) = self.open(STATEMENT_CONTEXT, env)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// [`MembershipKey::verify_directory`] with any of the keys.
+    pub fn verify_directory(&self, env: &Envelope) -> Result<NodeDirectory, StatementError> {
+        let (d, _): (NodeDirectory, _) = self.open(DIRECTORY_CONTEXT, env)?;
+        d.check()?;
+        Ok(d)
+    }
+
+    /// [`MembershipKey::verify_heartbeat`] with any of the keys.
+    pub fn verify_heartbeat(&self, env: &Envelope) -> Result<Heartbeat, StatementError> {
+        Ok(self.open(HEARTBEAT_CONTEXT, env)?.0)
     }
 }
 
@@ -597,5 +776,84 @@ mod tests {
         for bad in ["", "-a", "A", "a_b", "a.b", "a/b", &"a".repeat(64)] {
             assert!(SubchainId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn handover(
+        old: &ring::signature::Ed25519KeyPair,
+        new: &ring::signature::Ed25519KeyPair,
+        number: u64,
+    ) -> KeyHandover {
+        let terms = HandoverTerms {
+            version: 1,
+            trust_domain: "example.org".into(),
+            from: B64.encode(old.public_key()),
+            to: B64.encode(new.public_key()),
+            number,
+            issued_at: 1_700_000_000,
+        };
+        let payload = serde_json::to_vec(&terms).unwrap();
+        KeyHandover {
+            payload: B64.encode(&payload),
+            from_signature: B64.encode(old.sign(&signed_message(HANDOVER_CONTEXT, &payload))),
+            to_signature: B64.encode(new.sign(&signed_message(HANDOVER_CONTEXT, &payload))),
+        }
+    }
+
+    #[test]
+    fn a_pinned_key_follows_handovers_forward_and_backward() {
+        let (k1, p1) = key();
+        let (k2, p2) = key();
+        let (k3, p3) = key();
+        let docs = [handover(&k2, &k3, 3), handover(&k1, &k2, 2)];
+        // Pinned before both handovers: learns 2 then 3, in whatever order they came.
+        let keys = MembershipKeys::following(p1.clone(), &docs).unwrap();
+        assert_eq!(keys.keys(), &[p1.clone(), p2.clone(), p3.clone()]);
+        assert_eq!(keys.current(), &p3);
+        // Pinned after them: learns the predecessors, so what they signed still verifies.
+        let keys = MembershipKeys::following(p3.clone(), &docs).unwrap();
+        assert_eq!(keys.keys(), &[p1.clone(), p2.clone(), p3.clone()]);
+        let old = seal(&k1, STATEMENT_CONTEXT, &serde_json::to_vec(&statement()).unwrap());
+        assert_eq!(keys.verify_statement(&old).unwrap(), statement());
+        // Pinned in the middle: both ways.
+        let mut keys = MembershipKeys::pinned(p2.clone());
+        assert!(keys.learn(&docs).unwrap());
+        assert!(!keys.learn(&docs).unwrap(), "nothing new the second time");
+        assert_eq!(keys.keys().len(), 3);
+    }
+
+    #[test]
+    fn a_handover_needs_both_signatures_and_a_link() {
+        let (k1, p1) = key();
+        let (k2, p2) = key();
+        let (stranger, _) = key();
+        // A stranger claims the pinned key handed over to it: only the stranger signed as `from`.
+        let mut forged = handover(&stranger, &k2, 2);
+        let real = handover(&k1, &k2, 2);
+        forged.payload = real.payload.clone();
+        assert_eq!(forged.verify().unwrap_err(), StatementError::BadSignature);
+        let mut keys = MembershipKeys::pinned(p1.clone());
+        assert!(keys.learn(&[forged]).is_err());
+        assert_eq!(
+            keys.keys(),
+            std::slice::from_ref(&p1),
+            "a refused handover changes nothing"
+        );
+        // Signed by the new key alone (the old key's signature is the new key's).
+        let mut half = real.clone();
+        half.from_signature = half.to_signature.clone();
+        assert!(half.verify().is_err());
+        // A valid handover between keys the set does not know is ignored.
+        let (k3, _) = key();
+        let (k4, _) = key();
+        assert!(!keys.learn(&[handover(&k3, &k4, 9)]).unwrap());
+        assert_eq!(keys.keys(), std::slice::from_ref(&p1));
+        // A statement signed by a key not linked fails.
+        let env = seal(&k3, STATEMENT_CONTEXT, &serde_json::to_vec(&statement()).unwrap());
+        assert_eq!(keys.verify_statement(&env).unwrap_err(), StatementError::BadSignature);
+        // The real one links.
+        assert!(keys.learn(&[real]).unwrap());
+        assert_eq!(keys.current(), &p2);
+        // A handover to itself is refused.
+        assert!(handover(&k1, &k1, 2).verify().is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! so an invalid transaction never enters a block whichever node cut it.
 
 use identity::ledger::{Block, BlockKind, Digest32};
-use identity::membership::{MembershipKey, Role, Statement};
+use identity::membership::{KeyHandover, MembershipKeys, Role, Statement};
 use serde::{Deserialize, Serialize};
 
 /// What the leader proposes through the ordering service.
@@ -18,6 +18,11 @@ pub enum Proposal {
         /// The envelope bytes, as the CA served them.
         #[serde(with = "b64")]
         envelope: Vec<u8>,
+        /// The CA's membership key handovers the leader knows, so that every replica verifies
+        /// a statement signed by a key it has not heard of yet alike (each proves itself and
+        /// must link to the keys the replica trusts).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        handovers: Vec<KeyHandover>,
     },
     /// Validated transactions.
     Txs {
@@ -103,14 +108,14 @@ impl Tip {
 /// what happened to each transaction.
 pub fn next_block(
     subchain: &str,
-    key: &MembershipKey,
+    keys: &MembershipKeys,
     tip: &Tip,
     proposal: &Proposal,
     seen: impl Fn(&Digest32) -> bool,
 ) -> (Option<(Block, Option<Statement>)>, Applied) {
     let (height, previous) = tip.next();
     match proposal {
-        Proposal::Config { envelope } => {
+        Proposal::Config { envelope, handovers } => {
             let refuse = |why: String| {
                 (
                     None,
@@ -120,10 +125,14 @@ pub fn next_block(
                     },
                 )
             };
-            let statement = match serde_json::from_slice(envelope)
-                .map_err(|e| e.to_string())
-                .and_then(|env| key.verify_statement(&env).map_err(|e| e.to_string()))
-            {
+            let statement = match keys
+                .with(handovers)
+                .map_err(|e| format!("a membership key handover: {e}"))
+                .and_then(|keys| {
+                    serde_json::from_slice(envelope)
+                        .map_err(|e| e.to_string())
+                        .and_then(|env| keys.verify_statement(&env).map_err(|e| e.to_string()))
+                }) {
                 Ok(s) => s,
                 Err(e) => return refuse(format!("statement refused: {e}")),
             };
@@ -238,14 +247,39 @@ mod tests {
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    use identity::membership::{Envelope, Member, STATEMENT_CONTEXT, SubchainId, signed_message};
+    use identity::membership::{Envelope, Member, MembershipKey, STATEMENT_CONTEXT, SubchainId, signed_message};
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
-    fn signer() -> (Ed25519KeyPair, MembershipKey) {
+    fn signer() -> (Ed25519KeyPair, MembershipKeys) {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
         let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let key = MembershipKey::from_bytes(kp.public_key().as_ref()).unwrap();
-        (kp, key)
+        (kp, MembershipKeys::pinned(key))
+    }
+
+    fn handover(old: &Ed25519KeyPair, new: &Ed25519KeyPair) -> KeyHandover {
+        let terms = identity::membership::HandoverTerms {
+            version: 1,
+            trust_domain: "t.example".into(),
+            from: STANDARD.encode(old.public_key()),
+            to: STANDARD.encode(new.public_key()),
+            number: 2,
+            issued_at: 1000,
+        };
+        let payload = serde_json::to_vec(&terms).unwrap();
+        let message = signed_message(identity::membership::HANDOVER_CONTEXT, &payload);
+        KeyHandover {
+            payload: STANDARD.encode(&payload),
+            from_signature: STANDARD.encode(old.sign(&message)),
+            to_signature: STANDARD.encode(new.sign(&message)),
+        }
+    }
+
+    fn config(envelope: Vec<u8>) -> Proposal {
+        Proposal::Config {
+            envelope,
+            handovers: vec![],
+        }
     }
 
     fn statement(kp: &Ed25519KeyPair, revision: u64, members: &[(&str, Role)]) -> Vec<u8> {
@@ -291,7 +325,7 @@ mod tests {
     }
 
     /// Applies a proposal to the tip as the store does.
-    fn apply(tip: &mut Tip, key: &MembershipKey, p: &Proposal, seen: &[Digest32]) -> Applied {
+    fn apply(tip: &mut Tip, key: &MembershipKeys, p: &Proposal, seen: &[Digest32]) -> Applied {
         let (made, applied) = next_block("demo", key, tip, p, |id| seen.contains(id));
         if let Some((block, statement)) = made {
             if statement.is_some() {
@@ -304,18 +338,53 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_signed_by_the_next_key_applies_on_every_replica_through_the_handover_it_carries() {
+        let (old, keys) = signer();
+        let (new, _) = signer();
+        let (stranger, _) = signer();
+        let mut tip = Tip::default();
+        assert_eq!(
+            apply(&mut tip, &keys, &config(statement(&old, 1, &[])), &[]).height,
+            Some(0)
+        );
+        // A replica that has not heard of the new key yet: refused without the handover ...
+        let a = apply(&mut tip, &keys, &config(statement(&new, 2, &[])), &[]);
+        assert!(a.refused.as_deref().is_some_and(|r| r.contains("signature")), "{a:?}");
+        // ... applied with it, as on the leader that knew it.
+        let with = |envelope, handovers| Proposal::Config { envelope, handovers };
+        let a = apply(
+            &mut tip,
+            &keys,
+            &with(statement(&new, 2, &[]), vec![handover(&old, &new)]),
+            &[],
+        );
+        assert_eq!((a.height, tip.revision()), (Some(1), 2), "{a:?}");
+        // A handover the old key did not sign is refused, whatever it carries.
+        let mut forged = handover(&old, &new);
+        forged.from_signature = handover(&stranger, &new).from_signature;
+        let a = apply(&mut tip, &keys, &with(statement(&new, 3, &[]), vec![forged]), &[]);
+        assert!(a.refused.as_deref().is_some_and(|r| r.contains("handover")), "{a:?}");
+        // One that does not link to the keys trusted here does not help a stranger's statement.
+        let a = apply(
+            &mut tip,
+            &keys,
+            &with(statement(&stranger, 3, &[]), vec![handover(&new, &stranger)]),
+            &[],
+        );
+        assert!(a.refused.is_some(), "{a:?}");
+        // Statements the old key signed still apply (revisions still go forward).
+        assert_eq!(
+            apply(&mut tip, &keys, &config(statement(&old, 3, &[])), &[]).height,
+            Some(2)
+        );
+    }
+
+    #[test]
     fn config_blocks_only_move_the_revision_forward_and_only_with_the_cas_signature() {
         let (kp, key) = signer();
         let (other, _) = signer();
         let mut tip = Tip::default();
-        let a = apply(
-            &mut tip,
-            &key,
-            &Proposal::Config {
-                envelope: statement(&kp, 2, &[]),
-            },
-            &[],
-        );
+        let a = apply(&mut tip, &key, &config(statement(&kp, 2, &[])), &[]);
         assert_eq!((a.height, tip.revision()), (Some(0), 2), "genesis is a config block");
         for (env, why) in [
             (statement(&kp, 2, &[]), "not newer"),
@@ -323,7 +392,7 @@ mod tests {
             (statement(&other, 3, &[]), "signature"),
             (b"{}".to_vec(), "refused"),
         ] {
-            let a = apply(&mut tip, &key, &Proposal::Config { envelope: env }, &[]);
+            let a = apply(&mut tip, &key, &config(env), &[]);
             assert!(
                 a.height.is_none() && a.refused.as_deref().is_some_and(|r| r.contains(why)),
                 "{a:?}"
@@ -337,14 +406,7 @@ mod tests {
         let (kp, key) = signer();
         let mut tip = Tip::default();
         let members = [("a", Role::Admin), ("r", Role::Reader), ("w", Role::Writer)];
-        apply(
-            &mut tip,
-            &key,
-            &Proposal::Config {
-                envelope: statement(&kp, 1, &members),
-            },
-            &[],
-        );
+        apply(&mut tip, &key, &config(statement(&kp, 1, &members)), &[]);
         let old = tx("w", 9, "demo");
         let txs = vec![
             tx("w", 1, "demo"),

@@ -19,7 +19,7 @@ use bsn_api::ca::FeedEvent;
 use bsn_api::client::{Api, ServerEvent};
 
 use crate::clock::now_ms;
-use identity::membership::{Envelope, MembershipKey, NodeDirectory, Role, Statement};
+use identity::membership::{Envelope, KeyHandover, MembershipKey, MembershipKeys, NodeDirectory, Role, Statement};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
@@ -33,6 +33,27 @@ const INTERMEDIATES: TableDefinition<u64, &[u8]> = TableDefinition::new("interme
 /// The cross-certificates of the CA's later roots by root number (DER), as the feed announced
 /// them: a creator whose chain ends at a new root verifies through one to the pinned bundle.
 const CROSSES: TableDefinition<u64, &[u8]> = TableDefinition::new("crosses");
+/// The CA's membership key handovers by the new key's number (JSON), as the CA listed them or
+/// the feed announced them: with the key pinned at init they make the keys this node trusts.
+const HANDOVERS: TableDefinition<u64, &[u8]> = TableDefinition::new("key_handovers");
+
+/// The membership keys this node trusts, shared by everything that verifies what the CA signs:
+/// the key pinned at init and those the CA's handovers link to it (`node.redb`). Each reader
+/// takes a snapshot; a handover replaces it.
+#[derive(Clone)]
+pub struct KeyRing(std::sync::Arc<RwLock<std::sync::Arc<MembershipKeys>>>);
+
+impl KeyRing {
+    /// A ring of fixed keys.
+    pub fn new(keys: MembershipKeys) -> Self {
+        Self(std::sync::Arc::new(RwLock::new(std::sync::Arc::new(keys))))
+    }
+
+    /// The keys now.
+    pub fn get(&self) -> std::sync::Arc<MembershipKeys> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// A statement in force, with the envelope it came in.
 #[derive(Debug, Clone)]
@@ -56,7 +77,7 @@ struct Inner {
 pub struct Directory {
     /// This node's identity id.
     pub node: String,
-    key: MembershipKey,
+    keys: KeyRing,
     db: Database,
     inner: RwLock<Inner>,
     revoked_gen: watch::Sender<u64>,
@@ -75,7 +96,7 @@ enum Pending {
 }
 
 impl Directory {
-    /// Opens the directory kept in `path`.
+    /// Opens the directory kept in `path`; `key` is the membership key pinned at init.
     pub fn open(path: &Path, node: &str, key: MembershipKey) -> anyhow::Result<Self> {
         let db = Database::create(path)?;
         let w = db.begin_write()?;
@@ -86,9 +107,18 @@ impl Directory {
             w.open_table(NODE_DIRECTORY)?;
             w.open_table(INTERMEDIATES)?;
             w.open_table(CROSSES)?;
+            w.open_table(HANDOVERS)?;
         }
         w.commit()?;
         let mut inner = Inner::default();
+        let key = {
+            let r = db.begin_read()?;
+            let mut handovers = Vec::new();
+            for item in r.open_table(HANDOVERS)?.iter()? {
+                handovers.push(serde_json::from_slice::<KeyHandover>(item?.1.value())?);
+            }
+            MembershipKeys::following(key, &handovers)?
+        };
         {
             let r = db.begin_read()?;
             for item in r.open_table(REVOKED)?.iter()? {
@@ -119,9 +149,12 @@ impl Directory {
                 inner.nodes = Some(key.verify_directory(&env)?);
             }
         }
+        if key.keys().len() > 1 {
+            tracing::info!(keys = key.keys().len(), "following the CA's membership key handovers");
+        }
         Ok(Self {
             node: node.to_string(),
-            key,
+            keys: KeyRing::new(key),
             db,
             inner: RwLock::new(inner),
             revoked_gen: watch::channel(0).0,
@@ -132,9 +165,54 @@ impl Directory {
         })
     }
 
-    /// The CA's membership key.
-    pub fn key(&self) -> &MembershipKey {
-        &self.key
+    /// The CA's membership keys this node trusts (a shared handle: handovers show in it).
+    pub fn keys(&self) -> KeyRing {
+        self.keys.clone()
+    }
+
+    /// The CA's membership key handovers this node follows (what a config proposal carries, so
+    /// that replicas which have not heard of one yet verify alike).
+    pub fn handovers(&self) -> Vec<KeyHandover> {
+        let read = || -> anyhow::Result<Vec<KeyHandover>> {
+            let r = self.db.begin_read()?;
+            let mut all = Vec::new();
+            for item in r.open_table(HANDOVERS)?.iter()? {
+                all.push(serde_json::from_slice(item?.1.value())?);
+            }
+            Ok(all)
+        };
+        read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the membership key handovers");
+            Vec::new()
+        })
+    }
+
+    /// Follows the CA's membership key handovers: those that link to the keys trusted here (each
+    /// signed by both of its keys) are kept, fsynced, before they are used. Returns whether a
+    /// key was learned; a handover that does not verify is an error and changes nothing.
+    pub fn learn_handovers(&self, handovers: &[KeyHandover]) -> anyhow::Result<bool> {
+        let mut ring = self.keys.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**ring).clone();
+        if !next.learn(handovers)? {
+            return Ok(false);
+        }
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(HANDOVERS)?;
+            for h in handovers {
+                let (terms, from, to) = h.verify()?;
+                if next.contains(&from) && next.contains(&to) {
+                    t.insert(terms.number, serde_json::to_vec(h)?.as_slice())?;
+                }
+            }
+        }
+        w.commit()?;
+        tracing::info!(
+            key = next.current().to_base64(),
+            "the CA's membership key was handed over; following it"
+        );
+        *ring = std::sync::Arc::new(next);
+        Ok(true)
     }
 
     /// Whether the serial (lowercase hex) is revoked.
@@ -333,12 +411,25 @@ impl Directory {
         match ev.event.as_str() {
             "heartbeat" => {
                 let env: Envelope = serde_json::from_str(&ev.data)?;
-                let hb = self.key.verify_heartbeat(&env)?;
+                let hb = self.keys.get().verify_heartbeat(&env)?;
                 anyhow::ensure!(hb.node == self.node, "heartbeat for another node ({})", hb.node);
                 self.synced.store(true, Ordering::Relaxed);
             }
-            "membership" | "revocation" | "directory" | "intermediate" | "root" => {
+            "membership" | "revocation" | "directory" | "intermediate" | "root" | "key" => {
                 match serde_json::from_str::<FeedEvent>(&ev.data)? {
+                    FeedEvent::Key {
+                        seq, number, handover, ..
+                    } => {
+                        // Proves itself: both keys signed it, and it must link to a key trusted here.
+                        if !self.learn_handovers(std::slice::from_ref(&handover))? && number > 1 {
+                            let (_, _, to) = handover.verify()?;
+                            anyhow::ensure!(
+                                self.keys.get().contains(&to),
+                                "membership key handover {number} does not link to the keys this node trusts"
+                            );
+                        }
+                        *cursor = u64::try_from(seq)?;
+                    }
                     FeedEvent::Root {
                         seq,
                         number,
@@ -392,7 +483,7 @@ impl Directory {
                         *cursor = u64::try_from(seq)?;
                     }
                     FeedEvent::Directory { seq, directory, .. } => {
-                        let d = self.key.verify_directory(&directory)?;
+                        let d = self.keys.get().verify_directory(&directory)?;
                         let mut g = self.inner.write().expect("directory");
                         if g.nodes.as_ref().is_none_or(|n| n.revision < d.revision) {
                             tracing::info!(revision = d.revision, nodes = d.nodes.len(), "node directory");
@@ -404,7 +495,7 @@ impl Directory {
                         *cursor = u64::try_from(seq)?;
                     }
                     FeedEvent::Membership { seq, statement, .. } => {
-                        let s = self.key.verify_statement(&statement)?;
+                        let s = self.keys.get().verify_statement(&statement)?;
                         let id = s.subchain.as_str().to_string();
                         let env = serde_json::to_vec(&statement)?;
                         let mut g = self.inner.write().expect("directory");

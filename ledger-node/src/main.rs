@@ -435,6 +435,21 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the CA's roots now; relying on the feed"),
     }
+    // ... and its membership key handovers, to follow from the key pinned at init (both ways:
+    // statements signed before a handover stay valid).
+    match ca
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::SigningKey>>("/api/v1/keys/membership", &[])
+        .await
+    {
+        Ok(list) => {
+            let handovers: Vec<_> = list.items.into_iter().filter_map(|k| k.handover).collect();
+            match directory.learn_handovers(&handovers) {
+                Ok(learned) => tracing::info!(handovers = handovers.len(), learned, "the CA's membership keys read"),
+                Err(e) => tracing::error!(error = %e, "the CA's membership key handovers do not verify; ignoring them"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the CA's membership keys now; relying on the feed"),
+    }
     tokio::spawn(credential.clone().keep_fresh(ca.clone()));
     {
         // Where this node runs, in the CA's node directory: published at every start (an

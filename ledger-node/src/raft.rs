@@ -18,7 +18,6 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::time::Duration;
 
-use identity::membership::MembershipKey;
 use std::collections::BTreeMap;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -109,7 +108,7 @@ impl RaftOrderer {
     /// statement, and only when its store is empty; the others join when it reaches them.
     pub async fn start(
         store: Arc<Store>,
-        key: MembershipKey,
+        keys: crate::directory::KeyRing,
         m: Membership<'_>,
         applied: watch::Sender<Option<u64>>,
     ) -> anyhow::Result<Self> {
@@ -131,7 +130,7 @@ impl RaftOrderer {
         let watcher = applied.subscribe();
         let sm = SmHandle(Arc::new(StateMachine {
             store,
-            key,
+            keys,
             applied,
             peers: m.peers.clone(),
         }));
@@ -388,7 +387,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// The state-machine half: the chain.
 pub struct StateMachine {
     store: Arc<Store>,
-    key: MembershipKey,
+    keys: crate::directory::KeyRing,
     applied: watch::Sender<Option<u64>>,
     peers: Peers,
 }
@@ -499,7 +498,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
             meta.push(("raft_membership", encode(&m)));
         }
         let sm = &self.0;
-        let results = blocking(|| sm.store.apply(&sm.key, &proposals, &meta))
+        let results = blocking(|| sm.store.apply(&sm.keys.get(), &proposals, &meta))
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         sm.applied.send_replace(sm.store.tip().last.map(|(h, _)| h));
         Ok(results)
@@ -565,7 +564,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                     match blocks {
                         Ok(b) if !b.is_empty() => {
                             let b: Vec<_> = b.into_iter().take_while(|b| b.header.height <= height).collect();
-                            blocking(|| sm.store.import(&sm.key, &b, &[])).map_err(|e| fail(e.to_string()))?;
+                            blocking(|| sm.store.import(&sm.keys.get(), &b, &[])).map_err(|e| fail(e.to_string()))?;
                             continue 'fetch;
                         }
                         Ok(_) => last_error = format!("{src} has no blocks from {from}"),
@@ -586,7 +585,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
             ("raft_membership", encode(&meta.last_membership)),
             ("snapshot", encode(&record)),
         ];
-        blocking(|| sm.store.import(&sm.key, &[], &meta_rows)).map_err(|e| fail(e.to_string()))?;
+        blocking(|| sm.store.import(&sm.keys.get(), &[], &meta_rows)).map_err(|e| fail(e.to_string()))?;
         sm.applied.send_replace(sm.store.tip().last.map(|(h, _)| h));
         crate::metrics::SNAPSHOTS_INSTALLED.inc();
         Ok(())

@@ -30,7 +30,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use identity::ledger::{Block, BlockKind, SignedTx};
-use identity::membership::{MembershipKey, Role};
+use identity::membership::Role;
 use tokio::sync::watch;
 
 use crate::chain::{Applied, Proposal, Tip};
@@ -53,7 +53,7 @@ const VOUCHED: usize = 65_536;
 pub struct Relay {
     subchain: String,
     store: Arc<Store>,
-    key: MembershipKey,
+    keys: crate::directory::KeyRing,
     peers: Peers,
     directory: Arc<Directory>,
     creators: CreatorCheck,
@@ -79,7 +79,7 @@ impl Relay {
     /// Starts following the orderers of `store`'s subchain.
     pub fn start(
         store: Arc<Store>,
-        key: MembershipKey,
+        keys: crate::directory::KeyRing,
         peers: Peers,
         directory: Arc<Directory>,
         creators: CreatorCheck,
@@ -88,7 +88,7 @@ impl Relay {
         let r = Arc::new(Self {
             subchain: store.subchain().to_string(),
             store,
-            key,
+            keys,
             peers,
             directory,
             creators,
@@ -307,7 +307,7 @@ impl Relay {
             // The lock orders imports and flushes, and says whether this one must be durable.
             let mut u = self.unflushed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let durable = u.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
-            self.store.import_checked(&self.key, &blocks, &check, durable)?;
+            self.store.import_checked(&self.keys.get(), &blocks, &check, durable)?;
             *u = match (durable, *u) {
                 (true, _) => None,
                 (false, Some(since)) => Some(since),

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use identity::ledger::{Block, Digest32};
-use identity::membership::{Envelope, MembershipKey, Statement};
+use identity::membership::{Envelope, MembershipKeys, Statement};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::chain::{Applied, Proposal, Tip, next_block};
@@ -178,7 +178,7 @@ impl Store {
     /// Raft log holds (see the crash story in the module docs).
     pub fn apply(
         &self,
-        key: &MembershipKey,
+        keys: &MembershipKeys,
         proposals: &[Option<&Proposal>],
         meta: &[(&str, Vec<u8>)],
     ) -> Result<Vec<Applied>, StoreError> {
@@ -197,7 +197,7 @@ impl Store {
                     results.push(Applied::default());
                     continue;
                 };
-                let (made, applied) = next_block(&self.subchain, key, &tip, p, |id| {
+                let (made, applied) = next_block(&self.subchain, keys, &tip, p, |id| {
                     txs.get(id).map(|v| v.is_some()).unwrap_or(true)
                 });
                 if let Some((block, statement)) = made {
@@ -232,11 +232,11 @@ impl Store {
     }
 
     /// Imports blocks fetched from a peer (catching up from a snapshot): each must extend the
-    /// chain here; config blocks must carry a statement that verifies with `key`, for this
+    /// chain here; config blocks must carry a statement that verifies with one of `keys`, for this
     /// subchain, newer than the one in force. One write transaction for the batch, with `meta`
     /// written alongside.
-    pub fn import(&self, key: &MembershipKey, batch: &[Block], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        self.import_inner(key, batch, meta, None, true)
+    pub fn import(&self, keys: &MembershipKeys, batch: &[Block], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.import_inner(keys, batch, meta, None, true)
     }
 
     /// [`Store::import`] for blocks from an orderer this node does not trust to have checked
@@ -247,12 +247,12 @@ impl Store {
     /// [`Store::flush`] and the relay's crash story).
     pub fn import_checked(
         &self,
-        key: &MembershipKey,
+        keys: &MembershipKeys,
         batch: &[Block],
         check: &BlockCheck<'_>,
         durable: bool,
     ) -> Result<(), StoreError> {
-        self.import_inner(key, batch, &[], Some(check), durable)
+        self.import_inner(keys, batch, &[], Some(check), durable)
     }
 
     /// Makes every earlier commit durable (an fsynced commit of the time it ran).
@@ -267,7 +267,7 @@ impl Store {
 
     fn import_inner(
         &self,
-        key: &MembershipKey,
+        keys: &MembershipKeys,
         batch: &[Block],
         meta: &[(&str, Vec<u8>)],
         check: Option<&BlockCheck<'_>>,
@@ -320,7 +320,7 @@ impl Store {
                         )));
                     }
                     let env: Envelope = serde_json::from_slice(&block.entries[0]).map_err(err)?;
-                    let statement = key.verify_statement(&env).map_err(err)?;
+                    let statement = keys.verify_statement(&env).map_err(err)?;
                     if statement.subchain.as_str() != self.subchain
                         || statement.revision <= tip.revision()
                         || statement.revision != block.header.membership_revision

@@ -378,7 +378,7 @@ impl Subchains {
             Ordering::Raft(Arc::new(
                 RaftOrderer::start(
                     store.clone(),
-                    self.directory.key().clone(),
+                    self.directory.keys(),
                     self.membership(statement.voters()),
                     tx,
                 )
@@ -395,7 +395,7 @@ impl Subchains {
             });
             Ordering::Relay(Relay::start(
                 store.clone(),
-                self.directory.key().clone(),
+                self.directory.keys(),
                 self.peers.clone(),
                 self.directory.clone(),
                 check,
@@ -451,6 +451,7 @@ impl Subchains {
             if s.orderer.is_leader() && known.statement.revision > s.store.tip().revision() {
                 let p = Proposal::Config {
                     envelope: known.envelope.clone(),
+                    handovers: self.directory.handovers(),
                 };
                 match s.orderer.propose(p).await {
                     Ok(a) if a.refused.is_some() => {

@@ -497,8 +497,10 @@ fn documents(key: &Ed25519KeyPair) -> Documents {
         { "name": "an unknown field (signed)", "kind": "statement", "refuse": "malformed",
           "envelope": envelope(key, membership::STATEMENT_CONTEXT, &extra) },
     ]);
+    let handovers = handovers(key);
     Documents {
         json: json!({
+            "handovers": handovers,
             "description": "Documents the CA signs with its membership key (docs/protocol.md section 6). Verify the Ed25519 signature over context || payload bytes with the membership key in keys.json, then parse and check the rules. Refused: 'refuse' is bad-signature, malformed (not the expected JSON shape, unknown fields included) or invalid (signed, but breaking a rule).",
             "contexts": {
                 "statement": String::from_utf8_lossy(membership::STATEMENT_CONTEXT),
@@ -510,6 +512,54 @@ fn documents(key: &Ed25519KeyPair) -> Documents {
         }),
         statement: st,
     }
+}
+
+/// A handover of `old`'s key to the next one, signed by `from_signer` and `to_signer`.
+fn handover(
+    terms_from: &Ed25519KeyPair,
+    terms_to: &Ed25519KeyPair,
+    from_signer: &Ed25519KeyPair,
+    to_signer: &Ed25519KeyPair,
+) -> Value {
+    let payload = serde_json::to_vec(&json!({
+        "version": 1,
+        "trust_domain": TRUST_DOMAIN,
+        "from": B64.encode(terms_from.public_key().as_ref()),
+        "to": B64.encode(terms_to.public_key().as_ref()),
+        "number": 2,
+        "issued_at": T0_MS / 1000,
+    }))
+    .expect("json");
+    let message = membership::signed_message(membership::HANDOVER_CONTEXT, &payload);
+    json!({
+        "payload": B64.encode(&payload),
+        "from_signature": B64.encode(from_signer.sign(&message)),
+        "to_signature": B64.encode(to_signer.sign(&message)),
+    })
+}
+
+/// Membership key handovers (docs/protocol.md section 6): the pinned key to the next one.
+fn handovers(key: &Ed25519KeyPair) -> Value {
+    let (next, _) = ed25519(seed("membership 2"));
+    let (stranger, _) = ed25519(seed("stranger"));
+    let statement = envelope(
+        &next,
+        membership::STATEMENT_CONTEXT,
+        &statement_payload(3, json!([{ "id": "alice", "role": "writer" }])),
+    );
+    json!({
+        "description": "The membership key handed over to its successor: the terms (JSON, base64) signed under the 'handover' context by the old key ('from_signature') and by the new one ('to_signature'). A verifier pinning the membership key of keys.json follows 'valid' to 'next_key' (one pinning 'next_key' follows it back), after which 'statement_by_next_key' verifies and the documents signed before still do. Each 'refused' handover must be refused and leave the keys as they were.",
+        "context": String::from_utf8_lossy(membership::HANDOVER_CONTEXT),
+        "next_key": B64.encode(next.public_key().as_ref()),
+        "valid": handover(key, &next, key, &next),
+        "statement_by_next_key": statement,
+        "refused": [
+            { "name": "the old key's signature is the stranger's", "handover": handover(key, &next, &stranger, &next) },
+            { "name": "the new key's signature is the stranger's", "handover": handover(key, &next, key, &stranger) },
+            { "name": "both signatures by the old key", "handover": handover(key, &next, key, key) },
+            { "name": "a key handed over to itself", "handover": handover(key, key, key, key) },
+        ],
+    })
 }
 
 fn block_json(b: &Block) -> Value {

@@ -143,6 +143,30 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         .verify_statement(&serde_json::from_value(created["statement"].clone()).unwrap())
         .unwrap();
     assert_eq!(st.revision, 1);
+    // The membership key handed over: the successor is made in the token and signs from then on.
+    as_admin.post("/api/v1/keys/membership", &json!({})).await.unwrap();
+    let done = as_admin
+        .post("/api/v1/keys/membership/2/finish", &json!({}))
+        .await
+        .unwrap();
+    let next = identity::membership::MembershipKey::from_base64(done["public_key"].as_str().unwrap()).unwrap();
+    let handover: identity::membership::KeyHandover = serde_json::from_value(done["handover"].clone()).unwrap();
+    assert_eq!(
+        handover.verify().unwrap().1,
+        key,
+        "the token's old key signed the handover"
+    );
+    ca.enrolled("n2", json!({ "type": "node" })).await;
+    let revised = as_admin
+        .patch("/api/v1/subchains/demo", &json!({ "nodes": ["n1", "n2"] }))
+        .await
+        .unwrap();
+    let signed: identity::membership::Envelope =
+        serde_json::from_value(revised["revision"]["statement"].clone()).unwrap();
+    assert!(
+        next.verify_statement(&signed).is_ok() && key.verify_statement(&signed).is_err(),
+        "{revised}"
+    );
     let audit = bsn_tests::audit(&ca);
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
     let ready = ca.api(None).get_bytes("/readyz").await.unwrap();
@@ -161,7 +185,11 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
             "{label} is in the token: {objects}"
         );
     }
-    for label in ["test.example issuing CA 2 ", "test.example log 2 "] {
+    for label in [
+        "test.example issuing CA 2 ",
+        "test.example log 2 ",
+        "test.example membership 2 ",
+    ] {
         assert!(
             objects.contains(&format!("label:      {label}")),
             "the rotated {label}key is in the token: {objects}"
@@ -171,7 +199,7 @@ async fn every_ca_key_lives_in_the_token_and_the_ca_fails_closed_without_it() {
         objects
             .matches("Access:     sensitive, always sensitive, never extractable, local")
             .count(),
-        6,
+        7,
         "{objects}"
     );
     assert!(!data.join("intermediate.key.sealed").exists());

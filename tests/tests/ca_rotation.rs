@@ -53,6 +53,21 @@ async fn write(ca: &TestCa, node: &TestNode, who: &Path, key: &str) -> Result<Va
         .await
 }
 
+/// `who` reads the demo subchain on `node` presenting its leaf alone, without its chain.
+async fn leaf_alone_is_admitted(
+    ca: &TestCa,
+    node: &TestNode,
+    who: &Path,
+) -> Result<Value, bsn_api::client::ClientError> {
+    let leaf_only = who.join("leaf-only.pem");
+    let leaf = first_der(&std::fs::read(who.join("cert.pem")).unwrap());
+    std::fs::write(&leaf_only, ca_server::pki::pem("CERTIFICATE", &leaf)).unwrap();
+    Api::from_files(&node.url, &ca.bundle, Some((&leaf_only, &who.join("key.pem"))))
+        .unwrap()
+        .get("/api/v1/subchains/demo", &[])
+        .await
+}
+
 fn states(list: &Value) -> Vec<(i64, String)> {
     list["items"]
         .as_array()
@@ -114,8 +129,17 @@ impl Load {
         self.tally.progress(more).await
     }
 
-    async fn stop(self) -> (usize, Vec<String>) {
-        self.tally.stop(self.tasks).await
+    /// Stops the load and asserts that no request failed; prints how many there were.
+    async fn stop_without_failures(self, what: &str) {
+        let (ok, failures) = self.tally.stop(self.tasks).await;
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failures.len(),
+            ok + failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        println!("{what} under load: {ok} requests, none failed");
     }
 }
 
@@ -262,15 +286,7 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
     let list: Value = anon.get("/api/v1/intermediates", &[]).await.unwrap();
     assert_eq!(states(&list), [(1, "retiring".to_string()), (2, "active".to_string())]);
     load.progress(40).await;
-    let (ok, failures) = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    println!("rotation under load: {ok} requests, none failed");
+    load.stop_without_failures("rotation").await;
 
     // A leaf of the new intermediate works at once: at the CA, and at the node, which learned
     // the intermediate from the feed (the node's own certificate is still from the old one).
@@ -289,15 +305,7 @@ async fn the_intermediate_rotates_under_load_and_old_and_new_leaves_work_everywh
         .expect("the CA takes a new leaf over mTLS");
     // A client that sends only its leaf (no chain) is verified with the intermediates the node
     // learned from the CA.
-    let leaf_only = bob.join("leaf-only.pem");
-    std::fs::write(
-        &leaf_only,
-        ca_server::pki::pem("CERTIFICATE", &first_der(&std::fs::read(bob.join("cert.pem")).unwrap())),
-    )
-    .unwrap();
-    Api::from_files(&node.url, &ca.bundle, Some((&leaf_only, &bob.join("key.pem"))))
-        .unwrap()
-        .get("/api/v1/subchains/demo", &[])
+    leaf_alone_is_admitted(&ca, &node, bob)
         .await
         .expect("a leaf of the new intermediate, sent alone, is admitted");
     // The old leaf keeps working.
@@ -644,15 +652,7 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
     )
     .await;
     load.progress(40).await;
-    let (ok, failures) = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    println!("root rotation under load: {ok} requests, none failed");
+    load.stop_without_failures("root rotation").await;
 
     // A leaf of the new hierarchy: its chain carries the cross-certificate after the
     // intermediate; the CA and the node (which pinned only root 1) admit it at once.
@@ -670,11 +670,7 @@ async fn the_root_rotates_under_load_and_leaves_of_both_roots_work_everywhere() 
         .expect("a leaf of the new root writes at once on a node that pinned the old root");
     // Sent alone, it is verified with the intermediate and the cross-certificate the node learned
     // from the feed.
-    let leaf_only = bob.join("leaf-only.pem");
-    std::fs::write(&leaf_only, ca_server::pki::pem("CERTIFICATE", &certs[0])).unwrap();
-    Api::from_files(&node.url, &ca.bundle, Some((&leaf_only, &bob.join("key.pem"))))
-        .unwrap()
-        .get("/api/v1/subchains/demo", &[])
+    leaf_alone_is_admitted(&ca, &node, bob)
         .await
         .expect("a leaf of the new root, sent alone, is admitted");
     ca.api(Some(bob))

@@ -182,8 +182,7 @@ async fn kill_9_during_revocations_leaves_each_certificate_wholly_revoked_or_unt
         .post(&format!("/api/v1/certificates/{untouched}/revoke"), &json!({}))
         .await
         .unwrap();
-    let out = audit(&ca);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    audit_passes(&ca);
     eprintln!(
         "{} of 300 revocations acknowledged before kill -9; {} revoked after restart, in the CRL, log and feed alike",
         acked.len(),
@@ -290,8 +289,7 @@ async fn kill_9_during_membership_changes_keeps_revisions_statements_log_and_fee
         )
         .await
         .unwrap();
-    let out = audit(&ca);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    audit_passes(&ca);
     eprintln!(
         "{} of 200 membership changes acknowledged before kill -9; revision {revision} after restart, with {} log leaves and feed events",
         acked.len(),
@@ -472,6 +470,27 @@ async fn states_in(ca: &TestCa, table: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// A step already taken is refused when an administrator repeats it, and changes nothing.
+async fn refused_when_repeated(ca: &TestCa, admin: &Path, path: &str) {
+    let e = ca.api(Some(admin)).post(path, &json!({})).await.unwrap_err();
+    assert_eq!(
+        bsn_tests::slug(&e),
+        "rotation-refused",
+        "a step taken is refused when repeated"
+    );
+}
+
+/// `bsn audit verify` passes.
+fn audit_passes(ca: &TestCa) {
+    let out = audit(ca);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Posts an administrator's step to `path` and kills every replica with SIGKILL after 0, 10,
 /// 20, 40 ... ms (`attempt` picks the wait, so the kill lands at a different moment of the step
 /// each time, until the step is quicker than the wait), then restarts the CA. Returns whether
@@ -544,25 +563,14 @@ async fn kill_9_during_each_rotation_step_leaves_it_taken_or_not() {
             let crl = ca.api(None).get_bytes("/api/v1/crls/2").await.is_ok();
             assert_eq!(crl, matches!(second, Some("published" | "active")), "{states:?}");
             if taken {
-                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
-                assert_eq!(
-                    bsn_tests::slug(&e),
-                    "rotation-refused",
-                    "a step taken is refused when repeated"
-                );
+                refused_when_repeated(&ca, &admin, path).await;
                 break;
             }
             attempt += 1;
             assert!(attempt < 16, "step {path} never completed");
         }
     }
-    let out = audit(&ca);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_passes(&ca);
     println!("rotation: {kills} kill -9s across next, publish and activate; every step whole or absent");
 }
 
@@ -648,33 +656,23 @@ async fn kill_9_during_each_root_rotation_step_leaves_it_taken_or_not() {
                 "root 1's key file goes with its withdrawal: {states:?}"
             );
             if taken {
-                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
-                assert_eq!(
-                    bsn_tests::slug(&e),
-                    "rotation-refused",
-                    "a step taken is refused when repeated"
-                );
+                refused_when_repeated(&ca, &admin, path).await;
                 break;
             }
             attempt += 1;
             assert!(attempt < 16, "step {path} never completed");
         }
     }
-    let out = audit(&ca);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_passes(&ca);
     println!("root rotation: {kills} kill -9s across add, activate and withdraw; every step whole or absent");
 }
 
-/// The log keys' states, by number.
-async fn log_key_states(ca: &TestCa) -> Vec<(i64, String)> {
+/// The states of `purpose`'s keys (`log`, `membership`), by number.
+async fn key_states(ca: &TestCa, purpose: &str) -> Vec<(i64, String)> {
     use sqlx::Row;
     let mut c = ca.db_conn().await;
-    sqlx::query("SELECT number, state FROM signing_keys WHERE purpose = 'log' ORDER BY number")
+    sqlx::query("SELECT number, state FROM signing_keys WHERE purpose = $1 ORDER BY number")
+        .bind(purpose)
         .fetch_all(&mut c)
         .await
         .unwrap()
@@ -702,7 +700,7 @@ async fn kill_9_during_each_key_handover_step_leaves_it_taken_or_not() {
         loop {
             let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
             kills += 1;
-            let states = log_key_states(&ca).await;
+            let states = key_states(&ca, "log").await;
             let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
             let taken = second.as_deref() == Some(*after);
             if answered {
@@ -735,24 +733,106 @@ async fn kill_9_during_each_key_handover_step_leaves_it_taken_or_not() {
                 "{note}"
             );
             if taken {
-                let e = ca.api(Some(&admin)).post(path, &json!({})).await.unwrap_err();
-                assert_eq!(
-                    bsn_tests::slug(&e),
-                    "rotation-refused",
-                    "a step taken is refused when repeated"
-                );
+                refused_when_repeated(&ca, &admin, path).await;
                 break;
             }
             attempt += 1;
             assert!(attempt < 16, "step {path} never completed");
         }
     }
-    let out = audit(&ca);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_passes(&ca);
     println!("key handover: {kills} kill -9s across begin and finish; every step whole or absent");
+}
+
+/// kill -9 at each step of a membership-key handover (begin, finish), at a different moment
+/// each time: after the restart the step is wholly taken or not at all (the key's state, the
+/// log leaf, the feed's announcement, the key the CA serves and signs statements with, and key
+/// 1's sealed copy agree), a step taken is refused when repeated, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_each_membership_key_handover_step_leaves_it_taken_or_not() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let node = ca.enrolled("n1", json!({ "type": "node" })).await;
+    let anon = ca.api(None);
+    let old: Value = anon.get("/api/v1/membership-key", &[]).await.unwrap();
+    let old = identity::membership::MembershipKey::from_base64(old["key"].as_str().unwrap()).unwrap();
+    let steps = [
+        ("/api/v1/keys/membership", "incoming"),
+        ("/api/v1/keys/membership/2/finish", "active"),
+    ];
+    let mut kills = 0;
+    for (step_no, (path, after)) in steps.iter().enumerate() {
+        let mut attempt = 0u64;
+        loop {
+            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
+            kills += 1;
+            let states = key_states(&ca, "membership").await;
+            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
+            let taken = second.as_deref() == Some(*after);
+            if answered {
+                assert!(
+                    taken,
+                    "step {path} was acknowledged but is not in the database: {states:?}"
+                );
+            }
+            let anon = ca.api(None);
+            let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+            let logged = all_leaves(&anon, size)
+                .await
+                .iter()
+                .filter(|l| matches!(LogLeaf::decode(l).unwrap(), LogLeaf::Key { .. }))
+                .count();
+            let done = step_no + usize::from(taken);
+            assert_eq!(logged, done, "{states:?}");
+            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
+            // The announcement, the key served, and key 1's sealed copy follow the finish.
+            let announced = feed_events(&ca, &node)
+                .await
+                .iter()
+                .filter(|e| e["kind"] == "key")
+                .count();
+            assert_eq!(announced, usize::from(done == 2), "{states:?}");
+            let now: Value = anon.get("/api/v1/membership-key", &[]).await.unwrap();
+            assert_eq!(
+                now["key"].as_str() == Some(old.to_base64().as_str()),
+                done < 2,
+                "{states:?}"
+            );
+            let mut c = ca.db_conn().await;
+            let sealed: Option<String> = sqlx::query_scalar("SELECT v FROM ca_meta WHERE k = 'membership_key_sealed'")
+                .fetch_optional(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(sealed.is_some(), done < 2, "key 1 is erased exactly when it retires");
+            if taken {
+                refused_when_repeated(&ca, &admin, path).await;
+                break;
+            }
+            attempt += 1;
+            assert!(attempt < 16, "step {path} never completed");
+        }
+    }
+    // The CA signs with key 2 after all those restarts.
+    let as_admin = ca.api(Some(&admin));
+    let created: Value = as_admin
+        .post(
+            "/api/v1/subchains",
+            &json!({ "id": "after", "name": "After", "nodes": ["n1"], "policy": "approval" }),
+        )
+        .await
+        .unwrap();
+    let env: identity::membership::Envelope = serde_json::from_value(created["statement"].clone()).unwrap();
+    assert!(
+        old.verify_statement(&env).is_err(),
+        "the retired key signs nothing more"
+    );
+    let keys: Value = ca.api(None).get("/api/v1/keys/membership", &[]).await.unwrap();
+    let handover: identity::membership::KeyHandover =
+        serde_json::from_value(keys["items"][1]["handover"].clone()).unwrap();
+    let linked = identity::membership::MembershipKeys::following(old, &[handover]).unwrap();
+    assert_eq!(linked.keys().len(), 2);
+    assert!(linked.current().verify_statement(&env).is_ok());
+    audit_passes(&ca);
+    println!("membership key handover: {kills} kill -9s across begin and finish; every step whole or absent");
 }

@@ -90,6 +90,37 @@ fn transactions_verify_and_refusals_hold() {
 }
 
 #[test]
+fn membership_key_handovers_are_followed_both_ways_and_forgeries_refused() {
+    use identity::membership::{KeyHandover, MembershipKeys};
+    let pinned = MembershipKey::from_base64(load("keys.json")["membership_key"].as_str().unwrap()).unwrap();
+    let docs = load("signed-documents.json");
+    let v = &docs["handovers"];
+    let next = MembershipKey::from_base64(v["next_key"].as_str().unwrap()).unwrap();
+    let handover = |h: &Value| -> KeyHandover { serde_json::from_value(h.clone()).unwrap() };
+    let by_next: Envelope = serde_json::from_value(v["statement_by_next_key"].clone()).unwrap();
+    assert!(pinned.verify_statement(&by_next).is_err());
+    let mut keys = MembershipKeys::pinned(pinned.clone());
+    for r in v["refused"].as_array().unwrap() {
+        assert!(keys.learn(&[handover(&r["handover"])]).is_err(), "{}", r["name"]);
+        assert_eq!(keys.keys(), std::slice::from_ref(&pinned), "{}", r["name"]);
+    }
+    assert!(keys.learn(&[handover(&v["valid"])]).unwrap());
+    assert_eq!(keys.current(), &next);
+    assert_eq!(keys.verify_statement(&by_next).unwrap().revision, 3);
+    let back = MembershipKeys::following(next.clone(), &[handover(&v["valid"])]).unwrap();
+    assert_eq!(back.keys(), &[pinned, next]);
+    for d in docs["valid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "statement")
+    {
+        back.verify_statement(&serde_json::from_value(d["envelope"].clone()).unwrap())
+            .unwrap();
+    }
+}
+
+#[test]
 fn signed_documents_verify_and_refusals_hold() {
     let keys = load("keys.json");
     let key = MembershipKey::from_base64(keys["membership_key"].as_str().unwrap()).unwrap();

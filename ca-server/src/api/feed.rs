@@ -167,6 +167,7 @@ async fn stream(
                         FeedEvent::Directory { .. } => "directory",
                         FeedEvent::Intermediate { .. } => "intermediate",
                         FeedEvent::Root { .. } => "root",
+                        FeedEvent::Key { .. } => "key",
                     };
                     let data = serde_json::to_string(&e).unwrap_or_default();
                     if tx

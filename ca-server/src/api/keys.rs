@@ -59,7 +59,14 @@ fn view(s: &AppState, r: &KeyRow) -> SigningKey {
         state: r.state.clone(),
         public_key: r.public_key.clone(),
         vkey,
-        handover_checkpoint: r.handover_checkpoint.clone(),
+        handover: (r.purpose == "membership")
+            .then(|| {
+                r.handover_checkpoint
+                    .as_deref()
+                    .and_then(|h| serde_json::from_str(h).ok())
+            })
+            .flatten(),
+        handover_checkpoint: r.handover_checkpoint.clone().filter(|_| r.purpose == "log"),
         changed_at: r.changed_at,
     }
 }
@@ -70,6 +77,8 @@ fn handover(s: &AppState) -> Handover<'_> {
         log: &s.log,
         passphrase: &s.keys.passphrase,
         token: s.keys.token.as_ref(),
+        membership: &s.membership,
+        feed: &s.feed_wakeup,
     }
 }
 

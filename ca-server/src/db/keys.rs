@@ -141,3 +141,22 @@ pub async fn epoch(c: &mut AnyConnection) -> Result<i64, DbError> {
         .fetch_one(c)
         .await
 }
+
+/// Erases membership key 1's sealed copy (`ca_meta`), once a handover retired it.
+pub async fn erase_first_membership_key(c: &mut AnyConnection) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM ca_meta WHERE k = 'membership_key_sealed'")
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Announces membership key `number`'s handover to every node on the feed.
+pub async fn insert_feed_event(c: &mut AnyConnection, seq: i64, number: i64, at: i64) -> Result<(), DbError> {
+    sqlx::query("INSERT INTO feed (seq, kind, revision, reason, at) VALUES ($1, 'key', $2, 'finished', $3)")
+        .bind(seq)
+        .bind(number)
+        .bind(at)
+        .execute(&mut *c)
+        .await?;
+    super::registry::for_every_node(c, seq).await
+}

@@ -623,12 +623,13 @@ pub async fn feed_head(c: &mut AnyConnection) -> Result<i64, DbError> {
 pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i64) -> Result<Vec<FeedEvent>, DbError> {
     let rows = sqlx::query(
         "SELECT f.seq, f.kind, f.subchain_id, f.revision, f.serial, f.identity_id, f.reason, f.at, s.payload, s.signature, \
-         d.payload, d.signature, ic.der, ro.der, ro.cross_der \
+         d.payload, d.signature, ic.der, ro.der, ro.cross_der, sk.handover_checkpoint \
          FROM feed_audience a JOIN feed f ON f.seq = a.seq \
          LEFT JOIN subchain_statements s ON s.subchain_id = f.subchain_id AND s.revision = f.revision \
          LEFT JOIN directory_revisions d ON f.kind = 'directory' AND d.revision = f.revision \
          LEFT JOIN issuing_cas ic ON f.kind = 'intermediate' AND ic.number = f.revision \
          LEFT JOIN roots ro ON f.kind = 'root' AND ro.number = f.revision \
+         LEFT JOIN signing_keys sk ON f.kind = 'key' AND sk.purpose = 'membership' AND sk.number = f.revision \
          WHERE a.node_id IN ('*', $1) AND a.seq > $2 ORDER BY a.seq LIMIT $3",
     )
     .bind(node)
@@ -660,6 +661,16 @@ pub async fn feed_page(c: &mut AnyConnection, node: &str, cursor: i64, limit: i6
                     at,
                     certificate: B64.encode(der),
                     cross: B64.encode(cross.unwrap_or_default()),
+                }
+            } else if kind == "key" {
+                let doc: Option<String> = r.try_get(15)?;
+                let handover = serde_json::from_str(doc.as_deref().unwrap_or_default())
+                    .map_err(|e| sqlx::Error::Decode(format!("membership key handover: {e}").into()))?;
+                FeedEvent::Key {
+                    seq,
+                    number: r.try_get(3)?,
+                    at,
+                    handover,
                 }
             } else if kind == "directory" {
                 let payload: Vec<u8> = r.try_get(10)?;

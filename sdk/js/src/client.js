@@ -9,7 +9,7 @@ import { decodeBlock, decodeHeader, headerHash, sha256 } from "./encoding.js";
 import * as errors from "./errors.js";
 import { Credentials, csrPem, generateKey, verifyTx, writeCredentials } from "./keys.js";
 import { leafHash, verifyInclusion } from "./merkle.js";
-import { MembershipKey } from "./signed.js";
+import { MembershipKey, MembershipKeys } from "./signed.js";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const seg = (s) => encodeURIComponent(s);
@@ -207,6 +207,16 @@ export class Ca {
   /** The key the CA publishes (pin the key you were given out of band where it matters). */
   async membershipKey() {
     return MembershipKey.fromBase64((await this.http.request("GET", "/api/v1/membership-key")).key);
+  }
+
+  /**
+   * The CA's membership keys followed from `pinned` (default: the key the CA publishes) through
+   * the handovers it lists, each verified with both of its keys.
+   */
+  async membershipKeys(pinned) {
+    const key = pinned || (await this.membershipKey());
+    const list = await this.http.request("GET", "/api/v1/keys/membership");
+    return new MembershipKeys(key, list.items.filter((k) => k.handover).map((k) => k.handover));
   }
 
   /** Asks to join a subchain (open subchains admit readers and writers at once). */

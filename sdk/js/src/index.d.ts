@@ -75,6 +75,18 @@ export interface Envelope { payload: string; signature: string }
 export class MembershipKey {
   constructor(raw: Uint8Array);
   static fromBase64(s: string): MembershipKey;
+  readonly raw: Buffer;
+  verifyStatement(e: Envelope): Record<string, any>;
+  verifyDirectory(e: Envelope): Record<string, any>;
+  verifyHeartbeat(e: Envelope): Record<string, any>;
+}
+export interface KeyHandover { payload: string; from_signature: string; to_signature: string }
+export function verifyHandover(h: KeyHandover): { terms: Record<string, any>; from: Buffer; to: Buffer };
+export class MembershipKeys {
+  constructor(pinned: MembershipKey, handovers?: KeyHandover[]);
+  readonly keys: MembershipKey[];
+  readonly current: MembershipKey;
+  learn(handovers: KeyHandover[]): boolean;
   verifyStatement(e: Envelope): Record<string, any>;
   verifyDirectory(e: Envelope): Record<string, any>;
   verifyHeartbeat(e: Envelope): Record<string, any>;
@@ -122,6 +134,7 @@ export class Ca {
   enroll(id: string, secret: string, out: string, keyType?: KeyType): Promise<Issued>;
   renew(out: string, options?: { rekey?: boolean; keyType?: KeyType }): Promise<Issued>;
   membershipKey(): Promise<MembershipKey>;
+  membershipKeys(pinned?: MembershipKey): Promise<MembershipKeys>;
   join(subchain: string, role?: "reader" | "writer" | "admin", note?: string): Promise<Record<string, any>>;
   subchain(subchain: string): Promise<Record<string, any>>;
   get(path: string, params?: Record<string, string | number>): Promise<any>;

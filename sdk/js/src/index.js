@@ -11,6 +11,6 @@
 export * from "./errors.js";
 export { put, del, encodeBody, decodeBody, parseSignedTx, signingMessage, assemble, encodeHeader, decodeHeader, headerHash, decodeBlock, checkChain, sha256 } from "./encoding.js";
 export * as merkle from "./merkle.js";
-export { MembershipKey, LogKey, decodeLeaf } from "./signed.js";
+export { MembershipKey, MembershipKeys, LogKey, decodeLeaf, verifyHandover } from "./signed.js";
 export { Credentials, generateKey, csrPem, sign, verifySignature, verifyTx, writeCredentials } from "./keys.js";
 export { Ca, Node } from "./client.js";

@@ -9,6 +9,7 @@ import { Reader } from "./encoding.js";
 export const STATEMENT_CONTEXT = Buffer.from("bsn membership statement v1\n");
 export const HEARTBEAT_CONTEXT = Buffer.from("bsn feed heartbeat v1\n");
 export const DIRECTORY_CONTEXT = Buffer.from("bsn node directory v1\n");
+export const HANDOVER_CONTEXT = Buffer.from("bsn membership key handover v1\n");
 const ID = /^[a-zA-Z0-9._-]{1,128}$/;
 const ROLES = ["reader", "writer", "admin"];
 
@@ -34,7 +35,8 @@ const sortedUnique = (xs) => xs.every((x, i) => i === 0 || xs[i - 1] < x);
 export class MembershipKey {
   constructor(raw) {
     if (raw.length !== 32) throw new MalformedError("a membership key is 32 bytes");
-    this.key = ed25519Key(Buffer.from(raw));
+    this.raw = Buffer.from(raw);
+    this.key = ed25519Key(this.raw);
   }
 
   static fromBase64(s) {
@@ -97,6 +99,96 @@ export class MembershipKey {
     const h = this.open(HEARTBEAT_CONTEXT, envelope);
     fields(h, ["trust_domain", "node", "cursor", "at_ms"]);
     return h;
+  }
+}
+
+/**
+ * A membership key handover: both signatures (the old key's and the new key's) over the handover
+ * context and the terms. Returns { terms, from, to } with the raw keys.
+ */
+export function verifyHandover(handover) {
+  if (!handover || typeof handover !== "object" || Object.keys(handover).sort().join() !== "from_signature,payload,to_signature") {
+    throw new MalformedError("a handover is {payload, from_signature, to_signature}");
+  }
+  const payload = b64(handover.payload, "the handover's payload");
+  let terms;
+  try {
+    terms = JSON.parse(payload.toString("utf8"));
+  } catch {
+    throw new MalformedError("the handover's payload is not JSON");
+  }
+  if (!terms || typeof terms !== "object" || Array.isArray(terms)) throw new MalformedError("the handover's payload is not a JSON object");
+  fields(terms, ["version", "trust_domain", "from", "to", "number", "issued_at"]);
+  if (terms.version !== 1) throw new MalformedError("unknown handover version");
+  const from = b64(terms.from, "the old key");
+  const to = b64(terms.to, "the new key");
+  if (from.length !== 32 || to.length !== 32) throw new MalformedError("a membership key is 32 bytes");
+  if (from.equals(to)) throw new InvalidDocument("a key cannot hand over to itself");
+  const message = Buffer.concat([HANDOVER_CONTEXT, payload]);
+  for (const [raw, sig] of [[from, handover.from_signature], [to, handover.to_signature]]) {
+    if (!verify(null, message, ed25519Key(raw), b64(sig, "a handover signature"))) {
+      throw new VerificationError("the handover is not signed by both keys");
+    }
+  }
+  return { terms, from, to };
+}
+
+/**
+ * The membership keys a verifier trusts: the one it pinned and those linked to it by handovers
+ * (each signed by both of its keys), oldest first; the last is the one the CA signs with now. A
+ * document signed by any of them verifies (statements signed before a handover stay valid).
+ */
+export class MembershipKeys {
+  constructor(pinned, handovers = []) {
+    this.raws = [pinned.raw];
+    this.learn(handovers);
+  }
+
+  get keys() {
+    return this.raws.map((r) => new MembershipKey(r));
+  }
+
+  get current() {
+    return new MembershipKey(this.raws[this.raws.length - 1]);
+  }
+
+  /** Follows the handovers that link to these keys, both ways; one that does not verify throws and changes nothing. */
+  learn(handovers) {
+    const links = handovers.map((h) => verifyHandover(h));
+    const has = (k) => this.raws.some((r) => r.equals(k));
+    let learned = false;
+    for (;;) {
+      const before = this.raws.length;
+      for (const { from, to } of links) {
+        if (from.equals(this.raws[this.raws.length - 1]) && !has(to)) this.raws.push(to);
+        else if (to.equals(this.raws[0]) && !has(from)) this.raws.unshift(from);
+      }
+      if (this.raws.length === before) return learned;
+      learned = true;
+    }
+  }
+
+  first(verify, envelope) {
+    for (const raw of [...this.raws].reverse()) {
+      try {
+        return new MembershipKey(raw)[verify](envelope);
+      } catch (e) {
+        if (!(e instanceof VerificationError) || e instanceof InvalidDocument) throw e;
+      }
+    }
+    throw new VerificationError("the signature does not verify with any of the CA's membership keys");
+  }
+
+  verifyStatement(envelope) {
+    return this.first("verifyStatement", envelope);
+  }
+
+  verifyDirectory(envelope) {
+    return this.first("verifyDirectory", envelope);
+  }
+
+  verifyHeartbeat(envelope) {
+    return this.first("verifyHeartbeat", envelope);
   }
 }
 

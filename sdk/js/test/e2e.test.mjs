@@ -62,6 +62,9 @@ test("a participant enrolls, joins, writes, reads, follows across a restart, and
   assert.ok(issued.receipt.tree_size > issued.receipt.leaf_index);
   assert.equal(statSync(join(d, "jsuser", "key.pem")).mode & 0o777, 0o600);
   const key = await ca.membershipKey();
+  // No handover yet: the keys followed from the pinned one are that key alone.
+  const keys = await ca.membershipKeys(key);
+  assert.deepEqual(keys.keys.map((k) => k.raw.toString("hex")), [key.raw.toString("hex")]);
   ca.close();
 
   const creds = bsn.Credentials.load(join(d, "jsuser", "cert.pem"), join(d, "jsuser", "key.pem"));

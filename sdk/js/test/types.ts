@@ -40,6 +40,9 @@ async function ca(url: string, bundle: string): Promise<void> {
   const c = new bsn.Ca(url, bundle);
   const issued: bsn.Issued = await c.enroll("alice", "secret", "/tmp/alice", "p256");
   const key: bsn.MembershipKey = await c.membershipKey();
+  const keys: bsn.MembershipKeys = await c.membershipKeys(key);
+  const learned: boolean = keys.learn([]);
+  console.log(keys.current.raw.length, keys.keys.length, learned);
   const member = new bsn.Ca(url, bundle, issued.credentials);
   await member.join("demo", "writer");
   const statement = key.verifyStatement(await member.subchain("demo") as bsn.Envelope);

@@ -81,6 +81,25 @@ test("signed documents", () => {
   }
 });
 
+test("membership key handovers", () => {
+  const v = load("signed-documents.json").handovers;
+  const pinned = bsn.MembershipKey.fromBase64(load("keys.json").membership_key);
+  const next = bsn.MembershipKey.fromBase64(v.next_key);
+  assert.throws(() => pinned.verifyStatement(v.statement_by_next_key), bsn.VerificationError);
+  const keys = new bsn.MembershipKeys(pinned);
+  for (const r of v.refused) {
+    assert.throws(() => keys.learn([r.handover]), (e) => e instanceof bsn.MalformedError || e instanceof bsn.VerificationError, r.name);
+    assert.equal(keys.keys.length, 1, r.name);
+  }
+  assert.equal(keys.learn([v.valid]), true);
+  assert.ok(keys.current.raw.equals(next.raw));
+  assert.equal(keys.verifyStatement(v.statement_by_next_key).revision, 3);
+  // Pinned on the new key, it follows the handover back: the old documents verify.
+  const back = new bsn.MembershipKeys(next, [v.valid]);
+  assert.deepEqual(back.keys.map((k) => k.raw.toString("hex")), [pinned.raw.toString("hex"), next.raw.toString("hex")]);
+  for (const d of load("signed-documents.json").valid) if (d.kind === "statement") back.verifyStatement(d.envelope);
+});
+
 test("blocks, the chain and entry proofs", () => {
   const v = load("blocks.json");
   let previous = Buffer.alloc(32);

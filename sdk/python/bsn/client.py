@@ -24,7 +24,7 @@ from . import errors
 from .encoding import Block, BlockHeader, Op, sha256
 from .keys import Credentials, csr_pem, generate_key, verify_tx, write_credentials
 from .merkle import leaf_hash, verify_inclusion
-from .signed import MembershipKey
+from .signed import MembershipKey, MembershipKeys
 
 PathLike = Union[str, os.PathLike]
 
@@ -174,6 +174,14 @@ class Ca:
         """The key the CA publishes (proves integrity in transit only: pin the key you were
         given out of band where it matters)."""
         return MembershipKey.from_base64(self.http.request("GET", "/api/v1/membership-key")["key"])
+
+    def membership_keys(self, pinned: Optional[MembershipKey] = None) -> MembershipKeys:
+        """The CA's membership keys followed from ``pinned`` (default: the key the CA publishes)
+        through the handovers it lists, each verified with both of its keys: documents signed
+        before and after a handover verify."""
+        pinned = pinned or self.membership_key()
+        items = self.http.request("GET", "/api/v1/keys/membership")["items"]
+        return MembershipKeys(pinned, [k["handover"] for k in items if k.get("handover")])
 
     def join(self, subchain: str, role: str = "reader", note: str = "") -> Dict[str, Any]:
         """Asks to join a subchain (open subchains admit readers and writers at once)."""

@@ -20,6 +20,7 @@ from .errors import MalformedError, VerificationError
 STATEMENT_CONTEXT = b"bsn membership statement v1\n"
 HEARTBEAT_CONTEXT = b"bsn feed heartbeat v1\n"
 DIRECTORY_CONTEXT = b"bsn node directory v1\n"
+HANDOVER_CONTEXT = b"bsn membership key handover v1\n"
 
 _ID = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
 ROLES = ("reader", "writer", "admin")
@@ -43,6 +44,7 @@ class MembershipKey:
         if len(raw) != 32:
             raise MalformedError("a membership key is 32 bytes")
         self._key = Ed25519PublicKey.from_public_bytes(raw)
+        self.raw = bytes(raw)
 
     @staticmethod
     def from_base64(s: str) -> "MembershipKey":
@@ -111,6 +113,87 @@ class MembershipKey:
         h = self.open(HEARTBEAT_CONTEXT, envelope)
         _fields(h, {"trust_domain", "node", "cursor", "at_ms"}, set())
         return h
+
+
+def verify_handover(handover: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes, bytes]:
+    """A membership key handover: both signatures (the old key's and the new key's) over the
+    handover context and the terms. Returns the terms and the two raw keys (from, to)."""
+    if not isinstance(handover, dict) or set(handover) != {"payload", "from_signature", "to_signature"}:
+        raise MalformedError("a handover is {payload, from_signature, to_signature}")
+    payload = _b64(handover["payload"], "the handover's payload")
+    try:
+        terms = json.loads(payload)
+    except ValueError:
+        raise MalformedError("the handover's payload is not JSON") from None
+    if not isinstance(terms, dict):
+        raise MalformedError("the handover's payload is not a JSON object")
+    _fields(terms, {"version", "trust_domain", "from", "to", "number", "issued_at"}, set())
+    if terms["version"] != 1:
+        raise MalformedError("unknown handover version")
+    old, new = _b64(terms["from"], "the old key"), _b64(terms["to"], "the new key")
+    if len(old) != 32 or len(new) != 32:
+        raise MalformedError("a membership key is 32 bytes")
+    if old == new:
+        raise InvalidDocument("a key cannot hand over to itself")
+    for raw, sig in ((old, handover["from_signature"]), (new, handover["to_signature"])):
+        try:
+            Ed25519PublicKey.from_public_bytes(raw).verify(_b64(sig, "a handover signature"), HANDOVER_CONTEXT + payload)
+        except InvalidSignature:
+            raise VerificationError("the handover is not signed by both keys") from None
+    return terms, old, new
+
+
+class MembershipKeys:
+    """The membership keys a verifier trusts: the one it pinned and those linked to it by
+    handovers (each signed by both of its keys), oldest first; the last is the one the CA signs
+    with now. A document signed by any of them verifies (statements signed before a handover
+    stay valid)."""
+
+    def __init__(self, pinned: MembershipKey, handovers: List[Dict[str, Any]] = ()) -> None:
+        self._keys: List[bytes] = [pinned.raw]
+        self.learn(list(handovers))
+
+    @property
+    def keys(self) -> List[MembershipKey]:
+        return [MembershipKey(k) for k in self._keys]
+
+    @property
+    def current(self) -> MembershipKey:
+        return MembershipKey(self._keys[-1])
+
+    def learn(self, handovers: List[Dict[str, Any]]) -> bool:
+        """Follows the handovers that link to these keys, forward and backward. A handover that
+        does not verify raises and changes nothing. Returns whether a key was learned."""
+        links = [verify_handover(h)[1:] for h in handovers]
+        learned = False
+        while True:
+            before = len(self._keys)
+            for old, new in links:
+                if old == self._keys[-1] and new not in self._keys:
+                    self._keys.append(new)
+                elif new == self._keys[0] and old not in self._keys:
+                    self._keys.insert(0, old)
+            if len(self._keys) == before:
+                return learned
+            learned = True
+
+    def _first(self, verify: str, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        for k in reversed(self._keys):
+            try:
+                return getattr(MembershipKey(k), verify)(envelope)
+            except VerificationError as e:
+                if isinstance(e, InvalidDocument):
+                    raise
+        raise VerificationError("the signature does not verify with any of the CA's membership keys")
+
+    def verify_statement(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        return self._first("verify_statement", envelope)
+
+    def verify_directory(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        return self._first("verify_directory", envelope)
+
+    def verify_heartbeat(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        return self._first("verify_heartbeat", envelope)
 
 
 def _fields(doc: Dict[str, Any], required: set, optional: set) -> None:

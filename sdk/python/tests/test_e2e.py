@@ -117,6 +117,9 @@ def test_a_participant_enrolls_joins_writes_reads_follows_and_is_revoked(net):
         assert issued.spiffe_id.endswith("/participant/pyuser")
         assert issued.receipt and issued.receipt["tree_size"] > issued.receipt["leaf_index"]
         key = ca.membership_key()
+        # No handover yet: the keys followed from the pinned one are that key alone.
+        keys = ca.membership_keys(key)
+        assert [k.raw for k in keys.keys] == [key.raw]
     assert oct((d / "pyuser" / "key.pem").stat().st_mode & 0o777) == "0o600"
     creds = bsn.Credentials.load(d / "pyuser" / "cert.pem", d / "pyuser" / "key.pem")
     with bsn.connect_ca(net["ca"], net["bundle"], creds) as me:

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bsn import encoding, keys, merkle
 from bsn.errors import MalformedError, TooLargeError, VerificationError
-from bsn.signed import InvalidDocument, LogKey, MembershipKey, decode_leaf
+from bsn.signed import InvalidDocument, LogKey, MembershipKey, MembershipKeys, decode_leaf
 
 VECTORS = Path(os.environ.get("BSN_VECTORS", Path(__file__).resolve().parents[3] / "docs" / "vectors"))
 
@@ -86,6 +86,28 @@ def test_signed_documents():
         got = ("invalid" if isinstance(e.value, InvalidDocument) else
                "malformed" if isinstance(e.value, MalformedError) else "bad-signature")
         assert got == d["refuse"], d["name"]
+
+
+def test_membership_key_handovers():
+    v = load("signed-documents.json")["handovers"]
+    pinned = MembershipKey.from_base64(load("keys.json")["membership_key"])
+    nxt = MembershipKey.from_base64(v["next_key"])
+    with pytest.raises(VerificationError):
+        pinned.verify_statement(v["statement_by_next_key"])
+    keys = MembershipKeys(pinned)
+    for r in v["refused"]:
+        with pytest.raises((MalformedError, VerificationError)):
+            keys.learn([r["handover"]])
+        assert [k.raw for k in keys.keys] == [pinned.raw], r["name"]
+    assert keys.learn([v["valid"]])
+    assert keys.current.raw == nxt.raw
+    assert keys.verify_statement(v["statement_by_next_key"])["revision"] == 3
+    # Pinned on the new key, it follows the handover back: the old documents verify.
+    back = MembershipKeys(nxt, [v["valid"]])
+    assert [k.raw for k in back.keys] == [pinned.raw, nxt.raw]
+    for d in load("signed-documents.json")["valid"]:
+        if d["kind"] == "statement":
+            back.verify_statement(d["envelope"])
 
 
 def test_blocks_chain_and_entry_proofs():
