@@ -58,6 +58,8 @@ pub struct AuditReport {
     keys: HashMap<u8, KeyTrack>,
     /// Log-key handovers begun: (entry index, old key, new key).
     log_handovers: Vec<(u64, [u8; 32], [u8; 32])>,
+    /// Membership-key handovers finished: (the new key's number, old key, new key).
+    membership_handovers: Vec<(u64, [u8; 32], [u8; 32])>,
     /// Log keys this audit took over from the pinned one by following handovers (verifier keys,
     /// in order); the last one signs the verified checkpoint and is the one to pin from now on.
     pub handed_over_to: Vec<String>,
@@ -386,6 +388,12 @@ pub async fn verify(
     depth: Depth,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<AuditReport, AuditError> {
+    // Read before the checkpoint: everything published here is in the tree it commits to (a
+    // handover is published in the transaction that logs it).
+    let membership_keys = api
+        .get_as::<bsn_api::ca::Items<bsn_api::ca::SigningKey>>("/api/v1/keys/membership", &[])
+        .await?
+        .items;
     let note = api.get_bytes("/log/checkpoint").await?;
     let (size, root, hops) = open_following_handovers(api, vkey, &note).await?;
     let mut next_hop = 0;
@@ -447,11 +455,53 @@ pub async fn verify(
         ));
     }
     check_hops(&hops, &report)?;
+    check_membership_keys(&membership_keys, &report)?;
     report.handed_over_to = hops.into_iter().map(|h| h.vkey).collect();
     use base64::Engine;
     report.root = base64::engine::general_purpose::STANDARD.encode(root.0);
     report.issued = issued;
     Ok(report)
+}
+
+/// The membership keys the CA publishes agree with the log: every published handover verifies
+/// (both keys signed it) and is one the log holds (same number, same old and new key), and the
+/// active key is key 1 or one the log handed over to. A CA that served a key nodes would follow
+/// without logging it is caught here.
+fn check_membership_keys(keys: &[bsn_api::ca::SigningKey], report: &AuditReport) -> Result<(), AuditError> {
+    use base64::Engine;
+    let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    for k in keys {
+        let Some(h) = &k.handover else { continue };
+        let (terms, from, to) = h
+            .verify()
+            .map_err(|e| AuditError::Invalid(format!("membership key {}'s published handover: {e}", k.number)))?;
+        let logged = report.membership_handovers.iter().any(|(n, old, new)| {
+            *n == terms.number
+                && i64::try_from(*n) == Ok(k.number)
+                && b64(old) == from.to_base64()
+                && b64(new) == to.to_base64()
+                && to.to_base64() == k.public_key
+        });
+        if !logged {
+            return Err(AuditError::Invalid(format!(
+                "the CA publishes a handover to membership key {} that the log does not hold",
+                k.number
+            )));
+        }
+    }
+    if let Some(active) = keys.iter().find(|k| k.state == "active")
+        && active.number > 1
+        && !report
+            .membership_handovers
+            .iter()
+            .any(|(n, _, new)| i64::try_from(*n) == Ok(active.number) && b64(new) == active.public_key)
+    {
+        return Err(AuditError::Invalid(format!(
+            "the CA signs with membership key {}, which the log never handed over to",
+            active.number
+        )));
+    }
+    Ok(())
 }
 
 /// What `follow` remembers between runs: the verified tree's size, root and right edge.
@@ -894,6 +944,9 @@ fn record(
                         _ => return Err(bad(format!("{name} key {number} finished without being begun"))),
                     }
                     track.incoming = None;
+                    if purpose == KeyPurpose::Membership {
+                        report.membership_handovers.push((number, *old_key, *new_key));
+                    }
                 }
             }
             track.active = Some(if step == HandoverStep::Finished {

@@ -4,7 +4,8 @@
 //! nodes that pinned the old key follow it from the feed and keep writing throughout; a node
 //! initialised after the handover pins the new key and still verifies the blocks the old key's
 //! statements made; a restarted node keeps following; `bsn subchain statement` with the old key
-//! pinned verifies a new statement; the old key is erased, and the audit counts the steps.
+//! pinned verifies a new statement; the old key is erased, the audit counts the steps and
+//! refuses a published handover the log does not hold.
 
 use std::time::Duration;
 
@@ -272,5 +273,42 @@ async fn the_membership_key_is_handed_over_and_nodes_pinning_either_key_follow_i
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 key handover steps"), "{text}");
+
+    // A CA that publishes a handover the log does not hold (both signatures valid, but between
+    // keys of its own choosing) is caught by the audit.
+    let forged = {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let rng = ring::rand::SystemRandom::new();
+        let pair = || {
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let (a, b) = (pair(), pair());
+        let payload = serde_json::to_vec(&json!({
+            "version": 1, "trust_domain": "test.example", "from": b64(a.public_key().as_ref()),
+            "to": b64(b.public_key().as_ref()), "number": 2, "issued_at": 0,
+        }))
+        .unwrap();
+        let message = identity::membership::signed_message(identity::membership::HANDOVER_CONTEXT, &payload);
+        json!({ "payload": b64(&payload), "from_signature": b64(a.sign(&message).as_ref()),
+                "to_signature": b64(b.sign(&message).as_ref()) })
+        .to_string()
+    };
+    let mut c = ca.db_conn().await;
+    let genuine: String =
+        sqlx::query_scalar("SELECT handover_checkpoint FROM signing_keys WHERE purpose = 'membership' AND number = 2")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let set = "UPDATE signing_keys SET handover_checkpoint = $1 WHERE purpose = 'membership' AND number = 2";
+    sqlx::query(set).bind(&forged).execute(&mut c).await.unwrap();
+    let out = bsn_tests::audit(&ca);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(text.contains("that the log does not hold"), "{text}");
+    sqlx::query(set).bind(&genuine).execute(&mut c).await.unwrap();
+    assert!(bsn_tests::audit(&ca).status.success());
     drop(n3);
 }

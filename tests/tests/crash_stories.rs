@@ -681,148 +681,141 @@ async fn key_states(ca: &TestCa, purpose: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// kill -9 at each step of a log-key handover (begin, finish), at a different moment each time:
-/// after the restart the step is wholly taken or not at all (the key's state, the log leaf and
-/// the keys that sign the latest checkpoint agree), a step taken is refused when repeated, and
-/// an auditor pinning the old key verifies the log.
+/// What differs between the keys' handovers after each kill: checked against how many steps are
+/// done (0, 1 or 2).
+enum HandoverCheck {
+    /// Who signs the latest checkpoint: key 1 alone, both, key 2 alone.
+    Log { old_vkey: String },
+    /// The feed's announcement, the key served and key 1's sealed copy follow the finish.
+    Membership {
+        node: std::path::PathBuf,
+        old: MembershipKey,
+    },
+}
+
+impl HandoverCheck {
+    async fn holds(&self, ca: &TestCa, note: &str, done: usize, states: &[(i64, String)]) {
+        let anon = ca.api(None);
+        match self {
+            Self::Log { old_vkey } => {
+                let keys: Value = anon.get("/api/v1/keys/log", &[]).await.unwrap();
+                let new_vkey = keys["items"][1]["vkey"].as_str().map(str::to_string);
+                let by_old = ca_server::log::open_with(old_vkey.trim(), note).is_ok();
+                let by_new = new_vkey
+                    .as_deref()
+                    .is_some_and(|v| ca_server::log::open_with(v, note).is_ok());
+                assert_eq!(
+                    (by_old, by_new),
+                    [(true, false), (true, true), (false, true)][done],
+                    "{note}"
+                );
+            }
+            Self::Membership { node, old } => {
+                let announced = feed_events(ca, node)
+                    .await
+                    .iter()
+                    .filter(|e| e["kind"] == "key")
+                    .count();
+                assert_eq!(announced, usize::from(done == 2), "{states:?}");
+                let now: Value = anon.get("/api/v1/membership-key", &[]).await.unwrap();
+                assert_eq!(
+                    now["key"].as_str() == Some(old.to_base64().as_str()),
+                    done < 2,
+                    "{states:?}"
+                );
+                let mut c = ca.db_conn().await;
+                let sealed: Option<String> =
+                    sqlx::query_scalar("SELECT v FROM ca_meta WHERE k = 'membership_key_sealed'")
+                        .fetch_optional(&mut c)
+                        .await
+                        .unwrap();
+                assert_eq!(sealed.is_some(), done < 2, "key 1 is erased exactly when it retires");
+            }
+        }
+    }
+}
+
+/// kill -9 at each step of `purpose`'s key handover (begin, finish), at a different moment each
+/// time: after the restart the step is wholly taken or not at all (the key's state, the log
+/// leaves and what `check` looks at agree), and a step taken is refused when repeated. Returns
+/// how many kills it took.
+async fn kill_during_each_handover_step(ca: &mut TestCa, admin: &Path, purpose: &str, check: &HandoverCheck) -> usize {
+    let steps = [
+        (format!("/api/v1/keys/{purpose}"), "incoming"),
+        (format!("/api/v1/keys/{purpose}/2/finish"), "active"),
+    ];
+    let mut kills = 0;
+    for (step_no, (path, after)) in steps.iter().enumerate() {
+        let mut attempt = 0u64;
+        loop {
+            let answered = kill_during_step(ca, admin, path, attempt).await;
+            kills += 1;
+            let states = key_states(ca, purpose).await;
+            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
+            let taken = second.as_deref() == Some(*after);
+            if answered {
+                assert!(
+                    taken,
+                    "step {path} was acknowledged but is not in the database: {states:?}"
+                );
+            }
+            let anon = ca.api(None);
+            let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
+            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+            let logged = all_leaves(&anon, size)
+                .await
+                .iter()
+                .filter(|l| matches!(LogLeaf::decode(l).unwrap(), LogLeaf::Key { .. }))
+                .count();
+            let done = step_no + usize::from(taken);
+            assert_eq!(logged, done, "{states:?}");
+            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
+            check.holds(ca, &note, done, &states).await;
+            if taken {
+                refused_when_repeated(ca, admin, path).await;
+                break;
+            }
+            attempt += 1;
+            assert!(attempt < 16, "step {path} never completed");
+        }
+    }
+    kills
+}
+
+/// kill -9 at each step of a log-key handover: the keys that sign the latest checkpoint follow
+/// the step, and an auditor pinning the old key verifies the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_each_key_handover_step_leaves_it_taken_or_not() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
     let old_vkey = std::fs::read_to_string(ca.data_dir().join("log.vkey")).unwrap();
-    let steps = [
-        ("/api/v1/keys/log", "incoming"),
-        ("/api/v1/keys/log/2/finish", "active"),
-    ];
-    let mut kills = 0;
-    for (step_no, (path, after)) in steps.iter().enumerate() {
-        let mut attempt = 0u64;
-        loop {
-            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
-            kills += 1;
-            let states = key_states(&ca, "log").await;
-            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
-            let taken = second.as_deref() == Some(*after);
-            if answered {
-                assert!(
-                    taken,
-                    "step {path} was acknowledged but is not in the database: {states:?}"
-                );
-            }
-            let anon = ca.api(None);
-            let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
-            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
-            let logged = all_leaves(&anon, size)
-                .await
-                .iter()
-                .filter(|l| matches!(LogLeaf::decode(l).unwrap(), LogLeaf::Key { .. }))
-                .count();
-            let done = step_no + usize::from(taken);
-            assert_eq!(logged, done, "{states:?}");
-            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
-            // Who signs the latest checkpoint follows the step: key 1 alone, both, key 2 alone.
-            let keys: Value = anon.get("/api/v1/keys/log", &[]).await.unwrap();
-            let new_vkey = keys["items"][1]["vkey"].as_str().map(str::to_string);
-            let by_old = ca_server::log::open_with(old_vkey.trim(), &note).is_ok();
-            let by_new = new_vkey
-                .as_deref()
-                .is_some_and(|v| ca_server::log::open_with(v, &note).is_ok());
-            assert_eq!(
-                (by_old, by_new),
-                [(true, false), (true, true), (false, true)][done],
-                "{note}"
-            );
-            if taken {
-                refused_when_repeated(&ca, &admin, path).await;
-                break;
-            }
-            attempt += 1;
-            assert!(attempt < 16, "step {path} never completed");
-        }
-    }
+    let kills = kill_during_each_handover_step(&mut ca, &admin, "log", &HandoverCheck::Log { old_vkey }).await;
     audit_passes(&ca);
     println!("key handover: {kills} kill -9s across begin and finish; every step whole or absent");
 }
 
-/// kill -9 at each step of a membership-key handover (begin, finish), at a different moment
-/// each time: after the restart the step is wholly taken or not at all (the key's state, the
-/// log leaf, the feed's announcement, the key the CA serves and signs statements with, and key
-/// 1's sealed copy agree), a step taken is refused when repeated, and the log verifies.
+/// kill -9 at each step of a membership-key handover: the feed's announcement, the key the CA
+/// serves and signs statements with, and key 1's sealed copy follow the step, and the log
+/// verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_each_membership_key_handover_step_leaves_it_taken_or_not() {
     let mut ca = TestCa::start();
     let admin = ca.admin();
     let node = ca.enrolled("n1", json!({ "type": "node" })).await;
-    let anon = ca.api(None);
-    let old: Value = anon.get("/api/v1/membership-key", &[]).await.unwrap();
-    let old = identity::membership::MembershipKey::from_base64(old["key"].as_str().unwrap()).unwrap();
-    let steps = [
-        ("/api/v1/keys/membership", "incoming"),
-        ("/api/v1/keys/membership/2/finish", "active"),
-    ];
-    let mut kills = 0;
-    for (step_no, (path, after)) in steps.iter().enumerate() {
-        let mut attempt = 0u64;
-        loop {
-            let answered = kill_during_step(&mut ca, &admin, path, attempt).await;
-            kills += 1;
-            let states = key_states(&ca, "membership").await;
-            let second = states.iter().find(|(n, _)| *n == 2).map(|(_, s)| s.clone());
-            let taken = second.as_deref() == Some(*after);
-            if answered {
-                assert!(
-                    taken,
-                    "step {path} was acknowledged but is not in the database: {states:?}"
-                );
-            }
-            let anon = ca.api(None);
-            let note = String::from_utf8(anon.get_bytes("/log/checkpoint").await.unwrap()).unwrap();
-            let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
-            let logged = all_leaves(&anon, size)
-                .await
-                .iter()
-                .filter(|l| matches!(LogLeaf::decode(l).unwrap(), LogLeaf::Key { .. }))
-                .count();
-            let done = step_no + usize::from(taken);
-            assert_eq!(logged, done, "{states:?}");
-            assert_eq!(states.iter().filter(|(_, s)| s == "active").count(), 1, "{states:?}");
-            // The announcement, the key served, and key 1's sealed copy follow the finish.
-            let announced = feed_events(&ca, &node)
-                .await
-                .iter()
-                .filter(|e| e["kind"] == "key")
-                .count();
-            assert_eq!(announced, usize::from(done == 2), "{states:?}");
-            let now: Value = anon.get("/api/v1/membership-key", &[]).await.unwrap();
-            assert_eq!(
-                now["key"].as_str() == Some(old.to_base64().as_str()),
-                done < 2,
-                "{states:?}"
-            );
-            let mut c = ca.db_conn().await;
-            let sealed: Option<String> = sqlx::query_scalar("SELECT v FROM ca_meta WHERE k = 'membership_key_sealed'")
-                .fetch_optional(&mut c)
-                .await
-                .unwrap();
-            assert_eq!(sealed.is_some(), done < 2, "key 1 is erased exactly when it retires");
-            if taken {
-                refused_when_repeated(&ca, &admin, path).await;
-                break;
-            }
-            attempt += 1;
-            assert!(attempt < 16, "step {path} never completed");
-        }
-    }
+    let old: Value = ca.api(None).get("/api/v1/membership-key", &[]).await.unwrap();
+    let old = MembershipKey::from_base64(old["key"].as_str().unwrap()).unwrap();
+    let check = HandoverCheck::Membership { node, old: old.clone() };
+    let kills = kill_during_each_handover_step(&mut ca, &admin, "membership", &check).await;
     // The CA signs with key 2 after all those restarts.
-    let as_admin = ca.api(Some(&admin));
-    let created: Value = as_admin
+    let created: Value = ca
+        .api(Some(&admin))
         .post(
             "/api/v1/subchains",
             &json!({ "id": "after", "name": "After", "nodes": ["n1"], "policy": "approval" }),
         )
         .await
         .unwrap();
-    let env: identity::membership::Envelope = serde_json::from_value(created["statement"].clone()).unwrap();
+    let env: Envelope = serde_json::from_value(created["statement"].clone()).unwrap();
     assert!(
         old.verify_statement(&env).is_err(),
         "the retired key signs nothing more"
