@@ -36,14 +36,15 @@
 //!   elsewhere never lock an owner out, registrations per address, failed enrollments per
 //!   source; argon2id slots shared round-robin between sources ([`secrets`]).
 //! - Rotation of the issuing intermediate ([`intermediates`]) and of the root through a
-//!   cross-certificate ([`roots`]), and handover of the log's checkpoint key ([`handover`]),
-//!   without an outage, each step an issuance-log event.
+//!   cross-certificate ([`roots`]), and handover of the log's checkpoint key and of the
+//!   membership key ([`handover`]), without an outage, each step an issuance-log event.
+//! - Placement of subchains on city nodes by plan and declared capacity ([`placement`], a pure
+//!   core; not yet wired to the registry, the API or the directory).
 //! - Errors as RFC 9457 problem documents with stable types ([`problem`]).
 //!
 //! Non-features (today): no OCSP responder (CRLs only; rustls does not check OCSP for client
 //! certificates), no certificateHold (every revocation is final), no ACME; every CA key may live
-//! in a PKCS#11 token ([`hsm`]) and rotates inside it; the membership key cannot be handed over
-//! yet, and a node's pinned bundle does not follow a root rotation (it trusts the new root through
+//! in a PKCS#11 token ([`hsm`]) and rotates inside it; a node's pinned bundle does not follow a root rotation (it trusts the new root through
 //! the cross-certificate); no witness cosignatures on checkpoints yet; membership statements are full snapshots (no
 //! deltas), so a change to a very large subchain ships its whole member list to its nodes.
 #![forbid(unsafe_code)]
@@ -69,6 +70,7 @@ pub mod log;
 pub mod metrics;
 pub mod nodes;
 pub mod pki;
+pub mod placement;
 pub mod portal;
 pub mod problem;
 pub mod registry;

@@ -12,7 +12,9 @@
 //! - [`logleaf`]: the issuance log's canonical leaf encoding (issuance, revocation and
 //!   membership events).
 //! - [`membership`]: subchain ids, roles, membership statements and feed heartbeats signed by the
-//!   CA's membership key, and their offline verification.
+//!   CA's membership key, and their offline verification; the key's handovers, followed from a
+//!   pinned key (`MembershipKeys`).
+//! - [`plan`]: resource plans of shared city nodes and the capacity a node declares.
 //! - [`ledger`]: the ledger's canonical encodings: signed transactions (and the creator-key
 //!   signature check), blocks and their hash chain, and inclusion proofs of a block's entries.
 //! - [`tree`]: replaying the issuance log's RFC 6962 tree leaf by leaf (`CompactRange`).
@@ -26,6 +28,7 @@ pub mod ledger;
 pub mod logleaf;
 pub mod membership;
 pub mod names;
+pub mod plan;
 pub mod profile;
 pub mod tree;
 pub mod verify;
