@@ -528,3 +528,63 @@ mod tests {
         assert_eq!(&der[5..8], &[0x02, 33, 0x00]);
     }
 }
+
+/// The CA's Ed25519 keys of later numbers (made by a handover), each opened once (argon2id makes
+/// unsealing slow on purpose): found in the token by its label, or unsealed from its row with the
+/// passphrase; either way checked against the public key recorded for it.
+#[derive(Default)]
+pub struct OpenedEdKeys {
+    opened: Mutex<std::collections::BTreeMap<i64, std::sync::Arc<EdKey>>>,
+}
+
+impl OpenedEdKeys {
+    /// `what` key `row` (`log`, `membership`), sealed under `sealed_label` when it is not in
+    /// `token`. The error says why it cannot be opened here.
+    pub fn open(
+        &self,
+        what: &str,
+        row: &crate::db::keys::KeyRow,
+        sealed_label: &str,
+        token: Option<&Token>,
+        passphrase: Option<&str>,
+    ) -> Result<std::sync::Arc<EdKey>, String> {
+        use base64::Engine;
+        let number = row.number;
+        if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&number) {
+            return Ok(k.clone());
+        }
+        let key = if let Some(label) = &row.key_label {
+            let token = token
+                .ok_or_else(|| format!("{what} key {number} is in a PKCS#11 token, and this CA has none configured"))?;
+            EdKey::Token(token.ed25519_key(label).map_err(|e| e.to_string())?)
+        } else {
+            let (Some(passphrase), Some(sealed)) = (passphrase, &row.key_sealed) else {
+                return Err(format!(
+                    "{what} key {number} cannot be opened here (retired and erased?)"
+                ));
+            };
+            let pkcs8 = crate::keystore::blocking(|| crate::keystore::open(passphrase, sealed_label, sealed))
+                .map_err(|e| format!("opening {what} key {number}: {e}"))?;
+            EdKey::Software(
+                ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| format!("{what} key {number}: {e}"))?,
+            )
+        };
+        if base64::engine::general_purpose::STANDARD.encode(key.public()) != row.public_key {
+            return Err(format!("{what} key {number} is not the key recorded for it"));
+        }
+        let key = std::sync::Arc::new(key);
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(number, key.clone());
+        Ok(key)
+    }
+
+    /// Forgets the keys whose number `keep` refuses (retired ones).
+    pub fn retain(&self, keep: impl Fn(i64) -> bool) {
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| keep(*n));
+    }
+}

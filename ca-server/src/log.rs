@@ -10,7 +10,7 @@
 //! runs under SQLite's one writer; so at most one transaction at a time extends the tree, whichever
 //! replica runs it, and every checkpoint signed extends the previous one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
@@ -122,7 +122,7 @@ pub struct LogSigner {
     /// Holds the keys of later numbers made in the CA's token.
     token: Option<Arc<crate::hsm::Token>>,
     /// Keys of later numbers, each opened once (argon2id makes opening slow on purpose).
-    opened: Mutex<BTreeMap<i64, Arc<crate::hsm::EdKey>>>,
+    opened: crate::hsm::OpenedEdKeys,
     now: RwLock<Arc<Signing>>,
 }
 
@@ -158,7 +158,7 @@ impl LogSigner {
             first: Some(first),
             passphrase: None,
             token: None,
-            opened: Mutex::default(),
+            opened: Default::default(),
         })
     }
 
@@ -183,7 +183,7 @@ impl LogSigner {
             first: first.map(Arc::new),
             passphrase: Some(passphrase.to_string()),
             token,
-            opened: Mutex::default(),
+            opened: Default::default(),
         })
     }
 
@@ -265,10 +265,7 @@ impl LogSigner {
             return Err(LogError::Key("no active log key is recorded".into()));
         }
         let numbers: Vec<i64> = keys.iter().map(|k| k.number).collect();
-        self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n, _| numbers.contains(n));
+        self.opened.retain(|n| numbers.contains(&n));
         *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Signing { epoch, keys });
         tracing::info!(epoch, keys = ?numbers, "log checkpoints are signed by key(s) {numbers:?}");
         Ok(())
@@ -291,36 +288,16 @@ impl LogSigner {
             self.first.clone().ok_or_else(|| {
                 LogError::Key("log key 1 is still in use but this replica does not hold it (log.key.sealed)".into())
             })?
-        } else if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
-            k.clone()
-        } else if let Some(label) = &row.key_label {
-            let token = self.token.as_ref().ok_or_else(|| {
-                LogError::Key(format!(
-                    "log key {} is in a PKCS#11 token, and this CA has none configured",
-                    row.number
-                ))
-            })?;
-            let key = Arc::new(crate::hsm::EdKey::Token(
-                token.ed25519_key(label).map_err(|e| LogError::Key(e.to_string()))?,
-            ));
-            self.opened
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(row.number, key.clone());
-            key
         } else {
-            let (Some(passphrase), Some(sealed)) = (&self.passphrase, &row.key_sealed) else {
-                return Err(LogError::Key(format!("log key {} cannot be opened here", row.number)));
-            };
-            let pkcs8 = crate::keystore::blocking(|| crate::keystore::open(passphrase, &key_label(row.number), sealed))
-                .map_err(|e| LogError::Key(format!("opening log key {}: {e}", row.number)))?;
-            let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| LogError::Key(e.to_string()))?;
-            let key = Arc::new(crate::hsm::EdKey::Software(key));
             self.opened
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(row.number, key.clone());
-            key
+                .open(
+                    "log",
+                    row,
+                    &key_label(row.number),
+                    self.token.as_deref(),
+                    self.passphrase.as_deref(),
+                )
+                .map_err(LogError::Key)?
         };
         if B64.encode(key.public()) != row.public_key {
             return Err(LogError::Key(format!(

@@ -34,7 +34,7 @@ pub struct MembershipSigner {
     passphrase: String,
     token: Option<Arc<crate::hsm::Token>>,
     /// Keys of later numbers, each opened once (argon2id makes opening slow on purpose).
-    opened: std::sync::Mutex<std::collections::BTreeMap<i64, Arc<crate::hsm::EdKey>>>,
+    opened: crate::hsm::OpenedEdKeys,
     now: std::sync::RwLock<Arc<ActiveKey>>,
 }
 
@@ -129,9 +129,7 @@ impl MembershipSigner {
         }
         let changed = self.active().number != row.number;
         self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n, _| rows.iter().any(|r| r.number == *n && r.state != "retired"));
+            .retain(|n| rows.iter().any(|r| r.number == n && r.state != "retired"));
         *self.now.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ActiveKey {
             epoch,
             number: row.number,
@@ -184,35 +182,15 @@ impl MembershipSigner {
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("membership key 1 was retired and erased"));
         }
-        if let Some(k) = self.opened.lock().unwrap_or_else(|e| e.into_inner()).get(&row.number) {
-            return Ok(k.clone());
-        }
-        let key = if let Some(label) = &row.key_label {
-            let token = self.token.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "membership key {} is in a PKCS#11 token, and this CA has none configured",
-                    row.number
-                )
-            })?;
-            crate::hsm::EdKey::Token(token.ed25519_key(label)?)
-        } else {
-            let sealed = row
-                .key_sealed
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("membership key {} was retired and erased", row.number))?;
-            let pkcs8 =
-                crate::keystore::blocking(|| crate::keystore::open(&self.passphrase, &key_label(row.number), sealed))?;
-            crate::hsm::EdKey::Software(
-                Ed25519KeyPair::from_pkcs8(&pkcs8)
-                    .map_err(|e| anyhow::anyhow!("membership key {}: {e}", row.number))?,
-            )
-        };
-        let key = Arc::new(key);
         self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(row.number, key.clone());
-        Ok(key)
+            .open(
+                "membership",
+                row,
+                &key_label(row.number),
+                self.token.as_deref(),
+                Some(&self.passphrase),
+            )
+            .map_err(anyhow::Error::msg)
     }
 
     /// The active verification key.

@@ -29,6 +29,17 @@ function fields(doc, required, optional = []) {
   if (!ok) throw new MalformedError(`expected the fields ${[...required, ...optional].sort()}, got ${keys.sort()}`);
 }
 
+function jsonObject(payload, what) {
+  let doc;
+  try {
+    doc = JSON.parse(payload.toString("utf8"));
+  } catch {
+    throw new MalformedError(`${what} is not JSON`);
+  }
+  if (!doc || typeof doc !== "object" || Array.isArray(doc)) throw new MalformedError(`${what} is not a JSON object`);
+  return doc;
+}
+
 const sortedUnique = (xs) => xs.every((x, i) => i === 0 || xs[i - 1] < x);
 
 /** The CA's membership key (Ed25519), pinned from a trusted source. */
@@ -53,14 +64,7 @@ export class MembershipKey {
     if (!verify(null, Buffer.concat([context, payload]), this.key, signature)) {
       throw new VerificationError("the signature does not verify with the CA's membership key");
     }
-    let doc;
-    try {
-      doc = JSON.parse(payload.toString("utf8"));
-    } catch {
-      throw new MalformedError("the payload is not JSON");
-    }
-    if (!doc || typeof doc !== "object" || Array.isArray(doc)) throw new MalformedError("the payload is not a JSON object");
-    return doc;
+    return jsonObject(payload, "the payload");
   }
 
   /** A membership statement: signature, shape and rules. */
@@ -111,13 +115,7 @@ export function verifyHandover(handover) {
     throw new MalformedError("a handover is {payload, from_signature, to_signature}");
   }
   const payload = b64(handover.payload, "the handover's payload");
-  let terms;
-  try {
-    terms = JSON.parse(payload.toString("utf8"));
-  } catch {
-    throw new MalformedError("the handover's payload is not JSON");
-  }
-  if (!terms || typeof terms !== "object" || Array.isArray(terms)) throw new MalformedError("the handover's payload is not a JSON object");
+  const terms = jsonObject(payload, "the handover's payload");
   fields(terms, ["version", "trust_domain", "from", "to", "number", "issued_at"]);
   if (terms.version !== 1) throw new MalformedError("unknown handover version");
   const from = b64(terms.from, "the old key");

@@ -37,6 +37,16 @@ def _b64(s: Any, what: str) -> bytes:
         raise MalformedError(f"{what} is not base64") from None
 
 
+def _json_object(payload: bytes, what: str) -> Dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        raise MalformedError(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise MalformedError(f"{what} is not a JSON object")
+    return doc
+
+
 class MembershipKey:
     """The CA's membership key (Ed25519), pinned from a trusted source."""
 
@@ -60,13 +70,7 @@ class MembershipKey:
             self._key.verify(signature, context + payload)
         except InvalidSignature:
             raise VerificationError("the signature does not verify with the CA's membership key") from None
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            raise MalformedError("the payload is not JSON") from None
-        if not isinstance(doc, dict):
-            raise MalformedError("the payload is not a JSON object")
-        return doc
+        return _json_object(payload, "the payload")
 
     def verify_statement(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
         """A membership statement: signature, shape and rules."""
@@ -121,12 +125,7 @@ def verify_handover(handover: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes, by
     if not isinstance(handover, dict) or set(handover) != {"payload", "from_signature", "to_signature"}:
         raise MalformedError("a handover is {payload, from_signature, to_signature}")
     payload = _b64(handover["payload"], "the handover's payload")
-    try:
-        terms = json.loads(payload)
-    except ValueError:
-        raise MalformedError("the handover's payload is not JSON") from None
-    if not isinstance(terms, dict):
-        raise MalformedError("the handover's payload is not a JSON object")
+    terms = _json_object(payload, "the handover's payload")
     _fields(terms, {"version", "trust_domain", "from", "to", "number", "issued_at"}, set())
     if terms["version"] != 1:
         raise MalformedError("unknown handover version")
