@@ -9,6 +9,7 @@
 //! itself so that a bad value gets a problem naming the field and the values it takes.
 
 use identity::membership::{DirectoryEntry, Envelope, Role};
+use identity::plan::{Capacity, Plan};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -360,6 +361,9 @@ pub struct Subchain {
     /// published one: a participant connects to any of these URLs.
     #[serde(default)]
     pub endpoints: Vec<DirectoryEntry>,
+    /// Its resource plan, as its statement carries it (absent: none, no quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -380,8 +384,17 @@ pub struct CreateSubchain {
     /// `open` or `approval` (default).
     #[serde(default = "approval")]
     pub policy: String,
-    /// The hosting city nodes (node identity ids).
+    /// The hosting city nodes (node identity ids), named by hand; empty: the CA places it in
+    /// `cities`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// The cities to place it in (one hosting node in each, picked by the CA for the plan).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cities: Vec<String>,
+    /// The resource plan's name (`GET /api/v1/plans`). Absent: the cheapest open plan when
+    /// placed in cities; none when the nodes are named and none of them takes subchains by plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     /// The orderers (orderer identity ids, its Raft voters). Absent: the CA picks three of the
     /// ordering cluster, the least loaded; empty: the hosting nodes order it themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +424,10 @@ pub struct UpdateSubchain {
     /// The orderers (empty: the hosting nodes order it themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orderers: Option<Vec<String>>,
+    /// A new resource plan, by name: a membership revision; the subchain moves off any hosting
+    /// node that cannot take it, to another in the same city.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// A new membership revision: its signed statement and its place in the issuance log.
@@ -558,6 +575,68 @@ pub struct OwnEntry {
     pub city: String,
     /// Its public endpoint, `https://HOST[:PORT]`.
     pub url: String,
+    /// What a city node offers for placement (absent: it takes no automatically placed
+    /// subchain; orderers declare none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+/// `POST /api/v1/nodes/{id}/drain` (administrators): the node is out of service for placement
+/// and its subchains moved, one membership revision each, to other nodes of its city.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drained {
+    /// The node.
+    pub node: String,
+    /// The directory revision that marks it draining.
+    pub directory_revision: u64,
+    /// The subchains moved, in the order they were.
+    pub moved: Vec<MovedSubchain>,
+    /// The subchains that fit nowhere else in the city (still on the node), with why.
+    pub stuck: Vec<StuckSubchain>,
+}
+
+/// A subchain moved off a draining node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MovedSubchain {
+    /// The subchain.
+    pub subchain: String,
+    /// Its hosting nodes now.
+    pub nodes: Vec<String>,
+    /// The membership revision of the move.
+    pub revision: i64,
+}
+
+/// A subchain a drain could not move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StuckSubchain {
+    /// The subchain.
+    pub subchain: String,
+    /// Why it could not move.
+    pub why: String,
+}
+
+// ---- resource plans --------------------------------------------------------------------------
+
+/// A resource plan on offer (`GET /api/v1/plans`, public; `PUT /api/v1/plans/{name}`,
+/// administrators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanOffer {
+    /// The plan: tenancy, rate and burst (tx/s), storage (bytes), bandwidth (bytes/s).
+    pub plan: Plan,
+    /// Publishers choose it themselves; otherwise only an administrator assigns it.
+    pub open: bool,
+}
+
+/// `GET /api/v1/plans`: every plan on offer, shared ones first, then by rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plans {
+    /// The plans.
+    pub plans: Vec<PlanOffer>,
 }
 
 // ---- issuing intermediates -----------------------------------------------------------------

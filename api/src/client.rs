@@ -26,6 +26,8 @@ pub enum ClientError {
         title: String,
         /// Detail.
         detail: String,
+        /// Seconds the server asked to wait before retrying (`Retry-After`), when it said.
+        retry_after: Option<u64>,
     },
     /// The server refused this client's certificate during the TLS handshake (revoked, expired,
     /// from another CA, or not admitted there).
@@ -395,6 +397,11 @@ fn alert_words(alert: rustls::AlertDescription) -> Option<&'static str> {
 
 async fn problem(resp: reqwest::Response) -> ClientError {
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let text = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<Problem>(&text) {
         Ok(p) => ClientError::Problem {
@@ -402,12 +409,14 @@ async fn problem(resp: reqwest::Response) -> ClientError {
             slug: p.slug().to_string(),
             title: p.title,
             detail: p.detail,
+            retry_after,
         },
         Err(_) => ClientError::Problem {
             status,
             slug: String::new(),
             title: format!("HTTP {status}"),
             detail: text,
+            retry_after,
         },
     }
 }

@@ -50,6 +50,12 @@ pub struct SubchainInfo {
     pub transactions: u64,
     /// The caller's role.
     pub role: Option<Role>,
+    /// The resource plan in force (its statement's), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<identity::plan::Plan>,
+    /// Bytes the subchain takes on this node's disk, held against the plan's storage allowance.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// `POST /api/v1/subchains/{id}/transactions`: a batch of signed transactions.

@@ -11,12 +11,17 @@
 //! with the membership key, stores it and writes a feed event for every node. Setting the same
 //! entry again changes nothing and signs nothing.
 //!
-//! Non-features: no capacity yet (the shared-nodes plans add it); entries are not logged in the
+//! A city node may declare the capacity it offers for placement (`identity::plan::Capacity`);
+//! an administrator may mark a node draining (nothing new is placed on it; `crate::registry`
+//! moves its subchains). Both are part of the signed entry.
+//!
+//! Non-features: entries are not logged in the
 //! issuance log (they are not issuance: the signature and the feed carry them); an entry stays
 //! when its identity is disabled (the statements, not the directory, say who hosts).
 
 use identity::IdentityKind;
 use identity::membership::{DirectoryEntry, Envelope, NodeDirectory};
+use identity::plan::Capacity;
 
 use crate::db::Db;
 use crate::db::nodes as store;
@@ -77,14 +82,16 @@ impl Directory<'_> {
         })
     }
 
-    /// Sets `node`'s own entry (the caller authenticated as `node`, of `kind`). Returns the
-    /// directory after the change (unchanged when the entry already said this).
+    /// Sets `node`'s own entry (the caller authenticated as `node`, of `kind`): city, URL and,
+    /// for a city node, the capacity it offers for placement. Returns the directory after the
+    /// change (unchanged when the entry already said this).
     pub async fn set_own(
         &self,
         node: &str,
         kind: IdentityKind,
         city: &str,
         url: &str,
+        capacity: Option<&Capacity>,
     ) -> Result<Current, RegistryError> {
         if !kind.is_network_node() {
             return Err(RegistryError::InvalidField(format!(
@@ -94,6 +101,14 @@ impl Directory<'_> {
         }
         identity::membership::check_city(city).map_err(RegistryError::InvalidField)?;
         identity::membership::check_node_url(url).map_err(RegistryError::InvalidField)?;
+        if let Some(c) = capacity {
+            if kind != IdentityKind::Node {
+                return Err(RegistryError::InvalidField(format!(
+                    "{node} is an orderer: only city nodes declare a capacity (they host subchains)"
+                )));
+            }
+            c.check().map_err(RegistryError::InvalidField)?;
+        }
         let mut tx = self.db.begin().await?;
         self.signer
             .refresh_locked(&mut tx)
@@ -101,13 +116,43 @@ impl Directory<'_> {
             .map_err(RegistryError::Internal)?;
         if store::entry(&mut tx, node)
             .await?
-            .is_some_and(|(c, u)| c == city && u == url)
+            .is_some_and(|(c, u, cap)| c == city && u == url && cap.as_ref() == capacity)
         {
             tx.commit().await?;
             return self.current().await;
         }
         let at = crate::app::now().unix_timestamp();
-        store::upsert(&mut tx, node, city, url, at).await?;
+        store::upsert(&mut tx, node, city, url, capacity, at).await?;
+        let current = self.revise(tx, at).await?;
+        tracing::info!(node, city, url, revision = current.revision, "node directory revised");
+        Ok(current)
+    }
+
+    /// Takes `node` out of service for placement (`draining`) or puts it back: nothing new is
+    /// placed on a draining node. A new directory revision; `None` when it has no entry, and the
+    /// directory unchanged when it already was so.
+    pub async fn set_draining(&self, node: &str, draining: bool) -> Result<Option<Current>, RegistryError> {
+        let mut tx = self.db.begin().await?;
+        self.signer
+            .refresh_locked(&mut tx)
+            .await
+            .map_err(RegistryError::Internal)?;
+        if store::entry(&mut tx, node).await?.is_none() {
+            return Ok(None);
+        }
+        let at = crate::app::now().unix_timestamp();
+        if !store::set_draining(&mut tx, node, draining, at).await? {
+            tx.commit().await?;
+            return Ok(Some(self.current().await?));
+        }
+        let current = self.revise(tx, at).await?;
+        tracing::info!(node, draining, revision = current.revision, "node directory revised");
+        Ok(Some(current))
+    }
+
+    /// Signs the entries as the next revision, stores it, puts it on the feed for every node and
+    /// commits `tx` (which holds the log's lock).
+    async fn revise(&self, mut tx: sqlx::Transaction<'static, sqlx::Any>, at: i64) -> Result<Current, RegistryError> {
         let revision = store::latest(&mut tx).await?.map_or(0, |(r, _)| r) + 1;
         let nodes = store::entries(&mut tx).await?;
         let (d, env) = self
@@ -125,7 +170,6 @@ impl Directory<'_> {
         store::insert_directory_event(&mut tx, seq, revision, at).await?;
         tx.commit().await?;
         wake_feed(self.feed);
-        tracing::info!(node, city, url, revision, "node directory revised");
         Ok(Current {
             revision: d.revision,
             nodes: d.nodes,

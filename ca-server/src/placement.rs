@@ -95,6 +95,16 @@ pub enum PlacementError {
     /// A node named in a placement or a drain is not in the directory.
     #[error("no city node '{0}' is in the directory")]
     UnknownNode(String),
+    /// A node named by hand cannot take the subchain.
+    #[error("the city node '{node}' cannot take the plan '{plan}': {why}")]
+    NodeFull {
+        /// The node.
+        node: String,
+        /// The plan.
+        plan: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// The most cities one subchain is placed in.
@@ -200,6 +210,101 @@ impl Board {
         Ok(drain)
     }
 
+    /// Checks nodes named by hand for `subchain` with `plan`: each that declared a capacity must
+    /// be in service, of the plan's tenancy, free (dedicated) and with room for the plan; nodes
+    /// that declared none are not checked (they were never offered for placement). Records the
+    /// placement on success.
+    pub fn pin(&mut self, subchain: &str, plan: &Plan, nodes: &[String]) -> Result<(), PlacementError> {
+        let mut on_board = Vec::new();
+        for node in nodes {
+            let Some(&i) = self.by_id.get(node) else { continue };
+            let n = &self.nodes[i];
+            let refuse = |why: String| PlacementError::NodeFull {
+                node: node.clone(),
+                plan: plan.name.clone(),
+                why,
+            };
+            if n.draining {
+                return Err(refuse("it is being drained".into()));
+            }
+            if n.capacity.tenancy != plan.tenancy {
+                return Err(refuse(format!(
+                    "it is a {} node and the plan is {}",
+                    n.capacity.tenancy.as_str(),
+                    plan.tenancy.as_str()
+                )));
+            }
+            let others = self.load[i].hosted.keys().filter(|s| *s != subchain).count();
+            if plan.tenancy == Tenancy::Dedicated && others > 0 {
+                return Err(refuse("it is dedicated to another subchain".into()));
+            }
+            let (r, st) = self.spare_without(i, subchain);
+            if r < plan.rate || st < plan.storage {
+                return Err(refuse(format!(
+                    "{r} tx/s and {} are free; the plan needs {} tx/s and {}",
+                    gib(st),
+                    plan.rate,
+                    gib(plan.storage)
+                )));
+            }
+            on_board.push(i);
+        }
+        for i in on_board {
+            self.remove(i, subchain);
+            self.add(i, subchain, plan.tenancy, plan.rate, plan.storage);
+        }
+        Ok(())
+    }
+
+    /// Where `subchain` goes with `plan` (`None`: none, which takes no declared capacity) when
+    /// it is on `current`: each node that can still take it keeps it, each other one (draining,
+    /// of the other tenancy, or without room) is replaced by the node [`Board::place`] would
+    /// choose in its city. Nodes that declared no capacity keep it. Returns the new nodes,
+    /// sorted, and records them; a refusal changes nothing.
+    pub fn replan(
+        &mut self,
+        subchain: &str,
+        plan: Option<&Plan>,
+        current: &[String],
+    ) -> Result<Vec<String>, PlacementError> {
+        let (tenancy, rate, storage, name) = match plan {
+            Some(p) => (p.tenancy, p.rate, p.storage, p.name.clone()),
+            None => (Tenancy::Shared, 0, 0, "none".to_string()),
+        };
+        let mut before = self.clone();
+        let held: Vec<usize> = current.iter().filter_map(|n| self.by_id.get(n).copied()).collect();
+        for &i in &held {
+            before.remove(i, subchain);
+        }
+        // Those that keep it first, so a replacement never lands on one of them.
+        let mut chosen: Vec<String> = Vec::with_capacity(current.len());
+        let mut replace = Vec::new();
+        for node in current {
+            let Some(&i) = before.by_id.get(node) else {
+                chosen.push(node.clone());
+                continue;
+            };
+            let n = &before.nodes[i];
+            let free = tenancy == Tenancy::Shared || before.load[i].hosted.is_empty();
+            let (r, s) = before.spare_of(i);
+            if !n.draining && n.capacity.tenancy == tenancy && free && r >= rate && s >= storage {
+                before.add(i, subchain, tenancy, rate, storage);
+                chosen.push(node.clone());
+            } else {
+                replace.push(n.city.clone());
+            }
+        }
+        for city in replace {
+            let to = before.choose(subchain, tenancy, rate, storage, &city, &name)?;
+            before.add(to, subchain, tenancy, rate, storage);
+            chosen.push(before.nodes[to].id.clone());
+        }
+        *self = before;
+        chosen.sort();
+        chosen.dedup();
+        Ok(chosen)
+    }
+
     /// The subchains on `node` (none for an unknown node), in id order.
     pub fn hosted(&self, node: &str) -> Vec<String> {
         self.by_id
@@ -211,6 +316,15 @@ impl Board {
     /// Declared rate and storage still free on `node`.
     pub fn spare(&self, node: &str) -> Option<(u64, u64)> {
         self.by_id.get(node).map(|&i| self.spare_of(i))
+    }
+
+    /// Spare on node `i` as if `subchain` were not there.
+    fn spare_without(&self, i: usize, subchain: &str) -> (u64, u64) {
+        let (r, s) = self.spare_of(i);
+        match self.load[i].hosted.get(subchain) {
+            Some((_, rate, storage)) => (r.saturating_add(*rate), s.saturating_add(*storage)),
+            None => (r, s),
+        }
     }
 
     fn spare_of(&self, i: usize) -> (u64, u64) {
@@ -517,5 +631,68 @@ mod tests {
                 assert_eq!(b.hosted(&format!("{city}-{i}")).len(), 1_000);
             }
         }
+    }
+
+    #[test]
+    fn nodes_named_by_hand_must_take_the_plan() {
+        let mut b = Board::new(directory(), &[]).unwrap();
+        let pin = |b: &mut Board, s: &str, p: &str, n: &[&str]| b.pin(s, &plan(p), &cities(n));
+        pin(&mut b, "a", "dedicated", &["beijing-d1"]).unwrap();
+        let e = pin(&mut b, "b", "dedicated", &["beijing-d1"]).unwrap_err();
+        assert!(e.to_string().contains("dedicated to another subchain"), "{e}");
+        let e = pin(&mut b, "b", "free", &["beijing-d2"]).unwrap_err();
+        assert!(e.to_string().contains("a dedicated node and the plan is shared"), "{e}");
+        // A node that declared no capacity is not checked; one that did is.
+        pin(&mut b, "c", "business", &["legacy-1", "beijing-s1"]).unwrap();
+        let e = pin(&mut b, "d", "standard", &["beijing-s1"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("500 tx/s and 0.0 GiB are free; the plan needs 100 tx/s and 10.0 GiB"),
+            "{e}"
+        );
+        // Pinning again where it already is does not count it twice.
+        pin(&mut b, "c", "business", &["beijing-s1"]).unwrap();
+        assert_eq!(b.spare("beijing-s1").unwrap(), (500, 0));
+        assert_eq!(b.hosted("beijing-s1"), ["c"]);
+    }
+
+    #[test]
+    fn a_new_plan_keeps_the_nodes_that_can_take_it_and_moves_off_the_others() {
+        let mut b = Board::new(directory(), &[]).unwrap();
+        // 500 tx/s and 10 GiB: the rate, not the storage, is what runs out here.
+        let mid = Plan {
+            name: "mid".into(),
+            storage: 10 * GIB,
+            ..plan("business")
+        };
+        let both = cities(&["beijing", "shanghai"]);
+        let at = b.place("x", &mid, &both).unwrap();
+        assert_eq!(at, ["beijing-s1", "shanghai-s1"]);
+        b.place("y", &mid, &cities(&["beijing"])).unwrap(); // beijing-s2
+        // A smaller plan stays where it is.
+        let mut current = at.clone();
+        current.sort();
+        assert_eq!(b.replan("x", Some(&plan("free")), &current).unwrap(), current);
+        assert_eq!(b.spare("beijing-s1").unwrap().0, 990);
+        // A bigger one than beijing-s1 has room for: 1,000 tx/s, with 500 taken by nothing else
+        // there, still fits; make it not fit by filling the node first.
+        b.place("z", &mid, &cities(&["beijing"])).unwrap(); // beijing-s1 (most spare)
+        let big = Plan {
+            name: "big".into(),
+            rate: 600,
+            burst: 600,
+            ..mid.clone()
+        };
+        let e = b.replan("x", Some(&big), &current).unwrap_err();
+        assert!(
+            e.to_string().contains("beijing"),
+            "beijing-s2 has 500 free, not 600: {e}"
+        );
+        assert_eq!(b.spare("beijing-s1").unwrap().0, 490, "a refusal changes nothing");
+        // Dedicated moves it to dedicated nodes in the same cities.
+        let moved = b.replan("x", Some(&plan("dedicated")), &current).unwrap();
+        assert_eq!(moved, ["beijing-d1", "shanghai-d1"]);
+        assert_eq!(b.hosted("beijing-s1"), ["z"]);
+        assert_eq!(b.spare("beijing-s1").unwrap().0, 500);
     }
 }

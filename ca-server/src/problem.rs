@@ -77,6 +77,15 @@ pub enum ApiError {
     /// A rotation step that does not fit the intermediates' current state.
     #[error("{0}")]
     RotationRefused(String),
+    /// No plan of this name is on offer.
+    #[error("{0}")]
+    UnknownPlan(String),
+    /// The plan is assigned by administrators only.
+    #[error("{0}")]
+    PlanNotOpen(String),
+    /// No node in a city fits the subchain's plan (which city, what is missing).
+    #[error("{0}")]
+    NoPlacement(String),
     /// The portal enrollment challenge is unknown, used, expired, or its signature is wrong.
     #[error("{0}")]
     InvalidProof(String),
@@ -144,6 +153,9 @@ impl ApiError {
             Self::AlreadyRevoked => (S::CONFLICT, "already-revoked", "Certificate already revoked"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflicts with the current state"),
             Self::RotationRefused(_) => (S::CONFLICT, "rotation-refused", "Rotation step refused"),
+            Self::UnknownPlan(_) => (S::BAD_REQUEST, "unknown-plan", "No such plan"),
+            Self::PlanNotOpen(_) => (S::FORBIDDEN, "plan-not-open", "Plan assigned by administrators only"),
+            Self::NoPlacement(_) => (S::CONFLICT, "no-placement", "Nothing fits the plan"),
             Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
             Self::InvalidProof(_) => (S::BAD_REQUEST, "invalid-proof", "Proof of possession failed"),
             Self::InvalidChallenge => (S::CONFLICT, "invalid-challenge", "Enrollment challenge used or expired"),

@@ -18,6 +18,8 @@ use sqlx::{Any, Transaction};
 use crate::db::Db;
 use crate::db::registry as store;
 use crate::log::{LogSigner, NewLeaf, Receipt};
+use crate::placement::{self, Board, Placed};
+use identity::plan::{Plan, Tenancy};
 
 /// The CA's membership signing key (Ed25519), as `signing_keys` says which one is active: number
 /// 1 is the key of initialisation (sealed in the database's `meta`, so every replica signs with
@@ -265,8 +267,15 @@ pub struct NewSubchain {
     pub description: String,
     /// Join policy.
     pub policy: Policy,
-    /// Hosting node ids.
+    /// Hosting node ids named by hand (empty: the CA places it in `cities`).
     pub nodes: Vec<String>,
+    /// The cities to place it in when no node is named.
+    pub cities: Vec<String>,
+    /// The plan's name (`None`: the cheapest open plan when placed in cities; no plan when the
+    /// nodes are named and none of them is offered for placement).
+    pub plan: Option<String>,
+    /// The caller may assign plans that are not open to publishers (an administrator).
+    pub assigns_any_plan: bool,
     /// Orderer ids (`None`: the CA picks up to three of the cluster, the least loaded first;
     /// empty: the hosting nodes order it themselves).
     pub orderers: Option<Vec<String>>,
@@ -285,6 +294,11 @@ pub struct Patch {
     pub nodes: Option<Vec<String>>,
     /// New orderers (a membership revision; empty: the hosting nodes order it).
     pub orderers: Option<Vec<String>>,
+    /// A new plan, by name (a membership revision; the subchain moves off nodes that cannot
+    /// take it, within their cities).
+    pub plan: Option<String>,
+    /// The caller may assign plans that are not open to publishers (an administrator).
+    pub assigns_any_plan: bool,
 }
 
 /// A membership change's result.
@@ -345,6 +359,15 @@ pub enum RegistryError {
     /// The change conflicts with the current state (exists already, already a member...).
     #[error("{0}")]
     Conflict(String),
+    /// No plan of this name is on offer.
+    #[error("no plan '{0}' is on offer (`bsn plans` lists them)")]
+    UnknownPlan(String),
+    /// Only administrators assign this plan.
+    #[error("the plan '{0}' is assigned by administrators only; ask one, or choose another (`bsn plans`)")]
+    PlanNotOpen(String),
+    /// Nothing fits where the subchain was to go.
+    #[error(transparent)]
+    NoPlacement(#[from] crate::placement::PlacementError),
     /// Storage or signing failed.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -438,6 +461,76 @@ async fn check_participant(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(
     }
 }
 
+/// The placement board: the active city nodes that declared a capacity, with every subchain
+/// placed on them (a subchain without a plan takes no declared capacity).
+async fn board(conn: &mut sqlx::AnyConnection) -> Result<Board, RegistryError> {
+    let nodes: Vec<placement::Node> = crate::db::nodes::active_city_nodes(&mut *conn)
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            e.capacity.map(|capacity| placement::Node {
+                id: e.id,
+                city: e.city,
+                capacity,
+                draining: e.draining,
+            })
+        })
+        .collect();
+    let on_board: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    let placed: Vec<Placed> = store::placements(conn)
+        .await?
+        .into_iter()
+        .filter(|(_, node, _)| on_board.contains(node.as_str()))
+        .map(|(subchain, node, plan)| Placed {
+            subchain,
+            node,
+            tenancy: plan.as_ref().map_or(Tenancy::Shared, |p| p.tenancy),
+            rate: plan.as_ref().map_or(0, |p| p.rate),
+            storage: plan.as_ref().map_or(0, |p| p.storage),
+        })
+        .collect();
+    Ok(Board::new(nodes, &placed)?)
+}
+
+/// Checks hosting nodes named by hand against the board: every node offered for placement
+/// must take `plan`, and a subchain on one needs a plan.
+fn pin(board: &mut Board, subchain: &str, plan: Option<&Plan>, nodes: &[String]) -> Result<(), RegistryError> {
+    match plan {
+        Some(plan) => Ok(board.pin(subchain, plan, nodes)?),
+        None => match nodes.iter().find(|n| board.spare(n).is_some()) {
+            Some(n) => Err(RegistryError::InvalidField(format!(
+                "'{n}' hosts subchains by plan: choose one (`bsn plans` lists them)"
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The plan named `name`, if on offer and the caller may choose it.
+async fn offered_plan(conn: &mut sqlx::AnyConnection, name: &str, assigns_any: bool) -> Result<Plan, RegistryError> {
+    let offer = crate::db::plans::get(conn, name)
+        .await?
+        .ok_or_else(|| RegistryError::UnknownPlan(name.to_string()))?;
+    if !offer.open && !assigns_any {
+        return Err(RegistryError::PlanNotOpen(name.to_string()));
+    }
+    Ok(offer.plan)
+}
+
+/// The open plan with the lowest rate (then name): what a subchain placed without naming a
+/// plan gets.
+async fn cheapest_open_plan(conn: &mut sqlx::AnyConnection) -> Result<Plan, RegistryError> {
+    crate::db::plans::list(conn)
+        .await?
+        .into_iter()
+        .filter(|o| o.open)
+        .map(|o| o.plan)
+        .min_by(|a, b| (a.rate, &a.name).cmp(&(b.rate, &b.name)))
+        .ok_or_else(|| {
+            RegistryError::InvalidField("no plan is open to publishers: name one an administrator assigns".into())
+        })
+}
+
 impl Registry<'_> {
     /// A subchain, with its nodes.
     pub async fn get(&self, id: &str) -> Result<Option<Subchain>, RegistryError> {
@@ -484,26 +577,93 @@ impl Registry<'_> {
     /// Creates a subchain at revision 1, with its publisher as its first admin member.
     pub async fn create(&self, new: NewSubchain, publisher: &str, now: i64) -> Result<Revised, RegistryError> {
         let mut tx = self.db.begin().await?;
-        let nodes = check_nodes(&mut tx, &new.nodes).await?;
+        // Placement reads every node's load: under the log's lock, which every change of
+        // hosting nodes or plans takes, so two creations never both take the last free node.
+        crate::log::lock_sequencer(&mut tx).await.map_err(db_err)?;
+        let id = new.id.as_str();
+        let plan = match &new.plan {
+            Some(name) => Some(offered_plan(&mut tx, name, new.assigns_any_plan).await?),
+            None if new.nodes.is_empty() => Some(cheapest_open_plan(&mut tx).await?),
+            None => None,
+        };
+        let nodes = match (new.nodes.is_empty(), new.cities.is_empty()) {
+            (false, false) => {
+                return Err(RegistryError::InvalidField(
+                    "name the hosting nodes or the cities to place the subchain in, not both".into(),
+                ));
+            }
+            (true, true) => {
+                return Err(RegistryError::InvalidField(
+                    "name the cities to place the subchain in (or, by hand, its hosting nodes)".into(),
+                ));
+            }
+            (true, false) => {
+                let plan = plan
+                    .as_ref()
+                    .ok_or_else(|| RegistryError::Internal(anyhow::anyhow!("no plan")))?;
+                for c in &new.cities {
+                    identity::membership::check_city(c).map_err(RegistryError::InvalidField)?;
+                }
+                let mut placed = board(&mut tx).await?.place(id, plan, &new.cities)?;
+                placed.sort();
+                placed
+            }
+            (false, true) => {
+                let nodes = check_nodes(&mut tx, &new.nodes).await?;
+                pin(&mut board(&mut tx).await?, id, plan.as_ref(), &nodes)?;
+                nodes
+            }
+        };
         let orderers = match &new.orderers {
             Some(o) => check_orderers(&mut tx, o).await?,
             None => pick_orderers(&mut tx, now).await?,
         };
-        let id = new.id.as_str();
         let inserted =
             store::insert_subchain(&mut tx, id, &new.name, publisher, &new.description, new.policy, now).await?;
         if !inserted {
             return Err(RegistryError::Conflict(format!("subchain '{}' already exists", new.id)));
         }
+        store::set_plan(&mut tx, id, plan.as_ref()).await?;
         store::set_nodes(&mut tx, id, &nodes).await?;
         store::set_orderers(&mut tx, id, &orderers).await?;
         store::insert_member(&mut tx, id, publisher, Role::Admin, now, publisher).await?;
         let revised = self
-            .commit_revision(&mut tx, new.id.as_str(), 1, &[], publisher, now)
+            .commit_and_announce(tx, new.id.as_str(), 1, &[], publisher, now)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        self.announce();
         Ok(revised)
+    }
+
+    /// Moves `subchain` off `node` (draining) to the node placement picks in the same city, as
+    /// one membership revision. `None` when the subchain is not (or no longer) on `node`.
+    pub async fn rehost(
+        &self,
+        subchain: &str,
+        node: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<Revised>, RegistryError> {
+        let mut tx = self.db.begin().await?;
+        let current = store::nodes_of(&mut tx, subchain).await?;
+        if !current.iter().any(|n| n == node) {
+            return Ok(None);
+        }
+        let (revision, before) = self.begin_revision(&mut tx, subchain, now).await?;
+        crate::log::lock_sequencer(&mut tx).await.map_err(db_err)?;
+        let plan = store::plan_of(&mut tx, subchain).await?;
+        let next = board(&mut tx).await?.replan(subchain, plan.as_ref(), &current)?;
+        if next == current {
+            return Ok(None);
+        }
+        store::set_nodes(&mut tx, subchain, &next).await?;
+        let revised = self
+            .commit_and_announce(tx, subchain, revision, &before, by, now)
+            .await?;
+        Ok(Some(revised))
+    }
+
+    /// The subchains `node` hosts, by id.
+    pub async fn hosted_by(&self, node: &str) -> Result<Vec<String>, RegistryError> {
+        Ok(store::hosted_by(&mut *self.db.acquire().await?, node).await?)
     }
 
     /// Locks the subchain's row and starts a new revision. Returns (revision, the nodes that
@@ -537,7 +697,7 @@ impl Registry<'_> {
         if !found {
             return Err(RegistryError::NotFound(format!("no subchain '{subchain}'")));
         }
-        if patch.nodes.is_none() && patch.orderers.is_none() {
+        if patch.nodes.is_none() && patch.orderers.is_none() && patch.plan.is_none() {
             tx.commit().await.map_err(db_err)?;
             return Ok(None);
         }
@@ -547,6 +707,10 @@ impl Registry<'_> {
         };
         let orderers = match &patch.orderers {
             Some(o) => Some(check_orderers(&mut tx, o).await?),
+            None => None,
+        };
+        let plan = match &patch.plan {
+            Some(name) => Some(offered_plan(&mut tx, name, patch.assigns_any_plan).await?),
             None => None,
         };
         let (nodes_now, orderers_now) = (
@@ -561,23 +725,44 @@ impl Registry<'_> {
                 "how a subchain is ordered (by the ordering cluster, or by its own city nodes) is fixed when it is created; change its orderers, not whether it has any".into(),
             ));
         }
-        if nodes.as_ref().is_none_or(|n| *n == nodes_now) && orderers.as_ref().is_none_or(|o| *o == orderers_now) {
+        let plan_now = store::plan_of(&mut tx, subchain).await?;
+        if nodes.as_ref().is_none_or(|n| *n == nodes_now)
+            && orderers.as_ref().is_none_or(|o| *o == orderers_now)
+            && plan.as_ref().is_none_or(|p| Some(p) == plan_now.as_ref())
+        {
             return Err(RegistryError::Conflict(
-                "the subchain already has exactly these hosting nodes and orderers".into(),
+                "the subchain already has exactly these hosting nodes, orderers and plan".into(),
             ));
         }
         let (revision, before) = self.begin_revision(&mut tx, subchain, now).await?;
-        if let Some(nodes) = &nodes {
+        // Hosting nodes and plans are placed under the log's lock (after the subchain's row, the
+        // order every revision takes them in).
+        let nodes = if nodes.is_some() || plan.is_some() {
+            crate::log::lock_sequencer(&mut tx).await.map_err(db_err)?;
+            let mut board = board(&mut tx).await?;
+            let in_force = plan.as_ref().or(plan_now.as_ref());
+            match nodes {
+                Some(n) => {
+                    pin(&mut board, subchain, in_force, &n)?;
+                    Some(n)
+                }
+                None => Some(board.replan(subchain, in_force, &nodes_now)?),
+            }
+        } else {
+            None
+        };
+        if let Some(plan) = &plan {
+            store::set_plan(&mut tx, subchain, Some(plan)).await?;
+        }
+        if let Some(nodes) = nodes.as_ref().filter(|n| **n != nodes_now) {
             store::set_nodes(&mut tx, subchain, nodes).await?;
         }
         if let Some(orderers) = &orderers {
             store::set_orderers(&mut tx, subchain, orderers).await?;
         }
         let revised = self
-            .commit_revision(&mut tx, subchain, revision, &before, by, now)
+            .commit_and_announce(tx, subchain, revision, &before, by, now)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        self.announce();
         Ok(Some(revised))
     }
 
@@ -608,10 +793,8 @@ impl Registry<'_> {
         }
         store::delete_join_request(&mut tx, subchain, identity).await?;
         let revised = self
-            .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
+            .commit_and_announce(tx, subchain, revision, &nodes, by, now)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        self.announce();
         Ok(revised)
     }
 
@@ -642,10 +825,8 @@ impl Registry<'_> {
         }
         store::add_to_member_count(&mut tx, subchain, added as i64).await?;
         let revised = self
-            .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
+            .commit_and_announce(tx, subchain, revision, &nodes, by, now)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        self.announce();
         Ok(revised)
     }
 
@@ -671,10 +852,8 @@ impl Registry<'_> {
         }
         store::add_to_member_count(&mut tx, subchain, -1).await?;
         let revised = self
-            .commit_revision(&mut tx, subchain, revision, &nodes, by, now)
+            .commit_and_announce(tx, subchain, revision, &nodes, by, now)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        self.announce();
         Ok(revised)
     }
 
@@ -777,6 +956,24 @@ impl Registry<'_> {
         Ok(revised)
     }
 
+    /// [`Registry::commit_revision`], then commits `tx` and wakes the feed streams.
+    async fn commit_and_announce(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        subchain: &str,
+        revision: i64,
+        nodes_before: &[String],
+        by: &str,
+        now: i64,
+    ) -> Result<Revised, RegistryError> {
+        let revised = self
+            .commit_revision(&mut tx, subchain, revision, nodes_before, by, now)
+            .await?;
+        tx.commit().await.map_err(db_err)?;
+        self.announce();
+        Ok(revised)
+    }
+
     /// Signs the statement of `revision`, stores it, logs it and puts it on the feed for the
     /// nodes and orderers of the subchain before (`nodes_before`) and after the change.
     async fn commit_revision(
@@ -791,6 +988,7 @@ impl Registry<'_> {
         let nodes = store::nodes_of(tx, subchain).await?;
         let orderers = store::orderers_of(tx, subchain).await?;
         let members = store::members(tx, subchain, "", i64::MAX).await?;
+        let plan = store::plan_of(tx, subchain).await?;
         let statement = Statement {
             version: 1,
             trust_domain: self.signer.trust_domain().to_string(),
@@ -800,6 +998,7 @@ impl Registry<'_> {
             nodes: nodes.clone(),
             orderers: orderers.clone(),
             members,
+            plan,
         };
         let payload = serde_json::to_vec(&statement).map_err(db_err)?;
         self.signer.refresh_locked(tx).await.map_err(db_err)?;

@@ -317,6 +317,20 @@ impl Net {
                     "--role",
                     self.kinds[i],
                 ])
+                // City nodes offer shared capacity, so `bsn subchain create --city` places
+                // subchains on them.
+                .args(if self.kinds[i] == "node" {
+                    &[
+                        "--capacity",
+                        "shared",
+                        "--capacity-rate",
+                        "2000",
+                        "--capacity-storage",
+                        "1TiB",
+                    ][..]
+                } else {
+                    &[][..]
+                })
                 .output()
                 .map_err(local)?;
             if !out.status.success() {
@@ -368,6 +382,9 @@ impl Net {
                 description: "the devnet's demo subchain".into(),
                 policy: "open".into(),
                 nodes: self.names[..self.city_nodes].to_vec(),
+                cities: Vec::new(),
+                // The nodes offer shared capacity: a subchain on them has a plan.
+                plan: Some("business".into()),
                 orderers: Some(self.names[self.city_nodes..].to_vec()),
             };
             let _: Revised = ca.post_as("/api/v1/subchains", &body).await?;
@@ -486,6 +503,17 @@ impl Net {
         println!("  bsn tx submit --put hello=world");
         println!("  bsn query get hello");
         println!("  bsn query blocks --follow");
+        println!(
+            "  bsn plans --ca {} ; then, as the administrator, place a subchain by plan and city:",
+            self.ca_url
+        );
+        println!(
+            "  bsn subchain create notes --name Notes --plan free --city {} --ca {} --cert {} --key {}",
+            self.node_cities[0],
+            self.ca_url,
+            self.admin.join("cert.pem").display(),
+            self.admin.join("key.pem").display()
+        );
         match portal {
             PortalAdmin::Claim(secret) => println!(
                 "  the portal as administrator: open {}/register, claim id admin with the one-time secret {secret} and choose a password; then sign in at {}/signin",

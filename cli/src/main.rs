@@ -7,6 +7,7 @@
 mod devnet;
 mod ledger;
 mod output;
+mod plans;
 mod registrations;
 mod subchain;
 
@@ -268,6 +269,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The resource plans on offer (public): tenancy, rate, storage, bandwidth, who may choose
+    /// each; `bsn plans set|withdraw` for administrators.
+    Plans(plans::PlansArgs),
+    /// City-node operations for administrators: drain (out of service for placement, its
+    /// subchains moved) and undrain.
+    #[command(subcommand)]
+    Node(plans::NodeCmd),
     /// Your subchains and roles.
     Memberships {
         #[command(flatten)]
@@ -618,6 +626,23 @@ impl From<ClientError> for Failure {
                 "membership-stale" | "ordering-unavailable" => {
                     (5, Some("the node cannot write right now; try again shortly"))
                 }
+                "rate-quota" => (
+                    5,
+                    Some(
+                        "the subchain is over its plan's transaction rate: retry after the pause the node gave, or ask its publisher for a larger plan (`bsn plans`)",
+                    ),
+                ),
+                "unknown-plan" => (4, Some("`bsn plans` lists the plans on offer")),
+                "plan-not-open" => (
+                    3,
+                    Some("an administrator assigns that plan: ask one, or choose an open plan (`bsn plans`)"),
+                ),
+                "no-placement" => (
+                    4,
+                    Some(
+                        "choose another plan or city, or ask a city-node operator for capacity there (`bsn nodes` shows what each offers)",
+                    ),
+                ),
                 _ if *status >= 500 => (5, None),
                 _ => (4, None),
             },
@@ -785,6 +810,8 @@ async fn run(cmd: Command) -> Result<(), Failure> {
         } => registrations::invite(&ca, &me, uses, valid_for).await?,
         Command::Memberships { t, json } => subchain::memberships(t, json).await?,
         Command::Nodes { ca, json } => subchain::nodes(&ca, json).await?,
+        Command::Plans(a) => plans::plans(a).await?,
+        Command::Node(cmd) => plans::node(cmd).await?,
         Command::Tx(cmd) => ledger::tx(cmd).await?,
         Command::Devnet {
             dir,

@@ -59,8 +59,14 @@ pub(crate) enum SubchainCmd {
         /// open (readers and writers join at once) or approval.
         #[arg(long, default_value = "approval")]
         policy: String,
-        /// A hosting city node's id (repeatable, at least one).
-        #[arg(long = "node", required = true)]
+        /// A city to host it in (repeatable): the CA picks the node there that fits the plan.
+        #[arg(long = "city", required_unless_present = "nodes", conflicts_with = "nodes")]
+        cities: Vec<String>,
+        /// The resource plan (`bsn plans`; default: the cheapest open one when placed by city).
+        #[arg(long)]
+        plan: Option<String>,
+        /// A hosting city node's id, named by hand instead of --city (repeatable).
+        #[arg(long = "node")]
         nodes: Vec<String>,
         /// An orderer's id (repeatable; default: the CA picks three of the ordering cluster).
         #[arg(long = "orderer", conflicts_with = "no_orderers")]
@@ -87,6 +93,9 @@ pub(crate) enum SubchainCmd {
         /// The new set of hosting nodes (repeatable; replaces the old set).
         #[arg(long = "node")]
         nodes: Vec<String>,
+        /// A new resource plan (`bsn plans`): the subchain moves off nodes that cannot take it.
+        #[arg(long)]
+        plan: Option<String>,
         /// The new set of orderers (repeatable; replaces the old set).
         #[arg(long = "orderer", conflicts_with = "no_orderers")]
         orderers: Vec<String>,
@@ -196,6 +205,18 @@ pub(crate) enum SubchainCmd {
     },
 }
 
+/// The figures of a plan, for people: "shared, 10 tx/s (burst 20), 1.0 GiB, 1.0 MB/s".
+pub(crate) fn plan_figures(p: &identity::plan::Plan) -> String {
+    format!(
+        "{}, {} tx/s (burst {}), {} stored, {}/s served",
+        p.tenancy.as_str(),
+        p.rate,
+        p.burst,
+        output::bytes(p.storage),
+        output::bytes(p.bandwidth)
+    )
+}
+
 fn show_revised(v: &Revised) {
     println!(
         "{} is at revision {} (log entry {})",
@@ -257,6 +278,8 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             name,
             description,
             policy,
+            cities,
+            plan,
             nodes,
             orderers,
             no_orderers,
@@ -267,6 +290,8 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 description,
                 policy,
                 nodes,
+                cities,
+                plan,
                 orderers: if no_orderers {
                     Some(Vec::new())
                 } else {
@@ -283,6 +308,7 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             description,
             policy,
             nodes,
+            plan,
             orderers,
             no_orderers,
         } => {
@@ -290,6 +316,7 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 name,
                 description,
                 policy,
+                plan,
                 nodes: (!nodes.is_empty()).then_some(nodes),
                 orderers: if no_orderers {
                     Some(Vec::new())
@@ -301,7 +328,7 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
                 return Err(Failure {
                     code: 2,
                     message: "nothing to change".into(),
-                    hint: Some("give --name, --description, --policy, --node, --orderer or --no-orderers"),
+                    hint: Some("give --name, --description, --policy, --plan, --node, --orderer or --no-orderers"),
                 });
             }
             let v: Updated = api(&t.ca, Some(&t.me))?
@@ -475,13 +502,24 @@ pub(crate) async fn nodes(ca: &super::CaArgs, json: bool) -> Result<(), Failure>
         &verified.nodes,
         json,
         |items| {
-            let mut t = output::Table::new(&["ID", "ROLE", "CITY", "URL"]);
+            let mut t = output::Table::new(&["ID", "ROLE", "CITY", "URL", "OFFERS"]);
             for n in items {
+                let offers = match &n.capacity {
+                    None => "-".to_string(),
+                    Some(c) => format!(
+                        "{}, {} tx/s, {}{}",
+                        c.tenancy.as_str(),
+                        c.rate,
+                        output::bytes(c.storage),
+                        if n.draining { " (draining)" } else { "" }
+                    ),
+                };
                 t.row(vec![
                     n.id.clone(),
                     n.role.as_str().to_string(),
                     n.city.clone(),
                     n.url.clone(),
+                    offers,
                 ]);
             }
             t
@@ -621,6 +659,13 @@ fn show(v: &Subchain) -> String {
         &format!("{} (changed {})", v.revision, when(v.updated_at)),
     );
     row(&mut out, "created", &when(v.created_at));
+    row(
+        &mut out,
+        "plan",
+        &v.plan.as_ref().map_or("none (no quotas)".to_string(), |p| {
+            format!("{}: {}", p.name, plan_figures(p))
+        }),
+    );
     row(
         &mut out,
         "ordered by",

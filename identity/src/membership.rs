@@ -139,6 +139,11 @@ pub struct Statement {
     pub orderers: Vec<String>,
     /// Members, sorted by id, each once.
     pub members: Vec<Member>,
+    /// The resource plan in force (DESIGN.md section 12): what the subchain may take from each
+    /// node hosting it, enforced there. Absent: none chosen (hosts pinned by an administrator),
+    /// no quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::Plan>,
 }
 
 impl Statement {
@@ -196,6 +201,9 @@ impl Statement {
         if !self.orderers.windows(2).all(|w| w[0] < w[1]) {
             return bad("orderers must be sorted, each once");
         }
+        if let Some(plan) = &self.plan {
+            plan.check().map_err(StatementError::Invalid)?;
+        }
         for id in self
             .members
             .iter()
@@ -222,6 +230,14 @@ pub struct DirectoryEntry {
     pub city: String,
     /// Its public HTTPS endpoint (gateway and node-to-node API), such as `https://n1.example:8444`.
     pub url: String,
+    /// What a city node declared it can give the subchains it hosts; absent: it takes no
+    /// automatically placed subchains (orderers never declare one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::plan::Capacity>,
+    /// Taken out of service by an administrator: nothing new is placed on it and its subchains
+    /// move elsewhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// The network's nodes at one revision, as the CA signs it: who runs where. Only a node itself
@@ -270,6 +286,13 @@ impl NodeDirectory {
             }
             check_city(&n.city).map_err(StatementError::Invalid)?;
             check_node_url(&n.url).map_err(StatementError::Invalid)?;
+            if let Some(c) = &n.capacity {
+                if n.role != crate::IdentityKind::Node {
+                    return bad(format!("{}: only city nodes declare a capacity", n.id));
+                }
+                c.check()
+                    .map_err(|e| StatementError::Invalid(format!("{}: {e}", n.id)))?;
+            }
         }
         Ok(())
     }
@@ -634,7 +657,26 @@ mod tests {
                     role: Role::Reader,
                 },
             ],
+            plan: None,
         }
+    }
+
+    #[test]
+    fn a_statement_carries_its_plan_and_a_bad_plan_fails_it() {
+        let (kp, public) = key();
+        let mut s = statement();
+        // Without a plan the field is absent, so statements signed before plans read the same.
+        assert!(
+            !String::from_utf8(serde_json::to_vec(&s).unwrap())
+                .unwrap()
+                .contains("plan")
+        );
+        s.plan = Some(crate::plan::Plan::defaults().remove(0));
+        let env = seal(&kp, STATEMENT_CONTEXT, &serde_json::to_vec(&s).unwrap());
+        assert_eq!(public.verify_statement(&env).unwrap().plan, s.plan);
+        s.plan.as_mut().unwrap().rate = 0;
+        let env = seal(&kp, STATEMENT_CONTEXT, &serde_json::to_vec(&s).unwrap());
+        assert!(matches!(public.verify_statement(&env), Err(StatementError::Invalid(m)) if m.contains("rate")));
     }
 
     #[test]
@@ -659,6 +701,13 @@ mod tests {
             role,
             city: "Beijing".into(),
             url: url.into(),
+            capacity: None,
+            draining: false,
+        };
+        let shared = crate::plan::Capacity {
+            tenancy: crate::plan::Tenancy::Shared,
+            rate: 1000,
+            storage: 1 << 40,
         };
         let d = NodeDirectory {
             version: 1,
@@ -670,8 +719,13 @@ mod tests {
                 entry("o1", crate::IdentityKind::Orderer, "https://10.0.0.7:9000"),
             ],
         };
+        let mut d = d;
+        d.nodes[0].capacity = Some(shared.clone());
+        d.nodes[0].draining = true;
         let env = seal(&kp, DIRECTORY_CONTEXT, &serde_json::to_vec(&d).unwrap());
         let got = public.verify_directory(&env).unwrap();
+        assert_eq!(got.entry("n1").unwrap().capacity, Some(shared.clone()));
+        assert!(got.entry("n1").unwrap().draining && !got.entry("o1").unwrap().draining);
         assert_eq!(got.entry("o1").unwrap().url, "https://10.0.0.7:9000");
         assert!(got.entry("n2").is_none());
         // A statement's context cannot pass for a directory's.
@@ -681,6 +735,17 @@ mod tests {
             entry("n1", crate::IdentityKind::Node, "http://n1:1"),
             entry("n1", crate::IdentityKind::Node, "https://user@n1:1"),
             entry("n1", crate::IdentityKind::Node, "https://"),
+            DirectoryEntry {
+                capacity: Some(shared.clone()),
+                ..entry("o1", crate::IdentityKind::Orderer, "https://o1:1")
+            },
+            DirectoryEntry {
+                capacity: Some(crate::plan::Capacity {
+                    rate: 0,
+                    ..shared.clone()
+                }),
+                ..entry("n1", crate::IdentityKind::Node, "https://n1:1")
+            },
         ] {
             let mut d = d.clone();
             d.nodes = vec![bad];

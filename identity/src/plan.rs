@@ -137,9 +137,59 @@ impl Capacity {
     }
 }
 
+/// A byte count as people write it: `1073741824`, `512MB`, `10GiB`, `1.5 TiB` (decimal units
+/// kB/MB/GB/TB/PB, binary KiB/MiB/GiB/TiB/PiB, case-insensitive, `B` optional).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim().to_ascii_lowercase());
+    let scale: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "t" => 1_000_000_000_000,
+        "p" => 1_000_000_000_000_000,
+        "ki" => 1 << 10,
+        "mi" => 1 << 20,
+        "gi" => 1 << 30,
+        "ti" => 1 << 40,
+        "pi" => 1 << 50,
+        _ => return Err(format!("'{s}' is not a size (such as 500MB, 10GiB or 2TiB)")),
+    };
+    let bad = || format!("'{s}' is not a size (such as 500MB, 10GiB or 2TiB)");
+    if number.is_empty() || (unit.len() > 1 && unit.ends_with("bb")) {
+        return Err(bad());
+    }
+    let v = if let Ok(n) = number.parse::<u64>() {
+        n.checked_mul(scale).ok_or_else(bad)?
+    } else {
+        let f: f64 = number.parse().map_err(|_| bad())?;
+        let v = f * scale as f64;
+        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+            return Err(bad());
+        }
+        v.round() as u64
+    };
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_read_as_people_write_them() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("1.5 TiB"), Ok(3 << 39));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2g"), Ok(2_000_000_000));
+        assert_eq!(parse_size("7 B"), Ok(7));
+        for bad in ["", "GiB", "ten", "5 XB", "-3", "1e3", "20000000PiB", "5 bb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_default_plans_pass_their_own_rules() {

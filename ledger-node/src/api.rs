@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use crate::chain::Outcome;
 use crate::clock::now_ms;
 use crate::directory::Directory;
+use crate::quota::RateRefusal;
 use crate::server::Peer;
 use crate::subchain::{Refusal, Subchain, Subchains};
 
@@ -73,6 +74,8 @@ pub struct AppState {
     pub submits: Arc<bsn_transport::KeyedSlots<String>>,
     /// Open block streams, per identity.
     pub streams: Arc<bsn_transport::KeyedSlots<String>>,
+    /// Each hosted subchain's rate under its plan.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_MIB as usize)),
             submits: bsn_transport::KeyedSlots::new(SUBMITS_PER_IDENTITY, 4096),
             streams: bsn_transport::KeyedSlots::new(STREAMS_PER_IDENTITY, MAX_STREAMS),
+            quotas: Arc::new(crate::quota::Quotas::default()),
         }
     }
 }
@@ -137,6 +141,28 @@ pub enum ApiError {
     /// Too many open streams or concurrent submissions for this identity.
     #[error("{0}")]
     TooMany(String),
+    /// The subchain holds its plan's storage allowance: writes refused, reads served.
+    #[error(
+        "subchain {subchain} holds {used} bytes here, its plan's storage allowance is {allowance}; writes are refused until its publisher chooses a larger plan (reads are still served)"
+    )]
+    StorageQuota {
+        /// The subchain.
+        subchain: String,
+        /// Bytes it takes here.
+        used: u64,
+        /// Its plan's allowance.
+        allowance: u64,
+    },
+    /// The subchain is over its plan's transaction rate: retry after so many seconds.
+    #[error("subchain {subchain} is over its plan's rate of {rate} transactions per second; retry in {secs} s")]
+    RateQuota {
+        /// The subchain.
+        subchain: String,
+        /// The plan's rate.
+        rate: u64,
+        /// Seconds until the submission would pass.
+        secs: u64,
+    },
     /// This node's request-body budget is in use; retry shortly.
     #[error("this node is reading too many request bodies; retry shortly")]
     Busy,
@@ -197,6 +223,16 @@ impl ApiError {
                 "Request body too large",
             ),
             TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many at once"),
+            RateQuota { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-quota",
+                "Over the plan's transaction rate",
+            ),
+            StorageQuota { .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage-quota",
+                "At the plan's storage allowance",
+            ),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Node busy"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -240,7 +276,17 @@ impl IntoResponse for ApiError {
         if let ApiError::Partial(results) = &self {
             problem = problem.with("results", json!(results));
         }
-        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then_some(1);
+        let retry_after = match &self {
+            ApiError::RateQuota { secs, subchain, .. } => {
+                problem = problem.with("subchain", json!(subchain));
+                Some(*secs)
+            }
+            ApiError::StorageQuota { subchain, .. } => {
+                problem = problem.with("subchain", json!(subchain));
+                None
+            }
+            _ => (status == StatusCode::TOO_MANY_REQUESTS).then_some(1),
+        };
         problem.into_response_with_retry(retry_after)
     }
 }
@@ -440,6 +486,8 @@ async fn info(
         transactions: c.store.tx_count().map_err(internal)?,
         role,
         node: s.directory.node.clone(),
+        plan: s.directory.plan(&id),
+        stored_bytes: c.store.bytes_on_disk(),
     }))
 }
 
@@ -478,6 +526,34 @@ async fn submit(
     let req: SubmitRequest = read_json(&s, &headers, body, MAX_SUBMIT_BODY).await?;
     if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH {
         return Err(ApiError::Invalid(format!("send 1 to {MAX_BATCH} transactions")));
+    }
+    // The plan's storage allowance and rate, before any signature is checked (the work a flood
+    // would cost).
+    let plan = s.directory.plan(&id);
+    if let Some(p) = &plan {
+        let used = c.store.bytes_on_disk();
+        if used >= p.storage {
+            return Err(ApiError::StorageQuota {
+                subchain: id.clone(),
+                used,
+                allowance: p.storage,
+            });
+        }
+    }
+    match s.quotas.take(&id, plan.as_ref(), req.transactions.len() as u64) {
+        Ok(()) => {}
+        Err(RateRefusal::Wait { secs, rate }) => {
+            return Err(ApiError::RateQuota {
+                subchain: id.clone(),
+                rate,
+                secs,
+            });
+        }
+        Err(RateRefusal::TooBig { burst }) => {
+            return Err(ApiError::Invalid(format!(
+                "subchain {id}'s plan lets at most {burst} transactions through at once; send smaller batches"
+            )));
+        }
     }
     let mut raw = Vec::with_capacity(req.transactions.len());
     for (index, t) in req.transactions.iter().enumerate() {

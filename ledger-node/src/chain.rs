@@ -298,6 +298,7 @@ mod tests {
                     role: *role,
                 })
                 .collect(),
+            plan: None,
         };
         let payload = serde_json::to_vec(&s).unwrap();
         let sig = kp.sign(&signed_message(STATEMENT_CONTEXT, &payload));

@@ -251,6 +251,16 @@ impl Directory {
         g.nodes.as_ref()?.entry(node).map(|e| e.url.clone())
     }
 
+    /// The resource plan of the statement in force for a subchain (none: no quotas).
+    pub fn plan(&self, subchain: &str) -> Option<identity::plan::Plan> {
+        self.inner
+            .read()
+            .expect("directory")
+            .statements
+            .get(subchain)
+            .and_then(|k| k.statement.plan.clone())
+    }
+
     /// The statement in force for a subchain.
     pub fn statement(&self, subchain: &str) -> Option<Known> {
         self.inner.read().expect("directory").statements.get(subchain).cloned()

@@ -43,6 +43,7 @@ pub mod directory;
 pub mod group;
 pub mod metrics;
 pub mod peers;
+pub mod quota;
 pub mod raft;
 pub mod relay;
 pub mod server;

@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `init` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Enroll this node with the CA and write its data directory.
@@ -58,6 +60,18 @@ enum Command {
         /// (default: whatever it is).
         #[arg(long, value_parser = ["node", "orderer"])]
         role: Option<String>,
+        /// What this city node offers for automatic placement of subchains: `shared` (many
+        /// subchains, up to the rate and storage below) or `dedicated` (one subchain). Without
+        /// it the node hosts only subchains pinned to it by hand. Published in the CA's node
+        /// directory; change it under [capacity] in node.toml and restart.
+        #[arg(long, value_parser = ["shared", "dedicated"], requires_all = ["capacity_rate", "capacity_storage"])]
+        capacity: Option<String>,
+        /// Transactions per second it sustains for the subchains placed on it.
+        #[arg(long, requires = "capacity")]
+        capacity_rate: Option<u64>,
+        /// Bytes of blocks and state it can store for them, such as 500GiB.
+        #[arg(long, requires = "capacity", value_parser = identity::plan::parse_size)]
+        capacity_storage: Option<u64>,
     },
     /// Run the node.
     Serve {
@@ -93,6 +107,10 @@ struct NodeConfig {
     /// The city it runs in, published in the CA's node directory with the URL.
     #[serde(default = "d_city")]
     city: String,
+    /// What a city node offers for automatic placement (absent: only subchains pinned by hand),
+    /// published in the CA's node directory at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<identity::plan::Capacity>,
     /// Optional overrides of other nodes' URLs by node name (otherwise the CA's node directory
     /// says where each node is).
     #[serde(default)]
@@ -184,13 +202,19 @@ impl NodeConfig {
 
 /// Publishes this node's entry (city and URL) in the CA's node directory with its own
 /// certificate. Setting what the directory already says changes nothing there.
-async fn publish(ca: &Api, city: &str, url: &str) -> Result<u64, ClientError> {
+async fn publish(
+    ca: &Api,
+    city: &str,
+    url: &str,
+    capacity: Option<&identity::plan::Capacity>,
+) -> Result<u64, ClientError> {
     let d: bsn_api::ca::Nodes = ca
         .put_as(
             "/api/v1/nodes/self",
             &bsn_api::ca::OwnEntry {
                 city: city.to_string(),
                 url: url.to_string(),
+                capacity: capacity.cloned(),
             },
         )
         .await?;
@@ -224,12 +248,21 @@ async fn init(
     url: Option<String>,
     city: &str,
     role: Option<&str>,
+    capacity: Option<identity::plan::Capacity>,
 ) -> Result<(), (ExitCode, String)> {
     // Checked before anything is spent: the secret is one-time.
     if let Some(u) = &url {
         identity::membership::check_node_url(u).map_err(local)?;
     }
     identity::membership::check_city(city).map_err(local)?;
+    if let Some(c) = &capacity {
+        c.check().map_err(|e| local(format!("--capacity: {e}")))?;
+        if role == Some("orderer") {
+            return Err(local(
+                "an orderer offers no capacity (it orders subchains, city nodes host them); drop --capacity",
+            ));
+        }
+    }
     if dir.join("node.toml").exists() {
         return Err(local(format!(
             "{} already holds a node; serve it with `ledger-node serve --data-dir {}` or choose another --data-dir",
@@ -294,6 +327,14 @@ async fn init(
         cache_mib: d_cache(),
         advertise: url,
         city: city.to_string(),
+        capacity: if kind == "orderer" {
+            if capacity.is_some() {
+                eprintln!("warning: {name} is an orderer: it offers no capacity, --capacity is ignored");
+            }
+            None
+        } else {
+            capacity
+        },
         peers: Default::default(),
         max_connections: None,
         max_connections_per_address: None,
@@ -311,12 +352,22 @@ async fn init(
     .map_err(local)?;
     // The node directory: where this node runs, set with its own new certificate.
     let me = Api::from_files(ca, bundle, Some((&dir.join("cert.pem"), &dir.join("key.pem")))).map_err(ca_error)?;
-    let revision = publish(&me, &cfg.city, &cfg.public_url()).await.map_err(ca_error)?;
+    let revision = publish(&me, &cfg.city, &cfg.public_url(), cfg.capacity.as_ref())
+        .await
+        .map_err(ca_error)?;
     println!(
         "{kind} {name} is in the CA's node directory (revision {revision}): {} in {}",
         cfg.public_url(),
         cfg.city
     );
+    if let Some(c) = &cfg.capacity {
+        println!(
+            "it offers {} placement: {} tx/s, {} bytes of storage",
+            c.tenancy.as_str(),
+            c.rate,
+            c.storage
+        );
+    }
     println!(
         "node {name} enrolled (certificate {}, valid until {})",
         parsed.serial_hex,
@@ -324,7 +375,14 @@ async fn init(
     );
     println!("data directory: {}", dir.display());
     println!("next: ledger-node serve --data-dir {}", dir.display());
-    println!("      then have a publisher host a subchain on it: bsn subchain create ... --node {name}");
+    if cfg.capacity.is_some() {
+        println!(
+            "      then publishers place subchains in {}: bsn subchain create ... --city {}",
+            cfg.city, cfg.city
+        );
+    } else {
+        println!("      then have a publisher host a subchain on it: bsn subchain create ... --node {name}");
+    }
     Ok(())
 }
 
@@ -455,16 +513,16 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         // Where this node runs, in the CA's node directory: published at every start (an
         // operator changes the URL or city in node.toml and restarts), retried until the CA
         // takes it.
-        let (ca, city, url) = (ca.clone(), cfg.city.clone(), cfg.public_url());
+        let (ca, city, url, capacity) = (ca.clone(), cfg.city.clone(), cfg.public_url(), cfg.capacity.clone());
         tokio::spawn(async move {
             loop {
-                match publish(&ca, &city, &url).await {
+                match publish(&ca, &city, &url, capacity.as_ref()).await {
                     Ok(revision) => {
                         tracing::info!(city, url, revision, "in the CA's node directory");
                         return;
                     }
                     Err(e) if matches!(e, ClientError::Problem { status, .. } if status < 500 && status != 429) => {
-                        tracing::error!(error = %e, "the CA refused this node's directory entry; fix url or city in node.toml and restart");
+                        tracing::error!(error = %e, "the CA refused this node's directory entry; fix url, city or capacity in node.toml and restart");
                         return;
                     }
                     Err(e) => {
@@ -573,7 +631,22 @@ fn main() -> ExitCode {
                 url,
                 city,
                 role,
+                capacity,
+                capacity_rate,
+                capacity_storage,
             } => {
+                let capacity = match (capacity.as_deref(), capacity_rate, capacity_storage) {
+                    (Some(t), Some(rate), Some(storage)) => Some(identity::plan::Capacity {
+                        tenancy: if t == "dedicated" {
+                            identity::plan::Tenancy::Dedicated
+                        } else {
+                            identity::plan::Tenancy::Shared
+                        },
+                        rate,
+                        storage,
+                    }),
+                    _ => None,
+                };
                 init(
                     &data_dir,
                     &ca,
@@ -584,6 +657,7 @@ fn main() -> ExitCode {
                     url,
                     &city,
                     role.as_deref(),
+                    capacity,
                 )
                 .await
             }

@@ -109,9 +109,16 @@ pub struct Store {
     db: Database,
     subchain: String,
     tip: Mutex<Tip>,
+    path: std::path::PathBuf,
 }
 
 impl Store {
+    /// Bytes the subchain takes on disk here (its database file: blocks, state and the Raft
+    /// log), what its plan's storage allowance is held against.
+    pub fn bytes_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// Opens (or creates) the database at `path`, with a page cache of `cache_bytes`.
     pub fn open(path: &Path, subchain: &str, cache_bytes: usize) -> Result<Self, StoreError> {
         let db = Database::builder()
@@ -132,6 +139,7 @@ impl Store {
             db,
             subchain: subchain.to_string(),
             tip: Mutex::new(Tip::default()),
+            path: path.to_path_buf(),
         };
         let tip = store.read_tip()?;
         *store.tip.lock().expect("tip") = tip;

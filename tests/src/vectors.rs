@@ -453,10 +453,24 @@ fn documents(key: &Ed25519KeyPair) -> Documents {
         "revision": 4,
         "issued_at": T0_MS / 1000,
         "nodes": [
-            { "id": "n1", "role": "node", "city": "beijing", "url": "https://n1.vectors.example:9443" },
-            { "id": "n2", "role": "node", "city": "shanghai", "url": "https://n2.vectors.example:9443" },
+            { "id": "n1", "role": "node", "city": "beijing", "url": "https://n1.vectors.example:9443",
+              "capacity": { "tenancy": "shared", "rate": 1000, "storage": 1_099_511_627_776u64 } },
+            { "id": "n2", "role": "node", "city": "shanghai", "url": "https://n2.vectors.example:9443",
+              "capacity": { "tenancy": "dedicated", "rate": 5000, "storage": 2_199_023_255_552u64 }, "draining": true },
             { "id": "o1", "role": "orderer", "city": "beijing", "url": "https://o1.vectors.example:9443" },
         ],
+    }))
+    .expect("json");
+    let with_plan = |rate: u64| {
+        let mut v: Value = serde_json::from_slice(&statement_payload(3, members.clone())).expect("json");
+        v["plan"] = json!({ "name": "standard", "tenancy": "shared", "rate": rate, "burst": 200,
+                            "storage": 10_737_418_240u64, "bandwidth": 10_000_000 });
+        serde_json::to_vec(&v).expect("json")
+    };
+    let orderer_capacity = serde_json::to_vec(&json!({
+        "version": 1, "trust_domain": TRUST_DOMAIN, "revision": 5, "issued_at": T0_MS / 1000,
+        "nodes": [{ "id": "o1", "role": "orderer", "city": "beijing", "url": "https://o1.vectors.example:9443",
+                    "capacity": { "tenancy": "shared", "rate": 10, "storage": 1000 } }],
     }))
     .expect("json");
     let heartbeat = serde_json::to_vec(&json!({
@@ -465,6 +479,8 @@ fn documents(key: &Ed25519KeyPair) -> Documents {
     .expect("json");
     let valid = json!([
         { "name": "membership statement", "kind": "statement", "envelope": st },
+        { "name": "membership statement with a resource plan", "kind": "statement",
+          "envelope": envelope(key, membership::STATEMENT_CONTEXT, &with_plan(100)) },
         { "name": "node directory", "kind": "directory",
           "envelope": envelope(key, membership::DIRECTORY_CONTEXT, &directory) },
         { "name": "feed heartbeat", "kind": "heartbeat",
@@ -493,9 +509,13 @@ fn documents(key: &Ed25519KeyPair) -> Documents {
         { "name": "members not sorted (signed)", "kind": "statement", "refuse": "invalid",
           "envelope": envelope(key, membership::STATEMENT_CONTEXT, &statement_payload(2, unsorted)) },
         { "name": "revision 0 (signed)", "kind": "statement", "refuse": "invalid",
-          "envelope": envelope(key, membership::STATEMENT_CONTEXT, &statement_payload(0, members)) },
+          "envelope": envelope(key, membership::STATEMENT_CONTEXT, &statement_payload(0, members.clone())) },
         { "name": "an unknown field (signed)", "kind": "statement", "refuse": "malformed",
           "envelope": envelope(key, membership::STATEMENT_CONTEXT, &extra) },
+        { "name": "a plan with a rate of 0 (signed)", "kind": "statement", "refuse": "invalid",
+          "envelope": envelope(key, membership::STATEMENT_CONTEXT, &with_plan(0)) },
+        { "name": "an orderer declaring a capacity (signed)", "kind": "directory", "refuse": "invalid",
+          "envelope": envelope(key, membership::DIRECTORY_CONTEXT, &orderer_capacity) },
     ]);
     let handovers = handovers(key);
     Documents {

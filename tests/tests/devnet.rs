@@ -199,6 +199,28 @@ fn devnet_starts_serves_and_stops_on_ctrl_c() {
     );
     assert!(text(statement).contains("\"subchain\": \"demo\""));
 
+    // The printed way to place a subchain by plan and city works as printed (with the
+    // exported trust bundle), and the plan shows in its statement.
+    let create = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("bsn subchain create "))
+        .unwrap_or_else(|| panic!("no placement example: {lines:#?}"));
+    let out = Command::new(bin("bsn"))
+        .args(["subchain", "create"])
+        .args(create.split_whitespace())
+        .env("BSN_CA_BUNDLE", &bundle[0])
+        .output()
+        .unwrap();
+    assert!(text(out).contains("notes is at revision 1"));
+    let shown = Command::new(bin("bsn"))
+        .args(["subchain", "show", "notes", "--ca", &ca[0], "--ca-bundle", &bundle[0]])
+        .args(["--cert", &cert[0], "--key", &key[0]])
+        .output()
+        .unwrap();
+    let shown = text(shown);
+    assert!(shown.contains("free: shared, 10 tx/s"), "{shown}");
+    assert!(shown.contains("served by") && shown.contains("beijing"), "{shown}");
+
     // Ctrl-C: everything stops, cleanly, and the ports are free again.
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])

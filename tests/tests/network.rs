@@ -23,6 +23,7 @@ fn entry(city: &str, url: &str) -> OwnEntry {
     OwnEntry {
         city: city.into(),
         url: url.into(),
+        capacity: None,
     }
 }
 
@@ -232,13 +233,13 @@ async fn orderers_and_the_signed_node_directory() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["ID", "ROLE", "CITY", "URL"], "{text}");
+    assert_eq!(rows[0], ["ID", "ROLE", "CITY", "URL", "OFFERS"], "{text}");
     assert!(
-        rows.contains(&vec!["n1", "node", "Beijing", "https://n1.test:9444"]),
+        rows.contains(&vec!["n1", "node", "Beijing", "https://n1.test:9444", "-"]),
         "{text}"
     );
     assert!(
-        rows.contains(&vec!["o1", "orderer", "Shanghai", "https://10.0.0.9:9000"]),
+        rows.contains(&vec!["o1", "orderer", "Shanghai", "https://10.0.0.9:9000", "-"]),
         "{text}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("revision 3 (signature verified)"));

@@ -164,18 +164,50 @@ async function loadManaged() {
 
 $("m-subchain").addEventListener("change", () => loadManaged().catch((e) => status($("manage-status"), "bad", e.message)));
 $("create-card").hidden = !canPublish;
+// The plans a publisher may choose (administrators may assign any), from the public list.
+async function loadPlans() {
+  const { plans } = await getJSON("/api/v1/plans");
+  const admin = me.roles.includes("admin");
+  const select = $("c-plan");
+  select.replaceChildren(new Option("The cheapest open plan", ""));
+  for (const { plan: p, open } of plans) {
+    if (!open && !admin) continue;
+    const label = `${p.name}: ${p.tenancy}, ${p.rate} tx/s, ${bytes(p.storage)}, ${bytes(p.bandwidth)}/s`;
+    select.append(new Option(label, p.name));
+  }
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+const list = (v) => String(v || "").split(",").map((n) => n.trim()).filter(Boolean);
+
 $("create").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = Object.fromEntries(new FormData(ev.target).entries());
-  const nodes = String(f.nodes).split(",").map((n) => n.trim()).filter(Boolean);
+  const [nodes, cities] = [list(f.nodes), list(f.cities)];
+  if ((nodes.length === 0) === (cities.length === 0)) {
+    status($("create-status"), "bad", "Name the cities to place it in, or its hosting nodes by hand (not both).");
+    return;
+  }
+  const body = { id: f.id, name: f.name, description: f.description, policy: f.policy, nodes, cities };
+  if (f.plan) body.plan = f.plan;
   try {
-    const v = await post("/api/v1/subchains", { ...f, nodes });
-    status($("create-status"), "ok", `Published ${v.subchain} (revision ${v.revision}); you are its first admin.`);
+    const v = await post("/api/v1/subchains", body);
+    const s = await getJSON(`/api/v1/subchains/${v.subchain}`);
+    const plan = s.plan ? `plan ${s.plan.name}` : "no plan";
+    status($("create-status"), "ok",
+      `Published ${v.subchain} (revision ${v.revision}) on ${servedAt(s)}, ${plan}; you are its first admin.`);
     ev.target.reset();
     await loadDirectory();
   } catch (e) {
     status($("create-status"), "bad", e.message);
   }
 });
+if (canPublish) await loadPlans().catch((e) => status($("create-status"), "bad", e.message));
 
 if (me) await loadDirectory().catch((e) => status($("dir-status"), "bad", e.message));

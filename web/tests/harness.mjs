@@ -3,27 +3,18 @@
 
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { chromium } from "playwright-core";
+// Ports below the ephemeral range, as the SDK's end-to-end tests choose them.
+import { freePort } from "../../sdk/js/test/helpers.mjs";
 
 const run = promisify(execFile);
 const here = new URL(".", import.meta.url).pathname;
 export const repo = resolve(here, "../..");
 const bin = process.env.BSN_BIN_DIR || join(repo, "target/release");
 
-async function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-    s.on("error", fail);
-  });
-}
 
 async function eventually(what, f, ms = 30000) {
   const until = Date.now() + ms;

@@ -167,7 +167,8 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   await ca.bsn("enroll", "--id", "city-1", "--secret", city.secret, "--out", cityDir);
   await run("curl", ["-sS", "--fail", "--cacert", ca.bundle, "--cert", join(cityDir, "cert.pem"), "--key", join(cityDir, "key.pem"),
     "-X", "PUT", "-H", "content-type: application/json", `${ca.url}/api/v1/nodes/self`,
-    "--data", JSON.stringify({ city: "beijing", url: "https://city-1.test:9443" })]);
+    "--data", JSON.stringify({ city: "beijing", url: "https://city-1.test:9443",
+      capacity: { tenancy: "shared", rate: 1000, storage: 1099511627776 } })]);
   const reg = await asAdmin(ca, "POST", "/api/v1/identities", { id: "pub", roles: ["publisher"] });
   const pub = await tab();
   assert.match(await register(pub, "pub", { secret: reg.secret }), /identity claimed/);
@@ -177,10 +178,14 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   await pub.getByLabel("Id", { exact: true }).fill("trade");
   await pub.getByLabel("Name", { exact: true }).fill("Trade finance");
   await pub.getByLabel("Description").fill("Letters of credit between banks and shippers");
-  await pub.getByLabel("Hosting city nodes").fill("city-1");
+  // Placed by plan and city: the publisher names no node.
+  await pub.getByLabel("Plan", { exact: true }).selectOption("standard");
+  assert.equal(await pub.locator("#c-plan option[value=dedicated]").count(), 0, "dedicated is for administrators");
+  await pub.getByLabel("Cities").fill("beijing");
   await pub.getByRole("button", { name: "Publish" }).click();
   await pub.locator("#create-status.ok, #create-status.bad").waitFor();
-  assert.match(await pub.locator("#create-status").innerText(), /Published trade \(revision 1\)/);
+  assert.match(await pub.locator("#create-status").innerText(),
+    /Published trade \(revision 1\) on https:\/\/city-1\.test:9443 \(beijing\), plan standard/);
 
   const ann = await tab();
   await signIn(ann, "ann");

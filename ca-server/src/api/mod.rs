@@ -20,6 +20,7 @@ mod intermediates;
 mod keys;
 mod log;
 mod nodes;
+mod plans;
 mod portal;
 mod roots;
 mod subchains;
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(log::router())
         .merge(subchains::router())
         .merge(nodes::router())
+        .merge(plans::router())
         .merge(feed::router())
         .merge(portal::router())
         .merge(crate::web::router())
@@ -117,6 +119,26 @@ pub(crate) fn normalize_serial(s: &str) -> Option<String> {
     })
 }
 
+/// The subchain registry over this replica's store, keys and feed (shared by the handlers of
+/// subchains and of the node directory, which moves subchains off a draining node).
+fn registry(s: &crate::app::AppState) -> crate::registry::Registry<'_> {
+    crate::registry::Registry {
+        db: &s.db,
+        signer: &s.membership,
+        log: &s.log,
+        feed: &s.feed_wakeup,
+    }
+}
+
+/// The node directory over this replica's store, membership key and feed.
+fn directory(s: &crate::app::AppState) -> crate::nodes::Directory<'_> {
+    crate::nodes::Directory {
+        db: &s.db,
+        signer: &s.membership,
+        feed: &s.feed_wakeup,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The OpenAPI document lists exactly the routes the router serves.
@@ -136,6 +158,7 @@ mod tests {
             "subchains.rs",
             "feed.rs",
             "nodes.rs",
+            "plans.rs",
             "portal.rs",
         ];
         let src: String = files

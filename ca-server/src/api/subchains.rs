@@ -19,10 +19,11 @@ use identity::{CaRole, IdentityKind};
 use serde::Deserialize;
 
 use super::identities::page_limit;
+use super::registry;
 use crate::app::{AppState, now};
 use crate::auth::Caller;
 use crate::problem::{ApiError, Json, Query};
-use crate::registry::{Joined, Patch, Policy, Registry, RegistryError};
+use crate::registry::{Joined, Patch, Policy, RegistryError};
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -43,21 +44,21 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/membership-key", get(membership_key))
 }
 
-fn registry(s: &AppState) -> Registry<'_> {
-    Registry {
-        db: &s.db,
-        signer: &s.membership,
-        log: &s.log,
-        feed: &s.feed_wakeup,
-    }
-}
-
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::InvalidField(m) => ApiError::InvalidField(m),
             RegistryError::NotFound(m) => ApiError::NotFound(m),
             RegistryError::Conflict(m) => ApiError::Conflict(m),
+            e @ RegistryError::UnknownPlan(_) => ApiError::UnknownPlan(e.to_string()),
+            e @ RegistryError::PlanNotOpen(_) => ApiError::PlanNotOpen(e.to_string()),
+            RegistryError::NoPlacement(e) => match e {
+                crate::placement::PlacementError::UnknownNode(_) => ApiError::InvalidField(e.to_string()),
+                crate::placement::PlacementError::Cities | crate::placement::PlacementError::RepeatedCity(_) => {
+                    ApiError::InvalidField(e.to_string())
+                }
+                _ => ApiError::NoPlacement(e.to_string()),
+            },
             RegistryError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -124,7 +125,7 @@ async fn list(
         .flatten();
     Ok(axum::Json(Page {
         items: {
-            let endpoints = super::nodes::directory(&s).current().await?.nodes;
+            let endpoints = super::directory(&s).current().await?.nodes;
             items.into_iter().map(|i| subchain_view(i, &endpoints)).collect()
         },
         next_after,
@@ -137,7 +138,7 @@ async fn one(
     Path(id): Path<String>,
 ) -> Result<axum::Json<bsn_api::ca::Subchain>, ApiError> {
     let sub = registry(&s).require(subchain_id(&id)?.as_str()).await?;
-    let endpoints = super::nodes::directory(&s).current().await?.nodes;
+    let endpoints = super::directory(&s).current().await?.nodes;
     Ok(axum::Json(subchain_view(sub, &endpoints)))
 }
 
@@ -163,6 +164,9 @@ async fn create(
         description: r.description,
         policy: policy(&r.policy)?,
         nodes: r.nodes,
+        cities: r.cities,
+        plan: r.plan,
+        assigns_any_plan: caller.is_admin(),
         orderers: r.orderers,
     };
     let revised = registry(&s)
@@ -194,6 +198,8 @@ async fn update(
         policy: r.policy.as_deref().map(policy).transpose()?,
         nodes: r.nodes,
         orderers: r.orderers,
+        plan: r.plan,
+        assigns_any_plan: caller.is_admin(),
     };
     let revision = registry(&s)
         .update(&sub.id, patch, &caller.identity.id, now().unix_timestamp())
@@ -201,7 +207,7 @@ async fn update(
     Ok(axum::Json(Updated {
         subchain: subchain_view(
             registry(&s).require(&sub.id).await?,
-            &super::nodes::directory(&s).current().await?.nodes,
+            &super::directory(&s).current().await?.nodes,
         ),
         revision: revision.map(revised_view),
     }))
@@ -473,6 +479,7 @@ fn subchain_view(s: crate::registry::Subchain, directory: &[DirectoryEntry]) -> 
         revision: s.revision,
         members: s.members,
         nodes: s.nodes,
+        plan: s.plan,
         created_at: s.created_at,
         updated_at: s.updated_at,
     }

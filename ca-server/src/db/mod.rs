@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod intermediates;
 pub mod keys;
 pub mod nodes;
+pub mod plans;
 pub mod registry;
 pub mod roots;
 

@@ -4,22 +4,42 @@
 
 use identity::IdentityKind;
 use identity::membership::{DirectoryEntry, Envelope};
+use identity::plan::Capacity;
 use sqlx::{AnyConnection, Row};
 
 use super::DbError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-/// Every entry, sorted by id, with the role its identity's kind gives it.
-pub async fn entries(c: &mut AnyConnection) -> Result<Vec<DirectoryEntry>, DbError> {
-    let rows = sqlx::query(
-        "SELECT n.id, i.kind, n.city, n.url FROM network_nodes n JOIN identities i ON i.id = n.id ORDER BY n.id",
-    )
+fn capacity(json: Option<String>) -> Result<Option<Capacity>, DbError> {
+    json.map(|j| {
+        let c: Capacity =
+            serde_json::from_str(&j).map_err(|e| DbError::Decode(format!("stored capacity: {e}").into()))?;
+        c.check()
+            .map_err(|e| DbError::Decode(format!("stored capacity: {e}").into()))?;
+        Ok(c)
+    })
+    .transpose()
+}
+
+/// Every entry, sorted by id, with the role its identity's kind gives it (and, when
+/// `active_nodes`, only city nodes whose identity is active: the ones placement may use).
+async fn select(c: &mut AnyConnection, active_nodes: bool) -> Result<Vec<DirectoryEntry>, DbError> {
+    let only = if active_nodes {
+        " WHERE i.kind = 'node' AND i.status = 'active'"
+    } else {
+        ""
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT n.id, i.kind, n.city, n.url, n.capacity, n.draining FROM network_nodes n \
+         JOIN identities i ON i.id = n.id{only} ORDER BY n.id"
+    )))
     .fetch_all(c)
     .await?;
     rows.iter()
         .map(|r| {
             let kind: String = r.try_get(1)?;
+            let draining: i64 = r.try_get(5)?;
             Ok(DirectoryEntry {
                 id: r.try_get(0)?,
                 role: kind
@@ -27,33 +47,71 @@ pub async fn entries(c: &mut AnyConnection) -> Result<Vec<DirectoryEntry>, DbErr
                     .map_err(|e| DbError::Decode(format!("identity kind {kind:?}: {e}").into()))?,
                 city: r.try_get(2)?,
                 url: r.try_get(3)?,
+                capacity: capacity(r.try_get(4)?)?,
+                draining: draining != 0,
             })
         })
         .collect()
 }
 
-/// `id`'s entry (city, url), if it published one.
-pub async fn entry(c: &mut AnyConnection, id: &str) -> Result<Option<(String, String)>, DbError> {
-    let row = sqlx::query("SELECT city, url FROM network_nodes WHERE id = $1")
+/// Every entry, sorted by id, with the role its identity's kind gives it.
+pub async fn entries(c: &mut AnyConnection) -> Result<Vec<DirectoryEntry>, DbError> {
+    select(c, false).await
+}
+
+/// The entries of active city nodes (what placement may choose from, with those that declared
+/// no capacity), sorted by id.
+pub async fn active_city_nodes(c: &mut AnyConnection) -> Result<Vec<DirectoryEntry>, DbError> {
+    select(c, true).await
+}
+
+/// `id`'s entry (city, url, capacity), if it published one.
+pub async fn entry(c: &mut AnyConnection, id: &str) -> Result<Option<(String, String, Option<Capacity>)>, DbError> {
+    let row = sqlx::query("SELECT city, url, capacity FROM network_nodes WHERE id = $1")
         .bind(id)
         .fetch_optional(c)
         .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, capacity(r.try_get(2)?)?)))
+        .transpose()
 }
 
-/// Sets `id`'s entry.
-pub async fn upsert(c: &mut AnyConnection, id: &str, city: &str, url: &str, at: i64) -> Result<(), DbError> {
+/// Sets `id`'s own entry (keeping whether it is draining).
+pub async fn upsert(
+    c: &mut AnyConnection,
+    id: &str,
+    city: &str,
+    url: &str,
+    declared: Option<&Capacity>,
+    at: i64,
+) -> Result<(), DbError> {
+    let declared = declared
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| DbError::Decode(e.to_string().into()))?;
     sqlx::query(
-        "INSERT INTO network_nodes (id, city, url, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (id) DO UPDATE SET city = excluded.city, url = excluded.url, updated_at = excluded.updated_at",
+        "INSERT INTO network_nodes (id, city, url, capacity, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET city = excluded.city, url = excluded.url, capacity = excluded.capacity, \
+         updated_at = excluded.updated_at",
     )
     .bind(id)
     .bind(city)
     .bind(url)
+    .bind(declared)
     .bind(at)
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// Marks `id` draining (or back in service); false when it has no entry or already was so.
+pub async fn set_draining(c: &mut AnyConnection, id: &str, draining: bool, at: i64) -> Result<bool, DbError> {
+    let r = sqlx::query("UPDATE network_nodes SET draining = $1, updated_at = $2 WHERE id = $3 AND draining <> $1")
+        .bind(i64::from(draining))
+        .bind(at)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// The newest signed revision: (revision, envelope).

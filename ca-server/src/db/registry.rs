@@ -64,6 +64,9 @@ pub struct Subchain {
     pub nodes: Vec<String>,
     /// Orderers (its Raft voters), sorted; empty when its city nodes order it.
     pub orderers: Vec<String>,
+    /// Its resource plan as chosen (what its statement carries); `None` for a subchain made
+    /// before plans.
+    pub plan: Option<identity::plan::Plan>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -93,7 +96,18 @@ fn role(s: &str) -> Result<Role, DbError> {
     Role::parse(s).ok_or_else(|| decode(format!("stored role '{s}'")))
 }
 
-const SUBCHAIN_COLUMNS: &str = "id, name, publisher, description, policy, revision, members, created_at, updated_at";
+const SUBCHAIN_COLUMNS: &str =
+    "id, name, publisher, description, policy, revision, members, created_at, updated_at, plan";
+
+/// A stored plan (JSON), parsed and checked.
+pub(super) fn stored_plan(json: Option<String>) -> Result<Option<identity::plan::Plan>, DbError> {
+    json.map(|j| {
+        let p: identity::plan::Plan = serde_json::from_str(&j).map_err(|e| decode(format!("stored plan: {e}")))?;
+        p.check().map_err(|e| decode(format!("stored plan: {e}")))?;
+        Ok(p)
+    })
+    .transpose()
+}
 
 fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, DbError> {
     let policy: String = r.try_get(4)?;
@@ -107,6 +121,7 @@ fn subchain_from(r: &sqlx::any::AnyRow) -> Result<Subchain, DbError> {
         members: r.try_get(6)?,
         nodes: Vec::new(),
         orderers: Vec::new(),
+        plan: stored_plan(r.try_get(9)?)?,
         created_at: r.try_get(7)?,
         updated_at: r.try_get(8)?,
     })
@@ -119,6 +134,42 @@ pub async fn insert_membership_key(c: &mut AnyConnection, sealed: &str) -> Resul
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// A subchain's plan (`None`: none, or no such subchain).
+pub async fn plan_of(c: &mut AnyConnection, subchain: &str) -> Result<Option<identity::plan::Plan>, DbError> {
+    let json: Option<Option<String>> = sqlx::query_scalar("SELECT plan FROM subchains WHERE id = $1")
+        .bind(subchain)
+        .fetch_optional(c)
+        .await?;
+    stored_plan(json.flatten())
+}
+
+/// Sets a subchain's plan (`None`: none).
+pub async fn set_plan(
+    c: &mut AnyConnection,
+    subchain: &str,
+    plan: Option<&identity::plan::Plan>,
+) -> Result<(), DbError> {
+    let json = plan.map(serde_json::to_string).transpose().map_err(decode)?;
+    sqlx::query("UPDATE subchains SET plan = $1 WHERE id = $2")
+        .bind(json)
+        .bind(subchain)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Every subchain on every city node hosting it, with its plan (for placement).
+pub async fn placements(c: &mut AnyConnection) -> Result<Vec<(String, String, Option<identity::plan::Plan>)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT sn.subchain_id, sn.node_id, s.plan FROM subchain_nodes sn JOIN subchains s ON s.id = sn.subchain_id",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, stored_plan(r.try_get(2)?)?)))
+        .collect()
 }
 
 /// A subchain's hosting nodes, sorted.
@@ -185,6 +236,14 @@ pub async fn valid_certificates(c: &mut AnyConnection, identity: &str, now: i64)
 pub async fn ordered_by(c: &mut AnyConnection, orderer: &str) -> Result<Vec<String>, DbError> {
     sqlx::query_scalar("SELECT subchain_id FROM subchain_orderers WHERE orderer_id = $1 ORDER BY subchain_id")
         .bind(orderer)
+        .fetch_all(c)
+        .await
+}
+
+/// The subchains `node` hosts, by id.
+pub async fn hosted_by(c: &mut AnyConnection, node: &str) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar("SELECT subchain_id FROM subchain_nodes WHERE node_id = $1 ORDER BY subchain_id")
+        .bind(node)
         .fetch_all(c)
         .await
 }

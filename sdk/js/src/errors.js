@@ -66,6 +66,7 @@ const BY_SLUG = {
   "ordering-unavailable": RetryLater,
   busy: RetryLater,
   "too-many-requests": RetryLater,
+  "rate-quota": RetryLater,
   "too-many-attempts": RetryLater,
 };
 const BY_STATUS = { 400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,

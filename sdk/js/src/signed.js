@@ -29,6 +29,14 @@ function fields(doc, required, optional = []) {
   if (!ok) throw new MalformedError(`expected the fields ${[...required, ...optional].sort()}, got ${keys.sort()}`);
 }
 
+// A plan's or a capacity's tenancy and figures: shared or dedicated, positive integers.
+function figures(doc, names, what) {
+  if (!["shared", "dedicated"].includes(doc.tenancy)) throw new InvalidDocument(`${what}: tenancy is shared or dedicated`);
+  for (const name of names) {
+    if (!Number.isSafeInteger(doc[name]) || doc[name] < 1) throw new InvalidDocument(`${what}: ${name} must be a positive integer`);
+  }
+}
+
 function jsonObject(payload, what) {
   let doc;
   try {
@@ -70,7 +78,7 @@ export class MembershipKey {
   /** A membership statement: signature, shape and rules. */
   verifyStatement(envelope) {
     const s = this.open(STATEMENT_CONTEXT, envelope);
-    fields(s, ["version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"], ["orderers"]);
+    fields(s, ["version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"], ["orderers", "plan"]);
     if (s.version !== 1) throw new InvalidDocument("unknown statement version");
     if (!Number.isInteger(s.revision) || s.revision < 1) throw new InvalidDocument("revision must be at least 1");
     if (!Array.isArray(s.members) || !s.members.every((m) => m && Object.keys(m).sort().join() === "id,role")) {
@@ -82,6 +90,13 @@ export class MembershipKey {
       if (!sortedUnique(seq)) throw new InvalidDocument(`${name} must be sorted, each once`);
       if (!seq.every((x) => ID.test(x))) throw new InvalidDocument(`${name} holds an invalid id`);
     }
+    if ("plan" in s) {
+      if (!s.plan || typeof s.plan !== "object" || Array.isArray(s.plan)) {
+        throw new MalformedError("the plan is {name, tenancy, rate, burst, storage, bandwidth}");
+      }
+      fields(s.plan, ["name", "tenancy", "rate", "burst", "storage", "bandwidth"]);
+      figures(s.plan, ["rate", "burst", "storage", "bandwidth"], "the plan");
+    }
     return s;
   }
 
@@ -90,10 +105,18 @@ export class MembershipKey {
     const d = this.open(DIRECTORY_CONTEXT, envelope);
     fields(d, ["version", "trust_domain", "revision", "issued_at", "nodes"]);
     if (d.version !== 1 || !Number.isInteger(d.revision) || d.revision < 1) throw new InvalidDocument("unknown version, or revision below 1");
-    if (!d.nodes.every((n) => n && Object.keys(n).sort().join() === "city,id,role,url")) throw new MalformedError("nodes are {id, role, city, url}");
+    const known = ["id", "role", "city", "url", "capacity", "draining"];
+    const shaped = (n) => n && ["id", "role", "city", "url"].every((k) => k in n) && Object.keys(n).every((k) => known.includes(k));
+    if (!d.nodes.every(shaped)) throw new MalformedError("nodes are {id, role, city, url}, with a city node's capacity and draining");
     if (!sortedUnique(d.nodes.map((n) => n.id))) throw new InvalidDocument("nodes must be sorted by id, each once");
     for (const n of d.nodes) {
       if (!["node", "orderer"].includes(n.role) || !String(n.url).startsWith("https://")) throw new InvalidDocument(`${n.id}: role must be node or orderer, url https://`);
+      if ("capacity" in n) {
+        if (n.role !== "node" || !n.capacity || typeof n.capacity !== "object") throw new InvalidDocument(`${n.id}: only city nodes declare a capacity`);
+        fields(n.capacity, ["tenancy", "rate", "storage"]);
+        figures(n.capacity, ["rate", "storage"], `${n.id}'s capacity`);
+      }
+      if ("draining" in n && typeof n.draining !== "boolean") throw new MalformedError(`${n.id}: draining is true or false`);
     }
     return d;
   }

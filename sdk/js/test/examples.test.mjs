@@ -7,14 +7,14 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { BIN, REPO, freePort } from "./helpers.mjs";
+import { BIN, REPO, freePorts } from "./helpers.mjs";
 
 const run = promisify(execFile);
 const EXAMPLE = join(REPO, "examples/js/notes.mjs");
 
 test("the notes example against a devnet", async () => {
   const dir = mkdtempSync(join(tmpdir(), "bsn-js-devnet-"));
-  const base = await freePort();
+  const base = await freePorts(3); // the CA, the orderer, the city node
   const devnet = spawn(join(BIN, "bsn"), ["devnet", "--dir", join(dir, "net"), "--base-port", String(base), "--nodes", "1", "--orderers", "1"],
     { stdio: ["ignore", "pipe", "inherit"] });
   const lines = [];

@@ -9,15 +9,38 @@ const here = new URL(".", import.meta.url).pathname;
 export const REPO = resolve(here, "../../..");
 export const BIN = process.env.BSN_BIN_DIR || join(REPO, "target/release");
 
-export async function freePort() {
-  return new Promise((ok, fail) => {
+// Ports come from 20000..32000, below the kernel's ephemeral range (32768..61000): a port the
+// kernel hands out for port 0 can be taken by an outgoing connection before the server binds it
+// ("port ... is already in use"). The start is spread by the process id, and a counter keeps two
+// calls in one run apart.
+const LOW = 20000;
+const SPAN = 12000;
+let next = (process.pid * 7919) % SPAN;
+
+function binds(port) {
+  return new Promise((ok) => {
     const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-    s.on("error", fail);
+    s.once("error", () => ok(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => ok(true)));
   });
+}
+
+// The first of n consecutive ports on 127.0.0.1 that bind now and no other call here handed out.
+export async function freePorts(n) {
+  for (let tries = 0; tries < SPAN; tries++) {
+    const first = next % SPAN;
+    next += n;
+    if (first + n > SPAN) continue;
+    const base = LOW + first;
+    let all = true;
+    for (let p = base; p < base + n && all; p++) all = await binds(p);
+    if (all) return base;
+  }
+  throw new Error(`no ${n} free consecutive ports in 20000..32000 on 127.0.0.1`);
+}
+
+export async function freePort() {
+  return freePorts(1);
 }
 
 export async function eventually(what, f, ms = 30000) {

@@ -126,6 +126,7 @@ _BY_SLUG = {
     "ordering-unavailable": RetryLater,
     "busy": RetryLater,
     "too-many-requests": RetryLater,
+    "rate-quota": RetryLater,
     "too-many-attempts": RetryLater,
 }
 

@@ -75,7 +75,8 @@ class MembershipKey:
     def verify_statement(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
         """A membership statement: signature, shape and rules."""
         s = self.open(STATEMENT_CONTEXT, envelope)
-        _fields(s, {"version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"}, {"orderers"})
+        _fields(s, {"version", "trust_domain", "subchain", "revision", "issued_at", "nodes", "members"},
+                {"orderers", "plan"})
         if s["version"] != 1:
             raise InvalidDocument("unknown statement version")
         if not isinstance(s["revision"], int) or s["revision"] < 1:
@@ -93,6 +94,12 @@ class MembershipKey:
                 raise InvalidDocument(f"{name} must be sorted, each once")
             if not all(_ID.match(x) for x in seq):
                 raise InvalidDocument(f"{name} holds an invalid id")
+        if "plan" in s:
+            plan = s["plan"]
+            if not isinstance(plan, dict):
+                raise MalformedError("the plan is {name, tenancy, rate, burst, storage, bandwidth}")
+            _fields(plan, {"name", "tenancy", "rate", "burst", "storage", "bandwidth"}, set())
+            _figures(plan, ("rate", "burst", "storage", "bandwidth"), "the plan")
         return s
 
     def verify_directory(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
@@ -102,14 +109,23 @@ class MembershipKey:
         if d["version"] != 1 or not isinstance(d["revision"], int) or d["revision"] < 1:
             raise InvalidDocument("unknown version, or revision below 1")
         nodes = d["nodes"]
-        if not all(isinstance(n, dict) and set(n) == {"id", "role", "city", "url"} for n in nodes):
-            raise MalformedError("nodes are {id, role, city, url}")
+        if not all(isinstance(n, dict) and {"id", "role", "city", "url"} <= set(n)
+                   <= {"id", "role", "city", "url", "capacity", "draining"} for n in nodes):
+            raise MalformedError("nodes are {id, role, city, url}, with a city node's capacity and draining")
         ids = [n["id"] for n in nodes]
         if any(a >= b for a, b in zip(ids, ids[1:])):
             raise InvalidDocument("nodes must be sorted by id, each once")
         for n in nodes:
             if n["role"] not in ("node", "orderer") or not str(n["url"]).startswith("https://"):
                 raise InvalidDocument(f"{n['id']}: role must be node or orderer, url https://")
+            if "capacity" in n:
+                c = n["capacity"]
+                if n["role"] != "node" or not isinstance(c, dict):
+                    raise InvalidDocument(f"{n['id']}: only city nodes declare a capacity")
+                _fields(c, {"tenancy", "rate", "storage"}, set())
+                _figures(c, ("rate", "storage"), f"{n['id']}'s capacity")
+            if not isinstance(n.get("draining", False), bool):
+                raise MalformedError(f"{n['id']}: draining is true or false")
         return d
 
     def verify_heartbeat(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
@@ -193,6 +209,16 @@ class MembershipKeys:
 
     def verify_heartbeat(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
         return self._first("verify_heartbeat", envelope)
+
+
+def _figures(doc: Dict[str, Any], names: Tuple[str, ...], what: str) -> None:
+    """A plan's or a capacity's tenancy and figures: shared or dedicated, positive integers."""
+    if doc["tenancy"] not in ("shared", "dedicated"):
+        raise InvalidDocument(f"{what}: tenancy is shared or dedicated")
+    for name in names:
+        v = doc[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidDocument(f"{what}: {name} must be a positive integer")
 
 
 def _fields(doc: Dict[str, Any], required: set, optional: set) -> None:

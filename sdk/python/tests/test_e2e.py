@@ -21,10 +21,38 @@ REPO = Path(__file__).resolve().parents[3]
 BIN = Path(os.environ.get("BSN_BIN_DIR", REPO / "target" / "release"))
 
 
+# Ports come from 20000..32000, below the kernel's ephemeral range (32768..61000): a port the
+# kernel handed out (bind to 0) can be taken by an outgoing connection before the server binds it,
+# which made the devnet example fail with "port ... is already in use". The start is spread by the
+# process id, and a counter keeps two calls in one run apart.
+_LOW, _SPAN = 20_000, 12_000
+_next = [(os.getpid() * 7919) % _SPAN]
+
+
+def free_ports(n):
+    """The first of n consecutive ports on 127.0.0.1 that bind now and no other call here handed out."""
+    for _ in range(_SPAN):
+        first = _next[0] % _SPAN
+        _next[0] += n
+        if first + n > _SPAN:
+            continue
+        base = _LOW + first
+        if all(_binds(p) for p in range(base, base + n)):
+            return base
+    raise AssertionError(f"no {n} free consecutive ports in 20000..32000 on 127.0.0.1")
+
+
 def free_port():
+    return free_ports(1)
+
+
+def _binds(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def eventually(what, f, within=30.0):

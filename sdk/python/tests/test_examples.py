@@ -9,15 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-from test_e2e import BIN, REPO, free_port
+from test_e2e import BIN, REPO, free_ports
 
 EXAMPLE = REPO / "examples" / "python" / "notes.py"
 
 
 def test_the_notes_example_against_a_devnet(tmp_path):
-    base = free_port()
-    while any(_taken(base + i) for i in range(1, 5)):
-        base = free_port()
+    base = free_ports(3)  # the CA, the orderer, the city node
     devnet = subprocess.Popen([BIN / "bsn", "devnet", "--dir", tmp_path / "net", "--base-port", str(base),
                                "--nodes", "1", "--orderers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
@@ -61,13 +59,6 @@ def test_the_notes_example_against_a_devnet(tmp_path):
     finally:
         devnet.send_signal(signal.SIGINT)
         devnet.wait(30)
-
-
-def _taken(port):
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait_for(seen, text, within=30):
