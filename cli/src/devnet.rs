@@ -500,13 +500,8 @@ impl Net {
             self.user.join("cert.pem").display(),
             self.user.join("key.pem").display()
         );
-        println!("  bsn tx submit --put hello=world");
-        println!("  bsn query get hello");
-        println!("  bsn query blocks --follow");
-        println!(
-            "  bsn plans --ca {} ; then, as the administrator, place a subchain by plan and city:",
-            self.ca_url
-        );
+        // The plans on offer, and a subchain placed by plan and city (as the administrator).
+        println!("  bsn plans --ca {}", self.ca_url);
         println!(
             "  bsn subchain create notes --name Notes --plan free --city {} --ca {} --cert {} --key {}",
             self.node_cities[0],
@@ -514,6 +509,9 @@ impl Net {
             self.admin.join("cert.pem").display(),
             self.admin.join("key.pem").display()
         );
+        println!("  bsn tx submit --put hello=world");
+        println!("  bsn query get hello");
+        println!("  bsn query blocks --follow");
         match portal {
             PortalAdmin::Claim(secret) => println!(
                 "  the portal as administrator: open {}/register, claim id admin with the one-time secret {secret} and choose a password; then sign in at {}/signin",
