@@ -618,6 +618,72 @@ pub struct StuckSubchain {
     pub why: String,
 }
 
+// ---- usage ---------------------------------------------------------------------------------
+
+/// `POST /api/v1/usage` (a city node or orderer, with its own certificate): what the CA took
+/// from a signed report (`identity::usage::SignedUsage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageAccepted {
+    /// The (subchain, hour) rows the report carried.
+    pub rows: usize,
+}
+
+/// One node's counts for a subchain in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUsage {
+    /// The node that counted.
+    pub node: String,
+    /// The hour: Unix seconds at its start.
+    pub hour: i64,
+    /// Transactions committed through the node.
+    pub transactions: u64,
+    /// Bytes of those transactions.
+    pub bytes_written: u64,
+    /// Bytes the subchain took on the node's disk (the most seen in the hour).
+    pub bytes_stored: u64,
+    /// Bytes of responses the node served for it.
+    pub bytes_served: u64,
+    /// Submissions the node refused by the plan's quotas.
+    pub refused: u64,
+}
+
+/// Sums over a period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageTotals {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Bytes of those transactions.
+    pub bytes_written: u64,
+    /// Bytes served.
+    pub bytes_served: u64,
+    /// Submissions refused by quota.
+    pub refused: u64,
+    /// Bytes stored in the period's last reported hour, summed over the nodes.
+    pub bytes_stored: u64,
+}
+
+/// `GET /api/v1/subchains/{id}/usage?from=&to=` (its publisher and admins, CA administrators
+/// and auditors): totals per node and hour, from the nodes' signed reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubchainUsage {
+    /// The subchain.
+    pub subchain: String,
+    /// Start of the period, Unix seconds (a whole hour).
+    pub from: i64,
+    /// End of the period (exclusive), Unix seconds.
+    pub to: i64,
+    /// The subchain's plan now, to read the figures against.
+    pub plan: Option<Plan>,
+    /// Per node and hour, by hour then node.
+    pub rows: Vec<NodeUsage>,
+    /// Over the period.
+    pub totals: UsageTotals,
+}
+
 // ---- resource plans --------------------------------------------------------------------------
 
 /// A resource plan on offer (`GET /api/v1/plans`, public; `PUT /api/v1/plans/{name}`,

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rcgen::{CertificateParams, KeyPair};
+use rcgen::CertificateParams;
+pub use rcgen::KeyPair;
 
 /// Key types the client can generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,12 @@ pub fn generate_key(t: KeyType) -> Result<KeyPair, rcgen::Error> {
 /// Loads a PKCS#8 PEM key written by `bsn` (or `openssl genpkey`).
 pub fn load_key(pem: &str) -> Result<KeyPair, rcgen::Error> {
     KeyPair::from_pem(pem)
+}
+
+/// Signs `message` with `key` (ECDSA: DER with SHA-256 for P-256, SHA-384 for P-384;
+/// Ed25519), as transactions and usage reports are signed.
+pub fn sign(key: &KeyPair, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+    rcgen::SigningKey::sign(key, message)
 }
 
 /// A PEM CSR for `key`. The CA takes only the public key from it.

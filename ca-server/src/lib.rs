@@ -80,4 +80,5 @@ pub mod roots;
 pub mod rotation;
 pub mod secrets;
 pub mod serve;
+pub mod usage;
 pub mod web;

@@ -86,6 +86,9 @@ pub enum ApiError {
     /// No node in a city fits the subchain's plan (which city, what is missing).
     #[error("{0}")]
     NoPlacement(String),
+    /// A usage report not newer than the last one taken from its node.
+    #[error("{0}")]
+    ReplayedReport(String),
     /// The portal enrollment challenge is unknown, used, expired, or its signature is wrong.
     #[error("{0}")]
     InvalidProof(String),
@@ -156,6 +159,7 @@ impl ApiError {
             Self::UnknownPlan(_) => (S::BAD_REQUEST, "unknown-plan", "No such plan"),
             Self::PlanNotOpen(_) => (S::FORBIDDEN, "plan-not-open", "Plan assigned by administrators only"),
             Self::NoPlacement(_) => (S::CONFLICT, "no-placement", "Nothing fits the plan"),
+            Self::ReplayedReport(_) => (S::CONFLICT, "replayed-report", "Usage report already taken"),
             Self::InvalidCursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid feed cursor"),
             Self::InvalidProof(_) => (S::BAD_REQUEST, "invalid-proof", "Proof of possession failed"),
             Self::InvalidChallenge => (S::CONFLICT, "invalid-challenge", "Enrollment challenge used or expired"),

@@ -40,6 +40,7 @@ const FILES: &[(&str, &str, &[u8])] = embed![
     "css/portal.css" => "text/css; charset=utf-8",
     "js/api.js" => JS,
     "js/ui.js" => JS,
+    "js/usage.js" => JS,
     "js/tlog.js" => JS,
     "js/audit.js" => JS,
     "js/session.js" => JS,

@@ -189,6 +189,26 @@ pub(crate) enum SubchainCmd {
         #[arg(long)]
         member: String,
     },
+    /// Usage per node and hour from the nodes' signed reports (its publisher and admins, CA
+    /// administrators and auditors).
+    Usage {
+        #[command(flatten)]
+        t: Target,
+        /// The subchain id.
+        id: String,
+        /// Start (RFC 3339 or Unix seconds; default: 24 hours before --to).
+        #[arg(long, value_parser = when_arg)]
+        from: Option<i64>,
+        /// End, exclusive (RFC 3339 or Unix seconds; default: the end of this hour).
+        #[arg(long, value_parser = when_arg)]
+        to: Option<i64>,
+        /// Print CSV (one row per node and hour) instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Print the API's JSON document instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch a signed membership statement, verify it and print it.
     Statement {
         #[command(flatten)]
@@ -442,6 +462,34 @@ pub(crate) async fn run(cmd: SubchainCmd) -> Result<(), Failure> {
             revision,
             membership_key,
         } => statement(&t, &id, revision, membership_key).await?,
+        SubchainCmd::Usage {
+            t,
+            id,
+            from,
+            to,
+            csv,
+            json,
+        } => {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            q.extend(from.map(|v| ("from", v.to_string())));
+            q.extend(to.map(|v| ("to", v.to_string())));
+            let v: bsn_api::ca::SubchainUsage = api(&t.ca, Some(&t.me))?
+                .get_as(&format!("/api/v1/subchains/{id}/usage"), &q)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).map_err(local)?);
+            } else if csv {
+                println!("hour,node,transactions,bytes_written,bytes_stored,bytes_served,refused");
+                for r in &v.rows {
+                    println!(
+                        "{},{},{},{},{},{},{}",
+                        r.hour, r.node, r.transactions, r.bytes_written, r.bytes_stored, r.bytes_served, r.refused
+                    );
+                }
+            } else {
+                print!("{}", usage_table(&v));
+            }
+        }
     }
     Ok(())
 }
@@ -644,6 +692,48 @@ pub(crate) fn when(unix: i64) -> String {
 }
 
 /// `bsn subchain show`: what a person needs to know about a subchain, where to connect first.
+/// `--from`/`--to`: RFC 3339 or Unix seconds.
+fn when_arg(s: &str) -> Result<i64, String> {
+    if let Ok(v) = s.parse::<i64>() {
+        return Ok(v);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("'{s}' is not RFC 3339 (2026-12-07T10:00:00Z) or Unix seconds"))
+}
+
+fn usage_table(v: &bsn_api::ca::SubchainUsage) -> String {
+    let mut t = output::Table::new(&["HOUR", "NODE", "TX", "WRITTEN", "STORED", "SERVED", "REFUSED"]);
+    for r in &v.rows {
+        t.row(vec![
+            output::unix(r.hour),
+            r.node.clone(),
+            r.transactions.to_string(),
+            output::bytes(r.bytes_written),
+            output::bytes(r.bytes_stored),
+            output::bytes(r.bytes_served),
+            r.refused.to_string(),
+        ]);
+    }
+    let mut out = t.render("no usage reported in this period");
+    let tot = &v.totals;
+    out.push_str(&format!(
+        "{} to {}: {} transactions ({} written), {} served, {} refused by quota, {} stored",
+        output::unix(v.from),
+        output::unix(v.to),
+        tot.transactions,
+        output::bytes(tot.bytes_written),
+        output::bytes(tot.bytes_served),
+        tot.refused,
+        output::bytes(tot.bytes_stored)
+    ));
+    if let Some(p) = &v.plan {
+        out.push_str(&format!("; plan {}: {}", p.name, plan_figures(p)));
+    }
+    out.push('\n');
+    out
+}
+
 fn show(v: &Subchain) -> String {
     let mut out = format!("{} ({})\n", v.name, v.id);
     if !v.description.is_empty() {

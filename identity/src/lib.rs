@@ -15,6 +15,7 @@
 //!   CA's membership key, and their offline verification; the key's handovers, followed from a
 //!   pinned key (`MembershipKeys`).
 //! - [`plan`]: resource plans of shared city nodes and the capacity a node declares.
+//! - [`usage`]: the usage reports city nodes sign and send the CA (counts per subchain and hour).
 //! - [`ledger`]: the ledger's canonical encodings: signed transactions (and the creator-key
 //!   signature check), blocks and their hash chain, and inclusion proofs of a block's entries.
 //! - [`tree`]: replaying the issuance log's RFC 6962 tree leaf by leaf (`CompactRange`).
@@ -31,6 +32,7 @@ pub mod names;
 pub mod plan;
 pub mod profile;
 pub mod tree;
+pub mod usage;
 pub mod verify;
 
 pub use names::{CaRole, IdentityId, IdentityKind, IdentityStatus, SpiffeId, TrustDomain};

@@ -76,6 +76,8 @@ pub struct AppState {
     pub streams: Arc<bsn_transport::KeyedSlots<String>>,
     /// Each hosted subchain's rate under its plan.
     pub quotas: Arc<crate::quota::Quotas>,
+    /// What each subchain used here (metering) and its bandwidth pacing.
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
         stale_after_ms: i64,
         metrics_public: bool,
         connections: Arc<bsn_transport::Stats>,
+        usage: Arc<crate::usage::Usage>,
     ) -> Self {
         Self {
             directory,
@@ -97,6 +100,7 @@ impl AppState {
             submits: bsn_transport::KeyedSlots::new(SUBMITS_PER_IDENTITY, 4096),
             streams: bsn_transport::KeyedSlots::new(STREAMS_PER_IDENTITY, MAX_STREAMS),
             quotas: Arc::new(crate::quota::Quotas::default()),
+            usage,
         }
     }
 }
@@ -359,7 +363,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/subchains/{id}/blocks", get(blocks_page))
         .route("/api/v1/subchains/{id}/blocks/stream", get(blocks_stream))
         .route("/api/v1/subchains/{id}/blocks/{height}", get(block_by_height))
-        .route("/api/v1/subchains/{id}/blocks/by-hash/{hash}", get(block_by_hash));
+        .route("/api/v1/subchains/{id}/blocks/by-hash/{hash}", get(block_by_hash))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), meter));
     let raft = Router::new()
         .route("/raft/v1/{id}/append", post(raft_append))
         .route("/raft/v1/{id}/vote", post(raft_vote))
@@ -377,6 +382,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::Invalid("this route does not take that method".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_OTHER_BODY))
         .with_state(state)
+}
+
+/// Counts the bytes of every successful response about a subchain as served for it, and paces
+/// them to its plan's bandwidth (frames wait; nothing is dropped).
+async fn meter(State(s): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let subchain = req
+        .uri()
+        .path()
+        .strip_prefix("/api/v1/subchains/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
+    let resp = next.run(req).await;
+    let Some(id) = subchain.filter(|_| resp.status().is_success()) else {
+        return resp;
+    };
+    let bandwidth = s.directory.plan(&id).map(|p| p.bandwidth);
+    let usage = s.usage.clone();
+    let (parts, body) = resp.into_parts();
+    let counted = futures_util::StreamExt::then(body.into_data_stream(), move |chunk| {
+        let (usage, id) = (usage.clone(), id.clone());
+        async move {
+            if let Ok(bytes) = &chunk {
+                let n = bytes.len() as u64;
+                if let Some(bandwidth) = bandwidth {
+                    usage.pace(&id, bandwidth, n).await;
+                }
+                usage.served(&id, n);
+            }
+            chunk
+        }
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(counted))
 }
 
 /// This API's OpenAPI document (its body schemas come from `bsn_api::node`; see
@@ -533,6 +571,7 @@ async fn submit(
     if let Some(p) = &plan {
         let used = c.store.bytes_on_disk();
         if used >= p.storage {
+            s.usage.refused(&id);
             return Err(ApiError::StorageQuota {
                 subchain: id.clone(),
                 used,
@@ -543,6 +582,7 @@ async fn submit(
     match s.quotas.take(&id, plan.as_ref(), req.transactions.len() as u64) {
         Ok(()) => {}
         Err(RateRefusal::Wait { secs, rate }) => {
+            s.usage.refused(&id);
             return Err(ApiError::RateQuota {
                 subchain: id.clone(),
                 rate,
@@ -550,6 +590,7 @@ async fn submit(
             });
         }
         Err(RateRefusal::TooBig { burst }) => {
+            s.usage.refused(&id);
             return Err(ApiError::Invalid(format!(
                 "subchain {id}'s plan lets at most {burst} transactions through at once; send smaller batches"
             )));
@@ -564,9 +605,18 @@ async fn submit(
             })
         })?);
     }
+    let sizes: Vec<u64> = raw.iter().map(|t| t.len() as u64).collect();
     let txs = s.subchains.validate(&c, raw, now_ms() / 1000).await?;
     let ids: Vec<String> = txs.iter().map(|t| hex::encode(t.id)).collect();
     let outcomes = c.order(txs).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (count, bytes) = outcomes
+        .iter()
+        .zip(&sizes)
+        .filter(|(o, _)| matches!(o, Outcome::Committed { .. }))
+        .fold((0, 0), |(n, b), (_, size)| (n + 1, b + size));
+    if count > 0 {
+        s.usage.committed(&id, count, bytes);
+    }
     let mut all = true;
     let results: Vec<TxResult> = ids
         .into_iter()

@@ -49,4 +49,5 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod subchain;
+pub mod usage;
 pub mod warn_once;

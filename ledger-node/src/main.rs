@@ -115,6 +115,9 @@ struct NodeConfig {
     /// says where each node is).
     #[serde(default)]
     peers: std::collections::BTreeMap<String, String>,
+    /// Seconds between usage reports to the CA (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage_report_secs: Option<u64>,
     /// Open connections at most (default 16384).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_connections: Option<usize>,
@@ -336,6 +339,7 @@ async fn init(
             capacity
         },
         peers: Default::default(),
+        usage_report_secs: None,
         max_connections: None,
         max_connections_per_address: None,
         handshake_timeout_secs: None,
@@ -533,7 +537,7 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
             }
         });
     }
-    tokio::spawn(directory.clone().follow(ca));
+    tokio::spawn(directory.clone().follow(ca.clone()));
 
     {
         // A revoked peer must not keep a pooled connection: reconnect (and re-verify) on each revocation.
@@ -571,12 +575,27 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         .map_err(|e| local(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr().map_err(local)?;
     let connections = Arc::new(bsn_transport::Stats::default());
+    // Metering: counts per subchain and hour, reported to the CA every minute, signed with this
+    // node's key.
+    let usage = ledger_node::usage::Usage::open(dir).map_err(|e| local(format!("usage.redb: {e}")))?;
+    let key = bsn_api::files::load_key(&String::from_utf8_lossy(&read(&dir.join("key.pem"))?))
+        .map_err(|e| local(format!("key.pem: {e}")))?;
+    tokio::spawn(usage.clone().run(
+        ca.clone(),
+        Duration::from_secs(cfg.usage_report_secs.unwrap_or(60).clamp(1, 3600)),
+        key,
+        cfg.trust_domain.clone(),
+        cfg.name.clone(),
+        subchains.clone(),
+        directory.clone(),
+    ));
     let app = router(Arc::new(AppState::new(
         directory.clone(),
         subchains.clone(),
         cfg.stale_after_secs.max(1) * 1000,
         cfg.metrics_public()?,
         connections.clone(),
+        usage.clone(),
     )));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     println!("ledger-node {} listening on https://{addr} (CA {})", cfg.name, cfg.ca);

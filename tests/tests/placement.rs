@@ -467,3 +467,131 @@ async fn plans_capacity_placement_and_drain() {
     assert!(text(&out).contains("stuck d"), "{}", text(&out));
     assert_eq!(subchain(&ca, &admin, "d").await.nodes, ["bj-d1"]);
 }
+
+/// A report signed with the key in `signer` (a credentials directory).
+fn signed_report(
+    signer: &Path,
+    node: &str,
+    seq: u64,
+    at: i64,
+    rows: Vec<identity::usage::UsageRow>,
+) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let r = identity::usage::UsageReport {
+        version: 1,
+        trust_domain: "test.example".into(),
+        node: node.into(),
+        seq,
+        at,
+        rows,
+    };
+    let payload = serde_json::to_vec(&r).unwrap();
+    let key = bsn_api::files::load_key(&std::fs::read_to_string(signer.join("key.pem")).unwrap()).unwrap();
+    let sig = bsn_api::files::sign(&key, &identity::usage::UsageReport::signed_message(&payload)).unwrap();
+    json!({ "payload": b64.encode(payload), "signature": b64.encode(sig) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reports_are_checked_kept_and_totalled() {
+    let mut ca = TestCa::start();
+    let admin = ca.admin();
+    let publisher = ca.enrolled("pub", json!({ "roles": ["publisher"] })).await;
+    let stranger = ca.participant("stranger").await;
+    let n1 = node(&mut ca, "n1", "beijing", shared(1_000, 1024 * GIB)).await;
+    let n2 = node(&mut ca, "n2", "shanghai", shared(1_000, 1024 * GIB)).await;
+    create(
+        &ca,
+        &publisher,
+        json!({"id": "a", "name": "A", "cities": ["beijing"], "plan": "free", "orderers": []}),
+    )
+    .await
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let hour = now - now.rem_euclid(3600);
+    let row = |tx: u64| identity::usage::UsageRow {
+        subchain: "a".into(),
+        hour,
+        transactions: tx,
+        bytes_written: tx * 100,
+        bytes_stored: 4096,
+        bytes_served: 1000,
+        refused: 2,
+    };
+    let post = |who: &Path, body: serde_json::Value| {
+        let api = ca.api(Some(who));
+        async move { api.post("/api/v1/usage", &body).await }
+    };
+    let totals = || {
+        let api = ca.api(Some(&publisher));
+        async move {
+            api.get_as::<bsn_api::ca::SubchainUsage>("/api/v1/subchains/a/usage", &[])
+                .await
+                .unwrap()
+                .totals
+        }
+    };
+    let v = post(&n1, signed_report(&n1, "n1", 1, now, vec![row(5)])).await.unwrap();
+    assert_eq!(v["rows"], 1);
+    assert_eq!((totals().await.transactions, totals().await.refused), (5, 2));
+    // A later report of the same hour replaces its totals; it does not add to them.
+    post(&n1, signed_report(&n1, "n1", 2, now, vec![row(7)])).await.unwrap();
+    let t = totals().await;
+    assert_eq!(
+        (t.transactions, t.bytes_written, t.bytes_served, t.bytes_stored),
+        (7, 700, 1000, 4096)
+    );
+
+    // Bad reports: a 4xx problem, nothing changed.
+    for (who, body, want) in [
+        (&n1, signed_report(&n1, "n1", 2, now, vec![row(99)]), "replayed-report"),
+        (&n1, signed_report(&n1, "n1", 1, now, vec![row(99)]), "replayed-report"),
+        (&n1, signed_report(&n2, "n1", 3, now, vec![row(99)]), "invalid-proof"),
+        (&n1, signed_report(&n1, "n2", 3, now, vec![row(99)]), "forbidden"),
+        (&n2, signed_report(&n2, "n2", 1, now, vec![row(99)]), "forbidden"),
+        (
+            &stranger,
+            signed_report(&stranger, "stranger", 1, now, vec![row(99)]),
+            "forbidden",
+        ),
+        (
+            &n1,
+            signed_report(&n1, "n1", 3, now - 3_600, vec![row(99)]),
+            "invalid-field",
+        ),
+        (&n1, json!({ "payload": "%%%", "signature": "" }), "invalid-field"),
+    ] {
+        let e = post(who, body).await.unwrap_err();
+        assert_eq!(slug(&e), want, "{e}");
+    }
+    let t = totals().await;
+    assert_eq!(
+        (t.transactions, t.bytes_written),
+        (7, 700),
+        "refused reports changed nothing"
+    );
+
+    // Who sees it: the publisher, CA administrators; not a stranger.
+    let e = ca
+        .api(Some(&stranger))
+        .get("/api/v1/subchains/a/usage", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(slug(&e), "forbidden");
+    let out = bsn_as(&ca, &admin, &["subchain", "usage", "a", "--csv"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "hour,node,transactions,bytes_written,bytes_stored,bytes_served,refused".to_string(),
+            format!("{hour},n1,7,700,4096,1000,2"),
+        ]
+    );
+    let out = bsn_as(&ca, &publisher, &["subchain", "usage", "a"]);
+    assert!(
+        text(&out).contains("7 transactions") && text(&out).contains("plan free"),
+        "{}",
+        text(&out)
+    );
+}

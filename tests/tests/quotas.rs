@@ -18,15 +18,24 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Writes one transaction at a time to `subchain` at `per_sec` for `secs`; returns each
-/// submit-to-commit latency (every write must commit).
-async fn steady(api: &Api, who: &std::path::Path, subchain: &str, per_sec: u64, secs: u64, tag: &str) -> Vec<Duration> {
+/// submit-to-commit latency (every write must commit) and the bytes written.
+async fn steady(
+    api: &Api,
+    who: &std::path::Path,
+    subchain: &str,
+    per_sec: u64,
+    secs: u64,
+    tag: &str,
+) -> (Vec<Duration>, u64) {
     let mut lat = Vec::new();
+    let mut bytes = 0;
     let start = Instant::now();
     let every = Duration::from_micros(1_000_000 / per_sec);
     for i in 0..per_sec * secs {
         let due = start + every * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let tx = sign_tx(who, subchain, vec![put(&format!("{tag}-{i}"), "v")]);
+        bytes += tx.len() as u64;
         let t = Instant::now();
         api.post(
             &format!("/api/v1/subchains/{subchain}/transactions"),
@@ -36,13 +45,13 @@ async fn steady(api: &Api, who: &std::path::Path, subchain: &str, per_sec: u64, 
         .unwrap_or_else(|e| panic!("{subchain} write {i} refused: {e}"));
         lat.push(t.elapsed());
     }
-    lat
+    (lat, bytes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_notice() {
     let mut ca = TestCa::start();
-    let node = TestNode::start(&mut ca, "n1").await;
+    let node = TestNode::start_with(&mut ca, "n1", "usage_report_secs = 1").await;
     let admin = ca.admin();
     let w = ca.participant("w").await;
     for (id, plan) in [("flood", "free"), ("steady", "business")] {
@@ -72,8 +81,8 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
         .await;
     }
     // Warm up both (connections, first blocks).
-    steady(&api, &w, "steady", 20, 1, "warm").await;
-    steady(&api, &w, "flood", 5, 1, "warm").await;
+    let (_, mut steady_bytes) = steady(&api, &w, "steady", 20, 1, "warm").await;
+    let (_, mut flood_bytes) = steady(&api, &w, "flood", 5, 1, "warm").await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the free bucket fills again
 
     // A batch larger than the free plan's burst can never pass: refused as such, not retried.
@@ -88,11 +97,12 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
     assert!(e.to_string().contains("at most 20 transactions"), "{e}");
 
     // The steady subchain alone.
-    let idle = steady(&api, &w, "steady", 40, 6, "idle").await;
+    let (idle, b) = steady(&api, &w, "steady", 40, 6, "idle").await;
+    steady_bytes += b;
 
     // Now with the flood: 1,000 attempts a second (100 times the free rate) from four clients.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, limited, waits) = (
+    let (ok, limited, written) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -100,13 +110,13 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
     let flood_start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..4 {
-        let (api, w, stop, ok, limited, waits) = (
+        let (api, w, stop, ok, limited, written) = (
             api.clone(),
             w.clone(),
             stop.clone(),
             ok.clone(),
             limited.clone(),
-            waits.clone(),
+            written.clone(),
         );
         // Transactions are signed ahead, so the flood costs its client nothing while it runs.
         let txs: Vec<Vec<u8>> = (0..2_500)
@@ -119,11 +129,15 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
                     break;
                 }
                 tokio::time::sleep_until((start + Duration::from_millis(4) * i as u32).into()).await;
+                let len = tx.len() as u64;
                 match api
                     .post("/api/v1/subchains/flood/transactions", &submit_body(&[tx]))
                     .await
                 {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(_) => {
+                        written.fetch_add(len, Ordering::Relaxed);
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
                     Err(ClientError::Problem {
                         status: 429,
                         slug,
@@ -131,7 +145,6 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
                         ..
                     }) if slug == "rate-quota" => {
                         assert!(retry_after.is_some_and(|s| s >= 1), "Retry-After on every refusal");
-                        waits.fetch_add(retry_after.unwrap_or(0), Ordering::Relaxed);
                         limited.fetch_add(1, Ordering::Relaxed)
                     }
                     Err(e) => panic!("the flood got {e}"),
@@ -139,7 +152,8 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
             }
         }));
     }
-    let busy = steady(&api, &w, "steady", 40, 6, "busy").await;
+    let (busy, b) = steady(&api, &w, "steady", 40, 6, "busy").await;
+    steady_bytes += b;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -172,6 +186,45 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
         busy_p99 <= idle_p99.mul_f64(1.5) + Duration::from_millis(3),
         "steady p99 {busy_p99:?} during the flood against {idle_p99:?} without"
     );
+    flood_bytes += written.load(Ordering::Relaxed);
+
+    // The node's signed usage reports reach the CA and add up to what the clients counted: every
+    // committed transaction and its bytes, every refusal (the batch too large included).
+    let ca_admin = ca.api(Some(&admin));
+    let usage = |id: &'static str| {
+        let api = ca_admin.clone();
+        async move {
+            api.get_as::<bsn_api::ca::SubchainUsage>(&format!("/api/v1/subchains/{id}/usage"), &[])
+                .await
+                .unwrap()
+        }
+    };
+    let want = [
+        ("flood", 5 + ok, flood_bytes, limited + 1),
+        ("steady", 20 + 240 + 240, steady_bytes, 0),
+    ];
+    for (id, txs, bytes, refused) in want {
+        let got = eventually("the usage report to reach the CA", Duration::from_secs(20), || async {
+            let u = usage(id).await;
+            (u.totals.transactions == txs && u.totals.refused == refused).then_some(u)
+        })
+        .await;
+        assert_eq!(got.totals.bytes_written, bytes, "{id}");
+        assert!(
+            got.totals.bytes_served > 0 && got.totals.bytes_stored > 0,
+            "{id}: {:?}",
+            got.totals
+        );
+        assert!(got.rows.iter().all(|r| r.node == "n1"), "{id}");
+        assert_eq!(
+            got.plan.map(|p| p.name),
+            Some(if id == "flood" { "free" } else { "business" }.to_string())
+        );
+        println!(
+            "usage of {id}: {} transactions, {} bytes written, {} served, {} refused (the clients counted {txs}, {bytes}, -, {refused})",
+            got.totals.transactions, got.totals.bytes_written, got.totals.bytes_served, got.totals.refused
+        );
+    }
     drop(node);
 }
 

@@ -5,6 +5,7 @@
 import { getJSON } from "./api.js";
 import { navFor, post, whoami } from "./session.js";
 import { button, cell, status } from "./ui.js";
+import { bytes } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -205,6 +206,26 @@ $("revoke").addEventListener("submit", async (ev) => {
   }
 });
 
+// Each city node's placement and load: the subchains on it and the plan rates they declare,
+// against what it offers.
+async function loadNodes() {
+  const [dir, subs] = [await getJSON("/api/v1/nodes"), await getJSON("/api/v1/subchains", { limit: 1000 })];
+  const body = $("city-nodes").querySelector("tbody");
+  body.innerHTML = "";
+  for (const n of dir.nodes.filter((n) => n.role === "node")) {
+    const on = subs.items.filter((s) => s.nodes.includes(n.id));
+    const rate = on.reduce((a, s) => a + (s.plan ? s.plan.rate : 0), 0);
+    const c = n.capacity;
+    const offers = c ? `${c.tenancy}, ${c.rate} tx/s, ${bytes(c.storage)}${n.draining ? " (draining)" : ""}` : "pinned by hand only";
+    const load = c ? `${rate} of ${c.rate} tx/s (${Math.round((100 * rate) / c.rate)}%)` : `${rate} tx/s`;
+    const tr = document.createElement("tr");
+    tr.append(cell(n.id), cell(n.city), cell(offers, "opt"), cell(String(on.length)), cell(load));
+    body.append(tr);
+  }
+  if (!body.children.length) status($("nodes-status"), "info", "No city node has published its entry yet.");
+}
+
 if (me && (me.roles || []).includes("admin")) {
   await Promise.all([loadPending(), loadIdentities()]).catch((e) => status($("pending-status"), "bad", e.message));
+  await loadNodes().catch((e) => status($("nodes-status"), "bad", e.message));
 }

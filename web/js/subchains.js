@@ -4,6 +4,7 @@
 import { getJSON } from "./api.js";
 import { navFor, post, send, whoami } from "./session.js";
 import { button, cell, status } from "./ui.js";
+import { bytes, renderUsage } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 const ROLES = ["reader", "writer", "admin"];
@@ -95,10 +96,13 @@ async function loadDirectory() {
 async function loadManaged() {
   const id = $("m-subchain").value;
   const out = $("manage-status");
-  const [reqs, members] = [
+  const [reqs, members, usage] = [
     await getJSON(`/api/v1/subchains/${id}/requests`),
     await getJSON(`/api/v1/subchains/${id}/members`, { limit: 1000 }),
+    await getJSON(`/api/v1/subchains/${id}/usage`).catch(() => null),
   ];
+  if (usage) renderUsage($("usage-charts"), $("usage-plan"), usage);
+  else $("usage-plan").textContent = "Usage is shown to the publisher, the subchain's admins and CA administrators.";
   const rb = $("requests").querySelector("tbody");
   rb.innerHTML = "";
   for (const r of reqs.items) {
@@ -175,13 +179,6 @@ async function loadPlans() {
     const label = `${p.name}: ${p.tenancy}, ${p.rate} tx/s, ${bytes(p.storage)}, ${bytes(p.bandwidth)}/s`;
     select.append(new Option(label, p.name));
   }
-}
-
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 const list = (v) => String(v || "").split(",").map((n) => n.trim()).filter(Boolean);

@@ -5,6 +5,8 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { sign } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DESKTOP, PHONE, asAdmin, browser, participant, repo, run, startCa } from "./harness.mjs";
 
@@ -187,6 +189,20 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   assert.match(await pub.locator("#create-status").innerText(),
     /Published trade \(revision 1\) on https:\/\/city-1\.test:9443 \(beijing\), plan standard/);
 
+  // The city node reports its usage, signed with its key (as ledger-node does every minute).
+  const hour = Math.floor(Date.now() / 3_600_000) * 3600;
+  const report = Buffer.from(JSON.stringify({
+    version: 1, trust_domain: new URL(city.spiffe_id).host, node: "city-1", seq: 1, at: Math.floor(Date.now() / 1000),
+    rows: [{ subchain: "trade", hour, transactions: 7200, bytes_written: 720000, bytes_stored: 5 << 20,
+      bytes_served: 36_000_000, refused: 3 }],
+  }));
+  const signature = sign("sha256", Buffer.concat([Buffer.from("bsn usage report v1\n"), report]),
+    readFileSync(join(cityDir, "key.pem")));
+  const taken = await run("curl", ["-sS", "--fail-with-body", "--cacert", ca.bundle, "--cert", join(cityDir, "cert.pem"),
+    "--key", join(cityDir, "key.pem"), "-H", "content-type: application/json", `${ca.url}/api/v1/usage`,
+    "--data", JSON.stringify({ payload: report.toString("base64"), signature: signature.toString("base64") })]);
+  assert.deepEqual(JSON.parse(taken.stdout), { rows: 1 });
+
   const ann = await tab();
   await signIn(ann, "ann");
   await ann.goto(`${ca.url}/subchains`);
@@ -200,6 +216,20 @@ test("a publisher publishes a subchain, a participant asks to join, the publishe
   await pub.reload();
   const req = pub.locator("#requests tbody tr", { hasText: "ann" });
   await req.waitFor();
+  // An administrator sees each city node's placement and load.
+  const adm = await tab();
+  await signIn(adm, "admin");
+  await adm.goto(`${ca.url}/admin`);
+  const nodeRow = adm.locator("#city-nodes tbody tr", { hasText: "city-1" });
+  await nodeRow.waitFor();
+  assert.match(await nodeRow.innerText(), /shared, 1000 tx\/s, 1\.0 TiB\s+1\s+100 of 1000 tx\/s \(10%\)/);
+
+  // The publisher sees its usage against the plan, as charts.
+  await pub.locator("#usage-charts figure").first().waitFor();
+  assert.match(await pub.locator("#usage-plan").innerText(), /Plan standard: shared, 100 tx\/s .*7200 transactions, 3 refused by quota/);
+  assert.equal(await pub.locator("#usage-charts figure").count(), 3);
+  assert.match(await pub.locator("#usage-charts").innerText(), /Transactions per second: peak 2\.00 tx\/s, plan 100\.00 tx\/s \(far above\)/);
+  assert.match(await pub.locator("#usage-charts").innerText(), /Storage: peak 5\.0 MiB, plan 10\.0 GiB \(far above\)/);
   await pub.screenshot({ path: join(repo, "docs/screenshots/subchains-desktop.png"), fullPage: true });
   await req.getByRole("button", { name: "Approve ann" }).click();
   await pub.locator("#manage-status.ok").waitFor();

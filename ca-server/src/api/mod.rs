@@ -24,6 +24,7 @@ mod plans;
 mod portal;
 mod roots;
 mod subchains;
+mod usage;
 
 pub use feed::{MAX_STREAMS as MAX_FEED_STREAMS, STREAMS_PER_NODE as FEED_STREAMS_PER_NODE};
 
@@ -45,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(subchains::router())
         .merge(nodes::router())
         .merge(plans::router())
+        .merge(usage::router())
         .merge(feed::router())
         .merge(portal::router())
         .merge(crate::web::router())
@@ -159,6 +161,7 @@ mod tests {
             "feed.rs",
             "nodes.rs",
             "plans.rs",
+            "usage.rs",
             "portal.rs",
         ];
         let src: String = files

@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod plans;
 pub mod registry;
 pub mod roots;
+pub mod usage;
 
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -53,6 +53,8 @@ export class DuplicateTransaction extends Conflict {}
 export class NotAllCommitted extends Conflict {}
 /** The server cannot do it now: retry after a pause. */
 export class RetryLater extends ProblemError {}
+/** The subchain is at its plan's storage allowance on that node: writes are refused until it has a larger plan; reads still work. */
+export class StorageFull extends ProblemError {}
 export class ServerError extends ProblemError {}
 
 const BY_SLUG = {
@@ -67,6 +69,7 @@ const BY_SLUG = {
   busy: RetryLater,
   "too-many-requests": RetryLater,
   "rate-quota": RetryLater,
+  "storage-quota": StorageFull,
   "too-many-attempts": RetryLater,
 };
 const BY_STATUS = { 400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,

@@ -32,6 +32,7 @@ export class Conflict extends ProblemError {}
 export class DuplicateTransaction extends Conflict {}
 export class NotAllCommitted extends Conflict {}
 export class RetryLater extends ProblemError {}
+export class StorageFull extends ProblemError {}
 export class ServerError extends ProblemError {}
 export function problem(status: number, body: Record<string, unknown>): ProblemError;
 

@@ -111,6 +111,11 @@ class RetryLater(ProblemError):
     retry after a pause."""
 
 
+class StorageFull(ProblemError):
+    """The subchain is at its plan's storage allowance on that node: writes are refused until it
+    has a larger plan; reads still work."""
+
+
 class ServerError(ProblemError):
     """A fault on the server."""
 
@@ -127,6 +132,7 @@ _BY_SLUG = {
     "busy": RetryLater,
     "too-many-requests": RetryLater,
     "rate-quota": RetryLater,
+    "storage-quota": StorageFull,
     "too-many-attempts": RetryLater,
 }
 
