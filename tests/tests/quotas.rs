@@ -322,3 +322,76 @@ async fn a_subchain_at_its_storage_allowance_refuses_writes_and_still_serves_rea
     write(1000).await.unwrap();
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_beyond_the_bandwidth_allowance_are_delayed_not_dropped() {
+    let mut ca = TestCa::start();
+    let node = TestNode::start(&mut ca, "n1").await;
+    let admin = ca.admin();
+    let w = ca.participant("w").await;
+    let ca_admin = ca.api(Some(&admin));
+    // A thin plan: 50 kB/s served.
+    let thin = json!({ "plan": { "name": "thin", "tenancy": "shared", "rate": 1000, "burst": 2000,
+                                 "storage": 1u64 << 30, "bandwidth": 50_000 }, "open": false });
+    ca_admin.put("/api/v1/plans/thin", &thin).await.unwrap();
+    for (id, plan) in [("thin", "thin"), ("wide", "business")] {
+        ca_admin
+            .post(
+                "/api/v1/subchains",
+                &json!({ "id": id, "name": id, "nodes": ["n1"], "orderers": [], "plan": plan }),
+            )
+            .await
+            .unwrap();
+        ca_admin
+            .put(
+                &format!("/api/v1/subchains/{id}/members/w"),
+                &json!({ "role": "writer" }),
+            )
+            .await
+            .unwrap();
+    }
+    let api = ca.api_at(&node.url, Some(&w));
+    for id in ["thin", "wide"] {
+        eventually("the node to admit the writer", Duration::from_secs(20), || async {
+            api.get(&format!("/api/v1/subchains/{id}"), &[])
+                .await
+                .ok()
+                .filter(|v| v["membership_revision"].as_u64() >= Some(2))
+        })
+        .await;
+        let txs: Vec<Vec<u8>> = (0..30)
+            .map(|i| sign_tx(&w, id, vec![put(&format!("k{i:02}"), &"x".repeat(2000))]))
+            .collect();
+        api.post(&format!("/api/v1/subchains/{id}/transactions"), &submit_body(&txs))
+            .await
+            .unwrap();
+    }
+    // Two reads of the whole state (some 140 kB each) from each subchain.
+    let read = |id: &'static str| {
+        let api = api.clone();
+        async move {
+            let t = Instant::now();
+            let mut bytes = 0;
+            for _ in 0..2 {
+                let page = api.get(&format!("/api/v1/subchains/{id}/state"), &[]).await.unwrap();
+                assert_eq!(page["items"].as_array().map(Vec::len), Some(30), "every value arrives");
+                bytes += page.to_string().len();
+            }
+            (t.elapsed(), bytes)
+        }
+    };
+    let ((thin_took, thin_bytes), (wide_took, _)) = tokio::join!(read("thin"), read("wide"));
+    println!(
+        "{thin_bytes} bytes read from the thin subchain in {:.2} s (50 kB/s allowed); the same from the wide one in {:.2} s",
+        thin_took.as_secs_f64(),
+        wide_took.as_secs_f64()
+    );
+    // The first second's allowance at once, the rest at 50 kB/s.
+    let floor = (thin_bytes as f64 - 50_000.0) / 50_000.0 * 0.8;
+    assert!(thin_took.as_secs_f64() >= floor, "{thin_took:?} for {thin_bytes} bytes");
+    assert!(
+        wide_took < Duration::from_secs(1),
+        "the other subchain is not slowed: {wide_took:?}"
+    );
+    drop(node);
+}
