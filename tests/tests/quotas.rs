@@ -48,21 +48,25 @@ async fn steady(
     (lat, bytes)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_notice() {
-    let mut ca = TestCa::start();
-    let node = TestNode::start_with(&mut ca, "n1", "usage_report_secs = 1").await;
-    let admin = ca.admin();
-    let w = ca.participant("w").await;
-    for (id, plan) in [("flood", "free"), ("steady", "business")] {
-        ca.api(Some(&admin))
+/// Subchains `(id, plan)` pinned to node n1, each with the participant `w` as a writer; returns
+/// the node's API as `w` once the node has admitted it on every one.
+async fn hosted(
+    ca: &TestCa,
+    admin: &std::path::Path,
+    node: &TestNode,
+    w: &std::path::Path,
+    subchains: &[(&str, &str)],
+) -> Api {
+    let ca_admin = ca.api(Some(admin));
+    for (id, plan) in subchains {
+        ca_admin
             .post(
                 "/api/v1/subchains",
                 &json!({ "id": id, "name": id, "nodes": ["n1"], "orderers": [], "plan": plan }),
             )
             .await
             .unwrap();
-        ca.api(Some(&admin))
+        ca_admin
             .put(
                 &format!("/api/v1/subchains/{id}/members/w"),
                 &json!({ "role": "writer" }),
@@ -70,8 +74,8 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
             .await
             .unwrap();
     }
-    let api = ca.api_at(&node.url, Some(&w));
-    for id in ["flood", "steady"] {
+    let api = ca.api_at(&node.url, Some(w));
+    for (id, _) in subchains {
         eventually("the node to admit the writer", Duration::from_secs(20), || async {
             api.get(&format!("/api/v1/subchains/{id}"), &[])
                 .await
@@ -80,6 +84,16 @@ async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_noti
         })
         .await;
     }
+    api
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_subchain_is_held_to_its_rate_and_its_neighbour_does_not_notice() {
+    let mut ca = TestCa::start();
+    let node = TestNode::start_with(&mut ca, "n1", "usage_report_secs = 1").await;
+    let admin = ca.admin();
+    let w = ca.participant("w").await;
+    let api = hosted(&ca, &admin, &node, &w, &[("flood", "free"), ("steady", "business")]).await;
     // Warm up both (connections, first blocks).
     let (_, mut steady_bytes) = steady(&api, &w, "steady", 20, 1, "warm").await;
     let (_, mut flood_bytes) = steady(&api, &w, "flood", 5, 1, "warm").await;
@@ -334,31 +348,8 @@ async fn reads_beyond_the_bandwidth_allowance_are_delayed_not_dropped() {
     let thin = json!({ "plan": { "name": "thin", "tenancy": "shared", "rate": 1000, "burst": 2000,
                                  "storage": 1u64 << 30, "bandwidth": 50_000 }, "open": false });
     ca_admin.put("/api/v1/plans/thin", &thin).await.unwrap();
-    for (id, plan) in [("thin", "thin"), ("wide", "business")] {
-        ca_admin
-            .post(
-                "/api/v1/subchains",
-                &json!({ "id": id, "name": id, "nodes": ["n1"], "orderers": [], "plan": plan }),
-            )
-            .await
-            .unwrap();
-        ca_admin
-            .put(
-                &format!("/api/v1/subchains/{id}/members/w"),
-                &json!({ "role": "writer" }),
-            )
-            .await
-            .unwrap();
-    }
-    let api = ca.api_at(&node.url, Some(&w));
+    let api = hosted(&ca, &admin, &node, &w, &[("thin", "thin"), ("wide", "business")]).await;
     for id in ["thin", "wide"] {
-        eventually("the node to admit the writer", Duration::from_secs(20), || async {
-            api.get(&format!("/api/v1/subchains/{id}"), &[])
-                .await
-                .ok()
-                .filter(|v| v["membership_revision"].as_u64() >= Some(2))
-        })
-        .await;
         let txs: Vec<Vec<u8>> = (0..30)
             .map(|i| sign_tx(&w, id, vec![put(&format!("k{i:02}"), &"x".repeat(2000))]))
             .collect();
