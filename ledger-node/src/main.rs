@@ -582,7 +582,9 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         .map_err(|e| local(format!("key.pem: {e}")))?;
     tokio::spawn(usage.clone().run(
         ca.clone(),
-        Duration::from_secs(cfg.usage_report_secs.unwrap_or(60).clamp(1, 3600)),
+        cfg.usage_report_secs.map_or(ledger_node::usage::REPORT_EVERY, |s| {
+            Duration::from_secs(s.clamp(1, 3600))
+        }),
         key,
         cfg.trust_domain.clone(),
         cfg.name.clone(),
