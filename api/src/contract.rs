@@ -74,6 +74,7 @@ pub fn node() -> Map<String, Value> {
         .request::<SubmitRequest>()
         .request::<RangeQuery>()
         .request::<BlocksQuery>()
+        .request::<TipsQuery>()
         .response::<HostedSubchains>()
         .response::<SubchainInfo>()
         .response::<Committed>()
@@ -83,6 +84,7 @@ pub fn node() -> Map<String, Value> {
         .response::<BlockView>()
         .response::<BlockPage>()
         .response::<RawBlocks>()
+        .response::<Tips>()
         .response::<identity::membership::Envelope>()
         .into_components()
 }

@@ -252,6 +252,49 @@ pub struct BlocksQuery {
     pub wait_ms: Option<u64>,
 }
 
+/// `GET /raft/v1/tips` query: where a city node's last look at an orderer's tips ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TipsQuery {
+    /// The `epoch` of the last answer (absent: first call); another epoch means the orderer
+    /// restarted and the answer lists every height it knows.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// The `seq` of the last answer.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// How long to wait for a change when there is none, ms (at most 10,000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// One subchain's height on the answering node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubchainTip {
+    /// The subchain.
+    pub subchain: String,
+    /// The height of its last block there.
+    pub height: u64,
+}
+
+/// `GET /raft/v1/tips`: the heights subchains reached on an orderer since `after`, only for
+/// subchains the caller hosts: one long poll per orderer tells a city node which of its
+/// hibernating subchains have new blocks to pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tips {
+    /// Changes with every start of the answering node.
+    pub epoch: u64,
+    /// Where this answer ends (the next call's `after`).
+    pub seq: u64,
+    /// True when `tips` is every height the node knows (first call, a restart, or a caller too
+    /// far behind), not only the changes.
+    pub reset: bool,
+    /// The heights, each subchain at most once.
+    pub tips: Vec<SubchainTip>,
+}
+
 /// `GET /raft/v1/{id}/blocks`: raw blocks for a host catching up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

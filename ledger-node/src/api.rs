@@ -19,7 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bsn_api::node::{
     BlockEntry, BlockPage, BlockView, BlocksQuery, Committed, HostedSubchain, HostedSubchains, RangeQuery, RawBlocks,
-    StatePage, StateValue, SubchainInfo, SubmitRequest, TxOp, TxProof, TxResult, TxView,
+    StatePage, StateValue, SubchainInfo, SubmitRequest, Tips, TipsQuery, TxOp, TxProof, TxResult, TxView,
 };
 use bsn_api::problem::Problem;
 use identity::ledger::{Block, BlockKind, SignedTx, check_entry, entry_hashes, prove_entry};
@@ -370,7 +370,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/raft/v1/{id}/vote", post(raft_vote))
         .route("/raft/v1/{id}/snapshot", post(raft_snapshot))
         .route("/raft/v1/{id}/propose", post(raft_propose))
-        .route("/raft/v1/{id}/blocks", get(raft_blocks));
+        .route("/raft/v1/{id}/blocks", get(raft_blocks))
+        .route("/raft/v1/tips", get(raft_tips));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(raft)
@@ -449,8 +450,8 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
     (StatusCode::OK, "ready").into_response()
 }
 
-/// Checks the caller's role in a hosted subchain and returns the subchain.
-fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Subchain>, ApiError> {
+/// Checks the caller's role in a subchain this node takes part in.
+fn check_role(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<(), ApiError> {
     let Some(known) = s
         .directory
         .statement(id)
@@ -469,9 +470,14 @@ fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Sub
             needs: needs.name(),
         });
     }
-    s.subchains
-        .get(id)
-        .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node; try again")))
+    Ok(())
+}
+
+/// Checks the caller's role in a hosted subchain and returns the subchain, woken if it
+/// hibernates (only after the caller is authorised).
+async fn authorize(s: &AppState, peer: &Peer, id: &str, needs: Role) -> Result<Arc<Subchain>, ApiError> {
+    check_role(s, peer, id, needs)?;
+    s.subchains.acquire(id).await.map_err(ApiError::Unavailable)
 }
 
 async fn list(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> axum::Json<HostedSubchains> {
@@ -479,10 +485,7 @@ async fn list(State(s): State<Arc<AppState>>, Extension(peer): Extension<Peer>) 
     for k in s.directory.hosted() {
         if let Some(role) = k.statement.role_of(&peer.id) {
             let id = &k.statement.subchain;
-            let height = s
-                .subchains
-                .get(id.as_str())
-                .and_then(|c| c.store.tip().last.map(|(h, _)| h));
+            let height = s.subchains.height(id.as_str());
             subchains.push(HostedSubchain {
                 id: id.clone(),
                 role,
@@ -503,7 +506,7 @@ async fn info(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<SubchainInfo>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let tip = c.store.tip();
     let role = s.directory.role_of(&id, &peer.id);
     let leader_id = c.raft().and_then(|r| r.raft().metrics().borrow().current_leader);
@@ -534,7 +537,7 @@ async fn membership(
     Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &peer, &id, Role::Admin)?;
+    check_role(&s, &peer, &id, Role::Admin)?;
     let known = s
         .directory
         .statement(&id)
@@ -550,7 +553,7 @@ async fn submit(
     body: axum::body::Body,
 ) -> Result<axum::Json<Committed>, ApiError> {
     // Who is asking, for what, before a byte of the body is read.
-    let c = authorize(&s, &peer, &id, Role::Writer)?;
+    let c = authorize(&s, &peer, &id, Role::Writer).await?;
     let silent = s.directory.silent_for_ms();
     if silent > s.stale_after_ms {
         return Err(ApiError::Stale(s.directory.heard().then_some(silent / 1000)));
@@ -720,7 +723,7 @@ async fn transaction(
     Extension(peer): Extension<Peer>,
     Path((id, tx)): Path<(String, String)>,
 ) -> Result<axum::Json<TxProof>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let txid = parse_hash(&tx, "a transaction id")?;
     let (height, index) = c
         .store
@@ -766,7 +769,7 @@ async fn state_get(
     Extension(peer): Extension<Peer>,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<axum::Json<StateValue>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let v = c
         .store
         .get(&key)
@@ -781,7 +784,7 @@ async fn state_range(
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<axum::Json<StatePage>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid("limit must be from 1 to 1000".into()));
@@ -800,7 +803,7 @@ async fn block_by_height(
     Extension(peer): Extension<Peer>,
     Path((id, height)): Path<(String, String)>,
 ) -> Result<axum::Json<BlockView>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let h: u64 = height
         .parse()
         .map_err(|_| ApiError::Invalid("a block height is a non-negative integer".into()))?;
@@ -817,7 +820,7 @@ async fn block_by_hash(
     Extension(peer): Extension<Peer>,
     Path((id, hash)): Path<(String, String)>,
 ) -> Result<axum::Json<BlockView>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let hash = parse_hash(&hash, "a block hash")?;
     let h = c
         .store
@@ -838,7 +841,7 @@ async fn blocks_page(
     Path(id): Path<String>,
     Query(q): Query<BlocksQuery>,
 ) -> Result<axum::Json<BlockPage>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Invalid("limit must be from 1 to 1000".into()));
@@ -858,7 +861,7 @@ async fn blocks_stream(
     Query(q): Query<BlocksQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let c = authorize(&s, &peer, &id, Role::Reader)?;
+    let c = authorize(&s, &peer, &id, Role::Reader).await?;
     // Resume after the last block a reconnecting client saw (Last-Event-ID), else from `from`.
     let mut next = match headers.get("last-event-id") {
         None => q.from,
@@ -920,7 +923,7 @@ async fn blocks_stream(
 
 /// Node-to-node calls: only from a node or orderer the statement in force lists (and only for a
 /// subchain this node takes part in too).
-fn authorize_peer(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
+fn check_peer(s: &AppState, peer: &Peer, id: &str) -> Result<(), ApiError> {
     let known = s
         .directory
         .statement(id)
@@ -929,17 +932,31 @@ fn authorize_peer(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, 
     if !peer.kind.is_network_node() || !known.statement.involves(&peer.id) {
         return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
     }
-    s.subchains
-        .get(id)
-        .ok_or_else(|| ApiError::Unavailable(format!("subchain {id} is still opening on this node")))
+    Ok(())
+}
+
+/// [`check_peer`], then the subchain, woken if it hibernates (a Raft message or a block fetch
+/// from a peer of its group wakes it).
+async fn authorize_peer(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
+    check_peer(s, peer, id)?;
+    s.subchains.wake(id).await.map_err(ApiError::Unavailable)
 }
 
 /// Raft messages: only between the subchain's voters (its orderers, or its city nodes when it
 /// names none).
-fn authorize_voter(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
-    let c = authorize_peer(s, peer, id)?;
+async fn authorize_voter(s: &AppState, peer: &Peer, id: &str) -> Result<Arc<Subchain>, ApiError> {
+    check_peer(s, peer, id)?;
     let voter = s.directory.statement(id).is_some_and(|k| k.statement.orders(&peer.id));
-    if !voter || c.raft().is_none() {
+    if !voter
+        || !s
+            .directory
+            .statement(id)
+            .is_some_and(|k| k.statement.orders(&s.directory.node))
+    {
+        return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
+    }
+    let c = s.subchains.wake(id).await.map_err(ApiError::Unavailable)?;
+    if c.raft().is_none() {
         return Err(ApiError::NotHost(peer.id.clone(), id.to_string()));
     }
     Ok(c)
@@ -960,7 +977,7 @@ async fn raft_append(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::AppendEntriesResponse<u64>>, ApiError> {
-    let c = authorize_voter(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id).await?;
     let rpc: openraft::raft::AppendEntriesRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(raft_of(&c).append_entries(rpc).await))
@@ -973,7 +990,7 @@ async fn raft_vote(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<RaftResult<openraft::raft::VoteResponse<u64>>, ApiError> {
-    let c = authorize_voter(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id).await?;
     let rpc: openraft::raft::VoteRequest<u64> = read_json(&s, &headers, body, MAX_VOTE_BODY).await?;
     Ok(axum::Json(raft_of(&c).vote(rpc).await))
 }
@@ -991,7 +1008,7 @@ async fn raft_snapshot(
     >,
     ApiError,
 > {
-    let c = authorize_voter(&s, &peer, &id)?;
+    let c = authorize_voter(&s, &peer, &id).await?;
     let rpc: openraft::raft::InstallSnapshotRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
     Ok(axum::Json(raft_of(&c).install_snapshot(rpc).await))
@@ -1004,8 +1021,10 @@ async fn raft_propose(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<axum::Json<crate::chain::Applied>, ApiError> {
-    let c = authorize_peer(&s, &peer, &id)?;
+    let c = authorize_peer(&s, &peer, &id).await?;
     let p: crate::chain::Proposal = read_json(&s, &headers, body, MAX_PROPOSE_BODY).await?;
+    // A write forwarded here: the group's timers run again.
+    c.stir();
     let voter = s.directory.statement(&id).is_some_and(|k| k.statement.orders(&peer.id));
     match c.raft() {
         // A voter forwarding to this node takes it as the leader: no second hop.
@@ -1028,7 +1047,7 @@ async fn raft_blocks(
     Path(id): Path<String>,
     Query(q): Query<BlocksQuery>,
 ) -> Result<axum::Json<RawBlocks>, ApiError> {
-    let c = authorize_peer(&s, &peer, &id)?;
+    let c = authorize_peer(&s, &peer, &id).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
         // Long-poll: a follower asking for the next block waits for it here.
@@ -1043,6 +1062,41 @@ async fn raft_blocks(
     Ok(axum::Json(RawBlocks {
         blocks: blocks.iter().map(|b| B64.encode(b)).collect(),
     }))
+}
+
+/// The heights this node's subchains reached (see [`crate::tips`]): for a network node, only
+/// the subchains it hosts; long-polls up to `wait_ms` when nothing changed after `after`.
+async fn raft_tips(
+    State(s): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<TipsQuery>,
+) -> Result<axum::Json<Tips>, ApiError> {
+    if !peer.kind.is_network_node() {
+        return Err(ApiError::Forbidden(format!(
+            "{} is not a city node or an orderer: the tip feed is for nodes only",
+            peer.id
+        )));
+    }
+    let feed = s.subchains.tips();
+    let mut changed = feed.subscribe();
+    let hosts = |id: &str| {
+        s.directory
+            .statement(id)
+            .is_some_and(|k| k.statement.hosted_by(&peer.id))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(10_000));
+    loop {
+        changed.borrow_and_update();
+        let t = feed.since(q.epoch, q.after, hosts);
+        if t.reset || !t.tips.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(axum::Json(t));
+        }
+        // Nothing for this caller yet: wait for the next change, or the deadline.
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return Ok(axum::Json(t)) },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 /// What a node that refuses writes for want of news from the CA says.
@@ -1082,8 +1136,8 @@ mod tests {
         assert_eq!(bsn_api::contract::documented_paths(&doc()), routed);
         assert_eq!(
             routed.len(),
-            20,
-            "16 API routes, 3 health routes and the document itself"
+            21,
+            "17 API routes, 3 health routes and the document itself"
         );
     }
 

@@ -279,6 +279,27 @@ impl Directory {
         v
     }
 
+    /// Id and revision of each subchain whose statement in force lists this node (what
+    /// [`Directory::hosted`] gives, without copying the statements).
+    pub fn hosted_revisions(&self) -> Vec<(String, u64)> {
+        let g = self.inner.read().expect("directory");
+        g.statements
+            .values()
+            .filter(|k| k.statement.involves(&self.node))
+            .map(|k| (k.statement.subchain.to_string(), k.statement.revision))
+            .collect()
+    }
+
+    /// The orderers of the subchains this node hosts as a city node (not ordering them itself).
+    pub fn followed_orderers(&self) -> std::collections::BTreeSet<String> {
+        let g = self.inner.read().expect("directory");
+        g.statements
+            .values()
+            .filter(|k| k.statement.hosted_by(&self.node) && !k.statement.orders(&self.node))
+            .flat_map(|k| k.statement.orderers.iter().cloned())
+            .collect()
+    }
+
     /// The identity's role in a subchain this node hosts (`None`: not a member, or not hosted).
     pub fn role_of(&self, subchain: &str, identity: &str) -> Option<Role> {
         let g = self.inner.read().expect("directory");

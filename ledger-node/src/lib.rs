@@ -24,11 +24,16 @@
 //!   snapshot by fetching the missing blocks; the leader follows the CA's host list one node at
 //!   a time.
 //!
-//! Non-features (for now): no chaincode: transactions are put/delete operations on a key-value
-//! state; peer addresses come from `node.toml` (the CA lists who hosts, not where).
+//! - Hibernation ([`subchain::Subchains`]): a subchain nobody uses for a while closes (no
+//!   file, task or timer) and wakes on its first request, peer message, newer statement, or (on
+//!   a city node) an orderer's [`tips`] feed saying it has newer blocks.
 //! - [`warn_once`]: a repeated warning is logged at most once a minute per key.
 //! - [`credential`]: the node's certificate, renewed over mTLS (same key) when a third of its
 //!   lifetime is left and swapped into every TLS configuration in place.
+//!
+//! Non-features (for now): no chaincode: transactions are put/delete operations on a key-value
+//! state; peer addresses come from the CA's signed node directory (`[peers]` in `node.toml`
+//! overrides them), never discovered otherwise.
 //!
 //! It depends on `identity` (and the `bsn` client library for talking to the CA), never on
 //! `ca-server`.
@@ -49,5 +54,6 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod subchain;
+pub mod tips;
 pub mod usage;
 pub mod warn_once;

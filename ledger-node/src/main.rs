@@ -13,7 +13,7 @@ use bsn_api::files::{KeyType, csr_pem, generate_key, write_credentials, write_fi
 use clap::{Parser, Subcommand};
 use ledger_node::api::{AppState, router};
 use ledger_node::directory::Directory;
-use ledger_node::subchain::{Creators, Limits, Subchains};
+use ledger_node::subchain::{Creators, Hibernation, Limits, Subchains};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,13 @@ struct NodeConfig {
     /// says where each node is).
     #[serde(default)]
     peers: std::collections::BTreeMap<String, String>,
+    /// Seconds a subchain nobody uses stays open before it hibernates (default 30): its ordering
+    /// stops and its file closes until a request, a peer or the CA needs it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_close_secs: Option<u64>,
+    /// Subchains open at once at most (default 512); beyond it the least recently used hibernate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_open_subchains: Option<usize>,
     /// Seconds between usage reports to the CA (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     usage_report_secs: Option<u64>,
@@ -339,6 +346,8 @@ async fn init(
             capacity
         },
         peers: Default::default(),
+        idle_close_secs: None,
+        max_open_subchains: None,
         usage_report_secs: None,
         max_connections: None,
         max_connections_per_address: None,
@@ -565,8 +574,18 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         cfg.public_url(),
         peers,
         limits,
+        Hibernation {
+            idle_after: cfg.idle_close_secs.map_or(Hibernation::default().idle_after, |s| {
+                Duration::from_secs(s.clamp(1, 86_400))
+            }),
+            max_open: cfg
+                .max_open_subchains
+                .map_or(Hibernation::default().max_open, |n| n.clamp(1, 1_000_000)),
+        },
     ));
     tokio::spawn(subchains.clone().follow());
+    tokio::spawn(subchains.clone().hibernate());
+    tokio::spawn(subchains.clone().watch_orderers());
 
     let tls = ledger_node::server::tls_config(&bundle, credential.clone(), directory.clone(), &cfg.trust_domain)
         .map_err(local)?;

@@ -13,13 +13,25 @@ pub static SNAPSHOTS_INSTALLED: Metric =
 /// Blocks written to this node's chain since it started, config blocks and genesis included (so
 /// a node that started empty has written height + 1 blocks).
 pub static BLOCKS: Metric = Metric::counter("blocks_total", "blocks written");
+/// Subchains opened (at their first use since the node started, or woken from hibernation).
+pub static SUBCHAINS_WOKEN: Metric = Metric::counter("subchains_woken_total", "subchains opened or woken");
+/// Subchains closed for being idle (hibernating: no file, task or timer until used again).
+pub static SUBCHAINS_HIBERNATED: Metric =
+    Metric::counter("subchains_hibernated_total", "subchains closed for being idle");
 
 /// The text exposition of every counter, with the connection layer's.
 pub fn render(connections: &bsn_transport::Stats) -> String {
     connections.render("bsn_node_")
         + &exposition(
             "bsn_node_",
-            &[&TX_COMMITTED, &TX_REFUSED, &BLOCKS, &SNAPSHOTS_INSTALLED],
+            &[
+                &TX_COMMITTED,
+                &TX_REFUSED,
+                &BLOCKS,
+                &SNAPSHOTS_INSTALLED,
+                &SUBCHAINS_WOKEN,
+                &SUBCHAINS_HIBERNATED,
+            ],
         )
 }
 
@@ -38,6 +50,8 @@ mod tests {
             "bsn_node_transactions_refused_total",
             "bsn_node_blocks_total",
             "bsn_node_snapshots_installed_total",
+            "bsn_node_subchains_woken_total",
+            "bsn_node_subchains_hibernated_total",
         ] {
             assert!(text.contains(&format!("\n{name} ")), "{name} missing from /metrics");
             assert_eq!(text.matches(&format!("\n{name} ")).count(), 1, "{name} twice");

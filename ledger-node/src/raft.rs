@@ -111,6 +111,7 @@ impl RaftOrderer {
         keys: crate::directory::KeyRing,
         m: Membership<'_>,
         applied: watch::Sender<Option<u64>>,
+        quiet: bool,
     ) -> anyhow::Result<Self> {
         let config = openraft::Config {
             cluster_name: store.subchain().to_string(),
@@ -139,6 +140,9 @@ impl RaftOrderer {
             peers: m.peers.clone(),
         };
         let raft = openraft::Raft::new(me, Arc::new(config), network, log, sm).await?;
+        if quiet {
+            raft.runtime_config().tick(false);
+        }
         if fresh && m.hosts.first().map(String::as_str) == Some(m.me) && !raft.is_initialized().await? {
             raft.initialize(m.members()).await?;
         }
@@ -154,6 +158,20 @@ impl RaftOrderer {
     /// The openraft handle (for the peer RPC routes).
     pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// Stops (or restarts) the group's timers on this node: heartbeats, election timeouts.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.raft.runtime_config().tick(!quiet);
+    }
+
+    /// Waits until the group has a leader this node knows of (at most `timeout`).
+    pub async fn wait_for_leader(&self, timeout: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
     }
 
     /// Whether this node leads the group now.

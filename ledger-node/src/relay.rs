@@ -2,8 +2,10 @@
 //! names orderers and this node is a host, not an orderer).
 //!
 //! The city node is not a Raft voter: adding city nodes never slows commits. It **pulls** the
-//! ordered blocks from the subchain's orderers (long-polling `/raft/v1/{id}/blocks` as Fabric's
-//! peers pull from its deliver service), trying each orderer in turn when one fails, and verifies
+//! ordered blocks from the subchain's orderers (`/raft/v1/{id}/blocks`, as Fabric's peers pull
+//! from its deliver service) whenever an orderer's tip feed ([`crate::tips`], one long poll per
+//! orderer for all subchains) says it has more, and every [`RECHECK`] regardless, trying each
+//! orderer in turn when one fails, and verifies
 //! every block before applying it: the hash chain, the entries root, and for each transaction its
 //! subchain, its creator's certificate (chain to the CA's bundle, valid at the block's time), its
 //! signature, the creator's writer role in the statement in force at that height, and that its
@@ -46,6 +48,13 @@ pub type CreatorCheck = Arc<dyn Fn(&SignedTx, i64, bool) -> Result<String, Strin
 /// Longest time imported blocks stay without an fsync.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// Blocks asked for at once.
+const PAGE: usize = 500;
+
+/// How often a caught-up city node asks its orderers again without news from their tip feeds
+/// (which normally say at once when there is a new block).
+pub const RECHECK: Duration = Duration::from_secs(30);
+
 /// Signed transactions remembered as verified at submission, at most.
 const VOUCHED: usize = 65_536;
 
@@ -73,6 +82,9 @@ pub struct Relay {
     /// Wakes the flusher when imports start waiting for an fsync (an idle subchain has no
     /// timer running).
     flush_wanted: tokio::sync::Notify,
+    /// Wakes the follower when an orderer has blocks this node lacks (its tip feed said so, or
+    /// a submission forwarded from here was ordered).
+    poked: tokio::sync::Notify,
 }
 
 impl Relay {
@@ -98,6 +110,7 @@ impl Relay {
             vouched: Default::default(),
             unflushed: std::sync::Mutex::new(None),
             flush_wanted: tokio::sync::Notify::new(),
+            poked: tokio::sync::Notify::new(),
         });
         tokio::spawn(r.clone().follow());
         tokio::spawn(r.clone().flush_in_time());
@@ -155,6 +168,11 @@ impl Relay {
         !v.is_empty() && v.remove(&identity::ledger::sha256(signed))
     }
 
+    /// An orderer has blocks beyond this node's copy: fetch them now.
+    pub fn poke(&self) {
+        self.poked.notify_one();
+    }
+
     /// Forwards a proposal to the ordering cluster and waits until its block is applied here.
     pub async fn propose(&self, p: Proposal) -> Result<Applied, OrderError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -174,6 +192,7 @@ impl Relay {
                             self.preferred.store((start + k) % orderers.len(), Ordering::Relaxed);
                         }
                         if let Some(h) = applied.height {
+                            self.poke();
                             let mut w = self.applied.subscribe();
                             let _ =
                                 tokio::time::timeout(Duration::from_secs(5), w.wait_for(|a| a.is_some_and(|a| a >= h)))
@@ -259,10 +278,8 @@ impl Relay {
             let outcome = match self.peers.address(o) {
                 None => Err(format!("no URL for orderer {o} in the node directory")),
                 Some(url) => {
-                    let path = format!("/raft/v1/{}/blocks?from={from}&limit=500&wait_ms=5000", self.subchain);
+                    let path = format!("/raft/v1/{}/blocks?from={from}&limit={PAGE}", self.subchain);
                     tokio::select! {
-                        // The long poll answers within its 5 s wait; 3 s more allows for a slow
-                        // page, and beyond that the orderer is taken for gone.
                         r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path, Duration::from_secs(8)) => r.map_err(|e| e.to_string()),
                         _ = stop.changed() => return,
                     }
@@ -270,7 +287,17 @@ impl Relay {
             };
             let applied = outcome.and_then(|page| self.apply(&page.blocks));
             match applied {
-                Ok(_) => {}
+                // A whole page: there may be more at once.
+                Ok(n) if n >= PAGE => {}
+                // Caught up with what the orderer had: wait for news of more (the orderers' tip
+                // feed, or a submission from here), and look again now and then regardless.
+                Ok(_) => {
+                    tokio::select! {
+                        _ = self.poked.notified() => {}
+                        _ = tokio::time::sleep(RECHECK) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 Err(e) => {
                     crate::warn_every!(
                         format!("relay {} {o}", self.subchain),

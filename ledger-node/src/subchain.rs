@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use identity::ledger::{CreatorKey, Digest32, SignedTx};
@@ -216,9 +217,41 @@ pub struct Subchain {
     /// The height of the last applied block (`None` before genesis).
     pub applied: watch::Receiver<Option<u64>>,
     reconciling: std::sync::atomic::AtomicBool,
+    /// When it was last used or applied a block ([`mono_ms`]).
+    last_active: AtomicU64,
+    /// Its Raft group's timers are stopped (no heartbeat, no election) until a write or an
+    /// applied entry stirs it.
+    quiet: std::sync::atomic::AtomicBool,
 }
 
 impl Subchain {
+    /// Marks the subchain used now (it hibernates only after being idle a while).
+    pub fn touch(&self) {
+        self.last_active.store(mono_ms(), AtomicOrdering::Relaxed);
+    }
+
+    /// A write is coming, or entries were applied: the Raft group's timers run again
+    /// (heartbeats as leader, elections as follower).
+    pub fn stir(&self) {
+        self.touch();
+        if self.quiet.swap(false, AtomicOrdering::AcqRel)
+            && let Some(r) = self.raft()
+        {
+            r.set_quiet(false);
+        }
+    }
+
+    /// Stops the Raft group's timers while nothing happens: a quiet leader sends no heartbeat
+    /// and a quiet follower starts no election, so a group whose members sleep at slightly
+    /// different times never elects anyone for want of heartbeats. Reads need neither.
+    fn quiesce(&self) {
+        if !self.quiet.swap(true, AtomicOrdering::AcqRel)
+            && let Some(r) = self.raft()
+        {
+            r.set_quiet(true);
+        }
+    }
+
     /// The subchain's Raft group member on this node (`None`: this node follows the orderers).
     pub fn raft(&self) -> Option<&RaftOrderer> {
         match &*self.orderer {
@@ -229,6 +262,7 @@ impl Subchain {
 
     /// Queues validated transactions for the next blocks and waits until they are applied.
     pub async fn order(&self, txs: Vec<ProposedTx>) -> Result<Vec<Outcome>, OrderError> {
+        self.stir();
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Pending { txs, reply })
@@ -301,7 +335,50 @@ async fn cut_blocks(orderer: Arc<Ordering>, mut rx: mpsc::Receiver<Pending>, lim
     }
 }
 
-/// Every subchain this node hosts.
+/// Milliseconds on this process's monotonic clock.
+fn mono_ms() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
+/// What a hibernating subchain had when it was closed (or when its file was looked at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ColdTip {
+    height: Option<u64>,
+    revision: u64,
+}
+
+/// When subchains hibernate (see [`Subchains`]).
+#[derive(Debug, Clone)]
+pub struct Hibernation {
+    /// A subchain nobody holds and nothing happened to for this long is closed.
+    pub idle_after: std::time::Duration,
+    /// Open subchains at most: beyond it the least recently used that nobody holds are closed
+    /// even before `idle_after` (a burst of wake-ups never exhausts files or memory).
+    pub max_open: usize,
+}
+
+impl Default for Hibernation {
+    fn default() -> Self {
+        Self {
+            idle_after: std::time::Duration::from_secs(30),
+            max_open: 512,
+        }
+    }
+}
+
+/// Every subchain this node takes part in. Only the ones in use are open: a subchain nobody
+/// holds (no request, stream or peer call running) and that applied nothing for
+/// [`Hibernation::idle_after`] hibernates: its ordering stops (Raft group or relay, with their
+/// timers and tasks) and its database file is closed, leaving only a few bytes of bookkeeping.
+/// It wakes on the first thing that needs it: a request for it at the gateway, a call from a
+/// peer of its group (a Raft message or a block fetch), a newer statement from the CA, or, on a
+/// city node, an orderer's tip feed ([`crate::tips`]) saying it has blocks this node lacks.
+///
+/// A woken Raft member restores itself from its durable log and vote; the member that led the
+/// group before it slept leads again at once (openraft restores a committed leader without an
+/// election), and a member that wakes first forwards to it, waking it. Crash safety is the
+/// store's: hibernating is a clean close, and a crash of a hibernating subchain loses nothing.
 pub struct Subchains {
     directory: Arc<Directory>,
     creators: Arc<Creators>,
@@ -310,12 +387,22 @@ pub struct Subchains {
     addr: String,
     peers: Peers,
     limits: Limits,
+    hibernation: Hibernation,
     open: RwLock<HashMap<String, Arc<Subchain>>>,
+    /// Opens one subchain at a time (a second caller finds it open).
+    opening: tokio::sync::Mutex<()>,
+    /// Tips of hibernating subchains this node has seen since it started.
+    cold: Mutex<HashMap<String, ColdTip>>,
+    /// The statement revision [`Subchains::sync`] last handled for each subchain.
+    synced: Mutex<HashMap<String, u64>>,
+    /// The heights reached here, for the city nodes that follow this node.
+    tips: Arc<crate::tips::TipFeed>,
     verify_slots: Semaphore,
 }
 
 impl Subchains {
     /// The set, with subchain databases under `data_dir/subchains/`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         directory: Arc<Directory>,
         creators: Creators,
@@ -324,6 +411,7 @@ impl Subchains {
         addr: String,
         peers: Peers,
         limits: Limits,
+        hibernation: Hibernation,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -334,14 +422,58 @@ impl Subchains {
             addr,
             peers,
             limits,
+            hibernation,
             open: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            cold: Mutex::new(HashMap::new()),
+            synced: Mutex::new(HashMap::new()),
+            tips: Arc::new(crate::tips::TipFeed::new()),
             verify_slots: Semaphore::new(cores),
         }
     }
 
-    /// A hosted subchain that is open.
+    /// A subchain that is open now (`None`: hibernating, or not taken part in).
     pub fn get(&self, id: &str) -> Option<Arc<Subchain>> {
         self.open.read().expect("subchains").get(id).cloned()
+    }
+
+    /// A subchain this node takes part in, woken if it hibernates; marks it used (a client's
+    /// request). `Err` says why it cannot be had (not taken part in, or its store or ordering
+    /// failed to open).
+    pub async fn acquire(&self, id: &str) -> Result<Arc<Subchain>, String> {
+        let s = self.wake(id).await?;
+        s.touch();
+        Ok(s)
+    }
+
+    /// [`Subchains::acquire`] for a peer's message: wakes the subchain but does not mark it used
+    /// (heartbeats and long polls alone do not keep a subchain awake).
+    pub async fn wake(&self, id: &str) -> Result<Arc<Subchain>, String> {
+        if let Some(s) = self.get(id) {
+            return Ok(s);
+        }
+        let Some(known) = self
+            .directory
+            .statement(id)
+            .filter(|k| k.statement.involves(&self.name))
+        else {
+            return Err(format!("subchain {id} is not hosted here"));
+        };
+        let _one = self.opening.lock().await;
+        if let Some(s) = self.get(id) {
+            return Ok(s);
+        }
+        // A subchain just closed may still be releasing its file: wait a little for it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match self.open_subchain(id, &known.statement).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() < deadline && e.to_string().contains("already open") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(format!("subchain {id} cannot be opened on this node: {e}")),
+            }
+        }
     }
 
     /// Every open subchain.
@@ -349,6 +481,73 @@ impl Subchains {
         let mut v: Vec<_> = self.open.read().expect("subchains").values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    /// How many subchains are open now.
+    pub fn open_count(&self) -> usize {
+        self.open.read().expect("subchains").len()
+    }
+
+    /// The height of a subchain here, open or hibernating (`None`: no block yet, or not seen
+    /// since this node started).
+    pub fn height(&self, id: &str) -> Option<u64> {
+        match self.get(id) {
+            Some(s) => s.store.tip().last.map(|(h, _)| h),
+            None => self.cold.lock().expect("cold").get(id).and_then(|t| t.height),
+        }
+    }
+
+    /// The feed of heights reached here.
+    pub fn tips(&self) -> &crate::tips::TipFeed {
+        &self.tips
+    }
+
+    /// Bytes each subchain this node takes part in holds on disk (its database file), open or
+    /// not.
+    pub fn disk_usage(&self) -> Vec<(String, u64)> {
+        self.directory
+            .hosted_revisions()
+            .into_iter()
+            .map(|(id, _)| {
+                let bytes = std::fs::metadata(self.path_of(&id)).map_or(0, |m| m.len());
+                (id, bytes)
+            })
+            .collect()
+    }
+
+    fn path_of(&self, id: &str) -> PathBuf {
+        self.data_dir.join("subchains").join(format!("{id}.redb"))
+    }
+
+    /// A hibernating subchain's tip: remembered from its close, else read from its file (which
+    /// is opened and closed again, never while the subchain opens or closes); `None` when it
+    /// has no file yet. An open subchain's tip if it is open.
+    async fn cold_tip(&self, id: &str) -> Option<ColdTip> {
+        let of = |tip: crate::chain::Tip| ColdTip {
+            height: tip.last.map(|(h, _)| h),
+            revision: tip.revision(),
+        };
+        if let Some(s) = self.get(id) {
+            return Some(of(s.store.tip()));
+        }
+        if let Some(t) = self.cold.lock().expect("cold").get(id) {
+            return Some(*t);
+        }
+        let _one = self.opening.lock().await;
+        if let Some(s) = self.get(id) {
+            return Some(of(s.store.tip()));
+        }
+        let path = self.path_of(id);
+        if !path.exists() {
+            return None;
+        }
+        let t = of(tokio::task::block_in_place(|| Store::peek(&path)).ok()?);
+        self.cold.lock().expect("cold").insert(id.to_string(), t);
+        // City nodes following this node learn its height without waking it.
+        if let Some(h) = t.height {
+            self.tips.note(id, h);
+        }
+        Some(t)
     }
 
     fn membership<'a>(&'a self, hosts: &'a [String]) -> Membership<'a> {
@@ -371,9 +570,13 @@ impl Subchains {
         let dir = self.data_dir.join("subchains");
         std::fs::create_dir_all(&dir)?;
         let store = Arc::new(tokio::task::block_in_place(|| {
-            Store::open(&dir.join(format!("{id}.redb")), id, self.limits.cache_bytes)
+            Store::open(&self.path_of(id), id, self.limits.cache_bytes)
         })?);
         let (tx, applied) = watch::channel(store.tip().last.map(|(h, _)| h));
+        // A group that ran before wakes with its timers stopped: a read needs no leader, and a
+        // write or the leader's entries start them (see `Subchain::stir`). A new group runs them
+        // from the start, to elect its first leader.
+        let quiet = store.tip().last.is_some();
         let orderer = Arc::new(if statement.orders(&self.name) {
             Ordering::Raft(Arc::new(
                 RaftOrderer::start(
@@ -381,6 +584,7 @@ impl Subchains {
                     self.directory.keys(),
                     self.membership(statement.voters()),
                     tx,
+                    quiet,
                 )
                 .await?,
             ))
@@ -409,27 +613,170 @@ impl Subchains {
             store,
             orderer,
             queue,
-            applied,
+            applied: applied.clone(),
             reconciling: std::sync::atomic::AtomicBool::new(false),
+            last_active: AtomicU64::new(mono_ms()),
+            quiet: std::sync::atomic::AtomicBool::new(quiet),
         });
+        // Every new height: the tip feed hears of it, and the subchain counts as used.
+        if let Some(h) = *applied.borrow() {
+            self.tips.note(id, h);
+        }
+        let (tips, weak, sid) = (self.tips.clone(), Arc::downgrade(&s), id.to_string());
+        let mut heights = applied;
+        tokio::spawn(async move {
+            while heights.changed().await.is_ok() {
+                let h = *heights.borrow_and_update();
+                if let Some(h) = h {
+                    tips.note(&sid, h);
+                }
+                match weak.upgrade() {
+                    Some(s) => s.stir(),
+                    None => return,
+                }
+            }
+        });
+        self.cold.lock().expect("cold").remove(id);
         self.open.write().expect("subchains").insert(id.to_string(), s.clone());
-        tracing::info!(subchain = id, "subchain opened");
+        crate::metrics::SUBCHAINS_WOKEN.inc();
+        tracing::debug!(subchain = id, "subchain opened");
         Ok(s)
     }
 
-    /// Brings the open set in line with the CA's statements: opens newly hosted subchains,
-    /// writes each newer statement as a config block, closes subchains no longer hosted here.
-    pub async fn sync(&self) {
-        let hosted = self.directory.hosted();
-        for known in &hosted {
-            let id = known.statement.subchain.as_str();
-            let s = match self.open_subchain(id, &known.statement).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(subchain = id, error = %e, "cannot open subchain");
-                    continue;
+    /// Whether an open subchain may hibernate now: for a Raft member, nothing it logged is
+    /// waiting to be applied, no group change is running, a newer statement is not waiting for
+    /// this node (as leader, or with no leader yet) to write it, and as leader its voters are the
+    /// statement's; a relay has the statement in force.
+    fn may_hibernate(&self, s: &Subchain) -> bool {
+        if s.reconciling.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let statement = self.directory.statement(&s.id).map(|k| k.statement);
+        let behind = statement
+            .as_ref()
+            .is_some_and(|st| st.revision > s.store.tip().revision());
+        match &*s.orderer {
+            Ordering::Relay(_) => !behind,
+            Ordering::Raft(r) => {
+                let m = r.raft().metrics().borrow().clone();
+                if m.last_applied.map(|l| l.index) != m.last_log_index {
+                    return false;
+                }
+                let leads = r.is_leader();
+                // A newer statement waits for a leader to write it: this node, or one elected
+                // yet (a follower may sleep while another node leads).
+                if behind && (leads || m.current_leader.is_none()) {
+                    return false;
+                }
+                if !leads {
+                    return true;
+                }
+                let want: std::collections::BTreeSet<u64> = statement
+                    .as_ref()
+                    .map(|st| st.voters().iter().map(|n| crate::group::node_id(n)).collect())
+                    .unwrap_or_default();
+                let have: std::collections::BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+                !behind && (want.is_empty() || want == have)
+            }
+        }
+    }
+
+    /// Closes the subchains that may hibernate: idle ones, and beyond [`Hibernation::max_open`]
+    /// the least recently used. A subchain someone holds is never closed.
+    pub async fn hibernate_idle(&self) {
+        let now = mono_ms();
+        let idle_ms = self.hibernation.idle_after.as_millis() as u64;
+        let mut free: Vec<(u64, Arc<Subchain>)> = self
+            .open
+            .read()
+            .expect("subchains")
+            .values()
+            // The map's reference, and this one.
+            .filter(|s| Arc::strong_count(s) == 1)
+            .map(|s| (s.last_active.load(AtomicOrdering::Relaxed), s.clone()))
+            .collect();
+        free.sort_by_key(|(t, _)| *t);
+        // Half-way to hibernating (or held open by a reader): stop the group's timers.
+        for s in self.open.read().expect("subchains").values() {
+            if now.saturating_sub(s.last_active.load(AtomicOrdering::Relaxed)) >= idle_ms / 2 {
+                s.quiesce();
+            }
+        }
+        let over = self.open_count().saturating_sub(self.hibernation.max_open);
+        let mut chosen = Vec::new();
+        for (i, (t, s)) in free.into_iter().enumerate() {
+            let idle = now.saturating_sub(t) >= idle_ms;
+            if !(idle || i < over) || !self.may_hibernate(&s) {
+                continue;
+            }
+            chosen.push(s.id.clone());
+        }
+        for id in chosen {
+            // No wake-up or file peek of this subchain runs while it closes.
+            let _one = self.opening.lock().await;
+            let s = {
+                let mut g = self.open.write().expect("subchains");
+                // Nobody took it since: only the map holds it (new holders need this lock).
+                match g.get(&id) {
+                    Some(s) if Arc::strong_count(s) == 1 => g.remove(&id),
+                    _ => None,
                 }
             };
+            let Some(s) = s else { continue };
+            s.orderer.shutdown().await;
+            let tip = s.store.tip();
+            self.cold.lock().expect("cold").insert(
+                id.clone(),
+                ColdTip {
+                    height: tip.last.map(|(h, _)| h),
+                    revision: tip.revision(),
+                },
+            );
+            crate::metrics::SUBCHAINS_HIBERNATED.inc();
+            tracing::debug!(subchain = id, "idle: hibernating");
+        }
+    }
+
+    /// Runs [`Subchains::hibernate_idle`] twice a second, for ever.
+    pub async fn hibernate(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            self.hibernate_idle().await;
+        }
+    }
+
+    /// Brings the subchains in line with the CA's statements: wakes those with a newer
+    /// statement than their chain holds (its leader writes it as a config block, a relay pulls
+    /// it), starts group changes on the leaders, closes subchains no longer taken part in.
+    /// Hibernating subchains whose statement did not change cost a map lookup.
+    pub async fn sync(&self) {
+        let hosted = self.directory.hosted_revisions();
+        for (id, revision) in &hosted {
+            let id = id.as_str();
+            let s = match self.get(id) {
+                Some(s) => s,
+                None => {
+                    if self.synced.lock().expect("synced").get(id) == Some(revision) {
+                        continue;
+                    }
+                    let current = self.cold_tip(id).await.is_some_and(|t| t.revision >= *revision);
+                    if current {
+                        self.synced.lock().expect("synced").insert(id.to_string(), *revision);
+                        continue;
+                    }
+                    match self.acquire(id).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            crate::warn_every!(format!("open {id}"), subchain = id, error = e, "cannot open subchain");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(known) = self.directory.statement(id) else {
+                continue;
+            };
+            self.synced.lock().expect("synced").insert(id.to_string(), *revision);
             // Group changes can take long (a new host catching up): one at a time, off this loop.
             if s.orderer.is_leader() && !s.reconciling.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 let (s2, hosts) = (s.clone(), known.statement.voters().to_vec());
@@ -448,7 +795,19 @@ impl Subchains {
                 });
             }
             // The leader writes a newer statement as a config block (followers get it by Raft).
-            if s.orderer.is_leader() && known.statement.revision > s.store.tip().revision() {
+            let behind = known.statement.revision > s.store.tip().revision();
+            if behind {
+                // Its group must have a leader to write it: timers on.
+                s.stir();
+                // A group just woken from its log knows its leader at once (a committed vote),
+                // once its core has started: wait for that rather than a whole sync round.
+                if let Some(r) = s.raft()
+                    && s.store.tip().last.is_some()
+                {
+                    r.wait_for_leader(std::time::Duration::from_secs(2)).await;
+                }
+            }
+            if s.orderer.is_leader() && behind {
                 let p = Proposal::Config {
                     envelope: known.envelope.clone(),
                     handovers: self.directory.handovers(),
@@ -476,10 +835,26 @@ impl Subchains {
                 }
             }
         }
+        let keep: std::collections::HashSet<&str> = hosted.iter().map(|(id, _)| id.as_str()).collect();
+        // Gone: not in this pass's list and not hosted now either (a subchain created since the
+        // list was taken may have been woken by a peer meanwhile).
+        let involved = |id: &str| {
+            keep.contains(id)
+                || self
+                    .directory
+                    .statement(id)
+                    .is_some_and(|k| k.statement.involves(&self.name))
+        };
         let gone: Vec<Arc<Subchain>> = {
+            let ids: Vec<String> = self
+                .open
+                .read()
+                .expect("subchains")
+                .keys()
+                .filter(|k| !involved(k))
+                .cloned()
+                .collect();
             let mut g = self.open.write().expect("subchains");
-            let keep: std::collections::HashSet<&str> = hosted.iter().map(|k| k.statement.subchain.as_str()).collect();
-            let ids: Vec<String> = g.keys().filter(|k| !keep.contains(k.as_str())).cloned().collect();
             ids.iter().filter_map(|k| g.remove(k)).collect()
         };
         for s in gone {
@@ -489,6 +864,8 @@ impl Subchains {
             );
             s.orderer.shutdown().await;
         }
+        self.cold.lock().expect("cold").retain(|k, _| involved(k));
+        self.synced.lock().expect("synced").retain(|k, _| involved(k));
     }
 
     /// Runs [`Subchains::sync`] now, on every statement change, on every new node directory (a
@@ -504,6 +881,105 @@ impl Subchains {
                 r = nodes.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             }
+        }
+    }
+
+    /// A city node's watch on the orderers of the subchains it follows: one long poll of each
+    /// orderer's tip feed, waking a hibernating subchain when an orderer has blocks beyond its
+    /// height. Watches start and stop as statements name orderers.
+    pub async fn watch_orderers(self: Arc<Self>) {
+        let mut watching: HashMap<String, watch::Sender<bool>> = HashMap::new();
+        loop {
+            let wanted = self.directory.followed_orderers();
+            watching.retain(|o, stop| {
+                let keep = wanted.contains(o);
+                if !keep {
+                    stop.send_replace(true);
+                }
+                keep
+            });
+            for o in wanted {
+                if let std::collections::hash_map::Entry::Vacant(v) = watching.entry(o) {
+                    let (stop, stopped) = watch::channel(false);
+                    tokio::spawn(self.clone().watch_tips(v.key().clone(), stopped));
+                    v.insert(stop);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn watch_tips(self: Arc<Self>, orderer: String, mut stop: watch::Receiver<bool>) {
+        let (mut epoch, mut after): (Option<u64>, Option<u64>) = (None, None);
+        while !*stop.borrow() {
+            let Some(url) = self.peers.address(&orderer) else {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            let mut path = String::from("/raft/v1/tips?wait_ms=10000");
+            if let (Some(e), Some(a)) = (epoch, after) {
+                path.push_str(&format!("&epoch={e}&after={a}"));
+            }
+            let page = tokio::select! {
+                r = self.peers.get::<bsn_api::node::Tips>(&url, &path, std::time::Duration::from_secs(15)) => r,
+                _ = stop.changed() => return,
+            };
+            match page {
+                Ok(t) => {
+                    for tip in &t.tips {
+                        self.nudge(&tip.subchain, tip.height).await;
+                    }
+                    (epoch, after) = (Some(t.epoch), Some(t.seq));
+                }
+                Err(e) => {
+                    crate::warn_every!(
+                        format!("tips {orderer}"),
+                        orderer = orderer,
+                        error = %e,
+                        "cannot follow this orderer's tip feed; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// An orderer has `subchain` at `height`: wake it here if it hibernates below that and this
+    /// node follows it as a city node (the woken relay pulls and verifies the blocks).
+    async fn nudge(&self, subchain: &str, height: u64) {
+        if let Some(s) = self.get(subchain) {
+            if let Ordering::Relay(r) = &*s.orderer
+                && s.store.tip().last.is_none_or(|(h, _)| h < height)
+            {
+                r.poke();
+            }
+            return;
+        }
+        let relay = self
+            .directory
+            .statement(subchain)
+            .is_some_and(|k| k.statement.hosted_by(&self.name) && !k.statement.orders(&self.name));
+        if !relay
+            || self
+                .cold_tip(subchain)
+                .await
+                .is_some_and(|t| t.height.is_some_and(|h| h >= height))
+        {
+            return;
+        }
+        if let Err(e) = self.acquire(subchain).await {
+            crate::warn_every!(
+                format!("open {subchain}"),
+                subchain = subchain,
+                error = e,
+                "cannot open subchain"
+            );
         }
     }
 

@@ -277,8 +277,8 @@ impl Usage {
         subchains: &crate::subchain::Subchains,
         directory: &crate::directory::Directory,
     ) -> anyhow::Result<()> {
-        for s in subchains.all() {
-            self.stored(&s.id, s.store.bytes_on_disk());
+        for (id, bytes) in subchains.disk_usage() {
+            self.stored(&id, bytes);
         }
         let involved = |id: &str| {
             directory

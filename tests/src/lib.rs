@@ -685,7 +685,10 @@ impl TestNode {
             cmd.args(["--listen", l]);
         }
         let mut child = cmd
-            .env("BSN_LOG", "warn,openraft=off")
+            .env(
+                "BSN_LOG",
+                std::env::var("BSN_TEST_NODE_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -722,6 +725,22 @@ impl TestNode {
     pub fn restart(&mut self) {
         let addr = self.url.trim_start_matches("https://").to_string();
         self.spawn(Some(&addr));
+    }
+
+    /// A client of the gateway as the node itself (its operator: `/metrics`).
+    pub fn operator(&self, ca: &TestCa) -> Api {
+        self.api(ca, &self.dir)
+    }
+
+    /// A counter of the node's `/metrics`, read as its operator.
+    pub async fn metric(&self, ca: &TestCa, name: &str) -> f64 {
+        let text = self.operator(ca).get_bytes("/metrics").await.expect("/metrics");
+        metric_value(&String::from_utf8_lossy(&text), name)
+    }
+
+    /// Open file descriptors of the node process (what hibernation gives back).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid().expect("running"))).map_or(0, |d| d.count())
     }
 
     /// A client of the gateway as the identity whose files are in `who`.
