@@ -348,6 +348,15 @@ struct ColdTip {
     revision: u64,
 }
 
+impl ColdTip {
+    fn of(tip: &crate::chain::Tip) -> Self {
+        Self {
+            height: tip.last.map(|(h, _)| h),
+            revision: tip.revision(),
+        }
+    }
+}
+
 /// When subchains hibernate (see [`Subchains`]).
 #[derive(Debug, Clone)]
 pub struct Hibernation {
@@ -523,25 +532,21 @@ impl Subchains {
     /// is opened and closed again, never while the subchain opens or closes); `None` when it
     /// has no file yet. An open subchain's tip if it is open.
     async fn cold_tip(&self, id: &str) -> Option<ColdTip> {
-        let of = |tip: crate::chain::Tip| ColdTip {
-            height: tip.last.map(|(h, _)| h),
-            revision: tip.revision(),
-        };
         if let Some(s) = self.get(id) {
-            return Some(of(s.store.tip()));
+            return Some(ColdTip::of(&s.store.tip()));
         }
         if let Some(t) = self.cold.lock().expect("cold").get(id) {
             return Some(*t);
         }
         let _one = self.opening.lock().await;
         if let Some(s) = self.get(id) {
-            return Some(of(s.store.tip()));
+            return Some(ColdTip::of(&s.store.tip()));
         }
         let path = self.path_of(id);
         if !path.exists() {
             return None;
         }
-        let t = of(tokio::task::block_in_place(|| Store::peek(&path)).ok()?);
+        let t = ColdTip::of(&tokio::task::block_in_place(|| Store::peek(&path)).ok()?);
         self.cold.lock().expect("cold").insert(id.to_string(), t);
         // City nodes following this node learn its height without waking it.
         if let Some(h) = t.height {
@@ -724,14 +729,10 @@ impl Subchains {
             };
             let Some(s) = s else { continue };
             s.orderer.shutdown().await;
-            let tip = s.store.tip();
-            self.cold.lock().expect("cold").insert(
-                id.clone(),
-                ColdTip {
-                    height: tip.last.map(|(h, _)| h),
-                    revision: tip.revision(),
-                },
-            );
+            self.cold
+                .lock()
+                .expect("cold")
+                .insert(id.clone(), ColdTip::of(&s.store.tip()));
             crate::metrics::SUBCHAINS_HIBERNATED.inc();
             tracing::debug!(subchain = id, "idle: hibernating");
         }
