@@ -1023,13 +1023,17 @@ async fn raft_propose(
 ) -> Result<axum::Json<crate::chain::Applied>, ApiError> {
     let c = authorize_peer(&s, &peer, &id).await?;
     let p: crate::chain::Proposal = read_json(&s, &headers, body, MAX_PROPOSE_BODY).await?;
-    // A write forwarded here: the group's timers run again.
-    c.stir();
+    // A write forwarded here: the group's timers run until it is answered (a follower whose
+    // leader died elects one meanwhile).
+    let _writing = c.writing();
     let voter = s.directory.statement(&id).is_some_and(|k| k.statement.orders(&peer.id));
     match c.raft() {
         // A voter forwarding to this node takes it as the leader: no second hop.
         Some(r) if voter => match r.raft().client_write(p).await {
-            Ok(r) => Ok(axum::Json(r.data)),
+            Ok(r) => Ok(axum::Json(crate::chain::Applied {
+                leader: Some(s.directory.node.clone()),
+                ..r.data
+            })),
             Err(e) => Err(ApiError::Unavailable(format!("not ordered here: {e}"))),
         },
         // A city node asks any orderer: it forwards to the leader and answers once applied.

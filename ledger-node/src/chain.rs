@@ -76,6 +76,10 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
     /// Why a config proposal made no block.
     pub refused: Option<String>,
+    /// The orderer that led the group when it ordered the proposal (set by the node that
+    /// answers a forwarded proposal), so that a city node sends the next one there directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// The end of the chain as the rules need it.
@@ -209,7 +213,7 @@ pub fn next_block(
                 Applied {
                     height: Some(height),
                     outcomes,
-                    refused: None,
+                    ..Applied::default()
                 },
             )
         }

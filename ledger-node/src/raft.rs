@@ -58,6 +58,8 @@ pub struct RaftOrderer {
     raft: openraft::Raft<TypeConfig>,
     subchain: String,
     me: u64,
+    /// This node's name.
+    name: String,
     peers: Peers,
     applied: watch::Receiver<Option<u64>>,
 }
@@ -143,6 +145,15 @@ impl RaftOrderer {
         if quiet {
             raft.runtime_config().tick(false);
         }
+        if !fresh {
+            // Until its core has started, the group's metrics are the blank ones a new member
+            // starts with: a read right after waking would report no leader although the stored
+            // vote names one. Starting takes microseconds.
+            let _ = raft
+                .wait(Some(Duration::from_secs(1)))
+                .metrics(|m| m.current_term > 0, "the stored vote loaded")
+                .await;
+        }
         if fresh && m.hosts.first().map(String::as_str) == Some(m.me) && !raft.is_initialized().await? {
             raft.initialize(m.members()).await?;
         }
@@ -150,6 +161,7 @@ impl RaftOrderer {
             raft,
             subchain,
             me,
+            name: m.me.to_string(),
             peers: m.peers.clone(),
             applied: watcher,
         })
@@ -239,9 +251,15 @@ impl Orderer for RaftOrderer {
         // while; a follower forwards to the leader and then waits until it has applied the block
         // itself, so a read on this node right after sees the write.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut elected_at: Option<tokio::time::Instant> = None;
         loop {
             let last = match self.raft.client_write(p.clone()).await {
-                Ok(r) => return Ok(r.data),
+                Ok(r) => {
+                    return Ok(Applied {
+                        leader: Some(self.name.clone()),
+                        ..r.data
+                    });
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                     Some(leader) => match self
                         .peers
@@ -252,6 +270,19 @@ impl Orderer for RaftOrderer {
                         )
                         .await
                     {
+                        // The leader this member knows of is gone (its host refuses or does
+                        // not answer): campaign now rather than after an election timeout. A
+                        // group that slept holds no fresher news of its leader than its vote,
+                        // and a write is waiting. The others refuse while they still hear
+                        // from a live leader (the lease), so this cannot unseat one.
+                        Err(e @ crate::peers::PeerError::Unreachable(..))
+                            if elected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) =>
+                        {
+                            elected_at = Some(tokio::time::Instant::now());
+                            tracing::info!(subchain = self.subchain, error = %e, "the leader is unreachable: campaigning");
+                            let _ = self.raft.trigger().elect().await;
+                            e.to_string()
+                        }
                         Ok(applied) => {
                             if let Some(h) = applied.height {
                                 let mut w = self.applied.clone();

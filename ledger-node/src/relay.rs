@@ -187,9 +187,17 @@ impl Relay {
                 };
                 match self.peers.propose(&url, &self.subchain, &p).await {
                     Ok(applied) => {
-                        // Not the preferred one: it is now (no second read of the statement).
-                        if attempt > 0 || k > 0 {
-                            self.preferred.store((start + k) % orderers.len(), Ordering::Relaxed);
+                        // The next proposal goes to the leader that ordered this one (no
+                        // forwarding hop), or at least to the orderer that answered.
+                        let answered = (start + k) % orderers.len();
+                        let leader = applied
+                            .leader
+                            .as_ref()
+                            .and_then(|l| self.statement_orderers().iter().position(|o| o == l));
+                        match leader {
+                            Some(i) => self.preferred.store(i, Ordering::Relaxed),
+                            None if attempt > 0 || k > 0 => self.preferred.store(answered, Ordering::Relaxed),
+                            None => {}
                         }
                         if let Some(h) = applied.height {
                             self.poke();

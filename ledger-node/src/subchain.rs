@@ -222,6 +222,21 @@ pub struct Subchain {
     /// Its Raft group's timers are stopped (no heartbeat, no election) until a write or an
     /// applied entry stirs it.
     quiet: std::sync::atomic::AtomicBool,
+    /// Writes in progress here (submitted, or forwarded by a peer) that are not answered yet:
+    /// while there is one the group's timers keep running, so that a follower whose leader
+    /// died elects a new one instead of waiting, quiet, for a leader that never comes back.
+    writing: AtomicU64,
+}
+
+/// A write in progress on a subchain ([`Subchain::writing`]): its group stays stirred until the
+/// write is answered.
+pub struct Writing<'a>(&'a Subchain);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, AtomicOrdering::SeqCst);
+        self.0.touch();
+    }
 }
 
 impl Subchain {
@@ -234,21 +249,39 @@ impl Subchain {
     /// (heartbeats as leader, elections as follower).
     pub fn stir(&self) {
         self.touch();
-        if self.quiet.swap(false, AtomicOrdering::AcqRel)
+        if self.quiet.swap(false, AtomicOrdering::SeqCst)
             && let Some(r) = self.raft()
         {
             r.set_quiet(false);
         }
     }
 
+    /// A write begins here (a submission, or a proposal a peer forwards): the group's timers
+    /// run until it is answered, however long ordering it takes.
+    pub fn writing(&self) -> Writing<'_> {
+        self.writing.fetch_add(1, AtomicOrdering::SeqCst);
+        self.stir();
+        Writing(self)
+    }
+
     /// Stops the Raft group's timers while nothing happens: a quiet leader sends no heartbeat
     /// and a quiet follower starts no election, so a group whose members sleep at slightly
-    /// different times never elects anyone for want of heartbeats. Reads need neither.
+    /// different times never elects anyone for want of heartbeats. Reads need neither; a write
+    /// waiting to be ordered does (the timers stay on while one is in progress).
     fn quiesce(&self) {
-        if !self.quiet.swap(true, AtomicOrdering::AcqRel)
+        if self.writing.load(AtomicOrdering::SeqCst) > 0 {
+            return;
+        }
+        if !self.quiet.swap(true, AtomicOrdering::SeqCst)
             && let Some(r) = self.raft()
         {
             r.set_quiet(true);
+            // A write that began meanwhile found the group not yet quiet and started nothing:
+            // the timers go back on (whatever order the two threads' calls landed in).
+            if self.writing.load(AtomicOrdering::SeqCst) > 0 {
+                self.quiet.store(false, AtomicOrdering::SeqCst);
+                r.set_quiet(false);
+            }
         }
     }
 
@@ -262,7 +295,7 @@ impl Subchain {
 
     /// Queues validated transactions for the next blocks and waits until they are applied.
     pub async fn order(&self, txs: Vec<ProposedTx>) -> Result<Vec<Outcome>, OrderError> {
-        self.stir();
+        let _writing = self.writing();
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Pending { txs, reply })
@@ -622,6 +655,7 @@ impl Subchains {
             reconciling: std::sync::atomic::AtomicBool::new(false),
             last_active: AtomicU64::new(mono_ms()),
             quiet: std::sync::atomic::AtomicBool::new(quiet),
+            writing: AtomicU64::new(0),
         });
         // Every new height: the tip feed hears of it, and the subchain counts as used.
         if let Some(h) = *applied.borrow() {
