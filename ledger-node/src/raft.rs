@@ -104,6 +104,16 @@ impl Membership<'_> {
     }
 }
 
+/// The first of a group's voters that the statement's hosts no longer list (by node id), if the
+/// statement lists any host at all.
+fn no_longer_listed(voters: &std::collections::BTreeSet<u64>, hosts: &[String]) -> Option<u64> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let listed: std::collections::BTreeSet<u64> = hosts.iter().map(|h| node_id(h)).collect();
+    voters.iter().find(|id| !listed.contains(id)).copied()
+}
+
 impl RaftOrderer {
     /// Starts (or restarts) this node's member of the subchain's group. A new group is created
     /// (initialised with every hosting node as a voter) only by the first host in the CA's
@@ -222,17 +232,17 @@ impl RaftOrderer {
                 }
             };
         }
-        if let Some(gone) = have.iter().find(|id| !want.contains_key(id)) {
-            if want.is_empty() {
-                return false;
-            }
+        // Removed only when the statement no longer lists it: a host whose URL this node has
+        // not learnt yet is still a voter (a leader that joined recently, knowing fewer peers
+        // than the others, used to remove it and shrink the group to a minority of live nodes).
+        if let Some(gone) = no_longer_listed(&have, m.hosts) {
             tracing::info!(
                 subchain = self.subchain,
                 node = gone,
                 "removing a node that no longer hosts the subchain"
             );
             let mut voters = have.clone();
-            voters.remove(gone);
+            voters.remove(&gone);
             return match self.raft.change_membership(voters, false).await {
                 Ok(_) => true,
                 Err(e) => {
@@ -648,5 +658,24 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
                 snapshot: Box::new(Cursor::new(bytes)),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{no_longer_listed, node_id};
+
+    #[test]
+    fn only_a_voter_the_statement_no_longer_lists_is_removed() {
+        let hosts: Vec<String> = ["n1", "n2", "n4"].map(String::from).to_vec();
+        let voters = |names: &[&str]| names.iter().map(|n| node_id(n)).collect();
+        // Every listed host is kept, whether or not this node knows its URL yet.
+        assert_eq!(no_longer_listed(&voters(&["n1", "n2", "n4"]), &hosts), None);
+        assert_eq!(
+            no_longer_listed(&voters(&["n1", "n2", "n3", "n4"]), &hosts),
+            Some(node_id("n3"))
+        );
+        // A statement naming nobody removes nobody.
+        assert_eq!(no_longer_listed(&voters(&["n1"]), &[]), None);
     }
 }
