@@ -56,6 +56,11 @@ pub struct SubchainInfo {
     /// Bytes the subchain takes on this node's disk, held against the plan's storage allowance.
     #[serde(default)]
     pub stored_bytes: u64,
+    /// The ordering group's voters as this node knows them (names, sorted), when this node is
+    /// one of them; a city node that follows the ordering cluster lists none. They follow the
+    /// statement's hosts (or orderers) one change at a time, led by the group's leader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<String>,
 }
 
 /// `POST /api/v1/subchains/{id}/transactions`: a batch of signed transactions.

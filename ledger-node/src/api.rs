@@ -510,13 +510,15 @@ async fn info(
     let tip = c.store.tip();
     let role = s.directory.role_of(&id, &peer.id);
     let leader_id = c.raft().and_then(|r| r.raft().metrics().borrow().current_leader);
-    let leader = s.directory.statement(&id).and_then(|k| {
-        k.statement
-            .voters()
-            .iter()
-            .find(|n| Some(crate::group::node_id(n)) == leader_id)
-            .cloned()
-    });
+    // Raft ids are hashes of names: named from the node directory (a leader the statement no
+    // longer lists is still named).
+    let name = |id: u64| s.directory.name_of(id).unwrap_or_else(|| format!("raft-{id:016x}"));
+    let leader = leader_id.map(name);
+    let mut voters: Vec<String> = c
+        .raft()
+        .map(|r| r.voter_ids().into_iter().map(name).collect())
+        .unwrap_or_default();
+    voters.sort();
     Ok(axum::Json(SubchainInfo {
         leader,
         id: subchain_id(&id)?,
@@ -529,6 +531,7 @@ async fn info(
         node: s.directory.node.clone(),
         plan: s.directory.plan(&id),
         stored_bytes: c.store.bytes_on_disk(),
+        voters,
     }))
 }
 

@@ -245,6 +245,17 @@ impl Directory {
         self.inner.read().expect("directory").nodes.clone()
     }
 
+    /// The name of the node or orderer whose Raft node id is `id`, if the node directory lists it.
+    pub fn name_of(&self, id: u64) -> Option<String> {
+        let g = self.inner.read().expect("directory");
+        g.nodes
+            .as_ref()?
+            .nodes
+            .iter()
+            .find(|e| crate::group::node_id(&e.id) == id)
+            .map(|e| e.id.clone())
+    }
+
     /// The URL a node or orderer published in the node directory.
     pub fn url_of(&self, node: &str) -> Option<String> {
         let g = self.inner.read().expect("directory");

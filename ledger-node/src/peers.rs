@@ -43,6 +43,22 @@ pub enum PeerError {
     /// It answered with an error status.
     #[error("{0} answered {1}: {2}")]
     Refused(String, u16, String),
+    /// Given up before it answered: the group elected another leader meanwhile, or the
+    /// proposal's time ran out.
+    #[error("gave up waiting for {0}: the group is electing another leader, or the time ran out")]
+    Superseded(String),
+}
+
+impl PeerError {
+    /// Whether the peer is gone for the subchain: unreachable, or it says it does not host the
+    /// subchain (any more).
+    pub fn gone(&self) -> bool {
+        match self {
+            Self::Unreachable(..) => true,
+            Self::Refused(_, status, body) => *status == 404 && body.contains("not-hosted"),
+            Self::Superseded(..) => false,
+        }
+    }
 }
 
 /// The client TLS configuration for reaching peers: this node's certificate, the CA bundle, and

@@ -104,6 +104,19 @@ impl Membership<'_> {
     }
 }
 
+/// The host that creates a new subchain's group, and so first leads it: the one the subchain's
+/// id hashes to (SHA-256, the first 8 bytes, modulo the number of hosts), so that an ordering
+/// cluster's groups are led by all its orderers, not all by the first one (whose death would
+/// then cost every group an election). Every node computes the same from the same statement.
+fn initializer<'h>(subchain: &str, hosts: &'h [String]) -> Option<&'h str> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let d = identity::ledger::sha256(subchain.as_bytes());
+    let n = u64::from_be_bytes(d[..8].try_into().expect("8"));
+    hosts.get((n % hosts.len() as u64) as usize).map(String::as_str)
+}
+
 /// The first of a group's voters that the statement's hosts no longer list (by node id), if the
 /// statement lists any host at all.
 fn no_longer_listed(voters: &std::collections::BTreeSet<u64>, hosts: &[String]) -> Option<u64> {
@@ -116,8 +129,8 @@ fn no_longer_listed(voters: &std::collections::BTreeSet<u64>, hosts: &[String]) 
 
 impl RaftOrderer {
     /// Starts (or restarts) this node's member of the subchain's group. A new group is created
-    /// (initialised with every hosting node as a voter) only by the first host in the CA's
-    /// statement, and only when its store is empty; the others join when it reaches them.
+    /// (initialised with every hosting node as a voter) only by one host of the CA's statement
+    /// ([`initializer`]), and only when its store is empty; the others join when it reaches them.
     pub async fn start(
         store: Arc<Store>,
         keys: crate::directory::KeyRing,
@@ -164,7 +177,7 @@ impl RaftOrderer {
                 .metrics(|m| m.current_term > 0, "the stored vote loaded")
                 .await;
         }
-        if fresh && m.hosts.first().map(String::as_str) == Some(m.me) && !raft.is_initialized().await? {
+        if fresh && initializer(&subchain, m.hosts) == Some(m.me) && !raft.is_initialized().await? {
             raft.initialize(m.members()).await?;
         }
         Ok(Self {
@@ -199,6 +212,17 @@ impl RaftOrderer {
     /// Whether this node leads the group now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.me)
+    }
+
+    /// The group's voters as this member knows them (Raft node ids).
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Moves the group's voters one step towards the CA's host list (add one, or remove one),
@@ -271,23 +295,14 @@ impl Orderer for RaftOrderer {
                     });
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                    Some(leader) => match self
-                        .peers
-                        .propose(
-                            &self.peers.address_of(f.leader_id.unwrap_or_default(), &leader.addr),
-                            &self.subchain,
-                            &p,
-                        )
-                        .await
-                    {
+                    Some(leader) => match self.forward(f.leader_id, &leader.addr, &p, deadline).await {
                         // The leader this member knows of is gone (its host refuses or does
-                        // not answer): campaign now rather than after an election timeout. A
-                        // group that slept holds no fresher news of its leader than its vote,
-                        // and a write is waiting. The others refuse while they still hear
-                        // from a live leader (the lease), so this cannot unseat one.
-                        Err(e @ crate::peers::PeerError::Unreachable(..))
-                            if elected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) =>
-                        {
+                        // not answer, or no longer hosts the subchain): campaign now rather
+                        // than after an election timeout. A group that slept holds no fresher
+                        // news of its leader than its vote, and a write is waiting. The others
+                        // refuse while they still hear from a live leader (the lease), so this
+                        // cannot unseat one.
+                        Err(e) if e.gone() && elected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) => {
                             elected_at = Some(tokio::time::Instant::now());
                             tracing::info!(subchain = self.subchain, error = %e, "the leader is unreachable: campaigning");
                             let _ = self.raft.trigger().elect().await;
@@ -320,6 +335,29 @@ impl Orderer for RaftOrderer {
 
     async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+impl RaftOrderer {
+    /// Sends a proposal to the leader this member knows of. A leader that lost its majority (its
+    /// certificate revoked, cut off from the others) takes the proposal and never commits it, so
+    /// the forward is given up as soon as this member hears of another leader, starts an
+    /// election, or the proposal's deadline passes; the caller then proposes again where the
+    /// group now stands (the chain refuses the second copy if the first did commit after all).
+    async fn forward(
+        &self,
+        leader_id: Option<u64>,
+        addr: &str,
+        p: &Proposal,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, crate::peers::PeerError> {
+        let url = self.peers.address_of(leader_id.unwrap_or_default(), addr);
+        let mut metrics = self.raft.metrics();
+        tokio::select! {
+            r = self.peers.propose(&url, &self.subchain, p) => r,
+            _ = metrics.wait_for(|m| m.current_leader != leader_id) => Err(crate::peers::PeerError::Superseded(url)),
+            _ = tokio::time::sleep_until(deadline) => Err(crate::peers::PeerError::Superseded(url)),
+        }
     }
 }
 
@@ -663,7 +701,24 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
 
 #[cfg(test)]
 mod tests {
-    use super::{no_longer_listed, node_id};
+    use super::{initializer, no_longer_listed, node_id};
+
+    #[test]
+    fn groups_are_created_by_every_host_in_turn_and_by_the_same_one_everywhere() {
+        let hosts: Vec<String> = ["o1", "o2", "o3"].map(String::from).to_vec();
+        let mut led = std::collections::BTreeMap::<&str, usize>::new();
+        for i in 0..3000 {
+            let id = format!("app-{i}");
+            let first = initializer(&id, &hosts).unwrap();
+            assert_eq!(initializer(&id, &hosts), Some(first), "deterministic");
+            *led.entry(first).or_default() += 1;
+        }
+        // Each orderer creates (and so first leads) about a third of the groups.
+        assert_eq!(led.len(), 3, "{led:?}");
+        assert!(led.values().all(|n| (850..1150).contains(n)), "{led:?}");
+        assert_eq!(initializer("demo", &[]), None);
+        assert_eq!(initializer("demo", &hosts[..1]), Some("o1"));
+    }
 
     #[test]
     fn only_a_voter_the_statement_no_longer_lists_is_removed() {

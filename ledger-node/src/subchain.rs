@@ -440,6 +440,9 @@ pub struct Subchains {
     /// The heights reached here, for the city nodes that follow this node.
     tips: Arc<crate::tips::TipFeed>,
     verify_slots: Semaphore,
+    /// Told when this node becomes the leader of a group: [`Subchains::follow`] syncs at once, so a
+    /// new leader moves the voters to the statement without waiting for the next round.
+    leadership: Arc<tokio::sync::Notify>,
 }
 
 impl Subchains {
@@ -471,6 +474,7 @@ impl Subchains {
             synced: Mutex::new(HashMap::new()),
             tips: Arc::new(crate::tips::TipFeed::new()),
             verify_slots: Semaphore::new(cores),
+            leadership: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -605,6 +609,7 @@ impl Subchains {
         if let Some(s) = self.get(id) {
             return Ok(s);
         }
+        let t0 = std::time::Instant::now();
         let dir = self.data_dir.join("subchains");
         std::fs::create_dir_all(&dir)?;
         let store = Arc::new(tokio::task::block_in_place(|| {
@@ -615,6 +620,7 @@ impl Subchains {
         // write or the leader's entries start them (see `Subchain::stir`). A new group runs them
         // from the start, to elect its first leader.
         let quiet = store.tip().last.is_some();
+        let stored = t0.elapsed();
         let orderer = Arc::new(if statement.orders(&self.name) {
             Ordering::Raft(Arc::new(
                 RaftOrderer::start(
@@ -644,6 +650,24 @@ impl Subchains {
                 tx,
             ))
         });
+        if let Ordering::Raft(r) = &*orderer {
+            let (mut metrics, me, news) = (
+                r.raft().metrics(),
+                crate::group::node_id(&self.name),
+                self.leadership.clone(),
+            );
+            // Ends with the group (its metrics channel closes at shutdown).
+            tokio::spawn(async move {
+                let mut leads = false;
+                while metrics.changed().await.is_ok() {
+                    let now = metrics.borrow_and_update().current_leader == Some(me);
+                    if now && !leads {
+                        news.notify_one();
+                    }
+                    leads = now;
+                }
+            });
+        }
         let (queue, rx) = mpsc::channel(4096);
         tokio::spawn(cut_blocks(orderer.clone(), rx, self.limits.clone()));
         let s = Arc::new(Subchain {
@@ -678,7 +702,12 @@ impl Subchains {
         self.cold.lock().expect("cold").remove(id);
         self.open.write().expect("subchains").insert(id.to_string(), s.clone());
         crate::metrics::SUBCHAINS_WOKEN.inc();
-        tracing::debug!(subchain = id, "subchain opened");
+        tracing::debug!(
+            subchain = id,
+            store_us = stored.as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "subchain opened"
+        );
         Ok(s)
     }
 
@@ -904,7 +933,8 @@ impl Subchains {
     }
 
     /// Runs [`Subchains::sync`] now, on every statement change, on every new node directory (a
-    /// host's URL may arrive after the statement naming it), and every two seconds (a group
+    /// host's URL may arrive after the statement naming it), when this node becomes a group's
+    /// leader (it reconciles the voters), and every two seconds (a group
     /// change that failed, say because a host was down, is retried).
     pub async fn follow(self: Arc<Self>) {
         let mut changes = self.directory.statement_changes();
@@ -914,6 +944,7 @@ impl Subchains {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 r = nodes.changed() => if r.is_err() { return },
+                _ = self.leadership.notified() => {}
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             }
         }

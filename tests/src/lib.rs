@@ -503,6 +503,39 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Waits until the node behind `api` holds at least `n` subchains with a block (their genesis
+/// written), listed by its `/api/v1/subchains`.
+pub async fn wait_until_holding(api: &Api, n: usize, timeout: Duration) {
+    eventually(&format!("the node to hold {n} subchains"), timeout, || async {
+        let v = api.get("/api/v1/subchains", &[]).await.ok()?;
+        let held = v["subchains"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["height"].is_u64())
+            .count();
+        (held >= n).then_some(())
+    })
+    .await;
+}
+
+/// How many of the transactions `ids` of `subchain` each node behind `apis` does not have (the
+/// same id missing on two nodes counts twice).
+pub async fn missing_on(apis: &[&Api], subchain: &str, ids: &[String]) -> usize {
+    let mut missing = 0;
+    for id in ids {
+        for api in apis {
+            if api
+                .get(&format!("/api/v1/subchains/{subchain}/transactions/{id}"), &[])
+                .await
+                .is_err()
+            {
+                missing += 1;
+            }
+        }
+    }
+    missing
+}
+
 /// What a background load did: the requests that succeeded, each failure with what it was,
 /// and the flag its tasks check to stop.
 #[derive(Clone, Default)]

@@ -396,18 +396,7 @@ async fn the_network_in_containers_survives_what_a_network_meets() {
             "identical block hash chains on the city nodes"
         );
     }
-    let mut missing = 0;
-    for id in &acked_ids {
-        for api in [&n[1], &n[3]] {
-            if api
-                .get(&format!("/api/v1/subchains/demo/transactions/{id}"), &[])
-                .await
-                .is_err()
-            {
-                missing += 1;
-            }
-        }
-    }
+    let missing = bsn_tests::missing_on(&[&n[1], &n[3]], "demo", &acked_ids).await;
     assert_eq!(missing, 0, "acknowledged transactions missing on a city node");
     println!(
         "leader {leader} killed: {} acknowledged, none lost, writes resumed in {:.1} s, new leader {}",

@@ -204,6 +204,13 @@ async fn write_some(api: &Api, who: &std::path::Path, tag: &str, n: usize) {
     }
 }
 
+async fn voters(api: &Api) -> Vec<String> {
+    info(api)
+        .await
+        .and_then(|v| serde_json::from_value(v["voters"].clone()).ok())
+        .unwrap_or_default()
+}
+
 async fn height(api: &Api) -> Option<u64> {
     info(api).await.and_then(|v| v["height"].as_u64())
 }
@@ -257,6 +264,11 @@ async fn hosts_join_and_leave_the_group_as_the_ca_says_and_a_revoked_node_drops_
     );
     // And takes writes (forwarded to the leader).
     write_some(&apis[3], &alice, "via-n4", 3).await;
+    assert_eq!(
+        voters(&apis[3]).await,
+        ["n1", "n2", "n3", "n4"],
+        "n4 votes in the group"
+    );
 
     // The CA removes n3: it stops serving the subchain; the others go on without it.
     a.patch("/api/v1/subchains/demo", &json!({ "nodes": ["n1", "n2", "n4"] }))
@@ -268,6 +280,14 @@ async fn hosts_join_and_leave_the_group_as_the_ca_says_and_a_revoked_node_drops_
     })
     .await;
     write_some(&apis[0], &alice, "after-removal", 5).await;
+    // The group's leader (a new one, if n3 led it) removes n3 from the voters, so that losing
+    // one more host leaves a majority.
+    for api in [&apis[0], &apis[1], &apis[3]] {
+        eventually("the group to drop n3", Duration::from_secs(20), || async {
+            (voters(api).await == ["n1", "n2", "n4"]).then_some(())
+        })
+        .await;
+    }
 
     // n4's certificate is revoked: its peers refuse it and it cannot reach them, so it falls
     // behind while n1 and n2 (a majority of three) keep committing.

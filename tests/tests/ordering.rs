@@ -148,18 +148,7 @@ async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
         chains[1][..common],
         "identical block hash chains on the city nodes"
     );
-    let mut missing = 0;
-    for id in &acked_ids {
-        for api in &n[..2] {
-            if api
-                .get(&format!("/api/v1/subchains/demo/transactions/{id}"), &[])
-                .await
-                .is_err()
-            {
-                missing += 1;
-            }
-        }
-    }
+    let missing = bsn_tests::missing_on(&[&n[0], &n[1]], "demo", &acked_ids).await;
     assert_eq!(missing, 0, "acknowledged transactions missing on a city node");
 
     // kill -9 of a city node under write load (the relay's crash story): its imports are

@@ -109,20 +109,7 @@ async fn a_thousand_ordered_subchains_and_the_leader_of_one_killed_under_load() 
     }
     let created = t.elapsed();
     let n1 = city.api(&ca, &admin);
-    eventually(
-        "the city node to hold every subchain",
-        Duration::from_secs(300),
-        || async {
-            let v = n1.get("/api/v1/subchains", &[]).await.ok()?;
-            let held = v["subchains"]
-                .as_array()?
-                .iter()
-                .filter(|s| s["height"].is_u64())
-                .count();
-            (held >= n).then_some(())
-        },
-    )
-    .await;
+    bsn_tests::wait_until_holding(&n1, n, Duration::from_secs(300)).await;
     println!(
         "{n} subchains ordered by 3 orderers created in {:.1} s; the city node held them all {:.1} s after the first",
         created.as_secs_f64(),
@@ -309,16 +296,7 @@ async fn a_thousand_ordered_subchains_and_the_leader_of_one_killed_under_load() 
     let common = c1.len().min(c2.len());
     assert!(common as u64 > target);
     assert_eq!(c1[..common], c2[..common], "the city node's chain is the orderers'");
-    let mut missing = 0;
-    for tx in &acked {
-        if n1
-            .get(&format!("/api/v1/subchains/{hot}/transactions/{tx}"), &[])
-            .await
-            .is_err()
-        {
-            missing += 1;
-        }
-    }
+    let missing = bsn_tests::missing_on(&[&n1], &hot, &acked).await;
     assert_eq!(missing, 0, "acknowledged transactions missing");
     println!(
         "{} acknowledged transactions on {hot}, all on the city node",
