@@ -62,6 +62,8 @@ pub struct RaftOrderer {
     name: String,
     peers: Peers,
     applied: watch::Receiver<Option<u64>>,
+    /// The subchain's store (to find where an earlier copy of a proposal committed).
+    store: Arc<Store>,
 }
 
 /// Where this node and its peers are.
@@ -153,6 +155,7 @@ impl RaftOrderer {
         let me = node_id(m.me);
         let fresh = store.tip().last.is_none();
         let log = LogStore { store: store.clone() };
+        let kept = store.clone();
         let watcher = applied.subscribe();
         let sm = SmHandle(Arc::new(StateMachine {
             store,
@@ -187,6 +190,7 @@ impl RaftOrderer {
             name: m.me.to_string(),
             peers: m.peers.clone(),
             applied: watcher,
+            store: kept,
         })
     }
 
@@ -286,12 +290,19 @@ impl Orderer for RaftOrderer {
         // itself, so a read on this node right after sees the write.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut elected_at: Option<tokio::time::Instant> = None;
+        // Whether a forward was given up: its copy may have committed after all.
+        let mut gave_up = false;
         loop {
             let last = match self.raft.client_write(p.clone()).await {
                 Ok(r) => {
-                    return Ok(Applied {
+                    let applied = Applied {
                         leader: Some(self.name.clone()),
                         ..r.data
+                    };
+                    return Ok(if gave_up {
+                        self.settle(applied, &p).await
+                    } else {
+                        applied
                     });
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
@@ -317,9 +328,16 @@ impl Orderer for RaftOrderer {
                                 )
                                 .await;
                             }
-                            return Ok(applied);
+                            return Ok(if gave_up {
+                                self.settle(applied, &p).await
+                            } else {
+                                applied
+                            });
                         }
-                        Err(e) => e.to_string(),
+                        Err(e) => {
+                            gave_up |= matches!(e, crate::peers::PeerError::Superseded(..));
+                            e.to_string()
+                        }
                     },
                     None => "no leader elected yet".to_string(),
                 },
@@ -353,11 +371,41 @@ impl RaftOrderer {
     ) -> Result<Applied, crate::peers::PeerError> {
         let url = self.peers.address_of(leader_id.unwrap_or_default(), addr);
         let mut metrics = self.raft.metrics();
+        // Given up when this member hears of another leader or starts an election; a copy
+        // that commits after all is found by `settle`.
         tokio::select! {
             r = self.peers.propose(&url, &self.subchain, p) => r,
             _ = metrics.wait_for(|m| m.current_leader != leader_id) => Err(crate::peers::PeerError::Superseded(url)),
             _ = tokio::time::sleep_until(deadline) => Err(crate::peers::PeerError::Superseded(url)),
         }
+    }
+
+    /// After a given-up forward, the copy proposed again finds the transactions of the first
+    /// copy on the chain if that one committed after all: each such "duplicate" is reported
+    /// where it committed (read from this member's store once it has applied that far), so a
+    /// client is never told that a write it made failed when it is on the chain.
+    async fn settle(&self, mut applied: Applied, p: &Proposal) -> Applied {
+        let Proposal::Txs { txs, .. } = p else {
+            return applied;
+        };
+        let mut w = self.applied.clone();
+        for (i, o) in applied.outcomes.iter_mut().enumerate() {
+            if *o != crate::chain::Outcome::Duplicate {
+                continue;
+            }
+            let Some(tx) = txs.get(i) else { continue };
+            let end = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some((height, index))) = self.store.tx_position(&tx.id) {
+                    *o = crate::chain::Outcome::Committed { height, index };
+                    break;
+                }
+                if !matches!(tokio::time::timeout_at(end, w.changed()).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+        applied
     }
 }
 
