@@ -236,14 +236,7 @@ impl RaftOrderer {
             return false;
         }
         let want = m.members();
-        let have: std::collections::BTreeSet<u64> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let have: std::collections::BTreeSet<u64> = self.voter_ids().into_iter().collect();
         if let Some((id, node)) = want.iter().find(|(id, _)| !have.contains(id)) {
             tracing::info!(subchain = self.subchain, node = node.addr, "adding a host to the group");
             if let Err(e) = self.raft.add_learner(*id, node.clone(), true).await {
@@ -315,7 +308,7 @@ impl Orderer for RaftOrderer {
                         // cannot unseat one.
                         Err(e) if e.gone() && elected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) => {
                             elected_at = Some(tokio::time::Instant::now());
-                            tracing::info!(subchain = self.subchain, error = %e, "the leader is unreachable: campaigning");
+                            tracing::info!(subchain = self.subchain, error = %e, "the leader is gone: campaigning");
                             let _ = self.raft.trigger().elect().await;
                             e.to_string()
                         }
@@ -361,7 +354,7 @@ impl RaftOrderer {
     /// certificate revoked, cut off from the others) takes the proposal and never commits it, so
     /// the forward is given up as soon as this member hears of another leader, starts an
     /// election, or the proposal's deadline passes; the caller then proposes again where the
-    /// group now stands (the chain refuses the second copy if the first did commit after all).
+    /// group now stands (and [`RaftOrderer::settle`] finds the first copy if it committed).
     async fn forward(
         &self,
         leader_id: Option<u64>,
