@@ -80,7 +80,7 @@ pub async fn record_first(
     now: OffsetDateTime,
 ) -> Result<(), HandoverError> {
     let wrote = store::record_first(
-        &mut *db.acquire().await?,
+        &mut *db.acquire_writer().await?,
         purpose.name(),
         &B64.encode(public),
         now.unix_timestamp(),

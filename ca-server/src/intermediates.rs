@@ -245,7 +245,7 @@ impl Current {
 
 /// Records the intermediate of initialisation as number 1 if nothing is recorded yet.
 pub async fn record_first(db: &Db, der: &[u8], now: OffsetDateTime) -> Result<(), RotationError> {
-    if store::record_first(&mut *db.acquire().await?, der, now.unix_timestamp()).await? {
+    if store::record_first(&mut *db.acquire_writer().await?, der, now.unix_timestamp()).await? {
         tracing::info!("recorded the issuing intermediate as number 1");
     }
     Ok(())

@@ -187,17 +187,31 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Res
     Problem::new(status.as_u16(), slug, title, detail).into_response()
 }
 
+/// Whether `e` is the database pool's wait running out: every connection (on SQLite the one
+/// writer) stayed busy for the pool's whole wait, an overload the client may retry, not a fault.
+fn pool_timed_out(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::PoolTimedOut)))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug, title) = self.parts();
-        if let Self::Internal(e) = &self {
+        let this = match self {
+            Self::Internal(e) if pool_timed_out(&e) => {
+                tracing::warn!("the database stayed busy past the pool's wait: answered 503");
+                Self::Busy
+            }
+            other => other,
+        };
+        let (status, slug, title) = this.parts();
+        if let Self::Internal(e) = &this {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
-        let retry_after = match self {
+        let retry_after = match this {
             Self::TooManyAttempts(secs) | Self::SlowDown(_, secs) => Some(secs),
             _ => None,
         };
-        Problem::new(status.as_u16(), slug, title, self.to_string()).into_response_with_retry(retry_after)
+        Problem::new(status.as_u16(), slug, title, this.to_string()).into_response_with_retry(retry_after)
     }
 }
 

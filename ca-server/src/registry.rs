@@ -72,7 +72,7 @@ impl MembershipSigner {
                     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
                         .map_err(|_| anyhow::anyhow!("cannot generate the membership key"))?;
                     let sealed = crate::keystore::seal(passphrase, "membership", pkcs8.as_ref())?;
-                    store::insert_membership_key(&mut *db.acquire().await?, &sealed).await?;
+                    store::insert_membership_key(&mut *db.acquire_writer().await?, &sealed).await?;
                 }
                 match db.meta("membership_key_sealed").await? {
                     Some(sealed) => {
@@ -877,7 +877,7 @@ impl Registry<'_> {
                 self.put_member(subchain, identity, role, identity, now).await?,
             ));
         }
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.acquire_writer().await?;
         check_participant(&mut conn, identity).await?;
         let request = JoinRequest {
             subchain: subchain.to_string(),
@@ -905,7 +905,7 @@ impl Registry<'_> {
 
     /// Rejects (deletes) a pending request.
     pub async fn reject(&self, subchain: &str, identity: &str) -> Result<(), RegistryError> {
-        let gone = store::delete_join_request(&mut *self.db.acquire().await?, subchain, identity).await?;
+        let gone = store::delete_join_request(&mut *self.db.acquire_writer().await?, subchain, identity).await?;
         if !gone {
             return Err(RegistryError::NotFound(format!(
                 "no pending request of '{identity}' to join '{subchain}'"
@@ -1062,7 +1062,7 @@ pub async fn feed_head(db: &Db) -> Result<i64, RegistryError> {
 
 /// Records `node`'s report that it has durably processed the feed up to `seq`.
 pub async fn record_ack(db: &Db, node: &str, seq: i64, at: i64) -> Result<(), RegistryError> {
-    Ok(store::record_ack(&mut *db.acquire().await?, node, seq, at).await?)
+    Ok(store::record_ack(&mut *db.acquire_writer().await?, node, seq, at).await?)
 }
 
 /// Events after `cursor` that `node` may see, oldest first.

@@ -57,7 +57,7 @@ use identity::logleaf::{LogLeaf, RootStep};
 
 /// Records the root of initialisation as number 1 if nothing is recorded yet.
 pub async fn record_first(db: &Db, der: &[u8], now: OffsetDateTime) -> Result<(), RotationError> {
-    if store::record_first(&mut *db.acquire().await?, der, now.unix_timestamp()).await? {
+    if store::record_first(&mut *db.acquire_writer().await?, der, now.unix_timestamp()).await? {
         tracing::info!("recorded the root as number 1");
     }
     Ok(())
@@ -184,7 +184,7 @@ pub async fn refresh_crls(db: &Db, keys: &Keys, now: OffsetDateTime) -> Result<V
                 .map_err(internal)
         })?;
         if let Some(crl) = crl {
-            store::set_crl(&mut *db.acquire().await?, row.number, &crl).await?;
+            store::set_crl(&mut *db.acquire_writer().await?, row.number, &crl).await?;
             done.push(row.number);
         }
     }
@@ -411,7 +411,7 @@ impl RootRotation<'_> {
                 "this CRL is not newer than the published one; nothing changed".into(),
             ));
         }
-        store::set_crl(&mut *self.db.acquire().await?, number, &der).await?;
+        store::set_crl(&mut *self.db.acquire_writer().await?, number, &der).await?;
         tracing::info!(root = number, "root {number}'s CRL installed");
         let rows = store::all(&mut *self.db.acquire().await?).await?;
         Ok(find(&rows, number)?.clone())

@@ -176,7 +176,7 @@ pub async fn serve(cfg: Config, passphrase: String, pin: Option<String>) -> anyh
     let ca = issuers.get().active.clone();
     tracing::info!(intermediate = ca.number, "issuing intermediate");
 
-    let size = crate::log::self_check(&mut *db.acquire().await?, &log)
+    let size = crate::log::self_check(&mut *db.acquire_writer().await?, &log)
         .await
         .context("the issuance log failed its start-up self-check; refusing to sign anything")?;
     tracing::info!(size, origin = %cfg.log_origin, "issuance log verified");

@@ -1055,6 +1055,14 @@ async fn raft_blocks(
     Query(q): Query<BlocksQuery>,
 ) -> Result<axum::Json<RawBlocks>, ApiError> {
     let c = authorize_peer(&s, &peer, &id).await?;
+    // A fellow voter reads blocks only when it knows no leader (`RaftOrderer::wake_others`):
+    // a leader it woke announces itself at once, instead of leaving it to an election timeout.
+    if let Some(r) = c.raft()
+        && r.is_leader()
+        && s.directory.statement(&id).is_some_and(|k| k.statement.orders(&peer.id))
+    {
+        let _ = r.raft().trigger().heartbeat().await;
+    }
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
         // Long-poll: a follower asking for the next block waits for it here.

@@ -610,14 +610,27 @@ async fn serve(dir: &Path, listen: Option<String>) -> Result<(), (ExitCode, Stri
         subchains.clone(),
         directory.clone(),
     ));
-    let app = router(Arc::new(AppState::new(
+    let state = Arc::new(AppState::new(
         directory.clone(),
         subchains.clone(),
         cfg.stale_after_secs.max(1) * 1000,
         cfg.metrics_public()?,
         connections.clone(),
         usage.clone(),
-    )));
+    ));
+    // Quota buckets of subchains this node no longer takes part in are forgotten.
+    {
+        let (quotas, directory) = (state.quotas.clone(), directory.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let hosted = directory.hosted_revisions();
+                quotas.retain(&hosted.iter().map(|(id, _)| id.as_str()).collect());
+            }
+        });
+    }
+    let app = router(state);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     println!("ledger-node {} listening on https://{addr} (CA {})", cfg.name, cfg.ca);
     let server = tokio::spawn(bsn_transport::serve(

@@ -64,6 +64,8 @@ pub struct RaftOrderer {
     applied: watch::Receiver<Option<u64>>,
     /// The subchain's store (to find where an earlier copy of a proposal committed).
     store: Arc<Store>,
+    /// The other hosts the statement listed when this member started (names).
+    others: Vec<String>,
 }
 
 /// Where this node and its peers are.
@@ -110,7 +112,7 @@ impl Membership<'_> {
 /// id hashes to (SHA-256, the first 8 bytes, modulo the number of hosts), so that an ordering
 /// cluster's groups are led by all its orderers, not all by the first one (whose death would
 /// then cost every group an election). Every node computes the same from the same statement.
-fn initializer<'h>(subchain: &str, hosts: &'h [String]) -> Option<&'h str> {
+pub(crate) fn initializer<'h>(subchain: &str, hosts: &'h [String]) -> Option<&'h str> {
     if hosts.is_empty() {
         return None;
     }
@@ -191,6 +193,7 @@ impl RaftOrderer {
             peers: m.peers.clone(),
             applied: watcher,
             store: kept,
+            others: m.hosts.iter().filter(|h| *h != m.me).cloned().collect(),
         })
     }
 
@@ -211,6 +214,11 @@ impl RaftOrderer {
             .wait(Some(timeout))
             .metrics(|m| m.current_leader.is_some(), "a leader")
             .await;
+    }
+
+    /// Whether this node knows a leader of the group now (itself or another).
+    pub fn knows_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
     }
 
     /// Whether this node leads the group now.
@@ -285,6 +293,7 @@ impl Orderer for RaftOrderer {
         let mut elected_at: Option<tokio::time::Instant> = None;
         // Whether a forward was given up: its copy may have committed after all.
         let mut gave_up = false;
+        let mut woke_others = false;
         loop {
             let last = match self.raft.client_write(p.clone()).await {
                 Ok(r) => {
@@ -332,7 +341,20 @@ impl Orderer for RaftOrderer {
                             e.to_string()
                         }
                     },
-                    None => "no leader elected yet".to_string(),
+                    None => {
+                        // This member knows no leader: it slept without hearing from one since
+                        // the group was created (it opened the subchain after the first
+                        // leader's last append), or its vote is not a committed one. The
+                        // leader may be asleep too, and a sleeping leader sends nothing: wake
+                        // the other members once (a woken leader restores its leadership and
+                        // replicates at once), rather than wait for an election timeout that
+                        // a member with no membership never has.
+                        if !woke_others {
+                            woke_others = true;
+                            self.wake_others();
+                        }
+                        "no leader elected yet".to_string()
+                    }
                 },
                 Err(RaftError::APIError(e)) => e.to_string(),
                 Err(RaftError::Fatal(e)) => return Err(OrderError::Stopped(e.to_string())),
@@ -350,6 +372,47 @@ impl Orderer for RaftOrderer {
 }
 
 impl RaftOrderer {
+    /// Wakes this subchain on the group's other members (the membership's voters and the hosts
+    /// the statement listed): a block read past any height, which opens the subchain there and
+    /// returns nothing, and makes a leader it reaches send a heartbeat at once (`raft_blocks`).
+    /// Fire and forget.
+    fn wake_others(&self) {
+        let mut urls: Vec<String> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            tracing::debug!(
+                subchain = self.subchain,
+                vote = %m.vote,
+                last_log = ?m.last_log_index,
+                voters = m.membership_config.membership().voter_ids().count(),
+                "no leader known"
+            );
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.me)
+                .map(|(id, n)| self.peers.address_of(*id, &n.addr))
+                .collect()
+        };
+        urls.extend(self.others.iter().filter_map(|h| self.peers.address(h)));
+        urls.sort();
+        urls.dedup();
+        tracing::debug!(
+            subchain = self.subchain,
+            members = urls.len(),
+            "no leader known: waking the other members"
+        );
+        let path = format!("/raft/v1/{}/blocks?from={}&limit=1", self.subchain, u64::MAX);
+        for url in urls {
+            let (peers, path) = (self.peers.clone(), path.clone());
+            tokio::spawn(async move {
+                let _ = peers
+                    .get::<bsn_api::node::RawBlocks>(&url, &path, Duration::from_secs(5))
+                    .await;
+            });
+        }
+    }
+
     /// Sends a proposal to the leader this member knows of. A leader that lost its majority (its
     /// certificate revoked, cut off from the others) takes the proposal and never commits it, so
     /// the forward is given up as soon as this member hears of another leader, starts an

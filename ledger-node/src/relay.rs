@@ -283,12 +283,19 @@ impl Relay {
                 }
                 continue;
             };
+            // An orderer that has not opened the subchain yet (it was just created, and the
+            // orderer's statement arrives a moment after this node's) answers 404 not-hosted:
+            // one warning a minute for all subchains, not one per subchain.
+            let mut not_hosted = false;
             let outcome = match self.peers.address(o) {
                 None => Err(format!("no URL for orderer {o} in the node directory")),
                 Some(url) => {
                     let path = format!("/raft/v1/{}/blocks?from={from}&limit={PAGE}", self.subchain);
                     tokio::select! {
-                        r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path, Duration::from_secs(8)) => r.map_err(|e| e.to_string()),
+                        r = self.peers.get::<bsn_api::node::RawBlocks>(&url, &path, Duration::from_secs(8)) => r.map_err(|e| {
+                            not_hosted = matches!(e, crate::peers::PeerError::Refused(..)) && e.gone();
+                            e.to_string()
+                        }),
                         _ = stop.changed() => return,
                     }
                 }
@@ -307,8 +314,14 @@ impl Relay {
                     }
                 }
                 Err(e) => {
+                    tracing::debug!(subchain = self.subchain, orderer = o, error = e, "cannot take blocks");
+                    let key = if not_hosted {
+                        format!("relay not-hosted {o}")
+                    } else {
+                        format!("relay {} {o}", self.subchain)
+                    };
                     crate::warn_every!(
-                        format!("relay {} {o}", self.subchain),
+                        key,
                         subchain = self.subchain,
                         orderer = o,
                         error = e,

@@ -245,7 +245,7 @@ impl Subchain {
         self.last_active.store(mono_ms(), AtomicOrdering::Relaxed);
     }
 
-    /// A write is coming, or entries were applied: the Raft group's timers run again
+    /// A write is coming, or the leader applied entries: the Raft group's timers run again
     /// (heartbeats as leader, elections as follower).
     pub fn stir(&self) {
         self.touch();
@@ -437,6 +437,8 @@ pub struct Subchains {
     cold: Mutex<HashMap<String, ColdTip>>,
     /// The statement revision [`Subchains::sync`] last handled for each subchain.
     synced: Mutex<HashMap<String, u64>>,
+    /// Subchains a sync pass could not open: the next pass tries them again.
+    retry: Mutex<std::collections::HashSet<String>>,
     /// The heights reached here, for the city nodes that follow this node.
     tips: Arc<crate::tips::TipFeed>,
     verify_slots: Semaphore,
@@ -472,6 +474,7 @@ impl Subchains {
             opening: tokio::sync::Mutex::new(()),
             cold: Mutex::new(HashMap::new()),
             synced: Mutex::new(HashMap::new()),
+            retry: Mutex::new(std::collections::HashSet::new()),
             tips: Arc::new(crate::tips::TipFeed::new()),
             verify_slots: Semaphore::new(cores),
             leadership: Arc::new(tokio::sync::Notify::new()),
@@ -617,9 +620,12 @@ impl Subchains {
         })?);
         let (tx, applied) = watch::channel(store.tip().last.map(|(h, _)| h));
         // A group that ran before wakes with its timers stopped: a read needs no leader, and a
-        // write or the leader's entries start them (see `Subchain::stir`). A new group runs them
-        // from the start, to elect its first leader.
-        let quiet = store.tip().last.is_some();
+        // write starts them (see `Subchain::stir`). In a new group only the member that creates
+        // it runs them from the start, to elect its first leader (again if the first election
+        // fails); the others wait for it, quiet. A follower whose timers ran while its leader's
+        // were stopped would time out and campaign against a live leader that says nothing.
+        let fresh = store.tip().last.is_none();
+        let quiet = !fresh || crate::raft::initializer(id, statement.voters()) != Some(self.name.as_str());
         let stored = t0.elapsed();
         let orderer = Arc::new(if statement.orders(&self.name) {
             Ordering::Raft(Arc::new(
@@ -693,8 +699,12 @@ impl Subchains {
                 if let Some(h) = h {
                     tips.note(&sid, h);
                 }
+                // The leader's timers run while it has entries to make known (heartbeats carry
+                // the commit index); a follower's stay as they are: stopped on a quiet one, or it
+                // would campaign once the leader's stop (see `Subchain::quiesce`).
                 match weak.upgrade() {
-                    Some(s) => s.stir(),
+                    Some(s) if s.orderer.is_leader() => s.stir(),
+                    Some(s) => s.touch(),
                     None => return,
                 }
             }
@@ -812,9 +822,23 @@ impl Subchains {
     /// Brings the subchains in line with the CA's statements: wakes those with a newer
     /// statement than their chain holds (its leader writes it as a config block, a relay pulls
     /// it), starts group changes on the leaders, closes subchains no longer taken part in.
-    /// Hibernating subchains whose statement did not change cost a map lookup.
-    pub async fn sync(&self) {
-        let hosted = self.directory.hosted_revisions();
+    /// A `full` pass looks at every statement listing this node; the others only at the open
+    /// subchains, those whose statement changed since the last pass, and those a pass could not
+    /// open: a hibernating subchain whose statement did not change costs nothing (with 10,000
+    /// hosted, a full pass every two seconds was most of an idle node's CPU).
+    pub async fn sync(&self, full: bool) {
+        let started = std::time::Instant::now();
+        // Taken before the statements are read: a change arriving meanwhile is seen by this
+        // pass or the next.
+        let mut changed = self.directory.take_changed_statements();
+        changed.extend(std::mem::take(&mut *self.retry.lock().expect("retry")));
+        let hosted = if full {
+            self.directory.hosted_revisions()
+        } else {
+            let mut ids = changed.clone();
+            ids.extend(self.open.read().expect("subchains").keys().cloned());
+            self.directory.revisions_involving(&ids)
+        };
         for (id, revision) in &hosted {
             let id = id.as_str();
             let s = match self.get(id) {
@@ -832,6 +856,7 @@ impl Subchains {
                         Ok(s) => s,
                         Err(e) => {
                             crate::warn_every!(format!("open {id}"), subchain = id, error = e, "cannot open subchain");
+                            self.retry.lock().expect("retry").insert(id.to_string());
                             continue;
                         }
                     }
@@ -860,15 +885,21 @@ impl Subchains {
             }
             // The leader writes a newer statement as a config block (followers get it by Raft).
             let behind = known.statement.revision > s.store.tip().revision();
-            if behind {
-                // Its group must have a leader to write it: timers on.
-                s.stir();
+            if behind && let Some(r) = s.raft() {
                 // A group just woken from its log knows its leader at once (a committed vote),
                 // once its core has started: wait for that rather than a whole sync round.
-                if let Some(r) = s.raft()
-                    && s.store.tip().last.is_some()
-                {
+                let logged = s.store.tip().last.is_some();
+                if logged {
                     r.wait_for_leader(std::time::Duration::from_secs(2)).await;
+                }
+                // Its group must have a leader to write it: timers on where that needs them,
+                // on the leader (heartbeats) and on a member that knows none (to elect one).
+                // Not on a follower of a known leader: the leader's node wakes for the same
+                // statement, and a follower whose timers ran while the leader's were stopped
+                // would campaign against it. Nor on a new member other than the group's
+                // creator: it has no log to elect with and waits for the creator.
+                if r.is_leader() || (logged && !r.knows_leader()) {
+                    s.stir();
                 }
             }
             if s.orderer.is_leader() && behind {
@@ -877,6 +908,11 @@ impl Subchains {
                     handovers: self.directory.handovers(),
                 };
                 match s.orderer.propose(p).await {
+                    // Refused because the chain already holds it (a proposal of the same
+                    // revision committed meanwhile, say by the leader before a restart): done.
+                    Ok(a) if a.refused.is_some() && s.store.tip().revision() >= known.statement.revision => {
+                        tracing::debug!(subchain = id, why = a.refused.as_deref(), "config already in force")
+                    }
                     Ok(a) if a.refused.is_some() => {
                         crate::warn_every!(
                             format!("config-refused {id}"),
@@ -928,19 +964,39 @@ impl Subchains {
             );
             s.orderer.shutdown().await;
         }
-        self.cold.lock().expect("cold").retain(|k, _| involved(k));
-        self.synced.lock().expect("synced").retain(|k, _| involved(k));
+        if full {
+            self.cold.lock().expect("cold").retain(|k, _| involved(k));
+            self.synced.lock().expect("synced").retain(|k, _| involved(k));
+        } else {
+            for id in changed.iter().filter(|id| !involved(id)) {
+                self.cold.lock().expect("cold").remove(id);
+                self.synced.lock().expect("synced").remove(id);
+            }
+        }
+        tracing::trace!(
+            full,
+            looked_at = hosted.len(),
+            us = started.elapsed().as_micros() as u64,
+            "sync pass"
+        );
     }
 
-    /// Runs [`Subchains::sync`] now, on every statement change, on every new node directory (a
-    /// host's URL may arrive after the statement naming it), when this node becomes a group's
-    /// leader (it reconciles the voters), and every two seconds (a group
-    /// change that failed, say because a host was down, is retried).
+    /// Runs [`Subchains::sync`] now (a full pass), on every statement change, on every new node
+    /// directory (a host's URL may arrive after the statement naming it), when this node
+    /// becomes a group's leader (it reconciles the voters), and every two seconds (a group
+    /// change that failed, say because a host was down, is retried); a full pass again every
+    /// ten minutes, as a safety net.
     pub async fn follow(self: Arc<Self>) {
+        const FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
         let mut changes = self.directory.statement_changes();
         let mut nodes = self.directory.node_directory_changes();
+        let mut last_full: Option<std::time::Instant> = None;
         loop {
-            self.sync().await;
+            let full = last_full.is_none_or(|t| t.elapsed() >= FULL_EVERY);
+            if full {
+                last_full = Some(std::time::Instant::now());
+            }
+            self.sync(full).await;
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 r = nodes.changed() => if r.is_err() { return },
@@ -955,6 +1011,7 @@ impl Subchains {
     /// height. Watches start and stop as statements name orderers.
     pub async fn watch_orderers(self: Arc<Self>) {
         let mut watching: HashMap<String, watch::Sender<bool>> = HashMap::new();
+        let mut changes = self.directory.statement_changes();
         loop {
             let wanted = self.directory.followed_orderers();
             watching.retain(|o, stop| {
@@ -971,7 +1028,12 @@ impl Subchains {
                     v.insert(stop);
                 }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            // Only a statement changes which orderers are followed (looking costs a pass over
+            // every statement, so not on a timer); a change at most twice a second.
+            if changes.changed().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
 

@@ -4,11 +4,13 @@
 //! - Counts per subchain and per hour: transactions committed through this node and their
 //!   bytes, bytes the subchain takes on disk (the most seen in the hour), bytes of responses
 //!   served for it, submissions refused by quota.
-//! - Every minute ([`Usage::run`]) the totals of each hour go to the CA in reports signed with
-//!   the node's certificate key (`identity::usage`); the counts and the report sequence are
-//!   written to `usage.redb` (fsynced) before a report leaves, so a restart neither loses what
-//!   was reported nor reuses a sequence number. Hours before the current one are dropped once
-//!   the CA has taken a report holding their final totals.
+//! - Every minute ([`Usage::run`]) the totals of each hour that changed since the CA last took
+//!   them go to the CA in reports signed with the node's certificate key (`identity::usage`);
+//!   a quiet subchain costs one row an hour (its size on disk in the new hour), not one a
+//!   minute. The counts and the report sequence are written to `usage.redb` (fsynced) before a
+//!   report leaves, so a restart neither loses what was reported nor reuses a sequence number
+//!   (after a restart every total is sent once more: the CA sets totals, so that is harmless).
+//!   Hours before the current one are dropped once the CA has taken their final totals.
 //! - Bandwidth pacing ([`Usage::pace`]): responses beyond a subchain's plan's bandwidth wait
 //!   until its byte bucket (one second of the allowance) has room again: delayed, never dropped.
 //!
@@ -60,6 +62,8 @@ struct Pacer {
 pub struct Usage {
     db: Database,
     hours: Mutex<BTreeMap<(String, i64), Counts>>,
+    /// The totals the CA took last, per (subchain, hour) (in memory: empty after a restart).
+    sent: Mutex<HashMap<(String, i64), Counts>>,
     seq: Mutex<u64>,
     pacers: Mutex<HashMap<String, Pacer>>,
 }
@@ -96,6 +100,7 @@ impl Usage {
         Ok(Arc::new(Self {
             db,
             hours: Mutex::new(saved.hours.into_iter().map(|(s, h, c)| ((s, h), c)).collect()),
+            sent: Mutex::new(HashMap::new()),
             seq: Mutex::new(saved.seq),
             pacers: Mutex::new(HashMap::new()),
         }))
@@ -154,10 +159,11 @@ impl Usage {
         }
     }
 
-    /// The next reports: every counted (subchain, hour) of the subchains in `hosted`, in
-    /// reports of at most [`MAX_ROWS`] rows, each with the next sequence number, after saving
-    /// the counts and the sequence durably. Counts of other subchains are dropped. Returns the
-    /// reports and the current hour (hours before it are final in them).
+    /// The next reports: every (subchain, hour) of the subchains in `hosted` counted since the
+    /// CA took its totals last ([`Usage::reported`]), in reports of at most [`MAX_ROWS`] rows,
+    /// each with the next sequence number, after saving the counts and the sequence durably.
+    /// Counts of other subchains are dropped. Returns the reports (none when nothing changed)
+    /// and the current hour (hours before it are final in them).
     pub fn reports(
         &self,
         trust_domain: &str,
@@ -168,8 +174,10 @@ impl Usage {
         let rows: Vec<UsageRow> = {
             let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
             hours.retain(|(s, _), _| hosted(s));
+            let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
             hours
                 .iter()
+                .filter(|(k, c)| sent.get(*k) != Some(*c))
                 .map(|((subchain, hour), c)| UsageRow {
                     subchain: subchain.clone(),
                     hour: *hour,
@@ -201,12 +209,31 @@ impl Usage {
         Ok((reports, hour_of(at)))
     }
 
-    /// Drops the hours before `hour` (their final totals reached the CA).
-    pub fn reported(&self, hour: i64) -> anyhow::Result<()> {
-        self.hours
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(_, h), _| *h >= hour);
+    /// The CA took `reports` (made by [`Usage::reports`] at `hour`): remembers their totals as
+    /// sent, and drops the hours before `hour` (their final totals reached the CA, in these
+    /// reports or unchanged since an earlier one).
+    pub fn reported(&self, hour: i64, reports: &[UsageReport]) -> anyhow::Result<()> {
+        let dropped = {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            for r in reports.iter().flat_map(|r| &r.rows) {
+                let c = Counts {
+                    transactions: r.transactions,
+                    bytes_written: r.bytes_written,
+                    bytes_stored: r.bytes_stored,
+                    bytes_served: r.bytes_served,
+                    refused: r.refused,
+                };
+                sent.insert((r.subchain.clone(), r.hour), c);
+            }
+            sent.retain(|(_, h), _| *h >= hour);
+            let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+            let before = hours.len();
+            hours.retain(|(_, h), _| *h >= hour);
+            before != hours.len()
+        };
+        if !dropped {
+            return Ok(());
+        }
         let seq = *self.seq.lock().unwrap_or_else(|e| e.into_inner());
         self.save(seq)
     }
@@ -285,6 +312,10 @@ impl Usage {
                 .statement(id)
                 .is_some_and(|k| k.statement.involves(&directory.node))
         };
+        self.pacers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| involved(id));
         let (reports, hour) = self.reports(trust_domain, node, &involved)?;
         for r in &reports {
             let signed = Self::sign(r, key)?;
@@ -292,7 +323,7 @@ impl Usage {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        self.reported(hour)
+        self.reported(hour, &reports)
     }
 }
 
@@ -327,10 +358,24 @@ mod tests {
         assert_eq!(r2[0].seq, r1[0].seq + 1);
         assert_eq!(r2[0].rows.len(), 1, "b is no longer hosted: dropped");
         assert_eq!(r2[0].rows[0].transactions, 4, "totals, not increments");
-        // The current hour stays after it was reported.
-        u.reported(hour).unwrap();
+        // The current hour stays after it was reported, and is sent again only once it changes.
+        u.reported(hour, &r2).unwrap();
         let (r3, _) = u.reports("t", "n1", &|_| true).unwrap();
-        assert_eq!(r3[0].rows[0].transactions, 4);
+        assert!(r3.is_empty(), "nothing changed since the CA took the totals: {r3:?}");
+        u.stored("a", 10);
+        let (r4, _) = u.reports("t", "n1", &|_| true).unwrap();
+        assert_eq!(r4[0].rows.len(), 1);
+        assert_eq!((r4[0].rows[0].transactions, r4[0].rows[0].bytes_stored), (4, 10));
+        assert_eq!(r4[0].seq, r2[0].seq + 1, "no sequence number spent on an empty round");
+        // Not taken by the CA (reported not called): sent again with the next round.
+        let (r5, _) = u.reports("t", "n1", &|_| true).unwrap();
+        assert_eq!(r5[0].rows[0].bytes_stored, 10);
+        // After a restart every total goes once more (the CA sets totals).
+        u.reported(hour, &r5).unwrap();
+        drop(u);
+        let u = Usage::open(&dir).unwrap();
+        let (r6, _) = u.reports("t", "n1", &|_| true).unwrap();
+        assert_eq!(r6[0].rows.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -65,7 +65,7 @@ async fn put(
         plan: body.plan,
         open: body.open,
     };
-    store::put(&mut *s.db.acquire().await?, &offer, now().unix_timestamp()).await?;
+    store::put(&mut *s.db.acquire_writer().await?, &offer, now().unix_timestamp()).await?;
     tracing::info!(plan = %name, by = %caller.identity.id, "plan defined");
     Ok(axum::Json(view(offer)))
 }
@@ -77,7 +77,7 @@ async fn withdraw(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_any(&[CaRole::Admin])?;
-    if !store::delete(&mut *s.db.acquire().await?, &name).await? {
+    if !store::delete(&mut *s.db.acquire_writer().await?, &name).await? {
         return Err(ApiError::UnknownPlan(format!("no plan '{name}' is on offer")));
     }
     tracing::info!(plan = %name, by = %caller.identity.id, "plan withdrawn");

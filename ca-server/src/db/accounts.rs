@@ -223,7 +223,7 @@ pub async fn insert_session(
     now: i64,
     expires_at: i64,
 ) -> Result<(), DbError> {
-    let mut c = db.acquire().await?;
+    let mut c = db.acquire_writer().await?;
     sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
         .bind(now)
         .execute(&mut *c)
@@ -265,7 +265,7 @@ pub async fn session(db: &Db, token_hash: &str) -> Result<Option<SessionRow>, Db
 pub async fn delete_session(db: &Db, token_hash: &str) -> Result<(), DbError> {
     sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
         .bind(token_hash)
-        .execute(&mut *db.acquire().await?)
+        .execute(&mut *db.acquire_writer().await?)
         .await?;
     Ok(())
 }
@@ -278,7 +278,7 @@ pub async fn insert_challenge(
     now: i64,
     expires_at: i64,
 ) -> Result<(), DbError> {
-    let mut c = db.acquire().await?;
+    let mut c = db.acquire_writer().await?;
     sqlx::query("DELETE FROM enroll_challenges WHERE expires_at <= $1")
         .bind(now)
         .execute(&mut *c)
@@ -305,7 +305,7 @@ pub async fn insert_invitation(
         .bind(created_by)
         .bind(expires_at)
         .bind(uses)
-        .execute(&mut *db.acquire().await?)
+        .execute(&mut *db.acquire_writer().await?)
         .await?;
     Ok(())
 }
