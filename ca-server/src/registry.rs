@@ -476,6 +476,9 @@ async fn board(conn: &mut sqlx::AnyConnection) -> Result<Board, RegistryError> {
             })
         })
         .collect();
+    if nodes.is_empty() {
+        return Ok(Board::new(nodes, &[])?);
+    }
     let on_board: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     let placed: Vec<Placed> = store::placements(conn)
         .await?
