@@ -377,28 +377,25 @@ impl RaftOrderer {
     /// returns nothing, and makes a leader it reaches send a heartbeat at once (`raft_blocks`).
     /// Fire and forget.
     fn wake_others(&self) {
-        let mut urls: Vec<String> = {
+        let (vote, last_log, mut urls) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            tracing::debug!(
-                subchain = self.subchain,
-                vote = %m.vote,
-                last_log = ?m.last_log_index,
-                voters = m.membership_config.membership().voter_ids().count(),
-                "no leader known"
-            );
-            m.membership_config
+            let urls: Vec<String> = m
+                .membership_config
                 .membership()
                 .nodes()
                 .filter(|(id, _)| **id != self.me)
                 .map(|(id, n)| self.peers.address_of(*id, &n.addr))
-                .collect()
+                .collect();
+            (m.vote.to_string(), m.last_log_index, urls)
         };
         urls.extend(self.others.iter().filter_map(|h| self.peers.address(h)));
         urls.sort();
         urls.dedup();
         tracing::debug!(
             subchain = self.subchain,
+            vote,
+            last_log,
             members = urls.len(),
             "no leader known: waking the other members"
         );
