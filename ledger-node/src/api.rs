@@ -983,6 +983,7 @@ async fn raft_append(
     let c = authorize_voter(&s, &peer, &id).await?;
     let rpc: openraft::raft::AppendEntriesRequest<crate::group::TypeConfig> =
         read_json(&s, &headers, body, MAX_RAFT_BODY).await?;
+    c.heard_from_leader();
     Ok(axum::Json(raft_of(&c).append_entries(rpc).await))
 }
 
@@ -995,7 +996,13 @@ async fn raft_vote(
 ) -> Result<RaftResult<openraft::raft::VoteResponse<u64>>, ApiError> {
     let c = authorize_voter(&s, &peer, &id).await?;
     let rpc: openraft::raft::VoteRequest<u64> = read_json(&s, &headers, body, MAX_VOTE_BODY).await?;
-    Ok(axum::Json(raft_of(&c).vote(rpc).await))
+    let answer = raft_of(&c).vote(rpc.clone()).await;
+    if let Ok(v) = &answer
+        && !v.vote_granted
+    {
+        c.refused_vote(&rpc, v);
+    }
+    Ok(axum::Json(answer))
 }
 
 async fn raft_snapshot(

@@ -53,6 +53,10 @@ pub trait Orderer: Send + Sync + 'static {
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
 
+/// How long a member refuses other candidates after it last heard from its leader (openraft's
+/// leader lease is the longest election timeout), in milliseconds.
+pub const LEASE_MS: u64 = 2000;
+
 /// A subchain's openraft group.
 pub struct RaftOrderer {
     raft: openraft::Raft<TypeConfig>,
@@ -66,6 +70,9 @@ pub struct RaftOrderer {
     store: Arc<Store>,
     /// The other hosts the statement listed when this member started (names).
     others: Vec<String>,
+    /// When this member last campaigned because its leader was gone (one campaign for all the
+    /// writes waiting on it: each would otherwise raise the term once more).
+    campaigned: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Where this node and its peers are.
@@ -146,7 +153,7 @@ impl RaftOrderer {
             cluster_name: store.subchain().to_string(),
             heartbeat_interval: 250,
             election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            election_timeout_max: LEASE_MS,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
             max_in_snapshot_log_to_keep: 1_000,
             install_snapshot_timeout: 60_000,
@@ -194,6 +201,7 @@ impl RaftOrderer {
             applied: watcher,
             store: kept,
             others: m.hosts.iter().filter(|h| *h != m.me).cloned().collect(),
+            campaigned: std::sync::Mutex::new(None),
         })
     }
 
@@ -290,7 +298,6 @@ impl Orderer for RaftOrderer {
         // while; a follower forwards to the leader and then waits until it has applied the block
         // itself, so a read on this node right after sees the write.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let mut elected_at: Option<tokio::time::Instant> = None;
         // Whether a forward was given up: its copy may have committed after all.
         let mut gave_up = false;
         let mut woke_others = false;
@@ -315,8 +322,7 @@ impl Orderer for RaftOrderer {
                         // news of its leader than its vote, and a write is waiting. The others
                         // refuse while they still hear from a live leader (the lease), so this
                         // cannot unseat one.
-                        Err(e) if e.gone() && elected_at.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) => {
-                            elected_at = Some(tokio::time::Instant::now());
+                        Err(e) if e.gone() && self.may_campaign() => {
                             tracing::info!(subchain = self.subchain, error = %e, "the leader is gone: campaigning");
                             let _ = self.raft.trigger().elect().await;
                             e.to_string()
@@ -372,6 +378,43 @@ impl Orderer for RaftOrderer {
 }
 
 impl RaftOrderer {
+    /// Whether a write that found its leader gone may campaign now: not if another write on
+    /// this member did in the last 2 s.
+    fn may_campaign(&self) -> bool {
+        let mut last = self
+            .campaigned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(2)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Campaigns to succeed a leader this member no longer hears from, after refusing its vote
+    /// to a candidate (at `term`) whose log is shorter than this member's: that candidate
+    /// cannot win, and this member would otherwise campaign at a term the candidate already
+    /// holds, be refused in turn, and win only at its next timeout. It first votes for itself
+    /// at the candidate's term (its own lease has expired: the caller waited for it), then
+    /// campaigns at the term above, which the candidate grants.
+    /// Nothing is done if this member has voted at that term or later meanwhile (it granted a
+    /// better candidate, or campaigned itself).
+    pub async fn succeed(&self, term: u64, last_log_id: Option<LogId<u64>>) {
+        if self.raft.metrics().borrow().vote.leader_id().term >= term {
+            return;
+        }
+        let own = openraft::raft::VoteRequest::new(Vote::new(term, self.me), last_log_id);
+        let _ = self.raft.vote(own).await;
+        tracing::info!(
+            subchain = self.subchain,
+            term,
+            "a candidate with a shorter log cannot win: campaigning"
+        );
+        let _ = self.raft.trigger().elect().await;
+    }
+
     /// Wakes this subchain on the group's other members (the membership's voters and the hosts
     /// the statement listed): a block read past any height, which opens the subchain there and
     /// returns nothing, and makes a leader it reaches send a heartbeat at once (`raft_blocks`).

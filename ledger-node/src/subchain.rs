@@ -226,6 +226,13 @@ pub struct Subchain {
     /// while there is one the group's timers keep running, so that a follower whose leader
     /// died elects a new one instead of waiting, quiet, for a leader that never comes back.
     writing: AtomicU64,
+    /// When this member last heard from a group leader (an append; at first, when it opened:
+    /// openraft's lease on a stored vote starts then), [`mono_ms`].
+    heard: AtomicU64,
+    /// A campaign to succeed a silent leader is pending ([`Subchain::refused_vote`]).
+    succeeding: std::sync::atomic::AtomicBool,
+    /// The highest term of a candidate with a shorter log whose vote this member refused.
+    refused_term: AtomicU64,
 }
 
 /// A write in progress on a subchain ([`Subchain::writing`]): its group stays stirred until the
@@ -262,6 +269,54 @@ impl Subchain {
         self.writing.fetch_add(1, AtomicOrdering::SeqCst);
         self.stir();
         Writing(self)
+    }
+
+    /// An append from the group's leader reached this member.
+    pub fn heard_from_leader(&self) {
+        self.heard.store(mono_ms(), AtomicOrdering::Relaxed);
+    }
+
+    /// This member refused its vote to a candidate. An election is under way that the
+    /// candidate may not win: this member's timers run until the group is quiet again (a
+    /// follower that only applies runs none, and would never campaign). When the candidate's log
+    /// is shorter than this member's it cannot win at all, and this member campaigns as soon as
+    /// it has not heard from a leader for the lease, at a term above the candidate's (seen
+    /// before: the candidate campaigned in vain for 15 s while the member holding the longer
+    /// log, with no timers, waited for a write). A leader heard meanwhile cancels that.
+    pub fn refused_vote(
+        self: &Arc<Self>,
+        req: &openraft::raft::VoteRequest<u64>,
+        answer: &openraft::raft::VoteResponse<u64>,
+    ) {
+        self.stir();
+        if answer.last_log_id <= req.last_log_id {
+            return;
+        }
+        self.refused_term
+            .fetch_max(req.vote.leader_id().term, AtomicOrdering::SeqCst);
+        if self.succeeding.swap(true, AtomicOrdering::SeqCst) {
+            return;
+        }
+        let (weak, last) = (Arc::downgrade(self), answer.last_log_id);
+        let started = mono_ms();
+        tokio::spawn(async move {
+            loop {
+                let Some(s) = weak.upgrade() else { return };
+                let silent = mono_ms().saturating_sub(s.heard.load(AtomicOrdering::Relaxed));
+                let lease = crate::raft::LEASE_MS + 50;
+                if silent >= lease || mono_ms().saturating_sub(started) > 3 * lease {
+                    if silent >= lease
+                        && let Some(r) = s.raft()
+                    {
+                        r.succeed(s.refused_term.load(AtomicOrdering::SeqCst), last).await;
+                    }
+                    s.succeeding.store(false, AtomicOrdering::SeqCst);
+                    return;
+                }
+                drop(s);
+                tokio::time::sleep(std::time::Duration::from_millis(lease - silent)).await;
+            }
+        });
     }
 
     /// Stops the Raft group's timers while nothing happens: a quiet leader sends no heartbeat
@@ -686,6 +741,9 @@ impl Subchains {
             last_active: AtomicU64::new(mono_ms()),
             quiet: std::sync::atomic::AtomicBool::new(quiet),
             writing: AtomicU64::new(0),
+            heard: AtomicU64::new(mono_ms()),
+            succeeding: std::sync::atomic::AtomicBool::new(false),
+            refused_term: AtomicU64::new(0),
         });
         // Every new height: the tip feed hears of it, and the subchain counts as used.
         if let Some(h) = *applied.borrow() {

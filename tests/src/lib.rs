@@ -746,6 +746,18 @@ impl TestNode {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Freezes the node (SIGSTOP: its sockets stay open, it answers nothing) or thaws it
+    /// (SIGCONT).
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.pid().expect("the node runs").to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Kills the node with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
