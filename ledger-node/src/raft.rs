@@ -302,7 +302,20 @@ impl Orderer for RaftOrderer {
         let mut gave_up = false;
         let mut woke_others = false;
         loop {
-            let last = match self.raft.client_write(p.clone()).await {
+            // As leader, the write waits for a majority of the group; one that no majority
+            // answers (the others are down or cut off) is answered at the deadline, not never
+            // (seen: a lone leader held the request until the client gave up after 60 s). It
+            // stays in this leader's log and may still commit if enough members return, so
+            // the answer says to look the transactions up before sending them again.
+            let limit = deadline.max(tokio::time::Instant::now() + Duration::from_secs(2));
+            let Ok(written) = tokio::time::timeout_at(limit, self.raft.client_write(p.clone())).await else {
+                return Err(OrderError::NoLeader(
+                    "no majority of the group confirmed the write within 15 s (members are down or cut off); \
+                     it may still commit if they return: look its transactions up by id before sending them again"
+                        .into(),
+                ));
+            };
+            let last = match written {
                 Ok(r) => {
                     let applied = Applied {
                         leader: Some(self.name.clone()),
@@ -359,6 +372,15 @@ impl Orderer for RaftOrderer {
                             woke_others = true;
                             self.wake_others();
                         }
+                        // Its own campaign for a leader that is gone was refused while the
+                        // others honoured that leader's lease (a member woken by the vote
+                        // request starts a lease on its stored vote then): campaign again as
+                        // soon as the lease is over, rather than at a random election timeout,
+                        // unless this member has voted for another candidate meanwhile.
+                        if self.campaign_refused() && self.may_campaign() {
+                            tracing::info!(subchain = self.subchain, "the lease is over: campaigning again");
+                            let _ = self.raft.trigger().elect().await;
+                        }
                         "no leader elected yet".to_string()
                     }
                 },
@@ -379,18 +401,34 @@ impl Orderer for RaftOrderer {
 
 impl RaftOrderer {
     /// Whether a write that found its leader gone may campaign now: not if another write on
-    /// this member did in the last 2 s.
+    /// this member did within the lease (and 100 ms).
     fn may_campaign(&self) -> bool {
         let mut last = self
             .campaigned
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = tokio::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(2)) {
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(LEASE_MS + 100)) {
             return false;
         }
         *last = Some(now);
         true
+    }
+
+    /// Whether this member campaigned because its leader was gone and is still a candidate
+    /// nobody followed: no leader known, and its vote its own, uncommitted.
+    fn campaign_refused(&self) -> bool {
+        let campaigned = self
+            .campaigned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        campaigned
+            && m.current_leader.is_none()
+            && m.vote.leader_id().voted_for() == Some(self.me)
+            && !m.vote.is_committed()
     }
 
     /// Campaigns to succeed a leader this member no longer hears from, after refusing its vote
