@@ -437,10 +437,11 @@ impl RaftOrderer {
     /// holds, be refused in turn, and win only at its next timeout. It first votes for itself
     /// at the candidate's term (its own lease has expired: the caller waited for it), then
     /// campaigns at the term above, which the candidate grants.
-    /// Nothing is done if this member has voted at that term or later meanwhile (it granted a
-    /// better candidate, or campaigned itself).
+    /// Nothing is done if this member leads the group (a leader hears no appends: it sends
+    /// them), or has voted at that term or later meanwhile (it granted a better candidate, or
+    /// campaigned itself).
     pub async fn succeed(&self, term: u64, last_log_id: Option<LogId<u64>>) {
-        if self.raft.metrics().borrow().vote.leader_id().term >= term {
+        if self.is_leader() || self.raft.metrics().borrow().vote.leader_id().term >= term {
             return;
         }
         let own = openraft::raft::VoteRequest::new(Vote::new(term, self.me), last_log_id);

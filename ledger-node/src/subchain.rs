@@ -289,7 +289,7 @@ impl Subchain {
         answer: &openraft::raft::VoteResponse<u64>,
     ) {
         self.stir();
-        if answer.last_log_id <= req.last_log_id {
+        if answer.last_log_id <= req.last_log_id || self.orderer.is_leader() {
             return;
         }
         self.refused_term

@@ -628,6 +628,16 @@ impl TestNode {
         Self::start_as(ca, name, "orderer", "local", "").await
     }
 
+    /// Starts an ordering cluster of three orderers, `o1`, `o2` and `o3`, with extra `node.toml`
+    /// lines.
+    pub async fn three_orderers(ca: &mut TestCa, extra_config: &str) -> Vec<Self> {
+        let mut orderers = Vec::new();
+        for name in ["o1", "o2", "o3"] {
+            orderers.push(Self::start_as(ca, name, "orderer", "local", extra_config).await);
+        }
+        orderers
+    }
+
     /// Registers identity `name` of `kind` (`node` or `orderer`) in `city`, runs `ledger-node
     /// init` and starts it, with extra `node.toml` lines.
     pub async fn start_as(ca: &mut TestCa, name: &str, kind: &str, city: &str, extra_config: &str) -> Self {

@@ -127,10 +127,7 @@ async fn an_idle_subchain_closes_its_file_and_the_first_request_wakes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hibernating_orderers_and_city_nodes_wake_for_a_write_and_the_tip_feed_tells_the_others() {
     let mut ca = TestCa::start();
-    let mut orderers = Vec::new();
-    for name in ["o1", "o2", "o3"] {
-        orderers.push(TestNode::start_as(&mut ca, name, "orderer", "local", QUICK).await);
-    }
+    let orderers = TestNode::three_orderers(&mut ca, QUICK).await;
     let mut cities = Vec::new();
     for name in ["n1", "n2"] {
         cities.push(TestNode::start_as(&mut ca, name, "node", "local", QUICK).await);

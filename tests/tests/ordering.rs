@@ -31,10 +31,7 @@ async fn height(api: &Api) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
     let mut ca = TestCa::start();
-    let mut orderers = Vec::new();
-    for name in ["o1", "o2", "o3"] {
-        orderers.push(TestNode::orderer(&mut ca, name).await);
-    }
+    let mut orderers = TestNode::three_orderers(&mut ca, "").await;
     let mut cities = Vec::new();
     for (name, city) in [("n1", "beijing"), ("n2", "shanghai"), ("n3", "shanghai")] {
         cities.push(TestNode::start_as(&mut ca, name, "node", city, "").await);
@@ -236,10 +233,7 @@ async fn orderers_order_city_nodes_follow_and_the_leader_can_die() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_ordering_leader_is_replaced_within_seconds_every_time() {
     let mut ca = TestCa::start();
-    let mut orderers = Vec::new();
-    for name in ["o1", "o2", "o3"] {
-        orderers.push(TestNode::orderer(&mut ca, name).await);
-    }
+    let mut orderers = TestNode::three_orderers(&mut ca, "").await;
     let n1 = TestNode::start_as(&mut ca, "n1", "node", "beijing", "").await;
     let admin = ca.admin();
     let a = ca.api(Some(&admin));

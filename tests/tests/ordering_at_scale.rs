@@ -82,10 +82,7 @@ fn quantile(mut ms: Vec<f64>, q: f64) -> f64 {
 async fn a_thousand_ordered_subchains_and_the_leader_of_one_killed_under_load() {
     let mut ca = TestCa::start();
     let config = "idle_close_secs = 5";
-    let mut orderers = Vec::new();
-    for name in ["o1", "o2", "o3"] {
-        orderers.push(TestNode::start_as(&mut ca, name, "orderer", "local", config).await);
-    }
+    let mut orderers = TestNode::three_orderers(&mut ca, config).await;
     let city = TestNode::start_as(&mut ca, "n1", "node", "local", config).await;
     // The publisher (the CA administrator) is each subchain's first admin member, which may write.
     let admin = ca.admin();
